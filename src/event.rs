@@ -1,0 +1,284 @@
+//! The event: one JSON object per line of a run's journal (contract §3).
+//!
+//! Two shapes of the same thing: [`Record`] borrows everything and is what the runner
+//! serializes on its hot path (a million log lines must not mean a million allocations of the
+//! run id); [`Event`] owns its fields and is what readers parse, accepting the original format
+//! (only `run_id`, `stage`, `event`, `timestamp`, `msg`) and ignoring keys they do not know.
+//!
+//! Run ids are validated here ([`RunId`]) so that nothing else has to: a run id never becomes a
+//! path outside `events_dir`.
+
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Run-level events use this as their `stage`.
+pub use crate::config::PIPELINE_STAGE;
+
+/// Event kinds written by pipewatch.
+pub mod kind {
+    pub const START: &str = "start";
+    pub const SUCCESS: &str = "success";
+    pub const FAILURE: &str = "failure";
+    pub const CANCELLED: &str = "cancelled";
+    pub const SKIPPED: &str = "skipped";
+    pub const MISSED: &str = "missed";
+    pub const LOG: &str = "log";
+    pub const RETRY: &str = "retry";
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+/// Which output stream a `log` line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// The `data` object pipewatch writes. Every field is optional and omitted when absent, so a
+/// `log` line carries only `stream`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Data<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<Stream>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stages: Option<&'a [&'a str]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_stages: Option<&'a [&'a str]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub needs: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled_for: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<&'a str>,
+}
+
+/// One event as written by pipewatch, borrowing its fields. Field order is the order on disk.
+#[derive(Debug, Serialize)]
+pub struct Record<'a> {
+    pub seq: u64,
+    pub run_id: &'a str,
+    pub pipeline: &'a str,
+    pub stage: &'a str,
+    pub event: &'a str,
+    pub level: Level,
+    pub timestamp: &'a str,
+    pub source: &'a str,
+    pub msg: &'a str,
+    pub data: &'a Data<'a>,
+}
+
+/// One event as read back: the five original keys are required, the rest optional.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    pub run_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
+    pub stage: String,
+    pub event: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    pub timestamp: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    pub msg: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Event {
+    /// A `data` field as a string, if present.
+    pub fn data_str(&self, key: &str) -> Option<&str> {
+        self.data.as_ref()?.get(key)?.as_str()
+    }
+
+    /// A `data` field as an integer, if present.
+    pub fn data_i64(&self, key: &str) -> Option<i64> {
+        self.data.as_ref()?.get(key)?.as_i64()
+    }
+
+    /// Whether this is a run's final event.
+    pub fn is_run_terminal(&self) -> bool {
+        self.stage == PIPELINE_STAGE
+            && matches!(
+                self.event.as_str(),
+                kind::SUCCESS | kind::FAILURE | kind::CANCELLED | kind::SKIPPED | kind::MISSED
+            )
+    }
+}
+
+/// Formats a time the way pipewatch writes it: UTC, milliseconds, `Z`.
+pub fn format_timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Now, formatted by [`format_timestamp`].
+pub fn now_timestamp() -> String {
+    format_timestamp(Utc::now())
+}
+
+/// A run id: `[A-Za-z0-9_-]{1,64}`. Construct with [`RunId::parse`] or [`RunId::generate`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct RunId(String);
+
+/// A run id that is not `[A-Za-z0-9_-]{1,64}`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid run id {0:?}: a run id is 1 to 64 letters, digits, `_` or `-`")]
+pub struct InvalidRunId(pub String);
+
+impl RunId {
+    pub fn parse(s: &str) -> Result<RunId, InvalidRunId> {
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if ok {
+            Ok(RunId(s.to_string()))
+        } else {
+            Err(InvalidRunId(s.to_string()))
+        }
+    }
+
+    /// A new, time-sortable id: `20261129T081500Z-3f9a2c` (UTC start second, then 24 random
+    /// bits so that runs started in the same second stay distinct).
+    pub fn generate(now: DateTime<Utc>) -> RunId {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.write_i64(now.timestamp_nanos_opt().unwrap_or_default());
+        let r = h.finish() & 0xff_ffff;
+        RunId(format!("{}-{r:06x}", now.format("%Y%m%dT%H%M%SZ")))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The journal file name for this run: `pipeline_<run_id>.jsonl`.
+    pub fn file_name(&self) -> String {
+        format!("pipeline_{}.jsonl", self.0)
+    }
+
+    /// The run id of a journal file name, if it is one.
+    pub fn from_file_name(name: &str) -> Option<RunId> {
+        let id = name.strip_prefix("pipeline_")?.strip_suffix(".jsonl")?;
+        RunId::parse(id).ok()
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids() {
+        for ok in ["a", "20261129T081500Z-3f9a", "A_b-9", &"x".repeat(64)] {
+            assert!(RunId::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "..", "a/b", "a%2Fb", "a b", "é", &"x".repeat(65), "a.b"] {
+            assert!(RunId::parse(bad).is_err(), "{bad}");
+        }
+        let t = Utc::now();
+        let a = RunId::generate(t);
+        assert!(RunId::parse(a.as_str()).is_ok());
+        assert_eq!(RunId::from_file_name(&a.file_name()), Some(a));
+        assert_eq!(RunId::from_file_name("pipeline_../x.jsonl"), None);
+    }
+
+    #[test]
+    fn generated_ids_sort_by_time() {
+        let t1 = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+        let t2 = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 6).unwrap();
+        assert!(RunId::generate(t1) < RunId::generate(t2));
+        assert!(
+            RunId::generate(t1)
+                .as_str()
+                .starts_with("20260102T030405Z-")
+        );
+    }
+
+    #[test]
+    fn original_format_parses() {
+        let line = r#"{"run_id":"r1","stage":"extract","event":"start","timestamp":"2025-12-08T21:45:00","msg":"go","extra":1}"#;
+        let e: Event = serde_json::from_str(line).unwrap();
+        assert_eq!(e.seq, None);
+        assert_eq!(e.stage, "extract");
+        assert!(serde_json::from_str::<Event>(r#"{"run_id":"r1"}"#).is_err());
+    }
+
+    #[test]
+    fn record_round_trips() {
+        let data = Data {
+            stream: Some(Stream::Stderr),
+            ..Data::default()
+        };
+        let r = Record {
+            seq: 3,
+            run_id: "r",
+            pipeline: "p",
+            stage: "s",
+            event: kind::LOG,
+            level: Level::Warn,
+            timestamp: "2026-11-29T08:15:00.123Z",
+            source: "cli",
+            msg: "hello",
+            data: &data,
+        };
+        let s = serde_json::to_string(&r).unwrap();
+        assert!(s.starts_with(r#"{"seq":3,"run_id":"r""#), "{s}");
+        let e: Event = serde_json::from_str(&s).unwrap();
+        assert_eq!(e.seq, Some(3));
+        assert_eq!(e.data_str("stream"), Some("stderr"));
+    }
+
+    use chrono::TimeZone;
+}

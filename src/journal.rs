@@ -1,0 +1,277 @@
+//! The run journal: `<events_dir>/pipeline_<run_id>.jsonl`, written by `pipewatch run`.
+//!
+//! Invariants, which the tailer relies on:
+//! - the file is created new (never reused) and only ever appended to;
+//! - every event is one complete line, handed to the OS in a single `write` with its `\n`
+//!   (lines that arrive together — a burst of output read in one chunk — go in the same
+//!   write, still whole), so a reader never sees half an event followed by another;
+//! - `seq` is the line's index in the file, from 0, assigned under the same lock as the write,
+//!   so file order and `seq` order agree even with many stages writing at once;
+//! - if a write fails (a full disk), the file is cut back to its last complete line, so it
+//!   stays parseable, and every later write reports the first error.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::event::{Data, Level, Record, RunId, Stream, kind, now_timestamp};
+
+/// A journal that could not be created or written.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JournalError {
+    #[error("cannot create the events folder or run file {path}: {message}")]
+    Create { path: PathBuf, message: String },
+    #[error("cannot write run file {path}: {message}")]
+    Write { path: PathBuf, message: String },
+}
+
+/// One line of a stage's output, ready to be journaled.
+#[derive(Debug)]
+pub struct OutputLine<'a> {
+    pub text: &'a [u8],
+    /// The line was longer than the cap and was cut.
+    pub truncated: bool,
+}
+
+/// An open run journal, shared by every stage of the run.
+pub struct Journal {
+    path: PathBuf,
+    run_id: RunId,
+    pipeline: String,
+    source: String,
+    /// Serializes appends so that `seq` order is file order.
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    file: File,
+    next_seq: u64,
+    /// Bytes known to end with a complete line; where a failed write is cut back to.
+    len: u64,
+    buf: Vec<u8>,
+    failed: Option<JournalError>,
+}
+
+impl Journal {
+    /// Creates the run's file (and `events_dir` if needed). Fails if the file already exists.
+    pub fn create(
+        events_dir: &Path,
+        run_id: &RunId,
+        pipeline: &str,
+        source: &str,
+    ) -> Result<Journal, JournalError> {
+        let path = events_dir.join(run_id.file_name());
+        let create_err = |e: io::Error| JournalError::Create {
+            path: path.clone(),
+            message: e.to_string(),
+        };
+        std::fs::create_dir_all(events_dir).map_err(create_err)?;
+        let file = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(create_err)?;
+        Ok(Journal {
+            path: path.clone(),
+            run_id: run_id.clone(),
+            pipeline: pipeline.to_string(),
+            source: source.to_string(),
+            inner: Mutex::new(Inner {
+                file,
+                next_seq: 0,
+                len: 0,
+                buf: Vec::with_capacity(64 * 1024),
+                failed: None,
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn run_id(&self) -> &RunId {
+        &self.run_id
+    }
+
+    /// The first write error, if any write has failed.
+    pub fn failure(&self) -> Option<JournalError> {
+        self.lock().failed.clone()
+    }
+
+    /// Appends one event.
+    pub fn emit(
+        &self,
+        stage: &str,
+        event: &str,
+        level: Level,
+        msg: &str,
+        data: &Data,
+    ) -> Result<(), JournalError> {
+        let timestamp = now_timestamp();
+        let mut inner = self.lock();
+        let seq = inner.next_seq;
+        inner.buf.clear();
+        let record = Record {
+            seq,
+            run_id: self.run_id.as_str(),
+            pipeline: &self.pipeline,
+            stage,
+            event,
+            level,
+            timestamp: &timestamp,
+            source: &self.source,
+            msg,
+            data,
+        };
+        write_line(&mut inner.buf, &record);
+        inner.commit(1, &self.path)
+    }
+
+    /// Appends one `log` event per line, all in a single write.
+    pub fn emit_output(
+        &self,
+        stage: &str,
+        stream: Stream,
+        lines: &[OutputLine<'_>],
+    ) -> Result<(), JournalError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let timestamp = now_timestamp();
+        let level = match stream {
+            Stream::Stdout => Level::Info,
+            Stream::Stderr => Level::Warn,
+        };
+        let plain = Data {
+            stream: Some(stream),
+            ..Data::default()
+        };
+        let cut = Data {
+            stream: Some(stream),
+            truncated: Some(true),
+            ..Data::default()
+        };
+        let mut inner = self.lock();
+        inner.buf.clear();
+        let first = inner.next_seq;
+        for (i, line) in lines.iter().enumerate() {
+            let text = String::from_utf8_lossy(line.text);
+            let record = Record {
+                seq: first + i as u64,
+                run_id: self.run_id.as_str(),
+                pipeline: &self.pipeline,
+                stage,
+                event: kind::LOG,
+                level,
+                timestamp: &timestamp,
+                source: &self.source,
+                msg: &text,
+                data: if line.truncated { &cut } else { &plain },
+            };
+            write_line(&mut inner.buf, &record);
+        }
+        inner.commit(lines.len() as u64, &self.path)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves `Inner` consistent (seq and len only move
+        // after a successful write), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn write_line(buf: &mut Vec<u8>, record: &Record<'_>) {
+    // Serializing these types cannot fail: every field is a string, number or flat struct.
+    if serde_json::to_writer(&mut *buf, record).is_ok() {
+        buf.push(b'\n');
+    }
+}
+
+impl Inner {
+    /// Writes `buf` (holding `count` complete lines) in one call.
+    fn commit(&mut self, count: u64, path: &Path) -> Result<(), JournalError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        match self.file.write_all(&self.buf) {
+            Ok(()) => {
+                self.next_seq += count;
+                self.len += self.buf.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // Cut any partial line back off, so the file ends on a complete line.
+                let _ = self.file.set_len(self.len);
+                let err = JournalError::Write {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                };
+                self.failed = Some(err.clone());
+                Err(err)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Event;
+    use std::sync::Arc;
+
+    #[test]
+    fn seq_follows_file_order_across_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = RunId::parse("r1").unwrap();
+        let j = Arc::new(Journal::create(dir.path(), &id, "p", "cli").unwrap());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let j = j.clone();
+                std::thread::spawn(move || {
+                    for i in 0..500 {
+                        if i % 2 == 0 {
+                            j.emit("s", kind::START, Level::Info, "x", &Data::default())
+                                .unwrap();
+                        } else {
+                            let text = format!("t{t} line {i} \u{fffd}\"quoted\"");
+                            let lines = [
+                                OutputLine {
+                                    text: text.as_bytes(),
+                                    truncated: false,
+                                },
+                                OutputLine {
+                                    text: b"\xff\xfe raw",
+                                    truncated: true,
+                                },
+                            ];
+                            j.emit_output("s", Stream::Stdout, &lines).unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let text = std::fs::read_to_string(j.path()).unwrap();
+        let events: Vec<Event> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(events.len(), 4 * (250 + 500));
+        for (i, e) in events.iter().enumerate() {
+            assert_eq!(e.seq, Some(i as u64));
+        }
+        assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn create_refuses_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = RunId::parse("r1").unwrap();
+        let _j = Journal::create(dir.path(), &id, "p", "cli").unwrap();
+        assert!(Journal::create(dir.path(), &id, "p", "cli").is_err());
+    }
+}

@@ -1,0 +1,34 @@
+//! pipewatch: run a data pipeline on a schedule and watch every run live.
+//!
+//! # Layout
+//!
+//! The data flows one way: runner → journal (a JSONL file per run) → tail → bus →
+//! WebSocket/API → page. A module does not reach back up that chain.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`config`] | `pipewatch.toml`: every key, defaults, validation with file/line/key errors |
+//! | [`schedule`] | the cron expression: parsing, next occurrences |
+//! | [`event`] | the event format (contract §3), run ids |
+//! | [`journal`] | appending events to a run's file: whole lines, `seq` from 0 |
+//! | [`runner`] | `pipewatch run`: overlap, the stage DAG, retries, timeouts, cancellation |
+//! | [`process`] | starting a stage and killing its whole process tree (the per-OS code) |
+//! | [`liveness`] | run locks (is a runner alive?), cancel requests, the overlap lock |
+//! | [`announce`] | the best-effort "run started" notification to the dashboard |
+//! | [`progress`] | the terminal view of a run (live, plain or quiet) |
+//! | [`shutdown`] | Ctrl-C / SIGTERM / Ctrl-Break as one future |
+//! | [`init`] | `pipewatch init`: the example configuration and pipeline |
+//! | [`exit`] | exit codes |
+
+pub mod announce;
+pub mod config;
+pub mod event;
+pub mod exit;
+pub mod init;
+pub mod journal;
+pub mod liveness;
+pub mod process;
+pub mod progress;
+pub mod runner;
+pub mod schedule;
+pub mod shutdown;

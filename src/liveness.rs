@@ -1,0 +1,207 @@
+//! How a run tells the world it is alive, and how the world asks it to stop — without talking
+//! to it.
+//!
+//! Files under `<state_dir>`:
+//! - `runs/<run_id>.lock`: created and exclusively locked (an OS file lock: `flock` on Unix,
+//!   `LockFileEx` on Windows) by the runner for its whole life. The OS drops the lock when the
+//!   process dies, however it dies, so "the file exists but can be locked" means the runner is
+//!   gone. The dashboard uses this to mark runs `abandoned`.
+//! - `runs/<run_id>.cancel`: written by whoever wants the run stopped (the `replace` overlap
+//!   policy, the dashboard's cancel endpoint); its content is the reason. The runner polls for
+//!   it, so this works across processes on every OS without signals.
+//! - `pipeline.lock`: held exclusively by a running run under the `skip`, `queue` and `replace`
+//!   overlap policies; the next run tries it (skip), waits for it (queue), or cancels its
+//!   holders and then waits (replace).
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::event::RunId;
+
+fn runs_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("runs")
+}
+
+fn lock_path(state_dir: &Path, run_id: &RunId) -> PathBuf {
+    runs_dir(state_dir).join(format!("{run_id}.lock"))
+}
+
+fn cancel_path(state_dir: &Path, run_id: &RunId) -> PathBuf {
+    runs_dir(state_dir).join(format!("{run_id}.cancel"))
+}
+
+/// The runner's proof of life. Dropping it releases the lock and removes its files.
+#[derive(Debug)]
+pub struct RunLock {
+    /// Holding the open, locked handle is the whole mechanism.
+    file: File,
+    lock: PathBuf,
+    cancel: PathBuf,
+}
+
+impl RunLock {
+    /// Creates and locks `runs/<run_id>.lock`.
+    pub fn acquire(state_dir: &Path, run_id: &RunId) -> io::Result<RunLock> {
+        std::fs::create_dir_all(runs_dir(state_dir))?;
+        let lock = lock_path(state_dir, run_id);
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock)?;
+        file.lock()?;
+        Ok(RunLock {
+            file,
+            lock,
+            cancel: cancel_path(state_dir, run_id),
+        })
+    }
+
+    /// The reason in a pending cancel request, if one was made.
+    pub fn cancel_requested(&self) -> Option<String> {
+        match std::fs::read_to_string(&self.cancel) {
+            Ok(reason) => {
+                let r = reason.trim();
+                Some(if r.is_empty() { "cancelled" } else { r }.to_string())
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.cancel);
+        let _ = std::fs::remove_file(&self.lock);
+        let _ = self.file.unlock();
+    }
+}
+
+/// What can be told about a run's runner from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// Its lock is held: the runner is running.
+    Alive,
+    /// No lock file, or one nobody holds: no runner is running it.
+    Gone,
+}
+
+/// Whether the runner of `run_id` is alive.
+pub fn liveness(state_dir: &Path, run_id: &RunId) -> Liveness {
+    let Ok(file) = OpenOptions::new()
+        .read(true)
+        .open(lock_path(state_dir, run_id))
+    else {
+        return Liveness::Gone;
+    };
+    match file.try_lock_shared() {
+        Ok(()) => {
+            let _ = file.unlock();
+            Liveness::Gone
+        }
+        Err(TryLockError::WouldBlock) => Liveness::Alive,
+        // A lock we cannot even test (an unsupported file system): assume alive rather than
+        // declaring a live run abandoned.
+        Err(TryLockError::Error(_)) => Liveness::Alive,
+    }
+}
+
+/// Run ids whose runners are alive now.
+pub fn alive_runs(state_dir: &Path) -> Vec<RunId> {
+    let Ok(entries) = std::fs::read_dir(runs_dir(state_dir)) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<RunId> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name();
+            let id = name.to_str()?.strip_suffix(".lock")?;
+            RunId::parse(id).ok()
+        })
+        .filter(|id| liveness(state_dir, id) == Liveness::Alive)
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Asks the runner of `run_id` to stop, giving `reason`.
+pub fn request_cancel(state_dir: &Path, run_id: &RunId, reason: &str) -> io::Result<()> {
+    std::fs::create_dir_all(runs_dir(state_dir))?;
+    let path = cancel_path(state_dir, run_id);
+    let tmp = path.with_extension("cancel.tmp");
+    std::fs::write(&tmp, reason)?;
+    std::fs::rename(&tmp, &path)
+}
+
+/// The overlap lock of the pipeline whose state lives in `state_dir`.
+#[derive(Debug)]
+pub struct PipelineLock {
+    /// Held for as long as this value lives.
+    file: File,
+}
+
+impl PipelineLock {
+    fn open(state_dir: &Path) -> io::Result<File> {
+        std::fs::create_dir_all(state_dir)?;
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(state_dir.join("pipeline.lock"))
+    }
+
+    /// Takes the lock if no other run holds it.
+    pub fn try_acquire(state_dir: &Path) -> io::Result<Option<PipelineLock>> {
+        let file = Self::open(state_dir)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(PipelineLock { file })),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    /// Waits for the lock. Blocking: call it off the async worker threads.
+    pub fn acquire(state_dir: &Path) -> io::Result<PipelineLock> {
+        let file = Self::open(state_dir)?;
+        file.lock()?;
+        Ok(PipelineLock { file })
+    }
+}
+
+impl Drop for PipelineLock {
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_tells_liveness_and_cancel_reaches_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = RunId::parse("r1").unwrap();
+        assert_eq!(liveness(dir.path(), &id), Liveness::Gone);
+        let lock = RunLock::acquire(dir.path(), &id).unwrap();
+        assert_eq!(liveness(dir.path(), &id), Liveness::Alive);
+        assert_eq!(alive_runs(dir.path()), vec![id.clone()]);
+        assert_eq!(lock.cancel_requested(), None);
+        request_cancel(dir.path(), &id, "replaced").unwrap();
+        assert_eq!(lock.cancel_requested().as_deref(), Some("replaced"));
+        drop(lock);
+        assert_eq!(liveness(dir.path(), &id), Liveness::Gone);
+        assert!(alive_runs(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn pipeline_lock_is_exclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = PipelineLock::try_acquire(dir.path()).unwrap();
+        assert!(a.is_some());
+        assert!(PipelineLock::try_acquire(dir.path()).unwrap().is_none());
+        drop(a);
+        assert!(PipelineLock::try_acquire(dir.path()).unwrap().is_some());
+    }
+}

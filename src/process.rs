@@ -1,0 +1,112 @@
+//! Starting a stage's command and stopping its whole process tree — the one place with
+//! per-OS process code.
+//!
+//! Each stage runs in its own process group on Unix and its own job object on Windows, so a
+//! timeout or a cancel kills the stage's grandchildren too, and leftovers a stage started in
+//! the background are killed when it exits. Commands are built as argument lists: a `run`
+//! string goes to the platform shell as one argument (`sh -c STRING`, `cmd /d /s /c STRING`),
+//! an argv list is run as given; nothing is pasted into a command line.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+
+use process_wrap::tokio::{ChildWrapper, CommandWrap, KillOnDrop};
+
+use crate::config::Command;
+
+/// The program and arguments a stage's `run` becomes.
+pub fn argv(run: &Command) -> (OsString, Vec<OsString>) {
+    match run {
+        Command::Argv(v) => {
+            let mut it = v.iter().map(OsString::from);
+            let program = it.next().unwrap_or_default();
+            (program, it.collect())
+        }
+        Command::Shell(s) => shell(s),
+    }
+}
+
+#[cfg(unix)]
+fn shell(script: &str) -> (OsString, Vec<OsString>) {
+    ("sh".into(), vec!["-c".into(), script.into()])
+}
+
+#[cfg(windows)]
+fn shell(script: &str) -> (OsString, Vec<OsString>) {
+    let comspec = std::env::var_os("ComSpec").unwrap_or_else(|| "cmd.exe".into());
+    (
+        comspec,
+        vec!["/d".into(), "/s".into(), "/c".into(), script.into()],
+    )
+}
+
+/// Builds the command for a stage: its argv, working directory and environment (inherited,
+/// plus `env`), with stdin closed and stdout/stderr piped.
+pub fn build(run: &Command, workdir: &Path, env: &BTreeMap<String, String>) -> CommandWrap {
+    let (program, args) = argv(run);
+    let shell_script = matches!(run, Command::Shell(_));
+    let mut cmd = CommandWrap::with_new(program, |c| {
+        add_args(c, &args, shell_script);
+        c.current_dir(workdir)
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+    });
+    #[cfg(unix)]
+    cmd.wrap(process_wrap::tokio::ProcessGroup::leader());
+    #[cfg(windows)]
+    cmd.wrap(process_wrap::tokio::JobObject);
+    cmd.wrap(KillOnDrop);
+    cmd
+}
+
+#[cfg(unix)]
+fn add_args(c: &mut tokio::process::Command, args: &[OsString], _shell: bool) {
+    c.args(args);
+}
+
+#[cfg(windows)]
+fn add_args(c: &mut tokio::process::Command, args: &[OsString], shell: bool) {
+    // cmd.exe does not parse its command line by the C runtime's rules: with `/s /c` it takes
+    // everything after `/c`, strips one pair of outer quotes and runs the rest. So the script
+    // is passed verbatim inside quotes instead of being escaped for the C runtime.
+    match args.split_last() {
+        Some((script, flags)) if shell => {
+            c.args(flags);
+            let mut raw = OsString::from("\"");
+            raw.push(script);
+            raw.push("\"");
+            c.raw_arg(raw);
+        }
+        _ => {
+            c.args(args);
+        }
+    }
+}
+
+/// Starts the command.
+pub fn spawn(cmd: &mut CommandWrap) -> std::io::Result<Box<dyn ChildWrapper>> {
+    cmd.spawn()
+}
+
+/// Kills every process of the stage's group or job (the main process and anything it left).
+/// Errors are ignored: the group may already be empty.
+pub fn kill_tree(child: &mut Box<dyn ChildWrapper>) {
+    let _ = child.start_kill();
+}
+
+/// How a process ended, as journaled: the exit code, or the signal that killed it.
+pub fn describe(status: ExitStatus) -> (Option<i32>, Option<i32>) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        (status.code(), status.signal())
+    }
+    #[cfg(not(unix))]
+    {
+        (status.code(), None)
+    }
+}
