@@ -282,3 +282,32 @@ mod tests {
 
     use chrono::TimeZone;
 }
+
+/// An event as the dashboard publishes it: parsed, with its `seq` filled in, and its JSON text
+/// (the line as it will be sent to clients, always with `seq`). Shared by the bus, the index
+/// and every subscriber, so it is built once per line and handed around in an `Arc`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    pub run_id: RunId,
+    pub seq: u64,
+    pub event: Event,
+    pub json: Box<str>,
+}
+
+impl Published {
+    /// Builds the published form of `event`, read as line `seq` of `run_id`'s file: `seq` and
+    /// `run_id` come from the file (its name and line index), whatever the line said.
+    pub fn new(run_id: RunId, seq: u64, mut event: Event) -> Published {
+        event.seq = Some(seq);
+        event.run_id = run_id.to_string();
+        let json = serde_json::to_string(&event)
+            .unwrap_or_default()
+            .into_boxed_str();
+        Published {
+            run_id,
+            seq,
+            event,
+            json,
+        }
+    }
+}

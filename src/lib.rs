@@ -32,3 +32,4 @@ pub mod progress;
 pub mod runner;
 pub mod schedule;
 pub mod shutdown;
+pub mod tail;
