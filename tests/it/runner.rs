@@ -1,0 +1,511 @@
+//! `pipewatch run` through the binary: the journal, stages, output capture, timeouts,
+//! retries, cancellation, overlap, liveness and the dashboard notification.
+#![cfg(unix)]
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use pipewatch::event::RunId;
+use pipewatch::liveness::{self, Liveness};
+
+use crate::support::*;
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn stage(name: &str, run: &str, extra: &str) -> String {
+    format!("[[stages]]\nname = \"{name}\"\nrun = '''{run}'''\n{extra}\n")
+}
+
+/// A stage that prints `first`, then waits until the file `go` exists, then prints `second`.
+const GATED: &str = "echo first; while [ ! -f go ]; do sleep 0.02; done; echo second";
+
+fn run_id_of(events: &[serde_json::Value]) -> RunId {
+    RunId::parse(events[0]["run_id"].as_str().unwrap()).unwrap()
+}
+
+#[test]
+fn journal_lines_are_complete_with_seq_from_zero() {
+    let p = Project::with_config(&stage("a", "echo one; echo two >&2", ""));
+    let out = p.run(&["run", "--no-notify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let name = p.journals()[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        name.starts_with("pipeline_") && name.ends_with(".jsonl"),
+        "{name}"
+    );
+    let events = p.journal();
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["seq"], i as u64);
+        for key in [
+            "run_id",
+            "stage",
+            "event",
+            "timestamp",
+            "msg",
+            "pipeline",
+            "level",
+            "source",
+        ] {
+            assert!(e.get(key).is_some(), "{key} missing in {e}");
+        }
+        assert_eq!(e["source"], "cli");
+        let ts = e["timestamp"].as_str().unwrap();
+        assert!(ts.ends_with('Z') && ts.len() == 24, "{ts}");
+    }
+    assert_eq!(events[0]["stage"], "pipeline");
+    assert_eq!(events[0]["event"], "start");
+    assert_eq!(run_end(&events)["event"], "success");
+    assert_eq!(logs(&events, "a", "stdout"), vec!["one"]);
+    assert_eq!(logs(&events, "a", "stderr"), vec!["two"]);
+    let id = run_id_of(&events);
+    assert!(name.contains(id.as_str()));
+}
+
+#[test]
+fn output_is_journaled_when_printed() {
+    let p = Project::with_config(&stage("a", GATED, ""));
+    let mut child = p.spawn(&["run", "--no-notify", "--quiet"]);
+    wait_until(LONG, "the first line in the journal", || {
+        p.journals()
+            .first()
+            .is_some_and(|j| logs(&read_events(j), "a", "stdout") == ["first"])
+    });
+    // The stage is still running: the second line does not exist yet.
+    std::fs::write(p.path().join("go"), "").unwrap();
+    assert!(wait_child(&mut child, LONG).success());
+    assert_eq!(logs(&p.journal(), "a", "stdout"), ["first", "second"]);
+}
+
+#[test]
+fn order_is_kept_per_stream() {
+    let script = "i=0; while [ $i -lt 2000 ]; do echo out$i; echo err$i >&2; i=$((i+1)); done";
+    let p = Project::with_config(&stage("a", script, ""));
+    assert!(p.run(&["run", "--no-notify"]).status.success());
+    let events = p.journal();
+    let out: Vec<String> = (0..2000).map(|i| format!("out{i}")).collect();
+    let err: Vec<String> = (0..2000).map(|i| format!("err{i}")).collect();
+    assert_eq!(logs(&events, "a", "stdout"), out);
+    assert_eq!(logs(&events, "a", "stderr"), err);
+}
+
+#[test]
+fn a_million_lines_neither_deadlock_nor_get_lost() {
+    // Both streams at once, so a runner that drained one pipe before the other would block.
+    let script = "seq 1 1000000; seq 1 1000 >&2";
+    let p = Project::with_config(&stage("a", script, ""));
+    let out = p.run(&["run", "--no-notify", "--quiet"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let events = p.journal();
+    let lines = logs(&events, "a", "stdout");
+    assert_eq!(lines.len(), 1_000_000);
+    assert!(
+        lines
+            .iter()
+            .enumerate()
+            .all(|(i, l)| *l == (i + 1).to_string())
+    );
+    assert_eq!(logs(&events, "a", "stderr").len(), 1000);
+}
+
+#[test]
+fn long_lines_are_capped_and_bad_utf8_replaced() {
+    let script = "head -c 100000 /dev/zero | tr '\\0' x; echo; printf 'caf\\303\\251 \\377\\376 end\\n'; echo after";
+    let p = Project::with_config(&stage("a", script, ""));
+    assert!(p.run(&["run", "--no-notify"]).status.success());
+    let events = p.journal();
+    let lines: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == "log").collect();
+    assert_eq!(lines.len(), 3);
+    let long = lines[0]["msg"].as_str().unwrap();
+    assert!(
+        long.len() <= 32 * 1024 && long.len() > 1000,
+        "{}",
+        long.len()
+    );
+    assert_eq!(lines[0]["data"]["truncated"], true);
+    assert_eq!(lines[1]["msg"], "café \u{fffd}\u{fffd} end");
+    assert_eq!(lines[2]["msg"], "after");
+}
+
+#[test]
+fn stage_timeout_kills_the_whole_tree() {
+    let script = "sleep 300 & echo $! > grandchild.pid; echo started; wait";
+    let p = Project::with_config(&stage("a", script, "timeout = \"500ms\""));
+    let started = Instant::now();
+    let out = p.run(&["run", "--no-notify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let events = p.journal();
+    let failure = ev(&events, "a", "failure");
+    assert_eq!(failure.len(), 1);
+    assert_eq!(failure[0]["data"]["reason"], "timeout");
+    assert_eq!(run_end(&events)["event"], "failure");
+    let pid: i32 = std::fs::read_to_string(p.path().join("grandchild.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    wait_until(Duration::from_secs(5), "the grandchild to die", || {
+        !pid_alive(pid)
+    });
+}
+
+#[test]
+fn leftover_background_processes_are_killed_when_a_stage_exits() {
+    let script = "sleep 300 & echo $! > bg.pid; echo done";
+    let p = Project::with_config(&stage("a", script, ""));
+    let started = Instant::now();
+    assert!(p.run(&["run", "--no-notify"]).status.success());
+    // The runner did not wait for the background sleep holding the pipe open.
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let pid: i32 = std::fs::read_to_string(p.path().join("bg.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    wait_until(
+        Duration::from_secs(5),
+        "the background process to die",
+        || !pid_alive(pid),
+    );
+}
+
+#[test]
+fn retries_then_failure_skips_dependents_but_not_independents() {
+    let config = [
+        stage(
+            "flaky",
+            "echo try $PIPEWATCH_ATTEMPT; exit 3",
+            "retries = 2\nretry_delay = \"100ms\"",
+        ),
+        stage("after", "echo never", "needs = [\"flaky\"]"),
+        stage("after_after", "echo never", "needs = [\"after\"]"),
+        stage("free", "echo free", ""),
+    ]
+    .concat();
+    let p = Project::with_config(&config);
+    let out = p.run(&["run", "--no-notify"]);
+    assert_eq!(out.status.code(), Some(1));
+    let events = p.journal();
+    assert_eq!(ev(&events, "flaky", "start").len(), 3);
+    let retries = ev(&events, "flaky", "retry");
+    assert_eq!(retries.len(), 2);
+    assert_eq!(retries[0]["data"]["attempt"], 2);
+    assert_eq!(retries[0]["data"]["exit_code"], 3);
+    assert_eq!(retries[0]["data"]["delay_ms"], 100);
+    assert_eq!(
+        logs(&events, "flaky", "stdout"),
+        ["try 1", "try 2", "try 3"]
+    );
+    let failure = ev(&events, "flaky", "failure");
+    assert_eq!(failure[0]["data"]["exit_code"], 3);
+    assert_eq!(failure[0]["data"]["reason"], "exit");
+    assert_eq!(ev(&events, "after", "skipped").len(), 1);
+    assert_eq!(ev(&events, "after_after", "skipped").len(), 1);
+    assert_eq!(ev(&events, "free", "success").len(), 1);
+    assert_eq!(run_end(&events)["event"], "failure");
+    // Exactly one terminal event per stage.
+    for s in ["flaky", "after", "after_after", "free"] {
+        let ends = events
+            .iter()
+            .filter(|e| {
+                e["stage"] == s
+                    && ["success", "failure", "skipped", "cancelled"]
+                        .contains(&e["event"].as_str().unwrap())
+            })
+            .count();
+        assert_eq!(ends, 1, "{s}");
+    }
+}
+
+#[test]
+fn a_program_that_cannot_start_fails_with_reason_spawn() {
+    let p =
+        Project::with_config("[[stages]]\nname = \"a\"\nrun = [\"./no-such-program\", \"x\"]\n");
+    assert_eq!(p.run(&["run", "--no-notify"]).status.code(), Some(1));
+    let events = p.journal();
+    let f = ev(&events, "a", "failure");
+    assert_eq!(f[0]["data"]["reason"], "spawn");
+    assert!(
+        f[0]["msg"].as_str().unwrap().contains("no-such-program"),
+        "{}",
+        f[0]
+    );
+}
+
+#[test]
+fn argv_stages_get_their_arguments_unchanged() {
+    let p = Project::with_config(
+        "[[stages]]\nname = \"a\"\nrun = [\"printf\", \"%s|\", \"a b\", \"$HOME\", \"`x`;\"]\nenv = { GREETING = \"hi\" }\n\
+         [[stages]]\nname = \"b\"\nrun = \"echo $GREETING $PIPEWATCH_STAGE\"\nenv = { GREETING = \"hello\" }\n",
+    );
+    assert!(p.run(&["run", "--no-notify"]).status.success());
+    let events = p.journal();
+    assert_eq!(logs(&events, "a", "stdout"), ["a b|$HOME|`x`;|"]);
+    assert_eq!(logs(&events, "b", "stdout"), ["hello b"]);
+}
+
+#[test]
+fn whole_run_timeout() {
+    let config = [
+        stage("slow", "sleep 300", ""),
+        stage("later", "true", "needs = [\"slow\"]"),
+    ]
+    .concat();
+    let p = Project::new();
+    p.write_config(&format!(
+        "[pipeline]\nname = \"p\"\ntimeout = \"500ms\"\n{config}"
+    ));
+    let out = p.run(&["run", "--no-notify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let events = p.journal();
+    assert_eq!(
+        ev(&events, "slow", "failure")[0]["data"]["reason"],
+        "timeout"
+    );
+    assert_eq!(ev(&events, "later", "skipped").len(), 1);
+    let end = run_end(&events);
+    assert_eq!(end["event"], "failure");
+    assert_eq!(end["data"]["reason"], "timeout");
+}
+
+fn wait_for_stage_start(p: &Project, stage: &str) -> Vec<serde_json::Value> {
+    let mut events = Vec::new();
+    wait_until(LONG, "the stage to start", || {
+        events = p
+            .journals()
+            .first()
+            .map(|j| read_events(j))
+            .unwrap_or_default();
+        !logs(&events, stage, "stdout").is_empty()
+    });
+    events
+}
+
+#[test]
+fn sigterm_cancels_running_stages_and_completes_the_journal() {
+    let config = [
+        stage(
+            "a",
+            "sleep 300 & echo $! > grandchild.pid; echo started; wait",
+            "",
+        ),
+        stage("b", "true", "needs = [\"a\"]"),
+    ]
+    .concat();
+    let p = Project::with_config(&config);
+    let mut child = p.spawn(&["run", "--no-notify"]);
+    let events = wait_for_stage_start(&p, "a");
+    let id = run_id_of(&events);
+    assert_eq!(liveness::liveness(&p.state_dir(), &id), Liveness::Alive);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let status = wait_child(&mut child, LONG);
+    assert_eq!(status.code(), Some(1));
+    let events = p.journal();
+    assert_eq!(ev(&events, "a", "cancelled").len(), 1);
+    assert_eq!(ev(&events, "b", "cancelled").len(), 1);
+    let end = run_end(&events);
+    assert_eq!(end["event"], "cancelled");
+    assert!(
+        end["data"]["reason"].as_str().unwrap().contains("SIGTERM"),
+        "{end}"
+    );
+    let pid: i32 = std::fs::read_to_string(p.path().join("grandchild.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    wait_until(Duration::from_secs(5), "the grandchild to die", || {
+        !pid_alive(pid)
+    });
+    assert_eq!(liveness::liveness(&p.state_dir(), &id), Liveness::Gone);
+}
+
+#[test]
+fn a_killed_runner_is_seen_as_gone() {
+    let p = Project::with_config(&stage("a", GATED, ""));
+    let mut child = p.spawn(&["run", "--no-notify"]);
+    let id = run_id_of(&wait_for_stage_start(&p, "a"));
+    assert_eq!(liveness::liveness(&p.state_dir(), &id), Liveness::Alive);
+    child.kill().unwrap(); // SIGKILL: no cleanup runs
+    child.wait().unwrap();
+    assert_eq!(liveness::liveness(&p.state_dir(), &id), Liveness::Gone);
+    std::fs::write(p.path().join("go"), "").unwrap();
+}
+
+fn overlap_project(policy: &str) -> Project {
+    let p = Project::new();
+    p.write_config(&format!(
+        "[pipeline]\nname = \"p\"\noverlap = \"{policy}\"\n{}",
+        stage("a", GATED, "")
+    ));
+    p
+}
+
+#[test]
+fn overlap_skip_records_a_skipped_run_and_exits_zero() {
+    let p = overlap_project("skip");
+    let mut first = p.spawn(&["run", "--no-notify"]);
+    let first_id = run_id_of(&wait_for_stage_start(&p, "a"));
+    let out = p.run(&["run", "--no-notify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let files = p.journals();
+    assert_eq!(files.len(), 2);
+    let second = files
+        .iter()
+        .map(|f| read_events(f))
+        .find(|e| run_id_of(e) != first_id)
+        .unwrap();
+    assert_eq!(second.len(), 2, "{second:?}");
+    assert_eq!(second[0]["event"], "start");
+    assert_eq!(second[1]["event"], "skipped");
+    assert_eq!(second[1]["data"]["reason"], "overlap");
+    assert_eq!(second[1]["data"]["running"], first_id.as_str());
+    std::fs::write(p.path().join("go"), "").unwrap();
+    assert!(wait_child(&mut first, LONG).success());
+}
+
+#[test]
+fn overlap_queue_waits_its_turn() {
+    let p = overlap_project("queue");
+    let mut first = p.spawn(&["run", "--no-notify"]);
+    wait_for_stage_start(&p, "a");
+    let mut second = p.spawn(&["run", "--no-notify"]);
+    // The second run is waiting, not running.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(second.try_wait().unwrap().is_none());
+    assert_eq!(p.journals().len(), 1);
+    std::fs::write(p.path().join("go"), "").unwrap();
+    assert!(wait_child(&mut first, LONG).success());
+    assert!(wait_child(&mut second, LONG).success());
+    let files = p.journals();
+    assert_eq!(files.len(), 2);
+    let (a, b) = (read_events(&files[0]), read_events(&files[1]));
+    let (first_end, second_start) = (run_end(&a), &b[0]);
+    assert!(first_end["timestamp"].as_str() <= second_start["timestamp"].as_str());
+    assert_eq!(run_end(&b)["event"], "success");
+}
+
+#[test]
+fn overlap_parallel_runs_both() {
+    let p = overlap_project("parallel");
+    let mut first = p.spawn(&["run", "--no-notify"]);
+    wait_for_stage_start(&p, "a");
+    let mut second = p.spawn(&["run", "--no-notify"]);
+    wait_until(LONG, "both runs to be in their stage", || {
+        p.journals().len() == 2
+            && p.journals()
+                .iter()
+                .all(|j| !logs(&read_events(j), "a", "stdout").is_empty())
+    });
+    std::fs::write(p.path().join("go"), "").unwrap();
+    assert!(wait_child(&mut first, LONG).success());
+    assert!(wait_child(&mut second, LONG).success());
+}
+
+#[test]
+fn overlap_replace_cancels_the_running_one() {
+    let p = overlap_project("replace");
+    let mut first = p.spawn(&["run", "--no-notify"]);
+    let first_id = run_id_of(&wait_for_stage_start(&p, "a"));
+    let mut second = p.spawn(&["run", "--no-notify"]);
+    let status = wait_child(&mut first, LONG);
+    assert_eq!(status.code(), Some(1));
+    let files = p.journals();
+    let old = files
+        .iter()
+        .map(|f| read_events(f))
+        .find(|e| run_id_of(e) == first_id)
+        .unwrap();
+    let end = run_end(&old);
+    assert_eq!(end["event"], "cancelled");
+    assert_eq!(end["data"]["reason"], "replaced");
+    std::fs::write(p.path().join("go"), "").unwrap();
+    assert!(wait_child(&mut second, LONG).success());
+}
+
+#[test]
+fn a_hung_dashboard_does_not_hold_the_run() {
+    // Accepts connections and never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _holder = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let p = Project::with_config(&format!(
+        "{}[server]\nbind = \"{addr}\"\n",
+        stage("a", "true", "")
+    ));
+    let started = Instant::now();
+    let out = p.run(&["run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        started.elapsed() < Duration::from_millis(4000),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn the_dashboard_is_notified_with_the_run_id() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut req = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&req).contains("\"source\"") {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            req.extend_from_slice(&buf[..n]);
+        }
+        let _ = s.write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\n{}");
+        String::from_utf8_lossy(&req).into_owned()
+    });
+    let p = Project::with_config(&format!(
+        "{}[server]\nbind = \"{addr}\"\ntoken = \"s3cret\"\n",
+        stage("a", "true", "")
+    ));
+    assert!(p.run(&["run", "--source", "scheduler"]).status.success());
+    let req = server.join().unwrap();
+    let id = run_id_of(&p.journal());
+    assert!(
+        req.starts_with("POST /api/pipeline/notify-scheduled-run "),
+        "{req}"
+    );
+    assert!(
+        req.to_ascii_lowercase()
+            .contains("authorization: bearer s3cret"),
+        "{req}"
+    );
+    assert!(req.contains(&format!("\"run_id\":\"{id}\"")), "{req}");
+    assert!(req.contains("\"source\":\"scheduler\""), "{req}");
+    assert_eq!(p.journal()[0]["source"], "scheduler");
+}
+
+#[test]
+fn quiet_prints_nothing_and_plain_lines_name_the_stages() {
+    let p = Project::with_config(&stage("a", "echo hi", ""));
+    let out = p.run(&["run", "--no-notify", "--quiet"]);
+    assert!(out.status.success());
+    assert_eq!(stderr(&out), "");
+    assert!(out.stdout.is_empty());
+    let out = p.run(&["run", "--no-notify"]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("a: started") && err.contains("a: success"),
+        "{err}"
+    );
+}
