@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tokio::io::AsyncReadExt;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::task::JoinSet;
 
 use crate::announce;
@@ -587,9 +587,9 @@ async fn run_stage(ctx: &Arc<Ctx>, stage: &Stage, stop: watch::Receiver<Option<S
             },
         );
         ctx.reporter.stage_started(&stage.name, attempt);
-        let attempt_started = Instant::now();
-        let result = run_attempt(ctx, stage, attempt, stop.clone()).await;
-        let took = attempt_started.elapsed();
+        // `took` is the process's own run time: from start to exit, not counting the
+        // journaling of output still queued when it exited.
+        let (result, took) = run_attempt(ctx, stage, attempt, stop.clone()).await;
         let (code, signal) = match &result {
             Attempt::Exited { code, signal } => (*code, *signal),
             _ => (None, None),
@@ -702,7 +702,7 @@ async fn run_attempt(
     stage: &Stage,
     attempt: u32,
     stop: watch::Receiver<Option<Stop>>,
-) -> Attempt {
+) -> (Attempt, Duration) {
     let mut env: BTreeMap<String, String> = stage.env.clone();
     env.insert("PIPEWATCH_RUN_ID".into(), ctx.run_id.to_string());
     env.insert("PIPEWATCH_PIPELINE".into(), ctx.pipeline.clone());
@@ -725,7 +725,7 @@ async fn run_attempt(
                     truncated: false,
                 }],
             );
-            return Attempt::SpawnFailed(msg);
+            return (Attempt::SpawnFailed(msg), Duration::ZERO);
         }
     };
     let mut pumps = JoinSet::new();
@@ -742,6 +742,7 @@ async fn run_attempt(
             None => std::future::pending().await,
         }
     };
+    let spawned = Instant::now();
     let result = tokio::select! {
         status = child.wait() => match status {
             Ok(st) => {
@@ -756,6 +757,7 @@ async fn run_attempt(
     // Kill the whole group: on timeout or stop this ends the stage; after a normal exit it
     // ends anything the stage left running in the background (which would otherwise hold the
     // pipes open).
+    let took = spawned.elapsed();
     process::kill_tree(&mut child);
     if !matches!(result, Attempt::Exited { .. }) {
         let _ = child.wait().await;
@@ -768,39 +770,68 @@ async fn run_attempt(
         // Something outside the group still holds the pipe; stop reading rather than hang.
         pumps.abort_all();
     }
-    result
+    (result, took)
 }
 
-/// Reads one output stream to its end, journaling each line as soon as it is complete.
-/// Everything read in one chunk goes to the journal in one write.
-async fn pump<R: tokio::io::AsyncRead + Unpin>(
+/// Output read but not yet journaled, per stream, in bytes. Reading runs ahead of journaling
+/// by up to this much, so a stage that prints in bursts is not held back by the journal;
+/// beyond it, the stage waits on its pipe.
+const READ_AHEAD_BYTES: usize = 16 * 1024 * 1024;
+const CHUNK: usize = 64 * 1024;
+
+/// Reads one output stream to its end and journals each line as soon as it is complete.
+///
+/// Two tasks: a reader that drains the pipe into a queue bounded by bytes, and a writer that
+/// splits the chunks into lines and journals everything of a chunk in one write. Each line is
+/// journaled as soon as the writer reaches it; the queue only absorbs bursts.
+async fn pump<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
     mut reader: R,
     ctx: Arc<Ctx>,
     stage: String,
     stream: Stream,
 ) {
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut lines = LineSplitter::new(MAX_LINE_BYTES);
-    loop {
-        let n = match reader.read(&mut buf).await {
-            Ok(0) | Err(_) => 0,
-            Ok(n) => n,
-        };
-        if n == 0 {
-            lines.finish();
-        } else {
-            lines.feed(&buf[..n]);
+    let budget = Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_BYTES));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Vec<u8>, OwnedSemaphorePermit)>();
+    let read_budget = budget.clone();
+    let read = tokio::spawn(async move {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            // n <= CHUNK < READ_AHEAD_BYTES, so the permits always exist; the semaphore is
+            // never closed, so acquiring only fails if the run is being torn down.
+            let Ok(permit) = read_budget.clone().acquire_many_owned(n as u32).await else {
+                return;
+            };
+            if tx.send((buf[..n].to_vec(), permit)).is_err() {
+                return;
+            }
         }
-        let out = lines.lines();
-        // A failed write is recorded in the journal and stops the run; keep draining so the
-        // stage is never blocked on a full pipe meanwhile.
-        let _ = ctx.journal.emit_output(&stage, stream, &out);
-        drop(out);
-        lines.clear();
-        if n == 0 {
-            return;
+    });
+    // The writer is CPU work (splitting, JSON) plus blocking file writes: it runs on the
+    // blocking pool so that it can never starve the reader, or the stage's exit, of a worker.
+    let write = tokio::task::spawn_blocking(move || {
+        let mut lines = LineSplitter::new(MAX_LINE_BYTES);
+        loop {
+            let chunk = rx.blocking_recv();
+            match &chunk {
+                Some((c, _)) => lines.feed(c),
+                None => lines.finish(),
+            }
+            // A failed write is recorded in the journal and stops the run; keep draining so
+            // the stage is never blocked on a full pipe meanwhile.
+            let _ = ctx.journal.emit_output(&stage, stream, &lines.lines());
+            lines.clear();
+            // Dropping the chunk returns its bytes to the reader's budget.
+            if chunk.is_none() {
+                break;
+            }
         }
-    }
+    });
+    let _ = write.await;
+    let _ = read.await;
 }
 
 /// Splits a byte stream into lines: `\n` ends a line (a trailing `\r` is dropped); a line

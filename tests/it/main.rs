@@ -1,4 +1,5 @@
 //! Integration tests: the real `pipewatch` binary in temporary folders.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
