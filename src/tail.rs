@@ -753,7 +753,10 @@ impl Worker {
 
     fn dir_unavailable(&mut self, dir: &Path, why: &str) -> Result<(), Stopped> {
         if !self.dir_error_logged {
-            tracing::warn!(folder = %dir.display(), "events folder unavailable ({why}): polling until it is back");
+            tracing::warn!(
+                folder = %dir.display(),
+                "events folder unavailable ({why}): polling until it is back"
+            );
             self.dir_error_logged = true;
         }
         self.dir_id = None;
@@ -854,11 +857,10 @@ impl Worker {
             let more = read.more;
             if read.changed {
                 state.checkpoint = Some(read.batch.checkpoint.clone());
-                let events = read.batch.events.len() as u64;
-                let malformed = read.batch.malformed;
+                // Counted before the send, so a consumer that has the batch sees it counted.
+                TailStats::add(&self.stats.events_read, read.batch.events.len() as u64);
+                TailStats::add(&self.stats.malformed_lines, read.batch.malformed);
                 self.hand_on(read.batch)?;
-                TailStats::add(&self.stats.events_read, events);
-                TailStats::add(&self.stats.malformed_lines, malformed);
             } else if state.checkpoint.is_none() {
                 state.checkpoint = Some(read.batch.checkpoint);
             }
@@ -897,5 +899,590 @@ impl Worker {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Write;
+    use tokio::sync::mpsc as tmpsc;
+
+    fn rid(s: &str) -> RunId {
+        RunId::parse(s).unwrap()
+    }
+
+    /// An event line in the original format: the five required keys, no `seq`.
+    fn good(msg: &str) -> String {
+        format!(
+            r#"{{"run_id":"r","stage":"s","event":"log","timestamp":"2025-12-08T21:45:00","msg":"{msg}"}}"#
+        ) + "\n"
+    }
+
+    fn terminal() -> String {
+        r#"{"run_id":"r","stage":"pipeline","event":"success","timestamp":"2025-12-08T21:45:00","msg":"done"}"#
+            .to_string()
+            + "\n"
+    }
+
+    fn append(path: &Path, bytes: &[u8]) {
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        f.write_all(bytes).unwrap();
+    }
+
+    /// Writes `bytes` as a new file (a new inode) in place of `path`.
+    fn replace(path: &Path, bytes: &[u8]) {
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, bytes).unwrap();
+        fs::rename(&tmp, path).unwrap();
+    }
+
+    /// Reads until the reader has nothing more, as the tailer does.
+    fn read_all(
+        path: &Path,
+        cp: &mut Option<Checkpoint>,
+        hint: &mut u64,
+        limits: ReadLimits,
+    ) -> (Vec<(u64, String)>, u64) {
+        let mut events = Vec::new();
+        let mut malformed = 0;
+        loop {
+            let r = read_file(path, &rid("r"), cp.as_ref(), *hint, limits).unwrap();
+            *hint = r.partial;
+            events.extend(r.batch.events.iter().map(|p| (p.seq, p.event.msg.clone())));
+            malformed += r.batch.malformed;
+            *cp = Some(r.batch.checkpoint);
+            if !r.more {
+                return (events, malformed);
+            }
+        }
+    }
+
+    fn msgs(events: &[(u64, String)]) -> Vec<(u64, &str)> {
+        events.iter().map(|(s, m)| (*s, m.as_str())).collect()
+    }
+
+    #[test]
+    fn original_format_lines_get_seq_and_run_id_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pipeline_r.jsonl");
+        append(&path, (good("a") + &good("b")).as_bytes());
+        let r = read_file(&path, &rid("r"), None, 0, ReadLimits::new(1024)).unwrap();
+        assert!(r.changed && !r.more);
+        let seqs: Vec<u64> = r.batch.events.iter().map(|p| p.seq).collect();
+        assert_eq!(seqs, [0, 1]);
+        let json: serde_json::Value = serde_json::from_str(&r.batch.events[1].json).unwrap();
+        assert_eq!(json["seq"], 1);
+        assert_eq!(json["run_id"], "r");
+        assert_eq!(r.batch.checkpoint.lines, 2);
+        assert_eq!(
+            r.batch.checkpoint.offset,
+            fs::metadata(&path).unwrap().len()
+        );
+        assert!(!r.batch.checkpoint.finished);
+    }
+
+    #[test]
+    fn half_written_line_is_not_read_until_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pipeline_r.jsonl");
+        let line = good("whole");
+        let (first, rest) = line.split_at(20);
+        append(&path, first.as_bytes());
+        let (mut cp, mut hint) = (None, 0);
+        let (events, malformed) = read_all(&path, &mut cp, &mut hint, ReadLimits::new(1024));
+        assert!(events.is_empty());
+        assert_eq!(malformed, 0);
+        assert_eq!(cp.as_ref().unwrap().offset, 0);
+        assert_eq!(hint, 20);
+
+        append(&path, rest.as_bytes());
+        let (events, _) = read_all(&path, &mut cp, &mut hint, ReadLimits::new(1024));
+        assert_eq!(msgs(&events), [(0, "whole")]);
+        assert_eq!(cp.unwrap().offset, line.len() as u64);
+    }
+
+    #[test]
+    fn bad_lines_are_counted_and_keep_their_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pipeline_r.jsonl");
+        let mut text =
+            (good("a") + "not json\n" + "\n" + r#"{"run_id":"r","stage":"s"}"# + "\n" + &good("b"))
+                .into_bytes();
+        // Not UTF-8.
+        text.extend_from_slice(b"{\"msg\":\"\xff\"}\n");
+        text.extend_from_slice(terminal().as_bytes());
+        append(&path, &text);
+        let (mut cp, mut hint) = (None, 0);
+        let (events, malformed) = read_all(&path, &mut cp, &mut hint, ReadLimits::new(1024));
+        assert_eq!(msgs(&events), [(0, "a"), (4, "b"), (6, "done")]);
+        assert_eq!(malformed, 4);
+        let cp = cp.unwrap();
+        assert_eq!(cp.lines, 7);
+        assert!(cp.finished);
+    }
+
+    #[test]
+    fn line_over_the_cap_is_skipped_and_tailing_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pipeline_r.jsonl");
+        let limits = ReadLimits {
+            max_line_bytes: 200,
+            max_batch_bytes: 1 << 20,
+            chunk_bytes: 64,
+        };
+        append(&path, good("a").as_bytes());
+        // The long line arrives in pieces; while incomplete it is neither emitted nor counted.
+        let (mut cp, mut hint) = (None, 0);
+        append(&path, &[b'x'; 300]);
+        let (events, malformed) = read_all(&path, &mut cp, &mut hint, limits);
+        assert_eq!((msgs(&events), malformed), (vec![(0, "a")], 0));
+        assert_eq!(hint, 300);
+        append(&path, &[b'y'; 5000]);
+        let (events, malformed) = read_all(&path, &mut cp, &mut hint, limits);
+        assert_eq!((events.len(), malformed), (0, 0));
+        assert_eq!(hint, 5300);
+        append(&path, ("zzz\n".to_string() + &good("b")).as_bytes());
+        let (events, malformed) = read_all(&path, &mut cp, &mut hint, limits);
+        assert_eq!(msgs(&events), [(2, "b")]);
+        assert_eq!(malformed, 1);
+        assert_eq!(cp.as_ref().unwrap().lines, 3);
+
+        // A whole over-long line in the middle of a file read in one go.
+        let path2 = dir.path().join("pipeline_r2.jsonl");
+        let text = good("a") + &"q".repeat(10_000) + "\n" + &good("b");
+        append(&path2, text.as_bytes());
+        let (mut cp, mut hint) = (None, 0);
+        let (events, malformed) = read_all(&path2, &mut cp, &mut hint, limits);
+        assert_eq!(msgs(&events), [(0, "a"), (2, "b")]);
+        assert_eq!(malformed, 1);
+    }
+
+    #[test]
+    fn big_file_is_read_in_bounded_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pipeline_r.jsonl");
+        let text: String = (0..1000).map(|i| good(&i.to_string())).collect();
+        append(&path, text.as_bytes());
+        let limits = ReadLimits {
+            max_line_bytes: 1024,
+            max_batch_bytes: 4096,
+            chunk_bytes: 1000,
+        };
+        let mut cp: Option<Checkpoint> = None;
+        let mut calls = 0;
+        let mut seqs = Vec::new();
+        loop {
+            let r = read_file(&path, &rid("r"), cp.as_ref(), 0, limits).unwrap();
+            calls += 1;
+            let bytes: usize = r.batch.events.iter().map(|_| good("000").len()).sum();
+            assert!(bytes <= 4096 + 200, "batch of {bytes} bytes");
+            seqs.extend(r.batch.events.iter().map(|p| p.seq));
+            cp = Some(r.batch.checkpoint);
+            if !r.more {
+                break;
+            }
+        }
+        assert!(calls > 10);
+        assert_eq!(seqs, (0..1000).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn restart_from_a_checkpoint_does_not_hand_lines_on_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pipeline_r.jsonl");
+        append(&path, (good("a") + &good("b") + "{\"par").as_bytes());
+        let (mut cp, mut hint) = (None, 0);
+        let (events, _) = read_all(&path, &mut cp, &mut hint, ReadLimits::new(1024));
+        assert_eq!(events.len(), 2);
+        // A restart: only the persisted checkpoint survives.
+        let persisted = cp.clone();
+        append(&path, b"tial\n");
+        append(&path, good("c").as_bytes());
+        let (mut cp, mut hint) = (persisted, 0);
+        let (events, malformed) = read_all(&path, &mut cp, &mut hint, ReadLimits::new(1024));
+        assert_eq!(msgs(&events), [(3, "c")]);
+        assert_eq!(malformed, 1);
+        // Nothing new: nothing to say.
+        let r = read_file(&path, &rid("r"), cp.as_ref(), 0, ReadLimits::new(1024)).unwrap();
+        assert!(!r.changed && r.batch.events.is_empty());
+    }
+
+    #[test]
+    fn truncated_file_is_reread_without_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pipeline_r.jsonl");
+        append(&path, (good("a") + &good("b") + &good("c")).as_bytes());
+        let (mut cp, mut hint) = (None, 0);
+        read_all(&path, &mut cp, &mut hint, ReadLimits::new(1024));
+        let old = cp.clone().unwrap();
+
+        // Cut back to one line: nothing to hand on, the checkpoint holds on to its floor.
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(good("a").len() as u64)
+            .unwrap();
+        let (events, _) = read_all(&path, &mut cp, &mut hint, ReadLimits::new(1024));
+        assert!(events.is_empty());
+        assert_eq!(cp.as_ref(), Some(&old));
+
+        // Regrown past the old line count: only the lines past it are new.
+        append(&path, (good("B") + &good("C") + &good("d")).as_bytes());
+        let (events, _) = read_all(&path, &mut cp, &mut hint, ReadLimits::new(1024));
+        assert_eq!(msgs(&events), [(3, "d")]);
+        assert_eq!(cp.unwrap().lines, 4);
+    }
+
+    #[test]
+    fn replaced_file_is_reread_without_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pipeline_r.jsonl");
+        append(&path, (good("a") + &good("b")).as_bytes());
+        let (mut cp, mut hint) = (None, 0);
+        read_all(&path, &mut cp, &mut hint, ReadLimits::new(1024));
+        let old = cp.clone().unwrap();
+
+        // Same size or bigger, another inode: re-read from 0, dedup by line index.
+        replace(&path, (good("a") + &good("b") + &good("c")).as_bytes());
+        let (events, _) = read_all(&path, &mut cp, &mut hint, ReadLimits::new(1024));
+        assert_eq!(msgs(&events), [(2, "c")]);
+        let new = cp.clone().unwrap();
+        assert_eq!(new.lines, 3);
+        if cfg!(unix) {
+            assert_ne!((new.dev, new.ino), (old.dev, old.ino));
+        }
+        // And then it is followed as usual.
+        append(&path, good("d").as_bytes());
+        let (events, _) = read_all(&path, &mut cp, &mut hint, ReadLimits::new(1024));
+        assert_eq!(msgs(&events), [(3, "d")]);
+    }
+
+    /// One step of the model-based test.
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Append the next n bytes of the stream (cut anywhere, mid-line included).
+        Append(usize),
+        /// Read until the reader has nothing more.
+        Read,
+        /// One read call only, as if the process died before the next.
+        ReadOnce,
+        /// Drop what is only in memory (the hint); resume from the last checkpoint.
+        Restart,
+        /// Cut the file (same inode) back to this fraction of its length.
+        Truncate(f64),
+        /// Replace the file (new inode) by this fraction of its content.
+        Replace(f64),
+    }
+
+    #[derive(Debug, Clone)]
+    enum Line {
+        Good,
+        Terminal,
+        Garbage(String),
+        Empty,
+        Long(usize),
+    }
+
+    fn line_strategy() -> impl Strategy<Value = Line> {
+        prop_oneof![
+            8 => Just(Line::Good),
+            1 => Just(Line::Terminal),
+            1 => "[a-z{}\":]{1,30}".prop_map(Line::Garbage),
+            1 => Just(Line::Empty),
+            1 => (121usize..400).prop_map(Line::Long),
+        ]
+    }
+
+    fn op_strategy() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0usize..250).prop_map(Op::Append),
+            3 => Just(Op::Read),
+            2 => Just(Op::ReadOnce),
+            1 => Just(Op::Restart),
+            1 => (0.0f64..1.0).prop_map(Op::Truncate),
+            1 => (0.0f64..1.0).prop_map(Op::Replace),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// The file is always a prefix of one stream of lines (appends continue it, truncations
+        /// and replacements cut it back), so each line index names one line. Whatever the
+        /// sequence, every complete line is consumed exactly once: good ones emitted with their
+        /// index as `seq`, bad ones counted; never a partial line, never twice.
+        #[test]
+        fn reader_hands_on_every_complete_line_once(
+            lines in prop::collection::vec(line_strategy(), 0..40),
+            ops in prop::collection::vec(op_strategy(), 0..60),
+            chunk in 1usize..100,
+            batch in 1usize..400,
+        ) {
+            let limits = ReadLimits {
+                max_line_bytes: 120,
+                max_batch_bytes: batch,
+                chunk_bytes: chunk,
+            };
+            check_model(&lines, &ops, limits)?;
+        }
+    }
+
+    fn check_model(lines: &[Line], ops: &[Op], limits: ReadLimits) -> Result<(), TestCaseError> {
+        let mut stream = Vec::new();
+        let mut expected_good = Vec::new();
+        let mut bad = 0u64;
+        let mut has_terminal = false;
+        for (i, l) in lines.iter().enumerate() {
+            let text = match l {
+                Line::Good => {
+                    expected_good.push(i as u64);
+                    good(&format!("m{i}"))
+                }
+                Line::Terminal => {
+                    expected_good.push(i as u64);
+                    has_terminal = true;
+                    terminal()
+                }
+                Line::Garbage(g) => {
+                    bad += 1;
+                    format!("{g}\n")
+                }
+                Line::Empty => {
+                    bad += 1;
+                    "\n".to_string()
+                }
+                Line::Long(n) => {
+                    bad += 1;
+                    format!("{}\n", "x".repeat(*n))
+                }
+            };
+            stream.extend_from_slice(text.as_bytes());
+        }
+        // A line still being written at the end: never read.
+        stream.extend_from_slice(br#"{"run_id":"r","stage":"s","#);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pipeline_r.jsonl");
+        fs::write(&path, b"").unwrap();
+        let mut len = 0usize;
+        let mut cp: Option<Checkpoint> = None;
+        let mut hint = 0u64;
+        let mut emitted: Vec<(u64, String)> = Vec::new();
+        let mut malformed = 0u64;
+
+        let read_once = |cp: &mut Option<Checkpoint>,
+                         hint: &mut u64,
+                         emitted: &mut Vec<(u64, String)>,
+                         malformed: &mut u64|
+         -> bool {
+            let r = read_file(&path, &rid("r"), cp.as_ref(), *hint, limits).unwrap();
+            *hint = r.partial;
+            emitted.extend(r.batch.events.iter().map(|p| (p.seq, p.event.msg.clone())));
+            *malformed += r.batch.malformed;
+            *cp = Some(r.batch.checkpoint);
+            r.more
+        };
+
+        let final_ops = [Op::Append(usize::MAX), Op::Read];
+        for op in ops.iter().chain(final_ops.iter()) {
+            match *op {
+                Op::Append(n) => {
+                    let end = len.saturating_add(n).min(stream.len());
+                    append(&path, &stream[len..end]);
+                    len = end;
+                }
+                Op::Read => while read_once(&mut cp, &mut hint, &mut emitted, &mut malformed) {},
+                Op::ReadOnce => {
+                    read_once(&mut cp, &mut hint, &mut emitted, &mut malformed);
+                }
+                Op::Restart => hint = 0,
+                Op::Truncate(f) => {
+                    len = (len as f64 * f) as usize;
+                    fs::OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .unwrap()
+                        .set_len(len as u64)
+                        .unwrap();
+                }
+                Op::Replace(f) => {
+                    len = (len as f64 * f) as usize;
+                    replace(&path, &stream[..len]);
+                }
+            }
+        }
+
+        let seqs: Vec<u64> = emitted.iter().map(|(s, _)| *s).collect();
+        prop_assert_eq!(
+            &seqs,
+            &expected_good,
+            "emitted exactly the good lines, once, in order"
+        );
+        for (seq, msg) in &emitted {
+            let want = match lines[*seq as usize] {
+                Line::Terminal => "done".to_string(),
+                _ => format!("m{seq}"),
+            };
+            prop_assert_eq!(msg, &want);
+        }
+        prop_assert_eq!(malformed, bad);
+        let cp = cp.unwrap();
+        prop_assert_eq!(cp.lines, lines.len() as u64);
+        prop_assert_eq!(
+            cp.offset,
+            (stream.len() - br#"{"run_id":"r","stage":"s","#.len()) as u64
+        );
+        prop_assert_eq!(cp.finished, has_terminal);
+        Ok(())
+    }
+
+    /// Receives batches until `done` says the collected events are enough, or fails at the
+    /// deadline.
+    async fn collect_until(
+        rx: &mut tmpsc::Receiver<Batch>,
+        seen: &mut Vec<(String, u64)>,
+        done: impl Fn(&[(String, u64)]) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !done(seen) {
+            let batch = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("timed out; got {seen:?}"))
+                .expect("tailer ended");
+            for e in &batch.events {
+                seen.push((e.run_id.to_string(), e.seq));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn tailer_follows_a_folder_created_late_deleted_and_recreated() {
+        let root = tempfile::tempdir().unwrap();
+        let events = root.path().join("events");
+        let mut config = TailConfig::new(&events);
+        config.poll_interval = Duration::from_millis(50);
+        let (tx, mut rx) = tmpsc::channel(4);
+        let stats = Arc::new(TailStats::default());
+        let tailer = Tailer::start(config, Vec::new(), tx, stats.clone()).unwrap();
+
+        fs::create_dir(&events).unwrap();
+        let f1 = events.join("pipeline_run1.jsonl");
+        let line = good("one");
+        append(&f1, (good("zero") + &line[..10]).as_bytes());
+        append(&events.join("not-a-run.txt"), b"ignored\n");
+        let mut seen = Vec::new();
+        collect_until(&mut rx, &mut seen, |s| !s.is_empty()).await;
+        assert_eq!(seen, [("run1".to_string(), 0)]);
+
+        append(&f1, (line[10..].to_string() + &terminal()).as_bytes());
+        collect_until(&mut rx, &mut seen, |s| s.len() >= 3).await;
+        assert_eq!(
+            seen[1..],
+            [("run1".to_string(), 1), ("run1".to_string(), 2)]
+        );
+
+        fs::remove_dir_all(&events).unwrap();
+        fs::create_dir(&events).unwrap();
+        append(
+            &events.join("pipeline_run2.jsonl"),
+            good("again").as_bytes(),
+        );
+        collect_until(&mut rx, &mut seen, |s| s.len() >= 4).await;
+        assert_eq!(seen[3], ("run2".to_string(), 0));
+
+        let s = stats.snapshot();
+        assert_eq!(s.events_read, 4);
+        assert!(s.scans >= 1);
+        tailer.stop();
+        assert_eq!(seen.len(), 4, "no duplicates: {seen:?}");
+    }
+
+    #[tokio::test]
+    async fn notifications_deliver_without_waiting_for_a_scan() {
+        let root = tempfile::tempdir().unwrap();
+        let mut config = TailConfig::new(root.path());
+        // Only a notification can deliver within the test's deadline.
+        config.poll_interval = Duration::from_secs(3600);
+        let (tx, mut rx) = tmpsc::channel(4);
+        let stats = Arc::new(TailStats::default());
+        let tailer = Tailer::start(config, Vec::new(), tx, stats.clone()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !stats.snapshot().watching {
+            assert!(Instant::now() < deadline, "watcher never started");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        append(
+            &root.path().join("pipeline_n.jsonl"),
+            good("now").as_bytes(),
+        );
+        let mut seen = Vec::new();
+        collect_until(&mut rx, &mut seen, |s| !s.is_empty()).await;
+        assert_eq!(seen, [("n".to_string(), 0)]);
+        // Stopping does not wait for the hour-long scan interval.
+        let asked = Instant::now();
+        tailer.stop();
+        assert!(asked.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn start_up_does_not_read_unchanged_files() {
+        let root = tempfile::tempdir().unwrap();
+        let mut start = Vec::new();
+        for i in 0..20 {
+            let id = rid(&format!("old{i:02}"));
+            let path = root.path().join(id.file_name());
+            append(&path, (good("a") + &terminal()).as_bytes());
+            let r = read_file(&path, &id, None, 0, ReadLimits::new(1024)).unwrap();
+            start.push(r.batch.checkpoint);
+        }
+        // One file grew while the dashboard was down.
+        append(
+            &root.path().join("pipeline_old05.jsonl"),
+            good("late").as_bytes(),
+        );
+        let mut config = TailConfig::new(root.path());
+        config.poll_interval = Duration::from_secs(3600);
+        let (tx, mut rx) = tmpsc::channel(4);
+        let stats = Arc::new(TailStats::default());
+        let tailer = Tailer::start(config, start, tx, stats.clone()).unwrap();
+        let mut seen = Vec::new();
+        collect_until(&mut rx, &mut seen, |s| !s.is_empty()).await;
+        assert_eq!(seen, [("old05".to_string(), 2)]);
+        let s = stats.snapshot();
+        assert_eq!(s.file_reads, 1, "only the changed file is opened");
+        assert_eq!(s.files_watched, 20);
+        tailer.stop();
+    }
+
+    #[test]
+    fn stop_is_prompt_while_the_consumer_is_not_reading() {
+        let root = tempfile::tempdir().unwrap();
+        for i in 0..5 {
+            append(
+                &root.path().join(format!("pipeline_b{i}.jsonl")),
+                good("x").as_bytes(),
+            );
+        }
+        let (tx, rx) = tmpsc::channel(1);
+        let stats = Arc::new(TailStats::default());
+        let tailer =
+            Tailer::start(TailConfig::new(root.path()), Vec::new(), tx, stats.clone()).unwrap();
+        // The channel holds one batch; the thread is then blocked handing on the next.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while stats.snapshot().file_reads < 2 {
+            assert!(Instant::now() < deadline, "tailer never read");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let asked = Instant::now();
+        tailer.stop();
+        assert!(asked.elapsed() < Duration::from_secs(5));
+        assert_eq!(rx.len(), 1, "nothing dropped, nothing beyond capacity");
     }
 }
