@@ -117,6 +117,8 @@ pub enum IndexError {
         expected: i32,
     },
     #[error("run index {path}: {what}")]
+    Schema { path: PathBuf, what: String },
+    #[error("run index {path}: a stored row is invalid: {what}")]
     BadRow { path: PathBuf, what: String },
     #[error("cannot move the unusable run index {path} aside: {source}")]
     MoveAside { path: PathBuf, source: io::Error },
@@ -129,7 +131,9 @@ impl IndexError {
     /// unreadable), so that starting afresh and rebuilding from the files is the remedy.
     pub fn needs_rebuild(&self) -> bool {
         match self {
-            IndexError::Version { .. } | IndexError::BadRow { .. } => true,
+            IndexError::Version { .. } | IndexError::Schema { .. } | IndexError::BadRow { .. } => {
+                true
+            }
             IndexError::Sqlite { source, .. } => matches!(
                 source.sqlite_error_code(),
                 Some(
@@ -239,7 +243,8 @@ impl Index {
         match Index::open_inner(path) {
             Ok((index, true)) => Ok((index, Opened::Created)),
             Ok((index, false)) => Ok((index, Opened::Existing)),
-            Err(e) if e.needs_rebuild() && path.exists() => {
+            // Only a file is moved aside: whatever else sits at `path` is left alone.
+            Err(e) if e.needs_rebuild() && path.is_file() => {
                 let why = e.to_string();
                 tracing::warn!("{why}; starting a new run index");
                 move_aside(path)?;
@@ -317,7 +322,7 @@ impl Index {
                             duration_ms, attempts, exit_code FROM stages LIMIT 0",
                 )
             })
-            .map_err(|source| IndexError::BadRow {
+            .map_err(|source| IndexError::Schema {
                 path: path.clone(),
                 what: format!("the tables are not the expected ones: {source}"),
             })?;
@@ -331,8 +336,8 @@ impl Index {
         &self.path
     }
 
-    /// Applies one batch of the tailer: the run's summary and stages, then its checkpoint, in
-    /// one transaction.
+    /// Applies one batch of the tailer (its events in `seq` order, as read from one file): the
+    /// run's summary and stages, then its checkpoint, in one transaction.
     pub fn apply(&mut self, batch: &Batch) -> Result<(), IndexError> {
         let path = &self.path;
         let tx = self
