@@ -11,6 +11,7 @@
 //! | [`schedule`] | the cron expression: parsing, next occurrences |
 //! | [`event`] | the event format (contract §3), run ids |
 //! | [`journal`] | appending events to a run's file: whole lines, `seq` from 0 |
+//! | [`index`] | the run index (SQLite): run and stage summaries for the API, the tailer's checkpoints |
 //! | [`runner`] | `pipewatch run`: overlap, the stage DAG, retries, timeouts, cancellation |
 //! | [`process`] | starting a stage and killing its whole process tree (the per-OS code) |
 //! | [`liveness`] | run locks (is a runner alive?), cancel requests, the overlap lock |
@@ -24,6 +25,7 @@ pub mod announce;
 pub mod config;
 pub mod event;
 pub mod exit;
+pub mod index;
 pub mod init;
 pub mod journal;
 pub mod liveness;
