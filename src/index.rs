@@ -388,6 +388,35 @@ impl Index {
         Ok(out)
     }
 
+    /// The number of listed runs per status, for metrics.
+    pub fn status_counts(&self) -> Result<Vec<(String, u64)>, IndexError> {
+        let p = self.path.as_path();
+        self.conn
+            .prepare_cached(
+                "SELECT status, COUNT(*) FROM runs WHERE status IS NOT NULL GROUP BY status",
+            )
+            .and_then(|mut s| {
+                s.query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, to_u64(r.get::<_, i64>(1)?)))
+                })?
+                .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(db(p, "count runs by status"))
+    }
+
+    /// How far into a run's file the index has read (the checkpoint's byte offset).
+    pub fn offset_of(&self, id: &RunId) -> Result<Option<u64>, IndexError> {
+        let p = self.path.as_path();
+        self.conn
+            .prepare_cached("SELECT offset FROM runs WHERE run_id = ?")
+            .and_then(|mut s| {
+                s.query_row([id.as_str()], |r| r.get::<_, i64>(0))
+                    .optional()
+            })
+            .map(|o| o.map(to_u64))
+            .map_err(db(p, "read a run's offset"))
+    }
+
     /// Runs newest first: by start time, then run id, both descending. `before` pages back:
     /// only runs strictly older than that run (none if it is not in the index); `status`
     /// keeps only runs with that status.
@@ -492,6 +521,27 @@ impl Index {
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(db(p, "read a run's stages"))?;
         Ok(Some(RunDetail { run, stages }))
+    }
+
+    /// Records a run announced by its runner before its file has been read, so that it shows
+    /// as `running` at once. Does nothing if the run is already known; the run's first event
+    /// later sets its real start time.
+    pub fn note_announced(
+        &mut self,
+        id: &RunId,
+        source: &str,
+        at: &str,
+    ) -> Result<bool, IndexError> {
+        let p = self.path.as_path();
+        let n = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO runs (run_id, status, source, started_at, sort_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (run_id) DO NOTHING",
+            )
+            .and_then(|mut s| s.execute(params![id.as_str(), RUNNING, source, at, sort_key(at)]))
+            .map_err(db(p, "record an announced run"))?;
+        Ok(n > 0)
     }
 
     /// The runs whose status is `running`, for the liveness check.
@@ -979,9 +1029,12 @@ impl RunRow {
     /// A run-level (`stage: "pipeline"`) event.
     fn apply_run_event(&mut self, e: &Event) {
         match e.event.as_str() {
-            kind::START => {
-                // A start never undoes a final status (nor `abandoned`, which only a final
-                // event replaces).
+            // A start never undoes a final status (nor `abandoned`, which only a final event
+            // replaces). As the file's first line it is the run's real start time, replacing
+            // the time a notification announced the run.
+            kind::START if e.seq == Some(0) => {
+                self.sort_key = sort_key(&e.timestamp);
+                self.started_at = Some(e.timestamp.clone());
             }
             kind::SUCCESS | kind::FAILURE | kind::CANCELLED | kind::SKIPPED => {
                 self.status = Some(e.event.clone());

@@ -22,6 +22,7 @@
 //! | [`exit`] | exit codes |
 
 pub mod announce;
+pub mod bus;
 pub mod config;
 pub mod event;
 pub mod exit;
@@ -33,5 +34,6 @@ pub mod process;
 pub mod progress;
 pub mod runner;
 pub mod schedule;
+pub mod server;
 pub mod shutdown;
 pub mod tail;

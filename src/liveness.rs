@@ -87,6 +87,12 @@ pub enum Liveness {
     Gone,
 }
 
+/// Whether a run's lock file exists at all: a runner that died leaves it behind (unlocked);
+/// one that ended normally removes it; files written by other tools never had one.
+pub fn has_lock_file(state_dir: &Path, run_id: &RunId) -> bool {
+    lock_path(state_dir, run_id).exists()
+}
+
 /// Whether the runner of `run_id` is alive.
 pub fn liveness(state_dir: &Path, run_id: &RunId) -> Liveness {
     let Ok(file) = OpenOptions::new()
@@ -104,6 +110,13 @@ pub fn liveness(state_dir: &Path, run_id: &RunId) -> Liveness {
         // A lock we cannot even test (an unsupported file system): assume alive rather than
         // declaring a live run abandoned.
         Err(TryLockError::Error(_)) => Liveness::Alive,
+    }
+}
+
+/// Removes the lock file a dead runner left behind (only if nobody holds it).
+pub fn remove_stale_lock(state_dir: &Path, run_id: &RunId) {
+    if liveness(state_dir, run_id) == Liveness::Gone {
+        let _ = std::fs::remove_file(lock_path(state_dir, run_id));
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use pipewatch::config::{Config, ConfigError};
+use pipewatch::event::RunId;
 use pipewatch::exit;
 use pipewatch::runner::{self, RunOptions, RunStatus};
 
@@ -29,6 +30,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the dashboard: tail the run files, stream their events, answer the API.
+    Serve {
+        /// Listen on this address instead of [server] bind (for example 127.0.0.1:9000).
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<std::net::SocketAddr>,
+    },
+    /// Rebuild the run index from the run files.
+    Reindex,
     /// Write a commented example pipewatch.toml and the pipeline it runs into the current folder.
     Init,
     /// Run the pipeline once, now.
@@ -42,6 +51,9 @@ enum Command {
         /// Do not notify the dashboard.
         #[arg(long)]
         no_notify: bool,
+        /// Use this run id instead of generating one (used by the dashboard's "Run now").
+        #[arg(long, hide = true, value_parser = parse_run_id)]
+        run_id: Option<RunId>,
     },
 }
 
@@ -49,16 +61,24 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PIPEWATCH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("PIPEWATCH_LOG").unwrap_or_else(|_| {
+                // The dashboard logs what it does; one-shot commands only what goes wrong.
+                tracing_subscriber::EnvFilter::new(match cli.command {
+                    Command::Serve { .. } => "info",
+                    _ => "warn",
+                })
+            }),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(colour_on_stderr())
         .init();
     match run(cli) {
         Ok(code) => exit::code(code),
         Err(e) => {
             eprintln!("pipewatch: error: {e:#}");
             let code = if e.downcast_ref::<ConfigError>().is_some()
+                || e.downcast_ref::<pipewatch::server::ServeError>()
+                    .is_some_and(|e| matches!(e, pipewatch::server::ServeError::Unprotected(_)))
                 || e.downcast_ref::<pipewatch::init::InitError>()
                     .is_some_and(|e| matches!(e, pipewatch::init::InitError::Exists(_)))
             {
@@ -82,10 +102,55 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             println!("next: pipewatch run   (or pipewatch serve to watch it live)");
             Ok(exit::SUCCESS)
         }
+        Command::Serve { bind } => {
+            let mut config = load_config(cli.config.as_deref(), &cwd)?;
+            if let Some(b) = bind {
+                config.server.bind = b;
+            }
+            pipewatch::server::check_bind(config.server.bind, &config.server.token)?;
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(config.server.bind)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.bind))?;
+                let addr = listener.local_addr()?;
+                println!("pipewatch dashboard: http://{addr}/");
+                let exe = std::env::current_exe()?;
+                pipewatch::server::serve(
+                    listener,
+                    config,
+                    pipewatch::server::ServeOptions {
+                        exe,
+                        ring: pipewatch::bus::DEFAULT_RING,
+                    },
+                    async {
+                        let sig = pipewatch::shutdown::signalled().await;
+                        tracing::info!("{sig} received");
+                    },
+                )
+                .await?;
+                anyhow::Ok(exit::SUCCESS)
+            })
+        }
+        Command::Reindex => {
+            let config = load_config(cli.config.as_deref(), &cwd)?;
+            let db = config.server.state_dir.join("index.db");
+            let (mut idx, _) = pipewatch::index::Index::open_or_reset(&db)?;
+            let stats = pipewatch::index::rebuild(&mut idx, &config.server.events_dir)?;
+            println!(
+                "reindexed {} run files ({} events, {} malformed lines) into {}",
+                stats.files,
+                stats.events,
+                stats.malformed,
+                db.display()
+            );
+            Ok(exit::SUCCESS)
+        }
         Command::Run {
             source,
             quiet,
             no_notify,
+            run_id,
         } => {
             let config = load_config(cli.config.as_deref(), &cwd)?;
             let reporter: Arc<dyn pipewatch::progress::Reporter> =
@@ -96,6 +161,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 RunOptions {
                     source,
                     announce: !no_notify,
+                    run_id,
                 },
                 reporter,
             ))?;
@@ -113,4 +179,14 @@ fn load_config(
 ) -> anyhow::Result<Config> {
     let path = Config::locate(explicit, cwd)?;
     Ok(Config::load(&path)?)
+}
+
+fn parse_run_id(s: &str) -> Result<RunId, String> {
+    RunId::parse(s).map_err(|e| e.to_string())
+}
+
+/// Colour only on a terminal, and never with `NO_COLOR` set.
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
 }

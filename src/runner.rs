@@ -85,6 +85,8 @@ pub struct RunOptions {
     pub source: String,
     /// Whether to tell the dashboard.
     pub announce: bool,
+    /// The run id to use (the dashboard picks it for runs it starts); generated if `None`.
+    pub run_id: Option<RunId>,
 }
 
 /// Why the run is being stopped early.
@@ -184,7 +186,10 @@ pub async fn run(
 
     // 2. Run lock and journal.
     let started = Instant::now();
-    let run_id = RunId::generate(Utc::now());
+    let run_id = opts
+        .run_id
+        .clone()
+        .unwrap_or_else(|| RunId::generate(Utc::now()));
     let run_lock = RunLock::acquire(state_dir, &run_id).map_err(|e| state_err(state_dir, e))?;
     let journal = Journal::create(
         &config.server.events_dir,

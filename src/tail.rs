@@ -526,6 +526,12 @@ impl Tailer {
     }
 
     /// Whether the thread has ended (stopped, or its receiver was dropped).
+    /// Asks the tailer to read `path` now (a run was announced), without waiting for a
+    /// notification or the next scan.
+    pub fn poke(&self, path: PathBuf) {
+        let _ = self.wake.send(Notice::Changed(vec![path]));
+    }
+
     pub fn is_finished(&self) -> bool {
         self.thread.as_ref().is_none_or(|t| t.is_finished())
     }

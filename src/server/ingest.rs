@@ -1,0 +1,86 @@
+//! The ingest task (tailer batches → index → bus) and the liveness watchdog that turns runs
+//! whose runner died into `abandoned` ones.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::{AppState, Stats};
+use crate::event::now_timestamp;
+use crate::liveness::{self, Liveness};
+use crate::tail::Batch;
+
+/// How often running runs are checked for a dead runner. With the tailer's own latency this
+/// keeps "abandoned within 10 s" with room to spare.
+const LIVENESS_EVERY: Duration = Duration::from_secs(2);
+
+/// Commits each batch (summaries and checkpoint together), then publishes its events.
+pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>) {
+    while let Some(batch) = rx.recv().await {
+        let batch = Arc::new(batch);
+        let applied = {
+            let batch = batch.clone();
+            state.with_index(move |idx| idx.apply(&batch)).await
+        };
+        if let Err(e) = &applied {
+            // The files stay the source of truth: keep streaming what was read; the
+            // checkpoint did not move, so a restart reads these lines again into the index.
+            tracing::error!(run_id = %batch.checkpoint.run_id, "cannot update the run index: {e}");
+        }
+        Stats::add(&state.stats.batches, 1);
+        Stats::add(&state.stats.events_published, batch.events.len() as u64);
+        state.bus.publish(&batch.events);
+    }
+}
+
+/// Marks `running` runs whose runner is gone as `abandoned`.
+///
+/// A run is abandoned when its lock file is there but nobody holds it (the runner died), or
+/// when a pipewatch-written run has no lock file and no final event (it ended without writing
+/// one). Runs written by other tools never have a lock file and are left alone. Before marking,
+/// the index must have read the whole file: a final event still on its way wins.
+pub async fn watch_liveness(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(LIVENESS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let state_dir = state.config.server.state_dir.clone();
+        let events_dir = state.config.server.events_dir.clone();
+        let result = state
+            .with_index(move |idx| {
+                let mut marked = Vec::new();
+                for id in idx.running_runs()? {
+                    if liveness::liveness(&state_dir, &id) == Liveness::Alive {
+                        continue;
+                    }
+                    let foreign = !liveness::has_lock_file(&state_dir, &id)
+                        && idx.get_run(&id)?.is_none_or(|r| r.run.source.is_none());
+                    if foreign {
+                        continue;
+                    }
+                    let size = std::fs::metadata(events_dir.join(id.file_name()))
+                        .map(|m| m.len())
+                        .unwrap_or(0);
+                    if idx.offset_of(&id)?.unwrap_or(0) < size {
+                        continue; // not caught up yet: the final event may be in there
+                    }
+                    if idx.mark_abandoned(&id, &now_timestamp())? {
+                        marked.push(id);
+                    }
+                }
+                Ok(marked)
+            })
+            .await;
+        match result {
+            Ok(marked) => {
+                for id in &marked {
+                    tracing::warn!(run_id = %id, "run abandoned: its runner is gone without a final event");
+                    liveness::remove_stale_lock(&state.config.server.state_dir, id);
+                }
+                Stats::add(&state.stats.abandoned, marked.len() as u64);
+            }
+            Err(e) => tracing::error!("liveness check failed: {e}"),
+        }
+    }
+}

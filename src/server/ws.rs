@@ -1,0 +1,358 @@
+//! Streams (contract §5): `/ws/events/{run_id}` and its Server-Sent Events twin replay a run
+//! from its file and then follow it live; `/ws/events` sends the bus's ring buffer, then every
+//! new event.
+//!
+//! No gap, no duplicate: a per-run follower subscribes to the bus *before* reading the file,
+//! then drops every live event whose `seq` it has already sent. Whatever the file had is sent
+//! from the file; whatever comes later arrives on the bus (the tailer publishes every line).
+//! If the follower falls behind the bus (a slow client, a long replay), it does not lose
+//! anything: it reads the missing part from the file again, which is the source of truth.
+//!
+//! `/ws/events` has no file to fall back on: a client that falls too far behind is closed with
+//! code 4000 (`lagged`) and reconnects, reading what it needs from the API.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::sync::{broadcast, mpsc};
+
+use super::api::{ApiError, FileReplay, run_id};
+use super::{AppState, Stats};
+use crate::event::{Published, RunId};
+
+/// Close code for a client that fell too far behind.
+pub const CLOSE_LAGGED: u16 = 4000;
+
+/// A client whose socket does not take a message for this long is considered stuck.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Events a follower may hold for its client before it waits (and, if the bus moves on
+/// meanwhile, re-reads from the file).
+const FOLLOW_BUFFER: usize = 1024;
+
+/// The most a socket buffers for a client before sends fail.
+const MAX_WRITE_BUFFER: usize = 8 * 1024 * 1024;
+
+#[derive(Deserialize)]
+pub struct SinceQuery {
+    since: Option<String>,
+}
+
+fn since(q: &SinceQuery) -> Result<Option<u64>, ApiError> {
+    q.since
+        .as_deref()
+        .map(|v| {
+            v.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!("since must be a whole number, not {v:?}"))
+            })
+        })
+        .transpose()
+}
+
+/// What a follower hands its client.
+enum Item {
+    Events(Vec<Arc<Published>>),
+    /// The follower cannot go on (the server is closing).
+    End,
+}
+
+/// Follows one run: the file from `after`, then live events, re-reading the file whenever the
+/// bus got ahead of us. Ends when the client goes away or the server closes.
+async fn follow_run(state: Arc<AppState>, id: RunId, after: Option<u64>, out: mpsc::Sender<Item>) {
+    let mut live = state.bus.subscribe_live();
+    let mut closing = state.closing.clone();
+    let mut last = after;
+    let mut replay = FileReplay::new(state.run_file(&id), id.clone(), after);
+    // Catch up from the file (a missing file is fine: the run may not have written yet).
+    if !catch_up(&mut replay, &mut last, &out).await {
+        return;
+    }
+    loop {
+        let next = tokio::select! {
+            r = live.recv() => r,
+            _ = closed(&mut closing) => {
+                let _ = out.send(Item::End).await;
+                return;
+            }
+            _ = out.closed() => return,
+        };
+        match next {
+            Ok(e) => {
+                if e.run_id != id || last.is_some_and(|l| e.seq <= l) {
+                    continue;
+                }
+                if last.is_none_or(|l| e.seq == l + 1) || e.seq == 0 {
+                    last = Some(e.seq);
+                    if out.send(Item::Events(vec![e])).await.is_err() {
+                        return;
+                    }
+                } else {
+                    // A gap: lines we have not seen (skipped bad lines, or a replayed file we
+                    // read less of). The file says which.
+                    replay.resume(last);
+                    if !catch_up(&mut replay, &mut last, &out).await {
+                        return;
+                    }
+                    if last.is_none_or(|l| e.seq > l) {
+                        last = Some(e.seq);
+                        if out.send(Item::Events(vec![e])).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                replay.resume(last);
+                if !catch_up(&mut replay, &mut last, &out).await {
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Resolves once the server starts shutting down.
+pub async fn closed(closing: &mut tokio::sync::watch::Receiver<bool>) {
+    // The guard `wait_for` returns is dropped here, not held across the caller's awaits.
+    let _ = closing.wait_for(|c| *c).await.is_ok();
+}
+
+/// Sends everything the file has after `last`. Returns false if the client is gone.
+async fn catch_up(
+    replay: &mut FileReplay,
+    last: &mut Option<u64>,
+    out: &mpsc::Sender<Item>,
+) -> bool {
+    loop {
+        // Blocking reads, but bounded ones (one batch); block_in_place keeps the worker
+        // available to the rest of the runtime meanwhile.
+        let batch = tokio::task::block_in_place(|| replay.next_batch());
+        match batch {
+            Ok(Some(events)) => {
+                let events: Vec<Arc<Published>> = events
+                    .into_iter()
+                    .filter(|e| last.is_none_or(|l| e.seq > l))
+                    .collect();
+                if let Some(e) = events.last() {
+                    *last = Some(e.seq);
+                }
+                if !events.is_empty() && out.send(Item::Events(events)).await.is_err() {
+                    return false;
+                }
+            }
+            Ok(None) => return true,
+            Err(e) => {
+                // Not there yet (announced, not written) or unreadable for now: live events
+                // and later re-reads fill in.
+                tracing::debug!("replay: {e}");
+                return true;
+            }
+        }
+    }
+}
+
+/// Upgrades with a bounded write buffer: a client that stops reading cannot make the server
+/// buffer without limit.
+fn upgrade(ws: WebSocketUpgrade) -> WebSocketUpgrade {
+    ws.max_write_buffer_size(MAX_WRITE_BUFFER)
+        .write_buffer_size(64 * 1024)
+}
+
+/// `/ws/events/{run_id}`.
+pub async fn run_events(
+    State(state): State<Arc<AppState>>,
+    Path(raw): Path<String>,
+    Query(q): Query<SinceQuery>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let id = run_id(&raw)?;
+    let after = since(&q)?;
+    Ok(upgrade(ws).on_upgrade(move |socket| async move {
+        let (tx, rx) = mpsc::channel(FOLLOW_BUFFER);
+        let follower = tokio::spawn(follow_run(state.clone(), id, after, tx));
+        serve_socket(state, socket, rx).await;
+        follower.abort();
+    }))
+}
+
+/// `/ws/events`: the ring buffer, then everything live; lagging clients are closed with 4000.
+pub async fn all_events(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+    upgrade(ws).on_upgrade(move |socket| async move {
+        let (tx, rx) = mpsc::channel(FOLLOW_BUFFER);
+        let follower = tokio::spawn(follow_all(state.clone(), tx));
+        serve_socket(state, socket, rx).await;
+        follower.abort();
+    })
+}
+
+/// Close reason handed from a follower to the socket.
+const LAGGED: &str = "lagged";
+
+async fn follow_all(state: Arc<AppState>, out: mpsc::Sender<Result<Item, &'static str>>) {
+    let sub = state.bus.subscribe();
+    let mut live = sub.live;
+    let mut closing = state.closing.clone();
+    if !sub.backlog.is_empty() && out.send(Ok(Item::Events(sub.backlog))).await.is_err() {
+        return;
+    }
+    loop {
+        let next = tokio::select! {
+            r = live.recv() => r,
+            _ = closed(&mut closing) => {
+                let _ = out.send(Ok(Item::End)).await;
+                return;
+            }
+            _ = out.closed() => return,
+        };
+        match next {
+            Ok(e) => {
+                // A full buffer means the client is not keeping up: drop it rather than let
+                // it hold the bus's memory.
+                match out.try_send(Ok(Item::Events(vec![e]))) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        let _ = out.send(Err(LAGGED)).await;
+                        return;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                let _ = out.send(Err(LAGGED)).await;
+                return;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Anything a follower can send: per-run followers never lag, `/ws/events` ones may.
+trait Followed: Send {
+    fn into_item(self) -> Result<Item, &'static str>;
+}
+impl Followed for Item {
+    fn into_item(self) -> Result<Item, &'static str> {
+        Ok(self)
+    }
+}
+impl Followed for Result<Item, &'static str> {
+    fn into_item(self) -> Result<Item, &'static str> {
+        self
+    }
+}
+
+/// Writes what the follower hands over to the socket, batching frames and flushing once per
+/// batch; answers pings and notices the client leaving.
+async fn serve_socket<T: Followed>(
+    state: Arc<AppState>,
+    socket: WebSocket,
+    mut rx: mpsc::Receiver<T>,
+) {
+    Stats::add(&state.stats.ws_clients, 1);
+    let (mut sink, mut stream) = socket.split();
+    let outcome: Result<(), (u16, &'static str)> = loop {
+        tokio::select! {
+            item = rx.recv() => {
+                let Some(item) = item else { break Ok(()) };
+                match item.into_item() {
+                    Ok(Item::Events(events)) => {
+                        let send = async {
+                            for e in &events {
+                                sink.feed(Message::Text(e.json.to_string().into())).await?;
+                            }
+                            sink.flush().await
+                        };
+                        match tokio::time::timeout(SEND_TIMEOUT, send).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => break Ok(()),
+                            Err(_) => break Err((CLOSE_LAGGED, LAGGED)),
+                        }
+                    }
+                    Ok(Item::End) => break Err((1001, "server shutting down")),
+                    Err(reason) => break Err((CLOSE_LAGGED, reason)),
+                }
+            }
+            msg = stream.next() => match msg {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break Ok(()),
+                // Pings are answered by the protocol layer; text from the client is ignored.
+                Some(Ok(_)) => {}
+            },
+        }
+    };
+    if let Err((code, reason)) = outcome {
+        if code == CLOSE_LAGGED {
+            Stats::add(&state.stats.ws_lagged, 1);
+        }
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            sink.send(Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            }))),
+        )
+        .await;
+    }
+    state
+        .stats
+        .ws_clients
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `/api/runs/{run_id}/events/stream`: the per-run stream as Server-Sent Events, `id:` = seq;
+/// resumes after `Last-Event-ID` (or `?since=`).
+pub async fn run_sse(
+    State(state): State<Arc<AppState>>,
+    Path(raw): Path<String>,
+    Query(q): Query<SinceQuery>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = run_id(&raw)?;
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.trim().parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!("Last-Event-ID must be a seq number, not {v:?}"))
+            })
+        })
+        .transpose()?;
+    let after = last_event_id.or(since(&q)?);
+    let (tx, rx) = mpsc::channel(FOLLOW_BUFFER);
+    tokio::spawn(follow_run(state.clone(), id, after, tx));
+    Stats::add(&state.stats.sse_clients, 1);
+    let guard = SseGuard(state.clone());
+    let stream =
+        futures_util::stream::unfold((rx, guard), |(mut rx, guard)| async move {
+            match rx.recv().await {
+                Some(Item::Events(events)) => Some((events, (rx, guard))),
+                Some(Item::End) | None => None,
+            }
+        })
+        .flat_map(|events| {
+            futures_util::stream::iter(events.into_iter().map(|e| {
+                Ok::<_, Infallible>(SseEvent::default().id(e.seq.to_string()).data(&*e.json))
+            }))
+        });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// Counts an open SSE stream for as long as it lives.
+struct SseGuard(Arc<AppState>);
+
+impl Drop for SseGuard {
+    fn drop(&mut self) {
+        self.0
+            .stats
+            .sse_clients
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
