@@ -1,0 +1,3 @@
+//! Dashboard benchmarks (`cargo bench --bench dashboard`); figures in docs/benchmarks.md.
+
+fn main() {}
