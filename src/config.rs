@@ -31,12 +31,8 @@ pub const PIPELINE_STAGE: &str = "pipeline";
 /// A configuration that failed to load; always says where.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: cannot read: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path}: cannot read: {message}")]
+    Read { path: PathBuf, message: String },
     #[error("{path}:{line}: {key}: {message}")]
     Invalid {
         path: PathBuf,
@@ -173,9 +169,9 @@ impl Config {
 
     /// Reads and validates the file at `path`, then applies the environment layer.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            message: e.to_string(),
         })?;
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let mut config = Self::parse(&text, &abs)?;
@@ -212,30 +208,41 @@ impl Config {
 /// Builds an [`ConfigError::Invalid`] for the byte offset `at` of `text`: the line is counted
 /// from 1 and the key is what stands before `=` on that line (or the table header).
 fn invalid_at(path: &Path, text: &str, at: usize, message: &str) -> ConfigError {
-    let at = at.min(text.len());
-    let line = text.as_bytes()[..at]
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count()
-        + 1;
-    let line_text = text.lines().nth(line - 1).unwrap_or("");
-    let key = key_of_line(line_text);
+    let line = line_of(text, at);
     ConfigError::Invalid {
         path: path.to_path_buf(),
         line,
-        key,
+        key: key_at_line(text, line),
         message: message.to_string(),
     }
 }
 
-fn key_of_line(line: &str) -> String {
-    let t = line.trim();
-    if t.starts_with('[') {
-        return t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+/// The dotted key written on `line` (from 1): the key before `=` prefixed with the table it
+/// is in (`pipeline.timeout`, `stages.timeout`), or the table itself on a header line.
+fn key_at_line(text: &str, line: usize) -> String {
+    let mut table = String::new();
+    let mut key = String::new();
+    for (i, l) in text.lines().take(line).enumerate() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            table = t
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string();
+            if i + 1 == line {
+                return table;
+            }
+        } else if i + 1 == line {
+            key = match t.split_once('=') {
+                Some((k, _)) => k.trim().trim_matches('"').to_string(),
+                None => t.to_string(),
+            };
+        }
     }
-    match t.split_once('=') {
-        Some((k, _)) => k.trim().trim_matches('"').to_string(),
-        None => t.to_string(),
+    match (table.is_empty(), key.is_empty()) {
+        (true, _) => key,
+        (false, true) => table,
+        (false, false) => format!("{table}.{key}"),
     }
 }
 
@@ -741,14 +748,14 @@ task_name = "Nightly"
     fn unknown_key_names_line_and_key() {
         let (line, key, msg) = err(&format!("{MINIMAL}colour = \"red\"\n"));
         assert_eq!(line, 7);
-        assert_eq!(key, "colour");
+        assert_eq!(key, "stages.colour");
         assert!(msg.contains("unknown field"), "{msg}");
     }
 
     #[test]
     fn bad_duration() {
         let (line, key, msg) = err(&format!("{MINIMAL}timeout = \"5 parsecs\"\n"));
-        assert_eq!((line, key.as_str()), (7, "timeout"));
+        assert_eq!((line, key.as_str()), (7, "stages.timeout"));
         assert!(msg.contains("5 parsecs"), "{msg}");
     }
 
@@ -757,7 +764,7 @@ task_name = "Nightly"
         let (line, key, msg) = err(
             "[pipeline]\nname = \"p\"\nschedule = \"*/15 * * *\"\n[[stages]]\nname = \"a\"\nrun = \"true\"\n",
         );
-        assert_eq!((line, key.as_str()), (3, "schedule"));
+        assert_eq!((line, key.as_str()), (3, "pipeline.schedule"));
         assert!(msg.contains("*/15 * * *"), "{msg}");
     }
 
@@ -805,7 +812,7 @@ task_name = "Nightly"
         let (line, key, msg) = err(
             "[pipeline]\nname = \"p\"\noverlap = \"sometimes\"\n[[stages]]\nname = \"a\"\nrun = \"x\"\n",
         );
-        assert_eq!((line, key.as_str()), (3, "overlap"));
+        assert_eq!((line, key.as_str()), (3, "pipeline.overlap"));
         assert!(msg.contains("sometimes"), "{msg}");
         let (line, key, _) = err(&format!("{MINIMAL}[server]\nbind = \"localhost\"\n"));
         assert_eq!((line, key.as_str()), (8, "server.bind"));
@@ -814,6 +821,6 @@ task_name = "Nightly"
     #[test]
     fn empty_command_refused() {
         let (line, key, _) = err("[pipeline]\nname = \"p\"\n[[stages]]\nname = \"a\"\nrun = []\n");
-        assert_eq!((line, key.as_str()), (5, "run"));
+        assert_eq!((line, key.as_str()), (5, "stages.run"));
     }
 }

@@ -90,8 +90,8 @@ timeout = "10m"
 
 # Stages run as soon as every stage they `need` has succeeded, so stages with the
 # same needs run at the same time. `run` is one string for the platform shell, or a
-# list of arguments run directly. Each stage sees PIPEWATCH_RUN_ID, PIPEWATCH_STAGE
-# and PIPEWATCH_ATTEMPT in its environment.
+# list of arguments run directly. Each stage sees PIPEWATCH_RUN_ID, PIPEWATCH_PIPELINE,
+# PIPEWATCH_STAGE and PIPEWATCH_ATTEMPT in its environment.
 
 [[stages]]
 name = "extract"

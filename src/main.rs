@@ -35,6 +35,10 @@ enum Command {
         /// Listen on this address instead of [server] bind (for example 127.0.0.1:9000).
         #[arg(long, value_name = "ADDR")]
         bind: Option<std::net::SocketAddr>,
+        /// Serve the example pipeline from ./pipewatch-example (written there by `init` if
+        /// missing) and start one run of it at once.
+        #[arg(long, conflicts_with = "config")]
+        example: bool,
     },
     /// Rebuild the run index from the run files.
     Reindex,
@@ -64,7 +68,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("PIPEWATCH_LOG").unwrap_or_else(|_| {
                 // The dashboard logs what it does; one-shot commands only what goes wrong.
                 tracing_subscriber::EnvFilter::new(match cli.command {
-                    Command::Serve { .. } => "info",
+                                Command::Serve { .. } => "info",
                     _ => "warn",
                 })
             }),
@@ -102,8 +106,17 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             println!("next: pipewatch run   (or pipewatch serve to watch it live)");
             Ok(exit::SUCCESS)
         }
-        Command::Serve { bind } => {
-            let mut config = load_config(cli.config.as_deref(), &cwd)?;
+        Command::Serve { bind, example } => {
+            let mut config = if example {
+                let dir = cwd.join("pipewatch-example");
+                if !dir.join(pipewatch::config::FILE_NAME).exists() {
+                    pipewatch::init::write_example(&dir)?;
+                    println!("wrote the example pipeline into {}", dir.display());
+                }
+                Config::load(&dir.join(pipewatch::config::FILE_NAME))?
+            } else {
+                load_config(cli.config.as_deref(), &cwd)?
+            };
             if let Some(b) = bind {
                 config.server.bind = b;
             }
@@ -116,6 +129,18 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 let addr = listener.local_addr()?;
                 println!("pipewatch dashboard: http://{addr}/");
                 let exe = std::env::current_exe()?;
+                if example {
+                    // A first run to watch right away; it runs on its own, like any run.
+                    std::process::Command::new(&exe)
+                        .arg("run")
+                        .arg("--config")
+                        .arg(&config.path)
+                        .args(["--source", "manual", "--quiet", "--no-notify"])
+                        .stdin(std::process::Stdio::null())
+                        .spawn()
+                        .map(|mut child| std::thread::spawn(move || child.wait()))
+                        .map_err(|e| anyhow::anyhow!("cannot start the example run: {e}"))?;
+                }
                 pipewatch::server::serve(
                     listener,
                     config,

@@ -325,11 +325,15 @@ pub async fn run(
     })
 }
 
+/// The machine's name, for the run's `start` event.
 fn hostname() -> Option<String> {
-    std::env::var("HOSTNAME")
-        .or_else(|_| std::env::var("COMPUTERNAME"))
+    #[cfg(unix)]
+    let name = nix::unistd::gethostname()
         .ok()
-        .filter(|h| !h.is_empty())
+        .and_then(|h| h.into_string().ok());
+    #[cfg(not(unix))]
+    let name = std::env::var("COMPUTERNAME").ok();
+    name.filter(|h| !h.is_empty())
 }
 
 /// What stopped the run, and which stages failed.

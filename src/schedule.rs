@@ -44,7 +44,7 @@ impl FromStr for Schedule {
         let fields = expression.split_whitespace().count();
         if !expression.starts_with('@') && !(5..=6).contains(&fields) {
             return Err(format!(
-                "invalid cron expression {s:?}: expected 5 fields (minute hour day month weekday), found {fields}"
+                "invalid cron expression {s:?}: expected 5 fields (minute hour day month weekday), or 6 with a leading seconds field, found {fields}"
             ));
         }
         let cron = CronParser::builder()

@@ -27,7 +27,7 @@ fn unknown_key() {
         "[pipeline]\nname = \"p\"\nshedule = \"@daily\"\n{STAGE}"
     ));
     assert!(
-        e.contains("pipewatch.toml:3: shedule: unknown field"),
+        e.contains("pipewatch.toml:3: pipeline.shedule: unknown field"),
         "{e}"
     );
 }
@@ -37,7 +37,7 @@ fn bad_duration() {
     let e = config_error(&format!(
         "[pipeline]\nname = \"p\"\n{STAGE}timeout = \"ten minutes\"\n"
     ));
-    assert!(e.contains("pipewatch.toml:6: timeout:"), "{e}");
+    assert!(e.contains("pipewatch.toml:6: stages.timeout:"), "{e}");
     assert!(e.contains("ten minutes"), "{e}");
 }
 
@@ -47,7 +47,7 @@ fn bad_cron() {
         "[pipeline]\nname = \"p\"\nschedule = \"*/15 * *\"\n{STAGE}"
     ));
     assert!(
-        e.contains("pipewatch.toml:3: schedule: invalid cron expression"),
+        e.contains("pipewatch.toml:3: pipeline.schedule: invalid cron expression"),
         "{e}"
     );
 }
