@@ -134,6 +134,9 @@ pub struct Retention {
 pub struct Scheduler {
     pub backend: Backend,
     pub task_name: String,
+    /// How long after an occurrence a run may start before the occurrence is recorded as
+    /// `missed`.
+    pub grace: Duration,
 }
 
 /// A loaded, validated configuration.
@@ -225,10 +228,7 @@ fn key_at_line(text: &str, line: usize) -> String {
     for (i, l) in text.lines().take(line).enumerate() {
         let t = l.trim();
         if t.starts_with('[') {
-            table = t
-                .trim_matches(|c| c == '[' || c == ']')
-                .trim()
-                .to_string();
+            table = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
             if i + 1 == line {
                 return table;
             }
@@ -329,6 +329,7 @@ struct RawRetention {
 struct RawScheduler {
     backend: Option<Backend>,
     task_name: Option<Spanned<String>>,
+    grace: Option<Dur>,
 }
 
 /// A duration written like `30m`, `10s`, `1h30m`, `90d`; `0` means zero.
@@ -579,6 +580,11 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
     let scheduler = Scheduler {
         backend: raw.scheduler.backend.unwrap_or(Backend::Builtin),
         task_name,
+        grace: raw
+            .scheduler
+            .grace
+            .map_or(Duration::from_secs(120), |d| d.0)
+            .max(Duration::from_secs(1)),
     };
 
     Ok(Config {

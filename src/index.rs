@@ -404,6 +404,33 @@ impl Index {
             .map_err(db(p, "count runs by status"))
     }
 
+    /// Runs started by a scheduler (`source` `scheduler` or `catchup`, including recorded
+    /// `missed` ones) whose start lies in `[from, to]` (RFC 3339).
+    pub fn scheduled_runs_between(&self, from: &str, to: &str) -> Result<u64, IndexError> {
+        let p = self.path.as_path();
+        self.conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM runs WHERE sort_key >= ?1 AND sort_key <= ?2
+                 AND source IN ('scheduler', 'catchup')",
+            )
+            .and_then(|mut s| s.query_row([sort_key(from), sort_key(to)], |r| r.get::<_, i64>(0)))
+            .map(to_u64)
+            .map_err(db(p, "count scheduled runs"))
+    }
+
+    /// Scheduled runs that really started (not `missed`) in `[from, to]`, for the cadence.
+    pub fn started_scheduled_runs_between(&self, from: &str, to: &str) -> Result<u64, IndexError> {
+        let p = self.path.as_path();
+        self.conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM runs WHERE sort_key >= ?1 AND sort_key <= ?2
+                 AND source IN ('scheduler', 'catchup') AND status IS NOT 'missed'",
+            )
+            .and_then(|mut s| s.query_row([sort_key(from), sort_key(to)], |r| r.get::<_, i64>(0)))
+            .map(to_u64)
+            .map_err(db(p, "count scheduled runs"))
+    }
+
     /// How far into a run's file the index has read (the checkpoint's byte offset).
     pub fn offset_of(&self, id: &RunId) -> Result<Option<u64>, IndexError> {
         let p = self.path.as_path();

@@ -68,7 +68,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("PIPEWATCH_LOG").unwrap_or_else(|_| {
                 // The dashboard logs what it does; one-shot commands only what goes wrong.
                 tracing_subscriber::EnvFilter::new(match cli.command {
-                                Command::Serve { .. } => "info",
+                    Command::Serve { .. } => "info",
                     _ => "warn",
                 })
             }),

@@ -41,7 +41,7 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 
-    fn unavailable(message: impl Into<String>) -> ApiError {
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
     }
 }
@@ -318,16 +318,38 @@ pub async fn start_run(State(state): State<Arc<AppState>>) -> Result<Response, A
             }
         }
     }
+    let (id, _exited) = launch(&state, "manual").await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "run_id": id, "status": "running" })),
+    )
+        .into_response())
+}
+
+/// Starts `pipewatch run --source SOURCE` as a child process (in its own process group, so a
+/// Ctrl-C meant for the dashboard does not stop it) and shows it as `running` at once.
+/// Returns its run id and a handle that resolves when the process has exited.
+pub async fn launch(
+    state: &Arc<AppState>,
+    source: &str,
+) -> Result<(RunId, tokio::task::JoinHandle<()>), ApiError> {
+    let config = &state.config;
     let id = RunId::generate(chrono::Utc::now());
     let mut cmd = tokio::process::Command::new(&state.exe);
     cmd.arg("run")
         .arg("--config")
         .arg(&config.path)
-        .args(["--source", "manual", "--quiet", "--run-id", id.as_str()])
+        .args([
+            "--source",
+            source,
+            "--quiet",
+            "--no-notify",
+            "--run-id",
+            id.as_str(),
+        ])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
-    // Its own process group: a Ctrl-C meant for the dashboard does not stop the run.
     #[cfg(unix)]
     cmd.process_group(0);
     let mut child = cmd
@@ -335,28 +357,25 @@ pub async fn start_run(State(state): State<Arc<AppState>>) -> Result<Response, A
         .map_err(|e| ApiError::unavailable(format!("cannot start {}: {e}", state.exe.display())))?;
     Stats::add(&state.stats.runs_started, 1);
     let announced = id.clone();
+    let source = source.to_string();
     let _ = state
-        .with_index(move |idx| idx.note_announced(&announced, "manual", &now_timestamp()))
+        .with_index(move |idx| idx.note_announced(&announced, &source, &now_timestamp()))
         .await;
     let logged = id.clone();
-    tokio::spawn(async move {
+    let exited = tokio::spawn(async move {
         if let Some(err) = child.stderr.take() {
             use tokio::io::AsyncBufReadExt;
             let mut lines = tokio::io::BufReader::new(err).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                tracing::warn!(run_id = %logged, "manual run: {line}");
+                tracing::warn!(run_id = %logged, "run: {line}");
             }
         }
         match child.wait().await {
-            Ok(st) => tracing::info!(run_id = %logged, "manual run exited: {st}"),
-            Err(e) => tracing::warn!(run_id = %logged, "manual run: {e}"),
+            Ok(st) => tracing::info!(run_id = %logged, "run exited: {st}"),
+            Err(e) => tracing::warn!(run_id = %logged, "run: {e}"),
         }
     });
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "run_id": id, "status": "running" })),
-    )
-        .into_response())
+    Ok((id, exited))
 }
 
 /// `POST /api/runs/{id}/cancel`: asks the run's runner to stop; its stages end `cancelled`.
@@ -529,4 +548,22 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         out,
     )
         .into_response()
+}
+
+/// `GET /api/scheduler/status`.
+pub async fn scheduler_status(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let s = super::timer::status(&state).await?;
+    Ok(Json(s).into_response())
+}
+
+/// `POST /api/scheduler/enable`.
+pub async fn scheduler_enable(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let s = super::timer::set_enabled(&state, true).await?;
+    Ok(Json(s).into_response())
+}
+
+/// `POST /api/scheduler/disable`.
+pub async fn scheduler_disable(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let s = super::timer::set_enabled(&state, false).await?;
+    Ok(Json(s).into_response())
 }

@@ -17,6 +17,7 @@
 mod api;
 mod auth;
 mod ingest;
+pub mod timer;
 mod ws;
 
 use std::future::Future;
@@ -33,7 +34,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::bus::{self, Bus};
-use crate::config::Config;
+use crate::config::{Backend, Config};
 use crate::index::{self, Index, Opened};
 use crate::tail::{self, TailConfig, TailStats, Tailer};
 
@@ -108,6 +109,8 @@ pub struct AppState {
     pub started: Instant,
     /// Flips to true on shutdown; long-lived streams watch it to close cleanly.
     pub closing: watch::Receiver<bool>,
+    /// Wakes the built-in scheduler when its state changed (enabled or disabled).
+    pub timer_wake: tokio::sync::Notify,
 }
 
 impl AppState {
@@ -173,6 +176,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ws/events", get(ws::all_events))
         .route("/ws/events/{run_id}", get(ws::run_events))
         .route("/metrics", get(api::metrics))
+        .route("/api/scheduler/status", get(api::scheduler_status))
+        .route("/api/scheduler/enable", post(api::scheduler_enable))
+        .route("/api/scheduler/disable", post(api::scheduler_disable))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -249,6 +255,7 @@ pub async fn serve(
         exe: opts.exe,
         started: Instant::now(),
         closing: close_rx,
+        timer_wake: tokio::sync::Notify::new(),
         config,
     });
 
@@ -272,6 +279,9 @@ pub async fn serve(
 
     let ingest = tokio::spawn(ingest::run(state.clone(), batch_rx));
     let watchdog = tokio::spawn(ingest::watch_liveness(state.clone()));
+    let builtin = (state.config.scheduler.backend == Backend::Builtin)
+        .then(|| tokio::spawn(timer::run_builtin(state.clone())));
+    let auditor = tokio::spawn(timer::audit(state.clone(), state.config.scheduler.grace));
 
     let addr = listener.local_addr().map_err(ServeError::Accept)?;
     tracing::info!("dashboard listening on http://{addr}");
@@ -289,6 +299,10 @@ pub async fn serve(
         let _ = tokio::task::spawn_blocking(move || t.stop()).await;
     }
     watchdog.abort();
+    auditor.abort();
+    if let Some(b) = builtin {
+        b.abort();
+    }
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, ingest).await;
     tracing::info!("dashboard stopped");
     Ok(())
