@@ -31,13 +31,17 @@ fn cancel_path(state_dir: &Path, run_id: &RunId) -> PathBuf {
     runs_dir(state_dir).join(format!("{run_id}.cancel"))
 }
 
-/// The runner's proof of life. Dropping it releases the lock and removes its files.
+/// The runner's proof of life. Dropping it releases the lock; [`RunLock::finished`] also
+/// removes its files. A run that ends any other way (an error, a crash) leaves the lock file
+/// behind, unlocked — which is exactly how the dashboard recognises an abandoned run.
 #[derive(Debug)]
 pub struct RunLock {
     /// Holding the open, locked handle is the whole mechanism.
     file: File,
     lock: PathBuf,
     cancel: PathBuf,
+    /// Set once the run's final event is written: only then are the files removed.
+    clean: bool,
 }
 
 impl RunLock {
@@ -55,7 +59,13 @@ impl RunLock {
             file,
             lock,
             cancel: cancel_path(state_dir, run_id),
+            clean: false,
         })
+    }
+
+    /// The run's final event is written: release the lock and remove the lock file.
+    pub fn finished(mut self) {
+        self.clean = true;
     }
 
     /// The reason in a pending cancel request, if one was made.
@@ -73,7 +83,9 @@ impl RunLock {
 impl Drop for RunLock {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.cancel);
-        let _ = std::fs::remove_file(&self.lock);
+        if self.clean {
+            let _ = std::fs::remove_file(&self.lock);
+        }
         let _ = self.file.unlock();
     }
 }
@@ -203,9 +215,15 @@ mod tests {
         assert_eq!(lock.cancel_requested(), None);
         request_cancel(dir.path(), &id, "replaced").unwrap();
         assert_eq!(lock.cancel_requested().as_deref(), Some("replaced"));
-        drop(lock);
+        lock.finished();
         assert_eq!(liveness(dir.path(), &id), Liveness::Gone);
+        assert!(!has_lock_file(dir.path(), &id));
         assert!(alive_runs(dir.path()).is_empty());
+        // A run that ends without finishing leaves its (unlocked) lock file behind.
+        let lock = RunLock::acquire(dir.path(), &id).unwrap();
+        drop(lock);
+        assert!(has_lock_file(dir.path(), &id));
+        assert_eq!(liveness(dir.path(), &id), Liveness::Gone);
     }
 
     #[test]

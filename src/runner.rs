@@ -313,7 +313,7 @@ pub async fn run(
         started.elapsed(),
         &ctx.journal.path().display().to_string(),
     );
-    drop(run_lock);
+    run_lock.finished();
     drop(pipeline_lock);
     if let Some(a) = announcement {
         tokio::task::spawn_blocking(move || a.finish()).await.ok();

@@ -362,6 +362,7 @@ pub async fn launch(
         .with_index(move |idx| idx.note_announced(&announced, &source, &now_timestamp()))
         .await;
     let logged = id.clone();
+    let state = state.clone();
     let exited = tokio::spawn(async move {
         if let Some(err) = child.stderr.take() {
             use tokio::io::AsyncBufReadExt;
@@ -373,6 +374,14 @@ pub async fn launch(
         match child.wait().await {
             Ok(st) => tracing::info!(run_id = %logged, "run exited: {st}"),
             Err(e) => tracing::warn!(run_id = %logged, "run: {e}"),
+        }
+        // A runner that exited before writing anything (a broken configuration, say) left
+        // no file and no lock to tell: it is gone, so the run it was announced as is too.
+        if !state.run_file(&logged).exists() {
+            let at = now_timestamp();
+            let _ = state
+                .with_index(move |idx| idx.mark_abandoned(&logged, &at))
+                .await;
         }
     });
     Ok((id, exited))
@@ -413,7 +422,14 @@ pub async fn notify_scheduled_run(
     State(state): State<Arc<AppState>>,
     body: Result<Json<Notify>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(n) = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    let Json(n) = body.map_err(|e| {
+        // A body that is not the expected JSON is a bad request (axum says 422).
+        let status = match e.status() {
+            StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+            s => s,
+        };
+        ApiError::new(status, e.body_text())
+    })?;
     let id = run_id(&n.run_id)?;
     let source = match n.source.as_deref().map(str::trim) {
         None | Some("") => "scheduler".to_string(),

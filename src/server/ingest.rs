@@ -36,10 +36,10 @@ pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>) {
 
 /// Marks `running` runs whose runner is gone as `abandoned`.
 ///
-/// A run is abandoned when its lock file is there but nobody holds it (the runner died), or
-/// when a pipewatch-written run has no lock file and no final event (it ended without writing
-/// one). Runs written by other tools never have a lock file and are left alone. Before marking,
-/// the index must have read the whole file: a final event still on its way wins.
+/// A run is abandoned when its lock file is there but nobody holds it: the runner died (the OS
+/// released its lock). A run with no lock file is left alone: its runner may not have taken
+/// the lock yet (a run announced a moment ago), or it is written by another tool. Before
+/// marking, the index must have read the whole file: a final event still on its way wins.
 pub async fn watch_liveness(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(LIVENESS_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -51,12 +51,9 @@ pub async fn watch_liveness(state: Arc<AppState>) {
             .with_index(move |idx| {
                 let mut marked = Vec::new();
                 for id in idx.running_runs()? {
-                    if liveness::liveness(&state_dir, &id) == Liveness::Alive {
-                        continue;
-                    }
-                    let foreign = !liveness::has_lock_file(&state_dir, &id)
-                        && idx.get_run(&id)?.is_none_or(|r| r.run.source.is_none());
-                    if foreign {
+                    if !liveness::has_lock_file(&state_dir, &id)
+                        || liveness::liveness(&state_dir, &id) == Liveness::Alive
+                    {
                         continue;
                     }
                     let size = std::fs::metadata(events_dir.join(id.file_name()))

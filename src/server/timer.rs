@@ -20,7 +20,7 @@ use serde::Serialize;
 use super::AppState;
 use super::api::launch;
 use crate::builtin::{self, State};
-use crate::config::Backend;
+use crate::config::{Backend, Catchup};
 use crate::event::{Data, Level, PIPELINE_STAGE, RunId, format_timestamp, kind};
 use crate::journal::Journal;
 
@@ -119,10 +119,16 @@ pub async fn run_builtin(state: Arc<AppState>) {
             }
             // Occurrences that could not be fired on time go through the catch-up policy.
             if let Some(&until) = late.last() {
+                // With an on-time occurrence about to run, `last` has its run: the late ones
+                // are only recorded.
+                let policy = match (state.config.pipeline.catchup, on_time) {
+                    (Catchup::Last, true) => Catchup::None,
+                    (policy, _) => policy,
+                };
                 let plan = builtin::plan_catchup(
                     late,
                     now,
-                    state.config.pipeline.catchup,
+                    policy,
                     state.config.pipeline.catchup_window,
                 );
                 for at in &plan.missed {

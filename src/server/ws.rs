@@ -215,15 +215,23 @@ async fn follow_all(state: Arc<AppState>, out: mpsc::Sender<Result<Item, &'stati
         };
         match next {
             Ok(e) => {
-                // A full buffer means the client is not keeping up: drop it rather than let
-                // it hold the bus's memory.
-                match out.try_send(Ok(Item::Events(vec![e]))) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        let _ = out.send(Err(LAGGED)).await;
-                        return;
+                // Everything already waiting goes out as one item: one flush per burst.
+                let mut batch = vec![e];
+                while batch.len() < FOLLOW_BUFFER {
+                    match live.try_recv() {
+                        Ok(e) => batch.push(e),
+                        Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                            let _ = out.send(Err(LAGGED)).await;
+                            return;
+                        }
+                        Err(_) => break,
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                }
+                // Waits while the client catches up. A client so slow that the bus moves on
+                // by its whole capacity meanwhile gets `Lagged` on the next receive and is
+                // closed with 4000; a merely busy one loses nothing.
+                if out.send(Ok(Item::Events(batch))).await.is_err() {
+                    return;
                 }
             }
             Err(broadcast::error::RecvError::Lagged(_)) => {
