@@ -9,6 +9,7 @@
 //! |---|---|
 //! | [`config`] | `pipewatch.toml`: every key, defaults, validation with file/line/key errors |
 //! | [`schedule`] | the cron expression: parsing, next occurrences |
+//! | [`scheduler`] | the OS scheduler backends (cron, systemd, Task Scheduler): install, enable, status |
 //! | [`event`] | the event format (contract §3), run ids |
 //! | [`journal`] | appending events to a run's file: whole lines, `seq` from 0 |
 //! | [`index`] | the run index (SQLite): run and stage summaries for the API, the tailer's checkpoints |
@@ -39,6 +40,7 @@ pub mod process;
 pub mod progress;
 pub mod runner;
 pub mod schedule;
+pub mod scheduler;
 pub mod server;
 pub mod shutdown;
 pub mod tail;

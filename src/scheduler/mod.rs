@@ -1,0 +1,393 @@
+//! The OS scheduler backends: install, uninstall, enable, disable and query the task that
+//! starts `pipewatch run` on the pipeline's schedule, in cron, systemd or Windows Task
+//! Scheduler.
+//!
+//! # Layout
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`cron`] | the crontab block between marker comments; `crontab -l` / `crontab -` |
+//! | [`systemd`] | the `.service` + `.timer` unit texts, cron → `OnCalendar=`, `systemctl` |
+//! | [`windows`] | the Task Scheduler XML, cron → triggers, `schtasks` |
+//! | [`exec`] | running the tools: the only place a process is started |
+//! | `fields` | the cron expression as value sets, shared by the translations |
+//!
+//! Every backend builds its argument lists and file texts with pure functions (tested as
+//! text) and hands the lists to [`exec`]. The built-in backend lives with the dashboard; this
+//! module is only the OS ones.
+//!
+//! Invariants: every backend starts exactly `<exe> run --config <absolute config> --source
+//! scheduler` ([`Invocation`]); a schedule a backend cannot express is refused at install with
+//! [`SchedulerError::Unsupported`], never approximated; nothing is pasted into a shell string
+//! except the crontab line, which cron itself hands to `/bin/sh` and which [`cron`] quotes.
+//!
+//! Callers: the `scheduler` command and the dashboard's `/api/scheduler/*` handlers, through
+//! [`os_backend`]. The [`Backend`] methods block on external tools: async callers run them
+//! with `spawn_blocking`. [`SchedulerError::is_tool_error`] tells the API which errors are
+//! a 503.
+
+pub mod cron;
+pub mod exec;
+mod fields;
+pub mod systemd;
+pub mod windows;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Local, SecondsFormat, TimeZone};
+use serde::Serialize;
+
+use crate::config::{self, Catchup, Config, Overlap};
+use crate::schedule::Schedule;
+
+/// The `state` values of [`Status`].
+pub mod state {
+    /// Installed, enabled, not running now.
+    pub const READY: &str = "ready";
+    /// A run started by the scheduler is going on now.
+    pub const RUNNING: &str = "running";
+    /// Installed but turned off.
+    pub const DISABLED: &str = "disabled";
+    /// Not installed.
+    pub const MISSING: &str = "missing";
+}
+
+/// What a scheduler says about the task: contract §4's `GET /api/scheduler/status` object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    pub backend: config::Backend,
+    pub task_name: String,
+    pub exists: bool,
+    pub enabled: bool,
+    /// One of [`state`]'s values (a backend may report another word its scheduler uses,
+    /// such as `queued`).
+    pub state: String,
+    /// The cron expression from the configuration.
+    pub schedule: String,
+    /// RFC 3339.
+    pub next_run: Option<String>,
+    /// RFC 3339; `None` when the run never happened or the scheduler does not know.
+    pub last_run: Option<String>,
+    /// `success`, `running` or `failure: …`; `None` when unknown.
+    pub last_result: Option<String>,
+}
+
+/// An OS scheduler. Every method blocks on external tools.
+pub trait Backend: Send + Sync {
+    /// Creates (or replaces) the task and leaves it enabled.
+    fn install(&self) -> Result<Status, SchedulerError>;
+    /// Removes the task; removing a task that is not there is not an error.
+    fn uninstall(&self) -> Result<Status, SchedulerError>;
+    /// Turns the installed task on.
+    fn enable(&self) -> Result<Status, SchedulerError>;
+    /// Turns the installed task off; a run going on now is left to finish.
+    fn disable(&self) -> Result<Status, SchedulerError>;
+    /// What the scheduler says about the task now.
+    fn status(&self) -> Result<Status, SchedulerError>;
+}
+
+/// Why a scheduler operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("{tool} was not found on PATH: is it installed?")]
+    ToolMissing { tool: String },
+    #[error("cannot run {tool}: {source}")]
+    Spawn {
+        tool: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{tool} {}` failed ({status}): {stderr}", args.join(" "))]
+    ToolFailed {
+        tool: String,
+        args: Vec<String>,
+        status: String,
+        /// The end of what it wrote to stderr (or stdout when stderr was empty).
+        stderr: String,
+    },
+    #[error("{tool} answered something pipewatch cannot read: {reason}")]
+    Output { tool: String, reason: String },
+    #[error("the {backend} backend cannot install the schedule {expression:?}: {reason}")]
+    Unsupported {
+        backend: &'static str,
+        expression: String,
+        reason: String,
+    },
+    #[error("{what} cannot be used by the {backend} backend: {reason}")]
+    InvalidValue {
+        backend: &'static str,
+        what: String,
+        reason: String,
+    },
+    #[error(
+        "the {backend} task {task_name:?} is not installed: run `pipewatch scheduler install --backend {backend}`"
+    )]
+    NotInstalled {
+        backend: &'static str,
+        task_name: String,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot find the pipewatch executable: {0}")]
+    Exe(#[source] std::io::Error),
+}
+
+impl SchedulerError {
+    /// Whether the scheduler tool is missing or failed (the API answers 503), as opposed to
+    /// a schedule or value the backend refuses.
+    pub fn is_tool_error(&self) -> bool {
+        matches!(
+            self,
+            SchedulerError::ToolMissing { .. }
+                | SchedulerError::Spawn { .. }
+                | SchedulerError::ToolFailed { .. }
+                | SchedulerError::Output { .. }
+        )
+    }
+}
+
+/// How to reach the OS scheduler; the defaults suit the normal case.
+#[derive(Debug, Clone, Default)]
+pub struct OsOptions {
+    /// The pipewatch executable the task starts; default: this process's
+    /// (`std::env::current_exe()`).
+    pub exe: Option<PathBuf>,
+    /// systemd: system units in `/etc/systemd/system` with `systemctl --system`, instead of
+    /// the user's units in `~/.config/systemd/user` with `systemctl --user`.
+    pub system: bool,
+    /// systemd: write the units in this folder instead (tests, packaging).
+    pub unit_dir: Option<PathBuf>,
+    /// The `PATH` the tools are looked up on; default: this process's.
+    pub tool_path: Option<OsString>,
+}
+
+/// The OS backend `kind` for `config`; `None` for [`config::Backend::Builtin`], which runs
+/// inside `pipewatch serve`.
+pub fn os_backend(
+    kind: config::Backend,
+    config: &Config,
+    opts: OsOptions,
+) -> Option<Box<dyn Backend>> {
+    let task = Task::from_config(config, opts.exe.clone());
+    let tools = exec::Tools::new(opts.tool_path.clone());
+    match kind {
+        config::Backend::Builtin => None,
+        config::Backend::Cron => Some(Box::new(cron::Cron::new(task, tools))),
+        config::Backend::Systemd => Some(Box::new(systemd::Systemd::new(task, tools, &opts))),
+        config::Backend::Windows => Some(Box::new(windows::Windows::new(task, tools))),
+    }
+}
+
+/// What every backend needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub task_name: String,
+    pub schedule: Schedule,
+    pub overlap: Overlap,
+    pub catchup: Catchup,
+    /// The whole run's timeout.
+    pub timeout: Option<Duration>,
+    /// The configuration file (made absolute when the command is built).
+    pub config_path: PathBuf,
+    /// `None`: the running executable, resolved when the command is built.
+    pub exe: Option<PathBuf>,
+}
+
+impl Task {
+    pub fn from_config(config: &Config, exe: Option<PathBuf>) -> Task {
+        Task {
+            task_name: config.scheduler.task_name.clone(),
+            schedule: config.pipeline.schedule.clone(),
+            overlap: config.pipeline.overlap,
+            catchup: config.pipeline.catchup,
+            timeout: config.pipeline.timeout,
+            config_path: config.path.clone(),
+            exe,
+        }
+    }
+
+    /// The command the scheduler starts, with absolute paths.
+    pub fn invocation(&self) -> Result<Invocation, SchedulerError> {
+        let exe = match &self.exe {
+            Some(p) => p.clone(),
+            None => std::env::current_exe().map_err(SchedulerError::Exe)?,
+        };
+        Ok(Invocation {
+            exe: absolute(&exe)?,
+            config: absolute(&self.config_path)?,
+        })
+    }
+
+    /// A status with this task's name and schedule; the backend fills in the rest.
+    fn status(&self, backend: config::Backend) -> Status {
+        Status {
+            backend,
+            task_name: self.task_name.clone(),
+            exists: false,
+            enabled: false,
+            state: state::MISSING.to_string(),
+            schedule: self.schedule.expression().to_string(),
+            next_run: None,
+            last_run: None,
+            last_result: None,
+        }
+    }
+
+    /// The next occurrence after now, computed from the schedule (for schedulers that do not
+    /// say).
+    fn next_from_schedule(&self) -> Option<String> {
+        self.schedule.next_after(&Local::now()).map(|t| rfc3339(&t))
+    }
+}
+
+fn absolute(p: &Path) -> Result<PathBuf, SchedulerError> {
+    std::path::absolute(p).map_err(|source| SchedulerError::Io {
+        path: p.to_path_buf(),
+        source,
+    })
+}
+
+/// `<exe> run --config <config> --source scheduler`, both paths absolute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    pub exe: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Invocation {
+    /// The arguments after the executable.
+    pub fn args(&self) -> Vec<OsString> {
+        vec![
+            "run".into(),
+            "--config".into(),
+            self.config.clone().into_os_string(),
+            "--source".into(),
+            "scheduler".into(),
+        ]
+    }
+}
+
+/// RFC 3339 with whole seconds and the numeric offset.
+pub(crate) fn rfc3339<Tz: TimeZone>(t: &DateTime<Tz>) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    t.to_rfc3339_opts(SecondsFormat::Secs, false)
+}
+
+/// A path as UTF-8 for a text format (crontab, unit file, XML), refusing what the format
+/// cannot carry.
+fn path_text<'a>(backend: &'static str, p: &'a Path) -> Result<&'a str, SchedulerError> {
+    let s = p.to_str().ok_or_else(|| SchedulerError::InvalidValue {
+        backend,
+        what: format!("the path {}", p.display()),
+        reason: "it is not valid UTF-8".to_string(),
+    })?;
+    if s.chars().any(char::is_control) {
+        return Err(SchedulerError::InvalidValue {
+            backend,
+            what: format!("the path {s:?}"),
+            reason: "it contains a control character (a line break ends a crontab line or a unit file setting)".to_string(),
+        });
+    }
+    Ok(s)
+}
+
+/// A file written whole or not at all: a half-written unit or task file is worse than none.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SchedulerError> {
+    let io = |source| SchedulerError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut tmp = path.as_os_str().to_os_string();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! Values shared by the backends' tests.
+
+    use super::*;
+
+    /// Every character that has broken a shell, cron, a unit file or XML somewhere.
+    pub const HOSTILE: &str = "it's \"q\" ; $(touch x) `id` 100% \\ back & <x> ünï 漢字";
+
+    pub fn task(expr: &str) -> Task {
+        Task {
+            task_name: format!("Pipeline {HOSTILE}"),
+            schedule: expr.parse().unwrap(),
+            overlap: Overlap::Skip,
+            catchup: Catchup::Last,
+            timeout: Some(Duration::from_secs(1800)),
+            config_path: PathBuf::from(format!("/srv/{HOSTILE}/pipewatch.toml")),
+            exe: Some(PathBuf::from(format!("/opt/{HOSTILE}/pipewatch"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_is_run_config_source_scheduler() {
+        let t = test_support::task("@daily");
+        let inv = t.invocation().unwrap();
+        assert!(inv.exe.is_absolute() && inv.config.is_absolute());
+        let args = inv.args();
+        assert_eq!(args.len(), 5);
+        assert_eq!(args[0], "run");
+        assert_eq!(args[1], "--config");
+        assert_eq!(PathBuf::from(&args[2]), t.config_path);
+        assert_eq!(args[3], "--source");
+        assert_eq!(args[4], "scheduler");
+    }
+
+    #[test]
+    fn status_serializes_with_the_contract_fields() {
+        let s = test_support::task("*/15 * * * *").status(config::Backend::Cron);
+        let v = serde_json::to_value(&s).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        let mut want = vec![
+            "backend",
+            "task_name",
+            "exists",
+            "enabled",
+            "state",
+            "schedule",
+            "next_run",
+            "last_run",
+            "last_result",
+        ];
+        want.sort();
+        let mut keys = keys;
+        keys.sort();
+        assert_eq!(keys, want);
+        assert_eq!(v["backend"], "cron");
+        assert_eq!(v["state"], "missing");
+        assert!(v["last_run"].is_null());
+    }
+
+    #[test]
+    fn builtin_is_not_an_os_backend() {
+        let text = "[pipeline]\nname = \"p\"\n[[stages]]\nname = \"a\"\nrun = \"true\"\n";
+        let config = Config::parse(text, Path::new("/tmp/pipewatch.toml")).unwrap();
+        assert!(os_backend(config::Backend::Builtin, &config, OsOptions::default()).is_none());
+        for kind in [
+            config::Backend::Cron,
+            config::Backend::Systemd,
+            config::Backend::Windows,
+        ] {
+            assert!(os_backend(kind, &config, OsOptions::default()).is_some());
+        }
+    }
+}
