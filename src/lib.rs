@@ -19,7 +19,6 @@
 //! | [`announce`] | the best-effort "run started" notification to the dashboard |
 //! | [`progress`] | the terminal view of a run (live, plain or quiet) |
 //! | [`shutdown`] | Ctrl-C / SIGTERM / Ctrl-Break as one future |
-//! | [`builtin`] | the built-in scheduler's persisted state and catch-up decisions |
 //! | [`bus`] | the event bus: ring buffer + broadcast, subscribe with no gap |
 //! | [`tail`] | following the events folder: complete lines into batches, checkpoints |
 //! | [`server`] | `pipewatch serve`: ingest, API, WebSocket/SSE, the built-in scheduler loop |
@@ -27,7 +26,6 @@
 //! | [`exit`] | exit codes |
 
 pub mod announce;
-pub mod builtin;
 pub mod bus;
 pub mod config;
 pub mod event;

@@ -42,6 +42,20 @@ enum Command {
     },
     /// Rebuild the run index from the run files.
     Reindex,
+    /// Install, remove, turn on or off, or show the task that runs the pipeline on its schedule.
+    Scheduler {
+        #[command(subcommand)]
+        action: SchedulerAction,
+        /// builtin, windows, systemd or cron (default: [scheduler] backend).
+        #[arg(long, global = true, value_enum)]
+        backend: Option<BackendArg>,
+        /// Print the status as JSON (the object of GET /api/scheduler/status).
+        #[arg(long, global = true)]
+        json: bool,
+        /// systemd: a system unit (systemctl --system) instead of the user's.
+        #[arg(long, global = true)]
+        system: bool,
+    },
     /// Write a commented example pipewatch.toml and the pipeline it runs into the current folder.
     Init,
     /// Run the pipeline once, now.
@@ -59,6 +73,40 @@ enum Command {
         #[arg(long, hide = true, value_parser = parse_run_id)]
         run_id: Option<RunId>,
     },
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum SchedulerAction {
+    /// Create (or replace) the task and turn it on.
+    Install,
+    /// Remove the task.
+    Uninstall,
+    /// Turn the task on.
+    Enable,
+    /// Turn the task off (a run going on is left to finish).
+    Disable,
+    /// Show whether the task exists, is on, and its next and last run.
+    Status,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BackendArg {
+    Builtin,
+    Windows,
+    Systemd,
+    Cron,
+}
+
+impl From<BackendArg> for pipewatch::config::Backend {
+    fn from(b: BackendArg) -> Self {
+        use pipewatch::config::Backend;
+        match b {
+            BackendArg::Builtin => Backend::Builtin,
+            BackendArg::Windows => Backend::Windows,
+            BackendArg::Systemd => Backend::Systemd,
+            BackendArg::Cron => Backend::Cron,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -81,6 +129,15 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("pipewatch: error: {e:#}");
             let code = if e.downcast_ref::<ConfigError>().is_some()
+                || e.downcast_ref::<pipewatch::scheduler::SchedulerError>()
+                    .is_some_and(|e| {
+                        !e.is_tool_error()
+                            && !matches!(
+                                e,
+                                pipewatch::scheduler::SchedulerError::Io { .. }
+                                    | pipewatch::scheduler::SchedulerError::Exe(_)
+                            )
+                    })
                 || e.downcast_ref::<pipewatch::server::ServeError>()
                     .is_some_and(|e| matches!(e, pipewatch::server::ServeError::Unprotected(_)))
                 || e.downcast_ref::<pipewatch::init::InitError>()
@@ -156,6 +213,51 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 .await?;
                 anyhow::Ok(exit::SUCCESS)
             })
+        }
+        Command::Scheduler {
+            action,
+            backend,
+            json,
+            system,
+        } => {
+            use pipewatch::scheduler;
+            let config = load_config(cli.config.as_deref(), &cwd)?;
+            let kind = backend.map_or(config.scheduler.backend, Into::into);
+            let b = scheduler::backend(
+                kind,
+                &config,
+                scheduler::OsOptions {
+                    system,
+                    ..scheduler::OsOptions::default()
+                },
+            );
+            let status = match action {
+                SchedulerAction::Install => b.install(),
+                SchedulerAction::Uninstall => b.uninstall(),
+                SchedulerAction::Enable => b.enable(),
+                SchedulerAction::Disable => b.disable(),
+                SchedulerAction::Status => b.status(),
+            }?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                let or = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_string());
+                println!(
+                    "backend:     {}",
+                    serde_json::to_value(status.backend)?
+                        .as_str()
+                        .unwrap_or("?")
+                );
+                println!("task:        {}", status.task_name);
+                println!("exists:      {}", if status.exists { "yes" } else { "no" });
+                println!("enabled:     {}", if status.enabled { "yes" } else { "no" });
+                println!("state:       {}", status.state);
+                println!("schedule:    {}", status.schedule);
+                println!("next run:    {}", or(&status.next_run));
+                println!("last run:    {}", or(&status.last_run));
+                println!("last result: {}", or(&status.last_result));
+            }
+            Ok(exit::SUCCESS)
         }
         Command::Reindex => {
             let config = load_config(cli.config.as_deref(), &cwd)?;

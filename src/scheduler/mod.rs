@@ -6,6 +6,7 @@
 //!
 //! | module | owns |
 //! |---|---|
+//! | [`builtin`] | the built-in scheduler: its persisted state, catch-up decisions, on/off |
 //! | [`cron`] | the crontab block between marker comments; `crontab -l` / `crontab -` |
 //! | [`systemd`] | the `.service` + `.timer` unit texts, cron → `OnCalendar=`, `systemctl` |
 //! | [`windows`] | the Task Scheduler XML, cron → triggers, `schtasks` |
@@ -13,8 +14,9 @@
 //! | `fields` | the cron expression as value sets, shared by the translations |
 //!
 //! Every backend builds its argument lists and file texts with pure functions (tested as
-//! text) and hands the lists to [`exec`]. The built-in backend lives with the dashboard; this
-//! module is only the OS ones.
+//! text) and hands the lists to [`exec`]. The built-in backend's loop runs inside the dashboard
+//! (`server::timer`); here is its state, which `pipewatch scheduler` can change whether or not
+//! the dashboard is up.
 //!
 //! Invariants: every backend starts exactly `<exe> run --config <absolute config> --source
 //! scheduler` ([`Invocation`]); a schedule a backend cannot express is refused at install with
@@ -26,6 +28,7 @@
 //! with `spawn_blocking`. [`SchedulerError::is_tool_error`] tells the API which errors are
 //! a 503.
 
+pub mod builtin;
 pub mod cron;
 pub mod exec;
 mod fields;
@@ -184,6 +187,17 @@ pub fn os_backend(
     }
 }
 
+/// The backend `kind` for `config`, built-in included.
+pub fn backend(kind: config::Backend, config: &Config, opts: OsOptions) -> Box<dyn Backend> {
+    match os_backend(kind, config, opts) {
+        Some(b) => b,
+        None => Box::new(builtin::Builtin::new(
+            Task::from_config(config, None),
+            config.server.state_dir.clone(),
+        )),
+    }
+}
+
 /// What every backend needs from the configuration.
 #[derive(Debug, Clone)]
 pub struct Task {
@@ -225,7 +239,7 @@ impl Task {
     }
 
     /// A status with this task's name and schedule; the backend fills in the rest.
-    fn status(&self, backend: config::Backend) -> Status {
+    pub(crate) fn status(&self, backend: config::Backend) -> Status {
         Status {
             backend,
             task_name: self.task_name.clone(),
@@ -241,7 +255,7 @@ impl Task {
 
     /// The next occurrence after now, computed from the schedule (for schedulers that do not
     /// say).
-    fn next_from_schedule(&self) -> Option<String> {
+    pub(crate) fn next_from_schedule(&self) -> Option<String> {
         self.schedule.next_after(&Local::now()).map(|t| rfc3339(&t))
     }
 }

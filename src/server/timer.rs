@@ -14,15 +14,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::AppState;
-use super::api::launch;
-use crate::builtin::{self, State};
+use super::api::{ApiError, launch};
 use crate::config::{Backend, Catchup};
 use crate::event::{Data, Level, PIPELINE_STAGE, RunId, format_timestamp, kind};
 use crate::journal::Journal;
+use crate::scheduler;
+use crate::scheduler::builtin::{self, State};
+use axum::http::StatusCode;
 
 /// An occurrence fired this late is still on time (not a catch-up).
 const ON_TIME: Duration = Duration::from_secs(60);
@@ -81,7 +83,11 @@ fn load(state: &AppState) -> State {
     })
 }
 
-fn save(state: &AppState, s: &State) {
+/// Changes the fields the loop owns on a fresh copy of the state, so that an enable or
+/// disable written meanwhile (by the API or `pipewatch scheduler`) is never overwritten.
+fn update(state: &AppState, change: impl FnOnce(&mut State)) {
+    let mut s = load(state);
+    change(&mut s);
     if let Err(e) = s.save(&state.config.server.state_dir) {
         tracing::error!("{e}");
     }
@@ -92,24 +98,21 @@ pub async fn run_builtin(state: Arc<AppState>) {
     let schedule = state.config.pipeline.schedule.clone();
     let mut closing = state.closing.clone();
     {
-        let mut s = load(&state);
-        if s.last_occurrence.is_none() {
+        if load(&state).last_occurrence.is_none() {
             // First start: nothing was expected before now.
-            s.last_occurrence = Some(Utc::now());
-            save(&state, &s);
+            update(&state, |s| s.last_occurrence = Some(Utc::now()));
         }
     }
     tracing::info!(schedule = %schedule.expression(), "built-in scheduler started");
     loop {
-        let mut s = load(&state);
+        let s = load(&state);
         let now = Utc::now();
         let last = s.last_occurrence.unwrap_or(now);
         let due = builtin::occurrences(&schedule, last, now);
         if let Some(&newest) = due.last() {
             if !s.enabled {
                 // Occurrences while disabled are not expected: pass over them.
-                s.last_occurrence = Some(newest);
-                save(&state, &s);
+                update(&state, |s| s.last_occurrence = Some(newest));
                 continue;
             }
             let on_time = (now - newest).to_std().unwrap_or_default() <= ON_TIME;
@@ -125,25 +128,19 @@ pub async fn run_builtin(state: Arc<AppState>) {
                     (Catchup::Last, true) => Catchup::None,
                     (policy, _) => policy,
                 };
-                let plan = builtin::plan_catchup(
-                    late,
-                    now,
-                    policy,
-                    state.config.pipeline.catchup_window,
-                );
+                let plan =
+                    builtin::plan_catchup(late, now, policy, state.config.pipeline.catchup_window);
                 for at in &plan.missed {
                     record_missed(&state, *at, "the scheduler was not running");
                 }
                 for _at in &plan.run {
-                    fire(&state, &mut s, "catchup", true).await;
+                    fire(&state, "catchup", true).await;
                 }
-                s.last_occurrence = Some(until);
-                save(&state, &s);
+                update(&state, |s| s.last_occurrence = Some(until));
             }
             if on_time {
-                fire(&state, &mut s, "scheduler", false).await;
-                s.last_occurrence = Some(newest);
-                save(&state, &s);
+                fire(&state, "scheduler", false).await;
+                update(&state, |s| s.last_occurrence = Some(newest));
             }
             continue;
         }
@@ -161,13 +158,14 @@ pub async fn run_builtin(state: Arc<AppState>) {
 }
 
 /// Starts a scheduled run; with `wait`, until it has exited (catch-up runs one after another).
-async fn fire(state: &Arc<AppState>, s: &mut State, source: &str, wait: bool) {
+async fn fire(state: &Arc<AppState>, source: &str, wait: bool) {
     match launch(state, source).await {
         Ok((id, exited)) => {
             tracing::info!(run_id = %id, source, "scheduled run started");
-            s.last_run = Some(Utc::now());
-            s.last_run_id = Some(id.to_string());
-            save(state, s);
+            update(state, |s| {
+                s.last_run = Some(Utc::now());
+                s.last_run_id = Some(id.to_string());
+            });
             if wait {
                 let _ = exited.await;
             }
@@ -219,7 +217,7 @@ pub async fn audit(state: Arc<AppState>, grace: Duration) {
 async fn enabled_now(state: &Arc<AppState>) -> bool {
     match state.config.scheduler.backend {
         Backend::Builtin => load(state).enabled,
-        _ => status(state).await.is_ok_and(|s| s.enabled),
+        _ => status(state).await.is_ok_and(|s| s.status.enabled),
     }
 }
 
@@ -238,66 +236,49 @@ pub struct Cadence {
 
 /// The scheduler status of contract §4, plus the cadence.
 #[derive(Debug, Clone, Serialize)]
-pub struct Status {
-    pub backend: &'static str,
-    pub task_name: String,
-    pub exists: bool,
-    pub enabled: bool,
-    pub state: String,
-    pub schedule: String,
-    pub next_run: Option<String>,
-    pub last_run: Option<String>,
-    pub last_result: Option<String>,
+pub struct StatusWithCadence {
+    #[serde(flatten)]
+    pub status: scheduler::Status,
     pub cadence: Option<Cadence>,
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+fn backend(state: &AppState) -> Box<dyn scheduler::Backend> {
+    scheduler::backend(
+        state.config.scheduler.backend,
+        &state.config,
+        scheduler::OsOptions {
+            exe: Some(state.exe.clone()),
+            ..scheduler::OsOptions::default()
+        },
+    )
 }
 
-/// The status of the configured backend. The built-in one answers from its state file and the
-/// index; OS backends ask their tool.
-pub async fn status(state: &Arc<AppState>) -> Result<Status, super::api::ApiError> {
-    let config = &state.config;
-    let schedule = &config.pipeline.schedule;
-    let s = load(state);
-    let now = Utc::now();
-    let last_result = match &s.last_run_id {
-        Some(id) => match RunId::parse(id) {
-            Ok(id) => state
-                .with_index(move |idx| idx.get_run(&id))
-                .await
-                .ok()
-                .flatten()
-                .map(|r| r.run.status),
-            Err(_) => None,
-        },
-        None => None,
-    };
-    let running = !crate::liveness::alive_runs(&config.server.state_dir).is_empty();
-    let next = if s.enabled {
-        schedule.next_after(&now)
-    } else {
-        None
-    };
-    Ok(Status {
-        backend: "builtin",
-        task_name: config.scheduler.task_name.clone(),
-        exists: true,
-        enabled: s.enabled,
-        state: if !s.enabled {
-            "disabled"
-        } else if running {
-            "running"
+/// Runs a backend operation off the async workers; tool failures become 503 with the tool's
+/// stderr in the message, refusals 409.
+async fn call(
+    state: &Arc<AppState>,
+    op: fn(&dyn scheduler::Backend) -> Result<scheduler::Status, scheduler::SchedulerError>,
+) -> Result<scheduler::Status, ApiError> {
+    let b = backend(state);
+    let result = tokio::task::spawn_blocking(move || op(b.as_ref()))
+        .await
+        .map_err(|e| ApiError::unavailable(format!("scheduler task failed: {e}")))?;
+    result.map_err(|e| {
+        let status = if e.is_tool_error() {
+            StatusCode::SERVICE_UNAVAILABLE
         } else {
-            "ready"
-        }
-        .to_string(),
-        schedule: schedule.expression().to_string(),
-        next_run: next.map(rfc3339),
-        last_run: s.last_run.map(rfc3339),
-        last_result,
-        cadence: cadence(state, now).await,
+            StatusCode::CONFLICT
+        };
+        ApiError::new(status, e.to_string())
+    })
+}
+
+/// The status of the configured backend, with the cadence of the last day.
+pub async fn status(state: &Arc<AppState>) -> Result<StatusWithCadence, ApiError> {
+    let status = call(state, |b| b.status()).await?;
+    Ok(StatusWithCadence {
+        status,
+        cadence: cadence(state, Utc::now()).await,
     })
 }
 
@@ -321,22 +302,16 @@ async fn cadence(state: &Arc<AppState>, now: DateTime<Utc>) -> Option<Cadence> {
     })
 }
 
-/// Turns the built-in schedule on or off and wakes the loop.
+/// Turns the schedule on or off (any backend) and wakes the built-in loop.
 pub async fn set_enabled(
     state: &Arc<AppState>,
     enabled: bool,
-) -> Result<Status, super::api::ApiError> {
-    let mut s = load(state);
-    if s.enabled != enabled {
-        s.enabled = enabled;
-        if enabled {
-            // Occurrences while it was off were not expected: start counting from now.
-            s.last_occurrence = Some(Utc::now());
-        }
-        s.save(&state.config.server.state_dir).map_err(|e| {
-            super::api::ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-        })?;
-        state.timer_wake.notify_one();
+) -> Result<StatusWithCadence, ApiError> {
+    if enabled {
+        call(state, |b| b.enable()).await?;
+    } else {
+        call(state, |b| b.disable()).await?;
     }
+    state.timer_wake.notify_one();
     status(state).await
 }

@@ -9,6 +9,23 @@ use serde_json::Value;
 
 use crate::support::*;
 
+/// Whether `tool` is on PATH; a missing tool skips loudly, or fails under
+/// `PIPEWATCH_REQUIRE_TOOLS=1` (as in CI).
+fn tool_available(tool: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .args(["-c", "command -v \"$0\"", tool])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("PIPEWATCH_REQUIRE_TOOLS").is_none(),
+            "{tool} is required (PIPEWATCH_REQUIRE_TOOLS is set) but not on PATH"
+        );
+        eprintln!("SKIPPED: {tool} is not installed; install it to run this test");
+    }
+    found
+}
+
 const LONG: Duration = Duration::from_secs(60);
 
 fn project(pipeline: &str, scheduler: &str) -> Project {
@@ -75,7 +92,9 @@ fn fires_on_schedule_and_the_switch_survives_a_restart() {
 /// on time): all four were missed.
 fn after_downtime(catchup: &str, window: &str) -> (Project, Dashboard) {
     use chrono::{DurationRound, Timelike};
-    let minute = Utc::now().duration_trunc(chrono::Duration::minutes(1)).unwrap();
+    let minute = Utc::now()
+        .duration_trunc(chrono::Duration::minutes(1))
+        .unwrap();
     let minutes: Vec<String> = (2..=5)
         .rev()
         .map(|k| (minute - chrono::Duration::minutes(k)).minute().to_string())
@@ -101,7 +120,9 @@ fn after_downtime(catchup: &str, window: &str) -> (Project, Dashboard) {
 #[test]
 fn catchup_none_records_every_miss() {
     let (_p, d) = after_downtime("none", "1h");
-    wait_until(LONG, "4 missed runs", || with_status(&d.runs(), "missed").len() >= 4);
+    wait_until(LONG, "4 missed runs", || {
+        with_status(&d.runs(), "missed").len() >= 4
+    });
     let runs = d.runs();
     assert!(by_source(&runs, "catchup").is_empty(), "{runs:?}");
     let missed = with_status(&runs, "missed");
@@ -117,7 +138,9 @@ fn catchup_last_runs_the_newest_and_records_the_rest() {
     let (_p, d) = after_downtime("last", "1h");
     wait_until(LONG, "one catch-up run and 3 missed", || {
         let runs = d.runs();
-        by_source(&runs, "catchup").iter().any(|r| r["status"] == "success")
+        by_source(&runs, "catchup")
+            .iter()
+            .any(|r| r["status"] == "success")
             && with_status(&runs, "missed").len() >= 3
     });
     let runs = d.runs();
@@ -147,31 +170,208 @@ fn catchup_all_runs_each_within_the_window() {
     );
 }
 
+/// A folder with a stand-in `systemctl` that reports an installed, enabled timer.
+fn systemctl_standin(dir: &std::path::Path) -> std::ffi::OsString {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = r#"#!/bin/sh
+case "$*" in
+  *"show "*.timer*) printf 'LoadState=loaded\nUnitFileState=enabled\nActiveState=active\nNextElapseUSecRealtime=\nLastTriggerUSec=\n' ;;
+  *"show "*.service*) printf 'ActiveState=inactive\nResult=success\nExecMainStatus=0\n' ;;
+esac
+exit 0
+"#;
+    let path = bin.join("systemctl");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut paths = vec![bin];
+    paths.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(paths).unwrap()
+}
+
 #[test]
-fn an_occurrence_without_a_run_becomes_a_missed_run() {
-    let p = project("schedule = \"*/1 * * * * *\"", "grace = \"1s\"");
-    let d = Dashboard::start(&p);
-    wait_until(LONG, "a scheduled run", || {
-        !by_source(&d.runs(), "scheduler").is_empty()
-    });
-    // From now on every run the scheduler starts fails before writing anything: its
-    // configuration is broken.
-    let config = std::fs::read_to_string(p.path().join("pipewatch.toml")).unwrap();
-    std::fs::write(
-        p.path().join("pipewatch.toml"),
-        format!("{config}\nbroken = ["),
-    )
-    .unwrap();
-    wait_until(LONG, "a missed run", || {
-        !with_status(&d.runs(), "missed").is_empty()
+fn an_occurrence_the_os_scheduler_never_ran_becomes_a_missed_run() {
+    // systemd says the timer is enabled, but nothing ever starts the runs.
+    let p = project(
+        "schedule = \"*/1 * * * * *\"",
+        "backend = \"systemd\"\ngrace = \"1s\"",
+    );
+    let path = systemctl_standin(p.path());
+    let d = Dashboard::start_with_env(&p, &[("PATH", path.as_os_str())]);
+    wait_until(LONG, "missed runs", || {
+        with_status(&d.runs(), "missed").len() >= 2
     });
     let runs = d.runs();
     let missed = with_status(&runs, "missed")[0];
     assert_eq!(missed["source"], "scheduler");
-    let (_, detail) = d.get(&format!(
-        "/api/runs/{}/events",
-        missed["run_id"].as_str().unwrap()
+    let id = missed["run_id"].as_str().unwrap();
+    let (_, events) = d.get(&format!("/api/runs/{id}/events"));
+    assert_eq!(events[0]["event"], "missed");
+    let due = events[0]["data"]["scheduled_for"].as_str().unwrap();
+    assert_eq!(missed["scheduled_for"], due);
+    let (code, status) = d.get("/api/scheduler/status");
+    assert_eq!(code, 200, "{status}");
+    assert_eq!(status["backend"], "systemd");
+    assert_eq!(status["enabled"], true);
+    assert_eq!(status["cadence"]["started_last_day"], 0);
+}
+
+#[test]
+fn a_failing_scheduler_tool_is_a_503_with_its_stderr() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = project("", "backend = \"systemd\"");
+    let bin = p.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let tool = bin.join("systemctl");
+    std::fs::write(
+        &tool,
+        "#!/bin/sh\necho 'Failed to connect to bus: No medium found' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut paths = vec![bin];
+    paths.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
     ));
-    assert_eq!(detail[0]["event"], "missed");
-    assert!(detail[0]["data"]["scheduled_for"].is_string(), "{detail}");
+    let path = std::env::join_paths(paths).unwrap();
+    let d = Dashboard::start_with_env(&p, &[("PATH", path.as_os_str())]);
+    let (code, body) = d.get("/api/scheduler/status");
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("Failed to connect to bus"),
+        "{body}"
+    );
+    // Turning on a task that was never installed is the user's to fix, not the tool's.
+    let (code, body) = d.post("/api/scheduler/enable", "{}");
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("pipewatch scheduler install"),
+        "{body}"
+    );
+}
+
+/// Restores root's crontab when dropped, whatever the test did.
+struct CrontabGuard(Option<Vec<u8>>);
+
+impl Drop for CrontabGuard {
+    fn drop(&mut self) {
+        use std::io::Write;
+        match &self.0 {
+            Some(saved) => {
+                let mut c = std::process::Command::new("crontab")
+                    .arg("-")
+                    .stdin(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                c.stdin.take().unwrap().write_all(saved).unwrap();
+                c.wait().unwrap();
+            }
+            None => {
+                let _ = std::process::Command::new("crontab").arg("-r").status();
+            }
+        }
+    }
+}
+
+fn crontab() -> Option<Vec<u8>> {
+    let out = std::process::Command::new("crontab")
+        .arg("-l")
+        .output()
+        .ok()?;
+    out.status.success().then_some(out.stdout)
+}
+
+fn set_crontab(text: &[u8]) {
+    use std::io::Write;
+    let mut c = std::process::Command::new("crontab")
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(text).unwrap();
+    assert!(c.wait().unwrap().success());
+}
+
+#[test]
+fn cron_install_disable_enable_uninstall_leave_other_lines_intact() {
+    if !tool_available("crontab") {
+        return;
+    }
+    let _restore = CrontabGuard(crontab());
+    let mine = b"MAILTO=\"\"\n# my backups\n30 2 * * * /usr/local/bin/backup --all > /dev/null 2>&1\n@reboot echo 'hi %there'\n";
+    set_crontab(mine);
+    let p = project(
+        "schedule = \"*/15 * * * *\"",
+        "backend = \"cron\"\ntask_name = \"Nightly $(touch x); `id` 'q' % é\"",
+    );
+    let run = |action: &str| {
+        let out = p.run(&["scheduler", action, "--json"]);
+        assert!(out.status.success(), "{action}: {}", stderr(&out));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let without_block = |text: &[u8]| {
+        let text = String::from_utf8_lossy(text).into_owned();
+        let begin = text.find("# BEGIN pipewatch").expect("a pipewatch block");
+        let end = text.find("# END pipewatch").expect("its end");
+        let end = end + text[end..].find('\n').map_or(text.len() - end, |n| n + 1);
+        format!("{}{}", &text[..begin], &text[end..])
+    };
+
+    let s = run("install");
+    assert_eq!(
+        (s["exists"].as_bool(), s["enabled"].as_bool()),
+        (Some(true), Some(true))
+    );
+    let installed = crontab().unwrap();
+    assert_eq!(
+        without_block(&installed).as_bytes(),
+        mine,
+        "the user's lines are untouched"
+    );
+    let text = String::from_utf8_lossy(&installed).into_owned();
+    assert!(text.contains("run --config"), "{text}");
+    assert!(text.contains("--source scheduler"), "{text}");
+
+    let s = run("disable");
+    assert_eq!(s["enabled"], false);
+    let disabled = crontab().unwrap();
+    assert_eq!(without_block(&disabled).as_bytes(), mine);
+    assert!(
+        String::from_utf8_lossy(&disabled).contains("\n#*/15"),
+        "{}",
+        String::from_utf8_lossy(&disabled)
+    );
+
+    let s = run("enable");
+    assert_eq!(s["enabled"], true);
+    assert_eq!(
+        crontab().unwrap(),
+        installed,
+        "enable restores the installed line"
+    );
+
+    let s = run("status");
+    assert_eq!(s["backend"], "cron");
+    assert!(s["next_run"].is_string());
+
+    let s = run("uninstall");
+    assert_eq!(s["exists"], false);
+    assert_eq!(
+        crontab().unwrap(),
+        mine,
+        "uninstall leaves exactly the user's crontab"
+    );
+    assert!(
+        !p.path().join("x").exists(),
+        "nothing in the task name was run"
+    );
 }

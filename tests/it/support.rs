@@ -160,3 +160,99 @@ pub fn pid_alive(pid: i32) -> bool {
         Err(_) => exists,
     }
 }
+
+/// `pipewatch serve` on a free port in a project, stopped when dropped.
+pub struct Dashboard {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Dashboard {
+    pub fn start(p: &Project) -> Dashboard {
+        Self::start_with_env(p, &[])
+    }
+
+    /// Starts it with extra environment variables.
+    pub fn start_with_env(p: &Project, env: &[(&str, &std::ffi::OsStr)]) -> Dashboard {
+        use std::io::BufRead;
+        let mut cmd = p.cmd(&["serve", "--bind", "127.0.0.1:0"]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn pipewatch serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut first = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut first)
+            .expect("read the address line");
+        let port = first
+            .trim()
+            .trim_end_matches('/')
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {first:?}"));
+        Dashboard { child, port }
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into()
+    }
+
+    /// GET a JSON document.
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let mut r = Self::agent()
+            .get(&format!("http://127.0.0.1:{}{path}", self.port))
+            .call()
+            .expect("GET");
+        let status = r.status().as_u16();
+        let body = r.body_mut().read_to_string().unwrap_or_default();
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    /// POST a JSON body.
+    pub fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        let mut r = Self::agent()
+            .post(&format!("http://127.0.0.1:{}{path}", self.port))
+            .content_type("application/json")
+            .send(body)
+            .expect("POST");
+        let status = r.status().as_u16();
+        let text = r.body_mut().read_to_string().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// The runs the API lists (up to 1000).
+    pub fn runs(&self) -> Vec<Value> {
+        match self.get("/api/runs?limit=1000") {
+            (200, Value::Array(v)) => v,
+            other => panic!("GET /api/runs: {other:?}"),
+        }
+    }
+
+    pub fn stop(&mut self) {
+        #[cfg(unix)]
+        {
+            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
+        #[cfg(not(unix))]
+        let _ = self.child.kill();
+        wait_child(&mut self.child, Duration::from_secs(30));
+    }
+}
+
+impl Drop for Dashboard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,5 +1,5 @@
-//! The built-in scheduler's state and decisions (the loop that acts on them runs inside
-//! `pipewatch serve`, in `server::timer`).
+//! The built-in scheduler's state, decisions and on/off switch (the loop that acts on them
+//! runs inside `pipewatch serve`, in `server::timer`).
 //!
 //! State lives in `<state_dir>/scheduler.json`, written atomically (tmp → fsync → rename), so
 //! that enabled/disabled and the last occurrence handled survive restarts — and so that
@@ -16,7 +16,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Catchup;
+use super::{Backend, SchedulerError, Status, Task, state};
+use crate::config::{self, Catchup};
 use crate::schedule::Schedule;
 
 /// Never plan more than this many occurrences at once (a per-second schedule after a week off
@@ -159,6 +160,98 @@ pub fn plan_catchup(
     }
     plan.missed.sort();
     plan
+}
+
+/// The built-in backend behind the common [`Backend`] interface: "installed" always, on or
+/// off through the state file. The dashboard's loop picks a change up within seconds (at
+/// once when the change comes through its API).
+pub struct Builtin {
+    task: Task,
+    state_dir: PathBuf,
+}
+
+impl Builtin {
+    pub fn new(task: Task, state_dir: PathBuf) -> Builtin {
+        Builtin { task, state_dir }
+    }
+
+    fn io(&self, e: StateError) -> SchedulerError {
+        SchedulerError::Io {
+            path: e.path,
+            source: std::io::Error::other(e.message),
+        }
+    }
+
+    fn set(&self, enabled: bool) -> Result<Status, SchedulerError> {
+        let mut s = State::load(&self.state_dir).map_err(|e| self.io(e))?;
+        if s.enabled != enabled {
+            s.enabled = enabled;
+            if enabled {
+                // Occurrences while it was off were not expected: count from now.
+                s.last_occurrence = Some(Utc::now());
+            }
+            s.save(&self.state_dir).map_err(|e| self.io(e))?;
+        }
+        self.status()
+    }
+}
+
+impl Backend for Builtin {
+    fn install(&self) -> Result<Status, SchedulerError> {
+        self.set(true)
+    }
+
+    fn uninstall(&self) -> Result<Status, SchedulerError> {
+        self.set(false)
+    }
+
+    fn enable(&self) -> Result<Status, SchedulerError> {
+        self.set(true)
+    }
+
+    fn disable(&self) -> Result<Status, SchedulerError> {
+        self.set(false)
+    }
+
+    fn status(&self) -> Result<Status, SchedulerError> {
+        let s = State::load(&self.state_dir).map_err(|e| self.io(e))?;
+        let mut status = self.task.status(config::Backend::Builtin);
+        status.exists = true;
+        status.enabled = s.enabled;
+        status.state = if s.enabled {
+            state::READY
+        } else {
+            state::DISABLED
+        }
+        .to_string();
+        status.next_run = if s.enabled {
+            self.task.next_from_schedule()
+        } else {
+            None
+        };
+        status.last_run = s
+            .last_run
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        status.last_result = s
+            .last_run_id
+            .as_deref()
+            .and_then(|id| last_result(&self.state_dir, id));
+        if s.enabled && !crate::liveness::alive_runs(&self.state_dir).is_empty() {
+            status.state = state::RUNNING.to_string();
+        }
+        Ok(status)
+    }
+}
+
+/// The status of the last scheduled run, from the run index if there is one.
+fn last_result(state_dir: &Path, id: &str) -> Option<String> {
+    let id = crate::event::RunId::parse(id).ok()?;
+    let db = state_dir.join("index.db");
+    if !db.exists() {
+        return None;
+    }
+    let index = crate::index::Index::open(&db).ok()?;
+    Some(index.get_run(&id).ok()??.run.status)
 }
 
 #[cfg(test)]
