@@ -5,3 +5,5 @@ mod support;
 
 mod cli_config;
 mod runner;
+mod scheduler;
+mod server;
