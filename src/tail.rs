@@ -32,7 +32,9 @@
 //! is below the checkpoint's `lines` are counted but not handed on again — they were published
 //! already, and a `seq` is published at most once. The returned checkpoint switches to the new
 //! file only once the new file has reached that many lines; until then the old checkpoint is
-//! kept as is, so that the "already published" floor survives a restart without a new field.
+//! kept (with its offset set to [`RESCAN_OFFSET`], so every read rescans the file from its start
+//! until it has grown past the floor), and the "already published" floor survives a restart
+//! without a new field.
 //! A file truncated and regrown past its old offset under the same inode between two reads
 //! cannot be noticed by size or identity; it is read on from the old offset.
 //!
@@ -76,6 +78,11 @@ pub const DEFAULT_CHUNK_BYTES: usize = 64 * 1024;
 pub const FINISHED_RECHECK_SCANS: u64 = 30;
 /// How often a send blocked on a full channel looks at the stop flag.
 const STOP_CHECK: Duration = Duration::from_millis(50);
+
+/// The offset of a checkpoint whose file was truncated below its floor: larger than any file,
+/// so the next read sees a "shrunk" file and rescans it from the start. Stored in SQLite as a
+/// signed integer, hence `i64::MAX`.
+pub const RESCAN_OFFSET: u64 = i64::MAX as u64;
 
 /// Where the tailer is in one run file; persisted (in the index) so a restart resumes exactly
 /// after the last complete line that was handed on.
@@ -359,6 +366,12 @@ pub fn read_file(
     }
 
     let following = line_no >= floor;
+    if !following {
+        // Truncated below what was handed on: keep the floor, and mark the checkpoint so that
+        // every read rescans the file from its start until it has grown past the floor (a
+        // file regrown under the same identity would otherwise be resumed mid-line).
+        out.offset = RESCAN_OFFSET;
+    }
     let partial = if more || !following {
         0
     } else {
@@ -1137,10 +1150,23 @@ mod tests {
             .unwrap();
         let (events, _) = read_all(&path, &mut cp, &mut hint, ReadLimits::new(1024));
         assert!(events.is_empty());
-        assert_eq!(cp.as_ref(), Some(&old));
+        let held = cp.clone().unwrap();
+        assert_eq!((held.lines, held.offset), (old.lines, RESCAN_OFFSET));
+
+        // Regrown by a partial line and past the old offset under the same identity: still
+        // nothing new below the floor, and no line read from the middle.
+        append(&path, (good("B") + "{\"half").as_bytes());
+        let (events, malformed) = read_all(&path, &mut cp, &mut hint, ReadLimits::new(1024));
+        assert!(events.is_empty() && malformed == 0, "{events:?}");
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len((good("a") + &good("B")).len() as u64)
+            .unwrap();
 
         // Regrown past the old line count: only the lines past it are new.
-        append(&path, (good("B") + &good("C") + &good("d")).as_bytes());
+        append(&path, (good("C") + &good("d")).as_bytes());
         let (events, _) = read_all(&path, &mut cp, &mut hint, ReadLimits::new(1024));
         assert_eq!(msgs(&events), [(3, "d")]);
         assert_eq!(cp.unwrap().lines, 4);

@@ -1165,7 +1165,6 @@ fn a_truncated_and_rewritten_file_publishes_no_seq_twice() {
 }
 
 #[test]
-#[ignore = "BUG: after a truncation the tailer resumes mid-line at the old offset: seq != line index, line 10 lost"]
 fn after_a_truncation_and_rewrite_seq_is_still_the_line_index() {
     let p = Project::with_config(QUICK);
     let s = Server::start(&p);
