@@ -160,6 +160,44 @@ pub struct ServeOptions {
     pub ring: usize,
 }
 
+/// Every route of [`router`] but `/` and the fallback, as (method, path with `{run_id}`):
+/// the security tests walk this list, and a route missing from it fails them.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/health"),
+    ("GET", "/api/runs"),
+    ("GET", "/api/runs/{run_id}"),
+    ("GET", "/api/runs/{run_id}/events"),
+    ("GET", "/api/runs/{run_id}/events/stream"),
+    ("POST", "/api/runs/{run_id}/cancel"),
+    ("POST", "/api/pipeline/run"),
+    ("POST", "/api/pipeline/notify-scheduled-run"),
+    ("GET", "/api/scheduler/status"),
+    ("POST", "/api/scheduler/enable"),
+    ("POST", "/api/scheduler/disable"),
+    ("GET", "/ws/events"),
+    ("GET", "/ws/events/{run_id}"),
+    ("GET", "/metrics"),
+];
+
+/// A state for driving [`router`] without a socket or a tailer: an in-memory index, nothing
+/// running in the background (tests and fuzzing).
+pub fn detached_state(config: Config, exe: PathBuf) -> Result<Arc<AppState>, ServeError> {
+    let (_close, closing) = watch::channel(false);
+    Ok(Arc::new(AppState {
+        bus: Bus::new(bus::DEFAULT_RING, bus::DEFAULT_LAG),
+        index: Mutex::new(Index::open_in_memory()?),
+        index_error: Mutex::new(None),
+        tail_stats: Arc::new(TailStats::default()),
+        stats: Stats::default(),
+        tailer: Mutex::new(None),
+        exe,
+        started: Instant::now(),
+        closing,
+        timer_wake: tokio::sync::Notify::new(),
+        config,
+    }))
+}
+
 /// The HTTP surface.
 pub fn router(state: Arc<AppState>) -> Router {
     let protected = Router::new()

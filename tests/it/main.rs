@@ -3,7 +3,9 @@
 
 mod support;
 
+mod browser;
 mod cli_config;
 mod runner;
 mod scheduler;
+mod security;
 mod server;

@@ -1,0 +1,1278 @@
+//! The dashboard page in a real headless Chromium, driven through `chromedriver` with
+//! `fantoccini`, against the real `pipewatch serve` on a loopback port.
+//!
+//! Needs `chromium` and `chromedriver` on `PATH` (Debian: `chromium`, `chromium-driver`).
+//! Without them every test here prints a loud SKIPPED message and passes, unless
+//! `PIPEWATCH_REQUIRE_TOOLS=1` is set, which turns the skip into a failure (CI sets it).
+//!
+//! Screenshots of each view go to `target/screenshots/`; with `PIPEWATCH_UPDATE_SCREENSHOTS=1`
+//! one of each (runs, run, schedule, mobile, run-dark) is also copied to `docs/screenshots/`.
+//!
+//! The tests run one at a time (one browser at a time keeps timings honest on small machines).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+use crate::support::Project;
+
+/// One browser test at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+// ------------------------------------------------------------------ tools
+
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+struct Tools {
+    chromium: PathBuf,
+    driver: PathBuf,
+}
+
+/// The browser and its driver, or `None` (after a loud message) when they are missing.
+fn tools() -> Option<Tools> {
+    let chromium = std::env::var_os("PIPEWATCH_CHROMIUM")
+        .map(PathBuf::from)
+        .or_else(|| which("chromium"))
+        .or_else(|| which("chromium-browser"))
+        .or_else(|| which("google-chrome"));
+    let driver = std::env::var_os("PIPEWATCH_CHROMEDRIVER")
+        .map(PathBuf::from)
+        .or_else(|| which("chromedriver"));
+    match (chromium, driver) {
+        (Some(chromium), Some(driver)) => Some(Tools { chromium, driver }),
+        (c, d) => {
+            let missing = [("chromium", c.is_none()), ("chromedriver", d.is_none())]
+                .iter()
+                .filter(|(_, m)| *m)
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(" and ");
+            if std::env::var("PIPEWATCH_REQUIRE_TOOLS").as_deref() == Ok("1") {
+                panic!("browser tests need {missing} on PATH (PIPEWATCH_REQUIRE_TOOLS=1)");
+            }
+            eprintln!(
+                "\n\
+                 ************************************************************************\n\
+                 *** SKIPPED browser test: {missing} not found on PATH.\n\
+                 *** Install Debian's `chromium` and `chromium-driver` to run it;\n\
+                 *** set PIPEWATCH_REQUIRE_TOOLS=1 to make this a failure.\n\
+                 ************************************************************************\n"
+            );
+            None
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+// ------------------------------------------------------------------ the browser
+
+struct Browser {
+    client: Option<Client>,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start(tools: &Tools, width: u32, height: u32) -> Browser {
+        Browser::start_with(tools, width, height, &[]).await
+    }
+
+    async fn start_with(tools: &Tools, width: u32, height: u32, extra: &[&str]) -> Browser {
+        let port = free_port();
+        let mut cmd = Command::new(&tools.driver);
+        cmd.arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // Its own process group, so that the browser it starts goes with it.
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let driver = cmd.spawn().expect("start chromedriver");
+        let profile = tempfile::tempdir().expect("profile dir");
+        let mut browser = Browser {
+            client: None,
+            driver,
+            _profile: profile,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not listen");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let args = vec![
+            "--headless".to_string(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            "--disable-extensions".into(),
+            "--disable-default-apps".into(),
+            "--no-first-run".into(),
+            "--no-default-browser-check".into(),
+            "--hide-scrollbars".into(),
+            "--force-color-profile=srgb".into(),
+            format!("--window-size={width},{height}"),
+            format!("--user-data-dir={}", browser._profile.path().display()),
+        ];
+        let args: Vec<String> = args
+            .into_iter()
+            .chain(extra.iter().map(|a| a.to_string()))
+            .collect();
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({ "binary": tools.chromium, "args": args }),
+        );
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client = ClientBuilder::new(connector)
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("start a Chromium session");
+        browser.client = Some(client);
+        browser
+    }
+
+    fn c(&self) -> &Client {
+        self.client.as_ref().expect("client")
+    }
+
+    async fn goto(&self, url: &str) {
+        self.c().goto(url).await.expect("goto");
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.c()
+            .execute(script, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
+    }
+
+    /// Polls `expr` (a JS expression) until it is truthy; returns its value.
+    async fn wait(&self, what: &str, timeout: Duration, expr: &str) -> Value {
+        let script = format!("try {{ return ({expr}); }} catch (e) {{ return null; }}");
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.js(&script).await;
+            let truthy = match &v {
+                Value::Null => false,
+                Value::Bool(b) => *b,
+                Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+                Value::String(s) => !s.is_empty(),
+                _ => true,
+            };
+            if truthy {
+                return v;
+            }
+            if Instant::now() > deadline {
+                let state = self
+                    .js("return document.querySelector('#conn')?.textContent + ' | ' + (document.querySelector('#rv-msg')?.textContent || '') + ' | ' + (document.querySelector('#sched-msg')?.textContent || '') + ' | ' + location.href")
+                    .await;
+                panic!("timed out after {timeout:?} waiting for {what} ({expr}); page: {state}");
+            }
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+    }
+
+    async fn click(&self, css: &str) {
+        // Clear of the sticky header.
+        self.js(&format!(
+            "document.querySelector({})?.scrollIntoView({{block: 'center'}}); return true",
+            json!(css)
+        ))
+        .await;
+        self.c()
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+    }
+
+    async fn screenshot(&self, name: &str, css: Option<&str>) {
+        let png = match css {
+            Some(css) => self
+                .c()
+                .find(Locator::Css(css))
+                .await
+                .expect("element to capture")
+                .screenshot()
+                .await
+                .expect("element screenshot"),
+            None => self.c().screenshot().await.expect("screenshot"),
+        };
+        save_screenshot(name, &png);
+    }
+
+    async fn close(mut self) {
+        if let Some(c) = self.client.take() {
+            let _ = c.close().await;
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        {
+            let pgid = nix::unistd::Pid::from_raw(self.driver.id() as i32);
+            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn screenshots_dir() -> PathBuf {
+    // CARGO_TARGET_TMPDIR is target/tmp: the screenshots go next to it.
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap_or(Path::new("target"))
+        .join("screenshots")
+}
+
+fn save_screenshot(name: &str, png: &[u8]) {
+    assert!(png.starts_with(b"\x89PNG"), "{name}: not a PNG");
+    let dir = screenshots_dir();
+    std::fs::create_dir_all(&dir).expect("screenshots dir");
+    let path = dir.join(format!("{name}.png"));
+    std::fs::write(&path, png).expect("write screenshot");
+    eprintln!("screenshot: {}", path.display());
+    // One of each view goes to the docs (the rest stay test artifacts).
+    const IN_DOCS: [&str; 5] = ["runs", "run", "schedule", "mobile", "run-dark"];
+    if std::env::var("PIPEWATCH_UPDATE_SCREENSHOTS").as_deref() == Ok("1")
+        && IN_DOCS.contains(&name)
+    {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+        std::fs::create_dir_all(&docs).expect("docs/screenshots");
+        std::fs::write(docs.join(format!("{name}.png")), png).expect("write docs screenshot");
+    }
+}
+
+// ------------------------------------------------------------------ the server
+
+struct Server {
+    child: Child,
+    url: String,
+    port: u16,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// `pipewatch serve --bind BIND` in the project; waits for its first stdout line.
+    fn start(p: &Project, bind: &str) -> Server {
+        let mut child = p.spawn(&["serve", "--bind", bind]);
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let l = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut g = l.lock().unwrap_or_else(|p| p.into_inner());
+                g.push_str(&line);
+                g.push('\n');
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(first)) = lines.next() {
+                let _ = tx.send(first);
+            }
+            for _ in lines {}
+        });
+        let first = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "pipewatch serve printed no address; its log:\n{}",
+                    log.lock().unwrap_or_else(|p| p.into_inner())
+                );
+            }
+        };
+        let url = first
+            .strip_prefix("pipewatch dashboard: ")
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+            .trim()
+            .trim_end_matches('/')
+            .to_string();
+        let port = url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port in the address");
+        let server = Server {
+            child,
+            url,
+            port,
+            log,
+        };
+        // The address is printed before the index is ready: wait until it answers.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while server.try_http("GET", "/api/health").map(|r| r.0) != Some(200) {
+            assert!(Instant::now() < deadline, "pipewatch serve does not answer");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// `(status, body)` of a request without an `Origin` (as a script would send it).
+    fn http(&self, method: &str, path: &str) -> (u16, String) {
+        self.try_http(method, path)
+            .unwrap_or_else(|| panic!("{method} {path}: no answer"))
+    }
+
+    fn try_http(&self, method: &str, path: &str) -> Option<(u16, String)> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        let body = if method == "POST" { "{}" } else { "" };
+        let ct = if method == "POST" {
+            "Content-Type: application/json\r\n"
+        } else {
+            ""
+        };
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{ct}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.port,
+            body.len()
+        )
+        .ok()?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).ok()?;
+        let status = resp
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = resp
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Some((status, body))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- pipewatch serve log ---\n{}",
+                self.log.lock().unwrap_or_else(|p| p.into_inner())
+            );
+        }
+    }
+}
+
+// ------------------------------------------------------------------ run files
+
+fn stamp(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+fn run_id_at(t: DateTime<Utc>, n: u32) -> String {
+    format!("{}-{n:04x}", t.format("%Y%m%dT%H%M%SZ"))
+}
+
+/// A run file written the way another writer (or a runner) would: one line at a time.
+struct RunFile {
+    path: PathBuf,
+    run_id: String,
+    seq: u64,
+    source: String,
+    pipeline: String,
+}
+
+impl RunFile {
+    fn new(p: &Project, run_id: &str, source: &str) -> RunFile {
+        std::fs::create_dir_all(p.events_dir()).expect("events dir");
+        RunFile {
+            path: p.events_dir().join(format!("pipeline_{run_id}.jsonl")),
+            run_id: run_id.to_string(),
+            seq: 0,
+            source: source.to_string(),
+            pipeline: "p".to_string(),
+        }
+    }
+
+    fn line(
+        &mut self,
+        t: DateTime<Utc>,
+        stage: &str,
+        event: &str,
+        level: &str,
+        msg: &str,
+        data: Value,
+    ) -> String {
+        let v = json!({
+            "seq": self.seq, "run_id": self.run_id, "pipeline": self.pipeline, "stage": stage,
+            "event": event, "level": level, "timestamp": stamp(t), "source": self.source,
+            "msg": msg, "data": data,
+        });
+        self.seq += 1;
+        v.to_string() + "\n"
+    }
+
+    fn push_at(
+        &mut self,
+        t: DateTime<Utc>,
+        stage: &str,
+        event: &str,
+        level: &str,
+        msg: &str,
+        data: Value,
+    ) {
+        let line = self.line(t, stage, event, level, msg, data);
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .expect("open run file");
+        f.write_all(line.as_bytes()).expect("append");
+        f.flush().expect("flush");
+    }
+
+    fn push(&mut self, stage: &str, event: &str, level: &str, msg: &str, data: Value) {
+        self.push_at(Utc::now(), stage, event, level, msg, data);
+    }
+
+    /// Holds the runner's lock (`<state_dir>/runs/<run_id>.lock`), as a live runner does, so
+    /// that the dashboard sees the run alive rather than abandoned. Released when dropped.
+    fn hold_lock(&self, p: &Project) -> std::fs::File {
+        let dir = p.state_dir().join("runs");
+        std::fs::create_dir_all(&dir).expect("runs dir");
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(format!("{}.lock", self.run_id)))
+            .expect("lock file");
+        f.lock().expect("lock");
+        f
+    }
+
+    fn log(&mut self, stage: &str, stream: &str, msg: &str) {
+        let level = if stream == "stderr" { "warn" } else { "info" };
+        self.push(stage, "log", level, msg, json!({ "stream": stream }));
+    }
+}
+
+/// A config with a schedule that will not fire during a test.
+const QUIET: &str = "schedule = \"0 3 1 1 *\"\ncatchup = \"none\"\n";
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+// ------------------------------------------------------------------ tests
+
+/// An event appended to the run file of the open run shows in the page at once.
+#[test]
+fn appended_event_shows_in_the_open_run_page() {
+    let Some(tools) = tools() else { return };
+    let _serial = serial();
+    rt().block_on(async {
+        let p = Project::with_config(&format!("{QUIET}[[stages]]\nname = \"work\"\nrun = \"echo hi\"\n"));
+        let id = run_id_at(Utc::now(), 1);
+        let mut f = RunFile::new(&p, &id, "scheduler");
+        let _alive = f.hold_lock(&p);
+        f.push("pipeline", "start", "info", "run started", json!({ "stages": ["work"] }));
+        f.push("work", "start", "info", "stage work started", json!({ "attempt": 1 }));
+        f.log("work", "stdout", "first line");
+        let server = Server::start(&p, "127.0.0.1:0");
+        let b = Browser::start(&tools, 1280, 900).await;
+        b.goto(&format!("{}/#/runs/{id}", server.url)).await;
+        b.wait("the existing lines", Duration::from_secs(15), "document.querySelector('#log .lr[data-seq=\"2\"]')").await;
+        b.wait("a live connection", Duration::from_secs(10), "document.querySelector('#conn').dataset.state === 'live'").await;
+        assert_eq!(b.js("return document.querySelector('#rv-status').dataset.status").await, "running");
+
+        let mut worst = Duration::ZERO;
+        for i in 0..3 {
+            let msg = format!("appended line {i} {}", std::process::id());
+            let started = Instant::now();
+            f.log("work", if i == 1 { "stderr" } else { "stdout" }, &msg);
+            b.wait(
+                "the appended line",
+                Duration::from_secs(10),
+                &format!("[...document.querySelectorAll('#log .lr')].some(r => r.textContent.includes({}))", json!(msg)),
+            )
+            .await;
+            let took = started.elapsed();
+            eprintln!("appended line {i} shown after {took:?}");
+            worst = worst.max(took);
+        }
+        assert!(worst < Duration::from_secs(3), "an appended line took {worst:?} to show");
+        // stderr stands out.
+        assert_eq!(b.js("return document.querySelector('#log .lr[data-seq=\"4\"]').classList.contains('stderr')").await, true);
+        // A stage event moves the timeline: the stage ends, the run ends.
+        f.push("work", "success", "info", "stage work succeeded", json!({ "attempt": 1, "exit_code": 0 }));
+        f.push("pipeline", "success", "info", "run succeeded", json!({}));
+        b.wait("the run to end", Duration::from_secs(10), "document.querySelector('#rv-status').dataset.status === 'success'").await;
+        b.wait("the stage bar", Duration::from_secs(5), "document.querySelector('.tl-bar[data-stage=\"work\"]')?.dataset.status === 'success'").await;
+        b.close().await;
+    });
+}
+
+/// "Run now" starts a run that appears in the list, fills the timeline and ends `success`.
+#[test]
+fn run_now_runs_the_pipeline_to_success() {
+    let Some(tools) = tools() else { return };
+    let _serial = serial();
+    rt().block_on(async {
+        let p = Project::with_config(&format!(
+            "{QUIET}[[stages]]\nname = \"extract\"\nrun = \"echo extracting\"\n\n[[stages]]\nname = \"load\"\nrun = \"echo loading\"\nneeds = [\"extract\"]\n"
+        ));
+        let server = Server::start(&p, "127.0.0.1:0");
+        let b = Browser::start(&tools, 1280, 900).await;
+        b.goto(&format!("{}/", server.url)).await;
+        b.wait("the empty runs list", Duration::from_secs(10), "document.querySelector('#runs .empty') && !document.querySelector('#runs .empty').textContent.includes('Loading')").await;
+        b.wait("a live connection", Duration::from_secs(10), "document.querySelector('#conn').dataset.state === 'live'").await;
+        let started = Instant::now();
+        b.click("#run-now").await;
+        let id = b
+            .wait("the new run in the list", Duration::from_secs(10), "document.querySelector('#runs li.run')?.dataset.runId")
+            .await;
+        let id = id.as_str().expect("run id").to_string();
+        eprintln!("new run {id} listed after {:?}", started.elapsed());
+        assert!(
+            b.js("return document.querySelector('#sched-msg').textContent").await.as_str().unwrap_or("").contains(&id),
+            "the panel names the started run"
+        );
+        b.click(&format!("#runs li.run[data-run-id='{id}'] .id a")).await;
+        b.wait("the run view", Duration::from_secs(5), &format!("location.hash === '#/runs/{id}'")).await;
+        b.wait("the run to succeed", Duration::from_secs(30), "document.querySelector('#rv-status').dataset.status === 'success'").await;
+        b.wait(
+            "both stages in the timeline",
+            Duration::from_secs(5),
+            "['extract','load'].every(s => document.querySelector(`.tl-bar[data-stage=\"${s}\"]`)?.dataset.status === 'success')",
+        )
+        .await;
+        b.wait("the stage output in the log", Duration::from_secs(5), "document.querySelector('#log').textContent.includes('loading')").await;
+        // Back on the list, the row has changed state without a reload.
+        b.click(".crumbs a").await;
+        b.wait(
+            "the row to show success",
+            Duration::from_secs(10),
+            &format!("document.querySelector(\"#runs li.run[data-run-id='{id}']\")?.dataset.status === 'success'"),
+        )
+        .await;
+        assert_eq!(b.js("return document.querySelector('#runs li.run .trigger').textContent").await, "manual");
+        b.close().await;
+    });
+}
+
+/// The enabled switch calls enable/disable on the builtin backend and shows the result.
+#[test]
+fn schedule_switch_round_trips_through_the_builtin_backend() {
+    let Some(tools) = tools() else { return };
+    let _serial = serial();
+    rt().block_on(async {
+        let p = Project::with_config(&format!(
+            "{QUIET}\n[[stages]]\nname = \"work\"\nrun = \"echo hi\"\n\n[scheduler]\nbackend = \"builtin\"\n"
+        ));
+        let server = Server::start(&p, "127.0.0.1:0");
+        let (code, body) = server.http("GET", "/api/scheduler/status");
+        assert_eq!(code, 200, "scheduler status: {body}");
+        let before: Value = serde_json::from_str(&body).expect("status JSON");
+        let b = Browser::start(&tools, 1280, 900).await;
+        b.goto(&format!("{}/", server.url)).await;
+        b.wait("the switch", Duration::from_secs(10), "!document.querySelector('#sched-switch').disabled").await;
+        assert!(b.js("return document.querySelector('#sched-facts').textContent").await.as_str().unwrap_or("").contains("builtin"));
+        let initial = before["enabled"].as_bool().unwrap_or(false);
+        assert_eq!(b.js("return document.querySelector('#sched-switch').getAttribute('aria-checked')").await, initial.to_string());
+        for want in [!initial, initial] {
+            b.click("#sched-switch").await;
+            b.wait(
+                "the switch to flip",
+                Duration::from_secs(10),
+                &format!("document.querySelector('#sched-switch').getAttribute('aria-checked') === '{want}' && !document.querySelector('#sched-switch').disabled"),
+            )
+            .await;
+            let (code, body) = server.http("GET", "/api/scheduler/status");
+            assert_eq!(code, 200);
+            let now: Value = serde_json::from_str(&body).expect("status JSON");
+            assert_eq!(now["enabled"], want, "the backend agrees: {body}");
+            // A reload shows the same.
+            b.c().refresh().await.expect("reload");
+            b.wait(
+                "the switch after a reload",
+                Duration::from_secs(10),
+                &format!("!document.querySelector('#sched-switch').disabled && document.querySelector('#sched-switch').getAttribute('aria-checked') === '{want}'"),
+            )
+            .await;
+        }
+        b.close().await;
+    });
+}
+
+/// The server restarts (killed, lines written meanwhile, started again on the same port) while
+/// a run page is open: the log goes on with every line once.
+#[test]
+fn log_survives_a_server_restart_without_duplicates() {
+    let Some(tools) = tools() else { return };
+    let _serial = serial();
+    rt().block_on(async {
+        let p = Project::with_config(&format!(
+            "{QUIET}[[stages]]\nname = \"work\"\nrun = \"echo hi\"\n"
+        ));
+        let id = run_id_at(Utc::now(), 2);
+        let mut f = RunFile::new(&p, &id, "scheduler");
+        let _alive = f.hold_lock(&p);
+        f.push(
+            "pipeline",
+            "start",
+            "info",
+            "run started",
+            json!({ "stages": ["work"] }),
+        );
+        f.push(
+            "work",
+            "start",
+            "info",
+            "stage work started",
+            json!({ "attempt": 1 }),
+        );
+        for i in 0..40 {
+            f.log("work", "stdout", &format!("before {i}"));
+        }
+        let mut server = Server::start(&p, "127.0.0.1:0");
+        let port = server.port;
+        let b = Browser::start(&tools, 1280, 900).await;
+        b.goto(&format!("{}/#/runs/{id}", server.url)).await;
+        b.wait(
+            "the first lines",
+            Duration::from_secs(15),
+            "window.__pipewatch.logSeqs().length === 42",
+        )
+        .await;
+        b.wait(
+            "a live connection",
+            Duration::from_secs(10),
+            "document.querySelector('#conn').dataset.state === 'live'",
+        )
+        .await;
+
+        server.kill();
+        for i in 0..30 {
+            f.log("work", "stdout", &format!("while down {i}"));
+        }
+        b.wait(
+            "the indicator to notice",
+            Duration::from_secs(10),
+            "document.querySelector('#conn').dataset.state !== 'live'",
+        )
+        .await;
+        let down_label = b
+            .js("return document.querySelector('#conn').textContent")
+            .await;
+        eprintln!("indicator while the server is down: {down_label}");
+
+        // Same port: the page reconnects to where it came from.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let server2 = loop {
+            let s = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                Server::start(&p, &format!("127.0.0.1:{port}"))
+            }));
+            match s {
+                Ok(s) => break s,
+                Err(e) if Instant::now() > deadline => std::panic::resume_unwind(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        };
+        let reconnected = Instant::now();
+        b.wait(
+            "the lines written while down",
+            Duration::from_secs(20),
+            "window.__pipewatch.logSeqs().includes(71)",
+        )
+        .await;
+        eprintln!("caught up {:?} after the restart", reconnected.elapsed());
+        b.wait(
+            "live again",
+            Duration::from_secs(20),
+            "document.querySelector('#conn').dataset.state === 'live'",
+        )
+        .await;
+        for i in 0..30 {
+            f.log("work", "stdout", &format!("after {i}"));
+        }
+        f.push(
+            "work",
+            "success",
+            "info",
+            "stage work succeeded",
+            json!({ "attempt": 1, "exit_code": 0 }),
+        );
+        f.push("pipeline", "success", "info", "run succeeded", json!({}));
+        let last = f.seq - 1;
+        b.wait(
+            "the last line",
+            Duration::from_secs(10),
+            &format!("window.__pipewatch.logSeqs().includes({last})"),
+        )
+        .await;
+        let seqs: Vec<u64> =
+            serde_json::from_value(b.js("return window.__pipewatch.logSeqs()").await)
+                .expect("seqs");
+        let expected: Vec<u64> = (0..=last).collect();
+        assert_eq!(seqs, expected, "every line exactly once, in order");
+        // The rendered rows agree: no seq twice.
+        let rows: Vec<String> = serde_json::from_value(
+            b.js("return [...document.querySelectorAll('#log .lr')].map(r => r.dataset.seq)")
+                .await,
+        )
+        .expect("rows");
+        let mut unique = rows.clone();
+        unique.dedup();
+        assert_eq!(rows, unique, "a line rendered twice");
+        assert!(
+            rows.contains(&last.to_string()),
+            "the log follows to the last line"
+        );
+        let history = b
+            .js("return window.__pipewatch.connHistory.join(' → ')")
+            .await;
+        eprintln!(
+            "connection: {history}; duplicates dropped by the page: {}",
+            b.js("return window.__pipewatch.dupesDropped()").await
+        );
+        drop(server2);
+        b.close().await;
+    });
+}
+
+/// A run of 100,000 lines opens at its tail, renders few rows, scrolls and loads earlier lines.
+#[test]
+fn long_log_opens_at_the_tail_and_scrolls() {
+    let Some(tools) = tools() else { return };
+    let _serial = serial();
+    rt().block_on(async {
+        const N: u64 = 100_000;
+        let p = Project::with_config(&format!("{QUIET}[[stages]]\nname = \"work\"\nrun = \"echo hi\"\n"));
+        let id = run_id_at(Utc::now(), 3);
+        let mut f = RunFile::new(&p, &id, "cli");
+        let _alive = f.hold_lock(&p);
+        let t0 = Utc::now() - chrono::Duration::seconds(120);
+        let mut text = String::with_capacity(160 * N as usize);
+        text.push_str(&f.line(t0, "pipeline", "start", "info", "run started", json!({ "stages": ["work"] })));
+        for i in 1..=N {
+            let t = t0 + chrono::Duration::milliseconds(i as i64);
+            let stream = if i % 1000 == 0 { "stderr" } else { "stdout" };
+            text.push_str(&f.line(t, "work", "log", "info", &format!("line {i}"), json!({ "stream": stream })));
+        }
+        std::fs::write(&f.path, text).expect("write the long run");
+        let server = Server::start(&p, "127.0.0.1:0");
+        let b = Browser::start(&tools, 1280, 900).await;
+        let started = Instant::now();
+        b.goto(&format!("{}/#/runs/{id}", server.url)).await;
+        b.wait("the last line", Duration::from_secs(60), &format!("document.querySelector('#log .lr[data-seq=\"{N}\"]')")).await;
+        let fetch = b
+            .js("return performance.getEntriesByType('resource').filter(e => e.name.includes('/events?tail=')).map(e => `${Math.round(e.duration)} ms, from ${Math.round(e.startTime)} ms after navigation`)[0]")
+            .await;
+        eprintln!("100,000-line run opened at its tail in {:?} (the tail request took {fetch})", started.elapsed());
+        let visible = b
+            .js(&format!(
+                "const r = document.querySelector('#log .lr[data-seq=\"{N}\"]').getBoundingClientRect();\
+                 const v = document.querySelector('#log').getBoundingClientRect();\
+                 return r.top >= v.top - 1 && r.bottom <= v.bottom + 1;"
+            ))
+            .await;
+        assert_eq!(visible, true, "the last line is in view");
+        let loaded = b.js("return window.__pipewatch.logSeqs().length").await;
+        assert_eq!(loaded, 1000, "the tail: 1000 lines, seqs 99001..=100000");
+        let rows = b.js("return document.querySelectorAll('#log .lr').length").await.as_u64().unwrap_or(0);
+        assert!(rows > 10 && rows < 120, "rendered rows: {rows}");
+
+        // Scroll to the top: the first loaded line shows, then "load earlier" adds a window.
+        b.js("const l = document.querySelector('#log'); l.scrollTop = 0; l.dispatchEvent(new Event('scroll')); return true").await;
+        b.wait("the first loaded line", Duration::from_secs(5), "document.querySelector('#log .lr[data-seq=\"99001\"]')").await;
+        assert_eq!(b.js("return document.querySelector('#follow').getAttribute('aria-pressed')").await, "false", "scrolling up pauses following");
+        b.click("#load-earlier").await;
+        b.wait("a window of earlier lines", Duration::from_secs(10), "window.__pipewatch.logSeqs()[0] === 98001").await;
+        let seqs: Vec<u64> = serde_json::from_value(b.js("return window.__pipewatch.logSeqs()").await).expect("seqs");
+        assert_eq!(seqs, (98_001..=N).collect::<Vec<_>>());
+        // The view stays where it was: line 99001 is still on screen.
+        b.wait("the anchor line", Duration::from_secs(5), "document.querySelector('#log .lr[data-seq=\"99001\"]')").await;
+        let rows = b.js("return document.querySelectorAll('#log .lr').length").await.as_u64().unwrap_or(0);
+        assert!(rows < 120, "rendered rows after loading earlier: {rows}");
+
+        // Search filters the array, not the DOM.
+        let search = b.c().find(Locator::Css("#f-text")).await.expect("search box");
+        search.send_keys("line 99999").await.expect("type");
+        b.wait("the match count", Duration::from_secs(5), "document.querySelector('#log-count').textContent.startsWith('1 of')").await;
+        b.wait("the matching row", Duration::from_secs(5), "document.querySelector('#log .lr[data-seq=\"99999\"] mark')").await;
+        b.close().await;
+    });
+}
+
+/// With a token: a `?token=` link is moved into the cookie and out of the URL; without the
+/// cookie the page asks for the token, refuses a wrong one and works with the right one.
+#[test]
+fn token_link_and_login_form() {
+    let Some(tools) = tools() else { return };
+    let _serial = serial();
+    rt().block_on(async {
+        let p = Project::with_config(&format!(
+            "{QUIET}[[stages]]\nname = \"work\"\nrun = \"echo hi\"\n\n[server]\ntoken = \"s3cret-token\"\n"
+        ));
+        let id = run_id_at(Utc::now(), 4);
+        let mut f = RunFile::new(&p, &id, "manual");
+        f.push("pipeline", "start", "info", "run started", json!({}));
+        f.push("pipeline", "success", "info", "run succeeded", json!({}));
+        let server = Server::start(&p, "127.0.0.1:0");
+        assert_eq!(server.http("GET", "/api/runs").0, 401, "the API wants the token");
+        let b = Browser::start(&tools, 1280, 900).await;
+        b.goto(&format!("{}/?token=s3cret-token#/", server.url)).await;
+        b.wait("the run listed", Duration::from_secs(10), &format!("document.querySelector(\"#runs li.run[data-run-id='{id}']\")")).await;
+        b.wait("a live connection", Duration::from_secs(10), "document.querySelector('#conn').dataset.state === 'live'").await;
+        assert_eq!(b.js("return location.search + location.hash").await, "#/", "the token left the URL");
+        assert_eq!(b.js("return document.cookie.includes('pipewatch_token=s3cret-token')").await, true);
+        assert_eq!(b.js("return document.querySelector('#login').open").await, false);
+
+        b.c().delete_all_cookies().await.expect("forget the token");
+        b.c().refresh().await.expect("reload");
+        b.wait("the login form", Duration::from_secs(10), "document.querySelector('#login').open").await;
+        let input = b.c().find(Locator::Css("#login-token")).await.expect("token field");
+        input.send_keys("wrong").await.expect("type");
+        b.click("#login-form button[type=submit]").await;
+        b.wait("the refusal", Duration::from_secs(10), "document.querySelector('#login-msg').textContent.includes('refused')").await;
+        input.clear().await.expect("clear");
+        input.send_keys("s3cret-token").await.expect("type");
+        b.click("#login-form button[type=submit]").await;
+        b.wait("the form to close", Duration::from_secs(10), "!document.querySelector('#login').open").await;
+        b.wait("the run listed", Duration::from_secs(10), &format!("document.querySelector(\"#runs li.run[data-run-id='{id}']\")")).await;
+        b.wait("a live connection", Duration::from_secs(10), "document.querySelector('#conn').dataset.state === 'live'").await;
+        b.close().await;
+    });
+}
+
+/// The Server-Sent Events fallback (forced with `?transport=sse`) streams the log too.
+#[test]
+fn sse_fallback_streams_the_log() {
+    let Some(tools) = tools() else { return };
+    let _serial = serial();
+    rt().block_on(async {
+        let p = Project::with_config(&format!("{QUIET}[[stages]]\nname = \"work\"\nrun = \"echo hi\"\n"));
+        let id = run_id_at(Utc::now(), 5);
+        let mut f = RunFile::new(&p, &id, "scheduler");
+        let _alive = f.hold_lock(&p);
+        f.push("pipeline", "start", "info", "run started", json!({ "stages": ["work"] }));
+        f.push("work", "start", "info", "stage work started", json!({ "attempt": 1 }));
+        f.log("work", "stdout", "first line");
+        let server = Server::start(&p, "127.0.0.1:0");
+        let b = Browser::start(&tools, 1280, 900).await;
+        b.goto(&format!("{}/?transport=sse#/runs/{id}", server.url)).await;
+        b.wait("the existing lines", Duration::from_secs(10), "window.__pipewatch.logSeqs().length === 3").await;
+        b.wait("the SSE stream", Duration::from_secs(10), "document.querySelector('#conn').textContent.includes('SSE')").await;
+        let started = Instant::now();
+        f.log("work", "stderr", "over server-sent events");
+        b.wait("the appended line", Duration::from_secs(10), "document.querySelector('#log .lr[data-seq=\"3\"]')?.textContent.includes('over server-sent events')").await;
+        eprintln!("line over SSE shown after {:?}", started.elapsed());
+        assert_eq!(b.js("return window.__pipewatch.transport()").await, "sse");
+        b.close().await;
+    });
+}
+
+/// Screenshots of the runs list, a run, the schedule panel and the phone layout.
+#[test]
+fn screenshots_of_each_view() {
+    let Some(tools) = tools() else { return };
+    let _serial = serial();
+    rt().block_on(async {
+        let p = Project::new();
+        p.write_config(
+            "[pipeline]\nname = \"translation\"\nschedule = \"*/15 * * * *\"\ncatchup = \"none\"\n\n\
+             [[stages]]\nname = \"extract\"\nrun = \"echo extract\"\n\n\
+             [[stages]]\nname = \"translate\"\nrun = \"echo translate\"\nneeds = [\"extract\"]\nretries = 2\n\n\
+             [[stages]]\nname = \"load\"\nrun = \"echo load\"\nneeds = [\"translate\"]\n\n\
+             [[stages]]\nname = \"report\"\nrun = \"echo report\"\nneeds = [\"load\"]\n\n\
+             [scheduler]\nbackend = \"builtin\"\ntask_name = \"Pipeline Runner\"\n",
+        );
+        let (failed, (running, _alive)) = seed_history(&p);
+        let server = Server::start(&p, "127.0.0.1:0");
+        let b = Browser::start(&tools, 1280, 860).await;
+        b.goto(&format!("{}/", server.url)).await;
+        b.wait("the runs", Duration::from_secs(10), "document.querySelectorAll('#runs li.run').length >= 20").await;
+        b.wait("the trend", Duration::from_secs(10), "document.querySelectorAll('#trend rect.bar').length >= 20").await;
+        b.wait("the schedule panel", Duration::from_secs(10), "!document.querySelector('#sched-facts').textContent.includes('loading')").await;
+        b.wait("a live connection", Duration::from_secs(10), "document.querySelector('#conn').dataset.state === 'live'").await;
+        b.wait("the dead runner's run to show abandoned", Duration::from_secs(15), "document.querySelector('#runs li.run[data-status=\"abandoned\"]')").await;
+        assert_eq!(
+            b.js(&format!("return document.querySelector(\"#runs li.run[data-run-id='{running}']\")?.dataset.status")).await,
+            "running"
+        );
+        // Explanations on the rows that need one.
+        for st in ["missed", "skipped", "abandoned"] {
+            let why = b.js(&format!("return document.querySelector('#runs li.run[data-status=\"{st}\"] .why')?.textContent")).await;
+            assert!(why.as_str().is_some_and(|w| !w.is_empty()), "{st} row explained: {why}");
+        }
+        b.js("document.activeElement.blur(); window.scrollTo(0, 0); return true").await;
+        b.screenshot("runs", None).await;
+        b.screenshot("schedule", Some("#sched-card")).await;
+
+        // Filter by status, then page back with "Older runs" (56 runs, 50 a page).
+        let count = |query: &str| {
+            let (code, body) = server.http("GET", &format!("/api/runs?limit=1000{query}"));
+            assert_eq!(code, 200, "{body}");
+            serde_json::from_str::<Vec<Value>>(&body).expect("runs").len()
+        };
+        b.click("#status-filter .chip:nth-child(7)").await; // missed
+        let missed = count("&status=missed");
+        b.wait(
+            "only missed runs",
+            Duration::from_secs(10),
+            &format!("[...document.querySelectorAll('#runs li.run')].length === {missed} && [...document.querySelectorAll('#runs li.run')].every(r => r.dataset.status === 'missed')"),
+        )
+        .await;
+        b.click("#status-filter .chip:nth-child(1)").await; // all
+        b.wait("a full page", Duration::from_secs(10), "document.querySelectorAll('#runs li.run').length === 50 && !document.querySelector('#older').hidden").await;
+        b.click("#older").await;
+        let total = count("");
+        assert!(total > 50, "{total} runs");
+        b.wait(
+            "the older runs",
+            Duration::from_secs(10),
+            &format!("document.querySelectorAll('#runs li.run').length >= {total} && document.querySelector('#older').hidden"),
+        )
+        .await;
+        let ids: Vec<String> = serde_json::from_value(b.js("return [...document.querySelectorAll('#runs li.run')].map(r => r.dataset.runId)").await).expect("ids");
+        let mut sorted = ids.clone();
+        sorted.sort_by(|a, b| b.cmp(a));
+        sorted.dedup();
+        assert_eq!(ids, sorted, "newest first, each once");
+
+        // Clicking a bar of the trend opens its run.
+        b.click(&format!("#trend a[data-run-id='{failed}']")).await;
+        b.wait("the failed run", Duration::from_secs(10), "document.querySelector('#rv-status').dataset.status === 'failure'").await;
+        b.wait("its timeline", Duration::from_secs(10), "document.querySelectorAll('.tl-bar').length >= 2").await;
+        b.wait("its log", Duration::from_secs(10), "document.querySelectorAll('#log .lr.stderr').length >= 1").await;
+        b.c().set_window_size(1280, 1240).await.expect("taller window");
+        b.js("document.activeElement.blur(); window.scrollTo(0, 0); return true").await;
+        b.wait("the log after resizing", Duration::from_secs(5), "document.querySelectorAll('#log .lr').length >= 20").await;
+        b.screenshot("run", None).await;
+
+        b.c().set_window_size(390, 844).await.expect("phone size");
+        b.goto(&format!("{}/#/", server.url)).await;
+        b.wait("the runs", Duration::from_secs(10), "document.querySelectorAll('#runs li.run').length >= 20").await;
+        b.wait("the schedule panel", Duration::from_secs(10), "!document.querySelector('#sched-facts').textContent.includes('loading')").await;
+        let overflow = b.js("return document.documentElement.scrollWidth - document.documentElement.clientWidth").await;
+        assert!(overflow.as_i64().unwrap_or(0) <= 0, "no sideways scrolling on a phone: {overflow}");
+        b.screenshot("mobile", None).await;
+        b.goto(&format!("{}/#/runs/{failed}", server.url)).await;
+        b.wait("the failed run", Duration::from_secs(10), "document.querySelector('#rv-status').dataset.status === 'failure' && document.querySelectorAll('.tl-bar').length >= 2").await;
+        b.js("document.activeElement.blur(); return true").await;
+        b.screenshot("mobile-run", None).await;
+        b.close().await;
+
+        // The dark theme follows the system setting.
+        let b = Browser::start_with(&tools, 1280, 860, &["--force-dark-mode"]).await;
+        b.goto(&format!("{}/", server.url)).await;
+        let dark = b.js("return matchMedia('(prefers-color-scheme: dark)').matches").await;
+        if dark == true {
+            b.wait("the runs", Duration::from_secs(10), "document.querySelectorAll('#runs li.run').length >= 20 && !document.querySelector('#sched-facts').textContent.includes('loading')").await;
+            let bg = b.js("return getComputedStyle(document.body).backgroundColor").await;
+            assert_eq!(bg, "rgb(14, 17, 22)", "dark background");
+            b.screenshot("runs-dark", None).await;
+            b.goto(&format!("{}/#/runs/{failed}", server.url)).await;
+            b.c().set_window_size(1280, 1240).await.expect("taller window");
+            b.wait("the failed run", Duration::from_secs(10), "document.querySelectorAll('.tl-bar').length >= 2 && document.querySelectorAll('#log .lr').length >= 20").await;
+            b.js("document.activeElement.blur(); return true").await;
+            b.screenshot("run-dark", None).await;
+        } else {
+            eprintln!("this Chromium ignores --force-dark-mode: no dark screenshots");
+        }
+        b.close().await;
+    });
+}
+
+/// A history of runs for the screenshots: successes, a failure with a retry and stderr, a
+/// skipped, a missed, a cancelled, an abandoned and a running one. Returns the failed run's id
+/// and the running run's id with its lock (held by the caller to keep the run alive).
+fn seed_history(p: &Project) -> (String, (String, std::fs::File)) {
+    let now = Utc::now();
+    let stages = ["extract", "translate", "load", "report"];
+    let mut failed = String::new();
+    for k in (1..=54).rev() {
+        let start = now - chrono::Duration::minutes(15 * k) + chrono::Duration::seconds(2);
+        let id = run_id_at(start, k as u32);
+        let source = if k % 7 == 3 { "manual" } else { "scheduler" };
+        let mut f = RunFile::new(p, &id, source);
+        f.pipeline = "translation".into();
+        let mut lines = String::new();
+        let status = match k {
+            5 => "missed",
+            9 => "skipped",
+            12 => "failure",
+            17 => "cancelled",
+            _ => "success",
+        };
+        match status {
+            "missed" => {
+                lines += &f.line(
+                    start,
+                    "pipeline",
+                    "missed",
+                    "warn",
+                    "no run for this occurrence",
+                    json!({ "scheduled_for": stamp(start - chrono::Duration::seconds(2)) }),
+                );
+            }
+            "skipped" => {
+                lines += &f.line(
+                    start,
+                    "pipeline",
+                    "skipped",
+                    "warn",
+                    "not started: run is still running",
+                    json!({ "reason": "overlap" }),
+                );
+            }
+            _ => {
+                lines += &f.line(
+                    start,
+                    "pipeline",
+                    "start",
+                    "info",
+                    "run started",
+                    json!({ "stages": stages }),
+                );
+                let mut t = start;
+                let scale = 1.0 + ((k * 37) % 11) as f64 / 10.0;
+                for (si, s) in stages.iter().enumerate() {
+                    let ms = ((400 + si * 900) as f64 * scale) as i64;
+                    t += chrono::Duration::milliseconds(30);
+                    if status == "failure" && *s == "load" {
+                        lines += &f.line(
+                            t,
+                            "load",
+                            "skipped",
+                            "warn",
+                            "skipped: needed stage translate did not succeed",
+                            json!({ "reason": "needs_failed", "needs": "translate" }),
+                        );
+                        lines += &f.line(
+                            t,
+                            "report",
+                            "skipped",
+                            "warn",
+                            "skipped: needed stage load did not succeed",
+                            json!({ "reason": "needs_failed", "needs": "load" }),
+                        );
+                        break;
+                    }
+                    if status == "cancelled" && *s == "load" {
+                        lines += &f.line(
+                            t,
+                            s,
+                            "start",
+                            "info",
+                            "stage load started",
+                            json!({ "attempt": 1 }),
+                        );
+                        t += chrono::Duration::milliseconds(800);
+                        lines += &f.line(
+                            t,
+                            s,
+                            "cancelled",
+                            "warn",
+                            "stage load cancelled",
+                            json!({ "attempt": 1 }),
+                        );
+                        lines += &f.line(
+                            t,
+                            "report",
+                            "cancelled",
+                            "warn",
+                            "stage report cancelled",
+                            json!({}),
+                        );
+                        break;
+                    }
+                    lines += &f.line(
+                        t,
+                        s,
+                        "start",
+                        "info",
+                        &format!("stage {s} started"),
+                        json!({ "attempt": 1 }),
+                    );
+                    for j in 0..6 {
+                        t += chrono::Duration::milliseconds(ms / 8);
+                        lines += &f.line(
+                            t,
+                            s,
+                            "log",
+                            "info",
+                            &format!("{s}: processed batch {j} (250 records)"),
+                            json!({ "stream": "stdout" }),
+                        );
+                    }
+                    if status == "failure" && *s == "translate" {
+                        lines += &f.line(
+                            t,
+                            s,
+                            "log",
+                            "warn",
+                            "translate: upstream API answered 503, giving up on batch 6",
+                            json!({ "stream": "stderr" }),
+                        );
+                        lines += &f.line(t, s, "retry", "warn", "stage translate attempt 1 failed (exit code 2); retrying in 10s", json!({ "attempt": 2, "exit_code": 2, "reason": "exit", "delay_ms": 10000 }));
+                        t += chrono::Duration::milliseconds(1500);
+                        lines += &f.line(
+                            t,
+                            s,
+                            "start",
+                            "info",
+                            "stage translate started (attempt 2)",
+                            json!({ "attempt": 2 }),
+                        );
+                        t += chrono::Duration::milliseconds(900);
+                        lines += &f.line(t, s, "log", "warn", "Traceback (most recent call last): ConnectionError: 503 Service Unavailable", json!({ "stream": "stderr" }));
+                        lines += &f.line(
+                            t,
+                            s,
+                            "failure",
+                            "error",
+                            "stage translate failed: exit code 2",
+                            json!({ "attempt": 2, "exit_code": 2, "reason": "exit" }),
+                        );
+                        continue;
+                    }
+                    t += chrono::Duration::milliseconds(ms / 4);
+                    lines += &f.line(
+                        t,
+                        s,
+                        "success",
+                        "info",
+                        &format!("stage {s} succeeded"),
+                        json!({ "attempt": 1, "exit_code": 0, "duration_ms": ms }),
+                    );
+                }
+                let end = match status {
+                    "failure" => f.line(
+                        t,
+                        "pipeline",
+                        "failure",
+                        "error",
+                        "run failed: translate",
+                        json!({ "reason": "stage_failed", "failed_stages": ["translate"] }),
+                    ),
+                    "cancelled" => f.line(
+                        t,
+                        "pipeline",
+                        "cancelled",
+                        "warn",
+                        "run cancelled by user",
+                        json!({ "reason": "cancelled by user" }),
+                    ),
+                    _ => f.line(t, "pipeline", "success", "info", "run succeeded", json!({})),
+                };
+                lines += &end;
+            }
+        }
+        if status == "failure" {
+            failed = id.clone();
+        }
+        std::fs::write(&f.path, lines).expect("seed run");
+    }
+    // One still running: its runner's lock is held.
+    let start = now - chrono::Duration::seconds(40);
+    let id = run_id_at(start, 99);
+    let mut f = RunFile::new(p, &id, "scheduler");
+    f.pipeline = "translation".into();
+    let running = (id.clone(), f.hold_lock(p));
+    let mut lines = f.line(
+        start,
+        "pipeline",
+        "start",
+        "info",
+        "run started",
+        json!({ "stages": stages }),
+    );
+    lines += &f.line(
+        start,
+        "extract",
+        "start",
+        "info",
+        "stage extract started",
+        json!({ "attempt": 1 }),
+    );
+    lines += &f.line(
+        start + chrono::Duration::seconds(12),
+        "extract",
+        "success",
+        "info",
+        "stage extract succeeded",
+        json!({ "attempt": 1, "exit_code": 0 }),
+    );
+    lines += &f.line(
+        start + chrono::Duration::seconds(12),
+        "translate",
+        "start",
+        "info",
+        "stage translate started",
+        json!({ "attempt": 1 }),
+    );
+    std::fs::write(&f.path, lines).expect("seed running run");
+    // One whose runner died: its lock file is there, nobody holds it.
+    let start = now - chrono::Duration::minutes(7);
+    let id = run_id_at(start, 98);
+    let mut f = RunFile::new(p, &id, "scheduler");
+    f.pipeline = "translation".into();
+    let mut lines = f.line(
+        start,
+        "pipeline",
+        "start",
+        "info",
+        "run started",
+        json!({ "stages": stages }),
+    );
+    lines += &f.line(
+        start,
+        "extract",
+        "start",
+        "info",
+        "stage extract started",
+        json!({ "attempt": 1 }),
+    );
+    std::fs::write(&f.path, lines).expect("seed abandoned run");
+    drop(f.hold_lock(p));
+    (failed, running)
+}

@@ -1,0 +1,324 @@
+//! The defences of docs/security.md, one test each: the router walked route by route with
+//! `oneshot` (no socket), and the socket-level ones through the real binary.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use pipewatch::config::Config;
+use pipewatch::server::{self, AppState, ROUTES};
+use tower::ServiceExt;
+
+use crate::support::*;
+
+const TOKEN: &str = "s3cret-t0ken";
+
+fn state(token: &str) -> (tempfile::TempDir, Arc<AppState>) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[pipeline]\nname = \"p\"\n[[stages]]\nname = \"a\"\nrun = \"true\"\n[server]\ntoken = \"{token}\"\n"
+    );
+    let config = Config::parse(&text, &dir.path().join("pipewatch.toml")).unwrap();
+    let state = server::detached_state(config, BIN.into()).unwrap();
+    (dir, state)
+}
+
+fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Request<Body> {
+    let mut r = Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    if method == "POST"
+        && !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
+        r = r.header("content-type", "application/json");
+    }
+    r.body(Body::from(body.to_string())).unwrap()
+}
+
+async fn status_of(state: &Arc<AppState>, req: Request<Body>) -> StatusCode {
+    server::router(state.clone())
+        .oneshot(req)
+        .await
+        .unwrap()
+        .status()
+}
+
+fn concrete(path: &str) -> String {
+    path.replace("{run_id}", "20261129T081500Z-3f9a2c")
+}
+
+#[tokio::test]
+async fn every_route_but_health_needs_the_token() {
+    let (_dir, state) = state(TOKEN);
+    for (method, path) in ROUTES {
+        let path = concrete(path);
+        let without = status_of(&state, request(method, &path, &[], "{}")).await;
+        if path == "/api/health" {
+            assert_eq!(without, StatusCode::OK, "{method} {path}");
+            continue;
+        }
+        assert_eq!(
+            without,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} without a token"
+        );
+        let wrong = status_of(
+            &state,
+            request(method, &path, &[("authorization", "Bearer nope")], "{}"),
+        )
+        .await;
+        assert_eq!(
+            wrong,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} with a wrong token"
+        );
+        let bearer = format!("Bearer {TOKEN}");
+        let with = status_of(
+            &state,
+            request(method, &path, &[("authorization", &bearer)], "{}"),
+        )
+        .await;
+        assert_ne!(
+            with,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} with the token"
+        );
+        let cookie = format!("pipewatch_token={TOKEN}");
+        let with = status_of(&state, request(method, &path, &[("cookie", &cookie)], "{}")).await;
+        assert_ne!(
+            with,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} with the cookie"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_are_404_json() {
+    let (_dir, state) = state("");
+    let res = server::router(state)
+        .oneshot(request("GET", "/api/nothing-here", &[], ""))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(v["error"].is_string());
+}
+
+#[tokio::test]
+async fn cross_origin_posts_are_refused_on_every_route() {
+    let (_dir, state) = state("");
+    for (method, path) in ROUTES.iter().filter(|(m, _)| *m == "POST") {
+        let path = concrete(path);
+        let s = status_of(
+            &state,
+            request(
+                method,
+                &path,
+                &[
+                    ("origin", "http://evil.example"),
+                    ("host", "127.0.0.1:8001"),
+                ],
+                "{}",
+            ),
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{method} {path}");
+        let s = status_of(
+            &state,
+            request(
+                method,
+                &path,
+                &[("content-type", "text/plain"), ("host", "127.0.0.1:8001")],
+                "x",
+            ),
+        )
+        .await;
+        assert_eq!(
+            s,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{method} {path} with a text body"
+        );
+    }
+    let upgrade = [
+        ("origin", "http://evil.example"),
+        ("host", "127.0.0.1:8001"),
+        ("upgrade", "websocket"),
+        ("connection", "upgrade"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    for path in ["/ws/events", "/ws/events/r1"] {
+        assert_eq!(
+            status_of(&state, request("GET", path, &upgrade, "")).await,
+            StatusCode::FORBIDDEN
+        );
+    }
+}
+
+#[tokio::test]
+async fn hostile_run_ids_never_reach_the_file_system() {
+    let (dir, state) = state("");
+    // Something a traversal would find.
+    std::fs::write(dir.path().join("secret.jsonl"), "{\"run_id\":\"x\"}\n").unwrap();
+    let hostile = [
+        "..",
+        "..%2F..%2Fsecret",
+        "%2e%2e",
+        "a%2Fb",
+        "a%00b",
+        "a%20b",
+        "a.b",
+        "%C3%A9",
+        "secret.jsonl",
+        &"x".repeat(65),
+    ];
+    for (method, path) in ROUTES.iter().filter(|(_, p)| p.contains("{run_id}")) {
+        for id in hostile {
+            let path = path.replace("{run_id}", id);
+            let s = status_of(&state, request(method, &path, &[], "{}")).await;
+            assert!(
+                s == StatusCode::BAD_REQUEST || s == StatusCode::NOT_FOUND,
+                "{method} {path}: {s}"
+            );
+        }
+    }
+    for id in hostile {
+        let body = format!("{{\"run_id\":\"{id}\"}}");
+        let s = status_of(
+            &state,
+            request("POST", "/api/pipeline/notify-scheduled-run", &[], &body),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "notify {id}");
+    }
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_413() {
+    let (_dir, state) = state("");
+    let big = format!(
+        "{{\"run_id\":\"r1\",\"source\":\"{}\"}}",
+        "x".repeat(70 * 1024)
+    );
+    let s = status_of(
+        &state,
+        request("POST", "/api/pipeline/notify-scheduled-run", &[], &big),
+    )
+    .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[cfg(unix)]
+#[test]
+fn the_token_never_reaches_the_logs() {
+    let p = Project::with_config(&format!(
+        "[[stages]]\nname = \"a\"\nrun = \"true\"\n[server]\ntoken = \"{TOKEN}\"\n"
+    ));
+    let mut child = p
+        .cmd(&["serve", "--bind", "127.0.0.1:0"])
+        .env("PIPEWATCH_LOG", "trace")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let port = read_port(&mut child);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let base = format!("http://127.0.0.1:{port}");
+    let auth = format!("Bearer {TOKEN}");
+    for path in [
+        "/api/runs",
+        "/api/health",
+        &format!("/api/runs?token={TOKEN}"),
+    ] {
+        let _ = agent
+            .get(&format!("{base}{path}"))
+            .header("authorization", &auth)
+            .call();
+        let _ = agent.get(&format!("{base}{path}")).call();
+    }
+    let _ = agent
+        .post(&format!("{base}/api/pipeline/notify-scheduled-run"))
+        .header("authorization", &auth)
+        .content_type("application/json")
+        .send("{\"run_id\":\"r1\"}");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        logs.contains("JSONL Event Replay Monitor started"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains(TOKEN),
+        "the token appears in the logs:\n{logs}"
+    );
+}
+
+#[cfg(unix)]
+fn read_port(child: &mut std::process::Child) -> u16 {
+    use std::io::BufRead;
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    first
+        .trim()
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[cfg(unix)]
+#[test]
+fn a_slowloris_client_is_cut_off_and_others_are_served() {
+    use std::io::{Read, Write};
+    let p = Project::with_config("[[stages]]\nname = \"a\"\nrun = \"true\"\n");
+    let d = Dashboard::start(&p);
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    slow.write_all(b"GET /api/runs HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let started = Instant::now();
+    // Meanwhile the server answers others.
+    let (code, _) = d.get("/api/health");
+    assert_eq!(code, 200);
+    // Dribble a header byte now and then; the server must give up on the headers anyway.
+    slow.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 256];
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the slow client was never cut off"
+        );
+        if slow.write_all(b"X").is_err() {
+            break;
+        }
+        match slow.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => break, // an error response (408) and then the close
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break,
+        }
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "cut off suspiciously early"
+    );
+}
