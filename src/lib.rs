@@ -23,22 +23,32 @@
 //! | [`tail`] | following the events folder: complete lines into batches, checkpoints |
 //! | [`server`] | `pipewatch serve`: ingest, API, WebSocket/SSE, the built-in scheduler loop |
 //! | [`init`] | `pipewatch init`: the example configuration and pipeline |
+//! | [`history`] | `pipewatch runs`: the run index read directly, caught up with the files |
+//! | [`follow`] | `pipewatch tail`: one run's events, through the dashboard or from its file |
+//! | [`doctor`] | `pipewatch doctor`: the troubleshooting checks, each with its fix |
+//! | [`retention`] | `[retention]`: which runs to remove, removing them (`prune`, hourly in `serve`) |
+//! | [`term`] | terminal output: colour only on a terminal and without `NO_COLOR`, times, durations |
 //! | [`exit`] | exit codes |
 
 pub mod announce;
 pub mod bus;
 pub mod config;
+pub mod doctor;
 pub mod event;
 pub mod exit;
+pub mod follow;
+pub mod history;
 pub mod index;
 pub mod init;
 pub mod journal;
 pub mod liveness;
 pub mod process;
 pub mod progress;
+pub mod retention;
 pub mod runner;
 pub mod schedule;
 pub mod scheduler;
 pub mod server;
 pub mod shutdown;
 pub mod tail;
+pub mod term;

@@ -15,7 +15,7 @@ use pipewatch::runner::{self, RunOptions, RunStatus};
 #[derive(Parser)]
 #[command(
     name = "pipewatch",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("PIPEWATCH_COMMIT"), ")"),
     about = "Run a data pipeline on a schedule and watch every run live",
     propagate_version = true
 )]
@@ -73,6 +73,78 @@ enum Command {
         #[arg(long, hide = true, value_parser = parse_run_id)]
         run_id: Option<RunId>,
     },
+    /// The history of runs, newest first (list), or one run with its stages (show RUN_ID).
+    #[command(args_conflicts_with_subcommands = true)]
+    Runs {
+        #[command(subcommand)]
+        action: Option<RunsAction>,
+        #[command(flatten)]
+        list: ListArgs,
+        /// Print JSON: the objects of GET /api/runs and GET /api/runs/{run_id}.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Follow a run's events as they are written, and exit with its result (0 success or
+    /// skipped, 1 failure, cancelled or abandoned).
+    Tail {
+        /// The run to follow (default: --latest).
+        #[arg(value_parser = parse_run_id, value_name = "RUN_ID")]
+        run_id: Option<RunId>,
+        /// Follow the newest running run, or wait for the next one to start.
+        #[arg(long, conflicts_with = "run_id")]
+        latest: bool,
+        /// Print each event as its raw JSON line.
+        #[arg(long)]
+        json: bool,
+        /// Read the run file even when the dashboard is up.
+        #[arg(long)]
+        no_dashboard: bool,
+    },
+    /// Check the setup (configuration, events folder, recent runs, dashboard, WebSocket,
+    /// scheduler task, inotify) and say what to fix. Exit code 1 if a check fails.
+    Doctor {
+        /// Print the checks as a JSON array of {check, ok, level, detail, fix}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove run files and index rows older than [retention] max_age or beyond max_runs
+    /// (never a running run).
+    Prune {
+        /// Only say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (for example: pipewatch completions bash >
+    /// ~/.local/share/bash-completion/completions/pipewatch).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunsAction {
+    /// Runs newest first (the default).
+    List(ListArgs),
+    /// One run: its stages with status, attempts, durations and exit codes, and the last
+    /// stderr lines of a failed stage.
+    Show {
+        #[arg(value_parser = parse_run_id, value_name = "RUN_ID")]
+        run_id: RunId,
+    },
+}
+
+#[derive(clap::Args, Clone, Default)]
+struct ListArgs {
+    /// Only runs with this status.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(pipewatch::history::STATUSES))]
+    status: Option<String>,
+    /// At most this many runs.
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
 }
 
 #[derive(Subcommand, Clone, Copy)]
@@ -142,6 +214,10 @@ fn main() -> ExitCode {
                     .is_some_and(|e| matches!(e, pipewatch::server::ServeError::Unprotected(_)))
                 || e.downcast_ref::<pipewatch::init::InitError>()
                     .is_some_and(|e| matches!(e, pipewatch::init::InitError::Exists(_)))
+                || e.downcast_ref::<pipewatch::history::HistoryError>()
+                    .is_some_and(|e| e.is_usage())
+                || e.downcast_ref::<pipewatch::follow::FollowError>()
+                    .is_some_and(|e| matches!(e, pipewatch::follow::FollowError::UnknownRun { .. }))
             {
                 exit::USAGE
             } else {
@@ -297,7 +373,180 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 RunStatus::Failure | RunStatus::Cancelled => exit::FAILURE,
             })
         }
+        Command::Runs { action, list, json } => {
+            let config = load_config(cli.config.as_deref(), &cwd)?;
+            runs(&config, action, list, json)
+        }
+        Command::Tail {
+            run_id,
+            latest: _,
+            json,
+            no_dashboard,
+        } => {
+            let config = load_config(cli.config.as_deref(), &cwd)?;
+            tail(&config, run_id, json, no_dashboard)
+        }
+        Command::Doctor { json } => {
+            let config = match Config::locate(cli.config.as_deref(), &cwd) {
+                Ok(path) => Config::load(&path),
+                Err(e) => Err(e),
+            };
+            let checks =
+                pipewatch::doctor::run(config, &pipewatch::scheduler::OsOptions::default());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&checks)?);
+            } else {
+                print!("{}", pipewatch::doctor::render(&checks, stdout_paint()));
+            }
+            Ok(if pipewatch::doctor::failed(&checks) {
+                exit::FAILURE
+            } else {
+                exit::SUCCESS
+            })
+        }
+        Command::Prune { dry_run, json } => {
+            let config = load_config(cli.config.as_deref(), &cwd)?;
+            let report = pipewatch::retention::prune(&config, dry_run)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render(&config.retention));
+            }
+            Ok(if report.failed.is_empty() {
+                exit::SUCCESS
+            } else {
+                exit::ENVIRONMENT
+            })
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "pipewatch",
+                &mut std::io::stdout(),
+            );
+            Ok(exit::SUCCESS)
+        }
     }
+}
+
+/// Number of stderr lines `runs show` prints for a failed stage.
+const STDERR_TAIL: usize = 10;
+
+fn runs(
+    config: &Config,
+    action: Option<RunsAction>,
+    list: ListArgs,
+    json: bool,
+) -> anyhow::Result<u8> {
+    use pipewatch::history::{self, History};
+    let paint = stdout_paint();
+    let history = History::open(config)?;
+    tracing::debug!(source = ?history.source(), "run history");
+    let now = chrono::Utc::now();
+    match action {
+        None | Some(RunsAction::List(_)) => {
+            let args = match action {
+                Some(RunsAction::List(a)) => a,
+                _ => list,
+            };
+            let runs = history.list(args.limit, args.status.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&runs)?);
+            } else {
+                print!("{}", history::render_list(&runs, paint, now));
+            }
+        }
+        Some(RunsAction::Show { run_id }) => {
+            let detail = history.get(&run_id)?;
+            let failed: Vec<&str> = detail
+                .stages
+                .iter()
+                .filter(|s| s.status == "failure")
+                .map(|s| s.name.as_str())
+                .collect();
+            let tails = history.stderr_tails(&run_id, &failed, STDERR_TAIL)?;
+            if json {
+                let mut v = serde_json::to_value(&detail)?;
+                if let Some(stages) = v.get_mut("stages").and_then(|s| s.as_array_mut()) {
+                    for s in stages {
+                        let name = s["name"].as_str().unwrap_or_default().to_string();
+                        if let Some(t) = tails.get(&name) {
+                            s["stderr_tail"] = serde_json::json!(t);
+                        }
+                    }
+                }
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", history::render_detail(&detail, &tails, paint, now));
+            }
+        }
+    }
+    Ok(exit::SUCCESS)
+}
+
+fn tail(
+    config: &Config,
+    run_id: Option<RunId>,
+    json: bool,
+    no_dashboard: bool,
+) -> anyhow::Result<u8> {
+    use pipewatch::follow::{self, Options, Target, Via};
+    use std::io::Write;
+    let paint = stdout_paint();
+    let note = pipewatch::term::Paint::new(colour_on_stderr());
+    let opts = Options {
+        file_only: no_dashboard,
+        ..Options::default()
+    };
+    let id = match run_id {
+        Some(id) => id,
+        None => follow::latest(config, opts.poll, &mut || {
+            eprintln!(
+                "{}",
+                note.dim("no run is going: waiting for the next one to start (Ctrl-C to stop)")
+            );
+        })?,
+    };
+    let target = Target::new(config, id.clone());
+    let width = config
+        .stages
+        .iter()
+        .map(|s| s.name.chars().count())
+        .chain([pipewatch::config::PIPELINE_STAGE.len()])
+        .max()
+        .unwrap_or(8);
+    let mut stdout = std::io::stdout().lock();
+    let mut on_event = |p: &pipewatch::event::Published| -> std::io::Result<()> {
+        if json {
+            writeln!(stdout, "{}", p.json)
+        } else {
+            writeln!(stdout, "{}", follow::render(p, paint, width))
+        }
+    };
+    let mut on_switch = |via: &Via, why: Option<&str>| {
+        let why = why.map(|w| format!("{w}: ")).unwrap_or_default();
+        let msg = match via {
+            Via::Dashboard(addr) => {
+                format!("{why}following run {id} through the dashboard at {addr}")
+            }
+            Via::File(path) => format!("{why}following run {id} from its file {}", path.display()),
+        };
+        eprintln!("{}", note.dim(&msg));
+    };
+    let end = follow::follow(&target, &opts, &mut on_event, &mut on_switch)?;
+    let text = match &end {
+        follow::End::Abandoned => {
+            format!("run {id} abandoned: its runner is gone without a final event")
+        }
+        e => format!("run {id} ended: {}", e.as_str()),
+    };
+    eprintln!(
+        "{}",
+        note.status_line(&text, end.exit_code() == exit::SUCCESS)
+    );
+    Ok(end.exit_code())
 }
 
 fn load_config(
@@ -315,5 +564,11 @@ fn parse_run_id(s: &str) -> Result<RunId, String> {
 /// Colour only on a terminal, and never with `NO_COLOR` set.
 fn colour_on_stderr() -> bool {
     use std::io::IsTerminal;
-    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+    pipewatch::term::colour_for(std::io::stderr().is_terminal())
+}
+
+/// How to paint what goes to stdout.
+fn stdout_paint() -> pipewatch::term::Paint {
+    use std::io::IsTerminal;
+    pipewatch::term::Paint::new(pipewatch::term::colour_for(std::io::stdout().is_terminal()))
 }

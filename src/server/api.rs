@@ -171,6 +171,7 @@ pub async fn get_run(
 }
 
 /// Reads a run's file in bounded batches, from the start or after a `seq`.
+#[derive(Debug, Clone)]
 pub struct FileReplay {
     path: std::path::PathBuf,
     run_id: RunId,

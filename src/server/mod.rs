@@ -320,6 +320,7 @@ pub async fn serve(
     let builtin = (state.config.scheduler.backend == Backend::Builtin)
         .then(|| tokio::spawn(timer::run_builtin(state.clone())));
     let auditor = tokio::spawn(timer::audit(state.clone(), state.config.scheduler.grace));
+    let pruner = tokio::spawn(prune_hourly(state.clone()));
 
     let addr = listener.local_addr().map_err(ServeError::Accept)?;
     tracing::info!("dashboard listening on http://{addr}");
@@ -338,12 +339,35 @@ pub async fn serve(
     }
     watchdog.abort();
     auditor.abort();
+    pruner.abort();
     if let Some(b) = builtin {
         b.abort();
     }
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, ingest).await;
     tracing::info!("dashboard stopped");
     Ok(())
+}
+
+/// Applies `[retention]` every hour, the first time an hour after start (so a dashboard
+/// started to look at old runs does not remove them at once). A failed delete is logged and
+/// tried again next time (`crate::retention`); nothing here stops the dashboard.
+async fn prune_hourly(state: Arc<AppState>) {
+    const EVERY: Duration = Duration::from_secs(3600);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + EVERY, EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let config = state.config.clone();
+        let pruned = state
+            .with_index(move |idx| {
+                crate::retention::prune_index(&config, idx, false, chrono::Utc::now())
+            })
+            .await;
+        match pruned {
+            Ok(report) => report.log(),
+            Err(e) => tracing::error!("retention: {e}; trying again in an hour"),
+        }
+    }
 }
 
 /// Accepts connections until `shutdown`, serving each with HTTP/1.1 (with upgrades for

@@ -133,9 +133,23 @@ async fn catch_up(
     out: &mpsc::Sender<Item>,
 ) -> bool {
     loop {
-        // Blocking reads, but bounded ones (one batch); block_in_place keeps the worker
-        // available to the rest of the runtime meanwhile.
-        let batch = tokio::task::block_in_place(|| replay.next_batch());
+        // A blocking read, but a bounded one (one batch), on the blocking pool.
+        let mut r = replay.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let batch = r.next_batch();
+            (r, batch)
+        })
+        .await;
+        let batch = match read {
+            Ok((r, batch)) => {
+                *replay = r;
+                batch
+            }
+            Err(e) => {
+                tracing::warn!("replay task failed: {e}");
+                return true;
+            }
+        };
         match batch {
             Ok(Some(events)) => {
                 let events: Vec<Arc<Published>> = events

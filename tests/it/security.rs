@@ -322,3 +322,30 @@ fn a_slowloris_client_is_cut_off_and_others_are_served() {
         "cut off suspiciously early"
     );
 }
+
+/// Found by the `http_query` fuzz target: the SSE stream's replay used `block_in_place`,
+/// which panics on a current-thread runtime.
+#[tokio::test]
+async fn event_streams_work_on_a_current_thread_runtime() {
+    let (dir, state) = state("");
+    std::fs::create_dir_all(dir.path().join("logs/events")).unwrap();
+    std::fs::write(
+        dir.path().join("logs/events/pipeline_r1.jsonl"),
+        "{\"run_id\":\"r1\",\"stage\":\"pipeline\",\"event\":\"start\",\"timestamp\":\"2026-11-29T08:15:00Z\",\"msg\":\"m\"}\n",
+    )
+    .unwrap();
+    let res = server::router(state)
+        .oneshot(request("GET", "/api/runs/r1/events/stream", &[], ""))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut body = res.into_body().into_data_stream();
+    use futures_util::StreamExt;
+    let first = tokio::time::timeout(Duration::from_secs(10), body.next())
+        .await
+        .expect("an event within 10 s")
+        .expect("a frame")
+        .unwrap();
+    let text = String::from_utf8_lossy(&first);
+    assert!(text.contains("id: 0") || text.contains("id:0"), "{text}");
+}

@@ -1,0 +1,500 @@
+//! Run history for the terminal (`pipewatch runs`, and the run list `prune` works from): the
+//! run index read directly, whether or not the dashboard is up.
+//!
+//! The dashboard's index (`<state_dir>/index.db`) is opened for reading only: nothing here
+//! writes to it, because its checkpoints decide what the dashboard publishes when it comes back
+//! (moving them would lose those events for WebSocket clients). Instead, a [`History`] compares
+//! every run file with the index's checkpoint for it; the files the index has not caught up
+//! with (new runs, runs written while the dashboard was down, the line being written now) are
+//! read into a small in-memory index, and answers merge the two. Without an index file at all
+//! (the dashboard never ran) or with an unusable one, every file is read into memory: the
+//! same as `pipewatch reindex`, minus the file.
+//!
+//! A `running` run whose lock file is there but held by nobody is shown `abandoned`, by the
+//! dashboard's own rule (`server::ingest`): its runner died without a final event.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+
+use crate::config::Config;
+use crate::event::RunId;
+use crate::index::{Index, IndexError, RunDetail, RunSummary};
+use crate::liveness::{self, Liveness};
+use crate::tail::{self, Batch, Checkpoint, ReadLimits, TailError};
+
+/// Statuses a run can have (contract §4).
+pub const STATUSES: [&str; 7] = [
+    "running",
+    "success",
+    "failure",
+    "cancelled",
+    "skipped",
+    "missed",
+    "abandoned",
+];
+
+/// Why the history cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Read(#[from] TailError),
+    #[error(
+        "cannot read the events folder {path}: {source}: check [server] events_dir in the configuration"
+    )]
+    ReadDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "no run {id} in {events_dir} or the run index: `pipewatch runs` lists the runs there are"
+    )]
+    UnknownRun { id: RunId, events_dir: PathBuf },
+    #[error("unknown status {0:?}: one of {list}", list = STATUSES.join(", "))]
+    UnknownStatus(String),
+}
+
+impl HistoryError {
+    /// Whether the user asked for something that is not there (exit code 2), as opposed to a
+    /// folder or database that cannot be read.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            HistoryError::UnknownRun { .. } | HistoryError::UnknownStatus(_)
+        )
+    }
+}
+
+/// Where the answers come from, for the curious (`--json` does not show it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The dashboard's index, plus `n` files it had not caught up with, read into memory.
+    Index { path: PathBuf, caught_up: usize },
+    /// No usable index: every run file was read into memory.
+    Files { files: usize },
+}
+
+/// The run files of `events_dir` with their sizes; an absent folder has none.
+pub fn run_files(
+    events_dir: &Path,
+) -> Result<Vec<(RunId, PathBuf, std::fs::Metadata)>, HistoryError> {
+    let rd = match std::fs::read_dir(events_dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(HistoryError::ReadDir {
+                path: events_dir.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let mut out = Vec::new();
+    for entry in rd.flatten() {
+        let name = entry.file_name();
+        let Some(id) = name.to_str().and_then(RunId::from_file_name) else {
+            continue;
+        };
+        // A file deleted meanwhile (retention) is simply not there.
+        if let Ok(meta) = entry.metadata()
+            && meta.is_file()
+        {
+            out.push((id, entry.path(), meta));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Reads a run file from its start, one bounded batch at a time.
+pub fn read_batches(path: &Path, id: &RunId, mut each: impl FnMut(Batch)) -> Result<(), TailError> {
+    let mut checkpoint: Option<Checkpoint> = None;
+    loop {
+        let read = tail::read_file(
+            path,
+            id,
+            checkpoint.as_ref(),
+            0,
+            ReadLimits::new(tail::DEFAULT_MAX_LINE_BYTES),
+        )?;
+        checkpoint = Some(read.batch.checkpoint.clone());
+        each(read.batch);
+        if !read.more {
+            return Ok(());
+        }
+    }
+}
+
+/// The run history: the dashboard's index and what it has not read yet.
+pub struct History {
+    disk: Option<Index>,
+    /// The runs the disk index is behind on (or every run, without one).
+    fresh: Index,
+    stale: HashSet<RunId>,
+    state_dir: PathBuf,
+    events_dir: PathBuf,
+    source: Source,
+}
+
+impl History {
+    /// Opens the history of `config`'s pipeline. See the module doc.
+    pub fn open(config: &Config) -> Result<History, HistoryError> {
+        let events_dir = config.server.events_dir.clone();
+        let db = config.server.state_dir.join("index.db");
+        let files = run_files(&events_dir)?;
+        let disk = if db.is_file() {
+            match Index::open(&db) {
+                Ok(idx) => Some(idx),
+                Err(e) => {
+                    tracing::warn!("{e}; reading the run files instead");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let read_up_to: HashMap<RunId, u64> = match &disk {
+            Some(idx) => idx
+                .checkpoints()?
+                .into_iter()
+                .map(|c| (c.run_id, c.offset))
+                .collect(),
+            None => HashMap::new(),
+        };
+        let mut fresh = Index::open_in_memory()?;
+        let mut stale = HashSet::new();
+        for (id, path, meta) in &files {
+            if read_up_to.get(id).is_some_and(|&o| o >= meta.len()) {
+                continue;
+            }
+            let mut failed = None;
+            let read = read_batches(path, id, |batch| {
+                if failed.is_none()
+                    && let Err(e) = fresh.apply(&batch)
+                {
+                    failed = Some(e);
+                }
+            });
+            match read {
+                Ok(()) => {}
+                // Deleted meanwhile: the index (if it has it) answers.
+                Err(TailError::Read { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
+            stale.insert(id.clone());
+        }
+        let source = match &disk {
+            Some(_) => Source::Index {
+                path: db,
+                caught_up: stale.len(),
+            },
+            None => Source::Files { files: files.len() },
+        };
+        Ok(History {
+            disk,
+            fresh,
+            stale,
+            state_dir: config.server.state_dir.clone(),
+            events_dir,
+            source,
+        })
+    }
+
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
+    /// Runs newest first, at most `limit`, only those with `status` if given.
+    pub fn list(
+        &self,
+        limit: usize,
+        status: Option<&str>,
+    ) -> Result<Vec<RunSummary>, HistoryError> {
+        if let Some(s) = status
+            && !STATUSES.contains(&s)
+        {
+            return Err(HistoryError::UnknownStatus(s.to_string()));
+        }
+        // `running` and `abandoned` can change here (a dead runner), so both are asked for.
+        let asked: Vec<Option<&str>> = match status {
+            Some("running" | "abandoned") => vec![Some("running"), Some("abandoned")],
+            other => vec![other],
+        };
+        let want = limit.saturating_add(self.stale.len());
+        let mut runs = Vec::new();
+        for s in &asked {
+            if let Some(disk) = &self.disk {
+                runs.extend(
+                    disk.list_runs(want, None, *s)?
+                        .into_iter()
+                        .filter(|r| !self.stale.contains(&r.run_id)),
+                );
+            }
+            runs.extend(self.fresh.list_runs(usize::MAX, None, *s)?);
+        }
+        for r in &mut runs {
+            self.adjust(r);
+        }
+        runs.retain(|r| status.is_none_or(|s| r.status == s));
+        runs.sort_by_key(|r| std::cmp::Reverse(order_key(r)));
+        runs.dedup_by(|a, b| a.run_id == b.run_id);
+        runs.truncate(limit);
+        Ok(runs)
+    }
+
+    /// One run with its stages.
+    pub fn get(&self, id: &RunId) -> Result<RunDetail, HistoryError> {
+        let found = if self.stale.contains(id) {
+            self.fresh.get_run(id)?
+        } else {
+            match &self.disk {
+                Some(disk) => disk.get_run(id)?,
+                None => None,
+            }
+        };
+        let mut detail = found.ok_or_else(|| HistoryError::UnknownRun {
+            id: id.clone(),
+            events_dir: self.events_dir.clone(),
+        })?;
+        self.adjust(&mut detail.run);
+        if detail.run.status == "abandoned" {
+            for s in &mut detail.stages {
+                if s.status == "running" {
+                    s.status = "abandoned".to_string();
+                }
+            }
+        }
+        Ok(detail)
+    }
+
+    /// The last `n` stderr lines of each of `stages` in the run's file (empty when the file
+    /// is gone).
+    pub fn stderr_tails(
+        &self,
+        id: &RunId,
+        stages: &[&str],
+        n: usize,
+    ) -> Result<HashMap<String, Vec<String>>, HistoryError> {
+        let mut tails: HashMap<String, VecDeque<String>> = stages
+            .iter()
+            .map(|s| (s.to_string(), VecDeque::new()))
+            .collect();
+        let path = self.events_dir.join(id.file_name());
+        let read = read_batches(&path, id, |batch| {
+            for p in &batch.events {
+                let e = &p.event;
+                if e.event != crate::event::kind::LOG || e.data_str("stream") != Some("stderr") {
+                    continue;
+                }
+                if let Some(t) = tails.get_mut(&e.stage) {
+                    t.push_back(e.msg.clone());
+                    if t.len() > n {
+                        t.pop_front();
+                    }
+                }
+            }
+        });
+        match read {
+            Ok(()) => {}
+            Err(TailError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(tails
+            .into_iter()
+            .map(|(k, v)| (k, v.into_iter().collect()))
+            .collect())
+    }
+
+    /// A `running` run whose runner died is `abandoned`, as the dashboard would say.
+    fn adjust(&self, run: &mut RunSummary) {
+        if run.status == "running"
+            && liveness::has_lock_file(&self.state_dir, &run.run_id)
+            && liveness::liveness(&self.state_dir, &run.run_id) == Liveness::Gone
+        {
+            run.status = "abandoned".to_string();
+        }
+    }
+}
+
+/// Newest first by start, then run id (the index's order).
+fn order_key(r: &RunSummary) -> (Option<DateTime<Utc>>, RunId) {
+    (
+        r.started_at.as_deref().and_then(crate::term::parse_time),
+        r.run_id.clone(),
+    )
+}
+
+/// The duration shown for a run or stage: its own, or for one still going the time so far.
+fn shown_duration(
+    duration_ms: Option<u64>,
+    started_at: Option<&str>,
+    status: &str,
+    now: DateTime<Utc>,
+) -> String {
+    match duration_ms {
+        Some(ms) => crate::term::duration(std::time::Duration::from_millis(ms)),
+        None if status == "running" => started_at
+            .and_then(crate::term::parse_time)
+            .and_then(|t| (now - t).to_std().ok())
+            .map(|d| format!("{}…", crate::term::duration(d)))
+            .unwrap_or_else(|| "-".to_string()),
+        None => "-".to_string(),
+    }
+}
+
+/// The `runs` table: run id, status (coloured), source, start (local time), duration.
+pub fn render_list(runs: &[RunSummary], paint: crate::term::Paint, now: DateTime<Utc>) -> String {
+    use crate::term::pad;
+    if runs.is_empty() {
+        return "no runs yet: `pipewatch run` runs the pipeline once\n".to_string();
+    }
+    let rows: Vec<[String; 5]> = runs
+        .iter()
+        .map(|r| {
+            let source = match (&r.source, &r.reason) {
+                (Some(s), Some(why)) if r.status != "success" => format!("{s} ({why})"),
+                (Some(s), _) => s.clone(),
+                (None, _) => "-".to_string(),
+            };
+            [
+                r.run_id.to_string(),
+                r.status.clone(),
+                source,
+                r.started_at
+                    .as_deref()
+                    .map(crate::term::local_datetime)
+                    .unwrap_or_else(|| "-".to_string()),
+                shown_duration(r.duration_ms, r.started_at.as_deref(), &r.status, now),
+            ]
+        })
+        .collect();
+    let head = ["RUN", "STATUS", "TRIGGER", "STARTED", "DURATION"];
+    let mut width = head.map(str::len);
+    for row in &rows {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: [String; 5], shown: [String; 5]| {
+        let mut l = String::new();
+        for (i, (cell, vis)) in shown.iter().zip(&cells).enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(cell);
+            } else {
+                l.push_str(&pad(cell, vis, width[i]));
+                l.push_str("  ");
+            }
+        }
+        l.push('\n');
+        l
+    };
+    let head_cells = head.map(str::to_string);
+    out.push_str(&line(
+        head_cells.clone(),
+        head_cells.map(|h| paint.bold(&h)),
+    ));
+    for row in rows {
+        let mut shown = row.clone();
+        shown[1] = paint.status(&row[1]);
+        out.push_str(&line(row, shown));
+    }
+    out
+}
+
+/// `runs show`: the run, then each stage; a failed stage with the end of its stderr.
+pub fn render_detail(
+    d: &RunDetail,
+    tails: &HashMap<String, Vec<String>>,
+    paint: crate::term::Paint,
+    now: DateTime<Utc>,
+) -> String {
+    use crate::term::pad;
+    let r = &d.run;
+    let mut out = String::new();
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_string());
+    out.push_str(&format!("run       {}\n", paint.bold(r.run_id.as_str())));
+    out.push_str(&format!("pipeline  {}\n", or_dash(r.pipeline.clone())));
+    let reason = r
+        .reason
+        .as_deref()
+        .map(|w| format!(" ({w})"))
+        .unwrap_or_default();
+    out.push_str(&format!("status    {}{reason}\n", paint.status(&r.status)));
+    out.push_str(&format!("trigger   {}\n", or_dash(r.source.clone())));
+    out.push_str(&format!(
+        "started   {}\n",
+        or_dash(r.started_at.as_deref().map(crate::term::local_datetime))
+    ));
+    out.push_str(&format!(
+        "finished  {}\n",
+        or_dash(r.finished_at.as_deref().map(crate::term::local_datetime))
+    ));
+    out.push_str(&format!(
+        "duration  {}\n",
+        shown_duration(r.duration_ms, r.started_at.as_deref(), &r.status, now)
+    ));
+    if let Some(when) = &r.scheduled_for {
+        out.push_str(&format!(
+            "due at    {}\n",
+            crate::term::local_datetime(when)
+        ));
+    }
+    if d.stages.is_empty() {
+        return out;
+    }
+    out.push('\n');
+    let name_w = d
+        .stages
+        .iter()
+        .map(|s| s.name.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let status_w = d
+        .stages
+        .iter()
+        .map(|s| s.status.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    out.push_str(&paint.bold(&format!(
+        "{:name_w$}  {:status_w$}  {:>8}  {:>10}  {}",
+        "STAGE", "STATUS", "ATTEMPTS", "DURATION", "EXIT"
+    )));
+    out.push('\n');
+    for s in &d.stages {
+        let exit = s
+            .exit_code
+            .map_or_else(|| "-".to_string(), |c| c.to_string());
+        out.push_str(&format!(
+            "{:name_w$}  {}  {:>8}  {:>10}  {}\n",
+            s.name,
+            pad(&paint.status(&s.status), &s.status, status_w),
+            s.attempts,
+            shown_duration(s.duration_ms, s.started_at.as_deref(), &s.status, now),
+            exit
+        ));
+        if let Some(lines) = tails.get(&s.name).filter(|l| !l.is_empty()) {
+            out.push_str(&paint.dim(&format!(
+                "  last {} stderr lines of {}:\n",
+                lines.len(),
+                s.name
+            )));
+            for l in lines {
+                out.push_str(&format!("  {} {}\n", paint.dim("|"), paint.red(l)));
+            }
+        }
+    }
+    out
+}
