@@ -15,22 +15,39 @@ use crate::tail::Batch;
 /// keeps "abandoned within 10 s" with room to spare.
 const LIVENESS_EVERY: Duration = Duration::from_secs(2);
 
-/// Commits each batch (summaries and checkpoint together), then publishes its events.
+/// At most this many events are committed in one transaction.
+const MAX_EVENTS_PER_COMMIT: usize = 50_000;
+
+/// Commits batches (summaries and checkpoints together), then publishes their events. Batches
+/// already waiting are taken together into one transaction: at a high write rate the commit
+/// is the cost, and one per tailer read would let ingest fall behind.
 pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>) {
-    while let Some(batch) = rx.recv().await {
-        let batch = Arc::new(batch);
+    while let Some(first) = rx.recv().await {
+        let mut batches = vec![Arc::new(first)];
+        let mut events = batches[0].events.len();
+        while events < MAX_EVENTS_PER_COMMIT {
+            match rx.try_recv() {
+                Ok(b) => {
+                    events += b.events.len();
+                    batches.push(Arc::new(b));
+                }
+                Err(_) => break,
+            }
+        }
         let applied = {
-            let batch = batch.clone();
-            state.with_index(move |idx| idx.apply(&batch)).await
+            let batches = batches.clone();
+            state.with_index(move |idx| idx.apply_all(&batches)).await
         };
         if let Err(e) = &applied {
             // The files stay the source of truth: keep streaming what was read; the
-            // checkpoint did not move, so a restart reads these lines again into the index.
-            tracing::error!(run_id = %batch.checkpoint.run_id, "cannot update the run index: {e}");
+            // checkpoints did not move, so a restart reads these lines again into the index.
+            tracing::error!("cannot update the run index: {e}");
         }
-        Stats::add(&state.stats.batches, 1);
-        Stats::add(&state.stats.events_published, batch.events.len() as u64);
-        state.bus.publish(&batch.events);
+        Stats::add(&state.stats.batches, batches.len() as u64);
+        Stats::add(&state.stats.events_published, events as u64);
+        for b in &batches {
+            state.bus.publish(&b.events);
+        }
     }
 }
 

@@ -281,6 +281,18 @@ async fn serve_socket<T: Followed>(
 ) {
     Stats::add(&state.stats.ws_clients, 1);
     let (mut sink, mut stream) = socket.split();
+    // The client's side is read on its own task: polling the socket for input on every
+    // event sent would cost a read attempt per event. Text from the client is ignored; pings
+    // are answered by the protocol layer with the next write.
+    let (gone_tx, mut gone) = tokio::sync::oneshot::channel::<()>();
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(msg)) = stream.next().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+        let _ = gone_tx.send(());
+    });
     let outcome: Result<(), (u16, &'static str)> = loop {
         tokio::select! {
             item = rx.recv() => {
@@ -303,13 +315,10 @@ async fn serve_socket<T: Followed>(
                     Err(reason) => break Err((CLOSE_LAGGED, reason)),
                 }
             }
-            msg = stream.next() => match msg {
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break Ok(()),
-                // Pings are answered by the protocol layer; text from the client is ignored.
-                Some(Ok(_)) => {}
-            },
+            _ = &mut gone => break Ok(()),
         }
     };
+    reader.abort();
     if let Err((code, reason)) = outcome {
         if code == CLOSE_LAGGED {
             Stats::add(&state.stats.ws_lagged, 1);
