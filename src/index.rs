@@ -374,6 +374,32 @@ impl Index {
         tx.commit().map_err(db(path, "commit batches"))
     }
 
+    /// Re-reads one run from its file into the index, up to `until` (the point the tailer has
+    /// handed on), and stores `until` as its checkpoint. For a run whose batches could not be
+    /// committed: its summary catches up without anything being published again.
+    pub fn resync_run(&mut self, file: &Path, until: &Checkpoint) -> Result<(), IndexError> {
+        let path = &self.path;
+        let what = "resync a run";
+        let id = until.run_id.as_str();
+        let tx = self.conn.transaction().map_err(db(path, what))?;
+        tx.execute("DELETE FROM stages WHERE run_id = ?1", [id])
+            .map_err(db(path, what))?;
+        tx.execute("DELETE FROM runs WHERE run_id = ?1", [id])
+            .map_err(db(path, what))?;
+        let mut stats = RebuildStats::default();
+        match ingest_file(&tx, path, &until.run_id, file, Some(until), &mut stats) {
+            Ok(()) => {}
+            Err(FileError::Index(e)) => return Err(e),
+            Err(FileError::Read(source)) => {
+                return Err(IndexError::ReadDir {
+                    path: file.to_path_buf(),
+                    source,
+                });
+            }
+        }
+        tx.commit().map_err(db(path, what))
+    }
+
     /// Every file's checkpoint, for the tailer's start.
     pub fn checkpoints(&self) -> Result<Vec<Checkpoint>, IndexError> {
         let p = self.path.as_path();
@@ -712,7 +738,7 @@ pub fn rebuild(index: &mut Index, events_dir: &Path) -> Result<RebuildStats, Ind
         .map_err(db(path, what))?;
     let mut stats = RebuildStats::default();
     for (run_id, file) in files {
-        match ingest_file(&tx, path, &run_id, &file, &mut stats) {
+        match ingest_file(&tx, path, &run_id, &file, None, &mut stats) {
             Ok(()) => stats.files += 1,
             Err(FileError::Read(e)) => {
                 tracing::warn!("reindex: cannot read {}: {e}; skipped", file.display());
@@ -738,11 +764,13 @@ impl From<IndexError> for FileError {
 
 /// Reads one run file to its last complete line and ingests it, in chunks so that a huge file
 /// does not need all its events in memory at once.
+/// With `until`, reads only that checkpoint's lines and stores that checkpoint.
 fn ingest_file(
     tx: &Transaction,
     path: &Path,
     run_id: &RunId,
     file: &Path,
+    until: Option<&Checkpoint>,
     stats: &mut RebuildStats,
 ) -> Result<(), FileError> {
     let f = File::open(file).map_err(FileError::Read)?;
@@ -760,6 +788,9 @@ fn ingest_file(
     let mut chunk = Vec::with_capacity(REBUILD_CHUNK);
     let mut line = Vec::new();
     loop {
+        if until.is_some_and(|u| checkpoint.lines >= u.lines) {
+            break;
+        }
         line.clear();
         let n = reader
             .read_until(b'\n', &mut line)
@@ -784,7 +815,7 @@ fn ingest_file(
             chunk.clear();
         }
     }
-    ingest(tx, path, chunk.iter(), Some(&checkpoint))?;
+    ingest(tx, path, chunk.iter(), Some(until.unwrap_or(&checkpoint)))?;
     Ok(())
 }
 

@@ -9,6 +9,11 @@
 //! - `runs/<run_id>.cancel`: written by whoever wants the run stopped (the `replace` overlap
 //!   policy, the dashboard's cancel endpoint); its content is the reason. The runner polls for
 //!   it, so this works across processes on every OS without signals.
+//! - `runs/<run_id>.groups`: the process group of every stage the runner started, one per
+//!   line. A runner killed outright cannot stop its stages; whoever next finds its lock
+//!   released ([`reap_orphans`]: the next run of the pipeline, the dashboard) kills those
+//!   groups, so no stage outlives its run. (On Windows the job objects do this by themselves:
+//!   they close with the runner.)
 //! - `pipeline.lock`: held exclusively by a running run under the `skip`, `queue` and `replace`
 //!   overlap policies; the next run tries it (skip), waits for it (queue), or cancels its
 //!   holders and then waits (replace).
@@ -29,6 +34,10 @@ fn lock_path(state_dir: &Path, run_id: &RunId) -> PathBuf {
 
 fn cancel_path(state_dir: &Path, run_id: &RunId) -> PathBuf {
     runs_dir(state_dir).join(format!("{run_id}.cancel"))
+}
+
+fn groups_path(state_dir: &Path, run_id: &RunId) -> PathBuf {
+    runs_dir(state_dir).join(format!("{run_id}.groups"))
 }
 
 /// The runner's proof of life. Dropping it releases the lock; [`RunLock::finished`] also
@@ -84,6 +93,7 @@ impl Drop for RunLock {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.cancel);
         if self.clean {
+            let _ = std::fs::remove_file(self.lock.with_extension("groups"));
             let _ = std::fs::remove_file(&self.lock);
         }
         let _ = self.file.unlock();
@@ -130,6 +140,52 @@ pub fn remove_stale_lock(state_dir: &Path, run_id: &RunId) {
     if liveness(state_dir, run_id) == Liveness::Gone {
         let _ = std::fs::remove_file(lock_path(state_dir, run_id));
     }
+}
+
+/// Records the process groups of the stages running now (replacing the previous record), so
+/// that they can be killed if the runner dies.
+pub fn record_groups(state_dir: &Path, run_id: &RunId, groups: &std::collections::BTreeSet<u32>) {
+    let path = groups_path(state_dir, run_id);
+    let tmp = path.with_extension("groups.tmp");
+    let text: String = groups.iter().map(|g| format!("{g}\n")).collect();
+    if std::fs::write(&tmp, text).is_ok() {
+        let _ = std::fs::rename(&tmp, &path);
+    }
+}
+
+/// Kills the stages left running by runners that died (their lock released, their process
+/// groups recorded), and forgets those groups. Returns how many groups were signalled.
+pub fn reap_orphans(state_dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(runs_dir(state_dir)) else {
+        return 0;
+    };
+    let mut killed = 0;
+    for e in entries.filter_map(|e| e.ok()) {
+        let name = e.file_name();
+        let Some(id) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".groups"))
+            .and_then(|n| RunId::parse(n).ok())
+        else {
+            continue;
+        };
+        if liveness(state_dir, &id) == Liveness::Alive {
+            continue;
+        }
+        let path = groups_path(state_dir, &id);
+        for pgid in std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse::<u32>().ok())
+        {
+            if crate::process::kill_group(pgid) {
+                killed += 1;
+                tracing::warn!(run_id = %id, pgid, "killed a stage left running by a dead runner");
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    killed
 }
 
 /// Run ids whose runners are alive now.

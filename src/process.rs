@@ -98,6 +98,23 @@ pub fn kill_tree(child: &mut Box<dyn ChildWrapper>) {
     let _ = child.start_kill();
 }
 
+/// Kills a process group left behind by a runner that died; true if it still existed.
+#[cfg(unix)]
+pub fn kill_group(pgid: u32) -> bool {
+    use nix::sys::signal::{Signal, killpg};
+    use nix::unistd::Pid;
+    match i32::try_from(pgid) {
+        Ok(p) if p > 1 => killpg(Pid::from_raw(p), Signal::SIGKILL).is_ok(),
+        _ => false,
+    }
+}
+
+/// On Windows a stage's job object closes, killing its processes, when the runner dies.
+#[cfg(not(unix))]
+pub fn kill_group(_pgid: u32) -> bool {
+    false
+}
+
 /// How a process ended, as journaled: the exit code, or the signal that killed it.
 pub fn describe(status: ExitStatus) -> (Option<i32>, Option<i32>) {
     #[cfg(unix)]

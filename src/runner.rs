@@ -111,6 +111,11 @@ enum StageEnd {
 /// What every stage task shares.
 struct Ctx {
     journal: Journal,
+    /// Where stages' process groups are recorded, for cleanup if the runner dies.
+    state_dir: PathBuf,
+    /// The process groups of the stages running now; the file mirrors this set, so that a
+    /// group that ended (and whose id may be reused) is never killed later.
+    groups: std::sync::Mutex<std::collections::BTreeSet<u32>>,
     reporter: Arc<dyn Reporter>,
     run_id: RunId,
     pipeline: String,
@@ -130,6 +135,8 @@ pub async fn run(
     reporter: Arc<dyn Reporter>,
 ) -> Result<RunOutcome, RunError> {
     let state_dir = &config.server.state_dir;
+    // Stages a killed runner left behind end now, before anything new starts.
+    liveness::reap_orphans(state_dir);
 
     // 1. Overlap.
     let mut overlap_with: Option<String> = None;
@@ -198,6 +205,8 @@ pub async fn run(
         &opts.source,
     )?;
     let ctx = Arc::new(Ctx {
+        state_dir: state_dir.clone(),
+        groups: std::sync::Mutex::new(std::collections::BTreeSet::new()),
         journal,
         reporter,
         run_id: run_id.clone(),
@@ -737,6 +746,10 @@ async fn run_attempt(
             return (Attempt::SpawnFailed(msg), Duration::ZERO);
         }
     };
+    let pgid = child.id();
+    if let Some(g) = pgid {
+        ctx.track_group(g, true);
+    }
     let mut pumps = JoinSet::new();
     if let Some(out) = child.stdout().take() {
         pumps.spawn(pump(out, ctx.clone(), stage.name.clone(), Stream::Stdout));
@@ -771,6 +784,9 @@ async fn run_attempt(
     if !matches!(result, Attempt::Exited { .. }) {
         let _ = child.wait().await;
     }
+    if let Some(g) = pgid {
+        ctx.track_group(g, false);
+    }
     let drained = tokio::time::timeout(DRAIN_GRACE, async {
         while pumps.join_next().await.is_some() {}
     })
@@ -787,6 +803,19 @@ async fn run_attempt(
 /// beyond it, the stage waits on its pipe.
 const READ_AHEAD_BYTES: usize = 16 * 1024 * 1024;
 const CHUNK: usize = 64 * 1024;
+
+impl Ctx {
+    /// Adds or removes a running stage's process group, and records the set.
+    fn track_group(&self, pgid: u32, running: bool) {
+        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        if running {
+            groups.insert(pgid);
+        } else {
+            groups.remove(&pgid);
+        }
+        liveness::record_groups(&self.state_dir, &self.run_id, &groups);
+    }
+}
 
 /// Reads one output stream to its end and journals each line as soon as it is complete.
 ///

@@ -423,6 +423,22 @@ pub struct TailStats {
     pub rescans: AtomicU64,
     /// Whether notifications are coming (else the tailer is polling only).
     pub watching: AtomicBool,
+    /// Why the events folder cannot be read right now, if it cannot.
+    pub folder_error: std::sync::Mutex<Option<String>>,
+}
+
+impl TailStats {
+    /// Why the events folder cannot be read right now, if it cannot (for health).
+    pub fn folder_error(&self) -> Option<String> {
+        self.folder_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_folder_error(&self, e: Option<String>) {
+        *self.folder_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+    }
 }
 
 /// A plain copy of [`TailStats`] at one moment.
@@ -744,6 +760,7 @@ impl Worker {
             self.watch = None;
         }
         self.dir_error_logged = false;
+        self.stats.set_folder_error(None);
         if self.watch.is_none() && self.start_watch(&dir) {
             // Notifications may have been missed before the watch was up.
             force = true;
@@ -799,6 +816,10 @@ impl Worker {
     }
 
     fn dir_unavailable(&mut self, dir: &Path, why: &str) -> Result<(), Stopped> {
+        self.stats.set_folder_error(Some(format!(
+            "events folder {} unavailable: {why}",
+            dir.display()
+        )));
         if !self.dir_error_logged {
             tracing::warn!(
                 folder = %dir.display(),

@@ -87,7 +87,14 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
         .unwrap_or_else(|p| p.into_inner())
         .as_ref()
         .is_some_and(|t| !t.is_finished());
-    let ok = index_error.is_none() && tailer_running;
+    let folder_error = state.tail_stats.folder_error();
+    let ingest_error = state
+        .ingest_error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let index_error = index_error.or(ingest_error);
+    let ok = index_error.is_none() && tailer_running && folder_error.is_none();
     Json(json!({
         "status": if ok { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
@@ -100,6 +107,7 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
             "files_watched": t.files_watched,
             "scans": t.scans,
             "watcher_errors": t.watcher_errors,
+            "error": folder_error,
         },
         "files_watched": t.files_watched,
         "events_ingested": Stats::get(&state.stats.events_published),

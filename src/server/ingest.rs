@@ -1,15 +1,16 @@
 //! The ingest task (tailer batches → index → bus) and the liveness watchdog that turns runs
 //! whose runner died into `abandoned` ones.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use super::{AppState, Stats};
-use crate::event::now_timestamp;
+use crate::event::{RunId, now_timestamp};
 use crate::liveness::{self, Liveness};
-use crate::tail::Batch;
+use crate::tail::{Batch, Checkpoint};
 
 /// How often running runs are checked for a dead runner. With the tailer's own latency this
 /// keeps "abandoned within 10 s" with room to spare.
@@ -18,11 +19,34 @@ const LIVENESS_EVERY: Duration = Duration::from_secs(2);
 /// At most this many events are committed in one transaction.
 const MAX_EVENTS_PER_COMMIT: usize = 50_000;
 
+/// How often runs the index fell behind on are retried while nothing else arrives.
+const RESYNC_EVERY: Duration = Duration::from_secs(2);
+
 /// Commits batches (summaries and checkpoints together), then publishes their events. Batches
 /// already waiting are taken together into one transaction: at a high write rate the commit
 /// is the cost, and one per tailer read would let ingest fall behind.
+///
+/// If a commit fails (a full disk, a broken or locked database), the events are published
+/// anyway — the files are the source of truth and clients must not wait on the index — and
+/// their runs are remembered with the checkpoint the tailer reached. They are re-read into the
+/// index ([`crate::index::Index::resync_run`]) as soon as it works again, so its summaries
+/// catch up and its checkpoints match what was published: nothing is published twice after a
+/// restart. (Only a restart while the index is still failing re-publishes those events.)
 pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>) {
-    while let Some(first) = rx.recv().await {
+    let mut behind: HashMap<RunId, Checkpoint> = HashMap::new();
+    let mut retry = tokio::time::interval(RESYNC_EVERY);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let first = tokio::select! {
+            b = rx.recv() => match b {
+                Some(b) => b,
+                None => return,
+            },
+            _ = retry.tick(), if !behind.is_empty() => {
+                resync(&state, &mut behind).await;
+                continue;
+            }
+        };
         let mut batches = vec![Arc::new(first)];
         let mut events = batches[0].events.len();
         while events < MAX_EVENTS_PER_COMMIT {
@@ -38,15 +62,61 @@ pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>) {
             let batches = batches.clone();
             state.with_index(move |idx| idx.apply_all(&batches)).await
         };
-        if let Err(e) = &applied {
-            // The files stay the source of truth: keep streaming what was read; the
-            // checkpoints did not move, so a restart reads these lines again into the index.
-            tracing::error!("cannot update the run index: {e}");
+        match &applied {
+            Ok(()) => {
+                // A run still being resynced has a newer checkpoint now.
+                for b in &batches {
+                    if let Some(c) = behind.get_mut(&b.checkpoint.run_id) {
+                        *c = b.checkpoint.clone();
+                    }
+                }
+                if !behind.is_empty() {
+                    resync(&state, &mut behind).await;
+                }
+            }
+            Err(e) => {
+                tracing::error!(
+                    "cannot update the run index: {e}; streaming goes on, the index will catch up"
+                );
+                *state.ingest_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(format!("the run index is behind: {e}"));
+                for b in &batches {
+                    behind.insert(b.checkpoint.run_id.clone(), b.checkpoint.clone());
+                }
+            }
         }
         Stats::add(&state.stats.batches, batches.len() as u64);
         Stats::add(&state.stats.events_published, events as u64);
         for b in &batches {
             state.bus.publish(&b.events);
+        }
+    }
+}
+
+/// Re-reads the runs the index fell behind on.
+async fn resync(state: &Arc<AppState>, behind: &mut HashMap<RunId, Checkpoint>) {
+    let todo: Vec<Checkpoint> = behind.values().cloned().collect();
+    let events_dir = state.config.server.events_dir.clone();
+    let done = state
+        .with_index(move |idx| {
+            let mut done = Vec::new();
+            for c in todo {
+                idx.resync_run(&events_dir.join(c.run_id.file_name()), &c)?;
+                done.push(c);
+            }
+            Ok(done)
+        })
+        .await;
+    if let Ok(done) = done {
+        for c in done {
+            // Only if no newer checkpoint arrived meanwhile.
+            if behind.get(&c.run_id) == Some(&c) {
+                behind.remove(&c.run_id);
+            }
+        }
+        if behind.is_empty() {
+            tracing::info!("the run index has caught up");
+            *state.ingest_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
     }
 }
@@ -62,6 +132,9 @@ pub async fn watch_liveness(state: Arc<AppState>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let dir = state.config.server.state_dir.clone();
+        // Stages left running by runners that died end with them.
+        let _ = tokio::task::spawn_blocking(move || liveness::reap_orphans(&dir)).await;
         let state_dir = state.config.server.state_dir.clone();
         let events_dir = state.config.server.events_dir.clone();
         let result = state

@@ -100,6 +100,8 @@ pub struct AppState {
     pub index: Mutex<Index>,
     /// The last index error, shown in health until an operation succeeds again.
     pub index_error: Mutex<Option<String>>,
+    /// Why the index is behind what was published (a failed commit), until it has caught up.
+    pub ingest_error: Mutex<Option<String>>,
     pub tail_stats: Arc<TailStats>,
     pub stats: Stats,
     /// Set once the tailer runs; used to read an announced run's file at once.
@@ -187,6 +189,7 @@ pub fn detached_state(config: Config, exe: PathBuf) -> Result<Arc<AppState>, Ser
         bus: Bus::new(bus::DEFAULT_RING, bus::DEFAULT_LAG),
         index: Mutex::new(Index::open_in_memory()?),
         index_error: Mutex::new(None),
+        ingest_error: Mutex::new(None),
         tail_stats: Arc::new(TailStats::default()),
         stats: Stats::default(),
         tailer: Mutex::new(None),
@@ -287,6 +290,7 @@ pub async fn serve(
         bus: Bus::new(opts.ring, bus::DEFAULT_LAG),
         index: index_handle,
         index_error: Mutex::new(None),
+        ingest_error: Mutex::new(None),
         tail_stats: Arc::new(TailStats::default()),
         stats: Stats::default(),
         tailer: Mutex::new(None),

@@ -133,14 +133,17 @@ pub async fn run_builtin(state: Arc<AppState>) {
                 for at in &plan.missed {
                     record_missed(&state, *at, "the scheduler was not running");
                 }
-                for _at in &plan.run {
+                for &at in &plan.run {
+                    // Handled before it runs: a dashboard killed during the run must not run
+                    // this occurrence again when it comes back.
+                    update(&state, |s| s.last_occurrence = Some(at));
                     fire(&state, "catchup", true).await;
                 }
                 update(&state, |s| s.last_occurrence = Some(until));
             }
             if on_time {
-                fire(&state, "scheduler", false).await;
                 update(&state, |s| s.last_occurrence = Some(newest));
+                fire(&state, "scheduler", false).await;
             }
             continue;
         }

@@ -1,0 +1,1572 @@
+//! The fault suite (issue 7): the real `pipewatch` binary under `kill -9`, deleted and
+//! truncated files, a broken index, a full disk and a scheduler whose clock jumps.
+//!
+//! Every test is bounded in time and in count and stops by itself. Randomness comes from one
+//! seeded generator per test; the seed is printed (`fault seed N`) and `PIPEWATCH_FAULT_SEED=N`
+//! replays it. Run with `cargo test --test faults -- --nocapture` to see the figures each test
+//! prints (`FIGURES ...` lines), which `docs/reliability.md` quotes.
+//!
+//! A test that shows a bug in `src/` is marked `#[ignore = "BUG: ..."]` until the bug is fixed;
+//! `cargo test --test faults -- --ignored --nocapture` runs them.
+#![cfg(unix)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "it/support.rs"]
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, DurationRound, Timelike, Utc};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::{Message, WebSocket};
+
+use support::{BIN, Project, pid_alive, read_events, wait_child, wait_until};
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// A stage that does nothing (the dashboard needs a valid config; these runs are written by
+/// the tests themselves unless said otherwise).
+const QUICK: &str = "[[stages]]\nname = \"a\"\nrun = \"true\"\n";
+
+// ---------------------------------------------------------------------------------------------
+// Seeded randomness
+
+/// xorshift64; the seed is printed so a failure can be replayed with `PIPEWATCH_FAULT_SEED`.
+#[derive(Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn seeded(test: &str) -> Rng {
+        let seed = std::env::var("PIPEWATCH_FAULT_SEED")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        eprintln!("{test}: fault seed {seed} (replay with PIPEWATCH_FAULT_SEED={seed})");
+        Rng::from(seed)
+    }
+
+    fn from(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+
+    fn millis(&mut self, from: u64, to: u64) -> Duration {
+        Duration::from_millis(from + self.below(to - from + 1))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server harness: `pipewatch serve` on port 0, restartable, its stderr kept
+
+struct Server {
+    dir: PathBuf,
+    child: Option<Child>,
+    port: u16,
+    log: Arc<Mutex<String>>,
+    starts: u32,
+}
+
+impl Server {
+    fn start(p: &Project) -> Server {
+        let mut s = Server {
+            dir: p.path().to_path_buf(),
+            child: None,
+            port: 0,
+            log: Arc::new(Mutex::new(String::new())),
+            starts: 0,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "server already running");
+        let mut child = Command::new(BIN)
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .current_dir(&self.dir)
+            .env_remove("PIPEWATCH_TOKEN")
+            .env_remove("PIPEWATCH_LOG")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pipewatch serve");
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let err = child.stderr.take().expect("stderr");
+        let log = self.log.clone();
+        let generation = self.starts;
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                let mut l = log.lock().unwrap();
+                l.push_str(&format!("[{generation}] {line}\n"));
+            }
+        });
+        self.child = Some(child);
+        self.starts += 1;
+        let first = rx.recv_timeout(LONG).unwrap_or_else(|e| {
+            panic!(
+                "no dashboard line on stdout ({e}); stderr:\n{}",
+                self.stderr()
+            )
+        });
+        self.port = first
+            .strip_prefix("pipewatch dashboard: http://")
+            .and_then(|rest| rest.trim_end_matches('/').rsplit(':').next())
+            .and_then(|port| port.parse::<u16>().ok())
+            .unwrap_or_else(|| panic!("unexpected first stdout line {first:?}"));
+        let port = self.port;
+        wait_until(LONG, "the dashboard to answer /api/health", || {
+            get(port, "/api/health").is_some_and(|(st, _)| st == 200)
+        });
+    }
+
+    fn stderr(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    fn kill9(&mut self) {
+        let mut child = self.child.take().expect("server running");
+        child.kill().expect("kill -9");
+        let _ = child.wait();
+    }
+
+    fn stop(&mut self) {
+        let mut child = self.child.take().expect("server running");
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).expect("SIGTERM");
+        let st = wait_child(&mut child, LONG);
+        assert!(st.success(), "serve exited with {st}:\n{}", self.stderr());
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        get(self.port, path).unwrap_or_else(|| panic!("GET {path}: no answer"))
+    }
+
+    fn json(&self, path: &str) -> Value {
+        let (st, v) = self.get(path);
+        assert_eq!(st, 200, "GET {path}: {v}");
+        v
+    }
+
+    fn health(&self) -> Value {
+        self.json("/api/health")
+    }
+
+    fn ws(&self, path: &str) -> Ws {
+        ws_connect(self.port, path).unwrap_or_else(|e| panic!("upgrade {path}: {e}"))
+    }
+
+    /// `/api/runs/{id}` once `cond` holds (deadline `within`).
+    fn wait_run(&self, id: &str, within: Duration, cond: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + within;
+        let mut last = Value::Null;
+        loop {
+            if let Some((200, v)) = get(self.port, &format!("/api/runs/{id}")) {
+                if cond(&v) {
+                    return v;
+                }
+                last = v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {id} not as expected within {within:?}; last {last}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn runs(&self) -> Vec<Value> {
+        match self.get("/api/runs?limit=1000") {
+            (200, Value::Array(v)) => v,
+            other => panic!("GET /api/runs: {other:?}"),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// GET a JSON document; `None` if the server does not answer (down, or killed meanwhile).
+fn get(port: u16, path: &str) -> Option<(u16, Value)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(15)))
+        .build()
+        .into();
+    let mut r = agent
+        .get(&format!("http://127.0.0.1:{port}{path}"))
+        .call()
+        .ok()?;
+    let status = r.status().as_u16();
+    let body = r.body_mut().read_to_string().unwrap_or_default();
+    Some((status, serde_json::from_str(&body).unwrap_or(Value::Null)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// WebSocket
+
+type Ws = WebSocket<TcpStream>;
+
+fn ws_connect(port: u16, path: &str) -> Result<Ws, String> {
+    let req = format!("ws://127.0.0.1:{port}{path}")
+        .into_client_request()
+        .map_err(|e| e.to_string())?;
+    let stream = TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(2),
+    )
+    .map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let (ws, _) = tungstenite::client(req, stream).map_err(|e| e.to_string())?;
+    ws.get_ref()
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .map_err(|e| e.to_string())?;
+    Ok(ws)
+}
+
+enum Next {
+    Event(Value),
+    Closed,
+    Idle,
+}
+
+fn next(ws: &mut Ws) -> Next {
+    match ws.read() {
+        Ok(Message::Text(t)) => Next::Event(
+            serde_json::from_str(t.as_str()).unwrap_or_else(|e| panic!("frame {t:?}: {e}")),
+        ),
+        Ok(Message::Close(_)) => Next::Closed,
+        Ok(_) => Next::Idle,
+        Err(tungstenite::Error::Io(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Next::Idle
+        }
+        Err(_) => Next::Closed,
+    }
+}
+
+fn key(e: &Value) -> (String, u64) {
+    (
+        e["run_id"].as_str().expect("run_id").to_string(),
+        e["seq"].as_u64().expect("seq"),
+    )
+}
+
+/// Reads until `done(events so far)`, panicking at `within`.
+fn read_until(
+    ws: &mut Ws,
+    what: &str,
+    within: Duration,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    while !done(&got) {
+        match next(ws) {
+            Next::Event(e) => got.push(e),
+            Next::Closed => panic!("socket closed waiting for {what}"),
+            Next::Idle => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; got {} events",
+            got.len()
+        );
+    }
+    got
+}
+
+fn read_for(ws: &mut Ws, d: Duration) -> Vec<Value> {
+    let end = Instant::now() + d;
+    let mut got = Vec::new();
+    while Instant::now() < end {
+        match next(ws) {
+            Next::Event(e) => got.push(e),
+            Next::Closed => break,
+            Next::Idle => {}
+        }
+    }
+    got
+}
+
+/// (run_id, seq) pairs delivered more than once.
+fn duplicates(events: &[(String, u64)]) -> Vec<(String, u64)> {
+    let mut seen = BTreeSet::new();
+    events
+        .iter()
+        .filter(|k| !seen.insert((*k).clone()))
+        .cloned()
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Run files in the original format
+
+fn run_path(p: &Project, id: &str) -> PathBuf {
+    p.events_dir().join(format!("pipeline_{id}.jsonl"))
+}
+
+fn line(id: &str, stage: &str, event: &str, ts: &str, msg: &str) -> String {
+    let mut l = json!({"run_id": id, "stage": stage, "event": event, "timestamp": ts, "msg": msg})
+        .to_string();
+    l.push('\n');
+    l
+}
+
+fn append(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+fn count_lines(path: &Path) -> u64 {
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count() as u64)
+        .unwrap_or(0)
+}
+
+/// A complete three-line run (start, stage success, run success).
+fn whole_run(id: &str) -> String {
+    line(id, "pipeline", "start", "2026-11-29T08:00:00.000Z", "s")
+        + &line(id, "a", "success", "2026-11-29T08:00:01.000Z", "a")
+        + &line(id, "pipeline", "success", "2026-11-29T08:00:02.000Z", "e")
+}
+
+/// Appends log lines to one run file until stopped, then the run's final events; what it
+/// wrote is the file (the thread is the only writer).
+struct Writer {
+    stop: Arc<AtomicBool>,
+    written: Arc<AtomicU64>,
+    handle: std::thread::JoinHandle<u64>,
+}
+
+impl Writer {
+    /// `minute` makes each run's timestamps (and so its place in the list) its own.
+    fn start(path: PathBuf, id: String, minute: u32, mut rng: Rng, pause: (u64, u64)) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let written = Arc::new(AtomicU64::new(0));
+        let handle = {
+            let (stop, written) = (stop.clone(), written.clone());
+            std::thread::spawn(move || {
+                let ts = |s: u32| {
+                    format!(
+                        "2026-11-29T{:02}:{:02}:{s:02}.000Z",
+                        minute / 60,
+                        minute % 60
+                    )
+                };
+                append(
+                    &path,
+                    &(line(&id, "pipeline", "start", &ts(0), "start")
+                        + &line(&id, "a", "start", &ts(1), "a")),
+                );
+                let mut n = 2u64;
+                written.store(n, Ordering::SeqCst);
+                while !stop.load(Ordering::SeqCst) {
+                    let k = 1 + rng.below(3);
+                    let text: String = (n..n + k)
+                        .map(|j| line(&id, "a", "log", &ts(2), &format!("m{j}")))
+                        .collect();
+                    append(&path, &text);
+                    n += k;
+                    written.store(n, Ordering::SeqCst);
+                    std::thread::sleep(rng.millis(pause.0, pause.1));
+                }
+                append(
+                    &path,
+                    &(line(&id, "a", "success", &ts(3), "a done")
+                        + &line(&id, "pipeline", "success", &ts(4), "done")),
+                );
+                n + 2
+            })
+        };
+        Writer {
+            stop,
+            written,
+            handle,
+        }
+    }
+
+    fn written(&self) -> u64 {
+        self.written.load(Ordering::SeqCst)
+    }
+
+    fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.join().unwrap()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients that follow a server across restarts
+
+/// Where the current server is: its port, or 0 while it is down.
+#[derive(Default)]
+struct Target {
+    port: AtomicU16,
+    connects: AtomicU64,
+}
+
+/// A per-run WebSocket client that reconnects with `since=<last seen>` whenever its socket
+/// closes; stops once it has seen `final_seq` (set when the writer has finished) or at its
+/// deadline. Returns every seq in the order received.
+fn follow_run_across_restarts(
+    target: Arc<Target>,
+    id: String,
+    final_seq: Arc<AtomicU64>,
+    deadline: Instant,
+) -> std::thread::JoinHandle<Vec<u64>> {
+    std::thread::spawn(move || {
+        let mut got: Vec<u64> = Vec::new();
+        let done = |got: &[u64]| got.last() == Some(&final_seq.load(Ordering::SeqCst));
+        'outer: while !done(&got) && Instant::now() < deadline {
+            let port = target.port.load(Ordering::SeqCst);
+            if port == 0 {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            let since = got.last().map_or(String::new(), |s| format!("?since={s}"));
+            let Ok(mut ws) = ws_connect(port, &format!("/ws/events/{id}{since}")) else {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            };
+            target.connects.fetch_add(1, Ordering::Relaxed);
+            loop {
+                match next(&mut ws) {
+                    Next::Event(e) => {
+                        assert_eq!(e["run_id"], id.as_str(), "{e}");
+                        got.push(e["seq"].as_u64().expect("seq"));
+                    }
+                    Next::Closed => continue 'outer,
+                    Next::Idle => {}
+                }
+                if done(&got) || Instant::now() > deadline {
+                    break 'outer;
+                }
+            }
+        }
+        got
+    })
+}
+
+/// A `/ws/events` client that reconnects whenever its socket closes, until `stop`.
+fn follow_all_across_restarts(
+    target: Arc<Target>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(Vec<(String, u64)>, u64)> {
+    std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut connections = 0;
+        'outer: while !stop.load(Ordering::SeqCst) {
+            let port = target.port.load(Ordering::SeqCst);
+            if port == 0 {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            let Ok(mut ws) = ws_connect(port, "/ws/events") else {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            };
+            connections += 1;
+            while !stop.load(Ordering::SeqCst) {
+                match next(&mut ws) {
+                    Next::Event(e) => got.push(key(&e)),
+                    Next::Closed => continue 'outer,
+                    Next::Idle => {}
+                }
+            }
+        }
+        (got, connections)
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. kill -9 the dashboard while 50 runs write
+
+#[test]
+fn kill9_the_dashboard_20_times_while_50_runs_write() {
+    const RUNS: usize = 50;
+    const KILLS: usize = 20;
+    let mut rng = Rng::seeded("kill9_dashboard");
+    let p = Project::with_config(QUICK);
+    let mut s = Server::start(&p);
+    let target = Arc::new(Target::default());
+    target.port.store(s.port, Ordering::SeqCst);
+    let began = Instant::now();
+    let deadline = began + Duration::from_secs(150);
+
+    let ids: Vec<String> = (0..RUNS).map(|i| format!("k9-{i:02}")).collect();
+    let finals: Vec<Arc<AtomicU64>> = (0..RUNS)
+        .map(|_| Arc::new(AtomicU64::new(u64::MAX)))
+        .collect();
+    let writers: Vec<Writer> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            Writer::start(
+                run_path(&p, id),
+                id.clone(),
+                i as u32,
+                Rng::from(rng.below(u64::MAX)),
+                (15, 45),
+            )
+        })
+        .collect();
+    let clients: Vec<_> = ids
+        .iter()
+        .zip(&finals)
+        .map(|(id, f)| follow_run_across_restarts(target.clone(), id.clone(), f.clone(), deadline))
+        .collect();
+    let stop_all = Arc::new(AtomicBool::new(false));
+    let all = follow_all_across_restarts(target.clone(), stop_all.clone());
+
+    let mut uptimes = Vec::new();
+    for _ in 0..KILLS {
+        let up = rng.millis(200, 1500);
+        uptimes.push(up.as_millis() as u64);
+        std::thread::sleep(up);
+        assert!(s.alive(), "the dashboard died by itself:\n{}", s.stderr());
+        target.port.store(0, Ordering::SeqCst);
+        s.kill9();
+        std::thread::sleep(rng.millis(0, 300));
+        s.spawn();
+        target.port.store(s.port, Ordering::SeqCst);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let mut totals = Vec::new();
+    for (w, f) in writers.into_iter().zip(&finals) {
+        let total = w.finish();
+        f.store(total - 1, Ordering::SeqCst);
+        totals.push(total);
+    }
+    let per_run: Vec<Vec<u64>> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    // Let the bus client take the last events, then stop it.
+    std::thread::sleep(Duration::from_millis(1000));
+    stop_all.store(true, Ordering::SeqCst);
+    let (bus, bus_connections) = all.join().unwrap();
+
+    // Every per-run client: every seq exactly once, in order, across 20 kills.
+    let mut checked = 0u64;
+    for ((id, got), total) in ids.iter().zip(&per_run).zip(&totals) {
+        assert_eq!(
+            count_lines(&run_path(&p, id)),
+            *total,
+            "{id}: file and writer disagree"
+        );
+        let expected: Vec<u64> = (0..*total).collect();
+        assert!(
+            *got == expected,
+            "{id}: {} events received for {total} lines; first difference at index {:?}; \
+             duplicates {:?}",
+            got.len(),
+            got.iter().zip(&expected).position(|(a, b)| a != b),
+            duplicates(&got.iter().map(|s| (id.clone(), *s)).collect::<Vec<_>>())
+        );
+        checked += got.len() as u64;
+    }
+    // /ws/events across restarts: never the same (run_id, seq) twice.
+    let twice = duplicates(&bus);
+    assert!(
+        twice.is_empty(),
+        "/ws/events delivered {} (run, seq) pairs twice across restarts, e.g. {:?}",
+        twice.len(),
+        &twice[..twice.len().min(10)]
+    );
+
+    // The index agrees with the files.
+    for (id, total) in ids.iter().zip(&totals) {
+        let events = read_events(&run_path(&p, id));
+        let run = s.wait_run(id, Duration::from_secs(20), |r| r["status"] == "success");
+        assert_eq!(run["started_at"], events[0]["timestamp"], "{id}: {run}");
+        assert_eq!(
+            run["finished_at"],
+            events.last().unwrap()["timestamp"],
+            "{id}: {run}"
+        );
+        let stages = run["stages"].as_array().unwrap();
+        assert_eq!(stages.len(), 1, "{id}: {run}");
+        assert_eq!(stages[0]["status"], "success", "{id}: {run}");
+        assert_eq!(stages[0]["attempts"], 1, "{id}: {run}");
+        let api = s.json(&format!("/api/runs/{id}/events"));
+        let seqs: Vec<u64> = api
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, (0..*total).collect::<Vec<_>>(), "{id}: /events");
+    }
+    let listed: BTreeSet<String> = s
+        .runs()
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(ids.iter().all(|id| listed.contains(id)), "{listed:?}");
+    let h = s.health();
+    assert_eq!(h["status"], "ok", "{h}");
+    eprintln!(
+        "FIGURES kill9_dashboard: {RUNS} runs, {KILLS} kill -9 + restarts (uptimes ms {uptimes:?}), \
+         {} lines written, {checked} per-run events checked exactly once, {} per-run \
+         (re)connections, {} distinct (run, seq) on /ws/events over {bus_connections} \
+         connections, 0 duplicates, {:.1} s",
+        totals.iter().sum::<u64>(),
+        target.connects.load(Ordering::Relaxed),
+        bus.len(),
+        began.elapsed().as_secs_f64()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. kill -9 runners mid-stage
+
+/// A project whose one stage starts a background `sleep 300` (the grandchild), prints its pid,
+/// and waits for it; runs may overlap.
+fn grandchild_project() -> Project {
+    let p = Project::new();
+    p.write_config(
+        "[pipeline]\nname = \"p\"\noverlap = \"parallel\"\n[[stages]]\nname = \"a\"\nrun = 'sleep 300 & echo \"grandchild $!\"; wait'\n",
+    );
+    p
+}
+
+/// Starts `n` runners, waits for each stage's grandchild pid, kills every runner with
+/// SIGKILL, and returns (run id, grandchild pid, stage shell pid).
+fn kill_runners_mid_stage(p: &Project, n: usize) -> Vec<(String, i32, i32)> {
+    let mut runners: Vec<Child> = (0..n)
+        .map(|_| p.spawn(&["run", "--no-notify", "--quiet"]))
+        .collect();
+    let mut found: BTreeMap<String, (i32, i32)> = BTreeMap::new();
+    wait_until(LONG, "every stage to print its grandchild's pid", || {
+        for j in p.journals() {
+            let events = read_events(&j);
+            for e in &events {
+                if let Some(pid) = e["msg"]
+                    .as_str()
+                    .and_then(|m| m.strip_prefix("grandchild "))
+                    .and_then(|v| v.trim().parse::<i32>().ok())
+                {
+                    // The stage's shell is the grandchild's parent.
+                    let shell = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                        .ok()
+                        .and_then(|st| st.split_whitespace().nth(3)?.parse::<i32>().ok())
+                        .unwrap_or(0);
+                    found.insert(e["run_id"].as_str().unwrap().to_string(), (pid, shell));
+                }
+            }
+        }
+        found.len() == n
+    });
+    for r in &mut runners {
+        r.kill().expect("kill -9 the runner");
+        let _ = r.wait();
+    }
+    found.into_iter().map(|(id, (g, s))| (id, g, s)).collect()
+}
+
+/// Kills what a test left behind (the stages' process groups).
+fn reap(pids: &[i32]) {
+    for &pid in pids {
+        if pid > 0 {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+#[test]
+fn kill9_runners_mid_stage_their_runs_become_abandoned() {
+    const RUNNERS: usize = 3;
+    let p = grandchild_project();
+    let s = Server::start(&p);
+    let killed = kill_runners_mid_stage(&p, RUNNERS);
+    let at = Instant::now();
+    let mut took = Vec::new();
+    for (id, _, _) in &killed {
+        let run = s.wait_run(id, Duration::from_secs(20), |r| r["status"] == "abandoned");
+        assert_eq!(run["stages"][0]["status"], "abandoned", "{run}");
+        took.push(at.elapsed().as_millis());
+    }
+    let survivors: Vec<i32> = killed
+        .iter()
+        .filter(|(_, g, _)| pid_alive(*g))
+        .map(|(_, g, _)| *g)
+        .collect();
+    reap(
+        &killed
+            .iter()
+            .flat_map(|(_, g, s)| [*g, *s])
+            .collect::<Vec<_>>(),
+    );
+    eprintln!(
+        "FIGURES kill9_runners: {RUNNERS} runners killed mid-stage, all abandoned within \
+         {took:?} ms of the kill; grandchildren still alive afterwards: {}/{RUNNERS} {survivors:?} \
+         (see the ignored BUG test killed_runner_leaves_no_orphan_process)",
+        survivors.len()
+    );
+}
+
+#[test]
+fn killed_runner_leaves_no_orphan_process() {
+    let p = grandchild_project();
+    let s = Server::start(&p);
+    let killed = kill_runners_mid_stage(&p, 1);
+    let (id, grandchild, shell) = killed[0].clone();
+    s.wait_run(&id, Duration::from_secs(20), |r| r["status"] == "abandoned");
+    // Give any clean-up every chance.
+    std::thread::sleep(Duration::from_secs(2));
+    let alive = (pid_alive(grandchild), pid_alive(shell));
+    let ppid = std::fs::read_to_string(format!("/proc/{grandchild}/stat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(3).map(str::to_string));
+    reap(&[grandchild, shell]);
+    assert_eq!(
+        alive,
+        (false, false),
+        "run {id} is abandoned but its stage's processes survive the runner: grandchild \
+         `sleep 300` pid {grandchild} alive = {}, (parent now {ppid:?}); stage shell pid {shell} \
+         alive = {}",
+        alive.0,
+        alive.1
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. The events folder deleted and re-created while serving
+
+#[test]
+fn events_folder_deleted_and_recreated_while_serving() {
+    const CYCLES: usize = 3;
+    let p = Project::with_config(QUICK);
+    std::fs::create_dir_all(p.events_dir()).unwrap();
+    let s = Server::start(&p);
+    let mut all = s.ws("/ws/events");
+    let mut everything: Vec<(String, u64)> = Vec::new();
+    let mut health_seen = BTreeSet::new();
+    for c in 0..CYCLES {
+        let before = format!("gone-{c}");
+        append(&run_path(&p, &before), &whole_run(&before));
+        let got = read_until(&mut all, "the run before the deletion", LONG, |g| {
+            g.iter().filter(|e| e["run_id"] == before.as_str()).count() == 3
+        });
+        everything.extend(got.iter().map(key));
+
+        std::fs::remove_dir_all(p.events_dir()).unwrap();
+        // What health says while the folder is missing.
+        let gone = Instant::now();
+        while gone.elapsed() < Duration::from_millis(2500) {
+            let h = s.health();
+            health_seen.insert(format!(
+                "status={} watching={} files_watched={}",
+                h["status"], h["tailer"]["watching"], h["files_watched"]
+            ));
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        // The run listed before is still listed (from the index).
+        s.wait_run(&before, Duration::from_secs(5), |r| {
+            r["status"] == "success"
+        });
+
+        std::fs::create_dir_all(p.events_dir()).unwrap();
+        let after = format!("back-{c}");
+        append(&run_path(&p, &after), &whole_run(&after));
+        let got = read_until(
+            &mut all,
+            "the run written after the folder came back",
+            LONG,
+            |g| g.iter().filter(|e| e["run_id"] == after.as_str()).count() == 3,
+        );
+        everything.extend(got.iter().map(key));
+        s.wait_run(&after, Duration::from_secs(20), |r| {
+            r["status"] == "success"
+        });
+        let mut one = s.ws(&format!("/ws/events/{after}"));
+        let got = read_until(&mut one, "the per-run replay", LONG, |g| g.len() == 3);
+        assert_eq!(
+            got.iter()
+                .map(|e| e["seq"].as_u64().unwrap())
+                .collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
+    }
+    everything.extend(
+        read_for(&mut all, Duration::from_millis(300))
+            .iter()
+            .map(key),
+    );
+    assert!(duplicates(&everything).is_empty(), "{everything:?}");
+    assert_eq!(everything.len(), CYCLES * 6);
+    let h = s.health();
+    assert_eq!(h["status"], "ok", "{h}");
+    eprintln!(
+        "FIGURES events_folder: {CYCLES} delete/re-create cycles, {} events streamed once each; \
+         health while the folder was missing: {health_seen:?}; after: status={} watching={}",
+        everything.len(),
+        h["status"],
+        h["tailer"]["watching"]
+    );
+}
+
+#[test]
+fn health_says_so_while_the_events_folder_is_missing() {
+    let p = Project::with_config(QUICK);
+    std::fs::create_dir_all(p.events_dir()).unwrap();
+    let s = Server::start(&p);
+    std::fs::remove_dir_all(p.events_dir()).unwrap();
+    let seen = watch_health(&s, Duration::from_secs(3));
+    let h = s.health();
+    std::fs::create_dir_all(p.events_dir()).unwrap();
+    assert!(
+        seen.iter().any(|h| h.starts_with("\"degraded\"")),
+        "health while {} was missing: {seen:?}; last {h}",
+        p.events_dir().display()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. A run file truncated while serving
+
+#[test]
+fn run_files_truncated_while_serving_publish_no_seq_twice() {
+    const RUNS: usize = 6;
+    const TRUNCATIONS: usize = 12;
+    let mut rng = Rng::seeded("truncate");
+    let p = Project::with_config(QUICK);
+    let s = Server::start(&p);
+    let target = Arc::new(Target::default());
+    target.port.store(s.port, Ordering::SeqCst);
+    let stop_all = Arc::new(AtomicBool::new(false));
+    let all = follow_all_across_restarts(target.clone(), stop_all.clone());
+    std::thread::sleep(Duration::from_millis(200));
+
+    // Runs 0..3 are truncated now and then; runs 3..6 are left alone (controls).
+    let ids: Vec<String> = (0..RUNS).map(|i| format!("tr-{i}")).collect();
+    let writers: Vec<Writer> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            Writer::start(
+                run_path(&p, id),
+                id.clone(),
+                i as u32,
+                Rng::from(rng.below(u64::MAX)),
+                (5, 20),
+            )
+        })
+        .collect();
+    let finals: Vec<Arc<AtomicU64>> = (0..RUNS)
+        .map(|_| Arc::new(AtomicU64::new(u64::MAX)))
+        .collect();
+    let controls: Vec<_> = (RUNS / 2..RUNS)
+        .map(|i| {
+            follow_run_across_restarts(
+                target.clone(),
+                ids[i].clone(),
+                finals[i].clone(),
+                Instant::now() + LONG,
+            )
+        })
+        .collect();
+    let mut cuts = Vec::new();
+    for _ in 0..TRUNCATIONS {
+        std::thread::sleep(rng.millis(100, 500));
+        let i = rng.below((RUNS / 2) as u64) as usize;
+        let path = run_path(&p, &ids[i]);
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let to = rng.below(len + 1);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(to)
+            .unwrap();
+        cuts.push((i, len, to));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut totals = Vec::new();
+    for (w, f) in writers.into_iter().zip(&finals) {
+        let total = w.finish();
+        f.store(total - 1, Ordering::SeqCst);
+        totals.push(total);
+    }
+    let controls: Vec<Vec<u64>> = controls.into_iter().map(|c| c.join().unwrap()).collect();
+    // A run written after all that is still ingested and streamed.
+    let fresh = "tr-after";
+    append(&run_path(&p, fresh), &whole_run(fresh));
+    s.wait_run(fresh, Duration::from_secs(20), |r| r["status"] == "success");
+    std::thread::sleep(Duration::from_millis(1000));
+    stop_all.store(true, Ordering::SeqCst);
+    let (bus, _) = all.join().unwrap();
+
+    let twice = duplicates(&bus);
+    assert!(
+        twice.is_empty(),
+        "seqs published twice on /ws/events: {twice:?}"
+    );
+    for (k, got) in controls.iter().enumerate() {
+        let i = RUNS / 2 + k;
+        assert_eq!(
+            *got,
+            (0..totals[i]).collect::<Vec<_>>(),
+            "control run {}",
+            ids[i]
+        );
+    }
+    assert_eq!(
+        bus.iter().filter(|(r, _)| r == fresh).count(),
+        3,
+        "the fresh run"
+    );
+    let h = s.health();
+    assert_eq!(h["tailer"]["running"], true, "{h}");
+    assert_eq!(h["status"], "ok", "{h}");
+    let noticed = s.stderr().matches("truncated or replaced").count();
+    eprintln!(
+        "FIGURES truncate: {TRUNCATIONS} truncations (run, size, cut to) {cuts:?}; noticed \
+         {noticed} times; {} (run, seq) on /ws/events, 0 duplicates; {} control events exactly \
+         once; malformed lines counted {}",
+        bus.len(),
+        controls.iter().map(Vec::len).sum::<usize>(),
+        h["malformed_lines"]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. The index database deleted, corrupted, read-only or locked while serving
+
+fn index_files(p: &Project) -> Vec<PathBuf> {
+    std::fs::read_dir(p.state_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|f| {
+            f.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("index.db") && !n.contains("broken"))
+        })
+        .collect()
+}
+
+/// Polls health for `d`; the set of (status, index error) seen.
+fn watch_health(s: &Server, d: Duration) -> BTreeSet<String> {
+    let end = Instant::now() + d;
+    let mut seen = BTreeSet::new();
+    while Instant::now() < end {
+        if let Some((_, h)) = get(s.port, "/api/health") {
+            seen.insert(format!("{} / {}", h["status"], h["index"]["error"]));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    seen
+}
+
+/// While `fault` is applied to the index of a serving dashboard and a run keeps writing:
+/// its per-run stream keeps going; after a restart the index is rebuilt (runs listed again)
+/// and `/ws/events` publishes nothing twice. Returns what health said meanwhile.
+fn index_fault(name: &str, fault: impl FnOnce(&Project)) -> BTreeSet<String> {
+    let rng = Rng::seeded(name);
+    let p = Project::with_config(QUICK);
+    let mut s = Server::start(&p);
+    let done = format!("{name}-done");
+    append(&run_path(&p, &done), &whole_run(&done));
+    s.wait_run(&done, Duration::from_secs(20), |r| r["status"] == "success");
+    let id = format!("{name}-open");
+    let w = Writer::start(run_path(&p, &id), id.clone(), 30, rng.clone(), (10, 30));
+    let mut one = s.ws(&format!("/ws/events/{id}"));
+    let mut all = s.ws("/ws/events");
+    let mut bus: Vec<(String, u64)> = Vec::new();
+    let mut per_run = read_until(&mut one, "events before the fault", LONG, |g| g.len() >= 20);
+
+    fault(&p);
+    let mark = w.written();
+    per_run.extend(read_until(&mut one, "events after the fault", LONG, |g| {
+        g.last()
+            .and_then(|e| e["seq"].as_u64())
+            .is_some_and(|s| s >= mark + 20)
+    }));
+    let health = watch_health(&s, Duration::from_secs(3));
+    // `/api/runs` while the index is broken: whatever it answers, the server answers.
+    let listed = get(s.port, "/api/runs").map(|(st, _)| st);
+    bus.extend(
+        read_for(&mut all, Duration::from_millis(200))
+            .iter()
+            .map(key),
+    );
+    assert!(s.alive(), "the dashboard died:\n{}", s.stderr());
+
+    // Restart: the index is rebuilt or reopened, and everything is listed again.
+    s.kill9();
+    bus.extend(
+        read_for(&mut all, Duration::from_millis(200))
+            .iter()
+            .map(key),
+    );
+    s.spawn();
+    let mut all = s.ws("/ws/events");
+    let total = w.finish();
+    let run = s.wait_run(&id, Duration::from_secs(30), |r| r["status"] == "success");
+    assert_eq!(run["stages"][0]["status"], "success", "{run}");
+    s.wait_run(&done, Duration::from_secs(5), |r| r["status"] == "success");
+    let mut one = s.ws(&format!(
+        "/ws/events/{id}?since={}",
+        per_run.last().unwrap()["seq"]
+    ));
+    per_run.extend(read_until(
+        &mut one,
+        "the rest after the restart",
+        LONG,
+        |g| g.last().is_some_and(|e| e["seq"] == total - 1),
+    ));
+    let seqs: Vec<u64> = per_run.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (0..total).collect::<Vec<_>>(),
+        "{name}: the per-run stream"
+    );
+    bus.extend(
+        read_for(&mut all, Duration::from_millis(500))
+            .iter()
+            .map(key),
+    );
+    let twice = duplicates(&bus);
+    assert!(
+        twice.is_empty(),
+        "{name}: published twice on /ws/events: {twice:?}"
+    );
+    let h = s.health();
+    assert_eq!(h["status"], "ok", "{name} after the restart: {h}");
+    let ids: Vec<String> = s
+        .runs()
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(ids.contains(&id) && ids.contains(&done), "{name}: {ids:?}");
+    let reset = s.stderr().contains("run index reset") || s.stderr().contains("rebuilt");
+    eprintln!(
+        "FIGURES index_{name}: {total} lines, every seq once on the per-run stream across the \
+         fault and a kill -9; /api/runs while broken answered {listed:?}; health meanwhile \
+         {health:?}; after restart: status ok, {} runs listed, index rebuilt = {reset}; \
+         /ws/events {} events, 0 duplicates",
+        ids.len(),
+        bus.len()
+    );
+    health
+}
+
+#[test]
+fn index_deleted_while_serving() {
+    index_fault("deleted", |p| {
+        for f in index_files(p) {
+            std::fs::remove_file(&f).unwrap();
+        }
+    });
+}
+
+#[test]
+fn index_corrupted_while_serving() {
+    let health = index_fault("corrupted", |p| {
+        let db = p.state_dir().join("index.db");
+        let len = std::fs::metadata(&db).unwrap().len().max(64 * 1024);
+        let mut rng = Rng::from(7);
+        let garbage: Vec<u8> = (0..len).map(|_| rng.below(256) as u8).collect();
+        // Overwritten in place (same inode), as a disk or a stray process would.
+        let mut f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+        f.write_all(&garbage).unwrap();
+        f.sync_all().unwrap();
+    });
+    eprintln!("corrupted: health while the index was garbage: {health:?}");
+}
+
+/// Whether permissions bind this process (they do not for root).
+fn permissions_bind(dir: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let probe = dir.join("probe");
+    std::fs::write(&probe, "x").unwrap();
+    std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let bound = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&probe)
+        .is_err();
+    let _ = std::fs::remove_file(&probe);
+    bound
+}
+
+#[test]
+fn index_read_only_while_serving() {
+    use std::os::unix::fs::PermissionsExt;
+    let probe = tempfile::tempdir().unwrap();
+    if !permissions_bind(probe.path()) {
+        eprintln!(
+            "SKIPPED index_read_only_while_serving: this process can write a 0444 file (root, \
+             or CAP_DAC_OVERRIDE), so chmod cannot make the index read-only here; \
+             index_locked_while_serving covers an index that cannot be written"
+        );
+        return;
+    }
+    let mode = |path: &Path, m: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(m)).unwrap();
+    };
+    let p = Project::with_config(QUICK);
+    let s = Server::start(&p);
+    let id = "ro-open";
+    let w = Writer::start(run_path(&p, id), id.to_string(), 40, Rng::from(3), (10, 30));
+    let mut one = s.ws(&format!("/ws/events/{id}"));
+    read_until(&mut one, "events before", LONG, |g| g.len() >= 10);
+    for f in index_files(&p) {
+        mode(&f, 0o444);
+    }
+    mode(&p.state_dir(), 0o555);
+    read_until(&mut one, "events while read-only", LONG, |g| g.len() >= 40);
+    let health = watch_health(&s, Duration::from_secs(3));
+    mode(&p.state_dir(), 0o755);
+    for f in index_files(&p) {
+        mode(&f, 0o644);
+    }
+    let _ = w.finish();
+    s.wait_run(id, Duration::from_secs(30), |r| r["status"] == "success");
+    eprintln!("FIGURES index_read_only: health while read-only {health:?}");
+    assert!(
+        health.iter().any(|h| h.starts_with("\"degraded\"")),
+        "health never said degraded: {health:?}"
+    );
+}
+
+/// Holds SQLite's write lock on the index for longer than the dashboard's busy timeout (5 s),
+/// the one way to make the index unwritable that also works as root.
+fn hold_index_lock(p: &Project, for_: Duration) -> std::thread::JoinHandle<()> {
+    let db = p.state_dir().join("index.db");
+    let (tx, rx) = mpsc::channel();
+    let h = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        tx.send(()).unwrap();
+        std::thread::sleep(for_);
+        conn.execute_batch("ROLLBACK").unwrap();
+    });
+    rx.recv().unwrap();
+    h
+}
+
+#[test]
+fn index_locked_while_serving_streams_go_on_and_health_says_so() {
+    let p = Project::with_config(QUICK);
+    let s = Server::start(&p);
+    let id = "locked-open";
+    let w = Writer::start(run_path(&p, id), id.to_string(), 50, Rng::from(5), (20, 40));
+    let mut one = s.ws(&format!("/ws/events/{id}"));
+    let mut got = read_until(&mut one, "events before", LONG, |g| g.len() >= 10);
+    let lock = hold_index_lock(&p, Duration::from_secs(8));
+    let locked = Instant::now();
+    let mark = w.written();
+    got.extend(read_until(
+        &mut one,
+        "events while the index is locked",
+        LONG,
+        |g| {
+            g.last()
+                .and_then(|e| e["seq"].as_u64())
+                .is_some_and(|s| s >= mark + 20)
+        },
+    ));
+    let streamed_after = locked.elapsed();
+    let health = watch_health(&s, Duration::from_secs(6));
+    lock.join().unwrap();
+    let total = w.finish();
+    got.extend(read_until(&mut one, "the final event", LONG, |g| {
+        g.last().is_some_and(|e| e["seq"] == total - 1)
+    }));
+    let seqs: Vec<u64> = got.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (0..total).collect::<Vec<_>>());
+    let run = s.wait_run(id, Duration::from_secs(20), |r| r["status"] == "success");
+    let h = s.health();
+    eprintln!(
+        "FIGURES index_locked: {total} lines streamed once while the index was locked for 8 s \
+         (20 events past the lock after {streamed_after:?}); health meanwhile {health:?}; \
+         after: {} / run {}",
+        h["status"], run["status"]
+    );
+    assert!(
+        health
+            .iter()
+            .any(|h| h.starts_with("\"degraded\"") && h.contains("locked")),
+        "health never said degraded with the error: {health:?}"
+    );
+    assert_eq!(h["status"], "ok", "health did not recover: {h}");
+}
+
+#[test]
+fn events_published_during_an_index_failure_are_not_published_again_after_a_restart() {
+    let p = Project::with_config(QUICK);
+    let mut s = Server::start(&p);
+    let id = "relock";
+    let path = run_path(&p, id);
+    append(
+        &path,
+        &(line(id, "pipeline", "start", "2026-11-29T08:00:00.000Z", "s")
+            + &line(id, "a", "start", "2026-11-29T08:00:01.000Z", "a")),
+    );
+    s.wait_run(id, Duration::from_secs(20), |r| r["status"] == "running");
+    let mut all = s.ws("/ws/events");
+    let lock = hold_index_lock(&p, Duration::from_secs(7));
+    // Three lines while the index cannot be written: published (after the busy timeout), not
+    // committed.
+    append(
+        &path,
+        &(line(id, "a", "log", "2026-11-29T08:00:02.000Z", "x")
+            + &line(id, "a", "success", "2026-11-29T08:00:03.000Z", "a done")
+            + &line(
+                id,
+                "pipeline",
+                "success",
+                "2026-11-29T08:00:04.000Z",
+                "done",
+            )),
+    );
+    // The ring buffer's 0 and 1, then the three lines (once the busy timeout has passed).
+    let mut bus: Vec<(String, u64)> = read_until(&mut all, "the three lines", LONG, |g| {
+        g.iter().any(|e| e["seq"] == 4)
+    })
+    .iter()
+    .map(key)
+    .collect();
+    lock.join().unwrap();
+    let stale = get(s.port, &format!("/api/runs/{id}")).map(|(_, r)| r["status"].clone());
+    std::thread::sleep(Duration::from_millis(500));
+    s.kill9();
+    s.spawn();
+    let mut all = s.ws("/ws/events");
+    bus.extend(read_for(&mut all, Duration::from_secs(3)).iter().map(key));
+    let twice = duplicates(&bus);
+    assert!(
+        twice.is_empty(),
+        "published on /ws/events before the restart and again after it: {twice:?} of {bus:?} \
+         (the index \
+         said status {stale:?} for a run whose file ends in success, until the restart)"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. The disk full while the runner writes
+
+/// A 1 MiB tmpfs, unmounted on drop.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path) -> Result<SmallDisk, String> {
+        std::fs::create_dir_all(at).map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(at)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(SmallDisk(at.to_path_buf()))
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn disk_full_while_the_runner_writes() {
+    let p = Project::new();
+    let disk = p.path().join("small");
+    let _mounted = match SmallDisk::mount(&disk) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("SKIPPED disk_full_while_the_runner_writes: cannot mount a tmpfs ({e})");
+            return;
+        }
+    };
+    p.write_config(&format!(
+        "[pipeline]\nname = \"p\"\n[server]\nevents_dir = \"{}\"\n[[stages]]\nname = \"a\"\nrun = \"seq 1 200000\"\n",
+        disk.display()
+    ));
+    let started = Instant::now();
+    let mut child = p.spawn(&["run", "--no-notify", "--quiet"]);
+    let st = wait_child(&mut child, LONG);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let files: Vec<PathBuf> = std::fs::read_dir(&disk)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let journal = &files[0];
+    assert_eq!(st.code(), Some(3), "exit status {st}; stderr: {stderr}");
+    assert!(
+        stderr.contains(&journal.display().to_string()),
+        "the error does not name the run file {}: {stderr}",
+        journal.display()
+    );
+    assert!(stderr.contains("No space left"), "{stderr}");
+    // Parseable: every line is a complete JSON event, with seq = its index.
+    let text = std::fs::read_to_string(journal).unwrap();
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "the file ends mid-line"
+    );
+    let events = read_events(journal);
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["seq"], i as u64, "{e}");
+    }
+    eprintln!(
+        "FIGURES disk_full: exit {:?} after {:?}; {} complete events ({} bytes) in the 1 MiB \
+         file system; last event {}; stderr: {}",
+        st.code(),
+        started.elapsed(),
+        events.len(),
+        text.len(),
+        events
+            .last()
+            .map(|e| format!("{}/{}", e["stage"], e["event"]))
+            .unwrap_or_default(),
+        stderr.trim()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. The built-in scheduler across a clock jump
+
+fn write_scheduler_state(p: &Project, last: DateTime<Utc>) {
+    std::fs::create_dir_all(p.state_dir()).unwrap();
+    std::fs::write(
+        p.state_dir().join("scheduler.json"),
+        json!({ "enabled": true, "last_occurrence": last }).to_string(),
+    )
+    .unwrap();
+}
+
+fn started_at(r: &Value) -> DateTime<Utc> {
+    r["started_at"]
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|| panic!("no started_at: {r}"))
+}
+
+#[test]
+fn scheduler_after_a_clock_jump_back_fires_no_occurrence_twice() {
+    // Every 2 s. The state says occurrences up to 6 s from now were handled already: what a
+    // dashboard sees after the clock went back 6 s.
+    let p = Project::new();
+    p.write_config(
+        "[pipeline]\nname = \"p\"\nschedule = \"*/2 * * * * *\"\noverlap = \"parallel\"\n[[stages]]\nname = \"a\"\nrun = \"true\"\n[scheduler]\ngrace = \"10m\"\n",
+    );
+    let now = Utc::now()
+        .duration_trunc(chrono::Duration::seconds(2))
+        .unwrap();
+    let handled = now + chrono::Duration::seconds(6);
+    write_scheduler_state(&p, handled);
+    let mut s = Server::start(&p);
+    std::thread::sleep(Duration::from_secs(5));
+    // A restart in the middle changes nothing.
+    s.stop();
+    s.spawn();
+    std::thread::sleep(Duration::from_secs(5));
+    let end = Utc::now();
+    s.stop();
+    s.spawn();
+    let runs = s.runs();
+    let fired: Vec<DateTime<Utc>> = runs
+        .iter()
+        .filter(|r| r["source"] == "scheduler" || r["source"] == "catchup")
+        .map(started_at)
+        .collect();
+    let early: Vec<_> = fired.iter().filter(|t| **t <= handled).collect();
+    assert!(
+        early.is_empty(),
+        "occurrences at or before {handled} fired again: {early:?}"
+    );
+    let mut expected = 0;
+    let mut t = handled + chrono::Duration::seconds(2);
+    while t <= end {
+        expected += 1;
+        t += chrono::Duration::seconds(2);
+    }
+    assert!(
+        fired.len() <= expected,
+        "{} scheduled runs for {expected} occurrences after {handled}: {fired:?}",
+        fired.len()
+    );
+    // Each run belongs to its own occurrence (the 2 s slot it started in).
+    let slots: BTreeSet<i64> = fired.iter().map(|t| t.timestamp() / 2).collect();
+    assert_eq!(
+        slots.len(),
+        fired.len(),
+        "two runs in one 2 s slot: {fired:?}"
+    );
+    assert!(!fired.is_empty(), "nothing fired after the jump: {runs:?}");
+    let missed = runs.iter().filter(|r| r["status"] == "missed").count();
+    eprintln!(
+        "FIGURES clock_back: state {:?} ahead of the clock; {} runs fired for {expected} \
+         occurrences after it (2 restarts), none at or before it, none twice; {missed} missed",
+        handled - now,
+        fired.len()
+    );
+}
+
+#[test]
+fn scheduler_after_a_clock_jump_forward_records_missed_occurrences_once() {
+    // Hourly at a minute half an hour from now's, so the newest occurrence is never "on time";
+    // the state says the last one handled was 30 days ago: what a dashboard sees after the
+    // clock jumped 30 days forward.
+    const DAYS: i64 = 30;
+    let now = Utc::now();
+    let minute = (now.minute() + 30) % 60;
+    let p = Project::new();
+    p.write_config(&format!(
+        "[pipeline]\nname = \"p\"\nschedule = \"{minute} * * * *\"\ncatchup = \"last\"\ncatchup_window = \"6h\"\n[[stages]]\nname = \"a\"\nrun = \"true\"\n[scheduler]\ngrace = \"10m\"\n"
+    ));
+    let last = now - chrono::Duration::days(DAYS);
+    write_scheduler_state(&p, last);
+    // The occurrences strictly after `last`, at or before now.
+    let mut expected: Vec<DateTime<Utc>> = Vec::new();
+    let mut t = last.duration_trunc(chrono::Duration::hours(1)).unwrap()
+        + chrono::Duration::minutes(minute as i64);
+    while t <= now {
+        if t > last {
+            expected.push(t);
+        }
+        t += chrono::Duration::hours(1);
+    }
+    let started = Instant::now();
+    let mut s = Server::start(&p);
+    let want_missed = expected.len() - 1;
+    let counts = |s: &Server| {
+        let runs = s.runs();
+        let missed: BTreeSet<String> = runs
+            .iter()
+            .filter(|r| r["status"] == "missed")
+            .map(|r| r["scheduled_for"].as_str().unwrap_or("").to_string())
+            .collect();
+        let catchup = runs.iter().filter(|r| r["source"] == "catchup").count();
+        // (A `missed` run's source is `scheduler` too.)
+        let scheduled = runs
+            .iter()
+            .filter(|r| r["source"] == "scheduler" && r["status"] != "missed")
+            .count();
+        (missed, catchup, scheduled, runs.len())
+    };
+    wait_until(
+        LONG,
+        "every missed occurrence recorded and one catch-up run",
+        || {
+            let (m, c, _, _) = counts(&s);
+            m.len() >= want_missed && c >= 1
+        },
+    );
+    let took = started.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    let (missed, catchup, scheduled, total) = counts(&s);
+    // Restarted twice (once with kill -9): nothing recorded or fired again.
+    s.kill9();
+    s.spawn();
+    std::thread::sleep(Duration::from_secs(3));
+    s.stop();
+    s.spawn();
+    std::thread::sleep(Duration::from_secs(3));
+    let again = counts(&s);
+    let fmt = |t: &DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    let want: BTreeSet<String> = expected[..want_missed].iter().map(fmt).collect();
+    assert_eq!(missed, want, "missed occurrences recorded");
+    assert_eq!(catchup, 1, "catch-up runs (catchup = last)");
+    assert_eq!(scheduled, 0, "on-time runs");
+    assert_eq!(
+        again,
+        (missed.clone(), catchup, scheduled, total),
+        "after 2 restarts"
+    );
+    eprintln!(
+        "FIGURES clock_forward: {DAYS} days forward, {} occurrences: {} recorded missed, {catchup} \
+         catch-up run, in {took:?}; after kill -9 + restart and stop + restart: unchanged \
+         ({total} runs)",
+        expected.len(),
+        missed.len()
+    );
+}
+
+#[test]
+fn a_catchup_run_interrupted_by_kill9_is_not_run_again() {
+    // catchup = last with a stage that takes 4 s: the dashboard is killed while the catch-up
+    // run is going, then restarted. The occurrence must not be run a second time.
+    let now = Utc::now();
+    let minute = (now.minute() + 30) % 60;
+    let p = Project::new();
+    p.write_config(&format!(
+        "[pipeline]\nname = \"p\"\nschedule = \"{minute} * * * *\"\ncatchup = \"last\"\ncatchup_window = \"6h\"\noverlap = \"parallel\"\n[[stages]]\nname = \"a\"\nrun = \"sleep 4\"\n[scheduler]\ngrace = \"10m\"\n"
+    ));
+    write_scheduler_state(&p, now - chrono::Duration::hours(3));
+    let mut s = Server::start(&p);
+    wait_until(LONG, "the catch-up run to start", || {
+        s.runs().iter().any(|r| r["source"] == "catchup")
+    });
+    s.kill9();
+    s.spawn();
+    std::thread::sleep(Duration::from_secs(6));
+    let runs = s.runs();
+    let catchup: Vec<&Value> = runs.iter().filter(|r| r["source"] == "catchup").collect();
+    assert_eq!(
+        catchup.len(),
+        1,
+        "one occurrence, {} catch-up runs after a kill -9 of the dashboard during the first: \
+         {catchup:?}",
+        catchup.len()
+    );
+}
