@@ -16,6 +16,11 @@
 //! - fanout: 200 clients on `/ws/events`; a writer appends 10,000 events/s for 10 s across 4
 //!   run files; every client must get every event exactly once; p99 append → delivery.
 //!
+//! - load: 1,000 clients on `/ws/events`, the API at 500 requests/s for 60 s, and a writer
+//!   appending 50 events/s meanwhile; every client must get every event, the API must not
+//!   stall, the server's memory must stay flat (`PW_LOAD_CLIENTS`, `PW_LOAD_RATE`,
+//!   `PW_LOAD_SECS` change the figures).
+//!
 //! Clients and writers run in this process, on the same machine as the server: on a small
 //! machine they compete with it for the CPU (the figures say how much CPU each side used).
 
@@ -985,6 +990,168 @@ fn fanout() {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// 5. load
+// ---------------------------------------------------------------------------------------------
+
+/// 1,000 clients on `/ws/events`, the API under a steady request rate for a while, and a writer
+/// appending events meanwhile: every client gets every event, API latency stays low, and the
+/// server's memory stays flat.
+fn load() {
+    let n_clients = env_or("PW_LOAD_CLIENTS", 1000) as usize;
+    let api_rate = env_or("PW_LOAD_RATE", 500);
+    let secs = env_or("PW_LOAD_SECS", 60);
+    const EVENT_RATE: u64 = 50;
+    const FILES: usize = 4;
+    let dir = project();
+    let events = events_dir(dir.path());
+    // Some history for the API to page through.
+    fs::create_dir_all(&events).expect("events dir");
+    let start = Utc
+        .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .expect("time");
+    generate(&events, 2000, |i| 3 + i % 20, 15);
+    let _ = start;
+    let mut t0 = Instant::now();
+    let mut server = Server::start(dir.path(), &mut t0);
+    server.wait_ready();
+    let run_ids: Vec<String> = (0..FILES)
+        .map(|i| format!("load-{}-{i}", std::process::id()))
+        .collect();
+    let total = EVENT_RATE * secs;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..n_clients {
+        let ws = ws_connect(&server.ws_url("/ws/events"), server.port);
+        let stop = stop.clone();
+        clients.push(
+            std::thread::Builder::new()
+                .stack_size(128 * 1024)
+                .spawn(move || receive(ws, total, &stop))
+                .expect("client thread"),
+        );
+    }
+    server.wait_health(
+        "every client",
+        Duration::from_millis(50),
+        Duration::from_secs(60),
+        |h| h["websocket_clients"].as_u64() >= Some(n_clients as u64),
+    );
+    let rss0 = status_mib(server.pid(), "VmRSS");
+
+    // The API load: a few threads on keep-alive connections, paced to `api_rate` in total.
+    let port = server.port;
+    let api_threads = 4u64;
+    let api: Vec<_> = (0..api_threads)
+        .map(|t| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .timeout_global(Some(Duration::from_secs(10)))
+                    .http_status_as_error(false)
+                    .build()
+                    .into();
+                let paths = [
+                    "/api/runs?limit=50",
+                    "/api/health",
+                    "/api/runs?status=success&limit=20",
+                    "/metrics",
+                ];
+                let mut hist = Hist::new();
+                let (mut ok, mut errors) = (0u64, 0u64);
+                let per = api_rate / api_threads;
+                let begin = Instant::now();
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let due = begin + Duration::from_nanos(i * 1_000_000_000 / per.max(1));
+                    let now = Instant::now();
+                    if due > now {
+                        std::thread::sleep(due - now);
+                    }
+                    let path = paths[((i + t) % paths.len() as u64) as usize];
+                    let t_req = Instant::now();
+                    match agent.get(&format!("http://127.0.0.1:{port}{path}")).call() {
+                        Ok(mut r) if r.status().is_success() => {
+                            let _ = r.body_mut().read_to_vec();
+                            ok += 1;
+                        }
+                        _ => errors += 1,
+                    }
+                    hist.record_ns(t_req.elapsed().as_nanos() as u64);
+                    i += 1;
+                }
+                (hist, ok, errors)
+            })
+        })
+        .collect();
+
+    // Memory, sampled every second while the load runs.
+    let pid = server.pid();
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut max = 0f64;
+            let mut last = 0f64;
+            while !stop.load(Ordering::Relaxed) {
+                last = status_mib(pid, "VmRSS");
+                max = max.max(last);
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            (max, last)
+        })
+    };
+
+    let cpu0 = cpu_seconds(pid);
+    let w0 = Instant::now();
+    write_paced(&events, &run_ids, 0, total, EVENT_RATE);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while clients.iter().any(|h| !h.is_finished()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let elapsed = w0.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let cpu = cpu_seconds(pid) - cpu0;
+    let (rss_max, rss_end) = sampler.join().expect("sampler");
+
+    let mut api_hist = Hist::new();
+    let (mut ok, mut errors) = (0u64, 0u64);
+    for t in api {
+        let (h, o, e) = t.join().expect("api thread");
+        api_hist.merge(&h);
+        ok += o;
+        errors += e;
+    }
+    let mut complete = 0;
+    let mut dups = 0u64;
+    for c in clients {
+        let seen = c.join().expect("client");
+        dups += seen.duplicates;
+        let got_all = seen
+            .per_run
+            .values()
+            .map(|b| b.iter().filter(|x| **x).count() as u64)
+            .sum::<u64>()
+            == total;
+        if got_all && seen.duplicates == 0 {
+            complete += 1;
+        }
+    }
+    println!(
+        "load: {n_clients} clients on /ws/events for {:.0} s while {EVENT_RATE} events/s were written: {complete}/{n_clients} got every event exactly once, {dups} duplicates",
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "load: API at {api_rate} requests/s: {ok} answered, {errors} errors; latency {} (nothing may stall)",
+        api_hist.summary()
+    );
+    println!(
+        "load: server RSS {rss0:.1} MiB before, {rss_max:.1} MiB at most, {rss_end:.1} MiB at the end; CPU {:.0}% of one core",
+        cpu / elapsed.as_secs_f64() * 100.0
+    );
+}
+
 fn main() {
     // `cargo bench` passes --bench; a filter argument picks one benchmark.
     let filter: Vec<String> = std::env::args()
@@ -1004,5 +1171,8 @@ fn main() {
     }
     if want("fanout") {
         fanout();
+    }
+    if want("load") {
+        load();
     }
 }

@@ -183,14 +183,15 @@ impl RunId {
         }
     }
 
-    /// A new, time-sortable id: `20261129T081500Z-3f9a2c` (UTC start second, then 24 random
-    /// bits so that runs started in the same second stay distinct).
+    /// A new, time-sortable id: `20261129T081500123Z-3f9a2c` (UTC start time to the
+    /// millisecond, then 24 random bits so that runs started in the same millisecond stay
+    /// distinct).
     pub fn generate(now: DateTime<Utc>) -> RunId {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u32(std::process::id());
         h.write_i64(now.timestamp_nanos_opt().unwrap_or_default());
         let r = h.finish() & 0xff_ffff;
-        RunId(format!("{}-{r:06x}", now.format("%Y%m%dT%H%M%SZ")))
+        RunId(format!("{}-{r:06x}", now.format("%Y%m%dT%H%M%S%3fZ")))
     }
 
     pub fn as_str(&self) -> &str {
@@ -242,7 +243,12 @@ mod tests {
         assert!(
             RunId::generate(t1)
                 .as_str()
-                .starts_with("20260102T030405Z-")
+                .starts_with("20260102T030405000Z-")
+        );
+        let t3 = t1 + chrono::Duration::milliseconds(1);
+        assert!(
+            RunId::generate(t1) < RunId::generate(t3),
+            "sortable within a second"
         );
     }
 

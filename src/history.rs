@@ -25,15 +25,7 @@ use crate::liveness::{self, Liveness};
 use crate::tail::{self, Batch, Checkpoint, ReadLimits, TailError};
 
 /// Statuses a run can have (contract §4).
-pub const STATUSES: [&str; 7] = [
-    "running",
-    "success",
-    "failure",
-    "cancelled",
-    "skipped",
-    "missed",
-    "abandoned",
-];
+pub use crate::index::RUN_STATUSES as STATUSES;
 
 /// Why the history cannot be read.
 #[derive(Debug, thiserror::Error)]

@@ -94,6 +94,17 @@ CREATE TABLE stages (
 ) WITHOUT ROWID;
 ";
 
+/// Every status a run can have (contract §4).
+pub const RUN_STATUSES: [&str; 7] = [
+    "running",
+    "success",
+    "failure",
+    "cancelled",
+    "skipped",
+    "missed",
+    "abandoned",
+];
+
 /// Run and stage statuses the index writes besides the event names themselves.
 const RUNNING: &str = "running";
 const ABANDONED: &str = "abandoned";
@@ -451,29 +462,26 @@ impl Index {
             .map_err(db(p, "count runs by status"))
     }
 
-    /// Runs started by a scheduler (`source` `scheduler` or `catchup`, including recorded
-    /// `missed` ones) whose start lies in `[from, to]` (RFC 3339).
-    pub fn scheduled_runs_between(&self, from: &str, to: &str) -> Result<u64, IndexError> {
+    /// Runs started by a scheduler (`source` `scheduler` or `catchup`) whose start lies in
+    /// `[from, to]` (RFC 3339); with `include_missed`, recorded `missed` ones count too (the
+    /// occurrence auditor), without, only runs that really started (the cadence).
+    pub fn scheduled_runs_between(
+        &self,
+        from: &str,
+        to: &str,
+        include_missed: bool,
+    ) -> Result<u64, IndexError> {
         let p = self.path.as_path();
         self.conn
             .prepare_cached(
                 "SELECT COUNT(*) FROM runs WHERE sort_key >= ?1 AND sort_key <= ?2
-                 AND source IN ('scheduler', 'catchup')",
+                 AND source IN ('scheduler', 'catchup') AND (?3 OR status IS NOT 'missed')",
             )
-            .and_then(|mut s| s.query_row([sort_key(from), sort_key(to)], |r| r.get::<_, i64>(0)))
-            .map(to_u64)
-            .map_err(db(p, "count scheduled runs"))
-    }
-
-    /// Scheduled runs that really started (not `missed`) in `[from, to]`, for the cadence.
-    pub fn started_scheduled_runs_between(&self, from: &str, to: &str) -> Result<u64, IndexError> {
-        let p = self.path.as_path();
-        self.conn
-            .prepare_cached(
-                "SELECT COUNT(*) FROM runs WHERE sort_key >= ?1 AND sort_key <= ?2
-                 AND source IN ('scheduler', 'catchup') AND status IS NOT 'missed'",
-            )
-            .and_then(|mut s| s.query_row([sort_key(from), sort_key(to)], |r| r.get::<_, i64>(0)))
+            .and_then(|mut s| {
+                s.query_row(params![sort_key(from), sort_key(to), include_missed], |r| {
+                    r.get::<_, i64>(0)
+                })
+            })
             .map(to_u64)
             .map_err(db(p, "count scheduled runs"))
     }

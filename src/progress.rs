@@ -214,11 +214,9 @@ impl Reporter for Live {
         }
     }
     fn run_finished(&self, run_id: &str, ending: Ending, took: Duration, journal: &str) {
-        let _ = self.multi.println(format!(
-            "run {run_id}: {} in {} — events in {journal}",
-            ending.word(),
-            secs(took)
-        ));
+        // Every stage's line is final now (finished bars are not redrawn): the summary goes
+        // below them, not above.
+        Plain.run_finished(run_id, ending, took, journal);
     }
     fn note(&self, msg: &str) {
         let _ = self.multi.println(msg);

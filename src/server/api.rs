@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use super::{AppState, Stats};
 use crate::config::Overlap;
 use crate::event::{Published, RunId, now_timestamp};
+use crate::index::RUN_STATUSES;
 use crate::liveness::{self, Liveness, PipelineLock};
 use crate::tail::{self, Checkpoint, ReadLimits, TailError};
 
@@ -125,16 +126,6 @@ pub struct ListQuery {
     status: Option<String>,
 }
 
-const STATUSES: [&str; 7] = [
-    "running",
-    "success",
-    "failure",
-    "cancelled",
-    "skipped",
-    "missed",
-    "abandoned",
-];
-
 fn parse_u64(name: &str, raw: Option<&str>) -> Result<Option<u64>, ApiError> {
     raw.map(|v| {
         v.parse::<u64>()
@@ -152,10 +143,10 @@ pub async fn list_runs(
         .clamp(1, 1000) as usize;
     let before = q.before.as_deref().map(run_id).transpose()?;
     let status = match q.status.as_deref() {
-        Some(s) if !STATUSES.contains(&s) => {
+        Some(s) if !RUN_STATUSES.contains(&s) => {
             return Err(ApiError::bad_request(format!(
                 "unknown status {s:?}; one of {}",
-                STATUSES.join(", ")
+                RUN_STATUSES.join(", ")
             )));
         }
         other => other.map(str::to_string),

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use super::{AppState, Stats};
 use crate::event::{RunId, now_timestamp};
+use crate::index::IndexError;
 use crate::liveness::{self, Liveness};
 use crate::tail::{Batch, Checkpoint};
 
@@ -33,7 +34,11 @@ const RESYNC_EVERY: Duration = Duration::from_secs(2);
 /// catch up and its checkpoints match what was published: nothing is published twice after a
 /// restart. (Only a restart while the index is still failing re-publishes those events.)
 pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>) {
+    // Runs the index is behind on, with the checkpoint the tailer reached. While it is not
+    // empty the index is failing: batches are published without waiting on it, and a resync
+    // runs in the background every few seconds.
     let mut behind: HashMap<RunId, Checkpoint> = HashMap::new();
+    let mut resyncing: Option<tokio::task::JoinHandle<Result<Vec<Checkpoint>, IndexError>>> = None;
     let mut retry = tokio::time::interval(RESYNC_EVERY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -42,8 +47,26 @@ pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>) {
                 Some(b) => b,
                 None => return,
             },
-            _ = retry.tick(), if !behind.is_empty() => {
-                resync(&state, &mut behind).await;
+            _ = retry.tick(), if !behind.is_empty() && resyncing.is_none() => {
+                resyncing = Some(tokio::spawn(resync_all(state.clone(), behind.values().cloned().collect())));
+                continue;
+            }
+            done = async { resyncing.as_mut().expect("guarded by is_some").await }, if resyncing.is_some() => {
+                resyncing = None;
+                if let Ok(Ok(done)) = done {
+                    forget_caught_up(&mut behind, done);
+                    // The index works again: what arrived meanwhile is quick to catch up on,
+                    // and then commits go back to preceding publication.
+                    if !behind.is_empty()
+                        && let Ok(done) = resync_all(state.clone(), behind.values().cloned().collect()).await
+                    {
+                        forget_caught_up(&mut behind, done);
+                    }
+                    if behind.is_empty() {
+                        tracing::info!("the run index has caught up");
+                        *state.ingest_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    }
+                }
                 continue;
             }
         };
@@ -58,31 +81,25 @@ pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>) {
                 Err(_) => break,
             }
         }
-        let applied = {
+        let applied = if behind.is_empty() {
             let batches = batches.clone();
             state.with_index(move |idx| idx.apply_all(&batches)).await
+        } else {
+            Err(IndexError::Schema {
+                path: std::path::PathBuf::new(),
+                what: "the index is catching up".to_string(),
+            })
         };
-        match &applied {
-            Ok(()) => {
-                // A run still being resynced has a newer checkpoint now.
-                for b in &batches {
-                    if let Some(c) = behind.get_mut(&b.checkpoint.run_id) {
-                        *c = b.checkpoint.clone();
-                    }
-                }
-                if !behind.is_empty() {
-                    resync(&state, &mut behind).await;
-                }
-            }
-            Err(e) => {
+        if let Err(e) = &applied {
+            if behind.is_empty() {
                 tracing::error!(
                     "cannot update the run index: {e}; streaming goes on, the index will catch up"
                 );
                 *state.ingest_error.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some(format!("the run index is behind: {e}"));
-                for b in &batches {
-                    behind.insert(b.checkpoint.run_id.clone(), b.checkpoint.clone());
-                }
+            }
+            for b in &batches {
+                behind.insert(b.checkpoint.run_id.clone(), b.checkpoint.clone());
             }
         }
         Stats::add(&state.stats.batches, batches.len() as u64);
@@ -93,11 +110,13 @@ pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>) {
     }
 }
 
-/// Re-reads the runs the index fell behind on.
-async fn resync(state: &Arc<AppState>, behind: &mut HashMap<RunId, Checkpoint>) {
-    let todo: Vec<Checkpoint> = behind.values().cloned().collect();
+/// Re-reads runs the index fell behind on, up to the given checkpoints; returns those done.
+async fn resync_all(
+    state: Arc<AppState>,
+    todo: Vec<Checkpoint>,
+) -> Result<Vec<Checkpoint>, IndexError> {
     let events_dir = state.config.server.events_dir.clone();
-    let done = state
+    state
         .with_index(move |idx| {
             let mut done = Vec::new();
             for c in todo {
@@ -106,17 +125,14 @@ async fn resync(state: &Arc<AppState>, behind: &mut HashMap<RunId, Checkpoint>) 
             }
             Ok(done)
         })
-        .await;
-    if let Ok(done) = done {
-        for c in done {
-            // Only if no newer checkpoint arrived meanwhile.
-            if behind.get(&c.run_id) == Some(&c) {
-                behind.remove(&c.run_id);
-            }
-        }
-        if behind.is_empty() {
-            tracing::info!("the run index has caught up");
-            *state.ingest_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        .await
+}
+
+/// Forgets the runs whose resync reached their latest checkpoint.
+fn forget_caught_up(behind: &mut HashMap<RunId, Checkpoint>, done: Vec<Checkpoint>) {
+    for c in done {
+        if behind.get(&c.run_id) == Some(&c) {
+            behind.remove(&c.run_id);
         }
     }
 }

@@ -205,7 +205,7 @@ pub async fn audit(state: Arc<AppState>, grace: Duration) {
             let from = format_timestamp(at - chrono::Duration::seconds(1));
             let to = format_timestamp(at + grace_c);
             let found = state
-                .with_index(move |idx| idx.scheduled_runs_between(&from, &to))
+                .with_index(move |idx| idx.scheduled_runs_between(&from, &to, true))
                 .await;
             match found {
                 Ok(0) => record_missed(&state, at, "no run started within the grace period"),
@@ -294,7 +294,7 @@ async fn cadence(state: &Arc<AppState>, now: DateTime<Utc>) -> Option<Cadence> {
         .and_then(|a| schedule.next_after(&a).map(|b| (b - a).num_seconds()));
     let (from, to) = (format_timestamp(day_ago), format_timestamp(now));
     let started = state
-        .with_index(move |idx| idx.started_scheduled_runs_between(&from, &to))
+        .with_index(move |idx| idx.scheduled_runs_between(&from, &to, false))
         .await
         .ok()?;
     Some(Cadence {

@@ -386,10 +386,12 @@ fn overlap_queue_waits_its_turn() {
     assert!(wait_child(&mut second, LONG).success());
     let files = p.journals();
     assert_eq!(files.len(), 2);
-    let (a, b) = (read_events(&files[0]), read_events(&files[1]));
-    let (first_end, second_start) = (run_end(&a), &b[0]);
+    let mut runs: Vec<_> = files.iter().map(|f| read_events(f)).collect();
+    runs.sort_by_key(|r| r[0]["timestamp"].as_str().unwrap_or_default().to_string());
+    let (a, b) = (&runs[0], &runs[1]);
+    let (first_end, second_start) = (run_end(a), &b[0]);
     assert!(first_end["timestamp"].as_str() <= second_start["timestamp"].as_str());
-    assert_eq!(run_end(&b)["event"], "success");
+    assert_eq!(run_end(b)["event"], "success");
 }
 
 #[test]
