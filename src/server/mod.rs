@@ -113,6 +113,9 @@ pub struct AppState {
     pub closing: watch::Receiver<bool>,
     /// Wakes the built-in scheduler when its state changed (enabled or disabled).
     pub timer_wake: tokio::sync::Notify,
+    /// For a detached state (no accept loop owns the close signal): keeps the signal's sender
+    /// alive, so streams do not see "closing" at once.
+    _keep_open: Option<watch::Sender<bool>>,
 }
 
 impl AppState {
@@ -184,7 +187,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 /// A state for driving [`router`] without a socket or a tailer: an in-memory index, nothing
 /// running in the background (tests and fuzzing).
 pub fn detached_state(config: Config, exe: PathBuf) -> Result<Arc<AppState>, ServeError> {
-    let (_close, closing) = watch::channel(false);
+    let (keep_open, closing) = watch::channel(false);
     Ok(Arc::new(AppState {
         bus: Bus::new(bus::DEFAULT_RING, bus::DEFAULT_LAG),
         index: Mutex::new(Index::open_in_memory()?),
@@ -197,6 +200,7 @@ pub fn detached_state(config: Config, exe: PathBuf) -> Result<Arc<AppState>, Ser
         started: Instant::now(),
         closing,
         timer_wake: tokio::sync::Notify::new(),
+        _keep_open: Some(keep_open),
         config,
     }))
 }
@@ -298,6 +302,7 @@ pub async fn serve(
         started: Instant::now(),
         closing: close_rx,
         timer_wake: tokio::sync::Notify::new(),
+        _keep_open: None,
         config,
     });
 
