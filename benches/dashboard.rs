@@ -1043,7 +1043,7 @@ fn load() {
 
     // The API load: a few threads on keep-alive connections, paced to `api_rate` in total.
     let port = server.port;
-    let api_threads = 4u64;
+    let api_threads = 16u64;
     let api: Vec<_> = (0..api_threads)
         .map(|t| {
             let stop = stop.clone();
