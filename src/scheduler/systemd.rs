@@ -226,7 +226,20 @@ fn text_value(s: &str) -> String {
 /// The `.service` unit.
 pub fn service_unit(task: &Task) -> Result<String, SchedulerError> {
     let inv = task.invocation()?;
-    let mut words = vec![exec_word(path_text(BACKEND, &inv.exe)?)];
+    let exe = path_text(BACKEND, &inv.exe)?;
+    // systemd refuses these in the executable's own path ("special characters"), and does not
+    // unescape `$$` there: no quoting can carry them, so say so rather than install a unit
+    // that will never start.
+    if exe.contains(['\'', '"', '\\', '$']) {
+        return Err(SchedulerError::InvalidValue {
+            backend: BACKEND,
+            what: format!("the executable path {exe:?}"),
+            reason: "systemd cannot start a program whose path contains ', \", \\ or $; \
+                     install pipewatch in a plain folder (e.g. /usr/local/bin)"
+                .to_string(),
+        });
+    }
+    let mut words = vec![exec_word(exe)];
     for a in inv.args() {
         words.push(exec_word(path_text(BACKEND, Path::new(&a))?));
     }
@@ -669,6 +682,62 @@ mod tests {
         }
     }
 
+    /// The generated units pass `systemd-analyze verify` (where systemd is installed).
+    #[test]
+    fn systemd_analyze_verifies_the_units() {
+        let probe = std::process::Command::new("systemd-analyze")
+            .arg("--version")
+            .output();
+        if probe.is_err() {
+            assert!(
+                std::env::var_os("PIPEWATCH_REQUIRE_TOOLS").is_none_or(|v| v != "1"),
+                "systemd-analyze is required (PIPEWATCH_REQUIRE_TOOLS=1) but missing"
+            );
+            eprintln!("SKIPPED systemd_analyze_verifies_the_units: systemd-analyze not on PATH");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        // ExecStart must name an executable that exists for verify to accept it. Spaces, `%`
+        // and non-ASCII in its path are fine; the configuration's path may hold anything.
+        let exe = dir.path().join("pipe watch 100% é");
+        std::fs::copy("/bin/true", &exe).unwrap();
+        let config = dir.path().join("it's \"$HOME\" `x`; 50%.toml");
+        std::fs::write(&config, "").unwrap();
+        let mut bad = task("*/15 * * * *");
+        bad.exe = Some(dir.path().join("pipe'watch"));
+        assert!(matches!(
+            service_unit(&bad),
+            Err(SchedulerError::InvalidValue { .. })
+        ));
+        for (expr, timeout) in [
+            ("*/15 * * * *", None),
+            ("0 9-17 * * 1-5", Some(90)),
+            ("0 2 1,15 * MON", None),
+        ] {
+            let mut t = task(expr);
+            t.task_name = "Nightly ETL".to_string();
+            t.exe = Some(exe.clone());
+            t.config_path = config.clone();
+            t.timeout = timeout.map(std::time::Duration::from_secs);
+            let name = unit_name(&t.task_name);
+            let service = dir.path().join(format!("{name}.service"));
+            let timer = dir.path().join(format!("{name}.timer"));
+            std::fs::write(&service, service_unit(&t).unwrap()).unwrap();
+            std::fs::write(&timer, timer_unit(&t).unwrap()).unwrap();
+            let out = std::process::Command::new("systemd-analyze")
+                .arg("verify")
+                .arg(&timer)
+                .arg(&service)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            // Outside a booted systemd, verify also complains about the machine itself
+            // (missing default units, no bus); only lines naming our units count.
+            let ours: Vec<&str> = stderr.lines().filter(|l| l.contains(&name)).collect();
+            assert!(ours.is_empty(), "{expr}: {}", ours.join("\n"));
+        }
+    }
+
     #[test]
     fn unit_texts() {
         let mut t = task("*/15 * * * *");
@@ -713,15 +782,29 @@ mod tests {
 
     #[test]
     fn hostile_values_are_quoted_and_named_safely() {
+        // systemd cannot start a program whose own path holds quotes, `\` or `$`: refused.
         let t = task("@daily");
+        assert!(matches!(
+            service_unit(&t),
+            Err(SchedulerError::InvalidValue { .. })
+        ));
+        // Everything else reaches it quoted: the configuration's path may hold anything.
+        let mut t = task("@daily");
+        t.exe = Some("/opt/100% ünï 漢字/pipewatch".into());
         let service = service_unit(&t).unwrap();
         let exec = service
             .lines()
             .find(|l| l.starts_with("ExecStart="))
             .unwrap();
-        assert!(exec.starts_with(
-            "ExecStart=\"/opt/it's \\\"q\\\" ; $$(touch x) `id` 100%% \\\\ back & <x> ünï 漢字/pipewatch\" \"run\""
-        ), "{exec}");
+        assert!(
+            exec.starts_with("ExecStart=\"/opt/100%% ünï 漢字/pipewatch\" \"run\" \"--config\" "),
+            "{exec}"
+        );
+        let config = t.invocation().unwrap().config;
+        let word = exec_word(&config.to_string_lossy());
+        assert!(exec.contains(&word), "{exec}");
+        assert_eq!(systemd_unquote(&word), config.to_string_lossy());
+        assert!(word.contains("$$(touch x)"), "{word}");
         assert_eq!(service.lines().count(), 8, "{service}");
         let name = unit_name(&t.task_name);
         assert_eq!(name, "pipewatch-pipeline-it-s-q-touch-x-id-100-back-x-n");
@@ -834,7 +917,8 @@ exit 0
         std::fs::write(&path, script).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
 
-        let t = task("*/15 * * * *");
+        let mut t = task("*/15 * * * *");
+        t.exe = Some("/usr/local/bin/pipewatch".into());
         let name = unit_name(&t.task_name);
         let opts = OsOptions {
             unit_dir: Some(units.clone()),
