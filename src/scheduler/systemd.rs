@@ -651,17 +651,7 @@ mod tests {
 
     #[test]
     fn systemd_analyze_accepts_every_generated_line() {
-        let probe = std::process::Command::new("systemd-analyze")
-            .arg("--version")
-            .output();
-        if probe.is_err() {
-            assert!(
-                std::env::var_os("PIPEWATCH_REQUIRE_TOOLS").is_none_or(|v| v != "1"),
-                "systemd-analyze is required (PIPEWATCH_REQUIRE_TOOLS=1) but missing"
-            );
-            eprintln!(
-                "SKIPPED systemd_analyze_accepts_every_generated_line: systemd-analyze not on PATH"
-            );
+        if !systemd_analyze("systemd_analyze_accepts_every_generated_line") {
             return;
         }
         for (expr, want) in TABLE {
@@ -682,18 +672,27 @@ mod tests {
         }
     }
 
-    /// The generated units pass `systemd-analyze verify` (where systemd is installed).
-    #[test]
-    fn systemd_analyze_verifies_the_units() {
-        let probe = std::process::Command::new("systemd-analyze")
+    /// Whether `systemd-analyze` is there; a missing one skips `test` loudly, or fails it
+    /// under `PIPEWATCH_REQUIRE_TOOLS=1` (as in CI).
+    fn systemd_analyze(test: &str) -> bool {
+        let found = std::process::Command::new("systemd-analyze")
             .arg("--version")
-            .output();
-        if probe.is_err() {
+            .output()
+            .is_ok();
+        if !found {
             assert!(
                 std::env::var_os("PIPEWATCH_REQUIRE_TOOLS").is_none_or(|v| v != "1"),
                 "systemd-analyze is required (PIPEWATCH_REQUIRE_TOOLS=1) but missing"
             );
-            eprintln!("SKIPPED systemd_analyze_verifies_the_units: systemd-analyze not on PATH");
+            eprintln!("SKIPPED {test}: systemd-analyze not on PATH");
+        }
+        found
+    }
+
+    /// The generated units pass `systemd-analyze verify` (where systemd is installed).
+    #[test]
+    fn systemd_analyze_verifies_the_units() {
+        if !systemd_analyze("systemd_analyze_verifies_the_units") {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
