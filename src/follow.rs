@@ -30,7 +30,7 @@ use tungstenite::{Message, WebSocket};
 use crate::config::Config;
 use crate::event::{Event, Published, RunId, kind};
 use crate::liveness::{self, Liveness};
-use crate::tail::{self, Checkpoint, ReadLimits, TailError};
+use crate::tail::{Replay, TailError};
 
 /// How a follow is done.
 #[derive(Debug, Clone)]
@@ -179,7 +179,7 @@ struct Follower<'a> {
     /// The last `seq` handed on: nothing at or below it is handed on again.
     last: Option<u64>,
     /// Where file reads resume (the file only grows; a replaced one is handled by the reader).
-    checkpoint: Option<Checkpoint>,
+    file: Replay,
     /// When a dead runner's lock was first seen; abandoned if still so a second later.
     dead_since: Option<Instant>,
     on_event: &'a mut dyn FnMut(&Published) -> io::Result<()>,
@@ -207,29 +207,20 @@ impl Follower<'_> {
 
     /// Reads what the file has after the last `seq`. `Ok(None)`: no final event yet.
     fn drain_file(&mut self) -> Result<Option<End>, FollowError> {
+        self.file.resume(self.last);
         loop {
-            let read = tail::read_file(
-                &self.target.path,
-                &self.target.id,
-                self.checkpoint.as_ref(),
-                0,
-                ReadLimits::new(tail::DEFAULT_MAX_LINE_BYTES),
-            );
-            let read = match read {
-                Ok(r) => r,
+            let events = match self.file.next_batch() {
+                Ok(Some(events)) => events,
+                Ok(None) => return Ok(None),
                 Err(TailError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
                     return Ok(None);
                 }
                 Err(e) => return Err(e.into()),
             };
-            self.checkpoint = Some(read.batch.checkpoint.clone());
-            for p in &read.batch.events {
+            for p in &events {
                 if let Some(end) = self.emit(p)? {
                     return Ok(Some(end));
                 }
-            }
-            if !read.more {
-                return Ok(None);
             }
         }
     }
@@ -354,7 +345,7 @@ pub fn follow(
         target,
         opts,
         last: None,
-        checkpoint: None,
+        file: Replay::new(target.path.clone(), target.id.clone(), None),
         dead_since: None,
         on_event,
         on_switch,

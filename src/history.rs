@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::event::RunId;
 use crate::index::{Index, IndexError, RunDetail, RunSummary};
 use crate::liveness::{self, Liveness};
-use crate::tail::{self, Batch, Checkpoint, ReadLimits, TailError};
+use crate::tail::{Batch, Replay, TailError};
 
 /// Statuses a run can have (contract §4).
 pub use crate::index::RUN_STATUSES as STATUSES;
@@ -102,21 +102,11 @@ pub fn run_files(
 
 /// Reads a run file from its start, one bounded batch at a time.
 pub fn read_batches(path: &Path, id: &RunId, mut each: impl FnMut(Batch)) -> Result<(), TailError> {
-    let mut checkpoint: Option<Checkpoint> = None;
-    loop {
-        let read = tail::read_file(
-            path,
-            id,
-            checkpoint.as_ref(),
-            0,
-            ReadLimits::new(tail::DEFAULT_MAX_LINE_BYTES),
-        )?;
-        checkpoint = Some(read.batch.checkpoint.clone());
-        each(read.batch);
-        if !read.more {
-            return Ok(());
-        }
+    let mut replay = Replay::new(path.to_path_buf(), id.clone(), None);
+    while let Some(batch) = replay.next_read()? {
+        each(batch);
     }
+    Ok(())
 }
 
 /// The run history: the dashboard's index and what it has not read yet.

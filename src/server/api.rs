@@ -21,7 +21,7 @@ use crate::config::Overlap;
 use crate::event::{Published, RunId, now_timestamp};
 use crate::index::RUN_STATUSES;
 use crate::liveness::{self, Liveness, PipelineLock};
-use crate::tail::{self, Checkpoint, ReadLimits, TailError};
+use crate::tail::{Replay, TailError};
 
 /// An API error: a status and a message, sent as `{"error": message}`.
 #[derive(Debug)]
@@ -169,61 +169,6 @@ pub async fn get_run(
     }
 }
 
-/// Reads a run's file in bounded batches, from the start or after a `seq`.
-#[derive(Debug, Clone)]
-pub struct FileReplay {
-    path: std::path::PathBuf,
-    run_id: RunId,
-    checkpoint: Option<Checkpoint>,
-    after: Option<u64>,
-    done: bool,
-}
-
-impl FileReplay {
-    pub fn new(path: std::path::PathBuf, run_id: RunId, after: Option<u64>) -> FileReplay {
-        FileReplay {
-            path,
-            run_id,
-            checkpoint: None,
-            after,
-            done: false,
-        }
-    }
-
-    /// The next batch of events with `seq > after`, `Ok(None)` at the current end of the
-    /// file, an error if the file cannot be read (`NotFound` if it does not exist yet).
-    pub fn next_batch(&mut self) -> Result<Option<Vec<Arc<Published>>>, TailError> {
-        while !self.done {
-            let read = tail::read_file(
-                &self.path,
-                &self.run_id,
-                self.checkpoint.as_ref(),
-                0,
-                ReadLimits::new(tail::DEFAULT_MAX_LINE_BYTES),
-            )?;
-            self.done = !read.more;
-            self.checkpoint = Some(read.batch.checkpoint);
-            let after = self.after;
-            let events: Vec<Arc<Published>> = read
-                .batch
-                .events
-                .into_iter()
-                .filter(|e| after.is_none_or(|a| e.seq > a))
-                .collect();
-            if !events.is_empty() {
-                return Ok(Some(events));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Starts over from where the last read stopped (to pick up lines appended since).
-    pub fn resume(&mut self, after: Option<u64>) {
-        self.after = after;
-        self.done = false;
-    }
-}
-
 #[derive(Deserialize)]
 pub struct EventsQuery {
     since: Option<String>,
@@ -242,7 +187,7 @@ pub async fn run_events(
     let tail_n = parse_u64("tail", q.tail.as_deref())?;
     let path = state.run_file(&id);
     let events = tokio::task::spawn_blocking(move || -> Result<Vec<Arc<Published>>, TailError> {
-        let mut replay = FileReplay::new(path, id, since);
+        let mut replay = Replay::new(path, id, since);
         let mut out: VecDeque<Arc<Published>> = VecDeque::new();
         while let Some(batch) = replay.next_batch()? {
             for e in batch {

@@ -24,9 +24,10 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 
-use super::api::{ApiError, FileReplay, run_id};
+use super::api::{ApiError, run_id};
 use super::{AppState, Stats};
 use crate::event::{Published, RunId};
+use crate::tail::Replay;
 
 /// Close code for a client that fell too far behind.
 pub const CLOSE_LAGGED: u16 = 4000;
@@ -70,7 +71,7 @@ async fn follow_run(state: Arc<AppState>, id: RunId, after: Option<u64>, out: mp
     let mut live = state.bus.subscribe_live();
     let mut closing = state.closing.clone();
     let mut last = after;
-    let mut replay = FileReplay::new(state.run_file(&id), id.clone(), after);
+    let mut replay = Replay::new(state.run_file(&id), id.clone(), after);
     // Catch up from the file (a missing file is fine: the run may not have written yet).
     if !catch_up(&mut replay, &mut last, &out).await {
         return;
@@ -127,11 +128,7 @@ pub async fn closed(closing: &mut tokio::sync::watch::Receiver<bool>) {
 }
 
 /// Sends everything the file has after `last`. Returns false if the client is gone.
-async fn catch_up(
-    replay: &mut FileReplay,
-    last: &mut Option<u64>,
-    out: &mpsc::Sender<Item>,
-) -> bool {
+async fn catch_up(replay: &mut Replay, last: &mut Option<u64>, out: &mpsc::Sender<Item>) -> bool {
     loop {
         // A blocking read, but a bounded one (one batch), on the blocking pool.
         let mut r = replay.clone();
