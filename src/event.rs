@@ -15,7 +15,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Run-level events use this as their `stage`.
-pub use crate::config::PIPELINE_STAGE;
+/// The reserved stage name used by run-level events (no stage may be called so).
+pub const PIPELINE_STAGE: &str = "pipeline";
 
 /// Event kinds written by pipewatch.
 pub mod kind {
@@ -153,6 +154,19 @@ impl Event {
 /// Formats a time the way pipewatch writes it: UTC, milliseconds, `Z`.
 pub fn format_timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Parses an event timestamp: RFC 3339, or naive (`T` or a space between date and time,
+/// taken as UTC), as other tools write them. The one parser of timestamps: the index sorts by
+/// it, the terminal shows it, retention ages runs by it.
+pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+        .iter()
+        .find_map(|f| chrono::NaiveDateTime::parse_from_str(s, f).ok())
+        .map(|t| t.and_utc())
 }
 
 /// Now, formatted by [`format_timestamp`].

@@ -30,25 +30,15 @@
 //! | [`term`] | terminal output: colour only on a terminal and without `NO_COLOR`, times, durations |
 //! | [`exit`] | exit codes |
 
-pub mod announce;
 pub mod bus;
+pub mod cli;
 pub mod config;
-pub mod doctor;
 pub mod event;
 pub mod exit;
-pub mod follow;
-pub mod history;
 pub mod index;
-pub mod init;
 pub mod journal;
-pub mod liveness;
-pub mod process;
-pub mod progress;
 pub mod retention;
 pub mod runner;
-pub mod schedule;
 pub mod scheduler;
 pub mod server;
-pub mod shutdown;
 pub mod tail;
-pub mod term;

@@ -26,9 +26,9 @@ use serde::Serialize;
 
 use crate::config::{Config, Retention};
 use crate::event::RunId;
-use crate::history::{History, HistoryError, run_files};
+use crate::index::history::{History, HistoryError, run_files};
 use crate::index::{Index, IndexError, RunSummary};
-use crate::liveness::{self, Liveness};
+use crate::runner::liveness::{self, Liveness};
 
 /// Why a run is removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -75,6 +75,15 @@ pub enum RetentionError {
     Index(#[from] IndexError),
 }
 
+impl RetentionError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RetentionError::History(e) => e.exit_code(),
+            RetentionError::Index(_) => crate::exit::ENVIRONMENT,
+        }
+    }
+}
+
 /// One run as retention sees it.
 #[derive(Debug, Clone)]
 struct Candidate {
@@ -96,7 +105,10 @@ fn candidates(
         .map(|r| {
             let c = Candidate {
                 run_id: r.run_id.clone(),
-                time: r.started_at.as_deref().and_then(crate::term::parse_time),
+                time: r
+                    .started_at
+                    .as_deref()
+                    .and_then(crate::event::parse_timestamp),
                 started_at: r.started_at,
                 status: Some(r.status),
                 file: None,
@@ -206,7 +218,8 @@ fn execute(
     Ok(report)
 }
 
-fn disabled(rules: &Retention) -> bool {
+/// Whether `[retention]` removes nothing (`max_age = "0"` and `max_runs = 0`).
+pub fn disabled(rules: &Retention) -> bool {
     rules.max_age.is_none() && rules.max_runs == 0
 }
 
@@ -239,7 +252,7 @@ pub fn prune_at(
     let runs = candidates(history.list(usize::MAX, None)?, &config.server.events_dir)?;
     drop(history);
     let (chosen, kept) = plan(rules, runs, alive(state_dir), now);
-    let db = state_dir.join("index.db");
+    let db = crate::index::path(state_dir);
     let mut index = if !dry_run && !chosen.is_empty() && db.is_file() {
         Some(Index::open(&db)?)
     } else {
@@ -279,53 +292,6 @@ pub fn prune_index(
 }
 
 impl Report {
-    /// One line per run removed (or that would be), then a summary.
-    pub fn render(&self, rules: &Retention) -> String {
-        let verb = if self.dry_run {
-            "would remove"
-        } else {
-            "removed"
-        };
-        let mut out = String::new();
-        for r in &self.removed {
-            let why = match r.why {
-                Why::Age => format!(
-                    "older than {}",
-                    rules
-                        .max_age
-                        .map(|d| humantime::format_duration(d).to_string())
-                        .unwrap_or_default()
-                ),
-                Why::Count => format!("beyond the newest {} runs", rules.max_runs),
-            };
-            let started = r
-                .started_at
-                .as_deref()
-                .map(|s| format!(", started {}", crate::term::local_datetime(s)))
-                .unwrap_or_default();
-            out.push_str(&format!("{verb} {} ({why}{started})\n", r.run_id));
-        }
-        for id in &self.kept_running {
-            out.push_str(&format!("kept {id}: it is running\n"));
-        }
-        for f in &self.failed {
-            out.push_str(&format!(
-                "could not remove {}: {} (tried again next time)\n",
-                f.run_id, f.error
-            ));
-        }
-        if disabled(rules) {
-            out.push_str("retention is off ([retention] max_age = \"0\" and max_runs = 0): nothing to remove\n");
-        } else {
-            out.push_str(&format!(
-                "{verb} {} run{}\n",
-                self.removed.len(),
-                if self.removed.len() == 1 { "" } else { "s" }
-            ));
-        }
-        out
-    }
-
     /// Logs what a prune inside the dashboard did.
     pub fn log(&self) {
         for r in &self.removed {
@@ -349,13 +315,13 @@ mod tests {
             status: Some(status.to_string()),
             file: None,
             mtime: Some(SystemTime::now()),
-            time: crate::term::parse_time(t),
+            time: crate::event::parse_timestamp(t),
         }
     }
 
     #[test]
     fn age_and_count_never_a_running_run() {
-        let now = crate::term::parse_time("2026-11-29T12:00:00Z").unwrap();
+        let now = crate::event::parse_timestamp("2026-11-29T12:00:00Z").unwrap();
         let rules = Retention {
             max_age: Some(Duration::from_secs(86_400)),
             max_runs: 2,

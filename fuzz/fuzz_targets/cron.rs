@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pipewatch::schedule::Schedule;
+use pipewatch::config::schedule::Schedule;
 use pipewatch::scheduler::{cron, systemd, windows};
 
 fuzz_target!(|data: &[u8]| {

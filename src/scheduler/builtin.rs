@@ -17,8 +17,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{Backend, SchedulerError, Status, Task, state};
+use crate::config::schedule::Schedule;
 use crate::config::{self, Catchup};
-use crate::schedule::Schedule;
 
 /// Never plan more than this many occurrences at once (a per-second schedule after a week off
 /// must not allocate millions of entries).
@@ -236,7 +236,7 @@ impl Backend for Builtin {
             .last_run_id
             .as_deref()
             .and_then(|id| last_result(&self.state_dir, id));
-        if s.enabled && !crate::liveness::alive_runs(&self.state_dir).is_empty() {
+        if s.enabled && !crate::runner::liveness::alive_runs(&self.state_dir).is_empty() {
             status.state = state::RUNNING.to_string();
         }
         Ok(status)
@@ -246,7 +246,7 @@ impl Backend for Builtin {
 /// The status of the last scheduled run, from the run index if there is one.
 fn last_result(state_dir: &Path, id: &str) -> Option<String> {
     let id = crate::event::RunId::parse(id).ok()?;
-    let db = state_dir.join("index.db");
+    let db = crate::index::path(state_dir);
     if !db.exists() {
         return None;
     }

@@ -1,6 +1,6 @@
 //! The cron expression as sets of values, for the OS translations.
 //!
-//! [`crate::schedule::Schedule`] (croner) decides *when* the schedule fires; the OS backends
+//! [`crate::config::schedule::Schedule`] (croner) decides *when* the schedule fires; the OS backends
 //! need the expression's *structure* to rewrite it for another scheduler. This module parses
 //! the portable subset of the dialect — numbers, `*`, `a-b`, `*/s`, `a-b/s`, lists, month and
 //! weekday names, `7` for Sunday, `?` as `*` in the day fields, and the `@` nicknames — into

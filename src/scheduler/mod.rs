@@ -19,7 +19,7 @@
 //! the dashboard is up.
 //!
 //! Invariants: every backend starts exactly `<exe> run --config <absolute config> --source
-//! scheduler` ([`Invocation`]); a schedule a backend cannot express is refused at install with
+//! scheduler` (one [`Invocation`]); a schedule a backend cannot express is refused at install with
 //! [`SchedulerError::Unsupported`], never approximated; nothing is pasted into a shell string
 //! except the crontab line, which cron itself hands to `/bin/sh` and which [`cron`] quotes.
 //!
@@ -42,8 +42,9 @@ use std::time::Duration;
 use chrono::{DateTime, Local, SecondsFormat, TimeZone};
 use serde::Serialize;
 
+use crate::config::schedule::Schedule;
 use crate::config::{self, Catchup, Config, Overlap};
-use crate::schedule::Schedule;
+use crate::runner::invocation::Invocation;
 
 /// The `state` values of [`Status`].
 pub mod state {
@@ -142,6 +143,20 @@ pub enum SchedulerError {
 }
 
 impl SchedulerError {
+    /// A schedule or value the backend refuses is a usage error; a tool that is missing or
+    /// failed, or a file that cannot be written, is the environment's.
+    pub fn exit_code(&self) -> u8 {
+        if self.is_tool_error()
+            || matches!(self, SchedulerError::Io { .. } | SchedulerError::Exe(_))
+        {
+            crate::exit::ENVIRONMENT
+        } else {
+            crate::exit::USAGE
+        }
+    }
+}
+
+impl SchedulerError {
     /// Whether the scheduler tool is missing or failed (the API answers 503), as opposed to
     /// a schedule or value the backend refuses.
     pub fn is_tool_error(&self) -> bool {
@@ -232,10 +247,11 @@ impl Task {
             Some(p) => p.clone(),
             None => std::env::current_exe().map_err(SchedulerError::Exe)?,
         };
-        Ok(Invocation {
-            exe: absolute(&exe)?,
-            config: absolute(&self.config_path)?,
-        })
+        Ok(Invocation::new(
+            absolute(&exe)?,
+            absolute(&self.config_path)?,
+            "scheduler",
+        ))
     }
 
     /// A status with this task's name and schedule; the backend fills in the rest.
@@ -265,26 +281,6 @@ fn absolute(p: &Path) -> Result<PathBuf, SchedulerError> {
         path: p.to_path_buf(),
         source,
     })
-}
-
-/// `<exe> run --config <config> --source scheduler`, both paths absolute.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invocation {
-    pub exe: PathBuf,
-    pub config: PathBuf,
-}
-
-impl Invocation {
-    /// The arguments after the executable.
-    pub fn args(&self) -> Vec<OsString> {
-        vec![
-            "run".into(),
-            "--config".into(),
-            self.config.clone().into_os_string(),
-            "--source".into(),
-            "scheduler".into(),
-        ]
-    }
 }
 
 /// RFC 3339 with whole seconds and the numeric offset.

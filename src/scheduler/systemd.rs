@@ -555,7 +555,7 @@ mod tests {
     /// Both sides' firing instants over a week from `start`: croner's through
     /// `Schedule::next_after`, ours by testing every minute (every second for 6 fields).
     fn same_week(expr: &str, start: NaiveDateTime) -> Result<(), String> {
-        let schedule: crate::schedule::Schedule = expr.parse()?;
+        let schedule: crate::config::schedule::Schedule = expr.parse()?;
         let cals = on_calendar(expr).map_err(|e| e.to_string())?;
         let end = start + ChronoDuration::days(7);
         let mut want = Vec::new();
@@ -643,7 +643,7 @@ mod tests {
         ) {
             let expr = format!("{min} {hour} {day} {month} {weekday}");
             // croner refuses a few things we generate (`*` inside a list); so do we.
-            if expr.parse::<crate::schedule::Schedule>().is_ok() && on_calendar(&expr).is_ok() {
+            if expr.parse::<crate::config::schedule::Schedule>().is_ok() && on_calendar(&expr).is_ok() {
                 prop_assert_eq!(same_week(&expr, starts()[start]), Ok(()));
             }
         }

@@ -834,7 +834,7 @@ mod tests {
             "0 0 1,15 * *",
             "10 */3 * * 0,6",
         ] {
-            let schedule: crate::schedule::Schedule = expr.parse().unwrap();
+            let schedule: crate::config::schedule::Schedule = expr.parse().unwrap();
             let trig = triggers(expr).unwrap();
             let start: NaiveDateTime = "2026-02-25T00:00:00".parse().unwrap();
             let mut at = start;

@@ -20,7 +20,7 @@ use super::{AppState, Stats};
 use crate::config::Overlap;
 use crate::event::{Published, RunId, now_timestamp};
 use crate::index::RUN_STATUSES;
-use crate::liveness::{self, Liveness, PipelineLock};
+use crate::runner::liveness::{self, Liveness, PipelineLock};
 use crate::tail::{Replay, TailError};
 
 /// An API error: a status and a message, sent as `{"error": message}`.

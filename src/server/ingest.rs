@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use super::{AppState, Stats};
 use crate::event::{RunId, now_timestamp};
 use crate::index::IndexError;
-use crate::liveness::{self, Liveness};
+use crate::runner::liveness::{self, Liveness};
 use crate::tail::{Batch, Checkpoint};
 
 /// How often running runs are checked for a dead runner. With the tailer's own latency this

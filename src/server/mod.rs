@@ -62,6 +62,17 @@ pub enum ServeError {
     Accept(std::io::Error),
 }
 
+impl ServeError {
+    /// Binding wider without a token is refused as a usage error; the rest is the
+    /// environment's (a port in use, an unreadable index).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ServeError::Unprotected(_) => crate::exit::USAGE,
+            _ => crate::exit::ENVIRONMENT,
+        }
+    }
+}
+
 /// Refuses to listen beyond loopback without a token.
 pub fn check_bind(addr: SocketAddr, token: &str) -> Result<(), ServeError> {
     if !addr.ip().is_loopback() && token.is_empty() {
@@ -247,7 +258,7 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let state_dir = config.server.state_dir.clone();
     let events_dir = config.server.events_dir.clone();
-    let db_path = state_dir.join("index.db");
+    let db_path = index::path(&state_dir);
     // The folder runs will write to; creating it now lets the watch start at once. A failure
     // is not fatal: the tailer polls for the folder until it appears.
     if let Err(e) = std::fs::create_dir_all(&events_dir) {

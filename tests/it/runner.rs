@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use pipewatch::event::RunId;
-use pipewatch::liveness::{self, Liveness};
+use pipewatch::runner::liveness::{self, Liveness};
 
 use crate::support::*;
 

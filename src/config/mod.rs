@@ -10,6 +10,8 @@
 //! Relative paths in the file are resolved against the file's folder here, once, so no other
 //! module has to know where the file was.
 
+pub mod schedule;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
@@ -20,13 +22,11 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use toml::Spanned;
 
-use crate::schedule::Schedule;
+use crate::event::PIPELINE_STAGE;
+use schedule::Schedule;
 
 /// The name of the configuration file looked for in the working directory.
 pub const FILE_NAME: &str = "pipewatch.toml";
-
-/// The reserved stage name used by run-level events.
-pub const PIPELINE_STAGE: &str = "pipeline";
 
 /// A configuration that failed to load; always says where.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +44,13 @@ pub enum ConfigError {
         "no {FILE_NAME} in {dir}: run `pipewatch init` to write an example, or pass --config PATH"
     )]
     NotFound { dir: PathBuf },
+}
+
+impl ConfigError {
+    /// A configuration error is the user's to fix: nothing was run.
+    pub fn exit_code(&self) -> u8 {
+        crate::exit::USAGE
+    }
 }
 
 /// What to do when a run starts while another run of the same pipeline is still going.
@@ -77,6 +84,18 @@ pub enum Backend {
     Windows,
     Systemd,
     Cron,
+}
+
+impl Backend {
+    /// The name used in the file, on the command line and in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Builtin => "builtin",
+            Backend::Windows => "windows",
+            Backend::Systemd => "systemd",
+            Backend::Cron => "cron",
+        }
+    }
 }
 
 /// A stage's command: one string for the platform shell, or an argument list run directly.

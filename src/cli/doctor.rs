@@ -199,7 +199,7 @@ fn cadence(config: &Config, now: DateTime<Local>) -> Option<Duration> {
 
 fn run_files(config: &Config, out: &mut Vec<Check>) {
     let name = "run files";
-    let files = match crate::history::run_files(&config.server.events_dir) {
+    let files = match crate::index::history::run_files(&config.server.events_dir) {
         Ok(f) => f,
         Err(e) => {
             out.push(Check::fail(
@@ -238,9 +238,9 @@ fn run_files(config: &Config, out: &mut Vec<Check>) {
             _ => break,
         }
     }
-    let age = crate::term::duration((now - last).to_std().unwrap_or_default());
+    let age = crate::cli::term::duration((now - last).to_std().unwrap_or_default());
     let every = cadence(config, now)
-        .map(|d| format!("a run every {}", crate::term::duration(d)))
+        .map(|d| format!("a run every {}", crate::cli::term::duration(d)))
         .unwrap_or_else(|| "no further run".to_string());
     let detail = format!(
         "{} run file{}; the newest, {}, last changed {age} ago",
@@ -254,7 +254,7 @@ fn run_files(config: &Config, out: &mut Vec<Check>) {
             format!(
                 "{detail}, but the schedule {:?} expects {every} (grace {})",
                 config.pipeline.schedule.expression(),
-                crate::term::duration(grace)
+                crate::cli::term::duration(grace)
             ),
             "scheduled runs are not happening: see the scheduler check below (`pipewatch scheduler status`), run one now with `pipewatch run`, and look at the last ones with `pipewatch runs`",
         ));
@@ -274,7 +274,7 @@ fn agent() -> ureq::Agent {
 /// Returns whether the dashboard answered.
 fn dashboard(config: &Config, out: &mut Vec<Check>) -> bool {
     let name = "dashboard";
-    let addr = crate::announce::reachable(config.server.bind);
+    let addr = crate::runner::announce::reachable(config.server.bind);
     let url = format!("http://{addr}/api/health");
     let answer = agent()
         .get(&url)
@@ -358,7 +358,7 @@ fn dashboard(config: &Config, out: &mut Vec<Check>) -> bool {
             "file notifications",
             format!(
                 "the tailer is not watching the folder: it finds new lines by polling every {}",
-                crate::term::duration(config.server.poll_interval)
+                crate::cli::term::duration(config.server.poll_interval)
             ),
             "on Linux, raise the inotify limits (sysctl fs.inotify.max_user_instances=512 fs.inotify.max_user_watches=524288) and restart the dashboard",
         ));
@@ -367,8 +367,8 @@ fn dashboard(config: &Config, out: &mut Vec<Check>) -> bool {
 }
 
 fn websocket(config: &Config, out: &mut Vec<Check>) {
-    let addr = crate::announce::reachable(config.server.bind);
-    match crate::follow::connect(addr, "/ws/events", &config.server.token, Duration::from_secs(1)) {
+    let addr = crate::runner::announce::reachable(config.server.bind);
+    match crate::cli::dashboard::connect(addr, "/ws/events", &config.server.token, Duration::from_secs(1)) {
         Ok(mut ws) => {
             let _ = ws.close(None);
             let _ = ws.flush();
@@ -496,7 +496,7 @@ fn inotify(out: &mut Vec<Check>) {
 }
 
 /// The checks for a person: ✓ / ! / ✗ / - and, under each problem, the fix.
-pub fn render(checks: &[Check], paint: crate::term::Paint) -> String {
+pub fn render(checks: &[Check], paint: crate::cli::term::Paint) -> String {
     let mut out = String::new();
     for c in checks {
         let mark = match c.level {
@@ -521,4 +521,26 @@ pub fn render(checks: &[Check], paint: crate::term::Paint) -> String {
         (f, _) => format!("{f} check{} failed\n", if f == 1 { "" } else { "s" }),
     });
     out
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Print the checks as a JSON array of {check, ok, level, detail, fix}.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `pipewatch doctor`: exit code 1 if a check failed.
+pub fn command(config: Result<Config, ConfigError>, args: Args) -> Result<u8, super::CliError> {
+    let checks = run(config, &scheduler::OsOptions::default());
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&checks)?);
+    } else {
+        print!("{}", render(&checks, super::stdout_paint()));
+    }
+    Ok(if failed(&checks) {
+        crate::exit::FAILURE
+    } else {
+        crate::exit::SUCCESS
+    })
 }

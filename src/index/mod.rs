@@ -36,22 +36,33 @@
 //! `start`); a run whose only run-level event is `missed` starts at its `scheduled_for`, so
 //! history shows each occurrence where it was due.
 
+pub mod history;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, params};
 use serde::Serialize;
 
-use crate::event::{Event, PIPELINE_STAGE, Published, RunId, format_timestamp, kind};
+use crate::event::{
+    Event, PIPELINE_STAGE, Published, RunId, format_timestamp, kind, parse_timestamp,
+};
 use std::sync::Arc;
 
 use crate::tail::{Batch, Checkpoint};
 
 /// Bumped whenever the schema changes; an index with another version is rebuilt.
+/// The index's file name inside `[server] state_dir`.
+pub const FILE_NAME: &str = "index.db";
+
+/// Where the index of a state folder lives.
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join(FILE_NAME)
+}
+
 const SCHEMA_VERSION: i32 = 1;
 
 const SCHEMA: &str = "
@@ -1298,17 +1309,6 @@ fn to_u64(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
-/// A timestamp as pipewatch writes them (RFC 3339) or as other tools do (naive, taken as UTC).
-fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.with_timezone(&Utc));
-    }
-    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
-        .map(|t| t.and_utc())
-}
-
 /// The text a run sorts by: its start normalized to UTC, or as written if it does not parse.
 fn sort_key(timestamp: &str) -> String {
     parse_timestamp(timestamp).map_or_else(|| timestamp.to_string(), format_timestamp)
@@ -1703,7 +1703,7 @@ mod tests {
     /// Runs `r00000`… starting every 10 s, two per start time (ties broken by run id), every
     /// third one failed.
     fn many_runs(ix: &mut Index, n: usize) -> Vec<(String, String)> {
-        let base = Utc::now() - chrono::Duration::days(30);
+        let base = chrono::Utc::now() - chrono::Duration::days(30);
         let mut runs = Vec::new();
         for i in 0..n {
             let ts = format_timestamp(base + chrono::Duration::seconds(10 * (i / 2) as i64));

@@ -14,6 +14,13 @@
 //! the run's own timeout or a journal that can no longer be written — is broadcast on one watch
 //! channel that every stage task selects on.
 
+pub mod announce;
+pub mod invocation;
+pub mod liveness;
+pub mod process;
+pub mod progress;
+pub mod shutdown;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,14 +31,11 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::task::JoinSet;
 
-use crate::announce;
-use crate::config::{Config, Overlap, PIPELINE_STAGE, Stage};
-use crate::event::{Data, Level, RunId, Stream, kind};
+use crate::config::{Config, Overlap, Stage};
+use crate::event::{Data, Level, PIPELINE_STAGE, RunId, Stream, kind};
 use crate::journal::{Journal, JournalError, OutputLine};
-use crate::liveness::{self, PipelineLock, RunLock};
-use crate::process;
-use crate::progress::{Ending, Reporter};
-use crate::shutdown;
+use liveness::{PipelineLock, RunLock};
+use progress::{Ending, Reporter};
 
 /// Output lines longer than this are cut (and marked `data.truncated`).
 pub const MAX_LINE_BYTES: usize = 32 * 1024;

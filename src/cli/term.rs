@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Local, NaiveDateTime, Utc};
+use chrono::Local;
 
 /// Whether output to a stream that `is_terminal` should be coloured.
 pub fn colour_for(is_terminal: bool) -> bool {
@@ -83,21 +83,9 @@ pub fn pad(s: &str, visible: &str, width: usize) -> String {
     format!("{s}{}", " ".repeat(width.saturating_sub(n)))
 }
 
-/// Parses an event timestamp: RFC 3339, or naive (taken as UTC).
-pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .ok()
-        .or_else(|| {
-            NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
-                .ok()
-                .map(|n| n.and_utc())
-        })
-}
-
 /// A timestamp in local time, `2026-11-29 09:15:00`; the text as is if it does not parse.
 pub fn local_datetime(s: &str) -> String {
-    match parse_time(s) {
+    match crate::event::parse_timestamp(s) {
         Some(t) => t
             .with_timezone(&Local)
             .format("%Y-%m-%d %H:%M:%S")
@@ -108,7 +96,7 @@ pub fn local_datetime(s: &str) -> String {
 
 /// A timestamp's local time of day with milliseconds, `09:15:00.123`.
 pub fn local_time(s: &str) -> String {
-    match parse_time(s) {
+    match crate::event::parse_timestamp(s) {
         Some(t) => t.with_timezone(&Local).format("%H:%M:%S%.3f").to_string(),
         None => s.to_string(),
     }
@@ -161,7 +149,7 @@ mod tests {
     fn no_colour_means_plain_text() {
         assert_eq!(Paint::new(false).status("failure"), "failure");
         assert!(Paint::new(true).status("failure").contains("\x1b["));
-        assert!(parse_time("2025-12-08T21:45:00").is_some());
-        assert!(parse_time("2026-11-29T08:15:00.123Z").is_some());
+        assert!(crate::event::parse_timestamp("2025-12-08T21:45:00").is_some());
+        assert!(crate::event::parse_timestamp("2026-11-29T08:15:00.123Z").is_some());
     }
 }

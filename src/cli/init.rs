@@ -27,6 +27,15 @@ pub enum InitError {
     },
 }
 
+impl InitError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            InitError::Exists(_) => crate::exit::USAGE,
+            _ => crate::exit::ENVIRONMENT,
+        }
+    }
+}
+
 const SCRIPTS_DIR: &str = "pipeline";
 
 /// Writes the example into `dir`; returns the files written.
@@ -283,6 +292,16 @@ Write-Output "loaded 500 rows"
 const REPORT_PS1: &str = r#"# Stage 4: summarize the run.
 Write-Output "run $($env:PIPEWATCH_RUN_ID): 250 documents, 2 languages, 500 rows ($($env:REPORT_FORMAT) report)"
 "#;
+
+/// `pipewatch init`: writes the example into `dir` and says what to do next.
+pub fn command(dir: &Path) -> Result<u8, super::CliError> {
+    let files = write_example(dir)?;
+    for f in &files {
+        println!("wrote {}", f.strip_prefix(dir).unwrap_or(f).display());
+    }
+    println!("next: pipewatch run   (or pipewatch serve to watch it live)");
+    Ok(crate::exit::SUCCESS)
+}
 
 #[cfg(test)]
 mod tests {

@@ -24,12 +24,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tungstenite::client::IntoClientRequest;
 use tungstenite::{Message, WebSocket};
 
+use crate::cli::dashboard::{connect, timed_out};
 use crate::config::Config;
 use crate::event::{Event, Published, RunId, kind};
-use crate::liveness::{self, Liveness};
+use crate::runner::liveness::{self, Liveness};
 use crate::tail::{Replay, TailError};
 
 /// How a follow is done.
@@ -102,6 +102,15 @@ pub enum FollowError {
     Output(#[source] io::Error),
 }
 
+impl FollowError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            FollowError::UnknownRun { .. } => crate::exit::USAGE,
+            _ => crate::exit::ENVIRONMENT,
+        }
+    }
+}
+
 /// What the follower needs from the configuration.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -117,59 +126,11 @@ impl Target {
         Target {
             path: config.server.events_dir.join(id.file_name()),
             state_dir: config.server.state_dir.clone(),
-            bind: crate::announce::reachable(config.server.bind),
+            bind: crate::runner::announce::reachable(config.server.bind),
             token: config.server.token.clone(),
             id,
         }
     }
-}
-
-/// Opens a WebSocket to `path` on the dashboard at `addr`, sending the token if there is one.
-/// Reads on the returned socket time out after `read_timeout` (an `Io` error of kind
-/// `WouldBlock`/`TimedOut`, after which the socket is still usable).
-pub fn connect(
-    addr: SocketAddr,
-    path: &str,
-    token: &str,
-    read_timeout: Duration,
-) -> Result<WebSocket<TcpStream>, String> {
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    let _ = stream.set_nodelay(true);
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    let mut req = format!("ws://{addr}{path}")
-        .into_client_request()
-        .map_err(|e| e.to_string())?;
-    if !token.is_empty() {
-        let value = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| "the token is not a valid header value".to_string())?;
-        req.headers_mut()
-            .insert(tungstenite::http::header::AUTHORIZATION, value);
-    }
-    match tungstenite::client(req, stream) {
-        Ok((ws, _)) => {
-            ws.get_ref()
-                .set_read_timeout(Some(read_timeout))
-                .map_err(|e| e.to_string())?;
-            Ok(ws)
-        }
-        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r))) => {
-            let status = r.status();
-            Err(if status.as_u16() == 401 {
-                "the dashboard refused the token (401): set the same [server] token or PIPEWATCH_TOKEN as the dashboard".to_string()
-            } else {
-                format!("the dashboard refused the WebSocket upgrade with {status}")
-            })
-        }
-        Err(e) => Err(format!("WebSocket upgrade failed: {e}")),
-    }
-}
-
-fn timed_out(e: &tungstenite::Error) -> bool {
-    matches!(e, tungstenite::Error::Io(io) if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
 }
 
 /// The follower's memory across switches.
@@ -388,7 +349,7 @@ pub fn latest(
     let state_dir = &config.server.state_dir;
     let events_dir = &config.server.events_dir;
     let files = |seen: &mut HashSet<RunId>| -> Vec<RunId> {
-        let mut new: Vec<RunId> = crate::history::run_files(events_dir)
+        let mut new: Vec<RunId> = crate::index::history::run_files(events_dir)
             .unwrap_or_default()
             .into_iter()
             .map(|(id, _, _)| id)
@@ -421,7 +382,7 @@ pub fn latest(
 /// Whether a run file is the dashboard's record of a missed occurrence (not a run to follow).
 fn is_missed_record(path: &std::path::Path, id: &RunId) -> bool {
     let mut missed = false;
-    let _ = crate::history::read_batches(path, id, |b| {
+    let _ = crate::index::history::read_batches(path, id, |b| {
         missed |= b
             .events
             .iter()
@@ -431,9 +392,9 @@ fn is_missed_record(path: &std::path::Path, id: &RunId) -> bool {
 }
 
 /// One event for a person: `time  stage  kind  msg`, stderr and errors in red.
-pub fn render(p: &Published, paint: crate::term::Paint, stage_width: usize) -> String {
+pub fn render(p: &Published, paint: crate::cli::term::Paint, stage_width: usize) -> String {
     let e = &p.event;
-    let time = crate::term::local_time(&e.timestamp);
+    let time = crate::cli::term::local_time(&e.timestamp);
     let what = if e.event == kind::LOG {
         e.data_str("stream").unwrap_or("log").to_string()
     } else {
@@ -462,8 +423,80 @@ pub fn render(p: &Published, paint: crate::term::Paint, stage_width: usize) -> S
     format!(
         "{}  {}  {}  {}",
         paint.dim(&time),
-        crate::term::pad(&paint.cyan(&e.stage), &e.stage, stage_width),
-        crate::term::pad(&what_s, &what, 9),
+        crate::cli::term::pad(&paint.cyan(&e.stage), &e.stage, stage_width),
+        crate::cli::term::pad(&what_s, &what, 9),
         msg_s
     )
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The run to follow (default: --latest).
+    #[arg(value_parser = super::parse_run_id, value_name = "RUN_ID")]
+    run_id: Option<RunId>,
+    /// Follow the newest running run, or wait for the next one to start.
+    #[arg(long, conflicts_with = "run_id")]
+    latest: bool,
+    /// Print each event as its raw JSON line.
+    #[arg(long)]
+    json: bool,
+    /// Read the run file even when the dashboard is up.
+    #[arg(long)]
+    no_dashboard: bool,
+}
+
+/// `pipewatch tail`: follows the run and exits with its result.
+pub fn command(config: &Config, args: Args) -> Result<u8, super::CliError> {
+    use std::io::Write;
+    let paint = super::stdout_paint();
+    let note = crate::cli::term::Paint::new(super::colour_on_stderr());
+    let opts = Options {
+        file_only: args.no_dashboard,
+        ..Options::default()
+    };
+    let id = match args.run_id {
+        Some(id) => id,
+        None => latest(config, opts.poll, &mut || {
+            eprintln!(
+                "{}",
+                note.dim("no run is going: waiting for the next one to start (Ctrl-C to stop)")
+            );
+        })?,
+    };
+    let target = Target::new(config, id.clone());
+    let width = config
+        .stages
+        .iter()
+        .map(|s| s.name.chars().count())
+        .chain([crate::event::PIPELINE_STAGE.len()])
+        .max()
+        .unwrap_or(8);
+    let mut stdout = std::io::stdout().lock();
+    let mut on_event = |p: &Published| -> io::Result<()> {
+        if args.json {
+            writeln!(stdout, "{}", p.json)
+        } else {
+            writeln!(stdout, "{}", render(p, paint, width))
+        }
+    };
+    let mut on_switch = |via: &Via, why: Option<&str>| {
+        let why = why.map(|w| format!("{w}: ")).unwrap_or_default();
+        let msg = match via {
+            Via::Dashboard(addr) => {
+                format!("{why}following run {id} through the dashboard at {addr}")
+            }
+            Via::File(path) => format!("{why}following run {id} from its file {}", path.display()),
+        };
+        eprintln!("{}", note.dim(&msg));
+    };
+    let end = follow(&target, &opts, &mut on_event, &mut on_switch)?;
+    let text = match &end {
+        End::Abandoned => format!("run {id} abandoned: its runner is gone without a final event"),
+        e => format!("run {id} ended: {}", e.as_str()),
+    };
+    eprintln!(
+        "{}",
+        note.status_line(&text, end.exit_code() == crate::exit::SUCCESS)
+    );
+    Ok(end.exit_code())
 }

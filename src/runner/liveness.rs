@@ -178,7 +178,7 @@ pub fn reap_orphans(state_dir: &Path) -> usize {
             .lines()
             .filter_map(|l| l.trim().parse::<u32>().ok())
         {
-            if crate::process::kill_group(pgid) {
+            if crate::runner::process::kill_group(pgid) {
                 killed += 1;
                 tracing::warn!(run_id = %id, pgid, "killed a stage left running by a dead runner");
             }

@@ -21,11 +21,8 @@ use chrono::{DateTime, Utc};
 use crate::config::Config;
 use crate::event::RunId;
 use crate::index::{Index, IndexError, RunDetail, RunSummary};
-use crate::liveness::{self, Liveness};
+use crate::runner::liveness::{self, Liveness};
 use crate::tail::{Batch, Replay, TailError};
-
-/// Statuses a run can have (contract §4).
-pub use crate::index::RUN_STATUSES as STATUSES;
 
 /// Why the history cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -45,18 +42,18 @@ pub enum HistoryError {
         "no run {id} in {events_dir} or the run index: `pipewatch runs` lists the runs there are"
     )]
     UnknownRun { id: RunId, events_dir: PathBuf },
-    #[error("unknown status {0:?}: one of {list}", list = STATUSES.join(", "))]
+    #[error("unknown status {0:?}: one of {list}", list = crate::index::RUN_STATUSES.join(", "))]
     UnknownStatus(String),
 }
 
 impl HistoryError {
-    /// Whether the user asked for something that is not there (exit code 2), as opposed to a
-    /// folder or database that cannot be read.
-    pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
-            HistoryError::UnknownRun { .. } | HistoryError::UnknownStatus(_)
-        )
+    /// Asking for something that is not there is a usage error (exit code 2); a folder or
+    /// database that cannot be read is the environment's.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            HistoryError::UnknownRun { .. } | HistoryError::UnknownStatus(_) => crate::exit::USAGE,
+            _ => crate::exit::ENVIRONMENT,
+        }
     }
 }
 
@@ -124,7 +121,7 @@ impl History {
     /// Opens the history of `config`'s pipeline. See the module doc.
     pub fn open(config: &Config) -> Result<History, HistoryError> {
         let events_dir = config.server.events_dir.clone();
-        let db = config.server.state_dir.join("index.db");
+        let db = crate::index::path(&config.server.state_dir);
         let files = run_files(&events_dir)?;
         let disk = if db.is_file() {
             match Index::open(&db) {
@@ -202,7 +199,7 @@ impl History {
         status: Option<&str>,
     ) -> Result<Vec<RunSummary>, HistoryError> {
         if let Some(s) = status
-            && !STATUSES.contains(&s)
+            && !crate::index::RUN_STATUSES.contains(&s)
         {
             return Err(HistoryError::UnknownStatus(s.to_string()));
         }
@@ -311,172 +308,9 @@ impl History {
 /// Newest first by start, then run id (the index's order).
 fn order_key(r: &RunSummary) -> (Option<DateTime<Utc>>, RunId) {
     (
-        r.started_at.as_deref().and_then(crate::term::parse_time),
+        r.started_at
+            .as_deref()
+            .and_then(crate::event::parse_timestamp),
         r.run_id.clone(),
     )
-}
-
-/// The duration shown for a run or stage: its own, or for one still going the time so far.
-fn shown_duration(
-    duration_ms: Option<u64>,
-    started_at: Option<&str>,
-    status: &str,
-    now: DateTime<Utc>,
-) -> String {
-    match duration_ms {
-        Some(ms) => crate::term::duration(std::time::Duration::from_millis(ms)),
-        None if status == "running" => started_at
-            .and_then(crate::term::parse_time)
-            .and_then(|t| (now - t).to_std().ok())
-            .map(|d| format!("{}…", crate::term::duration(d)))
-            .unwrap_or_else(|| "-".to_string()),
-        None => "-".to_string(),
-    }
-}
-
-/// The `runs` table: run id, status (coloured), source, start (local time), duration.
-pub fn render_list(runs: &[RunSummary], paint: crate::term::Paint, now: DateTime<Utc>) -> String {
-    use crate::term::pad;
-    if runs.is_empty() {
-        return "no runs yet: `pipewatch run` runs the pipeline once\n".to_string();
-    }
-    let rows: Vec<[String; 5]> = runs
-        .iter()
-        .map(|r| {
-            let source = match (&r.source, &r.reason) {
-                (Some(s), Some(why)) if r.status != "success" => format!("{s} ({why})"),
-                (Some(s), _) => s.clone(),
-                (None, _) => "-".to_string(),
-            };
-            [
-                r.run_id.to_string(),
-                r.status.clone(),
-                source,
-                r.started_at
-                    .as_deref()
-                    .map(crate::term::local_datetime)
-                    .unwrap_or_else(|| "-".to_string()),
-                shown_duration(r.duration_ms, r.started_at.as_deref(), &r.status, now),
-            ]
-        })
-        .collect();
-    let head = ["RUN", "STATUS", "TRIGGER", "STARTED", "DURATION"];
-    let mut width = head.map(str::len);
-    for row in &rows {
-        for (w, cell) in width.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let line = |cells: [String; 5], shown: [String; 5]| {
-        let mut l = String::new();
-        for (i, (cell, vis)) in shown.iter().zip(&cells).enumerate() {
-            if i + 1 == cells.len() {
-                l.push_str(cell);
-            } else {
-                l.push_str(&pad(cell, vis, width[i]));
-                l.push_str("  ");
-            }
-        }
-        l.push('\n');
-        l
-    };
-    let head_cells = head.map(str::to_string);
-    out.push_str(&line(
-        head_cells.clone(),
-        head_cells.map(|h| paint.bold(&h)),
-    ));
-    for row in rows {
-        let mut shown = row.clone();
-        shown[1] = paint.status(&row[1]);
-        out.push_str(&line(row, shown));
-    }
-    out
-}
-
-/// `runs show`: the run, then each stage; a failed stage with the end of its stderr.
-pub fn render_detail(
-    d: &RunDetail,
-    tails: &HashMap<String, Vec<String>>,
-    paint: crate::term::Paint,
-    now: DateTime<Utc>,
-) -> String {
-    use crate::term::pad;
-    let r = &d.run;
-    let mut out = String::new();
-    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_string());
-    out.push_str(&format!("run       {}\n", paint.bold(r.run_id.as_str())));
-    out.push_str(&format!("pipeline  {}\n", or_dash(r.pipeline.clone())));
-    let reason = r
-        .reason
-        .as_deref()
-        .map(|w| format!(" ({w})"))
-        .unwrap_or_default();
-    out.push_str(&format!("status    {}{reason}\n", paint.status(&r.status)));
-    out.push_str(&format!("trigger   {}\n", or_dash(r.source.clone())));
-    out.push_str(&format!(
-        "started   {}\n",
-        or_dash(r.started_at.as_deref().map(crate::term::local_datetime))
-    ));
-    out.push_str(&format!(
-        "finished  {}\n",
-        or_dash(r.finished_at.as_deref().map(crate::term::local_datetime))
-    ));
-    out.push_str(&format!(
-        "duration  {}\n",
-        shown_duration(r.duration_ms, r.started_at.as_deref(), &r.status, now)
-    ));
-    if let Some(when) = &r.scheduled_for {
-        out.push_str(&format!(
-            "due at    {}\n",
-            crate::term::local_datetime(when)
-        ));
-    }
-    if d.stages.is_empty() {
-        return out;
-    }
-    out.push('\n');
-    let name_w = d
-        .stages
-        .iter()
-        .map(|s| s.name.chars().count())
-        .max()
-        .unwrap_or(5)
-        .max(5);
-    let status_w = d
-        .stages
-        .iter()
-        .map(|s| s.status.len())
-        .max()
-        .unwrap_or(6)
-        .max(6);
-    out.push_str(&paint.bold(&format!(
-        "{:name_w$}  {:status_w$}  {:>8}  {:>10}  {}",
-        "STAGE", "STATUS", "ATTEMPTS", "DURATION", "EXIT"
-    )));
-    out.push('\n');
-    for s in &d.stages {
-        let exit = s
-            .exit_code
-            .map_or_else(|| "-".to_string(), |c| c.to_string());
-        out.push_str(&format!(
-            "{:name_w$}  {}  {:>8}  {:>10}  {}\n",
-            s.name,
-            pad(&paint.status(&s.status), &s.status, status_w),
-            s.attempts,
-            shown_duration(s.duration_ms, s.started_at.as_deref(), &s.status, now),
-            exit
-        ));
-        if let Some(lines) = tails.get(&s.name).filter(|l| !l.is_empty()) {
-            out.push_str(&paint.dim(&format!(
-                "  last {} stderr lines of {}:\n",
-                lines.len(),
-                s.name
-            )));
-            for l in lines {
-                out.push_str(&format!("  {} {}\n", paint.dim("|"), paint.red(l)));
-            }
-        }
-    }
-    out
 }

@@ -1,0 +1,168 @@
+//! The command line: the arguments (clap), one module per command, the terminal rendering
+//! beside the data it shows, and the mapping of every error to its exit code.
+//!
+//! `main.rs` parses and calls [`run`]; each command module takes the loaded configuration and
+//! its own arguments and returns an exit code, or a [`CliError`] that knows its own.
+//!
+//! | module | command |
+//! |---|---|
+//! | [`init`] | `init`: the example configuration and pipeline |
+//! | [`run`] | `run`: one run of the pipeline, now |
+//! | [`serve`] | `serve`: the dashboard (and `serve --example`) |
+//! | [`scheduler`] | `scheduler install\|uninstall\|enable\|disable\|status` |
+//! | [`reindex`] | `reindex`: the run index rebuilt from the run files |
+//! | [`runs`] | `runs` and `runs show`: history for a terminal |
+//! | [`tail`] | `tail`: one run's events as they are written |
+//! | [`doctor`] | `doctor`: the troubleshooting checks |
+//! | [`prune`] | `prune`: `[retention]` applied now |
+//! | [`dashboard`] | the terminal's WebSocket client of the dashboard (`tail`, `doctor`) |
+//! | [`term`] | colour, times and durations for a terminal |
+
+pub mod dashboard;
+pub mod doctor;
+mod error;
+pub mod init;
+pub mod prune;
+pub mod reindex;
+pub mod run;
+pub mod runs;
+pub mod scheduler;
+pub mod serve;
+pub mod tail;
+pub mod term;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use error::CliError;
+
+use crate::config::Config;
+use crate::event::RunId;
+
+#[derive(Parser)]
+#[command(
+    name = "pipewatch",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("PIPEWATCH_COMMIT"), ")"),
+    about = "Run a data pipeline on a schedule and watch every run live",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// The configuration file (default: ./pipewatch.toml).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the dashboard: tail the run files, stream their events, answer the API.
+    Serve(serve::Args),
+    /// Rebuild the run index from the run files.
+    Reindex,
+    /// Install, remove, turn on or off, or show the task that runs the pipeline on its schedule.
+    Scheduler(scheduler::Args),
+    /// Write a commented example pipewatch.toml and the pipeline it runs into the current folder.
+    Init,
+    /// Run the pipeline once, now.
+    Run(run::Args),
+    /// The history of runs, newest first (list), or one run with its stages (show RUN_ID).
+    #[command(args_conflicts_with_subcommands = true)]
+    Runs(runs::Args),
+    /// Follow a run's events as they are written, and exit with its result (0 success or
+    /// skipped, 1 failure, cancelled or abandoned).
+    Tail(tail::Args),
+    /// Check the setup (configuration, events folder, recent runs, dashboard, WebSocket,
+    /// scheduler task, inotify) and say what to fix. Exit code 1 if a check fails.
+    Doctor(doctor::Args),
+    /// Remove run files and index rows older than [retention] max_age or beyond max_runs
+    /// (never a running run).
+    Prune(prune::Args),
+    /// Print a shell completion script (for example: pipewatch completions bash >
+    /// ~/.local/share/bash-completion/completions/pipewatch).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Runs the parsed command line: logging set up, the command run, its error printed.
+pub fn run(cli: Cli) -> ExitCode {
+    init_logging(matches!(cli.command, Command::Serve(_)));
+    match dispatch(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = e.exit_code();
+            eprintln!("pipewatch: error: {:#}", anyhow::Error::from(e));
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<u8, CliError> {
+    let cwd = std::env::current_dir()?;
+    let config = || load_config(cli.config.as_deref(), &cwd);
+    match cli.command {
+        Command::Init => init::command(&cwd),
+        Command::Serve(args) => serve::command(cli.config.as_deref(), &cwd, args),
+        Command::Scheduler(args) => scheduler::command(&config()?, args),
+        Command::Reindex => reindex::command(&config()?),
+        Command::Run(args) => run::command(&config()?, args),
+        Command::Runs(args) => runs::command(&config()?, args),
+        Command::Tail(args) => tail::command(&config()?, args),
+        Command::Doctor(args) => {
+            let config =
+                Config::locate(cli.config.as_deref(), &cwd).and_then(|path| Config::load(&path));
+            doctor::command(config, args)
+        }
+        Command::Prune(args) => prune::command(&config()?, args),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "pipewatch",
+                &mut std::io::stdout(),
+            );
+            Ok(crate::exit::SUCCESS)
+        }
+    }
+}
+
+/// `PIPEWATCH_LOG` decides, else: the dashboard logs what it does; one-shot commands only
+/// what goes wrong.
+fn init_logging(serving: bool) {
+    let default = if serving { "info" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PIPEWATCH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(colour_on_stderr())
+        .init();
+}
+
+fn load_config(explicit: Option<&Path>, cwd: &Path) -> Result<Config, CliError> {
+    let path = Config::locate(explicit, cwd)?;
+    Ok(Config::load(&path)?)
+}
+
+fn parse_run_id(s: &str) -> Result<RunId, String> {
+    RunId::parse(s).map_err(|e| e.to_string())
+}
+
+/// Colour only on a terminal, and never with `NO_COLOR` set.
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    term::colour_for(std::io::stderr().is_terminal())
+}
+
+/// How to paint what goes to stdout.
+fn stdout_paint() -> term::Paint {
+    use std::io::IsTerminal;
+    term::Paint::new(term::colour_for(std::io::stdout().is_terminal()))
+}

@@ -1,0 +1,278 @@
+//! `pipewatch runs` and `runs show RUN_ID`: the run history for a terminal or as JSON, read
+//! from the run index caught up with the files ([`History`]), whether or not the dashboard is
+//! up.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::term::{self, Paint};
+use super::{CliError, parse_run_id, stdout_paint};
+use crate::config::Config;
+use crate::event::RunId;
+use crate::exit;
+use crate::index::history::History;
+use crate::index::{RUN_STATUSES, RunDetail, RunSummary, StageSummary};
+
+/// Number of stderr lines `runs show` prints for a failed stage.
+const STDERR_TAIL: usize = 10;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    action: Option<Action>,
+    #[command(flatten)]
+    list: ListArgs,
+    /// Print JSON: the objects of GET /api/runs and GET /api/runs/{run_id}.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(clap::Subcommand)]
+enum Action {
+    /// Runs newest first (the default).
+    List(ListArgs),
+    /// One run: its stages with status, attempts, durations and exit codes, and the last
+    /// stderr lines of a failed stage.
+    Show {
+        #[arg(value_parser = parse_run_id, value_name = "RUN_ID")]
+        run_id: RunId,
+    },
+}
+
+#[derive(clap::Args, Clone, Default)]
+struct ListArgs {
+    /// Only runs with this status.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(RUN_STATUSES))]
+    status: Option<String>,
+    /// At most this many runs.
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
+}
+
+/// `runs show --json`: the run's object with the end of each failed stage's stderr.
+#[derive(Serialize)]
+struct DetailJson<'a> {
+    #[serde(flatten)]
+    run: &'a RunSummary,
+    stages: Vec<StageJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct StageJson<'a> {
+    #[serde(flatten)]
+    stage: &'a StageSummary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stderr_tail: Option<&'a Vec<String>>,
+}
+
+pub fn command(config: &Config, args: Args) -> Result<u8, CliError> {
+    let paint = stdout_paint();
+    let history = History::open(config)?;
+    tracing::debug!(source = ?history.source(), "run history");
+    let now = Utc::now();
+    match args.action {
+        None | Some(Action::List(_)) => {
+            let list = match args.action {
+                Some(Action::List(a)) => a,
+                _ => args.list,
+            };
+            let runs = history.list(list.limit, list.status.as_deref())?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&runs)?);
+            } else {
+                print!("{}", render_list(&runs, paint, now));
+            }
+        }
+        Some(Action::Show { run_id }) => {
+            let detail = history.get(&run_id)?;
+            let failed: Vec<&str> = detail
+                .stages
+                .iter()
+                .filter(|s| s.status == "failure")
+                .map(|s| s.name.as_str())
+                .collect();
+            let tails = history.stderr_tails(&run_id, &failed, STDERR_TAIL)?;
+            if args.json {
+                let json = DetailJson {
+                    run: &detail.run,
+                    stages: detail
+                        .stages
+                        .iter()
+                        .map(|stage| StageJson {
+                            stage,
+                            stderr_tail: tails.get(&stage.name),
+                        })
+                        .collect(),
+                };
+                println!("{}", serde_json::to_string_pretty(&json)?);
+            } else {
+                print!("{}", render_detail(&detail, &tails, paint, now));
+            }
+        }
+    }
+    Ok(exit::SUCCESS)
+}
+
+/// The duration shown for a run or stage: its own, or for one still going the time so far.
+fn shown_duration(
+    duration_ms: Option<u64>,
+    started_at: Option<&str>,
+    status: &str,
+    now: DateTime<Utc>,
+) -> String {
+    match duration_ms {
+        Some(ms) => term::duration(std::time::Duration::from_millis(ms)),
+        None if status == "running" => started_at
+            .and_then(crate::event::parse_timestamp)
+            .and_then(|t| (now - t).to_std().ok())
+            .map(|d| format!("{}…", term::duration(d)))
+            .unwrap_or_else(|| "-".to_string()),
+        None => "-".to_string(),
+    }
+}
+
+/// The `runs` table: run id, status (coloured), source, start (local time), duration.
+pub fn render_list(runs: &[RunSummary], paint: Paint, now: DateTime<Utc>) -> String {
+    use term::pad;
+    if runs.is_empty() {
+        return "no runs yet: `pipewatch run` runs the pipeline once\n".to_string();
+    }
+    let rows: Vec<[String; 5]> = runs
+        .iter()
+        .map(|r| {
+            let source = match (&r.source, &r.reason) {
+                (Some(s), Some(why)) if r.status != "success" => format!("{s} ({why})"),
+                (Some(s), _) => s.clone(),
+                (None, _) => "-".to_string(),
+            };
+            [
+                r.run_id.to_string(),
+                r.status.clone(),
+                source,
+                r.started_at
+                    .as_deref()
+                    .map(term::local_datetime)
+                    .unwrap_or_else(|| "-".to_string()),
+                shown_duration(r.duration_ms, r.started_at.as_deref(), &r.status, now),
+            ]
+        })
+        .collect();
+    let head = ["RUN", "STATUS", "TRIGGER", "STARTED", "DURATION"];
+    let mut width = head.map(str::len);
+    for row in &rows {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: [String; 5], shown: [String; 5]| {
+        let mut l = String::new();
+        for (i, (cell, vis)) in shown.iter().zip(&cells).enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(cell);
+            } else {
+                l.push_str(&pad(cell, vis, width[i]));
+                l.push_str("  ");
+            }
+        }
+        l.push('\n');
+        l
+    };
+    let head_cells = head.map(str::to_string);
+    out.push_str(&line(
+        head_cells.clone(),
+        head_cells.map(|h| paint.bold(&h)),
+    ));
+    for row in rows {
+        let mut shown = row.clone();
+        shown[1] = paint.status(&row[1]);
+        out.push_str(&line(row, shown));
+    }
+    out
+}
+
+/// `runs show`: the run, then each stage; a failed stage with the end of its stderr.
+pub fn render_detail(
+    d: &RunDetail,
+    tails: &HashMap<String, Vec<String>>,
+    paint: Paint,
+    now: DateTime<Utc>,
+) -> String {
+    use term::pad;
+    let r = &d.run;
+    let mut out = String::new();
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_string());
+    out.push_str(&format!("run       {}\n", paint.bold(r.run_id.as_str())));
+    out.push_str(&format!("pipeline  {}\n", or_dash(r.pipeline.clone())));
+    let reason = r
+        .reason
+        .as_deref()
+        .map(|w| format!(" ({w})"))
+        .unwrap_or_default();
+    out.push_str(&format!("status    {}{reason}\n", paint.status(&r.status)));
+    out.push_str(&format!("trigger   {}\n", or_dash(r.source.clone())));
+    out.push_str(&format!(
+        "started   {}\n",
+        or_dash(r.started_at.as_deref().map(term::local_datetime))
+    ));
+    out.push_str(&format!(
+        "finished  {}\n",
+        or_dash(r.finished_at.as_deref().map(term::local_datetime))
+    ));
+    out.push_str(&format!(
+        "duration  {}\n",
+        shown_duration(r.duration_ms, r.started_at.as_deref(), &r.status, now)
+    ));
+    if let Some(when) = &r.scheduled_for {
+        out.push_str(&format!("due at    {}\n", term::local_datetime(when)));
+    }
+    if d.stages.is_empty() {
+        return out;
+    }
+    out.push('\n');
+    let name_w = d
+        .stages
+        .iter()
+        .map(|s| s.name.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let status_w = d
+        .stages
+        .iter()
+        .map(|s| s.status.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    out.push_str(&paint.bold(&format!(
+        "{:name_w$}  {:status_w$}  {:>8}  {:>10}  {}",
+        "STAGE", "STATUS", "ATTEMPTS", "DURATION", "EXIT"
+    )));
+    out.push('\n');
+    for s in &d.stages {
+        let exit = s
+            .exit_code
+            .map_or_else(|| "-".to_string(), |c| c.to_string());
+        out.push_str(&format!(
+            "{:name_w$}  {}  {:>8}  {:>10}  {}\n",
+            s.name,
+            pad(&paint.status(&s.status), &s.status, status_w),
+            s.attempts,
+            shown_duration(s.duration_ms, s.started_at.as_deref(), &s.status, now),
+            exit
+        ));
+        if let Some(lines) = tails.get(&s.name).filter(|l| !l.is_empty()) {
+            out.push_str(&paint.dim(&format!(
+                "  last {} stderr lines of {}:\n",
+                lines.len(),
+                s.name
+            )));
+            for l in lines {
+                out.push_str(&format!("  {} {}\n", paint.dim("|"), paint.red(l)));
+            }
+        }
+    }
+    out
+}

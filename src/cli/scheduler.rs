@@ -1,0 +1,97 @@
+//! `pipewatch scheduler install|uninstall|enable|disable|status`: the task that starts the
+//! pipeline on its schedule, in whichever backend, and its status for a person or as JSON.
+
+use super::CliError;
+use crate::config::{Backend, Config};
+use crate::exit;
+use crate::scheduler::{self, Status};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    action: Action,
+    /// builtin, windows, systemd or cron (default: [scheduler] backend).
+    #[arg(long, global = true, value_enum)]
+    backend: Option<BackendArg>,
+    /// Print the status as JSON (the object of GET /api/scheduler/status).
+    #[arg(long, global = true)]
+    json: bool,
+    /// systemd: a system unit (systemctl --system) instead of the user's.
+    #[arg(long, global = true)]
+    system: bool,
+}
+
+#[derive(clap::Subcommand, Clone, Copy)]
+enum Action {
+    /// Create (or replace) the task and turn it on.
+    Install,
+    /// Remove the task.
+    Uninstall,
+    /// Turn the task on.
+    Enable,
+    /// Turn the task off (a run going on is left to finish).
+    Disable,
+    /// Show whether the task exists, is on, and its next and last run.
+    Status,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BackendArg {
+    Builtin,
+    Windows,
+    Systemd,
+    Cron,
+}
+
+impl From<BackendArg> for Backend {
+    fn from(b: BackendArg) -> Self {
+        match b {
+            BackendArg::Builtin => Backend::Builtin,
+            BackendArg::Windows => Backend::Windows,
+            BackendArg::Systemd => Backend::Systemd,
+            BackendArg::Cron => Backend::Cron,
+        }
+    }
+}
+
+pub fn command(config: &Config, args: Args) -> Result<u8, CliError> {
+    let kind = args.backend.map_or(config.scheduler.backend, Into::into);
+    let options = scheduler::OsOptions {
+        system: args.system,
+        ..scheduler::OsOptions::default()
+    };
+    let b = scheduler::backend(kind, config, options);
+    let status = match args.action {
+        Action::Install => b.install(),
+        Action::Uninstall => b.uninstall(),
+        Action::Enable => b.enable(),
+        Action::Disable => b.disable(),
+        Action::Status => b.status(),
+    }?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", render(&status));
+    }
+    Ok(exit::SUCCESS)
+}
+
+/// The status as aligned `name: value` lines.
+pub fn render(status: &Status) -> String {
+    let or = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_string());
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    let rows = [
+        ("backend", status.backend.as_str().to_string()),
+        ("task", status.task_name.clone()),
+        ("exists", yes(status.exists).to_string()),
+        ("enabled", yes(status.enabled).to_string()),
+        ("state", status.state.clone()),
+        ("schedule", status.schedule.clone()),
+        ("next run", or(&status.next_run)),
+        ("last run", or(&status.last_run)),
+        ("last result", or(&status.last_result)),
+    ];
+    rows.iter()
+        .map(|(k, v)| format!("{:<13}{v}\n", format!("{k}:")))
+        .collect()
+}
