@@ -6,7 +6,8 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`builtin`] | the built-in scheduler: its persisted state, catch-up decisions, on/off |
+//! | [`builtin`] | the built-in scheduler: its persisted state, on/off, catch-up, the timer loop |
+//! | [`audit`] | the occurrence auditor (every backend): occurrences without a run become `missed` |
 //! | [`cron`] | the crontab block between marker comments; `crontab -l` / `crontab -` |
 //! | [`systemd`] | the `.service` + `.timer` unit texts, cron → `OnCalendar=`, `systemctl` |
 //! | [`windows`] | the Task Scheduler XML, cron → triggers, `schtasks` |
@@ -15,8 +16,8 @@
 //!
 //! Every backend builds its argument lists and file texts with pure functions (tested as
 //! text) and hands the lists to [`exec`]. The built-in backend's loop runs inside the dashboard
-//! (`server::timer`); here is its state, which `pipewatch scheduler` can change whether or not
-//! the dashboard is up.
+//! ([`builtin::timer`], started by `server`); its state is a file, which `pipewatch scheduler`
+//! can change whether or not the dashboard is up.
 //!
 //! Invariants: every backend starts exactly `<exe> run --config <absolute config> --source
 //! scheduler` (one [`Invocation`]); a schedule a backend cannot express is refused at install with
@@ -24,10 +25,11 @@
 //! except the crontab line, which cron itself hands to `/bin/sh` and which [`cron`] quotes.
 //!
 //! Callers: the `scheduler` command and the dashboard's `/api/scheduler/*` handlers, through
-//! [`os_backend`]. The [`Backend`] methods block on external tools: async callers run them
+//! [`backend`]. The [`Backend`] methods block on external tools: async callers run them
 //! with `spawn_blocking`. [`SchedulerError::is_tool_error`] tells the API which errors are
 //! a 503.
 
+pub mod audit;
 pub mod builtin;
 pub mod cron;
 pub mod exec;

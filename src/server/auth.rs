@@ -9,8 +9,8 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use super::AppState;
-use super::api::ApiError;
+use super::error::ApiError;
+use super::state::AppState;
 
 /// The cookie the page keeps the token in.
 pub const TOKEN_COOKIE: &str = "pipewatch_token";

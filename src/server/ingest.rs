@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::{AppState, Stats};
+use super::state::{AppState, Stats};
 use crate::event::{RunId, now_timestamp};
 use crate::index::IndexError;
 use crate::runner::liveness::{self, Liveness};

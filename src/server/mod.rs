@@ -13,33 +13,43 @@
 //!
 //! [`serve`] takes an already-bound listener and a shutdown future; [`router`] is the pure
 //! HTTP surface over [`AppState`], testable without a socket.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`state`] | [`AppState`]: what handlers and tasks share, built in one place |
+//! | [`error`] | [`ApiError`]: a status and `{"error": ...}` |
+//! | [`ingest`] | tailer batches → index → bus; the liveness watchdog (`abandoned`) |
+//! | [`launch`] | starting `pipewatch run` ("Run now", the built-in scheduler) |
+//! | [`schedule`] | the built-in timer and the auditor on the wall clock; the status |
+//! | [`auth`] | the token, Origin and content-type guards |
+//! | [`routes`] | the router, one module per group of routes |
 
-mod api;
-mod auth;
+pub mod auth;
+pub mod error;
 mod ingest;
-pub mod timer;
-mod ws;
+pub mod launch;
+pub mod routes;
+pub mod schedule;
+pub mod state;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::bus::{self, Bus};
-use crate::config::{Backend, Config};
-use crate::index::{self, Index, Opened};
-use crate::tail::{self, TailConfig, TailStats, Tailer};
+pub use error::ApiError;
+pub use routes::{MAX_BODY_BYTES, ROUTES, router};
+pub use state::{AppState, Stats};
 
-/// Request bodies larger than this are refused with 413.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+use crate::bus::{self, Bus};
+use crate::config::Config;
+use crate::index::{self, Index, Opened};
+use crate::tail::{self, TailConfig, Tailer};
 
 /// A client that has not sent its request headers within this long is disconnected.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,6 +70,8 @@ pub enum ServeError {
     Tailer(std::io::Error),
     #[error("cannot accept connections: {0}")]
     Accept(std::io::Error),
+    #[error("{0}")]
+    Startup(String),
 }
 
 impl ServeError {
@@ -81,94 +93,6 @@ pub fn check_bind(addr: SocketAddr, token: &str) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// Counters shown in health and metrics.
-#[derive(Default)]
-pub struct Stats {
-    pub events_published: AtomicU64,
-    pub batches: AtomicU64,
-    pub index_errors: AtomicU64,
-    pub ws_clients: AtomicU64,
-    pub ws_lagged: AtomicU64,
-    pub sse_clients: AtomicU64,
-    pub runs_started: AtomicU64,
-    pub abandoned: AtomicU64,
-}
-
-impl Stats {
-    fn add(c: &AtomicU64, n: u64) {
-        c.fetch_add(n, Ordering::Relaxed);
-    }
-    fn get(c: &AtomicU64) -> u64 {
-        c.load(Ordering::Relaxed)
-    }
-}
-
-/// Everything the handlers share.
-pub struct AppState {
-    pub config: Config,
-    pub bus: Bus,
-    /// The one SQLite connection; only ever locked inside `spawn_blocking`.
-    pub index: Mutex<Index>,
-    /// The last index error, shown in health until an operation succeeds again.
-    pub index_error: Mutex<Option<String>>,
-    /// Why the index is behind what was published (a failed commit), until it has caught up.
-    pub ingest_error: Mutex<Option<String>>,
-    pub tail_stats: Arc<TailStats>,
-    pub stats: Stats,
-    /// Set once the tailer runs; used to read an announced run's file at once.
-    pub tailer: Mutex<Option<Tailer>>,
-    /// The program started for "Run now".
-    pub exe: PathBuf,
-    pub started: Instant,
-    /// Flips to true on shutdown; long-lived streams watch it to close cleanly.
-    pub closing: watch::Receiver<bool>,
-    /// Wakes the built-in scheduler when its state changed (enabled or disabled).
-    pub timer_wake: tokio::sync::Notify,
-    /// For a detached state (no accept loop owns the close signal): keeps the signal's sender
-    /// alive, so streams do not see "closing" at once.
-    _keep_open: Option<watch::Sender<bool>>,
-}
-
-impl AppState {
-    /// Runs `f` on the index off the async workers, recording the outcome for health.
-    pub async fn with_index<T, F>(self: &Arc<Self>, f: F) -> Result<T, index::IndexError>
-    where
-        F: FnOnce(&mut Index) -> Result<T, index::IndexError> + Send + 'static,
-        T: Send + 'static,
-    {
-        let state = self.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let mut idx = state.index.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut idx)
-        })
-        .await
-        .unwrap_or_else(|e| {
-            Err(index::IndexError::Schema {
-                path: PathBuf::new(),
-                what: format!("index task failed: {e}"),
-            })
-        });
-        self.note_index(&result);
-        result
-    }
-
-    fn note_index<T>(&self, result: &Result<T, index::IndexError>) {
-        let mut slot = self.index_error.lock().unwrap_or_else(|p| p.into_inner());
-        match result {
-            Ok(_) => *slot = None,
-            Err(e) => {
-                Stats::add(&self.stats.index_errors, 1);
-                *slot = Some(e.to_string());
-            }
-        }
-    }
-
-    /// The path of a run's file (the id is already validated).
-    pub fn run_file(&self, id: &crate::event::RunId) -> PathBuf {
-        self.config.server.events_dir.join(id.file_name())
-    }
-}
-
 /// Options of [`serve`] beyond the configuration.
 pub struct ServeOptions {
     /// The `pipewatch` executable started for manual runs.
@@ -176,77 +100,17 @@ pub struct ServeOptions {
     pub ring: usize,
 }
 
-/// Every route of [`router`] but `/` and the fallback, as (method, path with `{run_id}`):
-/// the security tests walk this list, and a route missing from it fails them.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/api/health"),
-    ("GET", "/api/runs"),
-    ("GET", "/api/runs/{run_id}"),
-    ("GET", "/api/runs/{run_id}/events"),
-    ("GET", "/api/runs/{run_id}/events/stream"),
-    ("POST", "/api/runs/{run_id}/cancel"),
-    ("POST", "/api/pipeline/run"),
-    ("POST", "/api/pipeline/notify-scheduled-run"),
-    ("GET", "/api/scheduler/status"),
-    ("POST", "/api/scheduler/enable"),
-    ("POST", "/api/scheduler/disable"),
-    ("GET", "/ws/events"),
-    ("GET", "/ws/events/{run_id}"),
-    ("GET", "/metrics"),
-];
-
 /// A state for driving [`router`] without a socket or a tailer: an in-memory index, nothing
 /// running in the background (tests and fuzzing).
 pub fn detached_state(config: Config, exe: PathBuf) -> Result<Arc<AppState>, ServeError> {
-    let (keep_open, closing) = watch::channel(false);
-    Ok(Arc::new(AppState {
-        bus: Bus::new(bus::DEFAULT_RING, bus::DEFAULT_LAG),
-        index: Mutex::new(Index::open_in_memory()?),
-        index_error: Mutex::new(None),
-        ingest_error: Mutex::new(None),
-        tail_stats: Arc::new(TailStats::default()),
-        stats: Stats::default(),
-        tailer: Mutex::new(None),
-        exe,
-        started: Instant::now(),
-        closing,
-        timer_wake: tokio::sync::Notify::new(),
-        _keep_open: Some(keep_open),
+    let bus = Bus::new(bus::DEFAULT_RING, bus::DEFAULT_LAG);
+    Ok(Arc::new(AppState::new(
         config,
-    }))
-}
-
-/// The HTTP surface.
-pub fn router(state: Arc<AppState>) -> Router {
-    let protected = Router::new()
-        .route("/api/runs", get(api::list_runs))
-        .route("/api/runs/{run_id}", get(api::get_run))
-        .route("/api/runs/{run_id}/events", get(api::run_events))
-        .route("/api/runs/{run_id}/events/stream", get(ws::run_sse))
-        .route("/api/runs/{run_id}/cancel", post(api::cancel_run))
-        .route("/api/pipeline/run", post(api::start_run))
-        .route(
-            "/api/pipeline/notify-scheduled-run",
-            post(api::notify_scheduled_run),
-        )
-        .route("/ws/events", get(ws::all_events))
-        .route("/ws/events/{run_id}", get(ws::run_events))
-        .route("/metrics", get(api::metrics))
-        .route("/api/scheduler/status", get(api::scheduler_status))
-        .route("/api/scheduler/enable", post(api::scheduler_enable))
-        .route("/api/scheduler/disable", post(api::scheduler_disable))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ));
-    Router::new()
-        .route("/", get(api::index_page))
-        .route("/api/health", get(api::health))
-        .merge(protected)
-        .fallback(api::not_found)
-        .layer(axum::middleware::from_fn(auth::guard_requests))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+        Index::open_in_memory()?,
+        bus,
+        exe,
+        None,
+    )))
 }
 
 /// Runs the dashboard on `listener` until `shutdown` resolves.
@@ -265,57 +129,17 @@ pub async fn serve(
         tracing::warn!(events_dir = %events_dir.display(), "cannot create the events folder: {e}");
     }
 
-    let (idx, _opened) = tokio::task::spawn_blocking({
-        let db_path = db_path.clone();
+    let idx = tokio::task::spawn_blocking({
         let events_dir = events_dir.clone();
-        move || -> Result<(Index, Opened), index::IndexError> {
-            let (mut idx, opened) = Index::open_or_reset(&db_path)?;
-            match &opened {
-                Opened::Existing => {}
-                Opened::Created | Opened::Reset { .. } => {
-                    if let Opened::Reset { why } = &opened {
-                        tracing::warn!(path = %db_path.display(), %why, "run index reset; rebuilding it from the run files");
-                    }
-                    let stats = match index::rebuild(&mut idx, &events_dir) {
-                        Ok(s) => s,
-                        Err(index::IndexError::ReadDir { .. }) => index::RebuildStats::default(),
-                        Err(e) => return Err(e),
-                    };
-                    tracing::info!(
-                        files = stats.files,
-                        events = stats.events,
-                        malformed = stats.malformed,
-                        "run index rebuilt from {}",
-                        events_dir.display()
-                    );
-                }
-            }
-            Ok((idx, opened))
-        }
+        move || open_index(&db_path, &events_dir)
     })
     .await
-    .map_err(|e| {
-        ServeError::Tailer(std::io::Error::other(format!("index task failed: {e}")))
-    })??;
+    .map_err(|e| ServeError::Startup(format!("opening the run index failed: {e}")))??;
     let checkpoints = idx.checkpoints()?;
-    let index_handle = Mutex::new(idx);
 
     let (close_tx, close_rx) = watch::channel(false);
-    let state = Arc::new(AppState {
-        bus: Bus::new(opts.ring, bus::DEFAULT_LAG),
-        index: index_handle,
-        index_error: Mutex::new(None),
-        ingest_error: Mutex::new(None),
-        tail_stats: Arc::new(TailStats::default()),
-        stats: Stats::default(),
-        tailer: Mutex::new(None),
-        exe: opts.exe,
-        started: Instant::now(),
-        closing: close_rx,
-        timer_wake: tokio::sync::Notify::new(),
-        _keep_open: None,
-        config,
-    });
+    let bus = Bus::new(opts.ring, bus::DEFAULT_LAG);
+    let state = Arc::new(AppState::new(config, idx, bus, opts.exe, Some(close_rx)));
 
     let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(256);
     let tailer = Tailer::start(
@@ -337,9 +161,7 @@ pub async fn serve(
 
     let ingest = tokio::spawn(ingest::run(state.clone(), batch_rx));
     let watchdog = tokio::spawn(ingest::watch_liveness(state.clone()));
-    let builtin = (state.config.scheduler.backend == Backend::Builtin)
-        .then(|| tokio::spawn(timer::run_builtin(state.clone())));
-    let auditor = tokio::spawn(timer::audit(state.clone(), state.config.scheduler.grace));
+    let scheduling = schedule::start(&state);
     let pruner = tokio::spawn(prune_hourly(state.clone()));
 
     let addr = listener.local_addr().map_err(ServeError::Accept)?;
@@ -358,14 +180,41 @@ pub async fn serve(
         let _ = tokio::task::spawn_blocking(move || t.stop()).await;
     }
     watchdog.abort();
-    auditor.abort();
     pruner.abort();
-    if let Some(b) = builtin {
-        b.abort();
+    for task in scheduling {
+        task.abort();
     }
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, ingest).await;
     tracing::info!("dashboard stopped");
     Ok(())
+}
+
+/// Opens the run index, rebuilding it from the run files when it is new or was reset (not a
+/// database, another schema version). A missing events folder is an empty history.
+fn open_index(
+    db_path: &std::path::Path,
+    events_dir: &std::path::Path,
+) -> Result<Index, index::IndexError> {
+    let (mut idx, opened) = Index::open_or_reset(db_path)?;
+    if let Opened::Reset { why } = &opened {
+        tracing::warn!(path = %db_path.display(), %why, "run index reset; rebuilding it from the run files");
+    }
+    if opened == Opened::Existing {
+        return Ok(idx);
+    }
+    let stats = match index::rebuild(&mut idx, events_dir) {
+        Ok(s) => s,
+        Err(index::IndexError::ReadDir { .. }) => index::RebuildStats::default(),
+        Err(e) => return Err(e),
+    };
+    tracing::info!(
+        files = stats.files,
+        events = stats.events,
+        malformed = stats.malformed,
+        "run index rebuilt from {}",
+        events_dir.display()
+    );
+    Ok(idx)
 }
 
 /// Applies `[retention]` every hour, the first time an hour after start (so a dashboard
@@ -434,7 +283,7 @@ async fn accept_loop(
                         tracing::debug!("connection ended: {e}");
                     }
                 }
-                _ = ws::closed(&mut closing) => {
+                _ = state::closed(&mut closing) => {
                     conn.as_mut().graceful_shutdown();
                     let _ = conn.await;
                 }

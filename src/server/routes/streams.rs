@@ -24,9 +24,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 
-use super::api::{ApiError, run_id};
-use super::{AppState, Stats};
 use crate::event::{Published, RunId};
+use crate::server::error::{ApiError, parse_u64, run_id};
+use crate::server::state::{AppState, Stats, closed};
 use crate::tail::Replay;
 
 /// Close code for a client that fell too far behind.
@@ -45,17 +45,6 @@ const MAX_WRITE_BUFFER: usize = 8 * 1024 * 1024;
 #[derive(Deserialize)]
 pub struct SinceQuery {
     since: Option<String>,
-}
-
-fn since(q: &SinceQuery) -> Result<Option<u64>, ApiError> {
-    q.since
-        .as_deref()
-        .map(|v| {
-            v.parse::<u64>().map_err(|_| {
-                ApiError::bad_request(format!("since must be a whole number, not {v:?}"))
-            })
-        })
-        .transpose()
 }
 
 /// What a follower hands its client.
@@ -121,12 +110,6 @@ async fn follow_run(state: Arc<AppState>, id: RunId, after: Option<u64>, out: mp
     }
 }
 
-/// Resolves once the server starts shutting down.
-pub async fn closed(closing: &mut tokio::sync::watch::Receiver<bool>) {
-    // The guard `wait_for` returns is dropped here, not held across the caller's awaits.
-    let _ = closing.wait_for(|c| *c).await.is_ok();
-}
-
 /// Sends everything the file has after `last`. Returns false if the client is gone.
 async fn catch_up(replay: &mut Replay, last: &mut Option<u64>, out: &mpsc::Sender<Item>) -> bool {
     loop {
@@ -189,7 +172,7 @@ pub async fn run_events(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let id = run_id(&raw)?;
-    let after = since(&q)?;
+    let after = parse_u64("since", q.since.as_deref())?;
     Ok(upgrade(ws).on_upgrade(move |socket| async move {
         let (tx, rx) = mpsc::channel(FOLLOW_BUFFER);
         let follower = tokio::spawn(follow_run(state.clone(), id, after, tx));
@@ -356,7 +339,7 @@ pub async fn run_sse(
             })
         })
         .transpose()?;
-    let after = last_event_id.or(since(&q)?);
+    let after = last_event_id.or(parse_u64("since", q.since.as_deref())?);
     let (tx, rx) = mpsc::channel(FOLLOW_BUFFER);
     tokio::spawn(follow_run(state.clone(), id, after, tx));
     Stats::add(&state.stats.sse_clients, 1);

@@ -1,0 +1,447 @@
+//! The built-in scheduler's loop (only when `[scheduler] backend = "builtin"`): fires
+//! `pipewatch run --source scheduler` at each occurrence of the schedule while enabled.
+//!
+//! At start, and after any stretch it could not fire (suspend, a clock jump forward), it
+//! applies `catchup` / `catchup_window` to the occurrences it missed ([`plan_catchup`]): runs
+//! them with `--source catchup` or records them as `missed` ([`record_missed`]). Each
+//! occurrence is handled once: the last one handled is persisted in the [`State`] before its
+//! run starts, so neither a restart (even `kill -9`) nor a clock jump back fires it again.
+//!
+//! The loop reads the time only from its [`Clock`] and starts runs only through its
+//! [`Launcher`]: `serve` passes the wall clock and the dashboard's launcher; tests pass a
+//! manual clock and a launcher that records, and cover hours in milliseconds.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use super::State;
+use super::clock::Clock;
+use super::plan::plan_catchup;
+use crate::config::schedule::Schedule;
+use crate::config::{Catchup, Config};
+use crate::event::RunId;
+use crate::scheduler::audit::record_missed;
+use crate::scheduler::builtin::occurrences;
+
+/// An occurrence fired this late is still on time (not a catch-up).
+const ON_TIME: Duration = Duration::from_secs(60);
+
+/// The longest the loop sleeps at once, so a wall-clock jump is noticed soon.
+const MAX_SLEEP: Duration = Duration::from_secs(5);
+
+/// How the loop starts a run: the dashboard's "Run now" path, in `serve`.
+pub trait Launcher: Send + Sync + 'static {
+    /// Starts `pipewatch run --source SOURCE`. Resolves once the process is started, with its
+    /// run id and a handle that resolves when it has exited; an error says why it could not
+    /// start.
+    fn launch(
+        &self,
+        source: &'static str,
+    ) -> impl Future<Output = Result<(RunId, JoinHandle<()>), String>> + Send;
+}
+
+/// What the loop needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct Timer {
+    pub schedule: Schedule,
+    pub catchup: Catchup,
+    pub catchup_window: Duration,
+    pub state_dir: PathBuf,
+    pub events_dir: PathBuf,
+    pub pipeline: String,
+}
+
+impl Timer {
+    pub fn from_config(config: &Config) -> Timer {
+        Timer {
+            schedule: config.pipeline.schedule.clone(),
+            catchup: config.pipeline.catchup,
+            catchup_window: config.pipeline.catchup_window,
+            state_dir: config.server.state_dir.clone(),
+            events_dir: config.server.events_dir.clone(),
+            pipeline: config.pipeline.name.clone(),
+        }
+    }
+
+    fn load(&self) -> State {
+        State::load(&self.state_dir).unwrap_or_else(|e| {
+            tracing::error!("{e}");
+            // An unreadable state must not fire runs the user may have disabled.
+            State {
+                enabled: false,
+                ..State::default()
+            }
+        })
+    }
+
+    /// Changes the fields the loop owns on a fresh copy of the state, so that an enable or
+    /// disable written meanwhile (by the API or `pipewatch scheduler`) is never overwritten.
+    fn update(&self, change: impl FnOnce(&mut State)) {
+        let mut s = self.load();
+        change(&mut s);
+        if let Err(e) = s.save(&self.state_dir) {
+            tracing::error!("{e}");
+        }
+    }
+
+    fn missed(&self, at: DateTime<Utc>) {
+        record_missed(
+            &self.events_dir,
+            &self.pipeline,
+            at,
+            "the scheduler was not running",
+        );
+    }
+
+    /// Runs the loop until `shutdown` resolves. `wake` is notified when the state changed
+    /// (enabled or disabled through the API), so the change applies at once.
+    pub async fn run(
+        self,
+        clock: impl Clock,
+        launcher: Arc<impl Launcher>,
+        wake: Arc<Notify>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) {
+        tokio::pin!(shutdown);
+        if self.load().last_occurrence.is_none() {
+            // First start: nothing was expected before now.
+            let now = clock.now();
+            self.update(|s| s.last_occurrence = Some(now));
+        }
+        tracing::info!(schedule = %self.schedule.expression(), "built-in scheduler started");
+        loop {
+            let now = clock.now();
+            if self.handle_due(now, &clock, launcher.as_ref()).await {
+                continue;
+            }
+            let last = self.load().last_occurrence.unwrap_or(now);
+            let next = self.schedule.next_after(&now.max(last));
+            let wait = next
+                .and_then(|n| (n - now).to_std().ok())
+                .unwrap_or(MAX_SLEEP)
+                .min(MAX_SLEEP);
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => return,
+                _ = wake.notified() => {}
+                _ = clock.sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Handles the occurrences due at `now`, if any: passes over them while disabled, catches
+    /// up the late ones, fires the one on time. Returns whether there were any.
+    async fn handle_due(
+        &self,
+        now: DateTime<Utc>,
+        clock: &impl Clock,
+        launcher: &impl Launcher,
+    ) -> bool {
+        let s = self.load();
+        let last = s.last_occurrence.unwrap_or(now);
+        let due = occurrences(&self.schedule, last, now);
+        let Some(&newest) = due.last() else {
+            return false;
+        };
+        if !s.enabled {
+            // Occurrences while disabled are not expected: pass over them.
+            self.update(|s| s.last_occurrence = Some(newest));
+            return true;
+        }
+        let on_time = (now - newest).to_std().unwrap_or_default() <= ON_TIME;
+        let mut late = due;
+        if on_time {
+            late.pop();
+        }
+        if !late.is_empty() {
+            self.catch_up(late, now, on_time, clock, launcher).await;
+        }
+        if on_time {
+            self.update(|s| s.last_occurrence = Some(newest));
+            self.fire(clock, launcher, "scheduler", false).await;
+        }
+        true
+    }
+
+    /// Occurrences that could not be fired on time go through the catch-up policy.
+    async fn catch_up(
+        &self,
+        late: Vec<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        on_time: bool,
+        clock: &impl Clock,
+        launcher: &impl Launcher,
+    ) {
+        let Some(&until) = late.last() else {
+            return;
+        };
+        // With an on-time occurrence about to run, `last` has its run: the late ones are only
+        // recorded.
+        let policy = match (self.catchup, on_time) {
+            (Catchup::Last, true) => Catchup::None,
+            (policy, _) => policy,
+        };
+        let plan = plan_catchup(late, now, policy, self.catchup_window);
+        for &at in &plan.missed {
+            self.missed(at);
+        }
+        for &at in &plan.run {
+            // Handled before it runs: a dashboard killed during the run must not run this
+            // occurrence again when it comes back.
+            self.update(|s| s.last_occurrence = Some(at));
+            self.fire(clock, launcher, "catchup", true).await;
+        }
+        self.update(|s| s.last_occurrence = Some(until));
+    }
+
+    /// Starts a scheduled run; with `wait`, until it has exited (catch-up runs one after
+    /// another).
+    async fn fire(
+        &self,
+        clock: &impl Clock,
+        launcher: &impl Launcher,
+        source: &'static str,
+        wait: bool,
+    ) {
+        match launcher.launch(source).await {
+            Ok((id, exited)) => {
+                tracing::info!(run_id = %id, source, "scheduled run started");
+                let at = clock.now();
+                self.update(|s| {
+                    s.last_run = Some(at);
+                    s.last_run_id = Some(id.to_string());
+                });
+                if wait {
+                    let _ = exited.await;
+                }
+            }
+            Err(e) => tracing::error!("cannot start the scheduled run: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::scheduler::builtin::clock::manual::ManualClock;
+
+    /// Records every launch with the clock's time; each run exits at once.
+    struct Recorder {
+        clock: ManualClock,
+        fired: Mutex<Vec<(&'static str, DateTime<Utc>)>>,
+    }
+
+    impl Launcher for Recorder {
+        async fn launch(&self, source: &'static str) -> Result<(RunId, JoinHandle<()>), String> {
+            let at = self.clock.now();
+            self.fired.lock().unwrap().push((source, at));
+            Ok((RunId::generate(at), tokio::spawn(async {})))
+        }
+    }
+
+    struct Setup {
+        /// Holds the state and events folders for the test's life.
+        _dir: tempfile::TempDir,
+        timer: Timer,
+        clock: ManualClock,
+        recorder: Arc<Recorder>,
+    }
+
+    fn setup(schedule: &str, catchup: Catchup, start: DateTime<Utc>) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::at(start);
+        let timer = Timer {
+            schedule: schedule.parse().unwrap(),
+            catchup,
+            catchup_window: Duration::from_secs(6 * 3600),
+            state_dir: dir.path().join("state"),
+            events_dir: dir.path().join("events"),
+            pipeline: "p".into(),
+        };
+        let recorder = Arc::new(Recorder {
+            clock: clock.clone(),
+            fired: Mutex::new(Vec::new()),
+        });
+        Setup {
+            _dir: dir,
+            timer,
+            clock,
+            recorder,
+        }
+    }
+
+    impl Setup {
+        /// Runs the loop until the clock reaches `until` (a dashboard up until then).
+        async fn run_until(&self, until: DateTime<Utc>) {
+            let stop = self.clock.reached(until);
+            self.timer
+                .clone()
+                .run(
+                    self.clock.clone(),
+                    self.recorder.clone(),
+                    Arc::new(Notify::new()),
+                    stop,
+                )
+                .await;
+        }
+
+        fn fired(&self) -> Vec<(&'static str, DateTime<Utc>)> {
+            self.recorder.fired.lock().unwrap().clone()
+        }
+
+        fn state(&self) -> State {
+            State::load(&self.timer.state_dir).unwrap()
+        }
+
+        fn missed_files(&self) -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(&self.timer.events_dir)
+                .map(|d| {
+                    d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            names.sort();
+            names
+        }
+    }
+
+    fn t(h: u32, m: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 29, h, m, s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn fires_each_occurrence_on_time_while_enabled() {
+        let s = setup("*/15 * * * *", Catchup::Last, t(9, 0, 30));
+        s.run_until(t(10, 0, 30)).await;
+        let fired = s.fired();
+        assert_eq!(
+            fired,
+            vec![
+                ("scheduler", t(9, 15, 0)),
+                ("scheduler", t(9, 30, 0)),
+                ("scheduler", t(9, 45, 0)),
+                ("scheduler", t(10, 0, 0)),
+            ]
+        );
+        let state = s.state();
+        assert_eq!(state.last_occurrence, Some(t(10, 0, 0)));
+        assert_eq!(state.last_run, Some(t(10, 0, 0)));
+        assert!(s.missed_files().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_disabled_schedule_fires_nothing_and_expects_nothing() {
+        let s = setup("* * * * *", Catchup::All, t(9, 0, 0));
+        State {
+            enabled: false,
+            last_occurrence: Some(t(9, 0, 0)),
+            ..State::default()
+        }
+        .save(&s.timer.state_dir)
+        .unwrap();
+        // An hour of a per-minute schedule while disabled.
+        s.run_until(t(10, 0, 30)).await;
+        assert!(s.fired().is_empty(), "{:?}", s.fired());
+        assert!(s.missed_files().is_empty());
+        let state = s.state();
+        assert!(!state.enabled);
+        assert_eq!(
+            state.last_occurrence,
+            Some(t(10, 0, 0)),
+            "passed over, not expected"
+        );
+
+        // Enabled again: the next occurrence fires, the hour off is not caught up.
+        State {
+            enabled: true,
+            ..state
+        }
+        .save(&s.timer.state_dir)
+        .unwrap();
+        s.run_until(t(10, 1, 30)).await;
+        assert_eq!(s.fired(), vec![("scheduler", t(10, 1, 0))]);
+    }
+
+    #[tokio::test]
+    async fn a_clock_jump_back_fires_no_occurrence_twice_across_restarts() {
+        // Every 2 s. The state says occurrences up to 6 s from now were handled already: what
+        // a dashboard sees after the clock went back 6 s.
+        let start = t(9, 0, 0);
+        let handled = start + chrono::Duration::seconds(6);
+        let s = setup("*/2 * * * * *", Catchup::Last, start);
+        State {
+            enabled: true,
+            last_occurrence: Some(handled),
+            ..State::default()
+        }
+        .save(&s.timer.state_dir)
+        .unwrap();
+        // Up for 5 s, restarted, up for 5 s more, restarted again.
+        s.run_until(start + chrono::Duration::seconds(5)).await;
+        s.run_until(start + chrono::Duration::seconds(10)).await;
+        let end = start + chrono::Duration::seconds(20);
+        s.run_until(end).await;
+        let fired: Vec<DateTime<Utc>> = s.fired().into_iter().map(|(_, at)| at).collect();
+        assert!(
+            fired.iter().all(|at| *at > handled),
+            "occurrences at or before {handled} fired again: {fired:?}"
+        );
+        let mut expected = Vec::new();
+        let mut at = handled + chrono::Duration::seconds(2);
+        // (The loop stops when the clock reaches `end`, before that occurrence.)
+        while at < end {
+            expected.push(at);
+            at += chrono::Duration::seconds(2);
+        }
+        assert_eq!(fired, expected, "each later occurrence exactly once");
+    }
+
+    #[tokio::test]
+    async fn catch_up_after_days_down_runs_the_last_records_the_rest_once() {
+        // Down for three days with a 15-minute schedule: the occurrences in the 6 h window
+        // and before it are recorded missed, the newest is run, once, across restarts.
+        let now = t(9, 5, 0);
+        let s = setup("*/15 * * * *", Catchup::Last, now);
+        let down_since = now - chrono::Duration::days(3);
+        State {
+            enabled: true,
+            last_occurrence: Some(down_since),
+            ..State::default()
+        }
+        .save(&s.timer.state_dir)
+        .unwrap();
+        s.run_until(now + chrono::Duration::seconds(30)).await;
+        let expected = occurrences(&s.timer.schedule, down_since, now);
+        let fired = s.fired();
+        assert_eq!(fired, vec![("catchup", now)], "one catch-up run, for 09:00");
+        let missed = s.missed_files();
+        assert_eq!(
+            missed.len(),
+            expected.len() - 1,
+            "every other occurrence recorded"
+        );
+        assert_eq!(
+            missed.first().map(String::as_str),
+            Some(format!("pipeline_{}.jsonl", audit_id(expected[0])).as_str())
+        );
+        // Restarted twice: nothing recorded or fired again.
+        s.run_until(now + chrono::Duration::seconds(40)).await;
+        s.run_until(now + chrono::Duration::seconds(50)).await;
+        assert_eq!(s.fired(), fired);
+        assert_eq!(s.missed_files(), missed);
+    }
+
+    fn audit_id(at: DateTime<Utc>) -> RunId {
+        crate::scheduler::audit::missed_run_id(at)
+    }
+}

@@ -1,0 +1,79 @@
+//! Starting a run from the dashboard: "Run now" (`POST /api/pipeline/run`) and the built-in
+//! scheduler's occurrences both come here.
+//!
+//! The run is `pipewatch run` as a child process ([`Invocation`]), never a task inside the
+//! dashboard, so a run that crashes can never take the dashboard down, and a dashboard that
+//! stops leaves the run to finish. It runs in its own process group, so a Ctrl-C meant for
+//! the dashboard does not stop it. The run id is chosen here and shown as `running` at once;
+//! a runner that exits without writing its file is marked `abandoned`.
+
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+
+use super::error::ApiError;
+use super::state::{AppState, Stats};
+use crate::event::{RunId, now_timestamp};
+use crate::runner::invocation::Invocation;
+use crate::scheduler::builtin::timer::Launcher;
+
+/// Starts `pipewatch run --source SOURCE`. Returns its run id and a handle that resolves when
+/// the process has exited.
+pub async fn launch(
+    state: &Arc<AppState>,
+    source: &str,
+) -> Result<(RunId, JoinHandle<()>), ApiError> {
+    let id = RunId::generate(chrono::Utc::now());
+    let mut cmd = tokio::process::Command::from(
+        Invocation::new(&state.exe, &state.config.path, source)
+            .from_dashboard(Some(id.clone()))
+            .command(),
+    );
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    #[cfg(unix)]
+    cmd.process_group(0);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| ApiError::unavailable(format!("cannot start {}: {e}", state.exe.display())))?;
+    Stats::add(&state.stats.runs_started, 1);
+    let announced = id.clone();
+    let source = source.to_string();
+    let _ = state
+        .with_index(move |idx| idx.note_announced(&announced, &source, &now_timestamp()))
+        .await;
+    let logged = id.clone();
+    let state = state.clone();
+    let exited = tokio::spawn(async move {
+        if let Some(err) = child.stderr.take() {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(err).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::warn!(run_id = %logged, "run: {line}");
+            }
+        }
+        match child.wait().await {
+            Ok(st) => tracing::info!(run_id = %logged, "run exited: {st}"),
+            Err(e) => tracing::warn!(run_id = %logged, "run: {e}"),
+        }
+        // A runner that exited before writing anything (a broken configuration, say) left
+        // no file and no lock to tell: it is gone, so the run it was announced as is too.
+        if !state.run_file(&logged).exists() {
+            let at = now_timestamp();
+            let _ = state
+                .with_index(move |idx| idx.mark_abandoned(&logged, &at))
+                .await;
+        }
+    });
+    Ok((id, exited))
+}
+
+/// The built-in scheduler starts its runs the way "Run now" does.
+pub struct DashboardLauncher(pub Arc<AppState>);
+
+impl Launcher for DashboardLauncher {
+    async fn launch(&self, source: &'static str) -> Result<(RunId, JoinHandle<()>), String> {
+        launch(&self.0, source).await.map_err(|e| e.message)
+    }
+}

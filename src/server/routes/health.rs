@@ -1,0 +1,191 @@
+//! What the dashboard says about itself: `GET /api/health` (public: is the tailer running,
+//! is the index usable) and `GET /metrics` (Prometheus text format).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::server::state::{AppState, Stats};
+use crate::tail::TailStatsSnapshot;
+
+pub async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let t = state.tail_stats.snapshot();
+    let index_error = state
+        .index_error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let tailer_running = state
+        .tailer
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .is_some_and(|t| !t.is_finished());
+    let folder_error = state.tail_stats.folder_error();
+    let ingest_error = state
+        .ingest_error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let index_error = index_error.or(ingest_error);
+    let ok = index_error.is_none() && tailer_running && folder_error.is_none();
+    Json(json!({
+        "status": if ok { "ok" } else { "degraded" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "pipeline": state.config.pipeline.name,
+        "uptime_s": state.started.elapsed().as_secs(),
+        "events_dir": state.config.server.events_dir,
+        "tailer": {
+            "running": tailer_running,
+            "watching": t.watching,
+            "files_watched": t.files_watched,
+            "scans": t.scans,
+            "watcher_errors": t.watcher_errors,
+            "error": folder_error,
+        },
+        "files_watched": t.files_watched,
+        "events_ingested": Stats::get(&state.stats.events_published),
+        "malformed_lines": t.malformed_lines,
+        "bus_subscribers": state.bus.subscribers(),
+        "websocket_clients": Stats::get(&state.stats.ws_clients),
+        "index": { "ok": index_error.is_none(), "error": index_error },
+    }))
+}
+
+/// The figures one `/metrics` answer is made of, read once.
+struct Figures<'a> {
+    tail: TailStatsSnapshot,
+    stats: &'a Stats,
+    bus_subscribers: u64,
+}
+
+impl Figures<'_> {
+    fn counter(&self, c: fn(&Stats) -> &AtomicU64) -> u64 {
+        Stats::get(c(self.stats))
+    }
+}
+
+/// Every metric but the per-status run counts: name (after `pipewatch_`), type, help, value.
+type Metric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Figures) -> u64,
+);
+
+const METRICS: &[Metric] = &[
+    (
+        "events_ingested_total",
+        "counter",
+        "Events read from run files and published.",
+        |f| f.counter(|s| &s.events_published),
+    ),
+    (
+        "batches_total",
+        "counter",
+        "Batches committed to the index and published.",
+        |f| f.counter(|s| &s.batches),
+    ),
+    (
+        "malformed_lines_total",
+        "counter",
+        "Lines skipped as malformed or too long.",
+        |f| f.tail.malformed_lines,
+    ),
+    (
+        "files_watched",
+        "gauge",
+        "Run files known to the tailer.",
+        |f| f.tail.files_watched,
+    ),
+    (
+        "tail_scans_total",
+        "counter",
+        "Full scans of the events folder.",
+        |f| f.tail.scans,
+    ),
+    (
+        "tail_watcher_errors_total",
+        "counter",
+        "File-system watcher errors.",
+        |f| f.tail.watcher_errors,
+    ),
+    (
+        "bus_subscribers",
+        "gauge",
+        "Current subscribers of the event bus.",
+        |f| f.bus_subscribers,
+    ),
+    (
+        "websocket_clients",
+        "gauge",
+        "Open WebSocket connections.",
+        |f| f.counter(|s| &s.ws_clients),
+    ),
+    (
+        "sse_clients",
+        "gauge",
+        "Open Server-Sent Events streams.",
+        |f| f.counter(|s| &s.sse_clients),
+    ),
+    (
+        "websocket_lagged_total",
+        "counter",
+        "WebSocket clients closed for falling behind.",
+        |f| f.counter(|s| &s.ws_lagged),
+    ),
+    (
+        "index_errors_total",
+        "counter",
+        "Failed operations on the run index.",
+        |f| f.counter(|s| &s.index_errors),
+    ),
+    (
+        "manual_runs_total",
+        "counter",
+        "Runs started from the API.",
+        |f| f.counter(|s| &s.runs_started),
+    ),
+    (
+        "abandoned_runs_total",
+        "counter",
+        "Runs marked abandoned by this process.",
+        |f| f.counter(|s| &s.abandoned),
+    ),
+];
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let figures = Figures {
+        tail: state.tail_stats.snapshot(),
+        stats: &state.stats,
+        bus_subscribers: state.bus.subscribers() as u64,
+    };
+    let mut out = String::new();
+    for (name, kind, help, value) in METRICS {
+        let _ = writeln!(out, "# HELP pipewatch_{name} {help}");
+        let _ = writeln!(out, "# TYPE pipewatch_{name} {kind}");
+        let _ = writeln!(out, "pipewatch_{name} {}", value(&figures));
+    }
+    if let Ok(counts) = state.with_index(|idx| idx.status_counts()).await {
+        let _ = writeln!(out, "# HELP pipewatch_runs Runs in the index by status.");
+        let _ = writeln!(out, "# TYPE pipewatch_runs gauge");
+        for (status, n) in counts {
+            let _ = writeln!(out, "pipewatch_runs{{status=\"{status}\"}} {n}");
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}

@@ -1,0 +1,86 @@
+//! The HTTP surface: [`router`] over an [`AppState`], pure (no socket, no background task),
+//! so tests and the fuzzer drive it with `oneshot`. One module per group of routes:
+//!
+//! | module | routes |
+//! |---|---|
+//! | [`page`] | `/`, and the 404 for every other path |
+//! | [`health`] | `/api/health` (public), `/metrics` |
+//! | [`runs`] | `/api/runs`, `/api/runs/{run_id}`, its `/events`, `/cancel` |
+//! | [`pipeline`] | `/api/pipeline/run`, `/api/pipeline/notify-scheduled-run` |
+//! | [`scheduler`] | `/api/scheduler/status`, `/enable`, `/disable` |
+//! | [`streams`] | `/ws/events`, `/ws/events/{run_id}`, `/api/runs/{run_id}/events/stream` (SSE) |
+//!
+//! Around them, in this order: the token on everything but `/` and `/api/health`
+//! (`auth::require_token`), the Origin and content-type guards on every request
+//! (`auth::guard_requests`), and the body limit.
+
+pub mod health;
+pub mod page;
+pub mod pipeline;
+pub mod runs;
+pub mod scheduler;
+pub mod streams;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+use super::auth;
+use super::state::AppState;
+
+/// Request bodies larger than this are refused with 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Every route of [`router`] but `/` and the fallback, as (method, path with `{run_id}`):
+/// the security tests walk this list, and a route missing from it fails them.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/health"),
+    ("GET", "/api/runs"),
+    ("GET", "/api/runs/{run_id}"),
+    ("GET", "/api/runs/{run_id}/events"),
+    ("GET", "/api/runs/{run_id}/events/stream"),
+    ("POST", "/api/runs/{run_id}/cancel"),
+    ("POST", "/api/pipeline/run"),
+    ("POST", "/api/pipeline/notify-scheduled-run"),
+    ("GET", "/api/scheduler/status"),
+    ("POST", "/api/scheduler/enable"),
+    ("POST", "/api/scheduler/disable"),
+    ("GET", "/ws/events"),
+    ("GET", "/ws/events/{run_id}"),
+    ("GET", "/metrics"),
+];
+
+/// The HTTP surface.
+pub fn router(state: Arc<AppState>) -> Router {
+    let protected = Router::new()
+        .route("/api/runs", get(runs::list_runs))
+        .route("/api/runs/{run_id}", get(runs::get_run))
+        .route("/api/runs/{run_id}/events", get(runs::run_events))
+        .route("/api/runs/{run_id}/events/stream", get(streams::run_sse))
+        .route("/api/runs/{run_id}/cancel", post(runs::cancel_run))
+        .route("/api/pipeline/run", post(pipeline::start_run))
+        .route(
+            "/api/pipeline/notify-scheduled-run",
+            post(pipeline::notify_scheduled_run),
+        )
+        .route("/ws/events", get(streams::all_events))
+        .route("/ws/events/{run_id}", get(streams::run_events))
+        .route("/metrics", get(health::metrics))
+        .route("/api/scheduler/status", get(scheduler::scheduler_status))
+        .route("/api/scheduler/enable", post(scheduler::scheduler_enable))
+        .route("/api/scheduler/disable", post(scheduler::scheduler_disable))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/", get(page::index_page))
+        .route("/api/health", get(health::health))
+        .merge(protected)
+        .fallback(page::not_found)
+        .layer(axum::middleware::from_fn(auth::guard_requests))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}

@@ -1,0 +1,108 @@
+//! Starting runs: `POST /api/pipeline/run` ("Run now", through [`launch`]) and
+//! `POST /api/pipeline/notify-scheduled-run` (a run an OS scheduler started tells the
+//! dashboard, so it shows at once).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::Overlap;
+use crate::event::now_timestamp;
+use crate::runner::liveness::{self, PipelineLock};
+use crate::server::error::{ApiError, run_id};
+use crate::server::launch::launch;
+use crate::server::state::AppState;
+
+/// `POST /api/pipeline/run`: starts `pipewatch run --source manual` as a child process, so
+/// that a run that crashes can never take the dashboard down.
+pub async fn start_run(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let config = &state.config;
+    let state_dir = &config.server.state_dir;
+    if config.pipeline.overlap == Overlap::Skip {
+        match PipelineLock::try_acquire(state_dir) {
+            Ok(Some(lock)) => drop(lock),
+            Ok(None) => {
+                let running: Vec<String> = liveness::alive_runs(state_dir)
+                    .iter()
+                    .map(|r| r.to_string())
+                    .collect();
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "run {} is still running and overlap = \"skip\"",
+                        running.join(", ")
+                    ),
+                ));
+            }
+            Err(e) => {
+                return Err(ApiError::unavailable(format!(
+                    "cannot check for a running run in {}: {e}",
+                    state_dir.display()
+                )));
+            }
+        }
+    }
+    let (id, _exited) = launch(&state, "manual").await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "run_id": id, "status": "running" })),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct Notify {
+    run_id: String,
+    #[serde(default)]
+    source: Option<String>,
+}
+
+/// `POST /api/pipeline/notify-scheduled-run`: a run has started; show it at once and read its
+/// file now rather than at the next notification or scan.
+pub async fn notify_scheduled_run(
+    State(state): State<Arc<AppState>>,
+    body: Result<Json<Notify>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(n) = body.map_err(|e| {
+        // A body that is not the expected JSON is a bad request (axum says 422).
+        let status = match e.status() {
+            StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+            s => s,
+        };
+        ApiError::new(status, e.body_text())
+    })?;
+    let id = run_id(&n.run_id)?;
+    let source = match n.source.as_deref().map(str::trim) {
+        None | Some("") => "scheduler".to_string(),
+        // The original design's name for the scheduler.
+        Some("windows_scheduler") => "scheduler".to_string(),
+        Some(s) if s.len() <= 64 && !s.chars().any(char::is_control) => s.to_string(),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "source must be at most 64 characters without control characters",
+            ));
+        }
+    };
+    let announced = id.clone();
+    state
+        .with_index(move |idx| idx.note_announced(&announced, &source, &now_timestamp()))
+        .await?;
+    if let Some(t) = state
+        .tailer
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+    {
+        t.poke(state.run_file(&id));
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "run_id": id, "status": "running" })),
+    )
+        .into_response())
+}

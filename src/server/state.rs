@@ -1,0 +1,149 @@
+//! What every handler and background task of the dashboard shares: [`AppState`], built in
+//! one place ([`AppState::new`]) whether `serve` runs it or a test drives the router without
+//! a socket.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::{Notify, watch};
+
+use crate::bus::Bus;
+use crate::config::Config;
+use crate::event::RunId;
+use crate::index::{Index, IndexError};
+use crate::tail::{TailStats, Tailer};
+
+/// Counters shown in health and metrics.
+#[derive(Default)]
+pub struct Stats {
+    pub events_published: AtomicU64,
+    pub batches: AtomicU64,
+    pub index_errors: AtomicU64,
+    pub ws_clients: AtomicU64,
+    pub ws_lagged: AtomicU64,
+    pub sse_clients: AtomicU64,
+    pub runs_started: AtomicU64,
+    pub abandoned: AtomicU64,
+}
+
+impl Stats {
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+/// Everything the handlers share.
+pub struct AppState {
+    pub config: Config,
+    pub bus: Bus,
+    /// The one SQLite connection; only ever locked inside `spawn_blocking`.
+    pub index: Mutex<Index>,
+    /// The last index error, shown in health until an operation succeeds again.
+    pub index_error: Mutex<Option<String>>,
+    /// Why the index is behind what was published (a failed commit), until it has caught up.
+    pub ingest_error: Mutex<Option<String>>,
+    pub tail_stats: Arc<TailStats>,
+    pub stats: Stats,
+    /// Set once the tailer runs; used to read an announced run's file at once.
+    pub tailer: Mutex<Option<Tailer>>,
+    /// The program started for "Run now".
+    pub exe: PathBuf,
+    pub started: Instant,
+    /// Flips to true on shutdown; long-lived streams watch it to close cleanly.
+    pub closing: watch::Receiver<bool>,
+    /// Wakes the built-in scheduler when its state changed (enabled or disabled).
+    pub timer_wake: Arc<Notify>,
+    /// For a detached state (no accept loop owns the close signal): keeps the signal's sender
+    /// alive, so streams do not see "closing" at once.
+    _keep_open: Option<watch::Sender<bool>>,
+}
+
+impl AppState {
+    /// A state over `index`. `closing` is the shutdown signal's receiver; without one (a test
+    /// driving the router) the state keeps a signal of its own that never fires.
+    pub fn new(
+        config: Config,
+        index: Index,
+        bus: Bus,
+        exe: PathBuf,
+        closing: Option<watch::Receiver<bool>>,
+    ) -> AppState {
+        let (keep_open, closing) = match closing {
+            Some(rx) => (None, rx),
+            None => {
+                let (tx, rx) = watch::channel(false);
+                (Some(tx), rx)
+            }
+        };
+        AppState {
+            config,
+            bus,
+            index: Mutex::new(index),
+            index_error: Mutex::new(None),
+            ingest_error: Mutex::new(None),
+            tail_stats: Arc::new(TailStats::default()),
+            stats: Stats::default(),
+            tailer: Mutex::new(None),
+            exe,
+            started: Instant::now(),
+            closing,
+            timer_wake: Arc::new(Notify::new()),
+            _keep_open: keep_open,
+        }
+    }
+
+    /// Runs `f` on the index off the async workers, recording the outcome for health.
+    pub async fn with_index<T, F>(self: &Arc<Self>, f: F) -> Result<T, IndexError>
+    where
+        F: FnOnce(&mut Index) -> Result<T, IndexError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let state = self.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut idx = state.index.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut idx)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(IndexError::Schema {
+                path: PathBuf::new(),
+                what: format!("index task failed: {e}"),
+            })
+        });
+        self.note_index(&result);
+        result
+    }
+
+    fn note_index<T>(&self, result: &Result<T, IndexError>) {
+        let mut slot = self.index_error.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(_) => *slot = None,
+            Err(e) => {
+                Stats::add(&self.stats.index_errors, 1);
+                *slot = Some(e.to_string());
+            }
+        }
+    }
+
+    /// The path of a run's file (the id is already validated).
+    pub fn run_file(&self, id: &RunId) -> PathBuf {
+        self.config.server.events_dir.join(id.file_name())
+    }
+
+    /// Resolves when the dashboard is shutting down.
+    pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut closing = self.closing.clone();
+        async move { closed(&mut closing).await }
+    }
+}
+
+/// Resolves once `closing` turns true, or its sender is gone.
+pub async fn closed(closing: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is dropped here, not held across the caller's awaits.
+    let _ = closing.wait_for(|c| *c).await.is_ok();
+}
