@@ -17,6 +17,10 @@ use serde::de::{self, Deserialize, Deserializer};
 /// The default schedule: every 15 minutes.
 pub const DEFAULT: &str = "*/15 * * * *";
 
+/// Never list more than this many occurrences at once (a per-second schedule after a week
+/// off must not allocate millions of entries).
+pub const MAX_OCCURRENCES: usize = 10_000;
+
 /// A parsed cron schedule.
 #[derive(Clone)]
 pub struct Schedule {
@@ -33,6 +37,28 @@ impl Schedule {
     /// The first occurrence strictly after `t`, if the expression has one.
     pub fn next_after<Tz: TimeZone>(&self, t: &DateTime<Tz>) -> Option<DateTime<Tz>> {
         self.cron.find_next_occurrence(t, false).ok()
+    }
+
+    /// The occurrences strictly after `after` and at or before `until`, at most
+    /// [`MAX_OCCURRENCES`] of the newest.
+    pub fn occurrences<Tz: TimeZone>(
+        &self,
+        after: DateTime<Tz>,
+        until: DateTime<Tz>,
+    ) -> Vec<DateTime<Tz>> {
+        let mut out = std::collections::VecDeque::new();
+        let mut t = after;
+        while let Some(next) = self.next_after(&t) {
+            if next > until {
+                break;
+            }
+            if out.len() == MAX_OCCURRENCES {
+                out.pop_front();
+            }
+            out.push_back(next.clone());
+            t = next;
+        }
+        out.into()
     }
 }
 
@@ -103,5 +129,15 @@ mod tests {
                 "{bad:?} should be refused"
             );
         }
+    }
+
+    #[test]
+    fn a_long_outage_is_bounded() {
+        let s: Schedule = "* * * * * *".parse().unwrap();
+        let start = Utc.with_ymd_and_hms(2026, 11, 29, 0, 0, 0).unwrap();
+        let now = start + chrono::Duration::days(2);
+        let occ = s.occurrences(start, now);
+        assert_eq!(occ.len(), MAX_OCCURRENCES);
+        assert_eq!(occ.last(), Some(&now));
     }
 }

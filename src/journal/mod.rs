@@ -10,6 +10,8 @@
 //! - if a write fails (a full disk), the file is cut back to its last complete line, so it
 //!   stays parseable, and every later write reports the first error.
 
+pub mod missed;
+
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};

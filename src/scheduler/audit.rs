@@ -1,6 +1,6 @@
 //! The occurrence auditor (every backend): accounts for every expected occurrence of the
 //! schedule. One that has no run started by a scheduler within the grace period is recorded
-//! as a `missed` run — a run file of its own whose only event is `missed`
+//! as a `missed` run ([`record_missed`]) — a run file of its own whose only event is `missed`
 //! (`data.scheduled_for`), so history shows it like any run. Its run id is derived from the
 //! occurrence, so it is written at most once, whoever records it (the auditor, or the
 //! built-in timer's catch-up).
@@ -14,11 +14,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::builtin::clock::Clock;
-use super::builtin::occurrences;
+use super::clock::Clock;
 use crate::config::schedule::Schedule;
-use crate::event::{Data, Level, PIPELINE_STAGE, RunId, format_timestamp, kind};
-use crate::journal::Journal;
+use crate::journal::missed::record_missed;
 
 /// What the auditor needs to know about runs and the schedule.
 pub trait Runs: Send + Sync + 'static {
@@ -31,40 +29,6 @@ pub trait Runs: Send + Sync + 'static {
     ) -> impl Future<Output = Result<u64, String>> + Send;
     /// Whether the schedule is on now (a disabled schedule misses nothing).
     fn enabled(&self) -> impl Future<Output = bool> + Send;
-}
-
-/// The run id recorded for a missed occurrence.
-pub fn missed_run_id(at: DateTime<Utc>) -> RunId {
-    RunId::parse(&format!("{}-missed", at.format("%Y%m%dT%H%M%SZ")))
-        .unwrap_or_else(|_| RunId::generate(at))
-}
-
-/// Writes the `missed` run for the occurrence `at` (once: an existing file means it was
-/// recorded already).
-pub fn record_missed(events_dir: &Path, pipeline: &str, at: DateTime<Utc>, why: &str) {
-    let id = missed_run_id(at);
-    match Journal::create(events_dir, &id, pipeline, "scheduler") {
-        Ok(journal) => {
-            let due = format_timestamp(at);
-            let result = journal.emit(
-                PIPELINE_STAGE,
-                kind::MISSED,
-                Level::Warn,
-                &format!("the scheduled run for {due} did not happen ({why})"),
-                &Data {
-                    scheduled_for: Some(&due),
-                    reason: Some(why),
-                    ..Data::default()
-                },
-            );
-            match result {
-                Ok(()) => tracing::warn!(scheduled_for = %due, "occurrence missed: {why}"),
-                Err(e) => tracing::error!("cannot record a missed occurrence: {e}"),
-            }
-        }
-        Err(_) if events_dir.join(id.file_name()).exists() => {}
-        Err(e) => tracing::error!("cannot record a missed occurrence: {e}"),
-    }
 }
 
 /// The auditor's loop: every `grace / 4` (between 250 ms and 30 s), records the occurrences
@@ -94,7 +58,7 @@ pub async fn audit(
         if until <= audited {
             continue;
         }
-        let due = occurrences(&schedule, audited, until);
+        let due = schedule.occurrences(audited, until);
         audited = until;
         if due.is_empty() || !runs.enabled().await {
             continue;
@@ -122,7 +86,7 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::scheduler::builtin::clock::manual::ManualClock;
+    use crate::scheduler::clock::manual::ManualClock;
 
     /// Runs that started at the given times; enabled or not.
     struct Started {
@@ -187,7 +151,7 @@ mod tests {
         .await;
         let want: Vec<String> = [t(9, 30), t(10, 0)]
             .iter()
-            .map(|at| missed_run_id(*at).file_name())
+            .map(|at| crate::journal::missed::missed_run_id(*at).file_name())
             .collect();
         assert_eq!(files, want);
     }

@@ -7,6 +7,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`builtin`] | the built-in scheduler: its persisted state, on/off, catch-up, the timer loop |
+//! | [`clock`] | the clock the scheduler's loops read and sleep on: the system's, or a test's |
 //! | [`audit`] | the occurrence auditor (every backend): occurrences without a run become `missed` |
 //! | [`cron`] | the crontab block between marker comments; `crontab -l` / `crontab -` |
 //! | [`systemd`] | the `.service` + `.timer` unit texts, cron → `OnCalendar=`, `systemctl` |
@@ -31,6 +32,7 @@
 
 pub mod audit;
 pub mod builtin;
+pub mod clock;
 pub mod cron;
 pub mod exec;
 mod fields;

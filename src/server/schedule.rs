@@ -16,9 +16,8 @@ use super::launch::DashboardLauncher;
 use super::state::AppState;
 use crate::config::Backend;
 use crate::event::format_timestamp;
-use crate::scheduler::builtin::clock::SystemClock;
-use crate::scheduler::builtin::occurrences;
 use crate::scheduler::builtin::timer::Timer;
+use crate::scheduler::clock::SystemClock;
 use crate::scheduler::{self, SchedulerError, Status, audit};
 
 /// Starts the built-in timer (if it is the configured backend) and the auditor; both stop
@@ -128,7 +127,7 @@ pub async fn status(state: &Arc<AppState>) -> Result<StatusWithCadence, ApiError
 async fn cadence(state: &Arc<AppState>, now: DateTime<Utc>) -> Option<Cadence> {
     let schedule = &state.config.pipeline.schedule;
     let day_ago = now - chrono::Duration::days(1);
-    let expected = occurrences(schedule, day_ago, now).len() as u64;
+    let expected = schedule.occurrences(day_ago, now).len() as u64;
     let configured = schedule
         .next_after(&now)
         .and_then(|a| schedule.next_after(&a).map(|b| (b - a).num_seconds()));

@@ -1,6 +1,6 @@
 //! The built-in scheduler: its persisted state and on/off switch ([`Builtin`], the backend
 //! behind the common interface), and the loop that fires runs inside `pipewatch serve`
-//! ([`timer`]), driven by a [`clock::Clock`] so that it can be tested in simulated time.
+//! ([`timer`]), driven by a [`Clock`](crate::scheduler::clock::Clock) so that it can be tested in simulated time.
 //!
 //! State lives in `<state_dir>/scheduler.json`, written atomically (tmp → fsync → rename), so
 //! that enabled/disabled and the last occurrence handled survive restarts — and so that
@@ -9,10 +9,8 @@
 //! | module | owns |
 //! |---|---|
 //! | [`plan`] | the pure heart of catch-up: which late occurrences to run, which to record |
-//! | [`clock`] | the clock the loops read and sleep on: the system's, or a test's |
 //! | [`timer`] | the loop: fire each occurrence while enabled, catch up after downtime |
 
-pub mod clock;
 pub mod plan;
 pub mod timer;
 
@@ -24,11 +22,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{Backend, SchedulerError, Status, Task, state};
 use crate::config;
-use crate::config::schedule::Schedule;
-
-/// Never plan more than this many occurrences at once (a per-second schedule after a week off
-/// must not allocate millions of entries).
-pub const MAX_PLANNED: usize = 10_000;
 
 /// The persisted state of the built-in scheduler.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,28 +95,6 @@ impl State {
         drop(f);
         std::fs::rename(&tmp, &path).map_err(err)
     }
-}
-
-/// The occurrences of `schedule` strictly after `after` and at or before `now`, at most
-/// [`MAX_PLANNED`] of the newest.
-pub fn occurrences(
-    schedule: &Schedule,
-    after: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Vec<DateTime<Utc>> {
-    let mut out = std::collections::VecDeque::new();
-    let mut t = after;
-    while let Some(next) = schedule.next_after(&t) {
-        if next > now {
-            break;
-        }
-        if out.len() == MAX_PLANNED {
-            out.pop_front();
-        }
-        out.push_back(next);
-        t = next;
-    }
-    out.into()
 }
 
 /// The built-in backend behind the common [`Backend`] interface: "installed" always, on or
@@ -225,16 +196,6 @@ mod tests {
 
     fn t(h: u32, m: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 29, h, m, 0).unwrap()
-    }
-
-    #[test]
-    fn a_long_outage_is_bounded() {
-        let s: Schedule = "* * * * * *".parse().unwrap();
-        let start = t(0, 0);
-        let now = start + chrono::Duration::days(2);
-        let occ = occurrences(&s, start, now);
-        assert_eq!(occ.len(), MAX_PLANNED);
-        assert_eq!(occ.last(), Some(&now));
     }
 
     #[test]

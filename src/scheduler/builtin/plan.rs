@@ -54,7 +54,6 @@ pub fn plan_catchup(
 mod tests {
     use super::*;
     use crate::config::schedule::Schedule;
-    use crate::scheduler::builtin::occurrences;
     use chrono::TimeZone;
 
     fn t(h: u32, m: u32) -> DateTime<Utc> {
@@ -70,7 +69,7 @@ mod tests {
         let s = every_15();
         let six_h = Duration::from_secs(6 * 3600);
         // Off from 08:00 to 09:05: 08:15, 08:30, 08:45, 09:00 were missed.
-        let late = || occurrences(&s, t(8, 0), t(9, 5));
+        let late = || s.occurrences(t(8, 0), t(9, 5));
         let none = plan_catchup(late(), t(9, 5), Catchup::None, six_h);
         assert!(none.run.is_empty());
         assert_eq!(none.missed, vec![t(8, 15), t(8, 30), t(8, 45), t(9, 0)]);
@@ -85,7 +84,7 @@ mod tests {
     #[test]
     fn the_window_bounds_catchup() {
         let s = every_15();
-        let late = || occurrences(&s, t(8, 0), t(9, 5));
+        let late = || s.occurrences(t(8, 0), t(9, 5));
         let plan = plan_catchup(late(), t(9, 5), Catchup::All, Duration::from_secs(1800));
         assert_eq!(plan.run, vec![t(8, 45), t(9, 0)]);
         assert_eq!(plan.missed, vec![t(8, 15), t(8, 30)]);
@@ -96,7 +95,7 @@ mod tests {
 
     #[test]
     fn nothing_missed_nothing_planned() {
-        let late = occurrences(&every_15(), t(9, 0), t(9, 5));
+        let late = every_15().occurrences(t(9, 0), t(9, 5));
         let plan = plan_catchup(late, t(9, 5), Catchup::All, Duration::from_secs(60));
         assert_eq!(plan, Plan::default());
     }

@@ -21,13 +21,12 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::State;
-use super::clock::Clock;
 use super::plan::plan_catchup;
 use crate::config::schedule::Schedule;
 use crate::config::{Catchup, Config};
 use crate::event::RunId;
-use crate::scheduler::audit::record_missed;
-use crate::scheduler::builtin::occurrences;
+use crate::journal::missed::record_missed;
+use crate::scheduler::clock::Clock;
 
 /// An occurrence fired this late is still on time (not a catch-up).
 const ON_TIME: Duration = Duration::from_secs(60);
@@ -145,7 +144,7 @@ impl Timer {
     ) -> bool {
         let s = self.load();
         let last = s.last_occurrence.unwrap_or(now);
-        let due = occurrences(&self.schedule, last, now);
+        let due = self.schedule.occurrences(last, now);
         let Some(&newest) = due.last() else {
             return false;
         };
@@ -233,7 +232,7 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::scheduler::builtin::clock::manual::ManualClock;
+    use crate::scheduler::clock::manual::ManualClock;
 
     /// Records every launch with the clock's time; each run exits at once.
     struct Recorder {
@@ -421,7 +420,7 @@ mod tests {
         .save(&s.timer.state_dir)
         .unwrap();
         s.run_until(now + chrono::Duration::seconds(30)).await;
-        let expected = occurrences(&s.timer.schedule, down_since, now);
+        let expected = s.timer.schedule.occurrences(down_since, now);
         let fired = s.fired();
         assert_eq!(fired, vec![("catchup", now)], "one catch-up run, for 09:00");
         let missed = s.missed_files();
@@ -442,6 +441,6 @@ mod tests {
     }
 
     fn audit_id(at: DateTime<Utc>) -> RunId {
-        crate::scheduler::audit::missed_run_id(at)
+        crate::journal::missed::missed_run_id(at)
     }
 }
