@@ -1,4 +1,4 @@
-//! The event: one JSON object per line of a run's journal (contract §3).
+//! The event: one JSON object per line of a run's journal (`docs/events.md`).
 //!
 //! Two shapes of the same thing: [`Record`] borrows everything and is what the runner
 //! serializes on its hot path (a million log lines must not mean a million allocations of the

@@ -2,43 +2,38 @@
 //!
 //! # Layout
 //!
-//! The data flows one way: runner → journal (a JSONL file per run) → tail → bus →
-//! WebSocket/API → page. A module does not reach back up that chain.
+//! The data flows one way, top to bottom; a module uses only the ones above it in the first
+//! table (and the leaves `event` and `exit`), never one below. `docs/architecture.md` follows
+//! one event along this path, hop by hop.
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`config`] | `pipewatch.toml`: every key, defaults, validation with file/line/key errors |
-//! | [`schedule`] | the cron expression: parsing, next occurrences |
-//! | [`scheduler`] | the OS scheduler backends (cron, systemd, Task Scheduler): install, enable, status |
-//! | [`event`] | the event format (contract §3), run ids |
-//! | [`journal`] | appending events to a run's file: whole lines, `seq` from 0 |
-//! | [`index`] | the run index (SQLite): run and stage summaries for the API, the tailer's checkpoints |
-//! | [`runner`] | `pipewatch run`: overlap, the stage DAG, retries, timeouts, cancellation |
-//! | [`process`] | starting a stage and killing its whole process tree (the per-OS code) |
-//! | [`liveness`] | run locks (is a runner alive?), cancel requests, the overlap lock |
-//! | [`announce`] | the best-effort "run started" notification to the dashboard |
-//! | [`progress`] | the terminal view of a run (live, plain or quiet) |
-//! | [`shutdown`] | Ctrl-C / SIGTERM / Ctrl-Break as one future |
+//! | [`event`] | the event (`docs/events.md`), run ids, timestamps: depends on nothing |
+//! | [`config`] | `pipewatch.toml`: every key, defaults, validation with file/line/key errors; the schedule |
+//! | [`journal`] | writing run files (`pipeline_<run_id>.jsonl`): whole lines, `seq` from 0; `missed` records |
+//! | [`runner`] | `pipewatch run`: overlap, the stage DAG, retries, timeouts, output capture, run locks, the one `Invocation` |
+//! | [`tail`] | reading run files (the only reader) and following the events folder: each line handed on once |
+//! | [`index`] | the run index (SQLite): run and stage summaries, the tailer's checkpoints, rebuild from the files |
 //! | [`bus`] | the event bus: ring buffer + broadcast, subscribe with no gap |
-//! | [`tail`] | following the events folder: complete lines into batches, checkpoints |
-//! | [`server`] | `pipewatch serve`: ingest, API, WebSocket/SSE, the built-in scheduler loop |
-//! | [`init`] | `pipewatch init`: the example configuration and pipeline |
-//! | [`history`] | `pipewatch runs`: the run index read directly, caught up with the files |
-//! | [`follow`] | `pipewatch tail`: one run's events, through the dashboard or from its file |
-//! | [`doctor`] | `pipewatch doctor`: the troubleshooting checks, each with its fix |
 //! | [`retention`] | `[retention]`: which runs to remove, removing them (`prune`, hourly in `serve`) |
-//! | [`term`] | terminal output: colour only on a terminal and without `NO_COLOR`, times, durations |
-//! | [`exit`] | exit codes |
+//! | [`scheduler`] | the OS scheduler backends, the built-in timer, the occurrence auditor |
+//! | [`server`] | `pipewatch serve`: ingest (tail → index → bus), the HTTP API, WebSocket/SSE, the page |
+//! | [`cli`] | the command line: one module per command, terminal rendering, errors → exit codes |
+//!
+//! | leaf | owns |
+//! |---|---|
+//! | [`exit`] | the exit codes every layer's error maps to |
 
-pub mod bus;
-pub mod cli;
-pub mod config;
 pub mod event;
 pub mod exit;
-pub mod index;
+
+pub mod config;
 pub mod journal;
-pub mod retention;
 pub mod runner;
+pub mod tail;
+pub mod index;
+pub mod bus;
+pub mod retention;
 pub mod scheduler;
 pub mod server;
-pub mod tail;
+pub mod cli;

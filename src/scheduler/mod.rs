@@ -62,7 +62,7 @@ pub mod state {
     pub const MISSING: &str = "missing";
 }
 
-/// What a scheduler says about the task: contract §4's `GET /api/scheduler/status` object.
+/// What a scheduler says about the task: the object of `GET /api/scheduler/status` (`docs/api.md`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Status {
     pub backend: config::Backend,

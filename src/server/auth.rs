@@ -1,4 +1,4 @@
-//! The request guards of contract §2b: the token on `/api` (but health), `/ws` and
+//! The request guards (`docs/security.md`): the token on `/api` (but health), `/ws` and
 //! `/metrics`; the `Origin` check on WebSocket upgrades and state-changing requests; JSON-only
 //! bodies on state-changing requests.
 

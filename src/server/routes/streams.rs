@@ -1,4 +1,4 @@
-//! Streams (contract §5): `/ws/events/{run_id}` and its Server-Sent Events twin replay a run
+//! Streams (`docs/api.md`, WebSocket): `/ws/events/{run_id}` and its Server-Sent Events twin replay a run
 //! from its file and then follow it live; `/ws/events` sends the bus's ring buffer, then every
 //! new event.
 //!
