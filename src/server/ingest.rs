@@ -81,23 +81,10 @@ pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>) {
                 Err(_) => break,
             }
         }
-        let applied = if behind.is_empty() {
-            let batches = batches.clone();
-            state.with_index(move |idx| idx.apply_all(&batches)).await
-        } else {
-            Err(IndexError::Schema {
-                path: std::path::PathBuf::new(),
-                what: "the index is catching up".to_string(),
-            })
-        };
-        if let Err(e) = &applied {
-            if behind.is_empty() {
-                tracing::error!(
-                    "cannot update the run index: {e}; streaming goes on, the index will catch up"
-                );
-                *state.ingest_error.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(format!("the run index is behind: {e}"));
-            }
+        // While the index is behind, batches are not committed (the resync catches up from
+        // the checkpoints); otherwise a failed commit puts their runs behind.
+        let committed = behind.is_empty() && commit(&state, &batches).await;
+        if !committed {
             for b in &batches {
                 behind.insert(b.checkpoint.run_id.clone(), b.checkpoint.clone());
             }
@@ -106,6 +93,22 @@ pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>) {
         Stats::add(&state.stats.events_published, events as u64);
         for b in &batches {
             state.bus.publish(&b.events);
+        }
+    }
+}
+
+/// Commits the batches' summaries and checkpoints; a failure is logged and shown in health.
+async fn commit(state: &Arc<AppState>, batches: &[Arc<Batch>]) -> bool {
+    let batches = batches.to_vec();
+    match state.with_index(move |idx| idx.apply_all(&batches)).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(
+                "cannot update the run index: {e}; streaming goes on, the index will catch up"
+            );
+            *state.ingest_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(format!("the run index is behind: {e}"));
+            false
         }
     }
 }
