@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -66,13 +66,6 @@ pub fn run_id(raw: &str) -> Result<RunId, ApiError> {
 
 pub async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such endpoint")
-}
-
-pub async fn index_page() -> impl IntoResponse {
-    (
-        [(header::CACHE_CONTROL, "no-cache")],
-        Html(include_str!("../../web/index.html")),
-    )
 }
 
 pub async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {

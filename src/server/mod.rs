@@ -15,6 +15,7 @@
 //! HTTP surface over [`AppState`], testable without a socket.
 
 mod api;
+pub mod assets;
 mod auth;
 mod ingest;
 pub mod timer;
@@ -165,7 +166,8 @@ pub struct ServeOptions {
     pub ring: usize,
 }
 
-/// Every route of [`router`] but `/` and the fallback, as (method, path with `{run_id}`):
+/// Every route of [`router`] but the page ([`assets::ASSETS`], public) and the fallback, as
+/// (method, path with `{run_id}`):
 /// the security tests walk this list, and a route missing from it fails them.
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/health"),
@@ -229,7 +231,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             auth::require_token,
         ));
     Router::new()
-        .route("/", get(api::index_page))
+        .merge(assets::routes())
         .route("/api/health", get(api::health))
         .merge(protected)
         .fallback(api::not_found)
