@@ -19,7 +19,9 @@
 //!
 //! Every answer carries its content type, `X-Content-Type-Options: nosniff`,
 //! `Cache-Control: no-cache` and an `ETag`: the browser asks again each time and gets `304`
-//! while the binary is the same, and a new binary's page at once.
+//! while the binary is the same, and a new binary's page at once. The page itself carries a
+//! Content-Security-Policy that lets it load scripts, styles, images and connections from its
+//! own origin only: no inline script or style, no `eval`, no other origin.
 //!
 //! Assets are public, like `/` always was: they hold no data (the page reads that from the
 //! API, under the token). The guards of `auth.rs` (origin, JSON bodies) apply to them as to
@@ -38,6 +40,11 @@ use serde_json::json;
 use super::AppState;
 use crate::event::{PIPELINE_STAGE, kind};
 use crate::index::{RUN_STATUSES, RUNNING, STAGE_STATUSES};
+
+/// The policy the page is served with: its own origin for everything it loads or connects
+/// to (WebSocket included), nothing else; no inline script or style, no plugins, no `<base>`.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'";
 
 const HTML: &str = "text/html; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
@@ -163,6 +170,12 @@ impl Asset {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         );
+        if self.content_type == HTML {
+            h.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+            );
+        }
         res
     }
 }
@@ -309,11 +322,15 @@ mod tests {
     }
 
     #[test]
-    fn etags_answer_304() {
+    fn etags_answer_304_and_the_page_has_its_policy() {
         let page = &ASSETS[0];
         let res = page.respond(&HeaderMap::new());
         assert_eq!(res.status(), StatusCode::OK);
         let etag = res.headers()[header::ETAG].clone();
+        assert_eq!(
+            res.headers()["content-security-policy"],
+            CONTENT_SECURITY_POLICY
+        );
         let mut again = HeaderMap::new();
         again.insert(header::IF_NONE_MATCH, etag.clone());
         assert_eq!(page.respond(&again).status(), StatusCode::NOT_MODIFIED);
