@@ -1685,3 +1685,52 @@ fn fold_cases(p: &Project) -> Vec<String> {
     ids.push(id);
     ids
 }
+
+/// Where WebSocket does not get through (a proxy that refuses upgrades) but the server
+/// answers, the one reconnect machine falls back: a run's page to Server-Sent Events, the
+/// runs list to polling. Simulated by a browser whose WebSocket never opens, across a server
+/// restart that drops the open sockets.
+#[test]
+fn without_websocket_the_page_falls_back_to_sse_and_polling() {
+    let Some(tools) = tools() else { return };
+    let _serial = serial();
+    rt().block_on(async {
+        let p = Project::with_config(&format!("{QUIET}[[stages]]\nname = \"work\"\nrun = \"echo hi\"\n"));
+        let id = run_id_at(Utc::now(), 7);
+        let mut f = RunFile::new(&p, &id, "scheduler");
+        let _alive = f.hold_lock(&p);
+        f.push("pipeline", "start", "info", "run started", json!({ "stages": ["work"] }));
+        f.push("work", "start", "info", "stage work started", json!({ "attempt": 1 }));
+        let mut server = Server::start(&p, "127.0.0.1:0");
+        let port = server.port;
+        let b = Browser::start(&tools, 1280, 900).await;
+        b.goto(&format!("{}/#/runs/{id}", server.url)).await;
+        b.wait("the run over WebSocket", Duration::from_secs(10), "document.querySelector('#conn').dataset.state === 'live' && window.__pipewatch.transport() === 'ws'").await;
+        // From now on no WebSocket opens.
+        b.js("window.WebSocket = class { constructor() { setTimeout(() => this.onclose && this.onclose({ code: 1006 }), 5); } close() {} }; return true").await;
+        server.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let _server = loop {
+            let s = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Server::start(&p, &format!("127.0.0.1:{port}"))));
+            match s {
+                Ok(s) => break s,
+                Err(e) if Instant::now() > deadline => std::panic::resume_unwind(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        };
+        b.wait("the SSE fallback", Duration::from_secs(30), "window.__pipewatch.transport() === 'sse' && document.querySelector('#conn').textContent.includes('SSE')").await;
+        f.log("work", "stdout", "after the fallback");
+        b.wait("a line over SSE", Duration::from_secs(10), "document.querySelector('#log .lr[data-seq=\"2\"]')?.textContent.includes('after the fallback')").await;
+        // The list, without a stream of its own, polls.
+        b.js("location.hash = '#/'; return true").await;
+        b.wait("polling", Duration::from_secs(30), "document.querySelector('#conn').textContent.includes('polling')").await;
+        let other = run_id_at(Utc::now(), 8);
+        let mut g = RunFile::new(&p, &other, "manual");
+        g.push("pipeline", "start", "info", "run started", json!({}));
+        g.push("pipeline", "success", "info", "run succeeded", json!({}));
+        b.wait("a new run by polling", Duration::from_secs(15), &format!("document.querySelector(\"#runs li.run[data-run-id='{other}']\")")).await;
+        let history = b.js("return window.__pipewatch.connHistory.join(' → ')").await;
+        eprintln!("connection: {history}");
+        b.close().await;
+    });
+}
