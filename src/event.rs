@@ -28,6 +28,11 @@ pub mod kind {
     pub const MISSED: &str = "missed";
     pub const LOG: &str = "log";
     pub const RETRY: &str = "retry";
+
+    /// The run-level events that end a run: its status becomes the event's name.
+    pub const RUN_FINAL: [&str; 5] = [SUCCESS, FAILURE, CANCELLED, SKIPPED, MISSED];
+    /// The events that end a stage: its status becomes the event's name.
+    pub const STAGE_FINAL: [&str; 4] = [SUCCESS, FAILURE, SKIPPED, CANCELLED];
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,11 +148,7 @@ impl Event {
 
     /// Whether this is a run's final event.
     pub fn is_run_terminal(&self) -> bool {
-        self.stage == PIPELINE_STAGE
-            && matches!(
-                self.event.as_str(),
-                kind::SUCCESS | kind::FAILURE | kind::CANCELLED | kind::SKIPPED | kind::MISSED
-            )
+        self.stage == PIPELINE_STAGE && kind::RUN_FINAL.contains(&self.event.as_str())
     }
 }
 

@@ -116,8 +116,19 @@ pub const RUN_STATUSES: [&str; 7] = [
     "abandoned",
 ];
 
+/// Every status a stage can have: `running` until one of [`kind::STAGE_FINAL`] names it, or
+/// `abandoned` with its run.
+pub const STAGE_STATUSES: [&str; 6] = [
+    RUNNING,
+    kind::SUCCESS,
+    kind::FAILURE,
+    kind::CANCELLED,
+    kind::SKIPPED,
+    ABANDONED,
+];
+
 /// Run and stage statuses the index writes besides the event names themselves.
-const RUNNING: &str = "running";
+pub const RUNNING: &str = "running";
 const ABANDONED: &str = "abandoned";
 
 /// Events kept in memory at once while rebuilding from one file.
@@ -1404,6 +1415,62 @@ mod tests {
             ),
             ev("pipeline", "success", &t(20), json!({"duration_ms": 20000})),
         ]
+    }
+
+    /// The lists the page is given (`/js/statuses.js`) are the ones this fold acts on: each
+    /// final event ends a run or a stage with its own name as the status, and no other does.
+    #[test]
+    fn final_event_lists_and_statuses_match_the_fold() {
+        let kinds = [
+            kind::START,
+            kind::SUCCESS,
+            kind::FAILURE,
+            kind::CANCELLED,
+            kind::SKIPPED,
+            kind::MISSED,
+            kind::LOG,
+            kind::RETRY,
+            "checkpoint",
+        ];
+        let (t0, t1) = ("2026-11-29T08:15:00.000Z", "2026-11-29T08:15:01.000Z");
+        let mut ix = Index::open_in_memory().unwrap();
+        for (i, k) in kinds.into_iter().enumerate() {
+            let run = format!("r{i}");
+            let events = vec![
+                ev("pipeline", kind::START, t0, json!(null)),
+                ev("s", kind::START, t0, json!(null)),
+                ev("s", k, t1, json!(null)),
+                ev("pipeline", k, t1, json!(null)),
+            ];
+            ix.apply(&batch(&run, 0, events)).unwrap();
+            let d = ix.get_run(&id(&run)).unwrap().unwrap();
+            let want = if kind::STAGE_FINAL.contains(&k) {
+                k
+            } else {
+                RUNNING
+            };
+            assert_eq!(stage(&d, "s").status, want, "stage event {k}");
+            let want = if kind::RUN_FINAL.contains(&k) {
+                k
+            } else {
+                RUNNING
+            };
+            assert_eq!(d.run.status, want, "run event {k}");
+            assert!(STAGE_STATUSES.contains(&stage(&d, "s").status.as_str()));
+            assert!(RUN_STATUSES.contains(&d.run.status.as_str()));
+        }
+        let ends = |k: &str| kind::STAGE_FINAL.contains(&k);
+        assert!(
+            STAGE_STATUSES
+                .iter()
+                .all(|s| ends(s) || [RUNNING, ABANDONED].contains(s))
+        );
+        let ends = |k: &str| kind::RUN_FINAL.contains(&k);
+        assert!(
+            RUN_STATUSES
+                .iter()
+                .all(|s| ends(s) || [RUNNING, ABANDONED].contains(s))
+        );
     }
 
     #[test]

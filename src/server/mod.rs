@@ -21,9 +21,11 @@
 //! | [`ingest`] | tailer batches → index → bus; the liveness watchdog (`abandoned`) |
 //! | [`launch`] | starting `pipewatch run` ("Run now", the built-in scheduler) |
 //! | [`schedule`] | the built-in timer and the auditor on the wall clock; the status |
+//! | [`assets`] | the page: every file of `web/`, from one table |
 //! | [`auth`] | the token, Origin and content-type guards |
 //! | [`routes`] | the router, one module per group of routes |
 
+pub mod assets;
 pub mod auth;
 pub mod error;
 mod ingest;

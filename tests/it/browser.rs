@@ -91,6 +91,8 @@ fn free_port() -> u16 {
 struct Browser {
     client: Option<Client>,
     driver: Child,
+    /// chromedriver's own address, for what fantoccini does not ask for (the console log).
+    driver_url: String,
     _profile: tempfile::TempDir,
 }
 
@@ -114,6 +116,7 @@ impl Browser {
         let mut browser = Browser {
             client: None,
             driver,
+            driver_url: format!("http://127.0.0.1:{port}"),
             _profile: profile,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -147,6 +150,7 @@ impl Browser {
             "goog:chromeOptions".into(),
             json!({ "binary": tools.chromium, "args": args }),
         );
+        caps.insert("goog:loggingPrefs".into(), json!({ "browser": "ALL" }));
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
         let client = ClientBuilder::new(connector)
             .capabilities(caps)
@@ -170,6 +174,50 @@ impl Browser {
             .execute(script, vec![])
             .await
             .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
+    }
+
+    /// Runs `script` as the body of an async function; returns what it returns.
+    async fn js_async(&self, script: &str) -> Value {
+        let wrapped = format!(
+            "const done = arguments[arguments.length - 1];\
+             (async () => {{ {script} }})().then(done, (e) => done({{ error: String(e) }}));"
+        );
+        self.c()
+            .execute_async(&wrapped, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
+    }
+
+    /// The errors the browser logged since the last call: uncaught exceptions,
+    /// `console.error`, failed loads (a 404 included) and refused content.
+    async fn console_errors(&self) -> Vec<String> {
+        let session = self
+            .c()
+            .session_id()
+            .await
+            .ok()
+            .flatten()
+            .expect("a session");
+        let url = format!("{}/session/{session}/se/log", self.driver_url);
+        let log = tokio::task::spawn_blocking(move || {
+            let text = ureq::post(&url)
+                .content_type("application/json")
+                .send(r#"{"type":"browser"}"#)
+                .expect("read the browser log")
+                .body_mut()
+                .read_to_string()
+                .expect("the browser log");
+            serde_json::from_str::<Value>(&text).expect("the browser log as JSON")
+        })
+        .await
+        .expect("log task");
+        log["value"]
+            .as_array()
+            .expect("log entries")
+            .iter()
+            .filter(|e| e["level"] == "SEVERE")
+            .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+            .collect()
     }
 
     /// Polls `expr` (a JS expression) until it is truthy; returns its value.
@@ -1275,4 +1323,414 @@ fn seed_history(p: &Project) -> (String, (String, std::fs::File)) {
     std::fs::write(&f.path, lines).expect("seed abandoned run");
     drop(f.hold_lock(p));
     (failed, running)
+}
+
+// ------------------------------------------------------------------ the page's files and fold
+
+/// The page comes up with nothing in the console: every module of the graph loads (no 404 for
+/// an `import`), every asset of the server's table answers 200 with its content type, the
+/// icons are real images, and neither the list nor a run's page logs an error.
+#[test]
+fn the_page_and_its_files_load_without_a_console_error() {
+    use pipewatch::server::assets::ASSETS;
+    let Some(tools) = tools() else { return };
+    let _serial = serial();
+    rt().block_on(async {
+        let p = Project::with_config(&format!("{QUIET}[[stages]]\nname = \"work\"\nrun = \"echo hi\"\n"));
+        let id = run_id_at(Utc::now() - chrono::Duration::minutes(5), 6);
+        let mut f = RunFile::new(&p, &id, "manual");
+        f.push("pipeline", "start", "info", "run started", json!({ "stages": ["work"] }));
+        f.push("work", "start", "info", "stage work started", json!({ "attempt": 1 }));
+        f.log("work", "stderr", "a warning");
+        f.push("work", "success", "info", "stage work succeeded", json!({ "attempt": 1, "exit_code": 0 }));
+        f.push("pipeline", "success", "info", "run succeeded", json!({}));
+        let server = Server::start(&p, "127.0.0.1:0");
+        let b = Browser::start(&tools, 1280, 900).await;
+        b.goto(&format!("{}/", server.url)).await;
+        b.wait("the page to boot", Duration::from_secs(10), &format!("window.__pipewatch && document.querySelector(\"#runs li.run[data-run-id='{id}']\")")).await;
+        b.wait("a live connection", Duration::from_secs(10), "document.querySelector('#conn').dataset.state === 'live'").await;
+
+        // The module graph: every module the server has, each loaded once with 200.
+        let loaded: Vec<(String, u64)> = serde_json::from_value(
+            b.js("return performance.getEntriesByType('resource').map(e => [new URL(e.name).pathname, e.responseStatus]).filter(([p]) => p.startsWith('/js/'))").await,
+        )
+        .expect("module loads");
+        let mut paths: Vec<&str> = loaded.iter().map(|(p, _)| p.as_str()).collect();
+        paths.sort_unstable();
+        let mut modules: Vec<&str> = ASSETS.iter().filter(|a| a.content_type.starts_with("text/javascript")).map(|a| a.path).collect();
+        modules.sort_unstable();
+        assert_eq!(paths, modules, "the modules the page loaded");
+        assert!(loaded.iter().all(|(_, status)| *status == 200), "{loaded:?}");
+
+        // Every asset over HTTP, as the table says.
+        let answers = b
+            .js_async(&format!(
+                "return Promise.all({}.map(async (p) => {{ const r = await fetch(p, {{ cache: 'no-store' }}); const body = await r.arrayBuffer(); \
+                 return {{ path: p, status: r.status, type: r.headers.get('content-type'), cache: r.headers.get('cache-control'), length: body.byteLength }}; }}));",
+                json!(ASSETS.iter().map(|a| a.path).collect::<Vec<_>>())
+            ))
+            .await;
+        for (a, got) in ASSETS.iter().zip(answers.as_array().expect("answers")) {
+            assert_eq!(got["status"], 200, "{}: {got}", a.path);
+            assert_eq!(got["type"], a.content_type, "{}", a.path);
+            assert_eq!(got["cache"], "no-cache", "{}", a.path);
+            assert_eq!(got["length"], a.bytes().len(), "{}", a.path);
+        }
+        // The icons are images a browser can draw.
+        let icons = b
+            .js_async(
+                "const icon = document.querySelector('link[rel=icon]').getAttribute('href');\
+                 return Promise.all([icon, '/favicon.ico'].map((src) => new Promise((res) => {\
+                   const i = new Image(); i.onload = () => res([src, i.naturalWidth]); i.onerror = () => res([src, 0]); i.src = src; })));",
+            )
+            .await;
+        for icon in icons.as_array().expect("icons") {
+            assert!(icon[1].as_u64().unwrap_or(0) > 0, "not an image: {icon}");
+        }
+
+        // A run's page: its timeline, its log, its stream.
+        b.goto(&format!("{}/#/runs/{id}", server.url)).await;
+        b.wait("the run", Duration::from_secs(10), "document.querySelector('#rv-status').dataset.status === 'success' && document.querySelector('#log .lr[data-seq=\"4\"]')").await;
+        b.wait("a live connection", Duration::from_secs(10), "document.querySelector('#conn').dataset.state === 'live'").await;
+        let errors = b.console_errors().await;
+        assert!(errors.is_empty(), "the browser logged errors:\n{}", errors.join("\n"));
+        b.close().await;
+    });
+}
+
+/// The page's run fold (`web/js/fold.js`, which moves a run's page with each live event) and
+/// the server's index agree on every shape of run: the page folds each run's events and the
+/// result must be what `/api/runs/{run_id}` says.
+#[test]
+fn the_page_fold_agrees_with_the_index() {
+    let Some(tools) = tools() else { return };
+    let _serial = serial();
+    rt().block_on(async {
+        let p = Project::with_config(&format!(
+            "{QUIET}[[stages]]\nname = \"work\"\nrun = \"echo hi\"\n"
+        ));
+        let ids = fold_cases(&p);
+        let server = Server::start(&p, "127.0.0.1:0");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while ids
+            .iter()
+            .any(|id| server.http("GET", &format!("/api/runs/{id}")).0 != 200)
+        {
+            assert!(Instant::now() < deadline, "the runs were not indexed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let b = Browser::start(&tools, 1280, 900).await;
+        b.goto(&format!("{}/", server.url)).await;
+        b.wait(
+            "the page to boot",
+            Duration::from_secs(10),
+            "window.__pipewatch && window.__pipewatch.foldEvents",
+        )
+        .await;
+        let folded = b
+            .js_async(&format!(
+                "return Promise.all({}.map(async (id) => {{\
+                   const events = await (await fetch(`/api/runs/${{id}}/events`)).json();\
+                   return window.__pipewatch.foldEvents(id, events); }}));",
+                json!(ids)
+            ))
+            .await;
+        // The API leaves out `reason` and `scheduled_for` when they are not set.
+        let fields = |v: &Value, keys: &[&str]| -> Value {
+            keys.iter()
+                .map(|k| (k.to_string(), v.get(*k).cloned().unwrap_or(Value::Null)))
+                .collect()
+        };
+        const RUN: [&str; 9] = [
+            "run_id",
+            "pipeline",
+            "status",
+            "source",
+            "started_at",
+            "finished_at",
+            "duration_ms",
+            "reason",
+            "scheduled_for",
+        ];
+        const STAGE: [&str; 7] = [
+            "name",
+            "status",
+            "started_at",
+            "finished_at",
+            "duration_ms",
+            "attempts",
+            "exit_code",
+        ];
+        let shape = |v: &Value| -> Value {
+            let mut run = fields(v, &RUN);
+            run["stages"] = v["stages"]
+                .as_array()
+                .expect("stages")
+                .iter()
+                .map(|s| fields(s, &STAGE))
+                .collect();
+            run
+        };
+        for (id, page) in ids.iter().zip(folded.as_array().expect("folded runs")) {
+            let (code, body) = server.http("GET", &format!("/api/runs/{id}"));
+            assert_eq!(code, 200, "{body}");
+            let api: Value = serde_json::from_str(&body).expect("run JSON");
+            assert_eq!(
+                shape(page),
+                shape(&api),
+                "run {id}: the page's fold (left) and the index (right) differ"
+            );
+        }
+        b.close().await;
+    });
+}
+
+/// Runs of every shape the fold handles: retries and attempts, failures and skipped stages,
+/// cancels, a skipped and a missed run, a running one, another writer's bare lines with naive
+/// timestamps, a second final event, negative durations and time zone offsets.
+fn fold_cases(p: &Project) -> Vec<String> {
+    let t0 = Utc::now() - chrono::Duration::hours(2);
+    let at = |ms: i64| t0 + chrono::Duration::milliseconds(ms);
+    let mut ids = Vec::new();
+    let mut run = |n: u32, events: &[(i64, &str, &str, Value)]| {
+        let id = run_id_at(at(i64::from(n) * 60_000), 100 + n);
+        let mut f = RunFile::new(
+            p,
+            &id,
+            if n.is_multiple_of(2) {
+                "scheduler"
+            } else {
+                "manual"
+            },
+        );
+        let mut text = String::new();
+        for (ms, stage, event, data) in events {
+            text += &f.line(
+                at(i64::from(n) * 60_000 + ms),
+                stage,
+                event,
+                "info",
+                event,
+                data.clone(),
+            );
+        }
+        std::fs::write(&f.path, text).expect("write a run");
+        ids.push(id);
+    };
+    let none = Value::Null;
+    // Retries, attempts with and without `data.attempt`, durations given and measured.
+    run(
+        1,
+        &[
+            (0, "pipeline", "start", json!({ "stages": ["a", "b"] })),
+            (10, "a", "start", json!({ "attempt": 1 })),
+            (20, "a", "log", json!({ "stream": "stdout" })),
+            (
+                30,
+                "a",
+                "retry",
+                json!({ "attempt": 2, "exit_code": 1, "reason": "exit" }),
+            ),
+            (1030, "a", "start", json!({ "attempt": 2 })),
+            (
+                2530,
+                "a",
+                "success",
+                json!({ "attempt": 2, "exit_code": 0, "duration_ms": 1500 }),
+            ),
+            (2540, "b", "start", none.clone()),
+            (2600, "b", "start", none.clone()),
+            (3777, "b", "success", json!({ "exit_code": 0 })),
+            (3800, "pipeline", "success", json!({ "duration_ms": 9000 })),
+        ],
+    );
+    // A failed stage, a stage skipped before it started, a failure measured from the start.
+    run(
+        2,
+        &[
+            (0, "pipeline", "start", json!({})),
+            (5, "a", "start", json!({ "attempt": 1 })),
+            (
+                905,
+                "a",
+                "failure",
+                json!({ "attempt": 1, "exit_code": 2, "reason": "exit" }),
+            ),
+            (910, "b", "skipped", json!({ "reason": "needs_failed" })),
+            (
+                912,
+                "pipeline",
+                "failure",
+                json!({ "reason": "stage_failed" }),
+            ),
+        ],
+    );
+    // Cancelled: one stage while running, one before it started.
+    run(
+        3,
+        &[
+            (0, "pipeline", "start", json!({})),
+            (5, "a", "start", json!({ "attempt": 1 })),
+            (800, "a", "cancelled", json!({ "attempt": 1 })),
+            (801, "b", "cancelled", json!({})),
+            (
+                802,
+                "pipeline",
+                "cancelled",
+                json!({ "reason": "cancelled by user" }),
+            ),
+        ],
+    );
+    // Not started at all.
+    run(
+        4,
+        &[(0, "pipeline", "skipped", json!({ "reason": "overlap" }))],
+    );
+    // Missed: alone it belongs where it was due; after a start it keeps the start.
+    run(
+        5,
+        &[(
+            0,
+            "pipeline",
+            "missed",
+            json!({ "scheduled_for": stamp(at(5 * 60_000 - 2000)) }),
+        )],
+    );
+    run(
+        6,
+        &[
+            (0, "pipeline", "start", json!({})),
+            (
+                50,
+                "pipeline",
+                "missed",
+                json!({ "scheduled_for": stamp(at(6 * 60_000 - 2000)), "duration_ms": 5 }),
+            ),
+        ],
+    );
+    // Still running: a stage known only from its output, one started and retrying.
+    run(
+        7,
+        &[
+            (0, "pipeline", "start", none.clone()),
+            (10, "c", "log", json!({ "stream": "stderr" })),
+            (20, "d", "start", json!({ "attempt": 1 })),
+            (30, "d", "retry", json!({ "attempt": 2 })),
+        ],
+    );
+    // A stage started again after it ended, a second final event, a late start that changes nothing.
+    run(
+        8,
+        &[
+            (0, "pipeline", "start", json!({})),
+            (10, "a", "start", json!({ "attempt": 1 })),
+            (20, "a", "success", json!({ "attempt": 1, "exit_code": 0 })),
+            (30, "a", "start", json!({ "attempt": 2 })),
+            (
+                40,
+                "a",
+                "failure",
+                json!({ "attempt": 2, "exit_code": 3, "duration_ms": 10 }),
+            ),
+            (50, "a", "success", json!({})),
+            (60, "pipeline", "success", json!({})),
+            (70, "pipeline", "failure", json!({ "reason": "late" })),
+            (80, "pipeline", "start", json!({})),
+        ],
+    );
+    // Durations that would be negative are none.
+    run(
+        9,
+        &[
+            (1000, "pipeline", "start", json!({})),
+            (1010, "a", "start", json!({ "attempt": 1 })),
+            (1020, "a", "success", json!({ "duration_ms": -5 })),
+            (0, "pipeline", "success", json!({})),
+        ],
+    );
+    // Another writer: only the required keys, naive timestamps (UTC), one with a space.
+    let id = run_id_at(at(10 * 60_000), 110);
+    let bare = |stage: &str, event: &str, ts: &str| {
+        json!({ "run_id": id, "stage": stage, "event": event, "timestamp": ts, "msg": event })
+            .to_string()
+            + "\n"
+    };
+    let text = bare("pipeline", "start", "2025-12-08T21:45:00")
+        + &bare("w", "start", "2025-12-08T21:45:01")
+        + &bare("w", "success", "2025-12-08 21:45:03.5")
+        + &bare("pipeline", "success", "2025-12-08T21:46:00");
+    std::fs::write(p.events_dir().join(format!("pipeline_{id}.jsonl")), text)
+        .expect("write a bare run");
+    ids.push(id);
+    // Offsets: the same instant written in two zones.
+    let id = run_id_at(at(11 * 60_000), 111);
+    let mut f = RunFile::new(p, &id, "cli");
+    let text = f
+        .line(t0, "pipeline", "start", "info", "start", json!({}))
+        .replace(
+            &stamp(t0),
+            &(t0 + chrono::Duration::hours(2))
+                .format("%Y-%m-%dT%H:%M:%S%.3f+02:00")
+                .to_string(),
+        )
+        + &f.line(
+            t0 + chrono::Duration::milliseconds(1250),
+            "pipeline",
+            "success",
+            "info",
+            "success",
+            json!({}),
+        );
+    std::fs::write(&f.path, text).expect("write an offset run");
+    ids.push(id);
+    ids
+}
+
+/// Where WebSocket does not get through (a proxy that refuses upgrades) but the server
+/// answers, the one reconnect machine falls back: a run's page to Server-Sent Events, the
+/// runs list to polling. Simulated by a browser whose WebSocket never opens, across a server
+/// restart that drops the open sockets.
+#[test]
+fn without_websocket_the_page_falls_back_to_sse_and_polling() {
+    let Some(tools) = tools() else { return };
+    let _serial = serial();
+    rt().block_on(async {
+        let p = Project::with_config(&format!("{QUIET}[[stages]]\nname = \"work\"\nrun = \"echo hi\"\n"));
+        let id = run_id_at(Utc::now(), 7);
+        let mut f = RunFile::new(&p, &id, "scheduler");
+        let _alive = f.hold_lock(&p);
+        f.push("pipeline", "start", "info", "run started", json!({ "stages": ["work"] }));
+        f.push("work", "start", "info", "stage work started", json!({ "attempt": 1 }));
+        let mut server = Server::start(&p, "127.0.0.1:0");
+        let port = server.port;
+        let b = Browser::start(&tools, 1280, 900).await;
+        b.goto(&format!("{}/#/runs/{id}", server.url)).await;
+        b.wait("the run over WebSocket", Duration::from_secs(10), "document.querySelector('#conn').dataset.state === 'live' && window.__pipewatch.transport() === 'ws'").await;
+        // From now on no WebSocket opens.
+        b.js("window.WebSocket = class { constructor() { setTimeout(() => this.onclose && this.onclose({ code: 1006 }), 5); } close() {} }; return true").await;
+        server.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let _server = loop {
+            let s = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Server::start(&p, &format!("127.0.0.1:{port}"))));
+            match s {
+                Ok(s) => break s,
+                Err(e) if Instant::now() > deadline => std::panic::resume_unwind(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        };
+        b.wait("the SSE fallback", Duration::from_secs(30), "window.__pipewatch.transport() === 'sse' && document.querySelector('#conn').textContent.includes('SSE')").await;
+        f.log("work", "stdout", "after the fallback");
+        b.wait("a line over SSE", Duration::from_secs(10), "document.querySelector('#log .lr[data-seq=\"2\"]')?.textContent.includes('after the fallback')").await;
+        // The list, without a stream of its own, polls.
+        b.js("location.hash = '#/'; return true").await;
+        b.wait("polling", Duration::from_secs(30), "document.querySelector('#conn').textContent.includes('polling')").await;
+        let other = run_id_at(Utc::now(), 8);
+        let mut g = RunFile::new(&p, &other, "manual");
+        g.push("pipeline", "start", "info", "run started", json!({}));
+        g.push("pipeline", "success", "info", "run succeeded", json!({}));
+        b.wait("a new run by polling", Duration::from_secs(15), &format!("document.querySelector(\"#runs li.run[data-run-id='{other}']\")")).await;
+        let history = b.js("return window.__pipewatch.connHistory.join(' → ')").await;
+        eprintln!("connection: {history}");
+        b.close().await;
+    });
 }

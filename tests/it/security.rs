@@ -97,6 +97,70 @@ async fn every_route_but_health_needs_the_token() {
     }
 }
 
+/// The page and its files are public, as `/` always was (they hold no data: the page reads
+/// that from the API, under the token), and read-only: `GET` and `HEAD` answer, anything
+/// else is refused by the same guards as every route, or has no route.
+#[tokio::test]
+async fn the_page_and_its_files_are_public_and_read_only() {
+    use pipewatch::server::assets::{ASSETS, CONTENT_SECURITY_POLICY};
+    let (_dir, state) = state(TOKEN);
+    for asset in &ASSETS {
+        let path = asset.path;
+        let res = server::router(state.clone())
+            .oneshot(request("GET", path, &[], ""))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "GET {path} without a token");
+        let h = res.headers();
+        assert_eq!(h["content-type"], asset.content_type, "{path}");
+        assert_eq!(h["cache-control"], "no-cache", "{path}");
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        if asset.content_type.starts_with("text/html") {
+            assert_eq!(h["content-security-policy"], CONTENT_SECURITY_POLICY);
+        }
+        let head = status_of(&state, request("HEAD", path, &[], "")).await;
+        assert_eq!(head, StatusCode::OK, "HEAD {path}");
+        for method in ["POST", "PUT", "DELETE"] {
+            let s = status_of(&state, request(method, path, &[], "{}")).await;
+            assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        }
+        let cross = [
+            ("origin", "http://evil.example"),
+            ("host", "127.0.0.1:8001"),
+        ];
+        let s = status_of(&state, request("POST", path, &cross, "{}")).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "cross-origin POST {path}");
+    }
+    // The policy lets the page load its own modules, styles and icons and open its own
+    // streams, and nothing wider.
+    let policy: Vec<&str> = CONTENT_SECURITY_POLICY.split(';').map(str::trim).collect();
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self'",
+        "connect-src 'self'",
+        "base-uri 'none'",
+    ] {
+        assert!(policy.contains(&directive), "{directive} in {policy:?}");
+    }
+    for wider in [
+        "unsafe-inline",
+        "unsafe-eval",
+        "*",
+        "data:",
+        "http:",
+        "https:",
+    ] {
+        assert!(
+            !policy
+                .iter()
+                .any(|d| d.split(' ').any(|w| w.trim_matches('\'') == wider)),
+            "{wider} in {policy:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn unknown_routes_are_404_json() {
     let (_dir, state) = state("");

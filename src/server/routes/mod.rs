@@ -3,19 +3,20 @@
 //!
 //! | module | routes |
 //! |---|---|
-//! | [`page`] | `/`, and the 404 for every other path |
+//! | [`fallback`] | the 404 for every path no route serves |
 //! | [`health`] | `/api/health` (public), `/metrics` |
 //! | [`runs`] | `/api/runs`, `/api/runs/{run_id}`, its `/events`, `/cancel` |
 //! | [`pipeline`] | `/api/pipeline/run`, `/api/pipeline/notify-scheduled-run` |
 //! | [`scheduler`] | `/api/scheduler/status`, `/enable`, `/disable` |
 //! | [`streams`] | `/ws/events`, `/ws/events/{run_id}`, `/api/runs/{run_id}/events/stream` (SSE) |
 //!
-//! Around them, in this order: the token on everything but `/` and `/api/health`
+//! The page's files come from `server::assets`. Around them all, in this order: the token on
+//! everything but the page and `/api/health`
 //! (`auth::require_token`), the Origin and content-type guards on every request
 //! (`auth::guard_requests`), and the body limit.
 
 pub mod health;
-pub mod page;
+pub mod fallback;
 pub mod pipeline;
 pub mod runs;
 pub mod scheduler;
@@ -33,8 +34,9 @@ use super::state::AppState;
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// Every route of [`router`] but `/` and the fallback, as (method, path with `{run_id}`):
-/// the security tests walk this list, and a route missing from it fails them.
+/// Every route of [`router`] but the page ([`ASSETS`](super::assets::ASSETS), public) and the
+/// fallback, as (method, path with `{run_id}`): the security tests walk this list, and a route
+/// missing from it fails them.
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/health"),
     ("GET", "/api/runs"),
@@ -76,10 +78,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             auth::require_token,
         ));
     Router::new()
-        .route("/", get(page::index_page))
+        .merge(super::assets::routes())
         .route("/api/health", get(health::health))
         .merge(protected)
-        .fallback(page::not_found)
+        .fallback(fallback::not_found)
         .layer(axum::middleware::from_fn(auth::guard_requests))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

@@ -1,0 +1,91 @@
+/**
+ * Time and text for display: the server-corrected clock (`now`), timestamps (`ts`),
+ * durations, countdowns, dates, how a run was triggered and why a run ended as it did.
+ * Pure functions of their arguments and the clock; nothing here touches the page.
+ */
+
+import { state } from './state.js';
+
+/** The time now on the server's clock (ms since the epoch). */
+export const now = () => Date.now() + state.clockSkew;
+
+/** A timestamp as ms since the epoch, or NaN. */
+export const ts = (v) => { if (!v) return NaN; return Date.parse(v); };
+
+export function fmtDur(ms) {
+  if (ms == null || !Number.isFinite(ms)) return '—';
+  if (ms < 0) ms = 0;
+  if (ms < 1000) return `${Math.round(ms)}ms`;
+  const s = ms / 1000;
+  if (s < 10) return `${s.toFixed(1)}s`;
+  if (s < 60) return `${Math.floor(s)}s`;
+  const m = Math.floor(s / 60), rs = Math.floor(s % 60);
+  if (m < 60) return `${m}m ${String(rs).padStart(2, '0')}s`;
+  const hh = Math.floor(m / 60), rm = m % 60;
+  if (hh < 48) return `${hh}h ${String(rm).padStart(2, '0')}m`;
+  return `${Math.floor(hh / 24)}d ${hh % 24}h`;
+}
+
+export function fmtCountdown(ms) {
+  if (ms <= 0) return 'due now';
+  const s = Math.ceil(ms / 1000);
+  if (s < 60) return `in ${s}s`;
+  const m = Math.floor(s / 60), rs = s % 60;
+  if (m < 60) return `in ${m}m ${String(rs).padStart(2, '0')}s`;
+  const hh = Math.floor(m / 60);
+  if (hh < 48) return `in ${hh}h ${String(m % 60).padStart(2, '0')}m`;
+  return `in ${Math.floor(hh / 24)}d ${hh % 24}h`;
+}
+
+export function fmtWhen(v) {
+  const t = ts(v);
+  if (Number.isNaN(t)) return v ? String(v) : '—';
+  const d = new Date(t), today = new Date(now());
+  const time = d.toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+  if (d.toDateString() === today.toDateString()) return time;
+  const opts = { month: 'short', day: 'numeric' };
+  if (d.getFullYear() !== today.getFullYear()) opts.year = 'numeric';
+  return `${d.toLocaleDateString(undefined, opts)} ${time.slice(0, 5)}`;
+}
+
+export function fmtAgo(v) {
+  const t = ts(v);
+  if (Number.isNaN(t)) return '';
+  const d = now() - t;
+  if (d < 0) return fmtCountdown(-d);
+  if (d < 60e3) return 'just now';
+  return `${fmtDur(d).split(' ')[0]} ago`;
+}
+
+export function fullTime(v) { const t = ts(v); return Number.isNaN(t) ? '' : new Date(t).toString(); }
+
+/** How a run was started, from its `source`. */
+export function trigger(source) {
+  const src = (source || '').toLowerCase();
+  if (!src) return '—';
+  if (src.includes('catch')) return 'catch-up';
+  if (src === 'scheduler' || src === 'windows_scheduler' || src.includes('schedul') || src.includes('timer') || src === 'cron') return 'scheduled';
+  if (src === 'manual') return 'manual';
+  if (src === 'cli') return 'cli';
+  return source;
+}
+
+const REASONS = {
+  overlap: 'another run was still going (overlap policy)',
+  needs_failed: 'a stage it needs did not succeed',
+  stage_failed: 'a stage failed',
+  timeout: 'timed out', exit: 'non-zero exit', signal: 'killed by a signal', spawn: 'could not start',
+};
+
+/** Why a run is in its status, in words, where that needs saying ('' otherwise). */
+export function explain(r) {
+  const reason = r.reason ? (REASONS[r.reason] || r.reason) : '';
+  switch (r.status) {
+    case 'missed': return `No run happened for the occurrence scheduled for ${r.scheduled_for ? fmtWhen(r.scheduled_for) : 'this time'}${reason ? ` — ${reason}` : ' (the machine was off or the task did not start)'}`;
+    case 'skipped': return `Not started: ${reason || 'skipped'}${r.scheduled_for ? ` · scheduled for ${fmtWhen(r.scheduled_for)}` : ''}`;
+    case 'abandoned': return `The runner stopped without a final event${reason ? ` (${reason})` : ' (killed, crashed or the machine went down)'}`;
+    case 'failure': return reason ? `Failed: ${reason}` : '';
+    case 'cancelled': return reason ? `Cancelled: ${reason}` : '';
+    default: return r.scheduled_for ? `scheduled for ${fmtWhen(r.scheduled_for)}` : '';
+  }
+}

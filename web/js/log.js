@@ -1,0 +1,201 @@
+/**
+ * The run log: every event of the open run as one row, virtualised (only the rows in view
+ * are in the DOM, so a run of 100,000 lines scrolls as one of 100), filtered by stage,
+ * stream, level and text without touching the DOM per line, following the end unless the
+ * reader scrolled up. Rendering is batched: at most once per animation frame.
+ *
+ * The lines themselves live on the open run (`state.run.lines`, and `view`, the indices that
+ * pass the filters); `run.js` feeds them in.
+ */
+
+import { state } from './state.js';
+import { $, h } from './dom.js';
+import { ts } from './format.js';
+
+const ROW_H = 20, OVERSCAN = 12;
+const EV_ICON = { start: '▶', success: '✔', failure: '✖', cancelled: '■', skipped: '⤼', retry: '↻', missed: '◌' };
+const logEl = $('#log'), spacerEl = $('#log-spacer'), rowsEl = $('#log-rows');
+
+/** A line as the log keeps it: small, so a long run stays light. */
+function compact(e) {
+  const d = e.data && typeof e.data === 'object' ? e.data : {};
+  return { seq: e.seq, t: e.timestamp, stage: e.stage, ev: e.event, lvl: e.level || (e.event === 'failure' ? 'error' : 'info'), st: e.event === 'log' ? (d.stream || 'stdout') : '', msg: typeof e.msg === 'string' ? e.msg : String(e.msg ?? '') };
+}
+
+function matches(l) {
+  const filt = state.filt;
+  if (filt.stage && l.stage !== filt.stage) return false;
+  if (filt.stream) {
+    if (filt.stream === 'events') { if (l.ev === 'log') return false; }
+    else if (l.st !== filt.stream) return false;
+  }
+  if (filt.level === 'error' && l.lvl !== 'error') return false;
+  if (filt.level === 'warn' && l.lvl !== 'warn' && l.lvl !== 'error') return false;
+  if (filt.text && !l.msg.toLowerCase().includes(filt.text) && !l.stage.toLowerCase().includes(filt.text)) return false;
+  return true;
+}
+const filtering = () => { const f = state.filt; return !!(f.stage || f.stream || f.level || f.text); };
+
+function rebuildView() {
+  const run = state.run;
+  if (!run) return;
+  if (!filtering()) { run.view = null; return; }
+  const v = [];
+  const L = run.lines;
+  for (let i = 0; i < L.length; i++) if (matches(L[i])) v.push(i);
+  run.view = v;
+}
+const viewLen = () => (state.run.view ? state.run.view.length : state.run.lines.length);
+const viewLine = (i) => state.run.lines[state.run.view ? state.run.view[i] : i];
+
+/** Adds a stage to the stage filter the first time one of its lines arrives. */
+function noteStage(name) {
+  const run = state.run;
+  if (!name || name === 'pipeline' || run.stages.has(name)) return;
+  run.stages.add(name);
+  $('#f-stage').append(h('option', { value: name }, name));
+}
+
+/** Empties the filters that belong to a run (on opening another). */
+export function resetLog() {
+  $('#f-stage').replaceChildren(h('option', { value: '' }, 'All stages'));
+  state.filt.stage = '';
+  rebuildView();
+}
+
+/** Appends an event of the open run (the caller has dropped any seq it already has). */
+export function appendLine(e) {
+  const run = state.run;
+  const l = compact(e);
+  run.lines.push(l);
+  if (run.view && matches(l)) run.view.push(run.lines.length - 1);
+  if (!run.follow && (!run.view || matches(l))) run.unseen++;
+  noteStage(e.stage);
+}
+
+/** Puts earlier events of the open run before its lines, keeping the view where it was. */
+export function prependLines(events) {
+  const run = state.run;
+  const first = run.lines.length ? run.lines[0].seq : Infinity;
+  const older = events.filter((e) => typeof e.seq === 'number' && e.seq < first).map(compact);
+  if (!older.length) run.noEarlier = true;
+  const before = viewLen();
+  run.lines = older.concat(run.lines);
+  for (const l of older) noteStage(l.stage);
+  rebuildView();
+  const added = viewLen() - before;
+  run.follow = false;
+  spacerEl.style.height = `${viewLen() * ROW_H}px`;
+  state.log.autoScrolling = true;
+  logEl.scrollTop += added * ROW_H;
+  renderLog();
+}
+
+/** Renders at the next animation frame (once, however many lines arrive before it). */
+export function queueRender() {
+  const run = state.run;
+  if (!run || run.renderQueued) return;
+  run.renderQueued = true;
+  requestAnimationFrame(renderLog);
+}
+
+export function renderLog() {
+  const run = state.run;
+  if (!run) return;
+  run.renderQueued = false;
+  const n = viewLen();
+  spacerEl.style.height = `${Math.max(n * ROW_H, 1)}px`;
+  if (run.follow && n) {
+    const target = Math.max(0, n * ROW_H - logEl.clientHeight);
+    if (Math.abs(logEl.scrollTop - target) > 1) { state.log.autoScrolling = true; logEl.scrollTop = target; }
+  }
+  const top = logEl.scrollTop, height = logEl.clientHeight || 400;
+  const first = Math.max(0, Math.floor(top / ROW_H) - OVERSCAN);
+  const last = Math.min(n, Math.ceil((top + height) / ROW_H) + OVERSCAN);
+  rowsEl.style.transform = `translateY(${first * ROW_H}px)`;
+  const frag = document.createDocumentFragment();
+  for (let i = first; i < last; i++) frag.append(logRow(viewLine(i)));
+  if (!n) frag.append(h('div', { class: 'log-empty' }, run.lines.length ? 'No line matches the filters.' : (run.loaded ? 'No events yet — waiting for the run to write.' : 'Loading…')));
+  rowsEl.replaceChildren(frag);
+  $('#log-count').textContent = filtering() ? `${n.toLocaleString()} of ${run.lines.length.toLocaleString()} lines` : `${run.lines.length.toLocaleString()} lines`;
+  const firstSeq = run.lines.length ? run.lines[0].seq : null;
+  const more = firstSeq != null && firstSeq > 0 && !run.noEarlier;
+  $('#load-earlier').hidden = !more;
+  $('#log-range').textContent = run.lines.length && firstSeq > 0 ? `showing from line ${firstSeq.toLocaleString()}` : '';
+  const nl = $('#newlines');
+  nl.hidden = run.follow || !run.unseen;
+  nl.textContent = `${run.unseen.toLocaleString()} new ↓`;
+  const fb = $('#follow');
+  fb.setAttribute('aria-pressed', String(run.follow));
+  fb.textContent = run.follow ? 'Following' : 'Paused';
+}
+
+function logRow(l) {
+  const text = state.filt.text;
+  const cls = ['lr'];
+  if (l.ev !== 'log') cls.push('ev');
+  if (l.st === 'stderr') cls.push('stderr');
+  if (l.lvl === 'error') cls.push('error'); else if (l.lvl === 'warn' && l.st !== 'stderr') cls.push('warn');
+  const t = ts(l.t);
+  const time = Number.isNaN(t) ? '' : new Date(t).toLocaleTimeString(undefined, { hour12: false, hour: '2-digit', minute: '2-digit', second: '2-digit' }) + '.' + String(new Date(t).getMilliseconds()).padStart(3, '0');
+  const msgText = l.ev === 'log' ? l.msg
+    : `${EV_ICON[l.ev] || '•'} ${l.msg.toLowerCase().startsWith(l.ev) ? l.msg : `${l.ev}${l.msg ? ` — ${l.msg}` : ''}`}`;
+  const m = h('span', { class: 'm' });
+  if (text) {
+    const low = msgText.toLowerCase();
+    let at = 0, k;
+    while ((k = low.indexOf(text, at)) >= 0) {
+      m.append(msgText.slice(at, k), h('mark', {}, msgText.slice(k, k + text.length)));
+      at = k + text.length;
+    }
+    m.append(msgText.slice(at));
+  } else m.textContent = msgText;
+  return h('div', { class: cls.join(' '), 'data-seq': l.seq, title: `#${l.seq} ${l.t} ${l.stage}${l.st ? ` (${l.st})` : ''}: ${l.msg}` },
+    h('span', { class: 'seq' }, l.seq), h('span', { class: 'ts' }, time), h('span', { class: 'stg' }, l.stage), m);
+}
+
+export function initLog() {
+  logEl.addEventListener('scroll', () => {
+    const run = state.run;
+    if (!run) return;
+    if (state.log.autoScrolling) { state.log.autoScrolling = false; } else {
+      const atBottom = logEl.scrollTop + logEl.clientHeight >= logEl.scrollHeight - ROW_H * 1.5;
+      if (atBottom && !run.follow) { run.follow = true; run.unseen = 0; }
+      else if (!atBottom && run.follow) run.follow = false;
+    }
+    queueRender();
+  }, { passive: true });
+  logEl.addEventListener('keydown', (ev) => {
+    const run = state.run;
+    if (!run) return;
+    if (ev.key === 'End') { run.follow = true; run.unseen = 0; queueRender(); }
+    if (ev.key === 'Home') { run.follow = false; logEl.scrollTop = 0; }
+  });
+  $('#follow').addEventListener('click', () => {
+    const run = state.run;
+    if (!run) return;
+    run.follow = !run.follow;
+    if (run.follow) run.unseen = 0;
+    queueRender();
+  });
+  $('#newlines').addEventListener('click', () => {
+    const run = state.run;
+    if (!run) return;
+    run.follow = true; run.unseen = 0; queueRender(); logEl.focus();
+  });
+  for (const id of ['f-stage', 'f-stream', 'f-level']) {
+    $(`#${id}`).addEventListener('change', (ev) => {
+      state.filt[id.slice(2)] = ev.target.value;
+      rebuildView();
+      if (state.run) { state.run.follow = true; queueRender(); }
+    });
+  }
+  $('#f-text').addEventListener('input', (ev) => {
+    clearTimeout(state.log.searchTimer);
+    state.log.searchTimer = setTimeout(() => {
+      state.filt.text = ev.target.value.trim().toLowerCase();
+      rebuildView();
+      if (state.run) queueRender();
+    }, 150);
+  });
+}

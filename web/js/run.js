@@ -1,0 +1,223 @@
+/**
+ * A run's page: its header (status, trigger, times, duration, cancel), its stage timeline
+ * and its live log.
+ *
+ * Opening a run reads its last 1000 events, then streams the rest (`/ws/events/{run_id}`
+ * with `?since=`, or Server-Sent Events where WebSocket does not get through), dropping any
+ * `seq` it already has. Each event is folded into the run (`fold.js`), so the header and the
+ * timeline move at once; the run is read again from the API shortly after, and that answer
+ * is what stays.
+ */
+
+import { state } from './state.js';
+import { $, h, badge } from './dom.js';
+import { now, ts, fmtDur, fmtWhen, fmtAgo, fullTime, trigger, explain } from './format.js';
+import { api, errText } from './api.js';
+import { setConn } from './conn.js';
+import { openStream } from './stream.js';
+import { emptyRun, foldEvent } from './fold.js';
+import { RUN_FINAL_EVENTS, PIPELINE_STAGE } from './statuses.js';
+import { appendLine, prependLines, queueRender, renderLog, resetLog } from './log.js';
+import { cancelRun } from './runs.js';
+
+/** Events read when a run opens, and per "Load earlier lines". */
+const TAIL = 1000;
+const isFinal = (status) => RUN_FINAL_EVENTS.includes(status);
+
+function newRun(id) {
+  return {
+    id,
+    /** The run as the API said, with the live events folded in since. */
+    detail: null,
+    /** The log (see log.js). */
+    lines: [], view: null, follow: true, unseen: 0, renderQueued: false, loaded: false, noEarlier: false,
+    /** The last `seq` taken in: anything at or below it is a duplicate (counted for tests). */
+    lastSeq: null, dupes: 0,
+    /** The stream (stream.js), once the tail is read. */
+    stream: null,
+    closed: false,
+    /** Stage names seen (for the stage filter), retries per stage, stages the start planned. */
+    stages: new Set(), retries: {}, planned: null,
+    detailTimer: null,
+  };
+}
+
+/** Takes in one event of the open run, from the first read or the stream. */
+function ingest(e) {
+  const run = state.run;
+  if (!run || !e || e.run_id !== run.id || typeof e.seq !== 'number') return;
+  if (run.lastSeq != null && e.seq <= run.lastSeq) { run.dupes++; return; }
+  run.lastSeq = e.seq;
+  appendLine(e);
+  if (e.event !== 'log') applyEvent(e);
+  queueRender();
+}
+
+/** Moves the header and the timeline with an event, until the next read of the run. */
+function applyEvent(e) {
+  const run = state.run;
+  const d = run.detail || (run.detail = emptyRun(run.id));
+  foldEvent(d, e);
+  const data = e.data && typeof e.data === 'object' ? e.data : {};
+  if (e.stage === PIPELINE_STAGE && e.event === 'start' && Array.isArray(data.stages)) run.planned = data.stages.map(String);
+  if (e.event === 'retry') (run.retries[e.stage] ||= []).push(e.timestamp);
+  renderHead(); renderTimeline();
+  scheduleDetail(e.stage === PIPELINE_STAGE && isFinal(e.event) ? 50 : 400);
+}
+
+function scheduleDetail(ms) {
+  const run = state.run;
+  clearTimeout(run.detailTimer);
+  run.detailTimer = setTimeout(loadDetail, ms);
+}
+
+async function loadDetail() {
+  const r = state.run;
+  if (!r) return;
+  try {
+    const d = await api(`/api/runs/${r.id}`);
+    if (state.run !== r) return;
+    r.detail = d;
+    $('#rv-msg').textContent = r.cancelMsg || '';
+  } catch (e) {
+    if (state.run !== r) return;
+    if (e.status === 404 && !r.detail) $('#rv-msg').textContent = `No run ${r.id} in the index yet — waiting for its events.`;
+    else if (e.status !== 404) $('#rv-msg').textContent = `Cannot load the run: ${errText(e)}`;
+  }
+  renderHead(); renderTimeline();
+}
+
+function renderHead() {
+  const run = state.run;
+  if (!run) return;
+  const d = run.detail || {};
+  const st = d.status || 'pending';
+  const b = $('#rv-status');
+  b.dataset.status = st; b.textContent = st;
+  const running = st === 'running';
+  const facts = [];
+  const add = (k, v) => facts.push(h('dt', {}, k), h('dd', {}, v));
+  add('Trigger', h('span', { title: d.source ? `source: ${d.source}` : null }, trigger(d.source)));
+  add('Pipeline', d.pipeline || '—');
+  add('Started', h('span', { title: fullTime(d.started_at) }, d.started_at ? `${fmtWhen(d.started_at)} (${fmtAgo(d.started_at)})` : '—'));
+  add('Finished', h('span', { title: fullTime(d.finished_at) }, d.finished_at ? fmtWhen(d.finished_at) : (running ? 'still running' : '—')));
+  const why = explain(d);
+  if (why) add('Why', why);
+  $('#rv-facts').replaceChildren(...facts);
+  const dur = $('#rv-dur');
+  if (running && d.started_at) { dur.dataset.since = d.started_at; dur.textContent = fmtDur(now() - ts(d.started_at)); }
+  else { delete dur.dataset.since; dur.textContent = fmtDur(d.duration_ms ?? (d.finished_at && d.started_at ? ts(d.finished_at) - ts(d.started_at) : null)); }
+  $('#rv-cancel').hidden = !running;
+  document.title = `${st} · ${run.id} · pipewatch`;
+}
+
+export function renderTimeline() {
+  const run = state.run;
+  if (!run) return;
+  const box = $('#timeline');
+  const d = run.detail;
+  const stages = d ? [...d.stages] : [];
+  for (const p of run.planned || []) if (!stages.some((x) => x.name === p)) stages.push({ name: p, status: 'pending' });
+  if (!stages.length) { box.replaceChildren(h('p', { class: 'muted flush' }, d && isFinal(d.status) ? 'No stage ran.' : 'No stage has started yet.')); return; }
+  const starts = stages.map((x) => ts(x.started_at)).filter((x) => !Number.isNaN(x));
+  const t0 = !Number.isNaN(ts(d.started_at)) ? ts(d.started_at) : Math.min(...starts, now());
+  const running = d.status === 'running';
+  const ends = stages.map((x) => ts(x.finished_at)).filter((x) => !Number.isNaN(x));
+  const t1 = running ? now() : (!Number.isNaN(ts(d.finished_at)) ? ts(d.finished_at) : Math.max(t0, ...ends));
+  const span = Math.max(t1 - t0, 1);
+  const pct = (t) => Math.min(100, Math.max(0, ((t - t0) / span) * 100));
+  const rows = stages.map((x) => {
+    const st = x.status || 'pending';
+    const track = h('div', { class: 'tl-track' });
+    const a = ts(x.started_at);
+    if (!Number.isNaN(a)) {
+      const endT = !Number.isNaN(ts(x.finished_at)) ? ts(x.finished_at) : (st === 'running' || running ? now() : a);
+      const left = pct(a), width = Math.max(0.4, pct(endT) - left);
+      const dms = x.duration_ms ?? (endT - a);
+      const place = width > 40 ? ' in-label' : (left + width > 70 ? ' end-label' : '');
+      const bar = h('div', { class: `tl-bar${place}`, 'data-stage': x.name, 'data-status': st, style: `left:${left}%;width:${width}%`, title: `${x.name}: ${st}, ${fmtDur(dms)}${x.attempts > 1 ? `, ${x.attempts} attempts` : ''}${x.exit_code != null ? `, exit ${x.exit_code}` : ''}` },
+        h('span', { class: 'lbl' }, fmtDur(dms), x.attempts > 1 ? h('span', { class: 'att' }, ` · ↻ ${x.attempts} attempts`) : null));
+      track.append(bar);
+      for (const rt of run.retries[x.name] || []) {
+        const rtT = ts(rt);
+        if (!Number.isNaN(rtT)) track.append(h('div', { class: 'tl-retry', style: `left:${pct(rtT)}%`, title: `retry at ${fmtWhen(rt)}` }));
+      }
+    } else if (st === 'skipped' || st === 'cancelled') {
+      const at = !Number.isNaN(ts(x.finished_at)) ? pct(ts(x.finished_at)) : 100;
+      track.append(h('div', { class: 'tl-skip', 'data-stage': x.name, 'data-status': st, style: `left:${Math.max(at, 12)}%` }, st === 'skipped' ? 'skipped' : 'cancelled before start'));
+    }
+    return h('div', { class: 'tl-row' },
+      h('div', { class: 'tl-label' }, badge(st), h('span', { class: 'name', title: x.name }, x.name)),
+      track);
+  });
+  const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => h('span', { style: `left:${f * 100}%` }, f === 0 ? '0' : `+${fmtDur(span * f)}`));
+  rows.push(h('div', { class: 'tl-axis', 'aria-hidden': 'true' }, h('span', {}), h('div', { class: 'ticks' }, ticks)));
+  box.replaceChildren(...rows);
+}
+
+/** Streams the run from the last event it has. */
+function openRunStream(r) {
+  const since = () => (r.lastSeq != null ? `?since=${r.lastSeq}` : '');
+  r.stream = openStream({
+    wsPath: () => `/ws/events/${r.id}${since()}`,
+    ssePath: () => `/api/runs/${r.id}/events/stream${since()}`,
+    sse: state.forcedTransport === 'sse',
+    onEvent: ingest,
+    onState: (st) => { if (state.run === r) setConn('run', st); },
+  });
+}
+
+export function closeRun() {
+  const run = state.run;
+  if (!run) return;
+  run.closed = true;
+  clearTimeout(run.detailTimer);
+  run.stream?.close();
+  state.run = null;
+  state.conn.run = null;
+  setConn('global', state.conn.global);
+}
+
+export async function openRun(id) {
+  if (state.run && state.run.id === id) return;
+  closeRun();
+  const r = state.run = newRun(id);
+  $('#rv-id').textContent = id;
+  $('#rv-msg').textContent = '';
+  resetLog();
+  setConn('run', 'connecting');
+  renderHead(); renderTimeline(); renderLog();
+  loadDetail();
+  try {
+    const evs = await api(`/api/runs/${id}/events?tail=${TAIL}`);
+    if (state.run !== r) return;
+    for (const e of evs) ingest(e);
+  } catch (e) {
+    if (state.run !== r) return;
+    if (e.status && e.status !== 404) $('#rv-msg').textContent = `Cannot read the run's events: ${errText(e)}`;
+  }
+  r.loaded = true;
+  queueRender();
+  openRunStream(r);
+}
+
+async function loadEarlier() {
+  const r = state.run;
+  if (!r || !r.lines.length) return;
+  const btn = $('#load-earlier');
+  const first = r.lines[0].seq;
+  if (first <= 0) return;
+  btn.disabled = true;
+  const since = first - TAIL - 1;
+  const url = since >= 0 ? `/api/runs/${r.id}/events?since=${since}&limit=${TAIL}` : `/api/runs/${r.id}/events?limit=${first}`;
+  try {
+    const evs = await api(url);
+    if (state.run === r) prependLines(evs);
+  } catch (e) { $('#rv-msg').textContent = `Cannot load earlier lines: ${errText(e)}`; }
+  btn.disabled = false;
+}
+
+export function initRun() {
+  $('#load-earlier').addEventListener('click', loadEarlier);
+  $('#rv-cancel').addEventListener('click', () => { if (state.run) cancelRun(state.run.id, $('#rv-msg')); });
+}

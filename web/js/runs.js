@@ -1,0 +1,203 @@
+/**
+ * The runs list, and what can be done to runs from the page: start one ("Run now"), cancel
+ * one. The list is read from the API (a page of 50, "Older runs" pages back, a status filter)
+ * and kept current by the all-runs stream: a run an event touches is read again, a few at a
+ * time, so the list shows what the server's index says rather than a guess.
+ */
+
+import { state } from './state.js';
+import { $, h, badge } from './dom.js';
+import { now, ts, fmtDur, fmtWhen, fullTime, trigger, explain } from './format.js';
+import { api, errText } from './api.js';
+import { RUN_STATUSES } from './statuses.js';
+import { setConn } from './conn.js';
+import { openStream } from './stream.js';
+import { scheduleTrend } from './trend.js';
+import { scheduleSched, panelMsg } from './schedule.js';
+
+const PAGE = 50;
+const RUN_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+export function renderFilters() {
+  const box = $('#status-filter');
+  box.replaceChildren(...['', ...RUN_STATUSES].map((st) => h('button', {
+    type: 'button', class: 'chip', 'aria-pressed': String(state.runs.filter === st),
+    onclick: () => { if (state.runs.filter !== st) { state.runs.filter = st; renderFilters(); refreshRuns(); } },
+  }, st || 'all')));
+}
+
+function runRow(r) {
+  const why = explain(r);
+  const running = r.status === 'running';
+  const dur = running
+    ? h('span', { class: 'num', 'data-since': r.started_at || '' }, fmtDur(now() - ts(r.started_at)))
+    : h('span', { class: 'num' }, (r.status === 'missed' || r.status === 'skipped') && !r.duration_ms ? '—' : fmtDur(r.duration_ms));
+  return h('li', { class: 'run run-grid', 'data-run-id': r.run_id, 'data-status': r.status, title: why || null },
+    h('span', { class: 'st' }, badge(r.status)),
+    h('span', { class: 'id' },
+      h('a', { href: `#/runs/${r.run_id}` }, r.run_id),
+      why ? h('span', { class: 'why' }, why) : null),
+    h('span', { class: 'meta' },
+      h('span', { class: 'trig trigger', title: r.source ? `source: ${r.source}` : null }, trigger(r.source)),
+      h('span', { class: 'start', title: fullTime(r.started_at || r.scheduled_for) }, fmtWhen(r.started_at || r.scheduled_for)),
+      h('span', { class: 'dur' }, dur)),
+    h('span', { class: 'act' }, running ? h('button', {
+      type: 'button', class: 'btn small danger', 'aria-label': `Cancel run ${r.run_id}`,
+      onclick: (ev) => { ev.stopPropagation(); cancelRun(r.run_id, $('#runs-msg')); },
+    }, 'Cancel') : null));
+}
+
+export function renderRuns() {
+  const runs = state.runs;
+  const ul = $('#runs');
+  const keep = new Map();
+  const kids = runs.list.map((r) => {
+    let li = runs.rows.get(r.run_id);
+    const key = JSON.stringify(r);
+    if (!li || li._key !== key) { li = runRow(r); li._key = key; }
+    keep.set(r.run_id, li);
+    return li;
+  });
+  const focused = document.activeElement && ul.contains(document.activeElement) ? document.activeElement.closest('li')?.dataset.runId : null;
+  ul.replaceChildren(...kids);
+  if (!kids.length) ul.append(h('li', { class: 'empty' }, runs.loading ? 'Loading…' : (runs.filter ? `No ${runs.filter} runs.` : 'No runs yet. Start one with “Run now”.')));
+  runs.rows = keep;
+  if (focused && !ul.contains(document.activeElement)) keep.get(focused)?.querySelector('a')?.focus();
+  $('#older').hidden = runs.exhausted || !runs.list.length;
+  $('#runs-count').textContent = runs.list.length ? `${runs.list.length}${runs.exhausted ? '' : '+'} shown` : '';
+}
+
+export async function refreshRuns() {
+  const runs = state.runs;
+  const gen = ++runs.gen;
+  runs.loading = true;
+  const q = new URLSearchParams({ limit: String(Math.max(PAGE, Math.min(1000, runs.list.length || PAGE))) });
+  if (runs.filter) q.set('status', runs.filter);
+  try {
+    const list = await api(`/api/runs?${q}`);
+    if (gen !== runs.gen) return;
+    runs.list = list;
+    runs.exhausted = list.length < Number(q.get('limit'));
+    $('#runs-msg').textContent = '';
+  } catch (e) {
+    if (gen === runs.gen) $('#runs-msg').textContent = `Cannot load runs: ${errText(e)}`;
+  } finally {
+    if (gen === runs.gen) { runs.loading = false; renderRuns(); }
+  }
+}
+
+async function loadOlder() {
+  const runs = state.runs;
+  const last = runs.list[runs.list.length - 1];
+  if (!last) return;
+  const btn = $('#older');
+  btn.disabled = true;
+  const q = new URLSearchParams({ limit: String(PAGE), before: last.run_id });
+  if (runs.filter) q.set('status', runs.filter);
+  try {
+    const more = await api(`/api/runs?${q}`);
+    const have = new Set(runs.list.map((r) => r.run_id));
+    runs.list.push(...more.filter((r) => !have.has(r.run_id)));
+    runs.exhausted = more.length < PAGE;
+    renderRuns();
+  } catch (e) { $('#runs-msg').textContent = `Cannot load older runs: ${errText(e)}`; }
+  btn.disabled = false;
+}
+
+/** Puts a run (a summary from the API) where it belongs in the list, if it fits the filter. */
+function upsertRun(r) {
+  const runs = state.runs;
+  const list = runs.list;
+  const i = list.findIndex((x) => x.run_id === r.run_id);
+  const fits = !runs.filter || runs.filter === r.status;
+  if (i >= 0) {
+    if (fits) list[i] = r; else list.splice(i, 1);
+  } else if (fits) {
+    const oldest = list[list.length - 1];
+    if (!oldest || r.run_id > oldest.run_id || runs.exhausted) {
+      let j = list.findIndex((x) => x.run_id < r.run_id);
+      if (j < 0) j = list.length;
+      list.splice(j, 0, r);
+    }
+  }
+  renderRuns();
+}
+
+/** Reads a run again soon (runs touched within 250 ms are read together). */
+export function touchRun(id) {
+  const runs = state.runs;
+  runs.pending.add(id);
+  if (!runs.pendingTimer) runs.pendingTimer = setTimeout(flushRuns, 250);
+}
+
+async function flushRuns() {
+  const runs = state.runs;
+  runs.pendingTimer = null;
+  const ids = [...runs.pending];
+  runs.pending.clear();
+  let changed = false;
+  await Promise.all(ids.map(async (id) => {
+    try {
+      const d = await api(`/api/runs/${id}`);
+      const { stages, ...summary } = d;
+      const old = runs.list.find((x) => x.run_id === id);
+      if (!old || old.status !== summary.status) changed = true;
+      upsertRun(summary);
+    } catch { /* the next event or refresh will bring it */ }
+  }));
+  if (changed) { scheduleTrend(); scheduleSched(); }
+}
+
+function onGlobalEvent(e) {
+  if (!e || typeof e.run_id !== 'string' || !RUN_ID.test(e.run_id)) return;
+  const known = state.runs.list.find((x) => x.run_id === e.run_id) || state.trend.list.find((x) => x.run_id === e.run_id);
+  // A log line of a run already shown running changes nothing the list shows.
+  if (e.event === 'log' && known && known.status === 'running') return;
+  touchRun(e.run_id);
+}
+
+/** (Re)opens the all-runs stream; without WebSocket the list is polled instead. */
+export function openGlobalStream() {
+  state.globalStream?.close();
+  state.globalStream = openStream({
+    wsPath: () => '/ws/events',
+    poll: () => { refreshRuns(); },
+    onEvent: onGlobalEvent,
+    onState: (st) => setConn('global', st),
+    onReopen: () => { refreshRuns(); scheduleTrend(); scheduleSched(); },
+  });
+}
+
+async function runNow() {
+  const btn = $('#run-now');
+  btn.disabled = true;
+  try {
+    const r = await api('/api/pipeline/run', { method: 'POST', body: {} });
+    panelMsg(['Started run ', h('a', { href: `#/runs/${r.run_id}`, class: 'mono' }, r.run_id), '.'], 'ok');
+    upsertRun({ run_id: r.run_id, status: 'running', source: 'manual', started_at: new Date(now()).toISOString(), duration_ms: null });
+    touchRun(r.run_id);
+  } catch (e) {
+    const what = e.status === 409 ? 'Not started — a run is already going' : e.status === 503 ? 'Not started — the scheduler tool is unavailable' : 'Could not start a run';
+    panelMsg(`${what}: ${errText(e)}`, 'error', true);
+  }
+  btn.disabled = false;
+}
+
+/** Asks the server to cancel a run; the outcome goes to `msgEl`. */
+export async function cancelRun(id, msgEl) {
+  try {
+    await api(`/api/runs/${id}/cancel`, { method: 'POST', body: {} });
+    msgEl.className = 'msg ok';
+    msgEl.textContent = `Cancelling run ${id}…`;
+    touchRun(id);
+  } catch (e) {
+    msgEl.className = 'msg error';
+    msgEl.textContent = `Could not cancel ${id}: ${errText(e)}`;
+  }
+}
+
+export function initRuns() {
+  $('#older').addEventListener('click', loadOlder);
+  // "Run now" sits in the schedule card; what it does is start a run and list it.
+  $('#run-now').addEventListener('click', runNow);
+}

@@ -1,0 +1,117 @@
+/**
+ * The schedule panel: the scheduler's status (`/api/scheduler/status`: backend, task, next
+ * and last run, cadence, and any field a backend adds), the enabled switch, and the panel's
+ * message line (which "Run now" also writes to).
+ */
+
+import { state } from './state.js';
+import { $, h, badge } from './dom.js';
+import { now, ts, fmtDur, fmtCountdown, fmtWhen, fullTime } from './format.js';
+import { api, errText } from './api.js';
+import { RUN_STATUSES } from './statuses.js';
+
+/** Fields shown in their own rows; any other plain field of the status gets a row as it is. */
+const KNOWN = ['backend', 'task_name', 'exists', 'enabled', 'state', 'schedule', 'next_run', 'last_run', 'last_result', 'cadence'];
+
+/** Reads the status again soon (requests within 1.5 s make one read). */
+export function scheduleSched() {
+  clearTimeout(state.sched.timer);
+  state.sched.timer = setTimeout(refreshSched, 1500);
+}
+
+export async function refreshSched() {
+  const sched = state.sched;
+  try {
+    sched.status = await api('/api/scheduler/status');
+    sched.error = null;
+  } catch (e) {
+    sched.error = e.status === 404 ? 'The scheduler status is not available from this server (404).' : `Scheduler status: ${errText(e)}`;
+  }
+  renderSched();
+}
+
+const every = (sec) => {
+  if (sec == null) return '—';
+  const n = Math.round(sec);
+  if (n % 86400 === 0) return n === 86400 ? 'daily' : `every ${n / 86400} days`;
+  if (n % 3600 === 0) return n === 3600 ? 'hourly' : `every ${n / 3600} h`;
+  if (n % 60 === 0) return `every ${n / 60} min`;
+  return `every ${fmtDur(n * 1000)}`;
+};
+
+export function renderSched() {
+  const sched = state.sched;
+  const st = sched.status;
+  const dl = $('#sched-facts');
+  const sw = $('#sched-switch');
+  const msg = $('#sched-msg');
+  const rows = [];
+  const add = (k, v) => rows.push(h('dt', {}, k), h('dd', {}, v));
+  if (st) {
+    add('Backend', h('span', {}, st.backend ?? '—', st.exists === false ? h('span', { class: 'muted' }, ' (task not installed)') : null));
+    add('Task', h('span', { class: 'mono' }, st.task_name ?? '—'));
+    add('Schedule', h('span', { class: 'mono' }, st.schedule ?? '—'));
+    if (st.state != null) add('State', String(st.state));
+    const nextT = ts(st.next_run);
+    add('Next run', st.next_run
+      ? h('span', { title: fullTime(st.next_run) }, fmtWhen(st.next_run), ' · ', h('span', { 'data-until': Number.isNaN(nextT) ? '' : st.next_run, id: 'sched-countdown' }, Number.isNaN(nextT) ? '' : fmtCountdown(nextT - now())))
+      : h('span', { class: 'muted' }, st.enabled === false ? 'none (disabled)' : '—'));
+    const lr = st.last_result;
+    const lrText = lr == null ? null : (typeof lr === 'object' ? JSON.stringify(lr) : String(lr));
+    const lrStatus = lrText && RUN_STATUSES.includes(lrText) ? lrText : null;
+    add('Last run', h('span', {}, st.last_run ? h('span', { title: fullTime(st.last_run) }, fmtWhen(st.last_run)) : '—',
+      lrText ? ' · ' : '', lrText ? (lrStatus ? badge(lrStatus) : h('span', { class: 'mono' }, lrText)) : null));
+    const cad = st.cadence;
+    if (cad && typeof cad === 'object') {
+      add('Cadence', h('span', {},
+        `${every(cad.configured_interval_s)} configured`,
+        cad.effective_interval_s != null ? ` · ${every(cad.effective_interval_s)} in practice` : '',
+        cad.expected_last_day != null ? h('span', { class: 'muted block' }, `${cad.started_last_day ?? 0} of ${cad.expected_last_day} expected runs started in the last 24h`) : null));
+    }
+    for (const [k, v] of Object.entries(st)) {
+      if (KNOWN.includes(k) || v == null || typeof v === 'object') continue;
+      add(k.replace(/_/g, ' ').replace(/^./, (c) => c.toUpperCase()), h('span', {}, String(v)));
+    }
+    sw.setAttribute('aria-checked', String(!!st.enabled));
+    sw.disabled = sched.busy || st.exists === false;
+    $('#sched-switch-label').textContent = st.enabled ? 'Schedule enabled' : 'Schedule disabled';
+  } else {
+    add('Status', h('span', { class: 'muted' }, sched.error ? 'unavailable' : 'loading…'));
+    sw.disabled = true;
+  }
+  dl.replaceChildren(...rows);
+  if (sched.error && !msg.dataset.sticky) { msg.className = 'msg error'; msg.textContent = sched.error; }
+  else if (!sched.error && msg.dataset.fromStatus) { msg.textContent = ''; }
+  msg.dataset.fromStatus = sched.error ? '1' : '';
+}
+
+/** Writes the panel's message line; a sticky message outlives the next status read. */
+export function panelMsg(text, kind, sticky) {
+  const msg = $('#sched-msg');
+  msg.className = `msg ${kind || ''}`;
+  msg.replaceChildren(...(Array.isArray(text) ? text : [text]));
+  msg.dataset.sticky = sticky ? '1' : '';
+  msg.dataset.fromStatus = '';
+}
+
+async function toggle() {
+  const sched = state.sched;
+  const sw = $('#sched-switch');
+  const want = sw.getAttribute('aria-checked') !== 'true';
+  sched.busy = true; sw.disabled = true;
+  try {
+    const st = await api(`/api/scheduler/${want ? 'enable' : 'disable'}`, { method: 'POST', body: {} });
+    if (st && typeof st === 'object' && 'enabled' in st) sched.status = st; else await refreshSched();
+    sched.error = null;
+    panelMsg(want ? 'Schedule enabled.' : 'Schedule disabled.', 'ok');
+  } catch (e) {
+    panelMsg(`Could not ${want ? 'enable' : 'disable'} the schedule: ${errText(e)}`, 'error', true);
+  }
+  sched.busy = false;
+  renderSched();
+}
+
+export function initSchedule() {
+  $('#sched-switch').addEventListener('click', toggle);
+  $('#sched-refresh').addEventListener('click', () => { panelMsg('', ''); refreshSched(); });
+}

@@ -1,0 +1,55 @@
+/**
+ * The page's state, all of it, in one place.
+ *
+ * Every module reads and changes these objects; no module keeps mutable state of its own
+ * (constants and element look-ups aside). The views render from here, so what the page shows
+ * is always explained by what is in here. Timers live here too: a view that schedules work
+ * keeps the timer beside the data it refreshes, so closing a view can cancel it.
+ */
+
+export const state = {
+  /** Server time minus local time (ms), from the `Date` header when the two are far apart. */
+  clockSkew: 0,
+  /** A request was refused (401): the login form shows and streams wait for the sign-in. */
+  authNeeded: false,
+  /** Set once the page has booted (intervals and window listeners are installed once). */
+  booted: false,
+
+  /** The connection indicator: the all-runs stream and, on a run's page, that run's stream. */
+  conn: { global: 'connecting', run: null },
+  /** Every label the indicator showed, in order (the browser tests read it). */
+  connHistory: [],
+  /** The all-runs stream (`stream.js`) feeding the runs list. */
+  globalStream: null,
+
+  /** The runs list: what is shown, its filter and paging, and the rows already built. */
+  runs: {
+    list: [],
+    filter: '',
+    exhausted: false,
+    loading: false,
+    /** run id → its `<li>`, reused while the run has not changed. */
+    rows: new Map(),
+    /** Bumped by each refresh, so an older answer arriving late is dropped. */
+    gen: 0,
+    /** Runs touched by live events, re-read from the API together. */
+    pending: new Set(),
+    pendingTimer: null,
+  },
+
+  /** The duration trend: the last 50 runs. */
+  trend: { list: [], timer: null },
+
+  /** The schedule panel. */
+  sched: { status: null, error: null, busy: false, timer: null },
+
+  /** The open run (see `newRun` in `run.js`), or null on the runs list. */
+  run: null,
+  /** The run log's filters. */
+  filt: { stage: '', stream: '', level: '', text: '' },
+  /** The run log's scrolling: whether the next scroll event is the page's own. */
+  log: { autoScrolling: false, searchTimer: null },
+
+  /** `?transport=sse` forces the Server-Sent Events stream for a run (tests, proxies). */
+  forcedTransport: new URLSearchParams(location.search).get('transport'),
+};
