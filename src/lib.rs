@@ -20,7 +20,7 @@
 //! | [`progress`] | the terminal view of a run (live, plain or quiet) |
 //! | [`shutdown`] | Ctrl-C / SIGTERM / Ctrl-Break as one future |
 //! | [`bus`] | the event bus: ring buffer + broadcast, subscribe with no gap |
-//! | [`tail`] | following the events folder: complete lines into batches, checkpoints |
+//! | [`tail`] | the one reader of run files (complete lines, the line cap, checkpoints) and the tailer that follows the folder |
 //! | [`server`] | `pipewatch serve`: ingest, API, WebSocket/SSE, the built-in scheduler loop |
 //! | [`init`] | `pipewatch init`: the example configuration and pipeline |
 //! | [`history`] | `pipewatch runs`: the run index read directly, caught up with the files |
