@@ -13,7 +13,8 @@
 //! - Applying is idempotent per run: events at or below the run's last applied `seq` are
 //!   ignored, and a batch that starts again at `seq` 0 (a file read again from its start)
 //!   rebuilds that run's summary from scratch.
-//! - Anything the index holds can be thrown away and rebuilt from the files ([`rebuild`]):
+//! - Anything the index holds can be thrown away and rebuilt from the files ([`rebuild`]),
+//!   read as the tailer reads them (same reader, same line cap):
 //!   an index from another schema version, or one that is not a database, is moved aside by
 //!   [`Index::open_or_reset`] and the caller rebuilds.
 //! - Log lines only bump counters: per batch, the work is O(events) in Rust plus one row
@@ -39,8 +40,7 @@
 pub mod history;
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -52,7 +52,8 @@ use crate::event::{
 };
 use std::sync::Arc;
 
-use crate::tail::{Batch, Checkpoint};
+use crate::journal::files;
+use crate::tail::{Batch, Checkpoint, Replay, TailError};
 
 /// Bumped whenever the schema changes; an index with another version is rebuilt.
 /// The index's file name inside `[server] state_dir`.
@@ -148,6 +149,9 @@ pub enum IndexError {
     MoveAside { path: PathBuf, source: io::Error },
     #[error("cannot read the events folder {path}: {source}")]
     ReadDir { path: PathBuf, source: io::Error },
+    /// A run file could not be read again into the index ([`Index::resync_run`]).
+    #[error(transparent)]
+    ReadRun(TailError),
 }
 
 impl IndexError {
@@ -412,12 +416,7 @@ impl Index {
         match ingest_file(&tx, path, &until.run_id, file, Some(until), &mut stats) {
             Ok(()) => {}
             Err(FileError::Index(e)) => return Err(e),
-            Err(FileError::Read(source)) => {
-                return Err(IndexError::ReadDir {
-                    path: file.to_path_buf(),
-                    source,
-                });
-            }
+            Err(FileError::Read(e)) => return Err(IndexError::ReadRun(e)),
         }
         tx.commit().map_err(db(path, what))
     }
@@ -731,24 +730,16 @@ fn move_aside(path: &Path) -> Result<(), IndexError> {
     Ok(())
 }
 
-/// Clears the index and ingests every `pipeline_<run_id>.jsonl` file of `events_dir`, as the
-/// tailer would from scratch: complete lines only, `seq` = line index, malformed lines skipped
-/// and counted, a checkpoint at the end of the last complete line. One transaction: until it
+/// Clears the index and ingests every run file of `events_dir` (listed by
+/// [`crate::journal::files::list`]) through the tailer's reader, as the tailer would from
+/// scratch: complete lines only, `seq` = line index, malformed and over-long lines skipped and
+/// counted, a checkpoint at the end of the last complete line. One transaction: until it
 /// commits, the index answers from its old content.
 pub fn rebuild(index: &mut Index, events_dir: &Path) -> Result<RebuildStats, IndexError> {
-    let read_dir_err = |source| IndexError::ReadDir {
+    let run_files = files::list(events_dir).map_err(|source| IndexError::ReadDir {
         path: events_dir.to_path_buf(),
         source,
-    };
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(events_dir).map_err(read_dir_err)? {
-        let entry = entry.map_err(read_dir_err)?;
-        let name = entry.file_name();
-        if let Some(id) = name.to_str().and_then(RunId::from_file_name) {
-            files.push((id, entry.path()));
-        }
-    }
-    files.sort();
+    })?;
 
     let path = &index.path;
     let what = "rebuild";
@@ -756,11 +747,11 @@ pub fn rebuild(index: &mut Index, events_dir: &Path) -> Result<RebuildStats, Ind
     tx.execute_batch("DELETE FROM stages; DELETE FROM runs;")
         .map_err(db(path, what))?;
     let mut stats = RebuildStats::default();
-    for (run_id, file) in files {
-        match ingest_file(&tx, path, &run_id, &file, None, &mut stats) {
+    for file in run_files {
+        match ingest_file(&tx, path, &file.id, &file.path, None, &mut stats) {
             Ok(()) => stats.files += 1,
             Err(FileError::Read(e)) => {
-                tracing::warn!("reindex: cannot read {}: {e}; skipped", file.display());
+                tracing::warn!("reindex: {e}; skipped");
                 stats.unreadable += 1;
             }
             Err(FileError::Index(e)) => return Err(e),
@@ -771,7 +762,7 @@ pub fn rebuild(index: &mut Index, events_dir: &Path) -> Result<RebuildStats, Ind
 }
 
 enum FileError {
-    Read(io::Error),
+    Read(TailError),
     Index(IndexError),
 }
 
@@ -781,9 +772,9 @@ impl From<IndexError> for FileError {
     }
 }
 
-/// Reads one run file to its last complete line and ingests it, in chunks so that a huge file
-/// does not need all its events in memory at once.
-/// With `until`, reads only that checkpoint's lines and stores that checkpoint.
+/// Reads one run file to its last complete line through the tailer's reader and ingests it,
+/// [`REBUILD_CHUNK`] events at a time. With `until`, only that checkpoint's lines are ingested
+/// and that checkpoint is stored.
 fn ingest_file(
     tx: &Transaction,
     path: &Path,
@@ -792,61 +783,29 @@ fn ingest_file(
     until: Option<&Checkpoint>,
     stats: &mut RebuildStats,
 ) -> Result<(), FileError> {
-    let f = File::open(file).map_err(FileError::Read)?;
-    let meta = f.metadata().map_err(FileError::Read)?;
-    let (dev, ino) = file_identity(&meta);
-    let mut reader = BufReader::with_capacity(256 * 1024, f);
-    let mut checkpoint = Checkpoint {
-        run_id: run_id.clone(),
-        dev,
-        ino,
-        offset: 0,
-        lines: 0,
-        finished: false,
-    };
-    let mut chunk = Vec::with_capacity(REBUILD_CHUNK);
-    let mut line = Vec::new();
-    loop {
-        if until.is_some_and(|u| checkpoint.lines >= u.lines) {
-            break;
+    let below = |seq: u64| until.is_none_or(|u| seq < u.lines);
+    let mut replay = Replay::new(file.to_path_buf(), run_id.clone(), None);
+    let mut chunk: Vec<Arc<Published>> = Vec::new();
+    let mut reached = None;
+    while let Some(batch) = replay.next_read().map_err(FileError::Read)? {
+        stats.malformed += batch.malformed;
+        for event in batch.events.into_iter().filter(|e| below(e.seq)) {
+            stats.events += 1;
+            chunk.push(event);
         }
-        line.clear();
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .map_err(FileError::Read)?;
-        if n == 0 || line.last() != Some(&b'\n') {
-            // End of file, or a last line still being written: not read.
-            break;
-        }
-        let seq = checkpoint.lines;
-        checkpoint.lines += 1;
-        checkpoint.offset += n as u64;
-        match serde_json::from_slice::<Event>(&line) {
-            Ok(event) => {
-                checkpoint.finished |= event.is_run_terminal();
-                chunk.push(Published::new(run_id.clone(), seq, event));
-                stats.events += 1;
-            }
-            Err(_) => stats.malformed += 1,
-        }
-        if chunk.len() == REBUILD_CHUNK {
-            ingest(tx, path, chunk.iter(), None)?;
+        if chunk.len() >= REBUILD_CHUNK {
+            ingest(tx, path, chunk.iter().map(|p| &**p), None)?;
             chunk.clear();
         }
+        let done = !below(batch.checkpoint.lines);
+        reached = Some(batch.checkpoint);
+        if done {
+            break;
+        }
     }
-    ingest(tx, path, chunk.iter(), Some(until.unwrap_or(&checkpoint)))?;
+    let checkpoint = until.or(reached.as_ref());
+    ingest(tx, path, chunk.iter().map(|p| &**p), checkpoint)?;
     Ok(())
-}
-
-#[cfg(unix)]
-fn file_identity(meta: &std::fs::Metadata) -> (u64, u64) {
-    use std::os::unix::fs::MetadataExt;
-    (meta.dev(), meta.ino())
-}
-
-#[cfg(not(unix))]
-fn file_identity(_meta: &std::fs::Metadata) -> (u64, u64) {
-    (0, 0)
 }
 
 /// Applies events (in `seq` order per run) and a checkpoint inside an open transaction.
@@ -1968,5 +1927,88 @@ mod tests {
 
         let missing = rebuild(&mut ix, &dir.path().join("nope")).err().unwrap();
         assert!(matches!(missing, IndexError::ReadDir { .. }), "{missing}");
+    }
+
+    /// A line over the tailer's cap (1 MiB) is skipped, not indexed, whether the file is tailed
+    /// live by the dashboard or read again by `pipewatch reindex`: both end with the same
+    /// summary, the same checkpoint and the same count of skipped lines.
+    #[tokio::test]
+    async fn a_line_over_the_cap_is_skipped_alike_live_and_by_rebuild() {
+        use crate::tail::{DEFAULT_MAX_LINE_BYTES, TailConfig, TailStats, Tailer};
+
+        let dir = tempfile::tempdir().unwrap();
+        let events = dir.path().join("events");
+        std::fs::create_dir(&events).unwrap();
+        let line = |e: &Event| serde_json::to_string(e).unwrap() + "\n";
+        let t = "2026-11-29T08:15:00.000Z";
+        // A valid event, but longer than the cap: were it read, the stage would have failed.
+        let mut huge = ev("a", "failure", t, json!({"exit_code": 1}));
+        huge.msg = "x".repeat(DEFAULT_MAX_LINE_BYTES + 10);
+        let text = [
+            line(&ev("pipeline", "start", t, json!(null))),
+            line(&ev("a", "start", t, json!({"attempt": 1}))),
+            line(&huge),
+            line(&ev("a", "success", t, json!({"exit_code": 0}))),
+            line(&ev("pipeline", "success", t, json!(null))),
+        ]
+        .concat();
+        std::fs::write(events.join("pipeline_r1.jsonl"), &text).unwrap();
+
+        // Live: the dashboard's tailer, with its default cap, into an index.
+        let mut live = Index::open_in_memory().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let stats = Arc::new(TailStats::default());
+        let tailer =
+            Tailer::start(TailConfig::new(&events), Vec::new(), tx, stats.clone()).unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut malformed = 0;
+        loop {
+            let b = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .expect("the tailer hands the file on")
+                .expect("tailer running");
+            malformed += b.malformed;
+            live.apply(&b).unwrap();
+            if b.checkpoint.lines == 5 {
+                break;
+            }
+        }
+        tailer.stop();
+        assert_eq!(malformed, 1);
+
+        // Reindex: the same file rebuilt into another index.
+        let mut rebuilt = Index::open_in_memory().unwrap();
+        let stats = rebuild(&mut rebuilt, &events).unwrap();
+        assert_eq!(
+            stats,
+            RebuildStats {
+                files: 1,
+                events: 4,
+                malformed: 1,
+                unreadable: 0
+            }
+        );
+
+        let r1 = id("r1");
+        let d = rebuilt.get_run(&r1).unwrap().unwrap();
+        assert_eq!(stage(&d, "a").status, "success");
+        assert_eq!(stage(&d, "a").exit_code, Some(0));
+        assert_eq!(live.get_run(&r1).unwrap(), Some(d));
+        assert_eq!(live.checkpoints().unwrap(), rebuilt.checkpoints().unwrap());
+        assert_eq!(
+            live.list_runs(10, None, None).unwrap(),
+            rebuilt.list_runs(10, None, None).unwrap()
+        );
+        let count = |ix: &Index| -> (i64, i64) {
+            ix.conn
+                .query_row(
+                    "SELECT events, last_seq FROM runs WHERE run_id = 'r1'",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .unwrap()
+        };
+        assert_eq!(count(&live), (4, 4));
+        assert_eq!(count(&rebuilt), count(&live));
     }
 }
