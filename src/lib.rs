@@ -12,7 +12,7 @@
 //! | [`scheduler`] | the OS scheduler backends (cron, systemd, Task Scheduler): install, enable, status |
 //! | [`event`] | the event format (contract §3), run ids |
 //! | [`journal`] | the events folder: appending events to a run's file (whole lines, `seq` from 0); run files' names, listing and identity |
-//! | [`index`] | the run index (SQLite): run and stage summaries for the API, the tailer's checkpoints |
+//! | [`index`] | the run index (SQLite): run and stage summaries for the API, the tailer's checkpoints, rebuilt through the tail reader |
 //! | [`runner`] | `pipewatch run`: overlap, the stage DAG, retries, timeouts, cancellation |
 //! | [`process`] | starting a stage and killing its whole process tree (the per-OS code) |
 //! | [`liveness`] | run locks (is a runner alive?), cancel requests, the overlap lock |
