@@ -121,6 +121,10 @@ pub enum IndexError {
     /// A run file could not be read again into the index ([`Index::resync_run`]).
     #[error(transparent)]
     ReadRun(TailError),
+    /// The blocking task working on the index panicked or was cancelled; the index itself
+    /// may be fine.
+    #[error("run index: the task using it failed: {0}")]
+    TaskFailed(String),
 }
 
 impl IndexError {
@@ -174,4 +178,19 @@ fn to_i64(n: u64) -> i64 {
 
 fn to_u64(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_task_is_not_a_broken_index() {
+        let e = IndexError::TaskFailed("task 7 panicked".to_string());
+        assert!(!e.needs_rebuild(), "nothing says the database is unusable");
+        assert_eq!(
+            e.to_string(),
+            "run index: the task using it failed: task 7 panicked"
+        );
+    }
 }
