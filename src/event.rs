@@ -213,15 +213,15 @@ impl RunId {
         &self.0
     }
 
-    /// The journal file name for this run: `pipeline_<run_id>.jsonl`.
+    /// The journal file name for this run: `pipeline_<run_id>.jsonl` (the format is
+    /// [`crate::journal::files`]'s).
     pub fn file_name(&self) -> String {
-        format!("pipeline_{}.jsonl", self.0)
+        crate::journal::files::file_name(self)
     }
 
     /// The run id of a journal file name, if it is one.
     pub fn from_file_name(name: &str) -> Option<RunId> {
-        let id = name.strip_prefix("pipeline_")?.strip_suffix(".jsonl")?;
-        RunId::parse(id).ok()
+        crate::journal::files::run_id_of(name)
     }
 }
 

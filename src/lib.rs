@@ -10,10 +10,10 @@
 //! |---|---|
 //! | [`event`] | the event (`docs/events.md`), run ids, timestamps: depends on nothing |
 //! | [`config`] | `pipewatch.toml`: every key, defaults, validation with file/line/key errors; the schedule |
-//! | [`journal`] | writing run files (`pipeline_<run_id>.jsonl`): whole lines, `seq` from 0; `missed` records |
+//! | [`journal`] | the events folder: writing run files (whole lines, `seq` from 0), their names, listing and identity; `missed` records |
 //! | [`runner`] | `pipewatch run`: overlap, the stage DAG, retries, timeouts, output capture, run locks, the one `Invocation` |
 //! | [`tail`] | reading run files (the only reader) and following the events folder: each line handed on once |
-//! | [`index`] | the run index (SQLite): run and stage summaries, the tailer's checkpoints, rebuild from the files |
+//! | [`index`] | the run index (SQLite): run and stage summaries, the tailer's checkpoints, rebuilt through the tail reader |
 //! | [`bus`] | the event bus: ring buffer + broadcast, subscribe with no gap |
 //! | [`retention`] | `[retention]`: which runs to remove, removing them (`prune`, hourly in `serve`) |
 //! | [`scheduler`] | the OS scheduler backends, the built-in timer, the occurrence auditor |

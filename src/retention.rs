@@ -28,6 +28,7 @@ use crate::config::{Config, Retention};
 use crate::event::RunId;
 use crate::index::history::{History, HistoryError, run_files};
 use crate::index::{Index, IndexError, RunSummary};
+use crate::journal::files::RunFile;
 use crate::runner::liveness::{self, Liveness};
 
 /// Why a run is removed.
@@ -117,7 +118,7 @@ fn candidates(
             (r.run_id, c)
         })
         .collect();
-    for (id, path, meta) in run_files(events_dir)? {
+    for (RunFile { id, path }, meta) in run_files(events_dir)? {
         let mtime = meta.modified().ok();
         let c = by_id.entry(id.clone()).or_insert_with(|| Candidate {
             run_id: id,

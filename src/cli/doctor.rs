@@ -212,7 +212,7 @@ fn run_files(config: &Config, out: &mut Vec<Check>) {
     };
     let newest = files
         .iter()
-        .filter_map(|(id, _, m)| Some((m.modified().ok()?, id)))
+        .filter_map(|(f, m)| Some((m.modified().ok()?, &f.id)))
         .max();
     let Some((mtime, id)) = newest else {
         out.push(Check::warn(

@@ -352,7 +352,7 @@ pub fn latest(
         let mut new: Vec<RunId> = crate::index::history::run_files(events_dir)
             .unwrap_or_default()
             .into_iter()
-            .map(|(id, _, _)| id)
+            .map(|(f, _)| f.id)
             .filter(|id| !seen.contains(id))
             .collect();
         new.sort();

@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 use crate::config::Config;
 use crate::event::RunId;
 use crate::index::{Index, IndexError, RunDetail, RunSummary};
+use crate::journal::files::{self, RunFile};
 use crate::runner::liveness::{self, Liveness};
 use crate::tail::{Batch, Replay, TailError};
 
@@ -66,35 +67,16 @@ pub enum Source {
     Files { files: usize },
 }
 
-/// The run files of `events_dir` with their sizes; an absent folder has none.
-pub fn run_files(
-    events_dir: &Path,
-) -> Result<Vec<(RunId, PathBuf, std::fs::Metadata)>, HistoryError> {
-    let rd = match std::fs::read_dir(events_dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(HistoryError::ReadDir {
-                path: events_dir.to_path_buf(),
-                source,
-            });
-        }
-    };
-    let mut out = Vec::new();
-    for entry in rd.flatten() {
-        let name = entry.file_name();
-        let Some(id) = name.to_str().and_then(RunId::from_file_name) else {
-            continue;
-        };
-        // A file deleted meanwhile (retention) is simply not there.
-        if let Ok(meta) = entry.metadata()
-            && meta.is_file()
-        {
-            out.push((id, entry.path(), meta));
-        }
+/// The run files of `events_dir` with their metadata, by run id; an absent folder has none.
+pub fn run_files(events_dir: &Path) -> Result<Vec<(RunFile, std::fs::Metadata)>, HistoryError> {
+    match files::list_with_metadata(events_dir) {
+        Ok(list) => Ok(list),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(HistoryError::ReadDir {
+            path: events_dir.to_path_buf(),
+            source,
+        }),
     }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(out)
 }
 
 /// Reads a run file from its start, one bounded batch at a time.
@@ -144,7 +126,7 @@ impl History {
         };
         let mut fresh = Index::open_in_memory()?;
         let mut stale = HashSet::new();
-        for (id, path, meta) in &files {
+        for (RunFile { id, path }, meta) in &files {
             if read_up_to.get(id).is_some_and(|&o| o >= meta.len()) {
                 continue;
             }
@@ -267,7 +249,7 @@ impl History {
             .iter()
             .map(|s| (s.to_string(), VecDeque::new()))
             .collect();
-        let path = self.events_dir.join(id.file_name());
+        let path = files::path(&self.events_dir, id);
         let read = read_batches(&path, id, |batch| {
             for p in &batch.events {
                 let e = &p.event;

@@ -1,4 +1,15 @@
-//! The run journal: `<events_dir>/pipeline_<run_id>.jsonl`, written by `pipewatch run`.
+//! The run journal: the events folder and the run files in it,
+//! `<events_dir>/pipeline_<run_id>.jsonl`.
+//!
+//! Two parts:
+//! - [`Journal`] (this file) appends events to a new run file. Run files are written by two
+//!   callers only: `pipewatch run` (the runner: every event of a run it executes) and the
+//!   dashboard's scheduler ([`missed`]: the one-event file recording a `missed` occurrence).
+//!   Nothing else writes to the folder; retention (`crate::retention`) only removes whole
+//!   files.
+//! - [`files`] owns the folder's names and its listing: which file is which run, and a file's
+//!   identity. Every reader of the folder (the tailer, the index rebuild, the terminal
+//!   commands, retention) lists it through there.
 //!
 //! Invariants, which the tailer relies on:
 //! - the file is created new (never reused) and only ever appended to;
@@ -10,6 +21,7 @@
 //! - if a write fails (a full disk), the file is cut back to its last complete line, so it
 //!   stays parseable, and every later write reports the first error.
 
+pub mod files;
 pub mod missed;
 
 use std::fs::{File, OpenOptions};
@@ -63,7 +75,7 @@ impl Journal {
         pipeline: &str,
         source: &str,
     ) -> Result<Journal, JournalError> {
-        let path = events_dir.join(run_id.file_name());
+        let path = files::path(events_dir, run_id);
         let create_err = |e: io::Error| JournalError::Create {
             path: path.clone(),
             message: e.to_string(),

@@ -109,12 +109,7 @@ impl AppState {
             f(&mut idx)
         })
         .await
-        .unwrap_or_else(|e| {
-            Err(IndexError::Schema {
-                path: PathBuf::new(),
-                what: format!("index task failed: {e}"),
-            })
-        });
+        .unwrap_or_else(|e| Err(IndexError::TaskFailed(e.to_string())));
         self.note_index(&result);
         result
     }

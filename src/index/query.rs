@@ -1,0 +1,422 @@
+//! The read side of the index: runs listed and looked up for the API and `pipewatch runs`,
+//! counts for metrics and the scheduler's audit, and the tailer's checkpoints.
+//!
+//! Runs are listed newest first by `sort_key` (the start normalized to UTC), ties broken by run
+//! id; a page is a range scan of the `(sort_key, run_id)` index. A run with no event yet (only
+//! a checkpoint) is not listed.
+
+use std::path::Path;
+
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+use super::fold::sort_key;
+use super::{Index, IndexError, RUNNING, db, parse_id, to_u64};
+use crate::event::RunId;
+use crate::tail::Checkpoint;
+
+/// One run as `/api/runs` lists it (`docs/api.md`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunSummary {
+    pub run_id: RunId,
+    pub pipeline: Option<String>,
+    /// `running`, `success`, `failure`, `cancelled`, `skipped`, `missed` or `abandoned`.
+    pub status: String,
+    pub source: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<u64>,
+    /// `data.reason` of the run's final event (`overlap`, `timeout`, `stage_failed`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// For a `missed` run: the occurrence that produced no run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled_for: Option<String>,
+}
+
+/// One stage of a run (`docs/api.md`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StageSummary {
+    pub name: String,
+    /// `running`, `success`, `failure`, `skipped`, `cancelled` or `abandoned`.
+    pub status: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub attempts: u32,
+    pub exit_code: Option<i32>,
+}
+
+/// One run with its stages, in the order they were first seen: `/api/runs/{run_id}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunDetail {
+    #[serde(flatten)]
+    pub run: RunSummary,
+    pub stages: Vec<StageSummary>,
+}
+
+impl Index {
+    /// Every file's checkpoint, for the tailer's start.
+    pub fn checkpoints(&self) -> Result<Vec<Checkpoint>, IndexError> {
+        let p = self.path.as_path();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT run_id, dev, ino, offset, lines, finished FROM runs")
+            .map_err(db(p, "read checkpoints"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, bool>(5)?,
+                ))
+            })
+            .map_err(db(p, "read checkpoints"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, dev, ino, offset, lines, finished) = row.map_err(db(p, "read checkpoints"))?;
+            out.push(Checkpoint {
+                run_id: parse_id(p, &id)?,
+                // Stored as the same 64 bits: identities may use the top bit.
+                dev: dev as u64,
+                ino: ino as u64,
+                offset: to_u64(offset),
+                lines: to_u64(lines),
+                finished,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The number of listed runs per status, for metrics.
+    pub fn status_counts(&self) -> Result<Vec<(String, u64)>, IndexError> {
+        let p = self.path.as_path();
+        self.conn
+            .prepare_cached(
+                "SELECT status, COUNT(*) FROM runs WHERE status IS NOT NULL GROUP BY status",
+            )
+            .and_then(|mut s| {
+                s.query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, to_u64(r.get::<_, i64>(1)?)))
+                })?
+                .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(db(p, "count runs by status"))
+    }
+
+    /// Runs started by a scheduler (`source` `scheduler` or `catchup`) whose start lies in
+    /// `[from, to]` (RFC 3339); with `include_missed`, recorded `missed` ones count too (the
+    /// occurrence auditor), without, only runs that really started (the cadence).
+    pub fn scheduled_runs_between(
+        &self,
+        from: &str,
+        to: &str,
+        include_missed: bool,
+    ) -> Result<u64, IndexError> {
+        let p = self.path.as_path();
+        self.conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM runs WHERE sort_key >= ?1 AND sort_key <= ?2
+                 AND source IN ('scheduler', 'catchup') AND (?3 OR status IS NOT 'missed')",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![sort_key(from), sort_key(to), include_missed], |r| {
+                    r.get::<_, i64>(0)
+                })
+            })
+            .map(to_u64)
+            .map_err(db(p, "count scheduled runs"))
+    }
+
+    /// How far into a run's file the index has read (the checkpoint's byte offset).
+    pub fn offset_of(&self, id: &RunId) -> Result<Option<u64>, IndexError> {
+        let p = self.path.as_path();
+        self.conn
+            .prepare_cached("SELECT offset FROM runs WHERE run_id = ?")
+            .and_then(|mut s| {
+                s.query_row([id.as_str()], |r| r.get::<_, i64>(0))
+                    .optional()
+            })
+            .map(|o| o.map(to_u64))
+            .map_err(db(p, "read a run's offset"))
+    }
+
+    /// Runs newest first: by start time, then run id, both descending. `before` pages back:
+    /// only runs strictly older than that run (none if it is not in the index); `status`
+    /// keeps only runs with that status.
+    pub fn list_runs(
+        &self,
+        limit: usize,
+        before: Option<&RunId>,
+        status: Option<&str>,
+    ) -> Result<Vec<RunSummary>, IndexError> {
+        const COLS: &str = "SELECT run_id, pipeline, status, source, started_at, finished_at,
+            duration_ms, reason, scheduled_for FROM runs";
+        const ORDER: &str = "ORDER BY sort_key DESC, run_id DESC LIMIT ?";
+        let p = self.path.as_path();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let cursor = match before {
+            None => None,
+            Some(id) => {
+                let key: Option<String> = self
+                    .conn
+                    .prepare_cached("SELECT sort_key FROM runs WHERE run_id = ?")
+                    .and_then(|mut s| s.query_row([id.as_str()], |r| r.get(0)).optional())
+                    .map_err(db(p, "look up the page cursor"))?;
+                match key {
+                    Some(key) => Some((key, id.as_str())),
+                    None => return Ok(Vec::new()),
+                }
+            }
+        };
+        let what = "list runs";
+        let rows = match (status, &cursor) {
+            (None, None) => {
+                let sql = format!("{COLS} WHERE status IS NOT NULL {ORDER}");
+                let mut stmt = self.conn.prepare_cached(&sql).map_err(db(p, what))?;
+                stmt.query_map(params![limit], summary_row)
+                    .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            }
+            (Some(s), None) => {
+                let sql = format!("{COLS} WHERE status = ? {ORDER}");
+                let mut stmt = self.conn.prepare_cached(&sql).map_err(db(p, what))?;
+                stmt.query_map(params![s, limit], summary_row)
+                    .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            }
+            (None, Some((key, id))) => {
+                let sql = format!(
+                    "{COLS} WHERE status IS NOT NULL AND (sort_key, run_id) < (?, ?) {ORDER}"
+                );
+                let mut stmt = self.conn.prepare_cached(&sql).map_err(db(p, what))?;
+                stmt.query_map(params![key, id, limit], summary_row)
+                    .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            }
+            (Some(s), Some((key, id))) => {
+                let sql =
+                    format!("{COLS} WHERE status = ? AND (sort_key, run_id) < (?, ?) {ORDER}");
+                let mut stmt = self.conn.prepare_cached(&sql).map_err(db(p, what))?;
+                stmt.query_map(params![s, key, id, limit], summary_row)
+                    .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            }
+        }
+        .map_err(db(p, what))?;
+        rows.into_iter().map(|r| r.into_summary(p)).collect()
+    }
+
+    /// One run with its stages; `None` if the index has no event of it.
+    pub fn get_run(&self, id: &RunId) -> Result<Option<RunDetail>, IndexError> {
+        let p = self.path.as_path();
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT run_id, pipeline, status, source, started_at, finished_at, duration_ms,
+                        reason, scheduled_for
+                 FROM runs WHERE run_id = ? AND status IS NOT NULL",
+            )
+            .and_then(|mut s| s.query_row([id.as_str()], summary_row).optional())
+            .map_err(db(p, "read a run"))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let run = row.into_summary(p)?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT name, status, started_at, finished_at, duration_ms, attempts, exit_code
+                 FROM stages WHERE run_id = ? ORDER BY position",
+            )
+            .map_err(db(p, "read a run's stages"))?;
+        let stages = stmt
+            .query_map([id.as_str()], |r| {
+                Ok(StageSummary {
+                    name: r.get(0)?,
+                    status: r.get(1)?,
+                    started_at: r.get(2)?,
+                    finished_at: r.get(3)?,
+                    duration_ms: r
+                        .get::<_, Option<i64>>(4)?
+                        .and_then(|d| u64::try_from(d).ok()),
+                    attempts: u32::try_from(r.get::<_, i64>(5)?).unwrap_or(0),
+                    exit_code: r
+                        .get::<_, Option<i64>>(6)?
+                        .and_then(|c| i32::try_from(c).ok()),
+                })
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(db(p, "read a run's stages"))?;
+        Ok(Some(RunDetail { run, stages }))
+    }
+
+    /// The runs whose status is `running`, for the liveness check.
+    pub fn running_runs(&self) -> Result<Vec<RunId>, IndexError> {
+        let p = self.path.as_path();
+        let ids = self
+            .conn
+            .prepare_cached("SELECT run_id FROM runs WHERE status = ?")
+            .and_then(|mut s| {
+                s.query_map([RUNNING], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(db(p, "list running runs"))?;
+        ids.iter().map(|id| parse_id(p, id)).collect()
+    }
+
+    /// How many runs [`Index::list_runs`] can show (runs with at least one event).
+    pub fn count_runs(&self) -> Result<u64, IndexError> {
+        self.conn
+            .prepare_cached("SELECT count(*) FROM runs WHERE status IS NOT NULL")
+            .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
+            .map(to_u64)
+            .map_err(db(&self.path, "count runs"))
+    }
+}
+
+/// A `runs` row as the queries read it, before its run id is checked.
+struct SummaryRow {
+    run_id: String,
+    pipeline: Option<String>,
+    status: String,
+    source: Option<String>,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+    duration_ms: Option<i64>,
+    reason: Option<String>,
+    scheduled_for: Option<String>,
+}
+
+fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SummaryRow> {
+    Ok(SummaryRow {
+        run_id: r.get(0)?,
+        pipeline: r.get(1)?,
+        status: r.get(2)?,
+        source: r.get(3)?,
+        started_at: r.get(4)?,
+        finished_at: r.get(5)?,
+        duration_ms: r.get(6)?,
+        reason: r.get(7)?,
+        scheduled_for: r.get(8)?,
+    })
+}
+
+impl SummaryRow {
+    fn into_summary(self, path: &Path) -> Result<RunSummary, IndexError> {
+        Ok(RunSummary {
+            run_id: parse_id(path, &self.run_id)?,
+            pipeline: self.pipeline,
+            status: self.status,
+            source: self.source,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            duration_ms: self.duration_ms.and_then(|d| u64::try_from(d).ok()),
+            reason: self.reason,
+            scheduled_for: self.scheduled_for,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::format_timestamp;
+    use crate::index::testing::{batch, ev, id};
+    use serde_json::json;
+
+    /// Runs `r00000`… starting every 10 s, two per start time (ties broken by run id), every
+    /// third one failed.
+    fn many_runs(ix: &mut Index, n: usize) -> Vec<(String, String)> {
+        let base = chrono::Utc::now() - chrono::Duration::days(30);
+        let mut runs = Vec::new();
+        for i in 0..n {
+            let ts = format_timestamp(base + chrono::Duration::seconds(10 * (i / 2) as i64));
+            let name = format!("r{:05}", (i * 7919) % n); // ids not in time order
+            let status = if i % 3 == 0 { "failure" } else { "success" };
+            ix.apply(&batch(
+                &name,
+                0,
+                vec![
+                    ev("pipeline", "start", &ts, json!(null)),
+                    ev("pipeline", status, &ts, json!(null)),
+                ],
+            ))
+            .unwrap();
+            runs.push((ts, name));
+        }
+        runs
+    }
+
+    #[test]
+    fn pages_newest_first_with_before_and_status() {
+        let mut ix = Index::open_in_memory().unwrap();
+        let n = 3000;
+        let mut runs = many_runs(&mut ix, n);
+        runs.sort();
+        runs.reverse();
+        let expected: Vec<_> = runs.iter().map(|(_, id)| id.clone()).collect();
+        assert_eq!(ix.count_runs().unwrap(), n as u64);
+
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let page = ix.list_runs(128, before.as_ref(), None).unwrap();
+            if page.is_empty() {
+                break;
+            }
+            before = page.last().map(|r| r.run_id.clone());
+            seen.extend(page.into_iter().map(|r| r.run_id.to_string()));
+        }
+        assert_eq!(seen, expected);
+
+        let failed: Vec<_> = ix
+            .list_runs(n, None, Some("failure"))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.run_id)
+            .collect();
+        assert_eq!(failed.len(), n / 3);
+        let cursor = &failed[99];
+        let page = ix.list_runs(50, Some(cursor), Some("failure")).unwrap();
+        let ids: Vec<_> = page.iter().map(|r| r.run_id.clone()).collect();
+        assert_eq!(ids, failed[100..150]);
+        assert!(page.iter().all(|r| r.status == "failure"));
+        assert!(ix.list_runs(10, None, Some("running")).unwrap().is_empty());
+        assert!(
+            ix.list_runs(10, Some(&id("unknown")), None)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(ix.list_runs(0, None, None).unwrap().is_empty());
+
+        ix.remove_runs(&failed).unwrap();
+        assert_eq!(ix.count_runs().unwrap(), (n - n / 3) as u64);
+        assert!(ix.get_run(&failed[0]).unwrap().is_none());
+    }
+
+    #[test]
+    fn pages_are_index_range_scans() {
+        let ix = Index::open_in_memory().unwrap();
+        let queries = [
+            "SELECT run_id FROM runs WHERE status IS NOT NULL ORDER BY sort_key DESC, run_id DESC LIMIT 50",
+            "SELECT run_id FROM runs WHERE status IS NOT NULL AND (sort_key, run_id) < ('k', 'r') ORDER BY sort_key DESC, run_id DESC LIMIT 50",
+            "SELECT run_id FROM runs WHERE status = 'failure' AND (sort_key, run_id) < ('k', 'r') ORDER BY sort_key DESC, run_id DESC LIMIT 50",
+        ];
+        for q in queries {
+            let plan: Vec<String> = ix
+                .conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {q}"))
+                .unwrap()
+                .query_map([], |r| r.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let plan = plan.join("; ");
+            assert!(
+                plan.contains("USING INDEX") || plan.contains("USING COVERING INDEX"),
+                "{q}: {plan}"
+            );
+            assert!(!plan.contains("TEMP B-TREE"), "{q}: {plan}");
+        }
+    }
+}

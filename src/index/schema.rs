@@ -1,0 +1,252 @@
+//! The index's database: its schema (DDL and version), opening it, and starting afresh when
+//! it is unusable.
+//!
+//! # Invariants
+//!
+//! - An index carries its schema version (`PRAGMA user_version`); one from another version, one
+//!   that is not a database, or one whose tables are not ours is never used as is:
+//!   [`Index::open`] fails with an error for which [`IndexError::needs_rebuild`] is true, and
+//!   [`Index::open_or_reset`] moves the file aside (`<name>.broken`) so the caller rebuilds.
+//! - The database runs in WAL mode with `synchronous = NORMAL` and a busy timeout, so readers
+//!   (`pipewatch runs`) do not block the dashboard's writes.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::{Index, IndexError, db};
+
+/// Bumped whenever the schema changes; an index with another version is rebuilt.
+const SCHEMA_VERSION: i32 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE runs (
+    run_id        TEXT PRIMARY KEY NOT NULL,
+    pipeline      TEXT,
+    -- NULL until the run's file has had an event: such a run is not listed.
+    status        TEXT,
+    source        TEXT,
+    started_at    TEXT,
+    finished_at   TEXT,
+    duration_ms   INTEGER,
+    scheduled_for TEXT,
+    reason        TEXT,
+    events        INTEGER NOT NULL DEFAULT 0,
+    last_seq      INTEGER,
+    -- started_at normalized to UTC with milliseconds: sorts as text.
+    sort_key      TEXT NOT NULL DEFAULT '',
+    -- The tailer's checkpoint for the run's file.
+    dev           INTEGER NOT NULL DEFAULT 0,
+    ino           INTEGER NOT NULL DEFAULT 0,
+    offset        INTEGER NOT NULL DEFAULT 0,
+    lines         INTEGER NOT NULL DEFAULT 0,
+    finished      INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX runs_by_start ON runs (sort_key, run_id);
+CREATE INDEX runs_by_status ON runs (status, sort_key, run_id);
+CREATE TABLE stages (
+    run_id      TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    -- Order in which the stage was first seen in the run's file.
+    position    INTEGER NOT NULL,
+    status      TEXT NOT NULL,
+    started_at  TEXT,
+    finished_at TEXT,
+    duration_ms INTEGER,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    exit_code   INTEGER,
+    PRIMARY KEY (run_id, name)
+) WITHOUT ROWID;
+";
+
+/// How [`Index::open_or_reset`] found the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opened {
+    /// An index of this version: resume from its checkpoints.
+    Existing,
+    /// There was none: rebuild from the files.
+    Created,
+    /// The old file was unusable and has been moved aside: rebuild from the files.
+    Reset { why: String },
+}
+
+impl Index {
+    /// Opens (creating it and its folder if needed) the index at `path`. An index from another
+    /// schema version is an [`IndexError::Version`]; see [`Index::open_or_reset`].
+    pub fn open(path: &Path) -> Result<Index, IndexError> {
+        Index::open_inner(path).map(|(index, _)| index)
+    }
+
+    /// Opens the index at `path`, starting afresh if the file is unusable: another schema
+    /// version, not a database, corrupt or unreadable. The old file is renamed to
+    /// `<name>.broken` (replacing an older one) so it can still be looked at. On
+    /// [`Opened::Created`] and [`Opened::Reset`] the caller rebuilds from the files.
+    pub fn open_or_reset(path: &Path) -> Result<(Index, Opened), IndexError> {
+        match Index::open_inner(path) {
+            Ok((index, true)) => Ok((index, Opened::Created)),
+            Ok((index, false)) => Ok((index, Opened::Existing)),
+            // Only a file is moved aside: whatever else sits at `path` is left alone.
+            Err(e) if e.needs_rebuild() && path.is_file() => {
+                let why = e.to_string();
+                tracing::warn!("{why}; starting a new run index");
+                move_aside(path)?;
+                let (index, _) = Index::open_inner(path)?;
+                Ok((index, Opened::Reset { why }))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// An empty index in memory, for tests.
+    pub fn open_in_memory() -> Result<Index, IndexError> {
+        let path = PathBuf::from(":memory:");
+        let conn = Connection::open_in_memory().map_err(db(&path, "open"))?;
+        Index::init(conn, path).map(|(index, _)| index)
+    }
+
+    fn open_inner(path: &Path) -> Result<(Index, bool), IndexError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| IndexError::CreateDir {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path).map_err(db(path, "open"))?;
+        Index::init(conn, path.to_path_buf())
+    }
+
+    /// Sets the connection up and makes sure the schema is ours; `true` if it was created.
+    fn init(conn: Connection, path: PathBuf) -> Result<(Index, bool), IndexError> {
+        let p = path.as_path();
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(db(p, "set the busy timeout"))?;
+        // Reading the journal mode back is the first access to the file: a file that is not
+        // a database fails here.
+        let _mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(db(p, "switch to WAL mode"))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db(p, "set synchronous = NORMAL"))?;
+        let version: i32 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(db(p, "read the schema version"))?;
+        let created = if version == 0 {
+            let objects: i64 = conn
+                .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+                .map_err(db(p, "read the schema"))?;
+            if objects != 0 {
+                return Err(IndexError::Version {
+                    path,
+                    found: 0,
+                    expected: SCHEMA_VERSION,
+                });
+            }
+            let batch = format!("BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;");
+            conn.execute_batch(&batch)
+                .map_err(db(p, "create the schema"))?;
+            true
+        } else if version != SCHEMA_VERSION {
+            return Err(IndexError::Version {
+                path,
+                found: version,
+                expected: SCHEMA_VERSION,
+            });
+        } else {
+            // Same version: the tables must be there with their columns.
+            conn.prepare(
+                "SELECT run_id, pipeline, status, source, started_at, finished_at, duration_ms,
+                        scheduled_for, reason, events, last_seq, sort_key,
+                        dev, ino, offset, lines, finished FROM runs LIMIT 0",
+            )
+            .and_then(|_| {
+                conn.prepare(
+                    "SELECT run_id, name, position, status, started_at, finished_at,
+                            duration_ms, attempts, exit_code FROM stages LIMIT 0",
+                )
+            })
+            .map_err(|source| IndexError::Schema {
+                path: path.clone(),
+                what: format!("the tables are not the expected ones: {source}"),
+            })?;
+            false
+        };
+        Ok((Index { conn, path }, created))
+    }
+
+    /// The database file (`:memory:` for an in-memory index).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Renames an unusable database to `<name>.broken` and removes its WAL and shared-memory files.
+fn move_aside(path: &Path) -> Result<(), IndexError> {
+    let with_suffix = |suffix: &str| {
+        let mut s = path.as_os_str().to_owned();
+        s.push(suffix);
+        PathBuf::from(s)
+    };
+    let err = |source| IndexError::MoveAside {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::rename(path, with_suffix(".broken")).map_err(err)?;
+    for suffix in ["-wal", "-shm"] {
+        match std::fs::remove_file(with_suffix(suffix)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(err(e)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::Opened;
+    use crate::index::testing::{batch, runner_run};
+
+    #[test]
+    fn open_or_reset_replaces_a_file_that_is_not_a_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.db");
+        std::fs::write(&path, "this is not a database, just some text ".repeat(100)).unwrap();
+        let err = Index::open(&path).err().unwrap();
+        assert!(err.needs_rebuild(), "{err}");
+        assert!(err.to_string().contains("index.db"), "{err}");
+
+        let (ix, opened) = Index::open_or_reset(&path).unwrap();
+        assert!(matches!(opened, Opened::Reset { .. }), "{opened:?}");
+        assert_eq!(ix.count_runs().unwrap(), 0);
+        assert!(dir.path().join("index.db.broken").exists());
+        drop(ix);
+        assert_eq!(Index::open_or_reset(&path).unwrap().1, Opened::Existing);
+    }
+
+    #[test]
+    fn open_or_reset_replaces_another_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch("CREATE TABLE runs (id TEXT); PRAGMA user_version = 99;")
+                .unwrap();
+        }
+        match Index::open(&path) {
+            Err(IndexError::Version { found: 99, .. }) => {}
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        let (mut ix, opened) = Index::open_or_reset(&path).unwrap();
+        let Opened::Reset { why } = opened else {
+            panic!("{opened:?}")
+        };
+        assert!(why.contains("version 99"), "{why}");
+        ix.apply(&batch("r1", 0, runner_run())).unwrap();
+        assert_eq!(ix.count_runs().unwrap(), 1);
+
+        let fresh = dir.path().join("new/sub/index.db");
+        assert_eq!(Index::open_or_reset(&fresh).unwrap().1, Opened::Created);
+    }
+}
