@@ -6,14 +6,15 @@
 //!
 //! # Invariants
 //!
-//! - A [`Batch`]'s summaries and its [`Checkpoint`] are committed in one transaction
+//! - A [`Batch`](crate::tail::Batch)'s summaries and its
+//!   [`Checkpoint`](crate::tail::Checkpoint) are committed in one transaction
 //!   ([`Index::apply`]), so after a crash the index never holds events past its checkpoint, nor
 //!   a checkpoint past the events it summarizes: the tailer resumes exactly where the summaries
 //!   end, and each event is counted once.
 //! - Applying is idempotent per run: events at or below the run's last applied `seq` are
 //!   ignored, and a batch that starts again at `seq` 0 (a file read again from its start)
 //!   rebuilds that run's summary from scratch.
-//! - Anything the index holds can be thrown away and rebuilt from the files ([`rebuild`]),
+//! - Anything the index holds can be thrown away and rebuilt from the files ([`rebuild()`]),
 //!   read as the tailer reads them (same reader, same line cap):
 //!   an index from another schema version, or one that is not a database, is moved aside by
 //!   [`Index::open_or_reset`] and the caller rebuilds.
@@ -28,7 +29,7 @@
 //! | `fold.rs` | the pure event → run/stage summary fold (no SQL) |
 //! | `write.rs` | applying batches: load rows, fold, write back, with the checkpoint |
 //! | `query.rs` | runs listed and looked up, counts, checkpoints |
-//! | `rebuild.rs` | [`rebuild`] and [`Index::resync_run`], reading through the tailer's reader |
+//! | `rebuild.rs` | [`rebuild()`] and [`Index::resync_run`], reading through the tailer's reader |
 //! | [`history`] | the index read-only, caught up with the files (`pipewatch runs`) |
 //!
 //! # Who calls it
@@ -36,7 +37,7 @@
 //! `pipewatch serve` owns one [`Index`] on a dedicated ingest thread (a `Connection` is not
 //! `Sync`; SQLite work stays off the async workers), which applies the tailer's batches and
 //! answers the API's queries. `pipewatch reindex`, and `serve` when the index is missing, stale
-//! or from another version, call [`rebuild`].
+//! or from another version, call [`rebuild()`].
 //!
 //! # Ordering
 //!

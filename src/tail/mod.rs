@@ -1,5 +1,6 @@
-//! Tailing the events folder: turning the lines appended to `<events_dir>/pipeline_<run_id>.jsonl`
-//! into [`Batch`]es of [`Published`] events, each line handed on exactly once.
+//! Tailing the events folder: turning the lines appended to
+//! `<events_dir>/pipeline_<run_id>.jsonl` into [`Batch`]es of
+//! [`Published`](crate::event::Published) events, each line handed on exactly once.
 //!
 //! # Layout
 //!

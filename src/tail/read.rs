@@ -41,7 +41,7 @@ pub const RESCAN_OFFSET: u64 = i64::MAX as u64;
 pub struct Checkpoint {
     pub run_id: RunId,
     /// Identifies the file, so a replaced file is noticed
-    /// ([`file_identity`](crate::journal::files::file_identity)): (device, inode) on Unix;
+    /// ([`file_identity`]): (device, inode) on Unix;
     /// (0, 0) where unknown.
     pub dev: u64,
     pub ino: u64,

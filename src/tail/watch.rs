@@ -172,7 +172,7 @@ struct FileState {
     /// (dev, ino, end) of the file at the last read: if a `stat` shows the same, there is
     /// nothing new and the file is not opened.
     seen: (u64, u64, u64),
-    /// [`FileRead::partial`] of the last read.
+    /// [`FileRead::partial`](super::FileRead::partial) of the last read.
     partial: u64,
     /// A read error was logged; logged again only after a success.
     failing: bool,
