@@ -69,7 +69,9 @@ use tokio::sync::mpsc::error::TrySendError;
 
 use crate::event::{Event, Published, RunId};
 
-/// Lines longer than this are skipped unless configured otherwise.
+/// Lines longer than this are skipped (and counted as malformed). `serve` always uses this
+/// limit: no configuration key changes it. Tests pass smaller ones through
+/// [`TailConfig::max_line_bytes`] or [`ReadLimits`].
 pub const DEFAULT_MAX_LINE_BYTES: usize = 1024 * 1024;
 /// A read stops after about this many bytes of new lines (one batch).
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 256 * 1024;
