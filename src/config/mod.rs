@@ -14,9 +14,9 @@
 //!
 //! - this module: the types every other module reads ([`Config`] and its tables), finding and
 //!   loading the file;
-//! - [`file`](self::file): the file as written — the raw TOML tables with spans, durations,
+//! - `file.rs`: the file as written — the raw TOML tables with spans, durations,
 //!   commands, and the line and key of a byte offset;
-//! - [`validate`](self::validate): the checks, each a small function, and the defaults;
+//! - `validate.rs`: the checks, each a small function, and the defaults;
 //! - [`schedule`]: the cron expression.
 //!
 //! Used by every command: `cli` loads it; `runner`, `server`, `scheduler` and `retention` read

@@ -11,10 +11,12 @@
 //!   recorded for [`super::liveness::reap_orphans`];
 //! - an attempt stopped by the run, or one that ends while the run is stopping, is never
 //!   retried;
-//! - how a stop ends a stage is decided on the [`Stop`] value, never on its text. (A stage
-//!   stopped while its process runs ends `cancelled` only for a cancel, `failure` otherwise; one
-//!   stopped while waiting to retry ends `failure` only for the run's timeout, `cancelled`
-//!   otherwise. Both are as `docs/events.md` describes them.)
+//! - how a stop ends a stage is decided on the [`Stop`] value, never on its text. A stage whose
+//!   process is stopped ends `cancelled` only for a cancel and `failure` otherwise; one stopped
+//!   while waiting to retry ends `failure` only for the run's timeout and `cancelled`
+//!   otherwise. The two agree for a cancel and a timeout (`docs/events.md`) and differ for a
+//!   journal that cannot be written, which that file does not describe for stages; they are
+//!   kept as they were, since the words are part of the file format.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,16 +1,16 @@
 //! `pipewatch run`: one run of the pipeline, start to finish, journaled as it happens.
 //!
 //! The run ([`run`], called by `cli::run`):
-//! 1. applies the overlap policy against other runs of the same pipeline ([`overlap`]);
+//! 1. applies the overlap policy against other runs of the same pipeline (`overlap.rs`);
 //! 2. takes its run lock (proof of life for the dashboard, [`liveness`]) and creates its
 //!    journal;
 //! 3. announces itself to the dashboard in the background ([`announce`]);
-//! 4. runs the stages as a DAG ([`dag`]), each stage with its attempts, timeouts and retries
-//!    ([`attempt`]) and its output captured line by line ([`capture`]);
+//! 4. runs the stages as a DAG (`dag.rs`), each stage with its attempts, timeouts and retries
+//!    (`attempt.rs`) and its output captured line by line (`capture.rs`);
 //! 5. ends with exactly one run-level `success`, `failure`, `cancelled` or `skipped`.
 //!
 //! Stopping — a signal, a cancel request, `replace` from a newer run, the run's own timeout or
-//! a journal that can no longer be written — is one typed reason ([`stop`]) broadcast on one
+//! a journal that can no longer be written — is one typed reason (`stop.rs`) broadcast on one
 //! watch channel that every stage task selects on. The words written to the journal for each
 //! ending (`msg`, `data.reason`) are part of the file format (`docs/events.md`).
 //!
@@ -32,8 +32,7 @@ mod stop;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
