@@ -23,7 +23,9 @@ use std::sync::Arc;
 use crate::event::{Event, Published, RunId};
 use crate::journal::files::file_identity;
 
-/// Lines longer than this are skipped unless configured otherwise.
+/// Lines longer than this are skipped (and counted as malformed). `serve`, `reindex` and
+/// every reader use this limit: no configuration key changes it. Tests pass smaller ones
+/// through [`ReadLimits`] (and the tailer's `TailConfig::max_line_bytes`).
 pub const DEFAULT_MAX_LINE_BYTES: usize = 1024 * 1024;
 /// A read stops after about this many bytes of new lines (one batch).
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 256 * 1024;
