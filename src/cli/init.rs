@@ -2,7 +2,7 @@
 //!
 //! The example needs nothing but what every machine has: POSIX `sh` on Linux and macOS,
 //! Windows PowerShell on Windows (the scripts for the current OS are chosen in one place,
-//! [`scripts`]). It is made to be worth watching: five stages, two of them at the same time,
+//! `scripts`). It is made to be worth watching: five stages, two of them at the same time,
 //! output on stdout and stderr, a few seconds of runtime, and a stage that fails once and
 //! succeeds on its retry. Existing files are never overwritten: if any target exists, nothing
 //! is written.

@@ -1,13 +1,13 @@
 //! The command line: the arguments (clap), one module per command, the terminal rendering
 //! beside the data it shows, and the mapping of every error to its exit code.
 //!
-//! `main.rs` parses and calls [`run`]; each command module takes the loaded configuration and
+//! `main.rs` parses and calls [`run()`]; each command module takes the loaded configuration and
 //! its own arguments and returns an exit code, or a [`CliError`] that knows its own.
 //!
 //! | module | command |
 //! |---|---|
 //! | [`init`] | `init`: the example configuration and pipeline |
-//! | [`run`] | `run`: one run of the pipeline, now |
+//! | [`run`](mod@run) | `run`: one run of the pipeline, now |
 //! | [`serve`] | `serve`: the dashboard (and `serve --example`) |
 //! | [`scheduler`] | `scheduler install\|uninstall\|enable\|disable\|status` |
 //! | [`reindex`] | `reindex`: the run index rebuilt from the run files |

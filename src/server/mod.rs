@@ -18,7 +18,7 @@
 //! |---|---|
 //! | [`state`] | [`AppState`]: what handlers and tasks share, built in one place |
 //! | [`error`] | [`ApiError`]: a status and `{"error": ...}` |
-//! | [`ingest`] | tailer batches → index → bus; the liveness watchdog (`abandoned`) |
+//! | `ingest` | tailer batches → index → bus; the liveness watchdog (`abandoned`) |
 //! | [`launch`] | starting `pipewatch run` ("Run now", the built-in scheduler) |
 //! | [`schedule`] | the built-in timer and the auditor on the wall clock; the status |
 //! | [`assets`] | the page: every file of `web/`, from one table |

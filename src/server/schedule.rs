@@ -3,7 +3,7 @@
 //! scheduler status with the cadence of the last day.
 //!
 //! The loops themselves live in `scheduler` and know nothing of HTTP; here they get the
-//! dashboard's launcher ([`DashboardLauncher`]) and its run index ([`IndexRuns`]).
+//! dashboard's launcher ([`DashboardLauncher`]) and its run index (`IndexRuns`).
 
 use std::sync::Arc;
 
