@@ -6,6 +6,7 @@ mod support;
 mod browser;
 mod cli;
 mod cli_config;
+mod faults;
 mod runner;
 mod scheduler;
 mod security;

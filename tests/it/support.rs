@@ -1,8 +1,6 @@
 //! A small builder around the real binary: a temp project folder, a config, and helpers to
 //! run commands and read the journals they write.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

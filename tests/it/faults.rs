@@ -3,16 +3,12 @@
 //!
 //! Every test is bounded in time and in count and stops by itself. Randomness comes from one
 //! seeded generator per test; the seed is printed (`fault seed N`) and `PIPEWATCH_FAULT_SEED=N`
-//! replays it. Run with `cargo test --test faults -- --nocapture` to see the figures each test
-//! prints (`FIGURES ...` lines), which `docs/reliability.md` quotes.
+//! replays it. Run with `cargo test --test it faults:: -- --nocapture` to see the figures each
+//! test prints (`FIGURES ...` lines), which `docs/reliability.md` quotes.
 //!
 //! A test that shows a bug in `src/` is marked `#[ignore = "BUG: ..."]` until the bug is fixed;
-//! `cargo test --test faults -- --ignored --nocapture` runs them.
+//! `cargo test --test it faults:: -- --ignored --nocapture` runs them.
 #![cfg(unix)]
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-#[path = "it/support.rs"]
-mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
@@ -30,7 +26,7 @@ use serde_json::{Value, json};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::{Message, WebSocket};
 
-use support::{BIN, Project, pid_alive, read_events, wait_child, wait_until};
+use crate::support::{BIN, Project, pid_alive, read_events, wait_child, wait_until};
 
 const LONG: Duration = Duration::from_secs(60);
 
