@@ -1,4 +1,5 @@
-//! Integration tests: the real `pipewatch` binary in temporary folders.
+//! Integration tests: the real `pipewatch` binary in temporary folders, one module per area,
+//! all through one harness (`support/`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
