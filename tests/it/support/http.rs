@@ -1,12 +1,15 @@
-//! The one HTTP client of the tests, written on a plain `TcpStream`:
-//! what a test sends is exactly what reaches the server (odd paths, missing or repeated
-//! headers, a body the server refuses before reading it), and a response is read by its
-//! length, by its chunks, or to the end of the connection.
+//! The one HTTP client of the tests and the dashboard benchmark, written on a plain
+//! `TcpStream`: what a test sends is exactly what reaches the server (odd paths, missing or
+//! repeated headers, a body the server refuses before reading it), and a response is read by
+//! its length, by its chunks, or to the end of the connection.
 //!
 //! - [`request`]: one request on a connection of its own (`Connection: close`).
-//! - [`Client`]: one keep-alive connection for many requests (polling).
+//! - [`Client`]: one keep-alive connection for many requests (polling, the benchmark's load).
 //! - [`ws_connect`]: the upgrade to a WebSocket (blocking `tungstenite`); `ws.rs` reads the
 //!   streams.
+//!
+//! `benches/dashboard.rs` includes this file too (with `#[path]`): it uses `expect`, never
+//! `unwrap`, and everything in it but [`Resp::assert_error`] serves both.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -42,6 +45,9 @@ impl Resp {
     }
 
     /// `{"error": "..."}` with a non-empty message, as every API error is.
+    // The benchmark, which includes this file, asserts no errors (and no `cfg` tells the two
+    // apart: cargo builds a `harness = false` bench with `--cfg test` too).
+    #[allow(dead_code)]
     pub fn assert_error(&self) {
         let v = self.json();
         assert!(

@@ -1,5 +1,6 @@
 //! The one harness of the integration tests: every test starts `pipewatch` and talks to it
-//! through these. A new test adds a case with them, not a harness of its own.
+//! through these, and `benches/dashboard.rs` shares `server.rs` and `http.rs`. A new test adds
+//! a case with them, not a harness of its own.
 //!
 //! - here: a temporary project around the real binary ([`Project`]), run files and journals,
 //!   waiting for a condition with a deadline ([`wait_until`]; nothing sleeps for readiness),

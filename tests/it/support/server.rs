@@ -1,4 +1,5 @@
-//! The real binary as the tests start it — the only place that does.
+//! The real binary as the tests and the dashboard benchmark start it — the only place that
+//! does.
 //!
 //! [`pipewatch`] is its command line in a folder, with nothing inherited from the caller's
 //! environment that would change what it does (a token, a log level, colours). [`Server`] is
@@ -8,6 +9,9 @@
 //! would block its logging); stderr is kept, for a test to read and printed when a test
 //! panics. It can be stopped (SIGTERM and a clean exit), killed (`kill -9`) and started again
 //! in the same folder. Its own requests (readiness, polling) share one keep-alive connection.
+//!
+//! `benches/dashboard.rs` includes this file (with `#[path]`, next to `http.rs`): the first
+//! `impl Server` block is what both use, the second the tests alone.
 
 use std::ffi::OsString;
 use std::io::{self, BufRead, BufReader};
@@ -304,7 +308,13 @@ impl Server {
     pub fn ws(&self, path: &str) -> Ws {
         http::ws_connect(self.port, path, &[]).unwrap_or_else(|e| panic!("upgrade {path}: {e}"))
     }
+}
 
+// The tests' part: the dashboard benchmark, which includes this file, neither restarts nor
+// kills its servers and sends no request of its own making. (No `cfg` tells the two apart:
+// cargo builds a `harness = false` bench with `--cfg test` too.)
+#[allow(dead_code)]
+impl Server {
     /// `http://127.0.0.1:PORT`, the address to open in a browser.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
