@@ -6,9 +6,10 @@
 //! `pipewatch serve` in a project folder: on a free port unless told otherwise (`--bind
 //! 127.0.0.1:0`, the port read back from the address line it prints first), ready once it
 //! answers `/api/health`. Its stdout and stderr are drained for its whole life (a full pipe
-//! would block its logging); stderr is kept, for a test to read and printed when a test
-//! panics. It can be stopped (SIGTERM and a clean exit), killed (`kill -9`) and started again
-//! in the same folder. Its own requests (readiness, polling) share one keep-alive connection.
+//! would block its logging); stderr is kept, for a test to read, and printed when a test
+//! panics while the server is in scope (so no panic message here repeats it). It can be
+//! stopped (SIGTERM and a clean exit), killed (`kill -9`) and started again in the same
+//! folder. Its own requests (readiness, polling) share one keep-alive connection.
 //!
 //! `benches/dashboard.rs` includes this file (with `#[path]`, next to `http.rs`): the first
 //! `impl Server` block is what both use, the second the tests alone.
@@ -170,13 +171,14 @@ impl Server {
 
         let first = match lines.recv_timeout(ANNOUNCED_WITHIN) {
             Ok(line) => line,
-            Err(e) => {
-                let exited = self.running().try_wait().ok().flatten();
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // Its stdout closed: it is exiting.
+                let st = wait_child(self.running(), Duration::from_secs(5));
                 self.await_stderr();
-                panic!(
-                    "pipewatch serve printed no address ({e}; exited: {exited:?}); stderr:\n{}",
-                    self.stderr()
-                );
+                panic!("pipewatch serve exited ({st}) before printing its address");
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("pipewatch serve printed no address within {ANNOUNCED_WITHIN:?}")
             }
         };
         self.port = first
@@ -191,17 +193,12 @@ impl Server {
         while !self.try_get("/api/health").is_ok_and(|r| r.status == 200) {
             if let Some(st) = self.running().try_wait().expect("try_wait") {
                 self.await_stderr();
-                panic!(
-                    "pipewatch serve exited ({st}) before answering /api/health; stderr:\n{}",
-                    self.stderr()
-                );
+                panic!("pipewatch serve exited ({st}) before answering /api/health");
             }
             assert!(
                 Instant::now() < deadline,
-                "pipewatch serve on port {} did not answer /api/health within {READY_WITHIN:?}; \
-                 stderr:\n{}",
-                self.port,
-                self.stderr()
+                "pipewatch serve on port {} did not answer /api/health within {READY_WITHIN:?}",
+                self.port
             );
             std::thread::sleep(POLL);
         }
@@ -241,11 +238,7 @@ impl Server {
             let mut child = self.child.take().expect("pipewatch serve is running");
             let st = wait_child(&mut child, EXIT_WITHIN);
             self.await_stderr();
-            assert!(
-                st.success(),
-                "serve exited with {st} on SIGTERM:\n{}",
-                self.stderr()
-            );
+            assert!(st.success(), "serve exited with {st} on SIGTERM");
         }
         #[cfg(not(unix))]
         {
