@@ -1,6 +1,8 @@
 //! Dashboard benchmarks (`cargo bench --bench dashboard [-- NAME]`); figures in
 //! docs/benchmarks.md. Each runs the release binary as `pipewatch serve --bind 127.0.0.1:0` in a
-//! fresh project folder and talks to it over loopback, like the dashboard page does.
+//! fresh project folder and talks to it over loopback, like the dashboard page does. The server
+//! is started, polled and reached exactly as the tests do it: this file includes the tests'
+//! harness (`tests/it/support/server.rs` and `http.rs`).
 //!
 //! - latency: one writer appends an event line (and flushes) every 5 ms for 10 s; one client on
 //!   `/ws/events` and one on `/ws/events/{run_id}` record when each line arrives. The line
@@ -26,18 +28,23 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::net::TcpStream;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
-use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pipewatch");
+#[path = "../tests/it/support/http.rs"]
+mod http;
+#[path = "../tests/it/support/server.rs"]
+mod server;
+
+use http::Ws;
+use server::Server;
+
 const CONFIG: &str = "[pipeline]\nname = \"bench\"\n[[stages]]\nname = \"a\"\nrun = \"true\"\n";
 
 // ---------------------------------------------------------------------------------------------
@@ -133,138 +140,8 @@ impl Hist {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The server under test
+// The server's folder and process
 // ---------------------------------------------------------------------------------------------
-
-/// A `pipewatch serve` child; killed (and reaped) when dropped, on every path.
-struct Server {
-    child: Child,
-    port: u16,
-    agent: ureq::Agent,
-    log: PathBuf,
-}
-
-impl Server {
-    /// Starts the server in `project` and waits for its address line (not for it to answer:
-    /// see [`Server::wait_ready`]). `started` is set to the spawn time.
-    fn start(project: &Path, started: &mut Instant) -> Server {
-        let log = project.join("server.log");
-        let stderr = File::create(&log).expect("server log");
-        *started = Instant::now();
-        let mut child = Command::new(BIN)
-            .args(["serve", "--bind", "127.0.0.1:0"])
-            .current_dir(project)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("start pipewatch serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(300)))
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let mut server = Server {
-            child,
-            port: 0,
-            agent,
-            log,
-        };
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(stdout);
-            let mut first = String::new();
-            let _ = r.read_line(&mut first);
-            let _ = tx.send(first);
-            // Keep draining so the server never blocks on a full pipe.
-            let _ = std::io::copy(&mut r, &mut std::io::sink());
-        });
-        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
-        let port = line
-            .trim()
-            .strip_prefix("pipewatch dashboard: http://127.0.0.1:")
-            .and_then(|r| r.trim_end_matches('/').parse::<u16>().ok());
-        match port {
-            Some(p) => server.port = p,
-            None => panic!(
-                "no address line from the server (got {line:?}); its log:\n{}",
-                server.log_tail()
-            ),
-        }
-        server
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log_tail(&self) -> String {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-
-    fn get(&self, path: &str) -> String {
-        let url = format!("http://127.0.0.1:{}{path}", self.port);
-        let mut resp = self
-            .agent
-            .get(&url)
-            .call()
-            .unwrap_or_else(|e| panic!("GET {path}: {e}; server log:\n{}", self.log_tail()));
-        assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
-        resp.body_mut()
-            .with_config()
-            .limit(64 * 1024 * 1024)
-            .read_to_string()
-            .expect("body")
-    }
-
-    fn health(&self) -> Value {
-        serde_json::from_str(&self.get("/api/health")).expect("health json")
-    }
-
-    /// Waits until the server answers `/api/health` (the index is open: rebuilt if need be).
-    fn wait_ready(&mut self) -> Value {
-        let h = self.health();
-        if let Ok(Some(st)) = self.child.try_wait() {
-            panic!("server exited: {st}; log:\n{}", self.log_tail());
-        }
-        h
-    }
-
-    /// Polls health every `every` until `f` holds, or panics after `limit`.
-    fn wait_health(
-        &self,
-        what: &str,
-        every: Duration,
-        limit: Duration,
-        f: impl Fn(&Value) -> bool,
-    ) -> Value {
-        let t = Instant::now();
-        loop {
-            let h = self.health();
-            if f(&h) {
-                return h;
-            }
-            if t.elapsed() > limit {
-                panic!("timed out waiting for {what}; last health: {h}");
-            }
-            std::thread::sleep(every);
-        }
-    }
-
-    fn ws_url(&self, path: &str) -> String {
-        format!("ws://127.0.0.1:{}{path}", self.port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A project folder with the bench configuration; removed when dropped.
 fn project() -> tempfile::TempDir {
@@ -424,15 +301,13 @@ fn file_name(run_id: &str) -> String {
 // WebSocket clients
 // ---------------------------------------------------------------------------------------------
 
-type Ws = tungstenite::WebSocket<TcpStream>;
-
-fn ws_connect(url: &str, port: u16) -> Ws {
-    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream.set_nodelay(true).expect("nodelay");
-    stream
+/// A client on `path`: the harness's socket, its reads polled every 200 ms rather than the
+/// tests' 50 ms (a thousand idle clients then cost the machine little).
+fn ws_connect(server: &Server, path: &str) -> Ws {
+    let ws = server.ws(path);
+    ws.get_ref()
         .set_read_timeout(Some(Duration::from_millis(200)))
         .expect("read timeout");
-    let (ws, _) = tungstenite::client(url, stream).unwrap_or_else(|e| panic!("ws {url}: {e}"));
     ws
 }
 
@@ -580,9 +455,7 @@ fn latency() {
     const RATE: u64 = 200;
     const TOTAL: u64 = 2_000; // 10 s
     let dir = project();
-    let mut t0 = Instant::now();
-    let mut server = Server::start(dir.path(), &mut t0);
-    server.wait_ready();
+    let server = Server::start(dir.path());
     let events = events_dir(dir.path());
     let run_id = format!("latency-{}", std::process::id());
     // The run's first line, so that the per-run stream has a file to open.
@@ -598,9 +471,9 @@ fn latency() {
         r#"{"stages":["a"]}"#,
     );
     fs::write(events.join(file_name(&run_id)), first).expect("first line");
-    server.wait_health(
+    server.wait_json(
+        "/api/health",
         "the first line",
-        Duration::from_millis(10),
         Duration::from_secs(10),
         |h| h["events_ingested"].as_u64() >= Some(1),
     );
@@ -608,16 +481,13 @@ fn latency() {
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
     for path in ["/ws/events".to_string(), format!("/ws/events/{run_id}")] {
-        let ws = ws_connect(&server.ws_url(&path), server.port);
+        let ws = ws_connect(&server, &path);
         let stop = stop.clone();
         clients.push((path, std::thread::spawn(move || receive(ws, TOTAL, &stop))));
     }
-    server.wait_health(
-        "2 clients",
-        Duration::from_millis(10),
-        Duration::from_secs(10),
-        |h| h["websocket_clients"].as_u64() >= Some(2),
-    );
+    server.wait_json("/api/health", "2 clients", Duration::from_secs(10), |h| {
+        h["websocket_clients"].as_u64() >= Some(2)
+    });
     std::thread::sleep(Duration::from_millis(200)); // the followers subscribe
 
     let cpu0 = cpu_seconds(server.pid());
@@ -695,9 +565,8 @@ fn ingest() {
     // Start-up cost on an empty folder, subtracted from the rebuild figure.
     let empty_startup = {
         let _ = fs::remove_dir_all(dir.path().join(".pipewatch"));
-        let mut t0 = Instant::now();
-        let mut s = Server::start(dir.path(), &mut t0);
-        s.wait_ready();
+        let t0 = Instant::now();
+        let _s = Server::start(dir.path());
         t0.elapsed()
     };
 
@@ -706,15 +575,14 @@ fn ingest() {
         let _ = fs::remove_dir_all(dir.path().join(".pipewatch"));
         let _ = fs::remove_dir_all(&events);
         fs::rename(&staging, &events).expect("move the files in");
-        let mut t0 = Instant::now();
-        let mut s = Server::start(dir.path(), &mut t0);
-        s.wait_ready();
+        let t0 = Instant::now();
+        let mut s = Server::start(dir.path());
         let took = t0.elapsed();
         let net = took.saturating_sub(empty_startup);
         // The tailer then finds every file at its checkpoint: nothing more is read.
         std::thread::sleep(Duration::from_secs(1));
         let h = s.health();
-        let runs: Value = serde_json::from_str(&s.get("/api/runs?limit=1000")).expect("runs");
+        let runs = s.json("/api/runs?limit=1000");
         let listed = runs
             .as_array()
             .or_else(|| runs["runs"].as_array())
@@ -726,7 +594,7 @@ fn ingest() {
             total as f64 / net.as_secs_f64(),
             h["events_ingested"]
         );
-        drop(s);
+        s.stop();
         fs::rename(&events, &staging).expect("move the files back");
     }
 
@@ -734,15 +602,10 @@ fn ingest() {
     {
         let _ = fs::remove_dir_all(dir.path().join(".pipewatch"));
         fs::create_dir_all(&events).expect("events dir");
-        let mut t0 = Instant::now();
-        let mut s = Server::start(dir.path(), &mut t0);
-        s.wait_ready();
-        s.wait_health(
-            "the watch",
-            Duration::from_millis(10),
-            Duration::from_secs(10),
-            |h| h["tailer"]["watching"].as_bool() == Some(true),
-        );
+        let s = Server::start(dir.path());
+        s.wait_json("/api/health", "the watch", Duration::from_secs(10), |h| {
+            h["tailer"]["watching"].as_bool() == Some(true)
+        });
         let names: Vec<_> = fs::read_dir(&staging)
             .expect("staging")
             .filter_map(|e| e.ok())
@@ -811,13 +674,12 @@ fn idle() {
         g.elapsed().as_secs_f64()
     );
 
-    let mut t0 = Instant::now();
-    let mut s = Server::start(dir.path(), &mut t0);
-    s.wait_ready();
+    let t0 = Instant::now();
+    let s = Server::start(dir.path());
     let ready = t0.elapsed();
-    let h = s.wait_health(
+    let h = s.wait_json(
+        "/api/health",
         "every file watched",
-        Duration::from_millis(50),
         Duration::from_secs(60),
         |h| h["files_watched"].as_u64() >= Some(IDLE_FILES),
     );
@@ -839,9 +701,10 @@ fn idle() {
     let mut listed = 0;
     for _ in 0..50 {
         let t = Instant::now();
-        let body = s.get("/api/runs");
+        let r = s.get("/api/runs");
         times.push(t.elapsed());
-        let v: Value = serde_json::from_str(&body).expect("runs json");
+        assert_eq!(r.status, 200, "GET /api/runs: {}", r.body);
+        let v = r.json();
         listed = v
             .as_array()
             .or_else(|| v["runs"].as_array())
@@ -885,9 +748,7 @@ fn fanout() {
     let total = rate * 10; // 10 s
     const FILES: usize = 4;
     let dir = project();
-    let mut t0 = Instant::now();
-    let mut server = Server::start(dir.path(), &mut t0);
-    server.wait_ready();
+    let server = Server::start(dir.path());
     let events = events_dir(dir.path());
     let run_ids: Vec<String> = (0..FILES)
         .map(|i| format!("fanout-{}-{i}", std::process::id()))
@@ -897,7 +758,7 @@ fn fanout() {
     let connected = Arc::new(AtomicU64::new(0));
     let mut clients = Vec::new();
     for _ in 0..n_clients {
-        let ws = ws_connect(&server.ws_url("/ws/events"), server.port);
+        let ws = ws_connect(&server, "/ws/events");
         let stop = stop.clone();
         connected.fetch_add(1, Ordering::Relaxed);
         clients.push(
@@ -907,9 +768,9 @@ fn fanout() {
                 .expect("client thread"),
         );
     }
-    server.wait_health(
+    server.wait_json(
+        "/api/health",
         "every client",
-        Duration::from_millis(20),
         Duration::from_secs(30),
         |h| h["websocket_clients"].as_u64() >= Some(n_clients as u64),
     );
@@ -1013,9 +874,7 @@ fn load() {
         .expect("time");
     generate(&events, 2000, |i| 3 + i % 20, 15);
     let _ = start;
-    let mut t0 = Instant::now();
-    let mut server = Server::start(dir.path(), &mut t0);
-    server.wait_ready();
+    let server = Server::start(dir.path());
     let run_ids: Vec<String> = (0..FILES)
         .map(|i| format!("load-{}-{i}", std::process::id()))
         .collect();
@@ -1024,7 +883,7 @@ fn load() {
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
     for _ in 0..n_clients {
-        let ws = ws_connect(&server.ws_url("/ws/events"), server.port);
+        let ws = ws_connect(&server, "/ws/events");
         let stop = stop.clone();
         clients.push(
             std::thread::Builder::new()
@@ -1033,9 +892,9 @@ fn load() {
                 .expect("client thread"),
         );
     }
-    server.wait_health(
+    server.wait_json(
+        "/api/health",
         "every client",
-        Duration::from_millis(50),
         Duration::from_secs(60),
         |h| h["websocket_clients"].as_u64() >= Some(n_clients as u64),
     );
@@ -1048,11 +907,7 @@ fn load() {
         .map(|t| {
             let stop = stop.clone();
             std::thread::spawn(move || {
-                let agent: ureq::Agent = ureq::Agent::config_builder()
-                    .timeout_global(Some(Duration::from_secs(10)))
-                    .http_status_as_error(false)
-                    .build()
-                    .into();
+                let mut client = http::Client::new(port, Duration::from_secs(10));
                 let paths = [
                     "/api/runs?limit=50",
                     "/api/health",
@@ -1072,11 +927,8 @@ fn load() {
                     }
                     let path = paths[((i + t) % paths.len() as u64) as usize];
                     let t_req = Instant::now();
-                    match agent.get(&format!("http://127.0.0.1:{port}{path}")).call() {
-                        Ok(mut r) if r.status().is_success() => {
-                            let _ = r.body_mut().read_to_vec();
-                            ok += 1;
-                        }
+                    match client.get(path) {
+                        Ok(r) if (200..300).contains(&r.status) => ok += 1,
                         _ => errors += 1,
                     }
                     hist.record_ns(t_req.elapsed().as_nanos() as u64);

@@ -10,80 +10,25 @@
 //!
 //! The tests run one at a time (one browser at a time keeps timings honest on small machines).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
-use crate::support::Project;
+use crate::support::tools::{Chromium as Tools, chromium as tools};
+use crate::support::{Options, Project, Resp, Server, free_port};
 
 /// One browser test at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-// ------------------------------------------------------------------ tools
-
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-struct Tools {
-    chromium: PathBuf,
-    driver: PathBuf,
-}
-
-/// The browser and its driver, or `None` (after a loud message) when they are missing.
-fn tools() -> Option<Tools> {
-    let chromium = std::env::var_os("PIPEWATCH_CHROMIUM")
-        .map(PathBuf::from)
-        .or_else(|| which("chromium"))
-        .or_else(|| which("chromium-browser"))
-        .or_else(|| which("google-chrome"));
-    let driver = std::env::var_os("PIPEWATCH_CHROMEDRIVER")
-        .map(PathBuf::from)
-        .or_else(|| which("chromedriver"));
-    match (chromium, driver) {
-        (Some(chromium), Some(driver)) => Some(Tools { chromium, driver }),
-        (c, d) => {
-            let missing = [("chromium", c.is_none()), ("chromedriver", d.is_none())]
-                .iter()
-                .filter(|(_, m)| *m)
-                .map(|(n, _)| *n)
-                .collect::<Vec<_>>()
-                .join(" and ");
-            if std::env::var("PIPEWATCH_REQUIRE_TOOLS").as_deref() == Ok("1") {
-                panic!("browser tests need {missing} on PATH (PIPEWATCH_REQUIRE_TOOLS=1)");
-            }
-            eprintln!(
-                "\n\
-                 ************************************************************************\n\
-                 *** SKIPPED browser test: {missing} not found on PATH.\n\
-                 *** Install Debian's `chromium` and `chromium-driver` to run it;\n\
-                 *** set PIPEWATCH_REQUIRE_TOOLS=1 to make this a failure.\n\
-                 ************************************************************************\n"
-            );
-            None
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 // ------------------------------------------------------------------ the browser
@@ -322,129 +267,6 @@ fn save_screenshot(name: &str, png: &[u8]) {
     }
 }
 
-// ------------------------------------------------------------------ the server
-
-struct Server {
-    child: Child,
-    url: String,
-    port: u16,
-    log: Arc<Mutex<String>>,
-}
-
-impl Server {
-    /// `pipewatch serve --bind BIND` in the project; waits for its first stdout line.
-    fn start(p: &Project, bind: &str) -> Server {
-        let mut child = p.spawn(&["serve", "--bind", bind]);
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let l = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut g = l.lock().unwrap_or_else(|p| p.into_inner());
-                g.push_str(&line);
-                g.push('\n');
-            }
-        });
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(first)) = lines.next() {
-                let _ = tx.send(first);
-            }
-            for _ in lines {}
-        });
-        let first = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "pipewatch serve printed no address; its log:\n{}",
-                    log.lock().unwrap_or_else(|p| p.into_inner())
-                );
-            }
-        };
-        let url = first
-            .strip_prefix("pipewatch dashboard: ")
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-            .trim()
-            .trim_end_matches('/')
-            .to_string();
-        let port = url
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("port in the address");
-        let server = Server {
-            child,
-            url,
-            port,
-            log,
-        };
-        // The address is printed before the index is ready: wait until it answers.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while server.try_http("GET", "/api/health").map(|r| r.0) != Some(200) {
-            assert!(Instant::now() < deadline, "pipewatch serve does not answer");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        server
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// `(status, body)` of a request without an `Origin` (as a script would send it).
-    fn http(&self, method: &str, path: &str) -> (u16, String) {
-        self.try_http(method, path)
-            .unwrap_or_else(|| panic!("{method} {path}: no answer"))
-    }
-
-    fn try_http(&self, method: &str, path: &str) -> Option<(u16, String)> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-        let body = if method == "POST" { "{}" } else { "" };
-        let ct = if method == "POST" {
-            "Content-Type: application/json\r\n"
-        } else {
-            ""
-        };
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{ct}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.port,
-            body.len()
-        )
-        .ok()?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).ok()?;
-        let status = resp
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = resp
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        Some((status, body))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- pipewatch serve log ---\n{}",
-                self.log.lock().unwrap_or_else(|p| p.into_inner())
-            );
-        }
-    }
-}
-
 // ------------------------------------------------------------------ run files
 
 fn stamp(t: DateTime<Utc>) -> String {
@@ -564,9 +386,9 @@ fn appended_event_shows_in_the_open_run_page() {
         f.push("pipeline", "start", "info", "run started", json!({ "stages": ["work"] }));
         f.push("work", "start", "info", "stage work started", json!({ "attempt": 1 }));
         f.log("work", "stdout", "first line");
-        let server = Server::start(&p, "127.0.0.1:0");
+        let server = Server::start(&p);
         let b = Browser::start(&tools, 1280, 900).await;
-        b.goto(&format!("{}/#/runs/{id}", server.url)).await;
+        b.goto(&format!("{}/#/runs/{id}", server.url())).await;
         b.wait("the existing lines", Duration::from_secs(15), "document.querySelector('#log .lr[data-seq=\"2\"]')").await;
         b.wait("a live connection", Duration::from_secs(10), "document.querySelector('#conn').dataset.state === 'live'").await;
         assert_eq!(b.js("return document.querySelector('#rv-status').dataset.status").await, "running");
@@ -607,9 +429,9 @@ fn run_now_runs_the_pipeline_to_success() {
         let p = Project::with_config(&format!(
             "{QUIET}[[stages]]\nname = \"extract\"\nrun = \"echo extracting\"\n\n[[stages]]\nname = \"load\"\nrun = \"echo loading\"\nneeds = [\"extract\"]\n"
         ));
-        let server = Server::start(&p, "127.0.0.1:0");
+        let server = Server::start(&p);
         let b = Browser::start(&tools, 1280, 900).await;
-        b.goto(&format!("{}/", server.url)).await;
+        b.goto(&format!("{}/", server.url())).await;
         b.wait("the empty runs list", Duration::from_secs(10), "document.querySelector('#runs .empty') && !document.querySelector('#runs .empty').textContent.includes('Loading')").await;
         b.wait("a live connection", Duration::from_secs(10), "document.querySelector('#conn').dataset.state === 'live'").await;
         let started = Instant::now();
@@ -655,12 +477,12 @@ fn schedule_switch_round_trips_through_the_builtin_backend() {
         let p = Project::with_config(&format!(
             "{QUIET}\n[[stages]]\nname = \"work\"\nrun = \"echo hi\"\n\n[scheduler]\nbackend = \"builtin\"\n"
         ));
-        let server = Server::start(&p, "127.0.0.1:0");
-        let (code, body) = server.http("GET", "/api/scheduler/status");
+        let server = Server::start(&p);
+        let Resp { status: code, body, .. } = server.get("/api/scheduler/status");
         assert_eq!(code, 200, "scheduler status: {body}");
         let before: Value = serde_json::from_str(&body).expect("status JSON");
         let b = Browser::start(&tools, 1280, 900).await;
-        b.goto(&format!("{}/", server.url)).await;
+        b.goto(&format!("{}/", server.url())).await;
         b.wait("the switch", Duration::from_secs(10), "!document.querySelector('#sched-switch').disabled").await;
         assert!(b.js("return document.querySelector('#sched-facts').textContent").await.as_str().unwrap_or("").contains("builtin"));
         let initial = before["enabled"].as_bool().unwrap_or(false);
@@ -673,7 +495,7 @@ fn schedule_switch_round_trips_through_the_builtin_backend() {
                 &format!("document.querySelector('#sched-switch').getAttribute('aria-checked') === '{want}' && !document.querySelector('#sched-switch').disabled"),
             )
             .await;
-            let (code, body) = server.http("GET", "/api/scheduler/status");
+            let Resp { status: code, body, .. } = server.get("/api/scheduler/status");
             assert_eq!(code, 200);
             let now: Value = serde_json::from_str(&body).expect("status JSON");
             assert_eq!(now["enabled"], want, "the backend agrees: {body}");
@@ -720,10 +542,10 @@ fn log_survives_a_server_restart_without_duplicates() {
         for i in 0..40 {
             f.log("work", "stdout", &format!("before {i}"));
         }
-        let mut server = Server::start(&p, "127.0.0.1:0");
+        let mut server = Server::start(&p);
         let port = server.port;
         let b = Browser::start(&tools, 1280, 900).await;
-        b.goto(&format!("{}/#/runs/{id}", server.url)).await;
+        b.goto(&format!("{}/#/runs/{id}", server.url())).await;
         b.wait(
             "the first lines",
             Duration::from_secs(15),
@@ -737,7 +559,7 @@ fn log_survives_a_server_restart_without_duplicates() {
         )
         .await;
 
-        server.kill();
+        server.kill9();
         for i in 0..30 {
             f.log("work", "stdout", &format!("while down {i}"));
         }
@@ -756,7 +578,13 @@ fn log_survives_a_server_restart_without_duplicates() {
         let deadline = Instant::now() + Duration::from_secs(10);
         let server2 = loop {
             let s = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                Server::start(&p, &format!("127.0.0.1:{port}"))
+                Server::start_with(
+                    &p,
+                    Options {
+                        bind: Some(format!("127.0.0.1:{port}")),
+                        ..Options::default()
+                    },
+                )
             }));
             match s {
                 Ok(s) => break s,
@@ -846,10 +674,10 @@ fn long_log_opens_at_the_tail_and_scrolls() {
             text.push_str(&f.line(t, "work", "log", "info", &format!("line {i}"), json!({ "stream": stream })));
         }
         std::fs::write(&f.path, text).expect("write the long run");
-        let server = Server::start(&p, "127.0.0.1:0");
+        let server = Server::start(&p);
         let b = Browser::start(&tools, 1280, 900).await;
         let started = Instant::now();
-        b.goto(&format!("{}/#/runs/{id}", server.url)).await;
+        b.goto(&format!("{}/#/runs/{id}", server.url())).await;
         b.wait("the last line", Duration::from_secs(60), &format!("document.querySelector('#log .lr[data-seq=\"{N}\"]')")).await;
         let fetch = b
             .js("return performance.getEntriesByType('resource').filter(e => e.name.includes('/events?tail=')).map(e => `${Math.round(e.duration)} ms, from ${Math.round(e.startTime)} ms after navigation`)[0]")
@@ -904,10 +732,10 @@ fn token_link_and_login_form() {
         let mut f = RunFile::new(&p, &id, "manual");
         f.push("pipeline", "start", "info", "run started", json!({}));
         f.push("pipeline", "success", "info", "run succeeded", json!({}));
-        let server = Server::start(&p, "127.0.0.1:0");
-        assert_eq!(server.http("GET", "/api/runs").0, 401, "the API wants the token");
+        let server = Server::start(&p);
+        assert_eq!(server.get("/api/runs").status, 401, "the API wants the token");
         let b = Browser::start(&tools, 1280, 900).await;
-        b.goto(&format!("{}/?token=s3cret-token#/", server.url)).await;
+        b.goto(&format!("{}/?token=s3cret-token#/", server.url())).await;
         b.wait("the run listed", Duration::from_secs(10), &format!("document.querySelector(\"#runs li.run[data-run-id='{id}']\")")).await;
         b.wait("a live connection", Duration::from_secs(10), "document.querySelector('#conn').dataset.state === 'live'").await;
         assert_eq!(b.js("return location.search + location.hash").await, "#/", "the token left the URL");
@@ -944,9 +772,9 @@ fn sse_fallback_streams_the_log() {
         f.push("pipeline", "start", "info", "run started", json!({ "stages": ["work"] }));
         f.push("work", "start", "info", "stage work started", json!({ "attempt": 1 }));
         f.log("work", "stdout", "first line");
-        let server = Server::start(&p, "127.0.0.1:0");
+        let server = Server::start(&p);
         let b = Browser::start(&tools, 1280, 900).await;
-        b.goto(&format!("{}/?transport=sse#/runs/{id}", server.url)).await;
+        b.goto(&format!("{}/?transport=sse#/runs/{id}", server.url())).await;
         b.wait("the existing lines", Duration::from_secs(10), "window.__pipewatch.logSeqs().length === 3").await;
         b.wait("the SSE stream", Duration::from_secs(10), "document.querySelector('#conn').textContent.includes('SSE')").await;
         let started = Instant::now();
@@ -974,9 +802,9 @@ fn screenshots_of_each_view() {
              [scheduler]\nbackend = \"builtin\"\ntask_name = \"Pipeline Runner\"\n",
         );
         let (failed, (running, _alive)) = seed_history(&p);
-        let server = Server::start(&p, "127.0.0.1:0");
+        let server = Server::start(&p);
         let b = Browser::start(&tools, 1280, 860).await;
-        b.goto(&format!("{}/", server.url)).await;
+        b.goto(&format!("{}/", server.url())).await;
         b.wait("the runs", Duration::from_secs(10), "document.querySelectorAll('#runs li.run').length >= 20").await;
         b.wait("the trend", Duration::from_secs(10), "document.querySelectorAll('#trend rect.bar').length >= 20").await;
         b.wait("the schedule panel", Duration::from_secs(10), "!document.querySelector('#sched-facts').textContent.includes('loading')").await;
@@ -997,7 +825,7 @@ fn screenshots_of_each_view() {
 
         // Filter by status, then page back with "Older runs" (56 runs, 50 a page).
         let count = |query: &str| {
-            let (code, body) = server.http("GET", &format!("/api/runs?limit=1000{query}"));
+            let Resp { status: code, body, .. } = server.get(&format!("/api/runs?limit=1000{query}"));
             assert_eq!(code, 200, "{body}");
             serde_json::from_str::<Vec<Value>>(&body).expect("runs").len()
         };
@@ -1037,13 +865,13 @@ fn screenshots_of_each_view() {
         b.screenshot("run", None).await;
 
         b.c().set_window_size(390, 844).await.expect("phone size");
-        b.goto(&format!("{}/#/", server.url)).await;
+        b.goto(&format!("{}/#/", server.url())).await;
         b.wait("the runs", Duration::from_secs(10), "document.querySelectorAll('#runs li.run').length >= 20").await;
         b.wait("the schedule panel", Duration::from_secs(10), "!document.querySelector('#sched-facts').textContent.includes('loading')").await;
         let overflow = b.js("return document.documentElement.scrollWidth - document.documentElement.clientWidth").await;
         assert!(overflow.as_i64().unwrap_or(0) <= 0, "no sideways scrolling on a phone: {overflow}");
         b.screenshot("mobile", None).await;
-        b.goto(&format!("{}/#/runs/{failed}", server.url)).await;
+        b.goto(&format!("{}/#/runs/{failed}", server.url())).await;
         b.wait("the failed run", Duration::from_secs(10), "document.querySelector('#rv-status').dataset.status === 'failure' && document.querySelectorAll('.tl-bar').length >= 2").await;
         b.js("document.activeElement.blur(); return true").await;
         b.screenshot("mobile-run", None).await;
@@ -1051,14 +879,14 @@ fn screenshots_of_each_view() {
 
         // The dark theme follows the system setting.
         let b = Browser::start_with(&tools, 1280, 860, &["--force-dark-mode"]).await;
-        b.goto(&format!("{}/", server.url)).await;
+        b.goto(&format!("{}/", server.url())).await;
         let dark = b.js("return matchMedia('(prefers-color-scheme: dark)').matches").await;
         if dark == true {
             b.wait("the runs", Duration::from_secs(10), "document.querySelectorAll('#runs li.run').length >= 20 && !document.querySelector('#sched-facts').textContent.includes('loading')").await;
             let bg = b.js("return getComputedStyle(document.body).backgroundColor").await;
             assert_eq!(bg, "rgb(14, 17, 22)", "dark background");
             b.screenshot("runs-dark", None).await;
-            b.goto(&format!("{}/#/runs/{failed}", server.url)).await;
+            b.goto(&format!("{}/#/runs/{failed}", server.url())).await;
             b.c().set_window_size(1280, 1240).await.expect("taller window");
             b.wait("the failed run", Duration::from_secs(10), "document.querySelectorAll('.tl-bar').length >= 2 && document.querySelectorAll('#log .lr').length >= 20").await;
             b.js("document.activeElement.blur(); return true").await;

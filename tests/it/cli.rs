@@ -6,23 +6,15 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 
-use crate::support::{Dashboard, Project, stderr, wait_child, wait_until};
+use crate::support::{Options, Project, Server, free_port, seqs, stderr, wait_child, wait_until};
 
 const LONG: Duration = Duration::from_secs(30);
-
-/// A free loopback port (taken, then released for the dashboard to bind).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 /// A project whose `[server] bind` is a free port, with one stage and `extra` config.
 fn project(extra: &str) -> (Project, u16) {
@@ -33,26 +25,15 @@ fn project(extra: &str) -> (Project, u16) {
     (p, port)
 }
 
-/// `pipewatch serve` at the configured address.
-fn serve(p: &Project) -> Dashboard {
-    let mut child = p
-        .cmd(&["serve"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn serve");
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut first)
-        .expect("the address line");
-    let port = first
-        .trim()
-        .trim_end_matches('/')
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {first:?}"));
-    Dashboard { child, port }
+/// `pipewatch serve` at the configured address (where `tail` and `doctor` look for it).
+fn serve(p: &Project) -> Server {
+    Server::start_with(
+        p,
+        Options {
+            bind: None,
+            ..Options::default()
+        },
+    )
 }
 
 fn line(id: &str, seq: u64, stage: &str, event: &str, ts: &str, msg: &str, data: Value) -> String {
@@ -364,10 +345,6 @@ impl Tail {
             .collect();
         (rest, status.code().unwrap_or(-1))
     }
-}
-
-fn seqs(events: &[Value]) -> Vec<u64> {
-    events.iter().map(|e| e["seq"].as_u64().unwrap()).collect()
 }
 
 fn log_line(id: &str, seq: u64, msg: &str) -> String {

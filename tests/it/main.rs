@@ -1,4 +1,5 @@
-//! Integration tests: the real `pipewatch` binary in temporary folders.
+//! Integration tests: the real `pipewatch` binary in temporary folders, one module per area,
+//! all through one harness (`support/`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -6,6 +7,7 @@ mod support;
 mod browser;
 mod cli;
 mod cli_config;
+mod faults;
 mod runner;
 mod scheduler;
 mod security;

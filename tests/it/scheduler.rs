@@ -7,24 +7,8 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::Value;
 
+use crate::support::tools;
 use crate::support::*;
-
-/// Whether `tool` is on PATH; a missing tool skips loudly, or fails under
-/// `PIPEWATCH_REQUIRE_TOOLS=1` (as in CI).
-fn tool_available(tool: &str) -> bool {
-    let found = std::process::Command::new("sh")
-        .args(["-c", "command -v \"$0\"", tool])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("PIPEWATCH_REQUIRE_TOOLS").is_none(),
-            "{tool} is required (PIPEWATCH_REQUIRE_TOOLS is set) but not on PATH"
-        );
-        eprintln!("SKIPPED: {tool} is not installed; install it to run this test");
-    }
-    found
-}
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -47,7 +31,7 @@ fn with_status<'a>(runs: &'a [Value], status: &str) -> Vec<&'a Value> {
 #[test]
 fn fires_on_schedule_and_the_switch_survives_a_restart() {
     let p = project("schedule = \"*/1 * * * * *\"", "grace = \"30s\"");
-    let mut d = Dashboard::start(&p);
+    let mut d = Server::start(&p);
     wait_until(LONG, "two scheduled runs to succeed", || {
         let runs = d.runs();
         by_source(&runs, "scheduler")
@@ -56,7 +40,8 @@ fn fires_on_schedule_and_the_switch_survives_a_restart() {
             .count()
             >= 2
     });
-    let (code, status) = d.get("/api/scheduler/status");
+    let r = d.get("/api/scheduler/status");
+    let (code, status) = (r.status, r.json());
     assert_eq!(code, 200);
     assert_eq!(status["backend"], "builtin");
     assert_eq!(status["enabled"], true);
@@ -65,14 +50,15 @@ fn fires_on_schedule_and_the_switch_survives_a_restart() {
     assert!(status["next_run"].is_string(), "{status}");
     assert!(status["last_run"].is_string(), "{status}");
 
-    let (code, status) = d.post("/api/scheduler/disable", "{}");
+    let r = d.post_json("/api/scheduler/disable", "{}");
+    let (code, status) = (r.status, r.json());
     assert_eq!(code, 200, "{status}");
     assert_eq!(status["enabled"], false);
     assert_eq!(status["state"], "disabled");
     d.stop();
 
-    let d = Dashboard::start(&p);
-    let (_, status) = d.get("/api/scheduler/status");
+    let d = Server::start(&p);
+    let status = d.get("/api/scheduler/status").json();
     assert_eq!(status["enabled"], false, "disabled survives a restart");
     assert!(status["next_run"].is_null());
     // Disabled: no new scheduled run for a few occurrences.
@@ -80,7 +66,7 @@ fn fires_on_schedule_and_the_switch_survives_a_restart() {
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(by_source(&d.runs(), "scheduler").len(), before);
 
-    let (_, status) = d.post("/api/scheduler/enable", "{}");
+    let status = d.post_json("/api/scheduler/enable", "{}").json();
     assert_eq!(status["enabled"], true);
     wait_until(LONG, "scheduled runs again", || {
         by_source(&d.runs(), "scheduler").len() > before
@@ -90,7 +76,7 @@ fn fires_on_schedule_and_the_switch_survives_a_restart() {
 /// Starts the dashboard as if it had been down for the last few minutes, with a schedule
 /// whose four occurrences fell 5, 4, 3 and 2 minutes ago (the newest too long ago to count as
 /// on time): all four were missed.
-fn after_downtime(catchup: &str, window: &str) -> (Project, Dashboard) {
+fn after_downtime(catchup: &str, window: &str) -> (Project, Server) {
     use chrono::{DurationRound, Timelike};
     let minute = Utc::now()
         .duration_trunc(chrono::Duration::minutes(1))
@@ -113,7 +99,7 @@ fn after_downtime(catchup: &str, window: &str) -> (Project, Dashboard) {
         serde_json::json!({ "enabled": true, "last_occurrence": last }).to_string(),
     )
     .unwrap();
-    let d = Dashboard::start(&p);
+    let d = Server::start(&p);
     (p, d)
 }
 
@@ -171,27 +157,14 @@ fn catchup_all_runs_each_within_the_window() {
     );
 }
 
-/// A folder with a stand-in `systemctl` that reports an installed, enabled timer.
-fn systemctl_standin(dir: &std::path::Path) -> std::ffi::OsString {
-    use std::os::unix::fs::PermissionsExt;
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let script = r#"#!/bin/sh
+/// A `systemctl` that reports an installed, enabled timer.
+const ENABLED_SYSTEMCTL: &str = r#"#!/bin/sh
 case "$*" in
   *"show "*.timer*) printf 'LoadState=loaded\nUnitFileState=enabled\nActiveState=active\nNextElapseUSecRealtime=\nLastTriggerUSec=\n' ;;
   *"show "*.service*) printf 'ActiveState=inactive\nResult=success\nExecMainStatus=0\n' ;;
 esac
 exit 0
 "#;
-    let path = bin.join("systemctl");
-    std::fs::write(&path, script).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut paths = vec![bin];
-    paths.extend(std::env::split_paths(
-        &std::env::var_os("PATH").unwrap_or_default(),
-    ));
-    std::env::join_paths(paths).unwrap()
-}
 
 #[test]
 fn an_occurrence_the_os_scheduler_never_ran_becomes_a_missed_run() {
@@ -200,8 +173,14 @@ fn an_occurrence_the_os_scheduler_never_ran_becomes_a_missed_run() {
         "schedule = \"*/1 * * * * *\"",
         "backend = \"systemd\"\ngrace = \"1s\"",
     );
-    let path = systemctl_standin(p.path());
-    let d = Dashboard::start_with_env(&p, &[("PATH", path.as_os_str())]);
+    let path = tools::stand_in(p.path(), "systemctl", ENABLED_SYSTEMCTL);
+    let d = Server::start_with(
+        &p,
+        Options {
+            env: vec![("PATH".into(), path)],
+            ..Options::default()
+        },
+    );
     wait_until(LONG, "missed runs", || {
         with_status(&d.runs(), "missed").len() >= 2
     });
@@ -209,11 +188,12 @@ fn an_occurrence_the_os_scheduler_never_ran_becomes_a_missed_run() {
     let missed = with_status(&runs, "missed")[0];
     assert_eq!(missed["source"], "scheduler");
     let id = missed["run_id"].as_str().unwrap();
-    let (_, events) = d.get(&format!("/api/runs/{id}/events"));
+    let events = d.get(&format!("/api/runs/{id}/events")).json();
     assert_eq!(events[0]["event"], "missed");
     let due = events[0]["data"]["scheduled_for"].as_str().unwrap();
     assert_eq!(missed["scheduled_for"], due);
-    let (code, status) = d.get("/api/scheduler/status");
+    let r = d.get("/api/scheduler/status");
+    let (code, status) = (r.status, r.json());
     assert_eq!(code, 200, "{status}");
     assert_eq!(status["backend"], "systemd");
     assert_eq!(status["enabled"], true);
@@ -222,24 +202,21 @@ fn an_occurrence_the_os_scheduler_never_ran_becomes_a_missed_run() {
 
 #[test]
 fn a_failing_scheduler_tool_is_a_503_with_its_stderr() {
-    use std::os::unix::fs::PermissionsExt;
     let p = project("", "backend = \"systemd\"");
-    let bin = p.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let tool = bin.join("systemctl");
-    std::fs::write(
-        &tool,
+    let path = tools::stand_in(
+        p.path(),
+        "systemctl",
         "#!/bin/sh\necho 'Failed to connect to bus: No medium found' >&2\nexit 1\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut paths = vec![bin];
-    paths.extend(std::env::split_paths(
-        &std::env::var_os("PATH").unwrap_or_default(),
-    ));
-    let path = std::env::join_paths(paths).unwrap();
-    let d = Dashboard::start_with_env(&p, &[("PATH", path.as_os_str())]);
-    let (code, body) = d.get("/api/scheduler/status");
+    );
+    let d = Server::start_with(
+        &p,
+        Options {
+            env: vec![("PATH".into(), path)],
+            ..Options::default()
+        },
+    );
+    let r = d.get("/api/scheduler/status");
+    let (code, body) = (r.status, r.json());
     assert_eq!(code, 503, "{body}");
     assert!(
         body["error"]
@@ -249,7 +226,8 @@ fn a_failing_scheduler_tool_is_a_503_with_its_stderr() {
         "{body}"
     );
     // Turning on a task that was never installed is the user's to fix, not the tool's.
-    let (code, body) = d.post("/api/scheduler/enable", "{}");
+    let r = d.post_json("/api/scheduler/enable", "{}");
+    let (code, body) = (r.status, r.json());
     assert_eq!(code, 409, "{body}");
     assert!(
         body["error"]
@@ -304,7 +282,7 @@ fn set_crontab(text: &[u8]) {
 
 #[test]
 fn cron_install_disable_enable_uninstall_leave_other_lines_intact() {
-    if !tool_available("crontab") {
+    if !tools::crontab() {
         return;
     }
     let _restore = CrontabGuard(crontab());

@@ -286,40 +286,33 @@ fn the_token_never_reaches_the_logs() {
     let p = Project::with_config(&format!(
         "[[stages]]\nname = \"a\"\nrun = \"true\"\n[server]\ntoken = \"{TOKEN}\"\n"
     ));
-    let mut child = p
-        .cmd(&["serve", "--bind", "127.0.0.1:0"])
-        .env("PIPEWATCH_LOG", "trace")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let port = read_port(&mut child);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let base = format!("http://127.0.0.1:{port}");
+    let mut s = Server::start_with(
+        &p,
+        Options {
+            env: vec![("PIPEWATCH_LOG".into(), "trace".into())],
+            ..Options::default()
+        },
+    );
     let auth = format!("Bearer {TOKEN}");
     for path in [
         "/api/runs",
         "/api/health",
         &format!("/api/runs?token={TOKEN}"),
     ] {
-        let _ = agent
-            .get(&format!("{base}{path}"))
-            .header("authorization", &auth)
-            .call();
-        let _ = agent.get(&format!("{base}{path}")).call();
+        s.request("GET", path, &[("authorization", &auth)], b"");
+        s.request("GET", path, &[], b"");
     }
-    let _ = agent
-        .post(&format!("{base}/api/pipeline/notify-scheduled-run"))
-        .header("authorization", &auth)
-        .content_type("application/json")
-        .send("{\"run_id\":\"r1\"}");
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let logs = String::from_utf8_lossy(&out.stderr);
+    s.request(
+        "POST",
+        "/api/pipeline/notify-scheduled-run",
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        b"{\"run_id\":\"r1\"}",
+    );
+    s.stop();
+    let logs = s.stderr();
     assert!(
         logs.contains("JSONL Event Replay Monitor started"),
         "{logs}"
@@ -331,34 +324,17 @@ fn the_token_never_reaches_the_logs() {
 }
 
 #[cfg(unix)]
-fn read_port(child: &mut std::process::Child) -> u16 {
-    use std::io::BufRead;
-    let mut first = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    first
-        .trim()
-        .trim_end_matches('/')
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-#[cfg(unix)]
 #[test]
 fn a_slowloris_client_is_cut_off_and_others_are_served() {
     use std::io::{Read, Write};
     let p = Project::with_config("[[stages]]\nname = \"a\"\nrun = \"true\"\n");
-    let d = Dashboard::start(&p);
+    let d = Server::start(&p);
     let mut slow = std::net::TcpStream::connect(("127.0.0.1", d.port)).unwrap();
     slow.write_all(b"GET /api/runs HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
     let started = Instant::now();
     // Meanwhile the server answers others.
-    let (code, _) = d.get("/api/health");
+    let code = d.get("/api/health").status;
     assert_eq!(code, 200);
     // Dribble a header byte now and then; the server must give up on the headers anyway.
     slow.set_read_timeout(Some(Duration::from_millis(500)))

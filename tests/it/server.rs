@@ -1,529 +1,29 @@
 //! `pipewatch serve` through the binary: ingest of run files written by other tools and by
 //! `pipewatch run`, the HTTP API, WebSocket and SSE streams, restarts, security guards.
 //!
-//! A [`Server`] is the real binary on port 0 in a [`Project`]; events are appended to
-//! `logs/events/pipeline_<id>.jsonl` directly (append + flush of complete lines, as other tools
-//! do) or by real runs. HTTP goes over a raw `TcpStream` (so that odd paths and headers reach
-//! the server unchanged), WebSocket through `tungstenite`. Nothing sleeps for readiness:
-//! conditions are polled with generous deadlines.
+//! Each test starts the real binary on port 0 in a [`Project`] ([`Server`]); events are
+//! appended to `logs/events/pipeline_<id>.jsonl` directly (append + flush of complete lines, as
+//! other tools do) or by real runs. HTTP goes over a raw `TcpStream` (so that odd paths and
+//! headers reach the server unchanged), WebSocket through `tungstenite`. Nothing sleeps for
+//! readiness: conditions are polled with generous deadlines.
 #![cfg(unix)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::{Value, json};
-use tungstenite::client::IntoClientRequest;
-use tungstenite::{Message, WebSocket};
+use tungstenite::Message;
 
 use crate::support::*;
 
 const LONG: Duration = Duration::from_secs(60);
 
-/// A stage that does nothing.
-const QUICK: &str = "[[stages]]\nname = \"a\"\nrun = \"true\"\n";
-
-// ---------------------------------------------------------------------------------------------
-// The server harness
-
-/// `pipewatch serve` running in a project folder; killed on drop.
-struct Server {
-    dir: PathBuf,
-    args: Vec<String>,
-    child: Option<Child>,
-    port: u16,
-    /// Everything the server wrote on stderr, across restarts.
-    log: Arc<Mutex<String>>,
-}
-
-impl Server {
-    /// Starts `pipewatch serve --bind 127.0.0.1:0` in `p` and waits until it answers.
-    fn start(p: &Project) -> Server {
-        Server::start_with(p, &["serve", "--bind", "127.0.0.1:0"])
-    }
-
-    fn start_with(p: &Project, args: &[&str]) -> Server {
-        let mut s = Server {
-            dir: p.path().to_path_buf(),
-            args: args.iter().map(|a| a.to_string()).collect(),
-            child: None,
-            port: 0,
-            log: Arc::new(Mutex::new(String::new())),
-        };
-        s.spawn();
-        s
-    }
-
-    fn spawn(&mut self) {
-        assert!(self.child.is_none(), "server already running");
-        let mut child = Command::new(BIN)
-            .args(&self.args)
-            .current_dir(&self.dir)
-            .env_remove("PIPEWATCH_TOKEN")
-            .env_remove("PIPEWATCH_LOG")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn pipewatch serve");
-        // Drain both pipes for the server's whole life: a full pipe would block its logging.
-        let (tx, rx) = mpsc::channel();
-        let out = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let err = child.stderr.take().expect("stderr");
-        let log = self.log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                let mut l = log.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        self.child = Some(child);
-        let first = rx.recv_timeout(LONG).unwrap_or_else(|e| {
-            panic!(
-                "no dashboard line on stdout ({e}); stderr:\n{}",
-                self.stderr()
-            )
-        });
-        let port = first
-            .strip_prefix("pipewatch dashboard: http://")
-            .and_then(|rest| rest.trim_end_matches('/').rsplit(':').next())
-            .and_then(|port| port.parse::<u16>().ok())
-            .unwrap_or_else(|| panic!("unexpected first stdout line {first:?}"));
-        self.port = port;
-        wait_until(LONG, "the dashboard to answer /api/health", || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok() && self.get("/api/health").status == 200
-        });
-    }
-
-    fn stderr(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn child(&mut self) -> &mut Child {
-        self.child.as_mut().expect("server running")
-    }
-
-    /// SIGTERM, then waits for a clean exit.
-    fn stop(&mut self) {
-        let pid = Pid::from_raw(self.child().id() as i32);
-        kill(pid, Signal::SIGTERM).expect("SIGTERM");
-        let st = wait_child(self.child(), LONG);
-        assert!(
-            st.success(),
-            "serve exited with {st} on SIGTERM:\n{}",
-            self.stderr()
-        );
-        self.child = None;
-    }
-
-    /// `kill -9`.
-    fn kill9(&mut self) {
-        let mut child = self.child.take().expect("server running");
-        child.kill().expect("kill -9");
-        let _ = child.wait();
-    }
-
-    /// SIGTERM and start again (on a new port).
-    fn restart(&mut self) {
-        self.stop();
-        self.spawn();
-    }
-
-    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
-        http(self.port, method, path, headers, body)
-    }
-
-    fn get(&self, path: &str) -> Resp {
-        self.request("GET", path, &[], b"")
-    }
-
-    /// GET, asserting 200, as JSON.
-    fn json(&self, path: &str) -> Value {
-        let r = self.get(path);
-        assert_eq!(r.status, 200, "GET {path}: {}", r.body);
-        r.json()
-    }
-
-    fn post_json(&self, path: &str, body: &str) -> Resp {
-        self.request(
-            "POST",
-            path,
-            &[("Content-Type", "application/json")],
-            body.as_bytes(),
-        )
-    }
-
-    /// `/api/runs/{id}` once it exists with `cond` true.
-    fn wait_run(&self, id: &str, what: &str, mut cond: impl FnMut(&Value) -> bool) -> Value {
-        let mut last = Value::Null;
-        let deadline = Instant::now() + LONG;
-        loop {
-            let r = self.get(&format!("/api/runs/{id}"));
-            if r.status == 200 {
-                last = r.json();
-                if cond(&last) {
-                    return last;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for run {id}: {what}; last {last}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn health(&self) -> Value {
-        self.json("/api/health")
-    }
-
-    fn ws(&self, path: &str) -> Ws {
-        ws_connect(self.port, path, &[]).unwrap_or_else(|st| panic!("upgrade {path}: {st}"))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// HTTP over a raw socket
-
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}), status {}: {}", self.status, self.body))
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// `{"error": "..."}` with a non-empty message.
-    fn assert_error(&self) {
-        let v = self.json();
-        assert!(
-            v["error"].as_str().is_some_and(|m| !m.is_empty()),
-            "status {} without an error message: {}",
-            self.status,
-            self.body
-        );
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Decodes as much of a chunked body as is there; `true` once the last chunk was seen.
-fn dechunk(raw: &[u8]) -> (Vec<u8>, bool) {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    loop {
-        let Some(eol) = find(&raw[pos..], b"\r\n") else {
-            return (out, false);
-        };
-        let size_text = String::from_utf8_lossy(&raw[pos..pos + eol]).into_owned();
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .unwrap_or_else(|_| panic!("bad chunk size {size_text:?}"));
-        if size == 0 {
-            return (out, true);
-        }
-        let start = pos + eol + 2;
-        if raw.len() < start + size + 2 {
-            return (out, false);
-        }
-        out.extend_from_slice(&raw[start..start + size]);
-        pos = start + size + 2;
-    }
-}
-
-fn parse_head(head: &[u8]) -> (u16, Vec<(String, String)>) {
-    let text = String::from_utf8_lossy(head);
-    let mut lines = text.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    (status, headers)
-}
-
-/// One HTTP/1.1 request; reads the response by its length, chunks, or to EOF.
-fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(LONG)).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n");
-    let mut has_connection = false;
-    for (k, v) in headers {
-        has_connection |= k.eq_ignore_ascii_case("connection");
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if !has_connection {
-        req.push_str("Connection: close\r\n");
-    }
-    if !body.is_empty() || method == "POST" {
-        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    // The server may answer (413) before reading the whole body and close: not an error.
-    let _ = s.write_all(body);
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 64 * 1024];
-    let (status, hdrs, body_start) = loop {
-        if let Some(end) = find(&raw, b"\r\n\r\n") {
-            let (status, hdrs) = parse_head(&raw[..end]);
-            break (status, hdrs, end + 4);
-        }
-        match s.read(&mut buf) {
-            Ok(0) => panic!(
-                "{method} {path}: connection closed before the response head: {:?}",
-                String::from_utf8_lossy(&raw)
-            ),
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-            Err(e) => panic!("{method} {path}: {e}"),
-        }
-    };
-    let get = |name: &str| {
-        hdrs.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    };
-    let length = get("content-length").and_then(|v| v.parse::<usize>().ok());
-    let chunked = get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
-    let body = loop {
-        let have = &raw[body_start..];
-        if status == 101 || status == 204 || status == 304 || method == "HEAD" {
-            break Vec::new();
-        }
-        if let Some(n) = length
-            && have.len() >= n
-        {
-            break have[..n].to_vec();
-        }
-        if chunked {
-            let (decoded, done) = dechunk(have);
-            if done {
-                break decoded;
-            }
-        }
-        match s.read(&mut buf) {
-            Ok(0) => break have.to_vec(),
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-            Err(e) => panic!("{method} {path}: reading the body: {e}"),
-        }
-    };
-    Resp {
-        status,
-        headers: hdrs,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// WebSocket
-
-type Ws = WebSocket<TcpStream>;
-
-/// Upgrades `path`; the HTTP status if the server refuses.
-fn ws_connect(port: u16, path: &str, headers: &[(&'static str, &str)]) -> Result<Ws, u16> {
-    let mut req = format!("ws://127.0.0.1:{port}{path}")
-        .into_client_request()
-        .expect("request");
-    for (k, v) in headers {
-        req.headers_mut()
-            .insert(*k, v.parse().expect("header value"));
-    }
-    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream.set_read_timeout(Some(LONG)).unwrap();
-    match tungstenite::client(req, stream) {
-        Ok((ws, _)) => {
-            ws.get_ref()
-                .set_read_timeout(Some(Duration::from_millis(50)))
-                .unwrap();
-            Ok(ws)
-        }
-        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r))) => {
-            Err(r.status().as_u16())
-        }
-        Err(e) => panic!("WebSocket handshake on {path}: {e}"),
-    }
-}
-
-enum Next {
-    Event(Value),
-    /// Closed, with the close code if the server sent one.
-    Closed(Option<u16>),
-    /// Nothing within the read timeout (or a control frame).
-    Idle,
-}
-
-fn next(ws: &mut Ws) -> Next {
-    match ws.read() {
-        Ok(Message::Text(t)) => Next::Event(
-            serde_json::from_str(t.as_str()).unwrap_or_else(|e| panic!("frame {t:?}: {e}")),
-        ),
-        Ok(Message::Close(f)) => Next::Closed(f.map(|f| u16::from(f.code))),
-        Ok(_) => Next::Idle,
-        Err(tungstenite::Error::Io(e))
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
-            Next::Idle
-        }
-        Err(_) => Next::Closed(None),
-    }
-}
-
-/// Reads events until `done(all so far)` or the socket closes; panics at the deadline.
-fn read_until(ws: &mut Ws, what: &str, mut done: impl FnMut(&[Value]) -> bool) -> Vec<Value> {
-    let deadline = Instant::now() + LONG;
-    let mut got = Vec::new();
-    while !done(&got) {
-        match next(ws) {
-            Next::Event(e) => got.push(e),
-            Next::Closed(code) => panic!("socket closed ({code:?}) waiting for {what}"),
-            Next::Idle => {}
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; got {} events",
-            got.len()
-        );
-    }
-    got
-}
-
-/// Reads whatever arrives until the socket closes; the close code.
-fn drain_until_closed(ws: &mut Ws, into: &mut Vec<Value>) -> Option<u16> {
-    let deadline = Instant::now() + LONG;
-    loop {
-        match next(ws) {
-            Next::Event(e) => into.push(e),
-            Next::Closed(code) => return code,
-            Next::Idle => {}
-        }
-        assert!(Instant::now() < deadline, "socket never closed");
-    }
-}
-
-/// Reads for a while (nothing is expected): what arrived.
-fn read_for(ws: &mut Ws, d: Duration) -> Vec<Value> {
-    let end = Instant::now() + d;
-    let mut got = Vec::new();
-    while Instant::now() < end {
-        match next(ws) {
-            Next::Event(e) => got.push(e),
-            Next::Closed(_) => break,
-            Next::Idle => {}
-        }
-    }
-    got
-}
-
-fn seqs(events: &[Value]) -> Vec<u64> {
-    events.iter().map(|e| e["seq"].as_u64().unwrap()).collect()
-}
-
-fn has_seq(events: &[Value], seq: u64) -> bool {
-    events.iter().any(|e| e["seq"] == seq)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Run files
-
-fn run_path(p: &Project, id: &str) -> PathBuf {
-    p.events_dir().join(format!("pipeline_{id}.jsonl"))
-}
-
-/// One event in the original format: the five required keys only, no `seq`.
-fn line(id: &str, stage: &str, event: &str, ts: &str, msg: &str) -> String {
-    let mut l = json!({"run_id": id, "stage": stage, "event": event, "timestamp": ts, "msg": msg})
-        .to_string();
-    l.push('\n');
-    l
-}
-
 /// A log line of stage `a`, `msg` = `m<n>`.
 fn log_line(id: &str, n: u64) -> String {
     line(id, "a", "log", "2026-11-29T08:15:00.000Z", &format!("m{n}"))
-}
-
-/// Appends and flushes, as a run writer does.
-fn append(path: &Path, text: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
-    f.flush().unwrap();
-}
-
-fn count_lines(path: &Path) -> u64 {
-    std::fs::read(path)
-        .map(|b| b.iter().filter(|&&c| c == b'\n').count() as u64)
-        .unwrap_or(0)
-}
-
-/// A small xorshift generator; the seed is printed so a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn new() -> Rng {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-            | 1;
-        eprintln!("rng seed {seed}");
-        Rng(seed)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -565,7 +65,7 @@ fn original_format_files_are_indexed_and_streamed_with_seq() {
     write("orig_live");
 
     for id in ["orig_before", "orig_live"] {
-        let run = s.wait_run(id, "success", |r| r["status"] == "success");
+        let run = s.wait_run(id, LONG, |r| r["status"] == "success");
         assert_eq!(run["run_id"], id);
         assert!(run["started_at"].is_string(), "{run}");
         assert!(run["finished_at"].is_string(), "{run}");
@@ -716,7 +216,7 @@ fn clients_connecting_at_random_moments_get_every_event_once_in_order() {
     let s = Server::start(&p);
     let port = s.port;
     let path = run_path(&p, "race");
-    let mut rng = Rng::new();
+    let mut rng = Rng::seeded("clients_connecting_at_random_moments");
     let delays: Vec<u64> = (0..5).map(|_| rng.below(1500)).collect();
     let chunks: Vec<u64> = (0..N).map(|_| 1 + rng.below(40)).collect();
 
@@ -755,112 +255,6 @@ fn clients_connecting_at_random_moments_get_every_event_once_in_order() {
 
 // ---------------------------------------------------------------------------------------------
 // 5. Resuming: since, limit, tail, Last-Event-ID
-
-/// Reads Server-Sent Events from a raw socket: (id, data) pairs.
-struct Sse {
-    s: TcpStream,
-    raw: Vec<u8>,
-    body_start: usize,
-    chunked: bool,
-}
-
-impl Sse {
-    fn open(port: u16, path: &str, headers: &[(&str, &str)]) -> Sse {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let mut req = format!(
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n"
-        );
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes()).unwrap();
-        let mut sse = Sse {
-            s,
-            raw: Vec::new(),
-            body_start: 0,
-            chunked: false,
-        };
-        let deadline = Instant::now() + LONG;
-        let end = loop {
-            if let Some(end) = find(&sse.raw, b"\r\n\r\n") {
-                break end;
-            }
-            sse.fill();
-            assert!(Instant::now() < deadline, "no SSE response head");
-        };
-        let (status, headers) = parse_head(&sse.raw[..end]);
-        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&sse.raw));
-        let ct = headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default();
-        assert!(ct.starts_with("text/event-stream"), "{ct}");
-        sse.chunked = headers.iter().any(|(k, v)| {
-            k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
-        });
-        sse.body_start = end + 4;
-        sse
-    }
-
-    fn fill(&mut self) {
-        let mut buf = [0u8; 16 * 1024];
-        match self.s.read(&mut buf) {
-            Ok(0) => panic!("SSE stream closed"),
-            Ok(n) => self.raw.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => panic!("SSE read: {e}"),
-        }
-    }
-
-    /// Every complete event so far.
-    fn events(&self) -> Vec<(u64, Value)> {
-        let body = &self.raw[self.body_start..];
-        let text = if self.chunked {
-            dechunk(body).0
-        } else {
-            body.to_vec()
-        };
-        let text = String::from_utf8_lossy(&text).replace("\r\n", "\n");
-        let mut out = Vec::new();
-        let blocks: Vec<&str> = text.split("\n\n").collect();
-        // The last piece may be incomplete.
-        for block in &blocks[..blocks.len() - 1] {
-            let mut id = None;
-            let mut data = String::new();
-            for l in block.lines() {
-                if let Some(v) = l.strip_prefix("id:") {
-                    id = Some(v.trim().parse::<u64>().expect("numeric id"));
-                } else if let Some(v) = l.strip_prefix("data:") {
-                    data.push_str(v.strip_prefix(' ').unwrap_or(v));
-                }
-            }
-            if let Some(id) = id {
-                out.push((id, serde_json::from_str(&data).expect("JSON data")));
-            }
-        }
-        out
-    }
-
-    fn wait(&mut self, what: &str, mut done: impl FnMut(&[(u64, Value)]) -> bool) -> Vec<u64> {
-        let deadline = Instant::now() + LONG;
-        loop {
-            let ev = self.events();
-            if done(&ev) {
-                return ev.iter().map(|(id, _)| *id).collect();
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            self.fill();
-        }
-    }
-}
 
 #[test]
 fn since_limit_tail_and_last_event_id_resume_where_asked() {
@@ -1087,7 +481,7 @@ fn restarts_while_writing_lose_nothing_and_publish_nothing_twice() {
         }
     }
 
-    let run = s.wait_run(id, "success", |r| r["status"] == "success");
+    let run = s.wait_run(id, LONG, |r| r["status"] == "success");
     assert_eq!(run["stages"].as_array().unwrap().len(), 1, "{run}");
     assert_eq!(run["stages"][0]["name"], "a");
     assert_eq!(run["stages"][0]["status"], "success");
@@ -1561,7 +955,11 @@ fn with_a_token_every_protected_endpoint_needs_it() {
             format!("upgrade {path}"),
             s.request("GET", path, &upgrade, b""),
         ));
-        assert_eq!(ws_connect(s.port, path, &[]).err(), Some(401), "{path}");
+        assert_eq!(
+            ws_connect(s.port, path, &[]).err(),
+            Some(Refused::Status(401)),
+            "{path}"
+        );
     }
     let sse = s.request(
         "GET",
@@ -1617,7 +1015,13 @@ fn with_a_token_every_protected_endpoint_needs_it() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("token"), "{}", stderr(&out));
     let tp = Project::with_config(&format!("{QUICK}\n[server]\ntoken = \"t0k\"\n"));
-    let mut open_s = Server::start_with(&tp, &["serve", "--bind", "0.0.0.0:0"]);
+    let mut open_s = Server::start_with(
+        &tp,
+        Options {
+            bind: Some("0.0.0.0:0".to_string()),
+            ..Options::default()
+        },
+    );
     assert_eq!(open_s.get("/api/runs").status, 401);
     open_s.stop();
 }
@@ -1653,15 +1057,19 @@ fn cross_origin_upgrades_and_posts_are_refused() {
     );
     let same = format!("http://127.0.0.1:{port}");
     for path in ["/ws/events", "/ws/events/r1"] {
-        assert_eq!(ws_connect(port, path, &evil).err(), Some(403), "{path}");
+        assert_eq!(
+            ws_connect(port, path, &evil).err(),
+            Some(Refused::Status(403)),
+            "{path}"
+        );
         assert_eq!(
             ws_connect(port, path, &[("Origin", "http://127.0.0.1:1")]).err(),
-            Some(403),
+            Some(Refused::Status(403)),
             "{path}: another port is another origin"
         );
         assert_eq!(
             ws_connect(port, path, &[("Origin", &format!("{same}.evil.example"))]).err(),
-            Some(403),
+            Some(Refused::Status(403)),
             "{path}"
         );
         assert!(ws_connect(port, path, &[]).is_ok(), "{path} without Origin");
@@ -1772,7 +1180,7 @@ fn a_notified_run_shows_running_at_once_then_its_file_is_read() {
     let got = read_until(&mut ws, "the run's events", |g| g.len() >= 4);
     assert_eq!(seqs(&got), vec![0, 1, 2, 3]);
     assert_eq!(got[3]["event"], "success");
-    let run = s.wait_run(id, "success", |r| r["status"] == "success");
+    let run = s.wait_run(id, LONG, |r| r["status"] == "success");
     assert_eq!(run["started_at"], "2026-11-29T08:15:00.000Z", "{run}");
     assert_eq!(run["finished_at"], "2026-11-29T08:15:03.000Z", "{run}");
     assert_eq!(run["source"], "scheduler", "{run}");
@@ -1799,7 +1207,7 @@ fn a_notified_run_stays_running_until_its_writer_starts() {
         &(line(id, "pipeline", "start", "2026-11-29T08:15:00.000Z", "start")
             + &line(id, "a", "start", "2026-11-29T08:15:00.100Z", "a")),
     );
-    let run = s.wait_run(id, "its stage", |r| {
+    let run = s.wait_run(id, LONG, |r| {
         r["stages"].as_array().is_some_and(|s| !s.is_empty())
     });
     assert_eq!(run["status"], "running", "{run}");
@@ -1831,9 +1239,7 @@ fn manual_runs_start_refuse_overlap_and_cancel() {
     let run = s.json(&format!("/api/runs/{id}"));
     assert_eq!(run["status"], "running", "{run}");
     assert_eq!(run["source"], "manual", "{run}");
-    s.wait_run(&id, "stage a running", |r| {
-        r["stages"][0]["status"] == "running"
-    });
+    s.wait_run(&id, LONG, |r| r["stages"][0]["status"] == "running");
 
     let (status, r) = start();
     assert_eq!(status, 409, "a second run while one runs: {}", r.body);
@@ -1841,7 +1247,7 @@ fn manual_runs_start_refuse_overlap_and_cancel() {
 
     let r = s.post_json(&format!("/api/runs/{id}/cancel"), "");
     assert_eq!(r.status, 202, "{}", r.body);
-    let run = s.wait_run(&id, "cancelled", |r| r["status"] == "cancelled");
+    let run = s.wait_run(&id, LONG, |r| r["status"] == "cancelled");
     assert_eq!(run["stages"][0]["status"], "cancelled", "{run}");
     assert_eq!(run["source"], "manual", "{run}");
     let r = s.post_json(&format!("/api/runs/{id}/cancel"), "");
@@ -1862,7 +1268,7 @@ fn manual_runs_start_refuse_overlap_and_cancel() {
     });
     let id2 = second.unwrap();
     assert_ne!(id2, id);
-    let run = s.wait_run(&id2, "success", |r| r["status"] == "success");
+    let run = s.wait_run(&id2, LONG, |r| r["status"] == "success");
     assert_eq!(run["stages"][0]["status"], "success", "{run}");
     assert_eq!(run["source"], "manual", "{run}");
     let events = read_events(&run_path(&p, &id2));
@@ -1888,11 +1294,11 @@ fn a_run_whose_runner_is_killed_becomes_abandoned() {
     });
     let events = read_events(&p.journals()[0]);
     let id = events[0]["run_id"].as_str().unwrap().to_string();
-    s.wait_run(&id, "running", |r| r["status"] == "running");
+    s.wait_run(&id, LONG, |r| r["status"] == "running");
     runner.kill().unwrap();
     let _ = runner.wait();
     let killed = Instant::now();
-    let run = s.wait_run(&id, "abandoned", |r| r["status"] == "abandoned");
+    let run = s.wait_run(&id, LONG, |r| r["status"] == "abandoned");
     std::fs::write(p.path().join("go"), "").unwrap();
     assert!(
         killed.elapsed() < Duration::from_secs(20),

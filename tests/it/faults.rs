@@ -2,338 +2,39 @@
 //! truncated files, a broken index, a full disk and a scheduler whose clock jumps.
 //!
 //! Every test is bounded in time and in count and stops by itself. Randomness comes from one
-//! seeded generator per test; the seed is printed (`fault seed N`) and `PIPEWATCH_FAULT_SEED=N`
-//! replays it. Run with `cargo test --test faults -- --nocapture` to see the figures each test
-//! prints (`FIGURES ...` lines), which `docs/reliability.md` quotes.
+//! seeded generator per test ([`Rng`]); the seed is printed (`seed N`) and
+//! `PIPEWATCH_TEST_SEED=N` replays it. Run with `cargo test --test it faults:: -- --nocapture`
+//! to see the figures each test prints (`FIGURES ...` lines), which `docs/reliability.md` quotes.
 //!
 //! A test that shows a bug in `src/` is marked `#[ignore = "BUG: ..."]` until the bug is fixed;
-//! `cargo test --test faults -- --ignored --nocapture` runs them.
+//! `cargo test --test it faults:: -- --ignored --nocapture` runs them.
 #![cfg(unix)]
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-#[path = "it/support.rs"]
-mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, DurationRound, Timelike, Utc};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
-use tungstenite::client::IntoClientRequest;
-use tungstenite::{Message, WebSocket};
 
-use support::{BIN, Project, pid_alive, read_events, wait_child, wait_until};
+use crate::support::*;
 
 const LONG: Duration = Duration::from_secs(60);
 
-/// A stage that does nothing (the dashboard needs a valid config; these runs are written by
-/// the tests themselves unless said otherwise).
-const QUICK: &str = "[[stages]]\nname = \"a\"\nrun = \"true\"\n";
-
 // ---------------------------------------------------------------------------------------------
-// Seeded randomness
-
-/// xorshift64; the seed is printed so a failure can be replayed with `PIPEWATCH_FAULT_SEED`.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn seeded(test: &str) -> Rng {
-        let seed = std::env::var("PIPEWATCH_FAULT_SEED")
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-            });
-        eprintln!("{test}: fault seed {seed} (replay with PIPEWATCH_FAULT_SEED={seed})");
-        Rng::from(seed)
-    }
-
-    fn from(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
-
-    fn millis(&mut self, from: u64, to: u64) -> Duration {
-        Duration::from_millis(from + self.below(to - from + 1))
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The server harness: `pipewatch serve` on port 0, restartable, its stderr kept
-
-struct Server {
-    dir: PathBuf,
-    child: Option<Child>,
-    port: u16,
-    log: Arc<Mutex<String>>,
-    starts: u32,
-}
-
-impl Server {
-    fn start(p: &Project) -> Server {
-        let mut s = Server {
-            dir: p.path().to_path_buf(),
-            child: None,
-            port: 0,
-            log: Arc::new(Mutex::new(String::new())),
-            starts: 0,
-        };
-        s.spawn();
-        s
-    }
-
-    fn spawn(&mut self) {
-        assert!(self.child.is_none(), "server already running");
-        let mut child = Command::new(BIN)
-            .args(["serve", "--bind", "127.0.0.1:0"])
-            .current_dir(&self.dir)
-            .env_remove("PIPEWATCH_TOKEN")
-            .env_remove("PIPEWATCH_LOG")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn pipewatch serve");
-        let (tx, rx) = mpsc::channel();
-        let out = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let err = child.stderr.take().expect("stderr");
-        let log = self.log.clone();
-        let generation = self.starts;
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                let mut l = log.lock().unwrap();
-                l.push_str(&format!("[{generation}] {line}\n"));
-            }
-        });
-        self.child = Some(child);
-        self.starts += 1;
-        let first = rx.recv_timeout(LONG).unwrap_or_else(|e| {
-            panic!(
-                "no dashboard line on stdout ({e}); stderr:\n{}",
-                self.stderr()
-            )
-        });
-        self.port = first
-            .strip_prefix("pipewatch dashboard: http://")
-            .and_then(|rest| rest.trim_end_matches('/').rsplit(':').next())
-            .and_then(|port| port.parse::<u16>().ok())
-            .unwrap_or_else(|| panic!("unexpected first stdout line {first:?}"));
-        let port = self.port;
-        wait_until(LONG, "the dashboard to answer /api/health", || {
-            get(port, "/api/health").is_some_and(|(st, _)| st == 200)
-        });
-    }
-
-    fn stderr(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
-    }
-
-    fn kill9(&mut self) {
-        let mut child = self.child.take().expect("server running");
-        child.kill().expect("kill -9");
-        let _ = child.wait();
-    }
-
-    fn stop(&mut self) {
-        let mut child = self.child.take().expect("server running");
-        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).expect("SIGTERM");
-        let st = wait_child(&mut child, LONG);
-        assert!(st.success(), "serve exited with {st}:\n{}", self.stderr());
-    }
-
-    fn get(&self, path: &str) -> (u16, Value) {
-        get(self.port, path).unwrap_or_else(|| panic!("GET {path}: no answer"))
-    }
-
-    fn json(&self, path: &str) -> Value {
-        let (st, v) = self.get(path);
-        assert_eq!(st, 200, "GET {path}: {v}");
-        v
-    }
-
-    fn health(&self) -> Value {
-        self.json("/api/health")
-    }
-
-    fn ws(&self, path: &str) -> Ws {
-        ws_connect(self.port, path).unwrap_or_else(|e| panic!("upgrade {path}: {e}"))
-    }
-
-    /// `/api/runs/{id}` once `cond` holds (deadline `within`).
-    fn wait_run(&self, id: &str, within: Duration, cond: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + within;
-        let mut last = Value::Null;
-        loop {
-            if let Some((200, v)) = get(self.port, &format!("/api/runs/{id}")) {
-                if cond(&v) {
-                    return v;
-                }
-                last = v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "run {id} not as expected within {within:?}; last {last}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn runs(&self) -> Vec<Value> {
-        match self.get("/api/runs?limit=1000") {
-            (200, Value::Array(v)) => v,
-            other => panic!("GET /api/runs: {other:?}"),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// GET a JSON document; `None` if the server does not answer (down, or killed meanwhile).
-fn get(port: u16, path: &str) -> Option<(u16, Value)> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(15)))
-        .build()
-        .into();
-    let mut r = agent
-        .get(&format!("http://127.0.0.1:{port}{path}"))
-        .call()
-        .ok()?;
-    let status = r.status().as_u16();
-    let body = r.body_mut().read_to_string().unwrap_or_default();
-    Some((status, serde_json::from_str(&body).unwrap_or(Value::Null)))
-}
-
-// ---------------------------------------------------------------------------------------------
-// WebSocket
-
-type Ws = WebSocket<TcpStream>;
-
-fn ws_connect(port: u16, path: &str) -> Result<Ws, String> {
-    let req = format!("ws://127.0.0.1:{port}{path}")
-        .into_client_request()
-        .map_err(|e| e.to_string())?;
-    let stream = TcpStream::connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_secs(2),
-    )
-    .map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    let (ws, _) = tungstenite::client(req, stream).map_err(|e| e.to_string())?;
-    ws.get_ref()
-        .set_read_timeout(Some(Duration::from_millis(50)))
-        .map_err(|e| e.to_string())?;
-    Ok(ws)
-}
-
-enum Next {
-    Event(Value),
-    Closed,
-    Idle,
-}
-
-fn next(ws: &mut Ws) -> Next {
-    match ws.read() {
-        Ok(Message::Text(t)) => Next::Event(
-            serde_json::from_str(t.as_str()).unwrap_or_else(|e| panic!("frame {t:?}: {e}")),
-        ),
-        Ok(Message::Close(_)) => Next::Closed,
-        Ok(_) => Next::Idle,
-        Err(tungstenite::Error::Io(e))
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
-            Next::Idle
-        }
-        Err(_) => Next::Closed,
-    }
-}
+// Events as keys
 
 fn key(e: &Value) -> (String, u64) {
     (
         e["run_id"].as_str().expect("run_id").to_string(),
         e["seq"].as_u64().expect("seq"),
     )
-}
-
-/// Reads until `done(events so far)`, panicking at `within`.
-fn read_until(
-    ws: &mut Ws,
-    what: &str,
-    within: Duration,
-    done: impl Fn(&[Value]) -> bool,
-) -> Vec<Value> {
-    let deadline = Instant::now() + within;
-    let mut got = Vec::new();
-    while !done(&got) {
-        match next(ws) {
-            Next::Event(e) => got.push(e),
-            Next::Closed => panic!("socket closed waiting for {what}"),
-            Next::Idle => {}
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; got {} events",
-            got.len()
-        );
-    }
-    got
-}
-
-fn read_for(ws: &mut Ws, d: Duration) -> Vec<Value> {
-    let end = Instant::now() + d;
-    let mut got = Vec::new();
-    while Instant::now() < end {
-        match next(ws) {
-            Next::Event(e) => got.push(e),
-            Next::Closed => break,
-            Next::Idle => {}
-        }
-    }
-    got
 }
 
 /// (run_id, seq) pairs delivered more than once.
@@ -347,34 +48,7 @@ fn duplicates(events: &[(String, u64)]) -> Vec<(String, u64)> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Run files in the original format
-
-fn run_path(p: &Project, id: &str) -> PathBuf {
-    p.events_dir().join(format!("pipeline_{id}.jsonl"))
-}
-
-fn line(id: &str, stage: &str, event: &str, ts: &str, msg: &str) -> String {
-    let mut l = json!({"run_id": id, "stage": stage, "event": event, "timestamp": ts, "msg": msg})
-        .to_string();
-    l.push('\n');
-    l
-}
-
-fn append(path: &Path, text: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
-}
-
-fn count_lines(path: &Path) -> u64 {
-    std::fs::read(path)
-        .map(|b| b.iter().filter(|&&c| c == b'\n').count() as u64)
-        .unwrap_or(0)
-}
+// Run files
 
 /// A complete three-line run (start, stage success, run success).
 fn whole_run(id: &str) -> String {
@@ -477,7 +151,7 @@ fn follow_run_across_restarts(
                 continue;
             }
             let since = got.last().map_or(String::new(), |s| format!("?since={s}"));
-            let Ok(mut ws) = ws_connect(port, &format!("/ws/events/{id}{since}")) else {
+            let Ok(mut ws) = ws_connect(port, &format!("/ws/events/{id}{since}"), &[]) else {
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
             };
@@ -488,7 +162,7 @@ fn follow_run_across_restarts(
                         assert_eq!(e["run_id"], id.as_str(), "{e}");
                         got.push(e["seq"].as_u64().expect("seq"));
                     }
-                    Next::Closed => continue 'outer,
+                    Next::Closed(_) => continue 'outer,
                     Next::Idle => {}
                 }
                 if done(&got) || Instant::now() > deadline {
@@ -514,7 +188,7 @@ fn follow_all_across_restarts(
                 std::thread::sleep(Duration::from_millis(20));
                 continue;
             }
-            let Ok(mut ws) = ws_connect(port, "/ws/events") else {
+            let Ok(mut ws) = ws_connect(port, "/ws/events", &[]) else {
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
             };
@@ -522,7 +196,7 @@ fn follow_all_across_restarts(
             while !stop.load(Ordering::SeqCst) {
                 match next(&mut ws) {
                     Next::Event(e) => got.push(key(&e)),
-                    Next::Closed => continue 'outer,
+                    Next::Closed(_) => continue 'outer,
                     Next::Idle => {}
                 }
             }
@@ -558,7 +232,7 @@ fn kill9_the_dashboard_20_times_while_50_runs_write() {
                 run_path(&p, id),
                 id.clone(),
                 i as u32,
-                Rng::from(rng.below(u64::MAX)),
+                Rng::with_seed(rng.below(u64::MAX)),
                 (15, 45),
             )
         })
@@ -795,7 +469,7 @@ fn events_folder_deleted_and_recreated_while_serving() {
     for c in 0..CYCLES {
         let before = format!("gone-{c}");
         append(&run_path(&p, &before), &whole_run(&before));
-        let got = read_until(&mut all, "the run before the deletion", LONG, |g| {
+        let got = read_until(&mut all, "the run before the deletion", |g| {
             g.iter().filter(|e| e["run_id"] == before.as_str()).count() == 3
         });
         everything.extend(got.iter().map(key));
@@ -822,7 +496,6 @@ fn events_folder_deleted_and_recreated_while_serving() {
         let got = read_until(
             &mut all,
             "the run written after the folder came back",
-            LONG,
             |g| g.iter().filter(|e| e["run_id"] == after.as_str()).count() == 3,
         );
         everything.extend(got.iter().map(key));
@@ -830,7 +503,7 @@ fn events_folder_deleted_and_recreated_while_serving() {
             r["status"] == "success"
         });
         let mut one = s.ws(&format!("/ws/events/{after}"));
-        let got = read_until(&mut one, "the per-run replay", LONG, |g| g.len() == 3);
+        let got = read_until(&mut one, "the per-run replay", |g| g.len() == 3);
         assert_eq!(
             got.iter()
                 .map(|e| e["seq"].as_u64().unwrap())
@@ -898,7 +571,7 @@ fn run_files_truncated_while_serving_publish_no_seq_twice() {
                 run_path(&p, id),
                 id.clone(),
                 i as u32,
-                Rng::from(rng.below(u64::MAX)),
+                Rng::with_seed(rng.below(u64::MAX)),
                 (5, 20),
             )
         })
@@ -1001,7 +674,8 @@ fn watch_health(s: &Server, d: Duration) -> BTreeSet<String> {
     let end = Instant::now() + d;
     let mut seen = BTreeSet::new();
     while Instant::now() < end {
-        if let Some((_, h)) = get(s.port, "/api/health") {
+        if let Ok(r) = s.try_get("/api/health") {
+            let h = r.json();
             seen.insert(format!("{} / {}", h["status"], h["index"]["error"]));
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -1024,18 +698,18 @@ fn index_fault(name: &str, fault: impl FnOnce(&Project)) -> BTreeSet<String> {
     let mut one = s.ws(&format!("/ws/events/{id}"));
     let mut all = s.ws("/ws/events");
     let mut bus: Vec<(String, u64)> = Vec::new();
-    let mut per_run = read_until(&mut one, "events before the fault", LONG, |g| g.len() >= 20);
+    let mut per_run = read_until(&mut one, "events before the fault", |g| g.len() >= 20);
 
     fault(&p);
     let mark = w.written();
-    per_run.extend(read_until(&mut one, "events after the fault", LONG, |g| {
+    per_run.extend(read_until(&mut one, "events after the fault", |g| {
         g.last()
             .and_then(|e| e["seq"].as_u64())
             .is_some_and(|s| s >= mark + 20)
     }));
     let health = watch_health(&s, Duration::from_secs(3));
     // `/api/runs` while the index is broken: whatever it answers, the server answers.
-    let listed = get(s.port, "/api/runs").map(|(st, _)| st);
+    let listed = s.try_get("/api/runs").ok().map(|r| r.status);
     bus.extend(
         read_for(&mut all, Duration::from_millis(200))
             .iter()
@@ -1060,12 +734,9 @@ fn index_fault(name: &str, fault: impl FnOnce(&Project)) -> BTreeSet<String> {
         "/ws/events/{id}?since={}",
         per_run.last().unwrap()["seq"]
     ));
-    per_run.extend(read_until(
-        &mut one,
-        "the rest after the restart",
-        LONG,
-        |g| g.last().is_some_and(|e| e["seq"] == total - 1),
-    ));
+    per_run.extend(read_until(&mut one, "the rest after the restart", |g| {
+        g.last().is_some_and(|e| e["seq"] == total - 1)
+    }));
     let seqs: Vec<u64> = per_run.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(
         seqs,
@@ -1116,7 +787,7 @@ fn index_corrupted_while_serving() {
     let health = index_fault("corrupted", |p| {
         let db = p.state_dir().join("index.db");
         let len = std::fs::metadata(&db).unwrap().len().max(64 * 1024);
-        let mut rng = Rng::from(7);
+        let mut rng = Rng::with_seed(7);
         let garbage: Vec<u8> = (0..len).map(|_| rng.below(256) as u8).collect();
         // Overwritten in place (same inode), as a disk or a stray process would.
         let mut f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
@@ -1158,14 +829,20 @@ fn index_read_only_while_serving() {
     let p = Project::with_config(QUICK);
     let s = Server::start(&p);
     let id = "ro-open";
-    let w = Writer::start(run_path(&p, id), id.to_string(), 40, Rng::from(3), (10, 30));
+    let w = Writer::start(
+        run_path(&p, id),
+        id.to_string(),
+        40,
+        Rng::with_seed(3),
+        (10, 30),
+    );
     let mut one = s.ws(&format!("/ws/events/{id}"));
-    read_until(&mut one, "events before", LONG, |g| g.len() >= 10);
+    read_until(&mut one, "events before", |g| g.len() >= 10);
     for f in index_files(&p) {
         mode(&f, 0o444);
     }
     mode(&p.state_dir(), 0o555);
-    read_until(&mut one, "events while read-only", LONG, |g| g.len() >= 40);
+    read_until(&mut one, "events while read-only", |g| g.len() >= 40);
     let health = watch_health(&s, Duration::from_secs(3));
     mode(&p.state_dir(), 0o755);
     for f in index_files(&p) {
@@ -1201,16 +878,21 @@ fn index_locked_while_serving_streams_go_on_and_health_says_so() {
     let p = Project::with_config(QUICK);
     let s = Server::start(&p);
     let id = "locked-open";
-    let w = Writer::start(run_path(&p, id), id.to_string(), 50, Rng::from(5), (20, 40));
+    let w = Writer::start(
+        run_path(&p, id),
+        id.to_string(),
+        50,
+        Rng::with_seed(5),
+        (20, 40),
+    );
     let mut one = s.ws(&format!("/ws/events/{id}"));
-    let mut got = read_until(&mut one, "events before", LONG, |g| g.len() >= 10);
+    let mut got = read_until(&mut one, "events before", |g| g.len() >= 10);
     let lock = hold_index_lock(&p, Duration::from_secs(8));
     let locked = Instant::now();
     let mark = w.written();
     got.extend(read_until(
         &mut one,
         "events while the index is locked",
-        LONG,
         |g| {
             g.last()
                 .and_then(|e| e["seq"].as_u64())
@@ -1221,7 +903,7 @@ fn index_locked_while_serving_streams_go_on_and_health_says_so() {
     let health = watch_health(&s, Duration::from_secs(6));
     lock.join().unwrap();
     let total = w.finish();
-    got.extend(read_until(&mut one, "the final event", LONG, |g| {
+    got.extend(read_until(&mut one, "the final event", |g| {
         g.last().is_some_and(|e| e["seq"] == total - 1)
     }));
     let seqs: Vec<u64> = got.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
@@ -1272,14 +954,17 @@ fn events_published_during_an_index_failure_are_not_published_again_after_a_rest
             )),
     );
     // The ring buffer's 0 and 1, then the three lines (once the busy timeout has passed).
-    let mut bus: Vec<(String, u64)> = read_until(&mut all, "the three lines", LONG, |g| {
+    let mut bus: Vec<(String, u64)> = read_until(&mut all, "the three lines", |g| {
         g.iter().any(|e| e["seq"] == 4)
     })
     .iter()
     .map(key)
     .collect();
     lock.join().unwrap();
-    let stale = get(s.port, &format!("/api/runs/{id}")).map(|(_, r)| r["status"].clone());
+    let stale = s
+        .try_get(&format!("/api/runs/{id}"))
+        .ok()
+        .map(|r| serde_json::from_str::<Value>(&r.body).unwrap_or(Value::Null)["status"].clone());
     std::thread::sleep(Duration::from_millis(500));
     s.kill9();
     s.spawn();
