@@ -1172,9 +1172,9 @@ fn the_page_and_its_files_load_without_a_console_error() {
         f.log("work", "stderr", "a warning");
         f.push("work", "success", "info", "stage work succeeded", json!({ "attempt": 1, "exit_code": 0 }));
         f.push("pipeline", "success", "info", "run succeeded", json!({}));
-        let server = Server::start(&p, "127.0.0.1:0");
+        let server = Server::start(&p);
         let b = Browser::start(&tools, 1280, 900).await;
-        b.goto(&format!("{}/", server.url)).await;
+        b.goto(&format!("{}/", server.url())).await;
         b.wait("the page to boot", Duration::from_secs(10), &format!("window.__pipewatch && document.querySelector(\"#runs li.run[data-run-id='{id}']\")")).await;
         b.wait("a live connection", Duration::from_secs(10), "document.querySelector('#conn').dataset.state === 'live'").await;
 
@@ -1217,7 +1217,7 @@ fn the_page_and_its_files_load_without_a_console_error() {
         }
 
         // A run's page: its timeline, its log, its stream.
-        b.goto(&format!("{}/#/runs/{id}", server.url)).await;
+        b.goto(&format!("{}/#/runs/{id}", server.url())).await;
         b.wait("the run", Duration::from_secs(10), "document.querySelector('#rv-status').dataset.status === 'success' && document.querySelector('#log .lr[data-seq=\"4\"]')").await;
         b.wait("a live connection", Duration::from_secs(10), "document.querySelector('#conn').dataset.state === 'live'").await;
         let errors = b.console_errors().await;
@@ -1238,17 +1238,17 @@ fn the_page_fold_agrees_with_the_index() {
             "{QUIET}[[stages]]\nname = \"work\"\nrun = \"echo hi\"\n"
         ));
         let ids = fold_cases(&p);
-        let server = Server::start(&p, "127.0.0.1:0");
+        let server = Server::start(&p);
         let deadline = Instant::now() + Duration::from_secs(20);
         while ids
             .iter()
-            .any(|id| server.http("GET", &format!("/api/runs/{id}")).0 != 200)
+            .any(|id| server.get(&format!("/api/runs/{id}")).status != 200)
         {
             assert!(Instant::now() < deadline, "the runs were not indexed");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let b = Browser::start(&tools, 1280, 900).await;
-        b.goto(&format!("{}/", server.url)).await;
+        b.goto(&format!("{}/", server.url())).await;
         b.wait(
             "the page to boot",
             Duration::from_secs(10),
@@ -1300,9 +1300,7 @@ fn the_page_fold_agrees_with_the_index() {
             run
         };
         for (id, page) in ids.iter().zip(folded.as_array().expect("folded runs")) {
-            let (code, body) = server.http("GET", &format!("/api/runs/{id}"));
-            assert_eq!(code, 200, "{body}");
-            let api: Value = serde_json::from_str(&body).expect("run JSON");
+            let api = server.json(&format!("/api/runs/{id}"));
             assert_eq!(
                 shape(page),
                 shape(&api),
@@ -1529,17 +1527,17 @@ fn without_websocket_the_page_falls_back_to_sse_and_polling() {
         let _alive = f.hold_lock(&p);
         f.push("pipeline", "start", "info", "run started", json!({ "stages": ["work"] }));
         f.push("work", "start", "info", "stage work started", json!({ "attempt": 1 }));
-        let mut server = Server::start(&p, "127.0.0.1:0");
+        let mut server = Server::start(&p);
         let port = server.port;
         let b = Browser::start(&tools, 1280, 900).await;
-        b.goto(&format!("{}/#/runs/{id}", server.url)).await;
+        b.goto(&format!("{}/#/runs/{id}", server.url())).await;
         b.wait("the run over WebSocket", Duration::from_secs(10), "document.querySelector('#conn').dataset.state === 'live' && window.__pipewatch.transport() === 'ws'").await;
         // From now on no WebSocket opens.
         b.js("window.WebSocket = class { constructor() { setTimeout(() => this.onclose && this.onclose({ code: 1006 }), 5); } close() {} }; return true").await;
-        server.kill();
+        server.kill9();
         let deadline = Instant::now() + Duration::from_secs(10);
         let _server = loop {
-            let s = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Server::start(&p, &format!("127.0.0.1:{port}"))));
+            let s = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Server::start_with(&p, Options { bind: Some(format!("127.0.0.1:{port}")), ..Options::default() })));
             match s {
                 Ok(s) => break s,
                 Err(e) if Instant::now() > deadline => std::panic::resume_unwind(e),
