@@ -191,20 +191,27 @@ impl Browser {
         }
     }
 
+    /// Clicks the element `css` selects. The live page may redraw it between finding and
+    /// clicking (a stale element to WebDriver, nothing to a person): it is found again then.
     async fn click(&self, css: &str) {
-        // Clear of the sticky header.
-        self.js(&format!(
-            "document.querySelector({})?.scrollIntoView({{block: 'center'}}); return true",
-            json!(css)
-        ))
-        .await;
-        self.c()
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no {css}: {e}"))
-            .click()
-            .await
-            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            // Clear of the sticky header.
+            self.js(&format!(
+                "document.querySelector({})?.scrollIntoView({{block: 'center'}}); return true",
+                json!(css)
+            ))
+            .await;
+            let clicked = match self.c().find(Locator::Css(css)).await {
+                Ok(el) => el.click().await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            match clicked {
+                Ok(()) => return,
+                Err(e) if Instant::now() > deadline => panic!("click {css}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
     }
 
     async fn screenshot(&self, name: &str, css: Option<&str>) {

@@ -61,10 +61,9 @@ fn fires_on_schedule_and_the_switch_survives_a_restart() {
     let status = d.get("/api/scheduler/status").json();
     assert_eq!(status["enabled"], false, "disabled survives a restart");
     assert!(status["next_run"].is_null());
-    // Disabled: no new scheduled run for a few occurrences.
+    // That a disabled schedule fires nothing is proved on a manual clock, over an hour, in
+    // `scheduler::builtin::timer::tests::a_disabled_schedule_fires_nothing_and_expects_nothing`.
     let before = by_source(&d.runs(), "scheduler").len();
-    std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(by_source(&d.runs(), "scheduler").len(), before);
 
     let status = d.post_json("/api/scheduler/enable", "{}").json();
     assert_eq!(status["enabled"], true);
