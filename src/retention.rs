@@ -76,8 +76,8 @@ pub enum RetentionError {
     Index(#[from] IndexError),
 }
 
-impl RetentionError {
-    pub fn exit_code(&self) -> u8 {
+impl crate::exit::Code for RetentionError {
+    fn exit_code(&self) -> u8 {
         match self {
             RetentionError::History(e) => e.exit_code(),
             RetentionError::Index(_) => crate::exit::ENVIRONMENT,

@@ -27,8 +27,8 @@ pub enum InitError {
     },
 }
 
-impl InitError {
-    pub fn exit_code(&self) -> u8 {
+impl crate::exit::Code for InitError {
+    fn exit_code(&self) -> u8 {
         match self {
             InitError::Exists(_) => crate::exit::USAGE,
             _ => crate::exit::ENVIRONMENT,

@@ -95,9 +95,8 @@ pub fn run(cli: Cli) -> ExitCode {
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            let code = e.exit_code();
-            eprintln!("pipewatch: error: {:#}", anyhow::Error::from(e));
-            ExitCode::from(code)
+            eprintln!("pipewatch: error: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -102,8 +102,8 @@ pub enum FollowError {
     Output(#[source] io::Error),
 }
 
-impl FollowError {
-    pub fn exit_code(&self) -> u8 {
+impl crate::exit::Code for FollowError {
+    fn exit_code(&self) -> u8 {
         match self {
             FollowError::UnknownRun { .. } => crate::exit::USAGE,
             _ => crate::exit::ENVIRONMENT,

@@ -95,15 +95,10 @@ pub(super) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPipeline {
     pub(super) name: Option<Spanned<String>>,
-    #[serde(default)]
     pub(super) schedule: Option<Schedule>,
-    #[serde(default)]
     pub(super) overlap: Option<Overlap>,
-    #[serde(default)]
     pub(super) catchup: Option<Catchup>,
-    #[serde(default)]
     pub(super) catchup_window: Option<Dur>,
-    #[serde(default)]
     pub(super) timeout: Option<Dur>,
 }
 
@@ -114,15 +109,11 @@ pub(super) struct RawStage {
     pub(super) run: Command,
     #[serde(default)]
     pub(super) needs: Vec<Spanned<String>>,
-    #[serde(default)]
     pub(super) timeout: Option<Dur>,
-    #[serde(default)]
     pub(super) retries: Option<u32>,
-    #[serde(default)]
     pub(super) retry_delay: Option<Dur>,
     #[serde(default)]
     pub(super) env: BTreeMap<String, String>,
-    #[serde(default)]
     pub(super) workdir: Option<String>,
 }
 

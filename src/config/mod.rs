@@ -56,9 +56,9 @@ pub enum ConfigError {
     NotFound { dir: PathBuf },
 }
 
-impl ConfigError {
+impl crate::exit::Code for ConfigError {
     /// A configuration error is the user's to fix: nothing was run.
-    pub fn exit_code(&self) -> u8 {
+    fn exit_code(&self) -> u8 {
         crate::exit::USAGE
     }
 }

@@ -47,10 +47,10 @@ pub enum HistoryError {
     UnknownStatus(String),
 }
 
-impl HistoryError {
+impl crate::exit::Code for HistoryError {
     /// Asking for something that is not there is a usage error (exit code 2); a folder or
     /// database that cannot be read is the environment's.
-    pub fn exit_code(&self) -> u8 {
+    fn exit_code(&self) -> u8 {
         match self {
             HistoryError::UnknownRun { .. } | HistoryError::UnknownStatus(_) => crate::exit::USAGE,
             _ => crate::exit::ENVIRONMENT,

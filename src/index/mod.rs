@@ -139,6 +139,13 @@ pub enum IndexError {
     TaskFailed(String),
 }
 
+/// The index is the dashboard's and the machine's business, never a usage error.
+impl crate::exit::Code for IndexError {
+    fn exit_code(&self) -> u8 {
+        crate::exit::ENVIRONMENT
+    }
+}
+
 impl IndexError {
     /// Whether the database itself is unusable (another version, not a database, corrupt,
     /// unreadable), so that starting afresh and rebuilding from the files is the remedy.

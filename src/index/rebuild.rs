@@ -170,7 +170,7 @@ mod tests {
         std::fs::write(events.join("notes.txt"), "not a run").unwrap();
         std::fs::write(events.join("pipeline_bad name.jsonl"), &full).unwrap();
 
-        let mut ix = Index::open(&dir.path().join("index.db")).unwrap();
+        let mut ix = Index::open(&crate::index::path(dir.path())).unwrap();
         // Stale content is cleared.
         ix.apply(&batch("gone", 0, runner_run())).unwrap();
         let stats = rebuild(&mut ix, &events).unwrap();

@@ -211,7 +211,7 @@ mod tests {
     #[test]
     fn open_or_reset_replaces_a_file_that_is_not_a_database() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("index.db");
+        let path = crate::index::path(dir.path());
         std::fs::write(&path, "this is not a database, just some text ".repeat(100)).unwrap();
         let err = Index::open(&path).err().unwrap();
         assert!(err.needs_rebuild(), "{err}");
@@ -228,7 +228,7 @@ mod tests {
     #[test]
     fn open_or_reset_replaces_another_schema_version() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("index.db");
+        let path = crate::index::path(dir.path());
         {
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch("CREATE TABLE runs (id TEXT); PRAGMA user_version = 99;")

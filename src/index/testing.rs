@@ -51,39 +51,24 @@ pub(super) fn stage<'a>(d: &'a RunDetail, name: &str) -> &'a StageSummary {
     d.stages.iter().find(|s| s.name == name).unwrap()
 }
 
+/// A pipewatch run of two stages, `extract` (failing once, then retried) and `load`; one
+/// event a line, kept unformatted so it reads as the file would.
+#[rustfmt::skip]
 pub(super) fn runner_run() -> Vec<Event> {
-    let t = |s: u32| format!("2026-11-29T08:15:{s:02}.000Z");
+    let e = |stage: &str, event: &str, s: u32, data: serde_json::Value| {
+        ev(stage, event, &format!("2026-11-29T08:15:{s:02}.000Z"), data)
+    };
     vec![
-        ev(
-            "pipeline",
-            "start",
-            &t(0),
-            json!({"stages": ["extract", "load"]}),
-        ),
-        ev("extract", "start", &t(1), json!({"attempt": 1})),
-        ev("extract", "log", &t(2), json!({"stream": "stdout"})),
-        ev(
-            "extract",
-            "retry",
-            &t(3),
-            json!({"attempt": 2, "exit_code": 1, "reason": "exit"}),
-        ),
-        ev("extract", "start", &t(13), json!({"attempt": 2})),
-        ev("extract", "log", &t(14), json!({"stream": "stderr"})),
-        ev(
-            "extract",
-            "success",
-            &t(15),
-            json!({"attempt": 2, "exit_code": 0, "duration_ms": 2000}),
-        ),
-        ev("load", "start", &t(16), json!({"attempt": 1})),
-        ev("load", "log", &t(17), json!({"stream": "stdout"})),
-        ev(
-            "load",
-            "success",
-            &t(19),
-            json!({"attempt": 1, "exit_code": 0, "duration_ms": 3000}),
-        ),
-        ev("pipeline", "success", &t(20), json!({"duration_ms": 20000})),
+        e("pipeline", "start", 0, json!({"stages": ["extract", "load"]})),
+        e("extract", "start", 1, json!({"attempt": 1})),
+        e("extract", "log", 2, json!({"stream": "stdout"})),
+        e("extract", "retry", 3, json!({"attempt": 2, "exit_code": 1, "reason": "exit"})),
+        e("extract", "start", 13, json!({"attempt": 2})),
+        e("extract", "log", 14, json!({"stream": "stderr"})),
+        e("extract", "success", 15, json!({"attempt": 2, "exit_code": 0, "duration_ms": 2000})),
+        e("load", "start", 16, json!({"attempt": 1})),
+        e("load", "log", 17, json!({"stream": "stdout"})),
+        e("load", "success", 19, json!({"attempt": 1, "exit_code": 0, "duration_ms": 3000})),
+        e("pipeline", "success", 20, json!({"duration_ms": 20000})),
     ]
 }

@@ -97,6 +97,12 @@ pub enum RunError {
     State { path: PathBuf, message: String },
 }
 
+impl crate::exit::Code for RunError {
+    fn exit_code(&self) -> u8 {
+        crate::exit::ENVIRONMENT
+    }
+}
+
 /// Options from the command line.
 pub struct RunOptions {
     /// `source` of every event: `cli`, `scheduler`, `manual`, …

@@ -146,10 +146,10 @@ pub enum SchedulerError {
     Exe(#[source] std::io::Error),
 }
 
-impl SchedulerError {
+impl crate::exit::Code for SchedulerError {
     /// A schedule or value the backend refuses is a usage error; a tool that is missing or
     /// failed, or a file that cannot be written, is the environment's.
-    pub fn exit_code(&self) -> u8 {
+    fn exit_code(&self) -> u8 {
         if self.is_tool_error()
             || matches!(self, SchedulerError::Io { .. } | SchedulerError::Exe(_))
         {

@@ -76,10 +76,10 @@ pub enum ServeError {
     Startup(String),
 }
 
-impl ServeError {
+impl crate::exit::Code for ServeError {
     /// Binding wider without a token is refused as a usage error; the rest is the
     /// environment's (a port in use, an unreadable index).
-    pub fn exit_code(&self) -> u8 {
+    fn exit_code(&self) -> u8 {
         match self {
             ServeError::Unprotected(_) => crate::exit::USAGE,
             _ => crate::exit::ENVIRONMENT,

@@ -125,6 +125,13 @@ impl AppState {
         }
     }
 
+    /// What is wrong with the index, if anything: the last operation's error, else why it is
+    /// behind what was published.
+    pub fn index_problem(&self) -> Option<String> {
+        let last = |m: &Mutex<Option<String>>| m.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        last(&self.index_error).or_else(|| last(&self.ingest_error))
+    }
+
     /// The path of a run's file (the id is already validated).
     pub fn run_file(&self, id: &RunId) -> PathBuf {
         self.config.server.events_dir.join(id.file_name())

@@ -459,7 +459,7 @@ mod tests {
     #[test]
     fn original_format_lines_get_seq_and_run_id_from_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pipeline_r.jsonl");
+        let path = crate::journal::files::path(dir.path(), &rid("r"));
         append(&path, (good("a") + &good("b")).as_bytes());
         let r = read_file(&path, &rid("r"), None, 0, ReadLimits::new(1024)).unwrap();
         assert!(r.changed && !r.more);
@@ -479,7 +479,7 @@ mod tests {
     #[test]
     fn half_written_line_is_not_read_until_complete() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pipeline_r.jsonl");
+        let path = crate::journal::files::path(dir.path(), &rid("r"));
         let line = good("whole");
         let (first, rest) = line.split_at(20);
         append(&path, first.as_bytes());
@@ -499,7 +499,7 @@ mod tests {
     #[test]
     fn bad_lines_are_counted_and_keep_their_seq() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pipeline_r.jsonl");
+        let path = crate::journal::files::path(dir.path(), &rid("r"));
         let mut text =
             (good("a") + "not json\n" + "\n" + r#"{"run_id":"r","stage":"s"}"# + "\n" + &good("b"))
                 .into_bytes();
@@ -519,7 +519,7 @@ mod tests {
     #[test]
     fn line_over_the_cap_is_skipped_and_tailing_goes_on() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pipeline_r.jsonl");
+        let path = crate::journal::files::path(dir.path(), &rid("r"));
         let limits = ReadLimits {
             max_line_bytes: 200,
             max_batch_bytes: 1 << 20,
@@ -555,7 +555,7 @@ mod tests {
     #[test]
     fn big_file_is_read_in_bounded_batches() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pipeline_r.jsonl");
+        let path = crate::journal::files::path(dir.path(), &rid("r"));
         let text: String = (0..1000).map(|i| good(&i.to_string())).collect();
         append(&path, text.as_bytes());
         let limits = ReadLimits {
@@ -584,7 +584,7 @@ mod tests {
     #[test]
     fn restart_from_a_checkpoint_does_not_hand_lines_on_again() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pipeline_r.jsonl");
+        let path = crate::journal::files::path(dir.path(), &rid("r"));
         append(&path, (good("a") + &good("b") + "{\"par").as_bytes());
         let (mut cp, mut hint) = (None, 0);
         let (events, _) = read_all(&path, &mut cp, &mut hint, ReadLimits::new(1024));
@@ -605,7 +605,7 @@ mod tests {
     #[test]
     fn truncated_file_is_reread_without_duplicates() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pipeline_r.jsonl");
+        let path = crate::journal::files::path(dir.path(), &rid("r"));
         append(&path, (good("a") + &good("b") + &good("c")).as_bytes());
         let (mut cp, mut hint) = (None, 0);
         read_all(&path, &mut cp, &mut hint, ReadLimits::new(1024));
@@ -645,7 +645,7 @@ mod tests {
     #[test]
     fn replaced_file_is_reread_without_duplicates() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pipeline_r.jsonl");
+        let path = crate::journal::files::path(dir.path(), &rid("r"));
         append(&path, (good("a") + &good("b")).as_bytes());
         let (mut cp, mut hint) = (None, 0);
         read_all(&path, &mut cp, &mut hint, ReadLimits::new(1024));
@@ -771,7 +771,7 @@ mod tests {
         stream.extend_from_slice(br#"{"run_id":"r","stage":"s","#);
 
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pipeline_r.jsonl");
+        let path = crate::journal::files::path(dir.path(), &rid("r"));
         fs::write(&path, b"").unwrap();
         let mut len = 0usize;
         let mut cp: Option<Checkpoint> = None;

@@ -367,6 +367,31 @@ impl RunFile {
     }
 }
 
+/// A project with one stage, `work`, and a run of it (id `n`, started at `t` by `source`)
+/// whose file has the run's and the stage's `start`; the caller holds its lock if it is alive.
+fn work_run(t: DateTime<Utc>, n: u32, source: &str) -> (Project, String, RunFile) {
+    let p = Project::with_config(&format!(
+        "{QUIET}[[stages]]\nname = \"work\"\nrun = \"echo hi\"\n"
+    ));
+    let id = run_id_at(t, n);
+    let mut f = RunFile::new(&p, &id, source);
+    f.push(
+        "pipeline",
+        "start",
+        "info",
+        "run started",
+        json!({ "stages": ["work"] }),
+    );
+    f.push(
+        "work",
+        "start",
+        "info",
+        "stage work started",
+        json!({ "attempt": 1 }),
+    );
+    (p, id, f)
+}
+
 /// A config with a schedule that will not fire during a test.
 const QUIET: &str = "schedule = \"0 3 1 1 *\"\ncatchup = \"none\"\n";
 
@@ -386,12 +411,8 @@ fn appended_event_shows_in_the_open_run_page() {
     let Some(tools) = tools() else { return };
     let _serial = serial();
     rt().block_on(async {
-        let p = Project::with_config(&format!("{QUIET}[[stages]]\nname = \"work\"\nrun = \"echo hi\"\n"));
-        let id = run_id_at(Utc::now(), 1);
-        let mut f = RunFile::new(&p, &id, "scheduler");
+        let (p, id, mut f) = work_run(Utc::now(), 1, "scheduler");
         let _alive = f.hold_lock(&p);
-        f.push("pipeline", "start", "info", "run started", json!({ "stages": ["work"] }));
-        f.push("work", "start", "info", "stage work started", json!({ "attempt": 1 }));
         f.log("work", "stdout", "first line");
         let server = Server::start(&p);
         let b = Browser::start(&tools, 1280, 900).await;
@@ -772,12 +793,8 @@ fn sse_fallback_streams_the_log() {
     let Some(tools) = tools() else { return };
     let _serial = serial();
     rt().block_on(async {
-        let p = Project::with_config(&format!("{QUIET}[[stages]]\nname = \"work\"\nrun = \"echo hi\"\n"));
-        let id = run_id_at(Utc::now(), 5);
-        let mut f = RunFile::new(&p, &id, "scheduler");
+        let (p, id, mut f) = work_run(Utc::now(), 5, "scheduler");
         let _alive = f.hold_lock(&p);
-        f.push("pipeline", "start", "info", "run started", json!({ "stages": ["work"] }));
-        f.push("work", "start", "info", "stage work started", json!({ "attempt": 1 }));
         f.log("work", "stdout", "first line");
         let server = Server::start(&p);
         let b = Browser::start(&tools, 1280, 900).await;
@@ -1171,11 +1188,7 @@ fn the_page_and_its_files_load_without_a_console_error() {
     let Some(tools) = tools() else { return };
     let _serial = serial();
     rt().block_on(async {
-        let p = Project::with_config(&format!("{QUIET}[[stages]]\nname = \"work\"\nrun = \"echo hi\"\n"));
-        let id = run_id_at(Utc::now() - chrono::Duration::minutes(5), 6);
-        let mut f = RunFile::new(&p, &id, "manual");
-        f.push("pipeline", "start", "info", "run started", json!({ "stages": ["work"] }));
-        f.push("work", "start", "info", "stage work started", json!({ "attempt": 1 }));
+        let (p, id, mut f) = work_run(Utc::now() - chrono::Duration::minutes(5), 6, "manual");
         f.log("work", "stderr", "a warning");
         f.push("work", "success", "info", "stage work succeeded", json!({ "attempt": 1, "exit_code": 0 }));
         f.push("pipeline", "success", "info", "run succeeded", json!({}));
@@ -1528,12 +1541,8 @@ fn without_websocket_the_page_falls_back_to_sse_and_polling() {
     let Some(tools) = tools() else { return };
     let _serial = serial();
     rt().block_on(async {
-        let p = Project::with_config(&format!("{QUIET}[[stages]]\nname = \"work\"\nrun = \"echo hi\"\n"));
-        let id = run_id_at(Utc::now(), 7);
-        let mut f = RunFile::new(&p, &id, "scheduler");
+        let (p, id, mut f) = work_run(Utc::now(), 7, "scheduler");
         let _alive = f.hold_lock(&p);
-        f.push("pipeline", "start", "info", "run started", json!({ "stages": ["work"] }));
-        f.push("work", "start", "info", "stage work started", json!({ "attempt": 1 }));
         let mut server = Server::start(&p);
         let port = server.port;
         let b = Browser::start(&tools, 1280, 900).await;

@@ -63,15 +63,7 @@ fn append(p: &Project, id: &str, text: &str) {
 /// A finished run: start, stage a, its final event, the run's final event.
 fn finished_run(p: &Project, id: &str, day: &str, end: &str) {
     let t = |s: &str| format!("{day}T{s}Z");
-    let mut text = line(
-        id,
-        0,
-        "pipeline",
-        "start",
-        &t("08:00:00.000"),
-        "run started",
-        json!(null),
-    );
+    let mut text = run_line(id, 0, "start", &t("08:00:00.000"), "run started");
     text += &line(
         id,
         1,
@@ -123,15 +115,7 @@ fn runs_lists_a_folder_of_known_runs_newest_first() {
     append(
         &p,
         "r3",
-        &line(
-            "r3",
-            0,
-            "pipeline",
-            "start",
-            "2026-11-29T08:00:00.000Z",
-            "go",
-            json!(null),
-        ),
+        &run_line("r3", 0, "start", "2026-11-29T08:00:00.000Z", "go"),
     );
 
     // No index yet: read from the files.
@@ -182,15 +166,7 @@ fn runs_lists_a_folder_of_known_runs_newest_first() {
     append(
         &p,
         "r3",
-        &line(
-            "r3",
-            1,
-            "pipeline",
-            "cancelled",
-            "2026-11-29T08:00:05.000Z",
-            "stop",
-            json!(null),
-        ),
+        &run_line("r3", 1, "cancelled", "2026-11-29T08:00:05.000Z", "stop"),
     );
     let runs = json_out(&p.run(&["runs", "--json"]));
     assert_eq!(ids(&runs), ["r4", "r3", "r2", "r1"]);
@@ -347,6 +323,16 @@ impl Tail {
     }
 }
 
+/// A run's first line: its run-level `start`.
+fn started(id: &str) -> String {
+    run_line(id, 0, "start", "2026-11-29T08:00:00.000Z", "go")
+}
+
+/// A run-level event without data.
+fn run_line(id: &str, seq: u64, event: &str, ts: &str, msg: &str) -> String {
+    line(id, seq, "pipeline", event, ts, msg, json!(null))
+}
+
 fn log_line(id: &str, seq: u64, msg: &str) -> String {
     line(
         id,
@@ -363,19 +349,7 @@ fn log_line(id: &str, seq: u64, msg: &str) -> String {
 fn tail_follows_a_run_file_with_the_dashboard_down() {
     let (p, _) = project("");
     let id = "tail-file";
-    append(
-        &p,
-        id,
-        &line(
-            id,
-            0,
-            "pipeline",
-            "start",
-            "2026-11-29T08:00:00.000Z",
-            "go",
-            json!(null),
-        ),
-    );
+    append(&p, id, &started(id));
     let t = Tail::start(&p, &["tail", id, "--json"]);
     assert_eq!(seqs(&t.next(1)), [0]);
     for s in 1..=3 {
@@ -383,15 +357,7 @@ fn tail_follows_a_run_file_with_the_dashboard_down() {
     }
     assert_eq!(seqs(&t.next(3)), [1, 2, 3]);
     // A line being written is not read until it is complete.
-    let last = line(
-        id,
-        4,
-        "pipeline",
-        "failure",
-        "2026-11-29T08:00:01.000Z",
-        "run failed",
-        json!(null),
-    );
+    let last = run_line(id, 4, "failure", "2026-11-29T08:00:01.000Z", "run failed");
     append(&p, id, &last[..10]);
     std::thread::sleep(Duration::from_millis(300));
     append(&p, id, &last[10..]);
@@ -424,19 +390,7 @@ fn tail_follows_a_run_file_with_the_dashboard_down() {
 fn tail_follows_through_the_dashboard_and_across_its_restart_without_repeating_a_line() {
     let (p, _) = project("");
     let id = "tail-ws";
-    append(
-        &p,
-        id,
-        &line(
-            id,
-            0,
-            "pipeline",
-            "start",
-            "2026-11-29T08:00:00.000Z",
-            "go",
-            json!(null),
-        ),
-    );
+    append(&p, id, &started(id));
     let mut d = serve(&p);
     let t = Tail::start(&p, &["tail", id, "--json"]);
     assert_eq!(seqs(&t.next(1)), [0]);
@@ -467,15 +421,7 @@ fn tail_follows_through_the_dashboard_and_across_its_restart_without_repeating_a
     append(
         &p,
         id,
-        &line(
-            id,
-            9,
-            "pipeline",
-            "success",
-            "2026-11-29T08:00:09.000Z",
-            "done",
-            json!(null),
-        ),
+        &run_line(id, 9, "success", "2026-11-29T08:00:09.000Z", "done"),
     );
     let got = t.next(3);
     let (rest, code) = t.finish();

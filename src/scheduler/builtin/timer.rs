@@ -298,6 +298,16 @@ mod tests {
             self.recorder.fired.lock().unwrap().clone()
         }
 
+        /// The state as the API or a previous dashboard left it.
+        fn saved(&self, enabled: bool, last_occurrence: DateTime<Utc>) {
+            let state = State {
+                enabled,
+                last_occurrence: Some(last_occurrence),
+                ..State::default()
+            };
+            state.save(&self.timer.state_dir).unwrap();
+        }
+
         fn state(&self) -> State {
             State::load(&self.timer.state_dir).unwrap()
         }
@@ -341,13 +351,7 @@ mod tests {
     #[tokio::test]
     async fn a_disabled_schedule_fires_nothing_and_expects_nothing() {
         let s = setup("* * * * *", Catchup::All, t(9, 0, 0));
-        State {
-            enabled: false,
-            last_occurrence: Some(t(9, 0, 0)),
-            ..State::default()
-        }
-        .save(&s.timer.state_dir)
-        .unwrap();
+        s.saved(false, t(9, 0, 0));
         // An hour of a per-minute schedule while disabled.
         s.run_until(t(10, 0, 30)).await;
         assert!(s.fired().is_empty(), "{:?}", s.fired());
@@ -361,12 +365,7 @@ mod tests {
         );
 
         // Enabled again: the next occurrence fires, the hour off is not caught up.
-        State {
-            enabled: true,
-            ..state
-        }
-        .save(&s.timer.state_dir)
-        .unwrap();
+        s.saved(true, t(10, 0, 0));
         s.run_until(t(10, 1, 30)).await;
         assert_eq!(s.fired(), vec![("scheduler", t(10, 1, 0))]);
     }
@@ -378,13 +377,7 @@ mod tests {
         let start = t(9, 0, 0);
         let handled = start + chrono::Duration::seconds(6);
         let s = setup("*/2 * * * * *", Catchup::Last, start);
-        State {
-            enabled: true,
-            last_occurrence: Some(handled),
-            ..State::default()
-        }
-        .save(&s.timer.state_dir)
-        .unwrap();
+        s.saved(true, handled);
         // Up for 5 s, restarted, up for 5 s more, restarted again.
         s.run_until(start + chrono::Duration::seconds(5)).await;
         s.run_until(start + chrono::Duration::seconds(10)).await;
@@ -412,13 +405,7 @@ mod tests {
         let now = t(9, 5, 0);
         let s = setup("*/15 * * * *", Catchup::Last, now);
         let down_since = now - chrono::Duration::days(3);
-        State {
-            enabled: true,
-            last_occurrence: Some(down_since),
-            ..State::default()
-        }
-        .save(&s.timer.state_dir)
-        .unwrap();
+        s.saved(true, down_since);
         s.run_until(now + chrono::Duration::seconds(30)).await;
         let expected = s.timer.schedule.occurrences(down_since, now);
         let fired = s.fired();

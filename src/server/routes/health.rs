@@ -16,11 +16,6 @@ use crate::tail::TailStatsSnapshot;
 
 pub async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
     let t = state.tail_stats.snapshot();
-    let index_error = state
-        .index_error
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
     let tailer_running = state
         .tailer
         .lock()
@@ -28,12 +23,7 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
         .as_ref()
         .is_some_and(|t| !t.is_finished());
     let folder_error = state.tail_stats.folder_error();
-    let ingest_error = state
-        .ingest_error
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let index_error = index_error.or(ingest_error);
+    let index_error = state.index_problem();
     let ok = index_error.is_none() && tailer_running && folder_error.is_none();
     Json(json!({
         "status": if ok { "ok" } else { "degraded" },

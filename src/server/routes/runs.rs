@@ -22,16 +22,21 @@ use crate::server::error::{ApiError, parse_u64, run_id};
 use crate::server::state::AppState;
 use crate::tail::{Replay, TailError};
 
+/// The query parameters of the run routes, as sent: each handler checks the ones it takes
+/// (`limit`, `before`, `status` for the list; `since`, `limit`, `tail` for the events), so a
+/// bad value is a 400 naming it rather than axum's generic rejection.
 #[derive(Deserialize)]
-pub struct ListQuery {
+pub struct RunsQuery {
     limit: Option<String>,
     before: Option<String>,
     status: Option<String>,
+    since: Option<String>,
+    tail: Option<String>,
 }
 
 pub async fn list_runs(
     State(state): State<Arc<AppState>>,
-    Query(q): Query<ListQuery>,
+    Query(q): Query<RunsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = parse_u64("limit", q.limit.as_deref())?
         .unwrap_or(50)
@@ -64,17 +69,10 @@ pub async fn get_run(
     }
 }
 
-#[derive(Deserialize)]
-pub struct EventsQuery {
-    since: Option<String>,
-    limit: Option<String>,
-    tail: Option<String>,
-}
-
 pub async fn run_events(
     State(state): State<Arc<AppState>>,
     Path(raw): Path<String>,
-    Query(q): Query<EventsQuery>,
+    Query(q): Query<RunsQuery>,
 ) -> Result<Response, ApiError> {
     let id = run_id(&raw)?;
     let since = parse_u64("since", q.since.as_deref())?;
