@@ -1,5 +1,5 @@
 /**
- * The token (contract §2b): a `?token=` link is moved into the `pipewatch_token` cookie and
+ * The token (`docs/security.md`): a `?token=` link is moved into the `pipewatch_token` cookie and
  * out of the address bar; a 401 opens the login form, which checks the token it is given and
  * then announces `pipewatch:signed-in` on `document` (the page boots again on it).
  */

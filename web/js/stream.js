@@ -20,7 +20,7 @@
 import { state } from './state.js';
 import { serverReachable, authorized } from './api.js';
 
-/** The close code of a client that fell too far behind the bus (contract §5). */
+/** The close code of a client that fell too far behind the bus (`docs/api.md`, WebSocket). */
 const LAGGED = 4000;
 /** Failed opens in a row before the fallback is tried. */
 const FALLBACK_AFTER = 3;
