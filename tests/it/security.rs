@@ -389,3 +389,39 @@ async fn event_streams_work_on_a_current_thread_runtime() {
     let text = String::from_utf8_lossy(&first);
     assert!(text.contains("id: 0") || text.contains("id:0"), "{text}");
 }
+
+/// Bidirectional controls (U+202E turns `reludehcs` into what it is not) and invisible
+/// formatting characters are refused in `source` like control characters.
+#[tokio::test]
+async fn notify_refuses_bidi_controls_and_invisible_characters_in_source() {
+    let (_dir, state) = state("");
+    for ch in [
+        '\u{202e}', '\u{202a}', '\u{2066}', '\u{2069}', '\u{200e}', '\u{200f}', '\u{061c}',
+        '\u{200b}', '\u{200d}', '\u{2060}', '\u{feff}', '\u{00ad}',
+    ] {
+        let body = serde_json::json!({"run_id": "r1", "source": format!("sched{ch}uler")});
+        let s = status_of(
+            &state,
+            request(
+                "POST",
+                "/api/pipeline/notify-scheduled-run",
+                &[],
+                &body.to_string(),
+            ),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "U+{:04X}", ch as u32);
+    }
+    let body = serde_json::json!({"run_id": "r1", "source": "planificateur é 日本"});
+    let s = status_of(
+        &state,
+        request(
+            "POST",
+            "/api/pipeline/notify-scheduled-run",
+            &[],
+            &body.to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "ordinary non-ASCII text");
+}
