@@ -425,3 +425,37 @@ async fn notify_refuses_bidi_controls_and_invisible_characters_in_source() {
     .await;
     assert_eq!(s, StatusCode::ACCEPTED, "ordinary non-ASCII text");
 }
+
+/// Clients send nothing the server needs: a 1 MiB message closes that client (the server
+/// never buffers it), and the others are served as before.
+#[cfg(unix)]
+#[test]
+fn an_oversized_websocket_message_closes_that_client_only() {
+    let p = Project::with_config(QUICK);
+    let s = Server::start(&p);
+    for (i, path) in ["/ws/events", "/ws/events/big1"].into_iter().enumerate() {
+        let id = format!("big{i}");
+        let mut other = s.ws("/ws/events");
+        let mut big = s.ws(path);
+        let _ = big.send(tungstenite::Message::Binary(vec![b'x'; 1 << 20].into()));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match next(&mut big) {
+                Next::Closed(_) => break,
+                Next::Event(_) | Next::Idle => {}
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path}: the client that sent 1 MiB is still open"
+            );
+        }
+        append(
+            &run_path(&p, &id),
+            &line(&id, "pipeline", "start", "2026-11-29T08:15:00Z", "m"),
+        );
+        read_until(&mut other, "the event after the big message", |e| {
+            e.iter().any(|e| e["run_id"] == id.as_str())
+        });
+        assert_eq!(s.health()["status"], "ok");
+    }
+}
