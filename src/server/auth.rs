@@ -40,7 +40,9 @@ pub fn presented(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
     if let Some(v) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        && let Some(t) = v.strip_prefix("Bearer ")
+        && let Some((scheme, t)) = v.trim_start().split_once(' ')
+        // The scheme is case-insensitive (RFC 9110 §11.1): `bearer`, `BEARER`.
+        && scheme.eq_ignore_ascii_case("bearer")
     {
         return Some(t.trim().to_string());
     }
@@ -176,6 +178,23 @@ mod tests {
         assert_eq!(presented(&h, None), Some("c00kie".into()));
         h.insert(header::AUTHORIZATION, "Bearer b34rer".parse().unwrap());
         assert_eq!(presented(&h, None), Some("b34rer".into()));
+    }
+
+    #[test]
+    fn bearer_scheme_in_any_case() {
+        for v in [
+            "Bearer b34rer",
+            "bearer b34rer",
+            "BEARER  b34rer",
+            "bEaReR b34rer",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, v.parse().unwrap());
+            assert_eq!(presented(&h, None), Some("b34rer".into()), "{v}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "Basic b34rer".parse().unwrap());
+        assert_eq!(presented(&h, None), None);
     }
 
     #[test]

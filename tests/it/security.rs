@@ -390,6 +390,24 @@ async fn event_streams_work_on_a_current_thread_runtime() {
     assert!(text.contains("id: 0") || text.contains("id:0"), "{text}");
 }
 
+/// RFC 9110 §11.1: the scheme of `Authorization` is case-insensitive.
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let (_dir, state) = state(TOKEN);
+    for (method, path) in ROUTES {
+        let path = concrete(path);
+        for scheme in ["bearer", "BEARER", "bEaReR"] {
+            let auth = format!("{scheme} {TOKEN}");
+            let s = status_of(
+                &state,
+                request(method, &path, &[("authorization", &auth)], "{}"),
+            )
+            .await;
+            assert_ne!(s, StatusCode::UNAUTHORIZED, "{method} {path} with {scheme}");
+        }
+    }
+}
+
 /// Bidirectional controls (U+202E turns `reludehcs` into what it is not) and invisible
 /// formatting characters are refused in `source` like control characters.
 #[tokio::test]
