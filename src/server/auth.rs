@@ -1,6 +1,7 @@
 //! The request guards (`docs/security.md`): the `Host` check on every request; the token on
 //! `/api` (but health), `/ws` and `/metrics`; the `Origin` check on WebSocket upgrades and
-//! state-changing requests; JSON-only bodies on state-changing requests.
+//! state-changing requests; bounded bodies on every request; JSON-only bodies on
+//! state-changing requests.
 //!
 //! The `Host` and `Origin` decision is one pure function, [`check_host_origin`], over the
 //! headers and the [`AllowedHosts`]: unit-tested here and fuzzed (`fuzz/fuzz_targets/host_origin.rs`).
@@ -11,12 +12,15 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::body::{Body, HttpBody};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use futures_util::StreamExt;
 
 use super::error::ApiError;
+use super::routes::MAX_BODY_BYTES;
 use super::state::AppState;
 use crate::config::host::{Host, HostName};
 
@@ -226,8 +230,8 @@ fn same_origin(origin: Option<&header::HeaderValue>, host: &str) -> bool {
 }
 
 /// The guards every request passes, in this order: the `Host` (421) and, on WebSocket
-/// upgrades and state-changing requests, the `Origin` (403); on state-changing requests, a
-/// JSON body only (415).
+/// upgrades and state-changing requests, the `Origin` (403); the body size (413), whether or
+/// not the route reads the body; on state-changing requests, a JSON body only (415).
 pub async fn guard_requests(
     State(state): State<Arc<AppState>>,
     req: Request,
@@ -267,6 +271,7 @@ pub async fn guard_requests(
             ));
         }
     }
+    let req = bounded_body(req).await?;
     Ok(next.run(req).await)
 }
 
@@ -274,6 +279,39 @@ pub async fn guard_requests(
 /// over `Host`.
 fn authority(uri: &Uri) -> Option<&str> {
     uri.authority().map(|a| a.as_str())
+}
+
+/// Refuses a body over [`MAX_BODY_BYTES`] on any route, read by it or not: by its declared
+/// length at once, else (chunked) by reading at most that much before the route runs.
+async fn bounded_body(req: Request) -> Result<Request, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is over {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    let body = req.body();
+    if body.is_end_stream() {
+        return Ok(req);
+    }
+    if body.size_hint().lower() > MAX_BODY_BYTES as u64 {
+        return Err(too_large());
+    }
+    if body.size_hint().exact().is_some() {
+        // A declared length within the limit: the transport enforces it.
+        return Ok(req);
+    }
+    let (parts, body) = req.into_parts();
+    let mut stream = body.into_data_stream();
+    let mut read = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
+        if read.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(too_large());
+        }
+        read.extend_from_slice(&chunk);
+    }
+    Ok(Request::from_parts(parts, Body::from(read)))
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@
 //! | [`launch`] | starting `pipewatch run` ("Run now", the built-in scheduler) |
 //! | [`schedule`] | the built-in timer and the auditor on the wall clock; the status |
 //! | [`assets`] | the page: every file of `web/`, from one table |
-//! | [`auth`] | the Host, token, Origin and content-type guards |
+//! | [`auth`] | the Host, token, Origin, body size and content-type guards |
 //! | [`routes`] | the router, one module per group of routes |
 
 pub mod assets;

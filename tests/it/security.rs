@@ -576,6 +576,50 @@ fn raw_status(port: u16, raw: &str) -> u16 {
     crate::support::http::parse_head(&got[..end]).0
 }
 
+/// A body over the limit is refused on a route that never reads its body too, whether its
+/// length is declared or it comes in chunks; nothing runs.
+#[cfg(unix)]
+#[test]
+fn oversized_bodies_are_413_on_routes_that_do_not_read_them() {
+    let p = Project::with_config(QUICK);
+    let s = Server::start(&p);
+    let ten_mb = (10 * 1024 * 1024).to_string();
+    let schedule_before = s.json("/api/scheduler/status")["enabled"].clone();
+    for (method, path) in [
+        ("POST", "/api/pipeline/run"),
+        ("POST", "/api/scheduler/disable"),
+        ("GET", "/api/runs"),
+    ] {
+        // The length is declared; the body need not follow for the answer to be 413.
+        let r = s.request(
+            method,
+            path,
+            &[
+                ("Content-Type", "application/json"),
+                ("Content-Length", &ten_mb),
+            ],
+            b"{",
+        );
+        assert_eq!(r.status, 413, "{method} {path} declaring 10 MB: {}", r.body);
+        r.assert_error();
+    }
+    let mut chunked = format!("{:x}\r\n", 70 * 1024).into_bytes();
+    chunked.extend(std::iter::repeat_n(b' ', 70 * 1024));
+    chunked.extend_from_slice(b"\r\n");
+    let r = s.request(
+        "POST",
+        "/api/pipeline/run",
+        &[
+            ("Content-Type", "application/json"),
+            ("Transfer-Encoding", "chunked"),
+        ],
+        &chunked,
+    );
+    assert_eq!(r.status, 413, "a 70 KiB chunked body: {}", r.body);
+    assert!(s.runs().is_empty(), "a run was started: {:?}", s.runs());
+    assert_eq!(s.json("/api/scheduler/status")["enabled"], schedule_before);
+}
+
 /// Clients send nothing the server needs: a 1 MiB message closes that client (the server
 /// never buffers it), and the others are served as before.
 #[cfg(unix)]

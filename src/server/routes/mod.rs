@@ -11,7 +11,7 @@
 //! | [`streams`] | `/ws/events`, `/ws/events/{run_id}`, `/api/runs/{run_id}/events/stream` (SSE) |
 //!
 //! The page's files come from `server::assets`. Around them all, from the outside in: the
-//! body limit; the Host, Origin and content-type guards on every
+//! body limit for extractors; the Host, Origin, body size and content-type guards on every
 //! request (`auth::guard_requests`: a request whose `Host` does not name this server reaches
 //! nothing, not even the page or `/api/health`); the token on everything but the page and
 //! `/api/health` (`auth::require_token`).
@@ -32,7 +32,7 @@ use axum::routing::{get, post};
 use super::auth;
 use super::state::AppState;
 
-/// Request bodies larger than this are refused with 413.
+/// Request bodies larger than this are refused with 413, on every route.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Every route of [`router`] but the page ([`ASSETS`](super::assets::ASSETS), public) and the
