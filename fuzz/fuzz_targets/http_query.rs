@@ -51,7 +51,13 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let uri = format!("{}{}", PREFIXES[pick as usize % PREFIXES.len()], tail);
-    let Ok(req) = Request::builder().method("GET").uri(&uri).body(Body::empty()) else {
+    // The detached state's own address, so that the request reaches the routes.
+    let Ok(req) = Request::builder()
+        .method("GET")
+        .uri(&uri)
+        .header("host", "127.0.0.1:8001")
+        .body(Body::empty())
+    else {
         return;
     };
     let f = fixture();

@@ -125,6 +125,8 @@ pub(super) struct RawServer {
     pub(super) state_dir: Option<String>,
     pub(super) poll_interval: Option<Dur>,
     pub(super) token: Option<String>,
+    #[serde(default)]
+    pub(super) allowed_hosts: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]

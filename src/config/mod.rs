@@ -17,12 +17,15 @@
 //! - `file.rs`: the file as written — the raw TOML tables with spans, durations,
 //!   commands, and the line and key of a byte offset;
 //! - `validate.rs`: the checks, each a small function, and the defaults;
-//! - [`schedule`]: the cron expression.
+//! - [`schedule`]: the cron expression;
+//! - [`host`]: a host name or IP and port (`[server] allowed_hosts`, and the `Host` header
+//!   the dashboard compares with it).
 //!
 //! Used by every command: `cli` loads it; `runner`, `server`, `scheduler` and `retention` read
 //! the validated values and never the file.
 
 mod file;
+pub mod host;
 pub mod schedule;
 mod validate;
 
@@ -149,6 +152,9 @@ pub struct Server {
     pub poll_interval: Duration,
     /// Empty means no token.
     pub token: String,
+    /// `allowed_hosts`: the names (and IPs) besides its own address and loopback that the
+    /// dashboard answers to in a request's `Host` — the names a reverse proxy forwards.
+    pub allowed_hosts: Vec<host::Host>,
 }
 
 #[derive(Debug, Clone)]

@@ -19,6 +19,7 @@ use toml::Spanned;
 use super::file::{
     Dur, RawConfig, RawPipeline, RawRetention, RawScheduler, RawServer, RawStage, line_of,
 };
+use super::host::Host;
 use super::{
     Backend, Catchup, Config, ConfigError, Overlap, Pipeline, Retention, Scheduler, Server, Stage,
 };
@@ -253,7 +254,8 @@ fn no_cycle(src: &Source, stages: &[Stage], lines: &[usize]) -> Result<(), Confi
     ))
 }
 
-/// `[server]`: `bind` is an IP and a port; paths resolved against the file's folder.
+/// `[server]`: `bind` is an IP and a port; paths resolved against the file's folder; each of
+/// `allowed_hosts` a host name or IP with an optional port.
 fn server(src: &Source, raw: RawServer, base: &Path) -> Result<Server, ConfigError> {
     let bind = match raw.bind {
         None => SocketAddr::from(([127, 0, 0, 1], 8001)),
@@ -277,6 +279,14 @@ fn server(src: &Source, raw: RawServer, base: &Path) -> Result<Server, ConfigErr
             .map_or(Duration::from_secs(2), |d| d.0)
             .max(Duration::from_millis(50)),
         token: raw.token.unwrap_or_default(),
+        allowed_hosts: raw
+            .allowed_hosts
+            .into_iter()
+            .map(|h| {
+                Host::parse(h.get_ref().trim())
+                    .map_err(|e| src.err(h.span().start, "server.allowed_hosts", e))
+            })
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -415,5 +425,25 @@ mod tests {
         assert!(msg.contains("sometimes"), "{msg}");
         let (line, key, _) = err(&format!("{MINIMAL}[server]\nbind = \"localhost\"\n"));
         assert_eq!((line, key.as_str()), (8, "server.bind"));
+    }
+
+    #[test]
+    fn allowed_hosts_are_host_names_or_ips_with_an_optional_port() {
+        let c = super::super::tests::parse(&format!(
+            "{MINIMAL}[server]\nallowed_hosts = [\"Dash.Example.com\", \"[::1]:9000\", \"10.0.0.5\"]\n"
+        ))
+        .unwrap();
+        let hosts: Vec<String> = c
+            .server
+            .allowed_hosts
+            .iter()
+            .map(|h| h.to_string())
+            .collect();
+        assert_eq!(hosts, ["dash.example.com", "[::1]:9000", "10.0.0.5"]);
+        let (line, key, msg) = err(&format!(
+            "{MINIMAL}[server]\nallowed_hosts = [\n  \"ok.example\",\n  \"https://dash.example.com/\",\n]\n"
+        ));
+        assert_eq!((line, key.as_str()), (10, "server.allowed_hosts"));
+        assert!(msg.contains("https://dash.example.com/"), "{msg}");
     }
 }

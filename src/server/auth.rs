@@ -1,16 +1,28 @@
-//! The request guards (`docs/security.md`): the token on `/api` (but health), `/ws` and
-//! `/metrics`; the `Origin` check on WebSocket upgrades and state-changing requests; JSON-only
-//! bodies on state-changing requests.
+//! The request guards (`docs/security.md`): the `Host` check on every request; the token on
+//! `/api` (but health), `/ws` and `/metrics`; the `Origin` check on WebSocket upgrades and
+//! state-changing requests; bounded bodies on every request; JSON-only bodies on
+//! state-changing requests.
+//!
+//! The `Host` and `Origin` decision is one pure function, [`check_host_origin`], over the
+//! headers and the [`AllowedHosts`]: unit-tested here and fuzzed (`fuzz/fuzz_targets/host_origin.rs`).
+//! Comparing `Origin` with `Host` alone is not enough: under DNS rebinding a hostile page's
+//! name resolves to this machine, and its requests carry that name in both. So `Host` must
+//! name this server first.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::body::{Body, HttpBody};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use futures_util::StreamExt;
 
 use super::error::ApiError;
+use super::routes::MAX_BODY_BYTES;
 use super::state::AppState;
+use crate::config::host::{Host, HostName};
 
 /// The cookie the page keeps the token in.
 pub const TOKEN_COOKIE: &str = "pipewatch_token";
@@ -40,7 +52,9 @@ pub fn presented(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
     if let Some(v) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        && let Some(t) = v.strip_prefix("Bearer ")
+        && let Some((scheme, t)) = v.trim_start().split_once(' ')
+        // The scheme is case-insensitive (RFC 9110 §11.1): `bearer`, `BEARER`.
+        && scheme.eq_ignore_ascii_case("bearer")
     {
         return Some(t.trim().to_string());
     }
@@ -98,21 +112,143 @@ pub fn same(a: &str, b: &str) -> bool {
     diff == 0
 }
 
-/// Refuses cross-origin WebSocket upgrades and state-changing requests (403), and
-/// state-changing requests whose body is not JSON (415).
-pub async fn guard_requests(req: Request, next: Next) -> Result<Response, ApiError> {
+/// The `Host` values that name this server: its own address, loopback at its port, and
+/// `[server] allowed_hosts`.
+#[derive(Debug, Clone)]
+pub struct AllowedHosts {
+    /// The address the server listens on, with its real port (after binding port 0).
+    bound: SocketAddr,
+    configured: Vec<Host>,
+}
+
+impl AllowedHosts {
+    pub fn new(bound: SocketAddr, configured: &[Host]) -> AllowedHosts {
+        AllowedHosts {
+            bound,
+            configured: configured.to_vec(),
+        }
+    }
+
+    /// Whether `host` names this server:
+    /// - a configured entry (its port too, if the entry has one; any port otherwise: a proxy's
+    ///   public port is not ours);
+    /// - at our port: a loopback address, `localhost`, our bound IP — or, bound to a wildcard
+    ///   address (whose addresses cannot all be known), any IP literal but the unspecified one.
+    ///   DNS rebinding needs a DNS name, so an IP literal is never a rebound one.
+    pub fn names(&self, host: &Host) -> bool {
+        let configured = self
+            .configured
+            .iter()
+            .any(|c| c.name == host.name && c.port.is_none_or(|p| host.port == Some(p)));
+        if configured {
+            return true;
+        }
+        // No port in `Host` is the scheme's default; only plain HTTP reaches us directly.
+        if host.port.unwrap_or(80) != self.bound.port() {
+            return false;
+        }
+        let bound = self.bound.ip().to_canonical();
+        match &host.name {
+            HostName::Dns(n) => n == "localhost",
+            HostName::Ip(ip) => {
+                !ip.is_unspecified() && (ip.is_loopback() || *ip == bound || bound.is_unspecified())
+            }
+        }
+    }
+}
+
+/// Why [`check_host_origin`] refused a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// `Host` is missing, repeated, malformed or names another server: 421.
+    Host(String),
+    /// `Origin` is not this server's: 403.
+    CrossOrigin,
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> ApiError {
+        match r {
+            Refusal::Host(m) => ApiError::new(StatusCode::MISDIRECTED_REQUEST, m),
+            Refusal::CrossOrigin => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cross-origin request refused: the Origin does not match this server",
+            ),
+        }
+    }
+}
+
+/// The `Host` and `Origin` decision, for every request: `Host` (and the target's authority,
+/// when a client sends an absolute URL) must name this server ([`AllowedHosts::names`]); then,
+/// where `check_origin` (WebSocket upgrades, state-changing requests), a browser's `Origin`
+/// must be that same host. No `Origin` (scripts, curl) passes.
+pub fn check_host_origin(
+    headers: &HeaderMap,
+    authority: Option<&str>,
+    allowed: &AllowedHosts,
+    check_origin: bool,
+) -> Result<(), Refusal> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let (Some(raw), None) = (hosts.next(), hosts.next()) else {
+        return Err(Refusal::Host(
+            "send exactly one Host header naming this server".into(),
+        ));
+    };
+    let Ok(raw) = raw.to_str() else {
+        return Err(Refusal::Host("the Host header is not text".into()));
+    };
+    let shown = |h: &str| h.chars().take(200).collect::<String>();
+    let refused = |h: &str| {
+        Refusal::Host(format!(
+            "Host {:?} does not name this server; add it to [server] allowed_hosts if a proxy forwards it",
+            shown(h)
+        ))
+    };
+    for candidate in authority.into_iter().chain([raw]) {
+        match Host::parse(candidate.trim()) {
+            Ok(h) if allowed.names(&h) => {}
+            _ => return Err(refused(candidate)),
+        }
+    }
+    if check_origin && !same_origin(headers.get(header::ORIGIN), raw.trim()) {
+        return Err(Refusal::CrossOrigin);
+    }
+    Ok(())
+}
+
+/// A browser's `Origin` must be `scheme://HOST` with this request's (already checked) `Host`.
+fn same_origin(origin: Option<&header::HeaderValue>, host: &str) -> bool {
+    let Some(origin) = origin else { return true };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let origin_host = origin
+        .split_once("://")
+        .map_or(origin, |(_, rest)| rest)
+        .trim_end_matches('/');
+    origin_host.eq_ignore_ascii_case(host)
+}
+
+/// The guards every request passes, in this order: the `Host` (421) and, on WebSocket
+/// upgrades and state-changing requests, the `Origin` (403); the body size (413), whether or
+/// not the route reads the body; on state-changing requests, a JSON body only (415).
+pub async fn guard_requests(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let headers = req.headers();
     let upgrade = headers
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     let changes_state = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if (upgrade || changes_state) && !same_origin(headers) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "cross-origin request refused: the Origin does not match this server",
-        ));
-    }
+    check_host_origin(
+        headers,
+        authority(req.uri()),
+        &state.allowed_hosts,
+        upgrade || changes_state,
+    )?;
     if changes_state {
         let content_type = headers
             .get(header::CONTENT_TYPE)
@@ -135,22 +271,47 @@ pub async fn guard_requests(req: Request, next: Next) -> Result<Response, ApiErr
             ));
         }
     }
+    let req = bounded_body(req).await?;
     Ok(next.run(req).await)
 }
 
-/// No `Origin` (scripts, curl) is accepted; a browser's `Origin` must name this server's host.
-fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-        return true;
+/// The authority of an absolute-form target (`GET http://host/path`), which HTTP says wins
+/// over `Host`.
+fn authority(uri: &Uri) -> Option<&str> {
+    uri.authority().map(|a| a.as_str())
+}
+
+/// Refuses a body over [`MAX_BODY_BYTES`] on any route, read by it or not: by its declared
+/// length at once, else (chunked) by reading at most that much before the route runs.
+async fn bounded_body(req: Request) -> Result<Request, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is over {MAX_BODY_BYTES} bytes"),
+        )
     };
-    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let origin_host = origin
-        .split_once("://")
-        .map_or(origin, |(_, rest)| rest)
-        .trim_end_matches('/');
-    origin_host.eq_ignore_ascii_case(host)
+    let body = req.body();
+    if body.is_end_stream() {
+        return Ok(req);
+    }
+    if body.size_hint().lower() > MAX_BODY_BYTES as u64 {
+        return Err(too_large());
+    }
+    if body.size_hint().exact().is_some() {
+        // A declared length within the limit: the transport enforces it.
+        return Ok(req);
+    }
+    let (parts, body) = req.into_parts();
+    let mut stream = body.into_data_stream();
+    let mut read = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
+        if read.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(too_large());
+        }
+        read.extend_from_slice(&chunk);
+    }
+    Ok(Request::from_parts(parts, Body::from(read)))
 }
 
 #[cfg(test)]
@@ -179,13 +340,143 @@ mod tests {
     }
 
     #[test]
-    fn origins() {
+    fn bearer_scheme_in_any_case() {
+        for v in [
+            "Bearer b34rer",
+            "bearer b34rer",
+            "BEARER  b34rer",
+            "bEaReR b34rer",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, v.parse().unwrap());
+            assert_eq!(presented(&h, None), Some("b34rer".into()), "{v}");
+        }
         let mut h = HeaderMap::new();
-        assert!(same_origin(&h));
+        h.insert(header::AUTHORIZATION, "Basic b34rer".parse().unwrap());
+        assert_eq!(presented(&h, None), None);
+    }
+
+    fn hosts(bound: &str, configured: &[&str]) -> AllowedHosts {
+        let configured: Vec<Host> = configured.iter().map(|c| Host::parse(c).unwrap()).collect();
+        AllowedHosts::new(bound.parse().unwrap(), &configured)
+    }
+
+    fn decide(
+        allowed: &AllowedHosts,
+        host: Option<&str>,
+        origin: Option<&str>,
+    ) -> Result<(), Refusal> {
+        let mut h = HeaderMap::new();
+        if let Some(v) = host {
+            h.insert(header::HOST, v.parse().unwrap());
+        }
+        if let Some(v) = origin {
+            h.insert(header::ORIGIN, v.parse().unwrap());
+        }
+        check_host_origin(&h, None, allowed, true)
+    }
+
+    #[test]
+    fn origins() {
+        let a = hosts("127.0.0.1:8001", &[]);
+        assert!(decide(&a, Some("127.0.0.1:8001"), None).is_ok());
+        assert!(decide(&a, Some("127.0.0.1:8001"), Some("http://127.0.0.1:8001")).is_ok());
+        assert_eq!(
+            decide(&a, Some("127.0.0.1:8001"), Some("http://evil.example")),
+            Err(Refusal::CrossOrigin)
+        );
+        assert_eq!(
+            decide(&a, Some("127.0.0.1:8001"), Some("null")),
+            Err(Refusal::CrossOrigin)
+        );
+    }
+
+    #[test]
+    fn rebound_names_are_refused_whatever_the_origin() {
+        let a = hosts("127.0.0.1:8001", &[]);
+        for host in ["evil.example:8001", "evil.example", "127.0.0.1.nip.io:8001"] {
+            let origin = format!("http://{host}");
+            for o in [None, Some(origin.as_str())] {
+                assert!(
+                    matches!(decide(&a, Some(host), o), Err(Refusal::Host(m)) if m.contains(host)),
+                    "{host} {o:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn loopback_and_the_bound_address_at_our_port() {
+        let a = hosts("127.0.0.1:8001", &[]);
+        for ok in [
+            "127.0.0.1:8001",
+            "localhost:8001",
+            "LOCALHOST:8001",
+            "[::1]:8001",
+            "127.0.0.2:8001",
+        ] {
+            assert!(decide(&a, Some(ok), None).is_ok(), "{ok}");
+        }
+        for bad in [
+            "127.0.0.1:8002",
+            "localhost",
+            "0.0.0.0:8001",
+            "10.0.0.5:8001",
+            "",
+            " ",
+            "127.0.0.1:8001, evil",
+        ] {
+            assert!(decide(&a, Some(bad), None).is_err(), "{bad:?}");
+        }
+        assert!(decide(&a, None, None).is_err(), "no Host");
+        let mut two = HeaderMap::new();
+        two.append(header::HOST, "127.0.0.1:8001".parse().unwrap());
+        two.append(header::HOST, "evil.example:8001".parse().unwrap());
+        assert!(
+            check_host_origin(&two, None, &a, false).is_err(),
+            "two Hosts"
+        );
+        let mut h = HeaderMap::new();
         h.insert(header::HOST, "127.0.0.1:8001".parse().unwrap());
-        h.insert(header::ORIGIN, "http://127.0.0.1:8001".parse().unwrap());
-        assert!(same_origin(&h));
-        h.insert(header::ORIGIN, "http://evil.example".parse().unwrap());
-        assert!(!same_origin(&h));
+        assert!(
+            check_host_origin(&h, Some("evil.example:8001"), &a, false).is_err(),
+            "an absolute target naming another host"
+        );
+        let on_lan = hosts("10.0.0.5:8001", &[]);
+        assert!(decide(&on_lan, Some("10.0.0.5:8001"), None).is_ok());
+        assert!(decide(&on_lan, Some("10.0.0.6:8001"), None).is_err());
+    }
+
+    #[test]
+    fn a_wildcard_bind_takes_ip_literals_but_only_configured_names() {
+        let a = hosts("0.0.0.0:8001", &["dash.example.com", "other.example:9443"]);
+        for ok in [
+            "192.168.1.7:8001",
+            "[fe80::1]:8001",
+            "localhost:8001",
+            "dash.example.com",
+            "Dash.Example.Com:443",
+            "other.example:9443",
+        ] {
+            assert!(decide(&a, Some(ok), None).is_ok(), "{ok}");
+        }
+        for bad in [
+            "evil.example:8001",
+            "other.example",
+            "other.example:8001",
+            "0.0.0.0:8001",
+            "192.168.1.7:9",
+        ] {
+            assert!(decide(&a, Some(bad), None).is_err(), "{bad}");
+        }
+        assert!(
+            decide(
+                &a,
+                Some("dash.example.com"),
+                Some("https://dash.example.com")
+            )
+            .is_ok(),
+            "the page behind a TLS proxy"
+        );
     }
 }

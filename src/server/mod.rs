@@ -22,7 +22,7 @@
 //! | [`launch`] | starting `pipewatch run` ("Run now", the built-in scheduler) |
 //! | [`schedule`] | the built-in timer and the auditor on the wall clock; the status |
 //! | [`assets`] | the page: every file of `web/`, from one table |
-//! | [`auth`] | the token, Origin and content-type guards |
+//! | [`auth`] | the Host, token, Origin, body size and content-type guards |
 //! | [`routes`] | the router, one module per group of routes |
 
 pub mod assets;
@@ -118,10 +118,13 @@ pub fn detached_state(config: Config, exe: PathBuf) -> Result<Arc<AppState>, Ser
 /// Runs the dashboard on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
-    config: Config,
+    mut config: Config,
     opts: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    let addr = listener.local_addr().map_err(ServeError::Accept)?;
+    // The address bound (its real port, when asked for port 0) is the one requests must name.
+    config.server.bind = addr;
     let state_dir = config.server.state_dir.clone();
     let events_dir = config.server.events_dir.clone();
     let db_path = index::path(&state_dir);
@@ -166,7 +169,6 @@ pub async fn serve(
     let scheduling = schedule::start(&state);
     let pruner = tokio::spawn(prune_hourly(state.clone()));
 
-    let addr = listener.local_addr().map_err(ServeError::Accept)?;
     tracing::info!("dashboard listening on http://{addr}");
     let app = router(state.clone());
     accept_loop(listener, app, shutdown, close_tx).await;

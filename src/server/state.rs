@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use tokio::sync::{Notify, watch};
 
+use super::auth::AllowedHosts;
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::event::RunId;
@@ -58,13 +59,17 @@ pub struct AppState {
     pub closing: watch::Receiver<bool>,
     /// Wakes the built-in scheduler when its state changed (enabled or disabled).
     pub timer_wake: Arc<Notify>,
+    /// The `Host` values that name this server (`[server] bind` and `allowed_hosts`): every
+    /// request is checked against them, against DNS rebinding.
+    pub allowed_hosts: AllowedHosts,
     /// For a detached state (no accept loop owns the close signal): keeps the signal's sender
     /// alive, so streams do not see "closing" at once.
     _keep_open: Option<watch::Sender<bool>>,
 }
 
 impl AppState {
-    /// A state over `index`. `closing` is the shutdown signal's receiver; without one (a test
+    /// A state over `index`, answering to the `Host` names of `config.server.bind` (which is
+    /// the address actually bound: `serve` sets it). `closing` is the shutdown signal's receiver; without one (a test
     /// driving the router) the state keeps a signal of its own that never fires.
     pub fn new(
         config: Config,
@@ -81,6 +86,7 @@ impl AppState {
             }
         };
         AppState {
+            allowed_hosts: AllowedHosts::new(config.server.bind, &config.server.allowed_hosts),
             config,
             bus,
             index: Mutex::new(index),

@@ -24,8 +24,13 @@ fn state(token: &str) -> (tempfile::TempDir, Arc<AppState>) {
     (dir, state)
 }
 
+/// A request as a client sends it to the detached state's address (`127.0.0.1:8001`, the
+/// default bind): with that `Host` unless `headers` give one.
 fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Request<Body> {
     let mut r = Request::builder().method(method).uri(path);
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        r = r.header("host", "127.0.0.1:8001");
+    }
     for (k, v) in headers {
         r = r.header(*k, *v);
     }
@@ -388,4 +393,263 @@ async fn event_streams_work_on_a_current_thread_runtime() {
         .unwrap();
     let text = String::from_utf8_lossy(&first);
     assert!(text.contains("id: 0") || text.contains("id:0"), "{text}");
+}
+
+/// RFC 9110 §11.1: the scheme of `Authorization` is case-insensitive.
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let (_dir, state) = state(TOKEN);
+    for (method, path) in ROUTES {
+        let path = concrete(path);
+        for scheme in ["bearer", "BEARER", "bEaReR"] {
+            let auth = format!("{scheme} {TOKEN}");
+            let s = status_of(
+                &state,
+                request(method, &path, &[("authorization", &auth)], "{}"),
+            )
+            .await;
+            assert_ne!(s, StatusCode::UNAUTHORIZED, "{method} {path} with {scheme}");
+        }
+    }
+}
+
+/// Bidirectional controls (U+202E turns `reludehcs` into what it is not) and invisible
+/// formatting characters are refused in `source` like control characters.
+#[tokio::test]
+async fn notify_refuses_bidi_controls_and_invisible_characters_in_source() {
+    let (_dir, state) = state("");
+    for ch in [
+        '\u{202e}', '\u{202a}', '\u{2066}', '\u{2069}', '\u{200e}', '\u{200f}', '\u{061c}',
+        '\u{200b}', '\u{200d}', '\u{2060}', '\u{feff}', '\u{00ad}',
+    ] {
+        let body = serde_json::json!({"run_id": "r1", "source": format!("sched{ch}uler")});
+        let s = status_of(
+            &state,
+            request(
+                "POST",
+                "/api/pipeline/notify-scheduled-run",
+                &[],
+                &body.to_string(),
+            ),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "U+{:04X}", ch as u32);
+    }
+    let body = serde_json::json!({"run_id": "r1", "source": "planificateur é 日本"});
+    let s = status_of(
+        &state,
+        request(
+            "POST",
+            "/api/pipeline/notify-scheduled-run",
+            &[],
+            &body.to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "ordinary non-ASCII text");
+}
+
+/// DNS rebinding: a hostile page whose name resolves to 127.0.0.1 sends its own name as
+/// `Host` and `Origin`. Every route refuses it with 421 — the page, health, the API, the
+/// streams — with a token or without, and nothing runs.
+#[cfg(unix)]
+#[test]
+fn rebound_host_names_are_refused_on_every_route() {
+    use pipewatch::server::assets::ASSETS;
+    let p = Project::with_config(&format!(
+        "{QUICK}[server]\nallowed_hosts = [\"dash.example.com\"]\n"
+    ));
+    let s = Server::start(&p);
+    let port = s.port;
+    let evil_host = format!("evil.example:{port}");
+    let evil_origin = format!("http://{evil_host}");
+    let schedule_before = s.json("/api/scheduler/status")["enabled"].clone();
+    let mut paths: Vec<(&str, String)> = ROUTES.iter().map(|(m, p)| (*m, concrete(p))).collect();
+    paths.extend(ASSETS.iter().map(|a| ("GET", a.path.to_string())));
+    paths.push(("GET", "/api/nothing-here".into()));
+    for (method, path) in &paths {
+        for origin in [None, Some(evil_origin.as_str())] {
+            let mut headers = vec![("Host", evil_host.as_str())];
+            if let Some(o) = origin {
+                headers.push(("Origin", o));
+            }
+            if *method == "POST" {
+                headers.push(("Content-Type", "application/json"));
+            }
+            let r = s.request(method, path, &headers, b"{}");
+            assert_eq!(
+                r.status, 421,
+                "{method} {path} (Origin {origin:?}): {}",
+                r.body
+            );
+            r.assert_error();
+            assert!(
+                r.body.contains("evil.example"),
+                "{method} {path}: {}",
+                r.body
+            );
+        }
+    }
+    for path in ["/ws/events", "/ws/events/r1"] {
+        assert_eq!(
+            ws_connect(
+                port,
+                path,
+                &[("Host", &evil_host), ("Origin", &evil_origin)]
+            )
+            .err(),
+            Some(Refused::Status(421)),
+            "{path}"
+        );
+    }
+    // No Host at all (HTTP/1.1 requires one).
+    let no_host = raw_status(port, "GET /api/runs HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(no_host, 421, "no Host");
+    // Nothing was started or changed.
+    assert!(s.runs().is_empty(), "a run was started: {:?}", s.runs());
+    assert_eq!(s.json("/api/scheduler/status")["enabled"], schedule_before);
+    // This server's own names, and the configured one, are answered.
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        "dash.example.com".to_string(),
+        "DASH.example.com:443".to_string(),
+    ] {
+        let r = s.request("GET", "/api/runs", &[("Host", &host)], b"");
+        assert_eq!(r.status, 200, "Host {host}: {}", r.body);
+    }
+    let mut ws = ws_connect(
+        port,
+        "/ws/events",
+        &[
+            ("Host", "dash.example.com"),
+            ("Origin", "https://dash.example.com"),
+        ],
+    )
+    .expect("the configured name upgrades");
+    let _ = ws.close(None);
+
+    // With a token, the token does not make a rebound name acceptable either.
+    let p = Project::with_config(&format!("{QUICK}[server]\ntoken = \"{TOKEN}\"\n"));
+    let s = Server::start(&p);
+    let evil_host = format!("evil.example:{}", s.port);
+    let auth = format!("Bearer {TOKEN}");
+    for (method, path) in [
+        ("GET", "/api/runs"),
+        ("GET", "/api/health"),
+        ("GET", "/"),
+        ("POST", "/api/pipeline/run"),
+    ] {
+        let r = s.request(
+            method,
+            path,
+            &[
+                ("Host", &evil_host),
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            b"{}",
+        );
+        assert_eq!(r.status, 421, "{method} {path} with the token: {}", r.body);
+    }
+    let r = s.request("GET", "/api/runs", &[("Authorization", &auth)], b"");
+    assert_eq!(r.json(), serde_json::json!([]), "a run was started");
+}
+
+/// The status line of a request sent byte for byte on a connection of its own.
+fn raw_status(port: u16, raw: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    c.write_all(raw.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while crate::support::http::find(&got, b"\r\n\r\n").is_none() {
+        match c.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("reading the answer to {raw:?}: {e}"),
+        }
+    }
+    let end = crate::support::http::find(&got, b"\r\n\r\n").unwrap_or(got.len());
+    crate::support::http::parse_head(&got[..end]).0
+}
+
+/// A body over the limit is refused on a route that never reads its body too, whether its
+/// length is declared or it comes in chunks; nothing runs.
+#[cfg(unix)]
+#[test]
+fn oversized_bodies_are_413_on_routes_that_do_not_read_them() {
+    let p = Project::with_config(QUICK);
+    let s = Server::start(&p);
+    let ten_mb = (10 * 1024 * 1024).to_string();
+    let schedule_before = s.json("/api/scheduler/status")["enabled"].clone();
+    for (method, path) in [
+        ("POST", "/api/pipeline/run"),
+        ("POST", "/api/scheduler/disable"),
+        ("GET", "/api/runs"),
+    ] {
+        // The length is declared; the body need not follow for the answer to be 413.
+        let r = s.request(
+            method,
+            path,
+            &[
+                ("Content-Type", "application/json"),
+                ("Content-Length", &ten_mb),
+            ],
+            b"{",
+        );
+        assert_eq!(r.status, 413, "{method} {path} declaring 10 MB: {}", r.body);
+        r.assert_error();
+    }
+    let mut chunked = format!("{:x}\r\n", 70 * 1024).into_bytes();
+    chunked.extend(std::iter::repeat_n(b' ', 70 * 1024));
+    chunked.extend_from_slice(b"\r\n");
+    let r = s.request(
+        "POST",
+        "/api/pipeline/run",
+        &[
+            ("Content-Type", "application/json"),
+            ("Transfer-Encoding", "chunked"),
+        ],
+        &chunked,
+    );
+    assert_eq!(r.status, 413, "a 70 KiB chunked body: {}", r.body);
+    assert!(s.runs().is_empty(), "a run was started: {:?}", s.runs());
+    assert_eq!(s.json("/api/scheduler/status")["enabled"], schedule_before);
+}
+
+/// Clients send nothing the server needs: a 1 MiB message closes that client (the server
+/// never buffers it), and the others are served as before.
+#[cfg(unix)]
+#[test]
+fn an_oversized_websocket_message_closes_that_client_only() {
+    let p = Project::with_config(QUICK);
+    let s = Server::start(&p);
+    for (i, path) in ["/ws/events", "/ws/events/big1"].into_iter().enumerate() {
+        let id = format!("big{i}");
+        let mut other = s.ws("/ws/events");
+        let mut big = s.ws(path);
+        let _ = big.send(tungstenite::Message::Binary(vec![b'x'; 1 << 20].into()));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match next(&mut big) {
+                Next::Closed(_) => break,
+                Next::Event(_) | Next::Idle => {}
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path}: the client that sent 1 MiB is still open"
+            );
+        }
+        append(
+            &run_path(&p, &id),
+            &line(&id, "pipeline", "start", "2026-11-29T08:15:00Z", "m"),
+        );
+        read_until(&mut other, "the event after the big message", |e| {
+            e.iter().any(|e| e["run_id"] == id.as_str())
+        });
+        assert_eq!(s.health()["status"], "ok");
+    }
 }

@@ -10,10 +10,11 @@
 //! | [`scheduler`] | `/api/scheduler/status`, `/enable`, `/disable` |
 //! | [`streams`] | `/ws/events`, `/ws/events/{run_id}`, `/api/runs/{run_id}/events/stream` (SSE) |
 //!
-//! The page's files come from `server::assets`. Around them all, in this order: the token on
-//! everything but the page and `/api/health`
-//! (`auth::require_token`), the Origin and content-type guards on every request
-//! (`auth::guard_requests`), and the body limit.
+//! The page's files come from `server::assets`. Around them all, from the outside in: the
+//! body limit for extractors; the Host, Origin, body size and content-type guards on every
+//! request (`auth::guard_requests`: a request whose `Host` does not name this server reaches
+//! nothing, not even the page or `/api/health`); the token on everything but the page and
+//! `/api/health` (`auth::require_token`).
 
 pub mod health;
 pub mod fallback;
@@ -31,7 +32,7 @@ use axum::routing::{get, post};
 use super::auth;
 use super::state::AppState;
 
-/// Request bodies larger than this are refused with 413.
+/// Request bodies larger than this are refused with 413, on every route.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Every route of [`router`] but the page ([`ASSETS`](super::assets::ASSETS), public) and the
@@ -82,7 +83,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/health", get(health::health))
         .merge(protected)
         .fallback(fallback::not_found)
-        .layer(axum::middleware::from_fn(auth::guard_requests))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::guard_requests,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

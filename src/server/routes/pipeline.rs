@@ -81,10 +81,10 @@ pub async fn notify_scheduled_run(
         None | Some("") => "scheduler".to_string(),
         // The original design's name for the scheduler.
         Some("windows_scheduler") => "scheduler".to_string(),
-        Some(s) if s.len() <= 64 && !s.chars().any(char::is_control) => s.to_string(),
+        Some(s) if s.len() <= 64 && !s.chars().any(hidden) => s.to_string(),
         Some(_) => {
             return Err(ApiError::bad_request(
-                "source must be at most 64 characters without control characters",
+                "source must be at most 64 characters without control, bidirectional or invisible formatting characters",
             ));
         }
     };
@@ -105,4 +105,41 @@ pub async fn notify_scheduled_run(
         Json(json!({ "run_id": id, "status": "running" })),
     )
         .into_response())
+}
+
+/// Characters that are not shown as themselves: control characters, bidirectional controls
+/// (U+202E makes text read backwards, so `source` could pose as something else in the page
+/// and the terminal), and invisible formatting (zero-width spaces and joiners, the BOM, the
+/// soft hyphen).
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00ad}'
+                | '\u{061c}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206f}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hidden;
+
+    #[test]
+    fn hidden_characters() {
+        for c in [
+            '\n', '\u{7f}', '\u{202e}', '\u{2067}', '\u{200b}', '\u{feff}', '\u{061c}',
+        ] {
+            assert!(hidden(c), "U+{:04X}", c as u32);
+        }
+        for c in ['a', 'é', '日', ' ', '-', '\u{2010}'] {
+            assert!(!hidden(c), "U+{:04X}", c as u32);
+        }
+    }
 }

@@ -42,6 +42,9 @@ const FOLLOW_BUFFER: usize = 1024;
 /// The most a socket buffers for a client before sends fail.
 const MAX_WRITE_BUFFER: usize = 8 * 1024 * 1024;
 
+/// The largest message (and frame) a client may send; a larger one closes its socket.
+pub const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
+
 #[derive(Deserialize)]
 pub struct SinceQuery {
     since: Option<String>,
@@ -155,13 +158,17 @@ async fn catch_up(replay: &mut Replay, last: &mut Option<u64>, out: &mpsc::Sende
 }
 
 /// Upgrades with a bounded write buffer: a client that stops reading cannot make the server
-/// buffer without limit.
+/// buffer without limit. And with bounded messages: clients send nothing the server uses, so
+/// one that sends more than [`MAX_CLIENT_MESSAGE`] is closed instead of buffered (the default
+/// limit, 64 MiB, let any client make the server hold that much).
 fn upgrade(ws: WebSocketUpgrade) -> WebSocketUpgrade {
     // Clients send next to nothing: a small read buffer (the default, 128 KiB, made each
     // connection cost ~160 KiB, measured with 1,000 clients).
     ws.max_write_buffer_size(MAX_WRITE_BUFFER)
         .write_buffer_size(16 * 1024)
         .read_buffer_size(4 * 1024)
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
 }
 
 /// `/ws/events/{run_id}`.
