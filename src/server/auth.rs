@@ -361,6 +361,19 @@ mod tests {
         AllowedHosts::new(bound.parse().unwrap(), &configured)
     }
 
+    /// Asserts which `Host` values `allowed` takes and which it refuses.
+    fn takes(allowed: &AllowedHosts, ok: &[&str], bad: &[&str]) {
+        for host in ok {
+            assert!(
+                decide(allowed, Some(host), None).is_ok(),
+                "{host:?} refused"
+            );
+        }
+        for host in bad {
+            assert!(decide(allowed, Some(host), None).is_err(), "{host:?} taken");
+        }
+    }
+
     fn decide(
         allowed: &AllowedHosts,
         host: Option<&str>,
@@ -408,16 +421,14 @@ mod tests {
     #[test]
     fn loopback_and_the_bound_address_at_our_port() {
         let a = hosts("127.0.0.1:8001", &[]);
-        for ok in [
+        let ok = [
             "127.0.0.1:8001",
             "localhost:8001",
             "LOCALHOST:8001",
             "[::1]:8001",
             "127.0.0.2:8001",
-        ] {
-            assert!(decide(&a, Some(ok), None).is_ok(), "{ok}");
-        }
-        for bad in [
+        ];
+        let bad = [
             "127.0.0.1:8002",
             "localhost",
             "0.0.0.0:8001",
@@ -425,9 +436,8 @@ mod tests {
             "",
             " ",
             "127.0.0.1:8001, evil",
-        ] {
-            assert!(decide(&a, Some(bad), None).is_err(), "{bad:?}");
-        }
+        ];
+        takes(&a, &ok, &bad);
         assert!(decide(&a, None, None).is_err(), "no Host");
         let mut two = HeaderMap::new();
         two.append(header::HOST, "127.0.0.1:8001".parse().unwrap());
@@ -450,25 +460,22 @@ mod tests {
     #[test]
     fn a_wildcard_bind_takes_ip_literals_but_only_configured_names() {
         let a = hosts("0.0.0.0:8001", &["dash.example.com", "other.example:9443"]);
-        for ok in [
+        let ok = [
             "192.168.1.7:8001",
             "[fe80::1]:8001",
             "localhost:8001",
             "dash.example.com",
             "Dash.Example.Com:443",
             "other.example:9443",
-        ] {
-            assert!(decide(&a, Some(ok), None).is_ok(), "{ok}");
-        }
-        for bad in [
+        ];
+        let bad = [
             "evil.example:8001",
             "other.example",
             "other.example:8001",
             "0.0.0.0:8001",
             "192.168.1.7:9",
-        ] {
-            assert!(decide(&a, Some(bad), None).is_err(), "{bad}");
-        }
+        ];
+        takes(&a, &ok, &bad);
         assert!(
             decide(
                 &a,

@@ -422,31 +422,18 @@ async fn notify_refuses_bidi_controls_and_invisible_characters_in_source() {
         '\u{202e}', '\u{202a}', '\u{2066}', '\u{2069}', '\u{200e}', '\u{200f}', '\u{061c}',
         '\u{200b}', '\u{200d}', '\u{2060}', '\u{feff}', '\u{00ad}',
     ] {
-        let body = serde_json::json!({"run_id": "r1", "source": format!("sched{ch}uler")});
-        let s = status_of(
-            &state,
-            request(
-                "POST",
-                "/api/pipeline/notify-scheduled-run",
-                &[],
-                &body.to_string(),
-            ),
-        )
-        .await;
+        let s = notify(&state, &format!("sched{ch}uler")).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "U+{:04X}", ch as u32);
     }
-    let body = serde_json::json!({"run_id": "r1", "source": "planificateur é 日本"});
-    let s = status_of(
-        &state,
-        request(
-            "POST",
-            "/api/pipeline/notify-scheduled-run",
-            &[],
-            &body.to_string(),
-        ),
-    )
-    .await;
+    let s = notify(&state, "planificateur é 日本").await;
     assert_eq!(s, StatusCode::ACCEPTED, "ordinary non-ASCII text");
+}
+
+/// The status of a notification that run `r1` started, by `source`.
+async fn notify(state: &Arc<AppState>, source: &str) -> StatusCode {
+    let body = serde_json::json!({"run_id": "r1", "source": source}).to_string();
+    let req = request("POST", "/api/pipeline/notify-scheduled-run", &[], &body);
+    status_of(state, req).await
 }
 
 /// DNS rebinding: a hostile page whose name resolves to 127.0.0.1 sends its own name as
