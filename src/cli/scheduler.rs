@@ -95,3 +95,35 @@ pub fn render(status: &Status) -> String {
         .map(|(k, v)| format!("{:<13}{v}\n", format!("{k}:")))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines_are_aligned_and_dash_what_is_unknown() {
+        let status = Status {
+            backend: Backend::Cron,
+            task_name: "Pipeline Runner".into(),
+            exists: true,
+            enabled: false,
+            state: "disabled".into(),
+            schedule: "*/15 * * * *".into(),
+            next_run: None,
+            last_run: Some("2026-11-29T08:15:00+00:00".into()),
+            last_result: None,
+        };
+        assert_eq!(
+            render(&status),
+            "backend:     cron\n\
+             task:        Pipeline Runner\n\
+             exists:      yes\n\
+             enabled:     no\n\
+             state:       disabled\n\
+             schedule:    */15 * * * *\n\
+             next run:    -\n\
+             last run:    2026-11-29T08:15:00+00:00\n\
+             last result: -\n"
+        );
+    }
+}

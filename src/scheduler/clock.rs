@@ -55,11 +55,6 @@ pub mod manual {
             }
         }
 
-        /// Moves the clock to `t`, forward or back (a clock jump).
-        pub fn set(&self, t: DateTime<Utc>) {
-            self.now.send_replace(t);
-        }
-
         /// Resolves once the clock is at or past `t`: the loop's shutdown in a test.
         pub fn reached(&self, t: DateTime<Utc>) -> impl Future<Output = ()> + Send + 'static {
             let mut rx = self.now.subscribe();

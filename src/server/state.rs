@@ -68,9 +68,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// A state over `index`, answering to the `Host` names of `config.server.bind` (which is
-    /// the address actually bound: `serve` sets it). `closing` is the shutdown signal's receiver; without one (a test
-    /// driving the router) the state keeps a signal of its own that never fires.
+    /// A state over `index`, answering to the `Host` names of `config.server.bind` (the
+    /// address actually bound: `serve` sets it). `closing` is the shutdown signal's receiver;
+    /// without one (a test driving the router) the state keeps a signal of its own that never
+    /// fires.
     pub fn new(
         config: Config,
         index: Index,
