@@ -326,11 +326,12 @@ impl Worker {
         TailStats::add(&self.stats.scans, 1);
         let dir = self.config.events_dir.clone();
 
-        let dir_id = match fs::metadata(&dir) {
-            Ok(m) if m.is_dir() => file_identity(&m),
+        let dir_meta = match fs::metadata(&dir) {
+            Ok(m) if m.is_dir() => m,
             Ok(_) => return self.dir_unavailable(&dir, "it is not a folder"),
             Err(e) => return self.dir_unavailable(&dir, &e.to_string()),
         };
+        let dir_id = file_identity(&dir_meta);
         if self.dir_id != Some(dir_id) {
             if self.dir_id.is_some() || self.scans > 1 {
                 tracing::info!(folder = %dir.display(), "events folder (re)appeared: reading it");
@@ -348,7 +349,7 @@ impl Worker {
         }
 
         let safety_net = self.scans.is_multiple_of(FINISHED_RECHECK_SCANS);
-        let mtime = fs::metadata(&dir).and_then(|m| m.modified()).ok();
+        let mtime = dir_meta.modified().ok();
         if !force && !safety_net && self.watch.is_some() && mtime.is_some() && mtime == self.listed
         {
             // Nothing added or removed since the last listing, and notifications cover
