@@ -23,10 +23,12 @@
 //! | [`schedule`] | the built-in timer and the auditor on the wall clock; the status |
 //! | [`assets`] | the page: every file of `web/`, from one table |
 //! | [`auth`] | the Host, token, Origin, body size and content-type guards |
+//! | [`budget`] | the bytes clients may have queued, each and all together |
 //! | [`routes`] | the router, one module per group of routes |
 
 pub mod assets;
 pub mod auth;
+pub mod budget;
 pub mod error;
 mod ingest;
 pub mod launch;
@@ -55,6 +57,11 @@ use crate::tail::{self, TailConfig, Tailer};
 
 /// A client that has not sent its request headers within this long is disconnected.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection whose socket takes no byte for this long is closed: a client that stops
+/// reading (a WebSocket, an event stream, a large answer) holds its share of memory and its
+/// connection no longer than this.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long shutdown waits for open connections to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -272,11 +279,13 @@ async fn accept_loop(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(WRITE_TIMEOUT));
         let service = TowerToHyperService::new(app.clone());
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(TokioIo::new(Box::pin(stream)), service)
             .with_upgrades();
         let mut closing = close.subscribe();
         conns.spawn(async move {

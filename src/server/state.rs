@@ -10,6 +10,7 @@ use std::time::Instant;
 use tokio::sync::{Notify, watch};
 
 use super::auth::AllowedHosts;
+use super::budget::Budget;
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::event::RunId;
@@ -62,6 +63,8 @@ pub struct AppState {
     /// The `Host` values that name this server (`[server] bind` and `allowed_hosts`): every
     /// request is checked against them, against DNS rebinding.
     pub allowed_hosts: AllowedHosts,
+    /// The bytes every client may have queued, and all of them together.
+    pub budget: Budget,
     /// For a detached state (no accept loop owns the close signal): keeps the signal's sender
     /// alive, so streams do not see "closing" at once.
     _keep_open: Option<watch::Sender<bool>>,
@@ -88,6 +91,7 @@ impl AppState {
         };
         AppState {
             allowed_hosts: AllowedHosts::new(config.server.bind, &config.server.allowed_hosts),
+            budget: Budget::default(),
             config,
             bus,
             index: Mutex::new(index),

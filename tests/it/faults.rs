@@ -312,13 +312,8 @@ fn kill9_the_dashboard_20_times_while_50_runs_write() {
         assert_eq!(stages.len(), 1, "{id}: {run}");
         assert_eq!(stages[0]["status"], "success", "{id}: {run}");
         assert_eq!(stages[0]["attempts"], 1, "{id}: {run}");
-        let api = s.json(&format!("/api/runs/{id}/events"));
-        let seqs: Vec<u64> = api
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["seq"].as_u64().unwrap())
-            .collect();
+        let api = s.all_events(id);
+        let seqs: Vec<u64> = api.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
         assert_eq!(seqs, (0..*total).collect::<Vec<_>>(), "{id}: /events");
     }
     let listed: BTreeSet<String> = s

@@ -44,6 +44,7 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
         "malformed_lines": t.malformed_lines,
         "bus_subscribers": state.bus.subscribers(),
         "websocket_clients": Stats::get(&state.stats.ws_clients),
+        "sse_clients": Stats::get(&state.stats.sse_clients),
         "index": { "ok": index_error.is_none(), "error": index_error },
     }))
 }
@@ -53,6 +54,7 @@ struct Figures<'a> {
     tail: TailStatsSnapshot,
     stats: &'a Stats,
     bus_subscribers: u64,
+    client_queued_bytes: u64,
 }
 
 impl Figures<'_> {
@@ -82,6 +84,7 @@ const METRICS: &[Metric] = &[
     ("bus_subscribers", "gauge", "Current subscribers of the event bus.", |f| f.bus_subscribers),
     ("websocket_clients", "gauge", "Open WebSocket connections.", |f| f.counter(|s| &s.ws_clients)),
     ("sse_clients", "gauge", "Open Server-Sent Events streams.", |f| f.counter(|s| &s.sse_clients)),
+    ("client_queued_bytes", "gauge", "Bytes waiting for clients' sockets (bounded by the server's budget).", |f| f.client_queued_bytes),
     ("websocket_lagged_total", "counter", "WebSocket clients closed for falling behind.", |f| f.counter(|s| &s.ws_lagged)),
     ("index_errors_total", "counter", "Failed operations on the run index.", |f| f.counter(|s| &s.index_errors)),
     ("manual_runs_total", "counter", "Runs started from the API.", |f| f.counter(|s| &s.runs_started)),
@@ -94,6 +97,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         tail: state.tail_stats.snapshot(),
         stats: &state.stats,
         bus_subscribers: state.bus.subscribers() as u64,
+        client_queued_bytes: state.budget.in_use() as u64,
     };
     let mut out = String::new();
     for (name, kind, help, value) in METRICS {

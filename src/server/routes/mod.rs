@@ -5,7 +5,8 @@
 //! |---|---|
 //! | [`fallback`] | the 404 for every path no route serves |
 //! | [`health`] | `/api/health` (public), `/metrics` |
-//! | [`runs`] | `/api/runs`, `/api/runs/{run_id}`, its `/events`, `/cancel` |
+//! | [`runs`] | `/api/runs`, `/api/runs/{run_id}`, its `/cancel` |
+//! | [`events`] | `/api/runs/{run_id}/events`, in pages |
 //! | [`pipeline`] | `/api/pipeline/run`, `/api/pipeline/notify-scheduled-run` |
 //! | [`scheduler`] | `/api/scheduler/status`, `/enable`, `/disable` |
 //! | [`streams`] | `/ws/events`, `/ws/events/{run_id}`, `/api/runs/{run_id}/events/stream` (SSE) |
@@ -18,6 +19,7 @@
 
 pub mod health;
 pub mod fallback;
+pub mod events;
 pub mod pipeline;
 pub mod runs;
 pub mod scheduler;
@@ -60,7 +62,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let protected = Router::new()
         .route("/api/runs", get(runs::list_runs))
         .route("/api/runs/{run_id}", get(runs::get_run))
-        .route("/api/runs/{run_id}/events", get(runs::run_events))
+        .route("/api/runs/{run_id}/events", get(events::run_events))
         .route("/api/runs/{run_id}/events/stream", get(streams::run_sse))
         .route("/api/runs/{run_id}/cancel", post(runs::cancel_run))
         .route("/api/pipeline/run", post(pipeline::start_run))

@@ -25,6 +25,7 @@ use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::event::{Published, RunId};
+use crate::server::budget::{self, Reserved};
 use crate::server::error::{ApiError, parse_u64, run_id};
 use crate::server::state::{AppState, Stats, closed};
 use crate::tail::Replay;
@@ -35,8 +36,9 @@ pub const CLOSE_LAGGED: u16 = 4000;
 /// A client whose socket does not take a message for this long is considered stuck.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Events a follower may hold for its client before it waits (and, if the bus moves on
-/// meanwhile, re-reads from the file).
+/// Batches a follower may hand its client before it waits (and, if the bus moves on
+/// meanwhile, re-reads from the file). Their bytes are bounded by the client's
+/// [`budget`](crate::server::budget) first.
 const FOLLOW_BUFFER: usize = 1024;
 
 /// The most a socket buffers for a client before sends fail.
@@ -52,7 +54,8 @@ pub struct SinceQuery {
 
 /// What a follower hands its client.
 enum Item {
-    Events(Vec<Arc<Published>>),
+    /// Events, with the bytes reserved for them until they are written.
+    Events(Vec<Arc<Published>>, Reserved),
     /// The follower cannot go on (the server is closing).
     End,
 }
@@ -60,12 +63,13 @@ enum Item {
 /// Follows one run: the file from `after`, then live events, re-reading the file whenever the
 /// bus got ahead of us. Ends when the client goes away or the server closes.
 async fn follow_run(state: Arc<AppState>, id: RunId, after: Option<u64>, out: mpsc::Sender<Item>) {
+    let budget = state.budget.client();
     let mut live = state.bus.subscribe_live();
     let mut closing = state.closing.clone();
     let mut last = after;
     let mut replay = Replay::new(state.run_file(&id), id.clone(), after);
     // Catch up from the file (a missing file is fine: the run may not have written yet).
-    if !catch_up(&mut replay, &mut last, &out).await {
+    if !catch_up(&mut replay, &mut last, &budget, &out).await {
         return;
     }
     loop {
@@ -84,19 +88,19 @@ async fn follow_run(state: Arc<AppState>, id: RunId, after: Option<u64>, out: mp
                 }
                 if last.is_none_or(|l| e.seq == l + 1) || e.seq == 0 {
                     last = Some(e.seq);
-                    if out.send(Item::Events(vec![e])).await.is_err() {
+                    if !send(&budget, &out, vec![e]).await {
                         return;
                     }
                 } else {
                     // A gap: lines we have not seen (skipped bad lines, or a replayed file we
                     // read less of). The file says which.
                     replay.resume(last);
-                    if !catch_up(&mut replay, &mut last, &out).await {
+                    if !catch_up(&mut replay, &mut last, &budget, &out).await {
                         return;
                     }
                     if last.is_none_or(|l| e.seq > l) {
                         last = Some(e.seq);
-                        if out.send(Item::Events(vec![e])).await.is_err() {
+                        if !send(&budget, &out, vec![e]).await {
                             return;
                         }
                     }
@@ -104,7 +108,7 @@ async fn follow_run(state: Arc<AppState>, id: RunId, after: Option<u64>, out: mp
             }
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 replay.resume(last);
-                if !catch_up(&mut replay, &mut last, &out).await {
+                if !catch_up(&mut replay, &mut last, &budget, &out).await {
                     return;
                 }
             }
@@ -113,8 +117,30 @@ async fn follow_run(state: Arc<AppState>, id: RunId, after: Option<u64>, out: mp
     }
 }
 
+/// Reserves the bytes of `events` in the client's budget (waiting while its earlier ones are
+/// still unwritten), then queues them. Returns false if the client is gone.
+async fn send<T: Followed>(
+    budget: &budget::Client,
+    out: &mpsc::Sender<T>,
+    events: Vec<Arc<Published>>,
+) -> bool {
+    let bytes = events.iter().map(|e| e.json.len()).sum();
+    let reserved = tokio::select! {
+        r = budget.reserve(bytes) => r,
+        _ = out.closed() => return false,
+    };
+    out.send(T::from_item(Item::Events(events, reserved)))
+        .await
+        .is_ok()
+}
+
 /// Sends everything the file has after `last`. Returns false if the client is gone.
-async fn catch_up(replay: &mut Replay, last: &mut Option<u64>, out: &mpsc::Sender<Item>) -> bool {
+async fn catch_up(
+    replay: &mut Replay,
+    last: &mut Option<u64>,
+    budget: &budget::Client,
+    out: &mpsc::Sender<Item>,
+) -> bool {
     loop {
         // A blocking read, but a bounded one (one batch), on the blocking pool.
         let mut r = replay.clone();
@@ -142,7 +168,7 @@ async fn catch_up(replay: &mut Replay, last: &mut Option<u64>, out: &mpsc::Sende
                 if let Some(e) = events.last() {
                     *last = Some(e.seq);
                 }
-                if !events.is_empty() && out.send(Item::Events(events)).await.is_err() {
+                if !events.is_empty() && !send(budget, out, events).await {
                     return false;
                 }
             }
@@ -202,10 +228,11 @@ pub async fn all_events(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade
 const LAGGED: &str = "lagged";
 
 async fn follow_all(state: Arc<AppState>, out: mpsc::Sender<Result<Item, &'static str>>) {
+    let budget = state.budget.client();
     let sub = state.bus.subscribe();
     let mut live = sub.live;
     let mut closing = state.closing.clone();
-    if !sub.backlog.is_empty() && out.send(Ok(Item::Events(sub.backlog))).await.is_err() {
+    if !sub.backlog.is_empty() && !send(&budget, &out, sub.backlog).await {
         return;
     }
     loop {
@@ -234,7 +261,7 @@ async fn follow_all(state: Arc<AppState>, out: mpsc::Sender<Result<Item, &'stati
                 // Waits while the client catches up. A client so slow that the bus moves on
                 // by its whole capacity meanwhile gets `Lagged` on the next receive and is
                 // closed with 4000; a merely busy one loses nothing.
-                if out.send(Ok(Item::Events(batch))).await.is_err() {
+                if !send(&budget, &out, batch).await {
                     return;
                 }
             }
@@ -249,14 +276,21 @@ async fn follow_all(state: Arc<AppState>, out: mpsc::Sender<Result<Item, &'stati
 
 /// Anything a follower can send: per-run followers never lag, `/ws/events` ones may.
 trait Followed: Send {
+    fn from_item(item: Item) -> Self;
     fn into_item(self) -> Result<Item, &'static str>;
 }
 impl Followed for Item {
+    fn from_item(item: Item) -> Self {
+        item
+    }
     fn into_item(self) -> Result<Item, &'static str> {
         Ok(self)
     }
 }
 impl Followed for Result<Item, &'static str> {
+    fn from_item(item: Item) -> Self {
+        Ok(item)
+    }
     fn into_item(self) -> Result<Item, &'static str> {
         self
     }
@@ -288,14 +322,17 @@ async fn serve_socket<T: Followed>(
             item = rx.recv() => {
                 let Some(item) = item else { break Ok(()) };
                 match item.into_item() {
-                    Ok(Item::Events(events)) => {
+                    Ok(Item::Events(events, reserved)) => {
                         let send = async {
                             for e in &events {
                                 sink.feed(Message::Text(e.json.to_string().into())).await?;
                             }
                             sink.flush().await
                         };
-                        match tokio::time::timeout(SEND_TIMEOUT, send).await {
+                        let sent = tokio::time::timeout(SEND_TIMEOUT, send).await;
+                        // Written (or given up on): the bytes leave the client's budget.
+                        drop((events, reserved));
+                        match sent {
                             Ok(Ok(())) => {}
                             Ok(Err(_)) => break Ok(()),
                             Err(_) => break Err((CLOSE_LAGGED, LAGGED)),
@@ -351,18 +388,25 @@ pub async fn run_sse(
     tokio::spawn(follow_run(state.clone(), id, after, tx));
     Stats::add(&state.stats.sse_clients, 1);
     let guard = SseGuard(state.clone());
-    let stream =
-        futures_util::stream::unfold((rx, guard), |(mut rx, guard)| async move {
+    // Each batch's reservation is kept until the next batch is asked for: hyper asks once it
+    // has taken the previous one for the socket.
+    let stream = futures_util::stream::unfold(
+        (rx, guard, None::<Reserved>),
+        |(mut rx, guard, previous)| async move {
+            drop(previous);
             match rx.recv().await {
-                Some(Item::Events(events)) => Some((events, (rx, guard))),
+                Some(Item::Events(events, reserved)) => Some((events, (rx, guard, Some(reserved)))),
                 Some(Item::End) | None => None,
             }
-        })
-        .flat_map(|events| {
-            futures_util::stream::iter(events.into_iter().map(|e| {
+        },
+    )
+    .flat_map(|events| {
+        futures_util::stream::iter(
+            events.into_iter().map(|e| {
                 Ok::<_, Infallible>(SseEvent::default().id(e.seq.to_string()).data(&*e.json))
-            }))
-        });
+            }),
+        )
+    });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 

@@ -308,6 +308,40 @@ impl Server {
 // cargo builds a `harness = false` bench with `--cfg test` too.)
 #[allow(dead_code)]
 impl Server {
+    /// Its resident memory, in bytes (Linux: `VmRSS` of `/proc/PID/status`).
+    #[cfg(target_os = "linux")]
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/PID/status of pipewatch serve");
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status");
+        kb * 1024
+    }
+
+    /// Every event of a run from `/api/runs/{id}/events`, page after page, following each
+    /// page's `Link: <...>; rel="next"` as a client does.
+    pub fn all_events(&self, id: &str) -> Vec<Value> {
+        let mut path = format!("/api/runs/{id}/events");
+        let mut all = Vec::new();
+        loop {
+            let r = self.get(&path);
+            assert_eq!(r.status, 200, "GET {path}: {}", r.body);
+            all.extend(r.json().as_array().cloned().unwrap_or_default());
+            let Some(link) = r.header("link") else {
+                return all;
+            };
+            let next = link
+                .strip_prefix('<')
+                .and_then(|l| l.split_once(">; rel=\"next\""))
+                .map(|(url, _)| url.to_string());
+            path =
+                next.unwrap_or_else(|| panic!("GET {path}: a Link that is not rel=next: {link}"));
+        }
+    }
+
     /// `http://127.0.0.1:PORT`, the address to open in a browser.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
