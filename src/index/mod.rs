@@ -147,6 +147,19 @@ impl crate::exit::Code for IndexError {
 }
 
 impl IndexError {
+    /// Whether SQLite found the file damaged while using it (not at opening, where
+    /// [`needs_rebuild`](IndexError::needs_rebuild) decides).
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            IndexError::Sqlite { source, .. }
+                if matches!(
+                    source.sqlite_error_code(),
+                    Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt)
+                )
+        )
+    }
+
     /// Whether the database itself is unusable (another version, not a database, corrupt,
     /// unreadable), so that starting afresh and rebuilding from the files is the remedy.
     pub fn needs_rebuild(&self) -> bool {

@@ -47,6 +47,15 @@ pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>) {
                 Some(b) => b,
                 None => return,
             },
+            _ = state.index_repair.notified(), if resyncing.is_none() => {
+                if repair(&state).await {
+                    // The rebuild read every file to its end: nothing is behind any more, and
+                    // what the tailer hands on next that the rebuild already read is skipped
+                    // by `seq` (the index applies each event once).
+                    behind.clear();
+                }
+                continue;
+            }
             _ = retry.tick(), if !behind.is_empty() && resyncing.is_none() => {
                 resyncing = Some(tokio::spawn(resync_all(state.clone(), behind.values().cloned().collect())));
                 continue;
@@ -108,6 +117,39 @@ async fn commit(state: &Arc<AppState>, batches: &[Arc<Batch>]) -> bool {
             );
             *state.ingest_error.lock().unwrap_or_else(|p| p.into_inner()) =
                 Some(format!("the run index is behind: {e}"));
+            false
+        }
+    }
+}
+
+/// Rebuilds an index found corrupt while in use from the run files, in place (the damaged
+/// file is kept as `index.db.broken`), between two commits. Returns whether it succeeded;
+/// if not, the error stays in health and the next corrupt answer tries again.
+async fn repair(state: &Arc<AppState>) -> bool {
+    let events_dir = state.config.server.events_dir.clone();
+    let result = state
+        .with_index(move |idx| {
+            tracing::warn!(path = %idx.path().display(), "the run index is corrupt; rebuilding it from the run files");
+            idx.reset_in_place()?;
+            match crate::index::rebuild(idx, &events_dir) {
+                Err(IndexError::ReadDir { .. }) => Ok(crate::index::RebuildStats::default()),
+                other => other,
+            }
+        })
+        .await;
+    match result {
+        Ok(stats) => {
+            tracing::info!(
+                files = stats.files,
+                events = stats.events,
+                "run index rebuilt from {}",
+                state.config.server.events_dir.display()
+            );
+            *state.ingest_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            true
+        }
+        Err(e) => {
+            tracing::error!("cannot rebuild the run index: {e}");
             false
         }
     }

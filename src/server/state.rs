@@ -58,6 +58,9 @@ pub struct AppState {
     pub started: Instant,
     /// Flips to true on shutdown; long-lived streams watch it to close cleanly.
     pub closing: watch::Receiver<bool>,
+    /// Wakes the ingest task when an index operation found the database corrupt: it rebuilds
+    /// the index from the files (`ingest::run`).
+    pub index_repair: Notify,
     /// Wakes the built-in scheduler when its state changed (enabled or disabled).
     pub timer_wake: Arc<Notify>,
     /// The `Host` values that name this server (`[server] bind` and `allowed_hosts`): every
@@ -103,6 +106,7 @@ impl AppState {
             exe,
             started: Instant::now(),
             closing,
+            index_repair: Notify::new(),
             timer_wake: Arc::new(Notify::new()),
             _keep_open: keep_open,
         }
@@ -132,6 +136,9 @@ impl AppState {
             Err(e) => {
                 Stats::add(&self.stats.index_errors, 1);
                 *slot = Some(e.to_string());
+                if e.is_corruption() {
+                    self.index_repair.notify_one();
+                }
             }
         }
     }

@@ -792,6 +792,45 @@ fn index_corrupted_while_serving() {
     eprintln!("corrupted: health while the index was garbage: {health:?}");
 }
 
+/// 4 KB overwritten inside the index (the file still opens, its schema still reads): a
+/// review got 503 "database disk image is malformed" on `/api/runs` from then on, after
+/// restarts too, while health said ok. The integrity check at start-up finds it; the index is
+/// rebuilt from the files and every run is listed again.
+#[test]
+fn an_index_damaged_inside_is_rebuilt_at_start_up() {
+    let p = Project::with_config(QUICK);
+    let ids: Vec<String> = (0..300).map(|i| format!("r{i:04}")).collect();
+    for id in &ids {
+        append(&run_path(&p, id), &whole_run(id));
+    }
+    let mut s = Server::start(&p);
+    s.wait_json("/api/runs?limit=1000", "every run indexed", LONG, |v| {
+        v.as_array().is_some_and(|a| a.len() == ids.len())
+    });
+    s.stop();
+    let db = p.state_dir().join("index.db");
+    let len = std::fs::metadata(&db).unwrap().len();
+    assert!(len >= 8 * 4096, "the index is only {len} bytes");
+    // A page in the middle of the file, overwritten in place.
+    let at = (len / 2) / 4096 * 4096;
+    let mut f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(at)).unwrap();
+    f.write_all(&[0xA5; 4096]).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    s.spawn();
+    let runs = s.json("/api/runs?limit=1000");
+    assert_eq!(runs.as_array().map(Vec::len), Some(ids.len()), "{runs}");
+    let h = s.health();
+    assert_eq!(h["status"], "ok", "{h}");
+    assert!(
+        s.stderr().contains("integrity check failed"),
+        "the damage was not reported:\n{}",
+        s.stderr()
+    );
+    assert!(p.state_dir().join("index.db.broken").exists());
+}
+
 /// Whether permissions bind this process (they do not for root).
 fn permissions_bind(dir: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
