@@ -276,15 +276,16 @@ fn dashboard(config: &Config, out: &mut Vec<Check>) -> bool {
     let name = "dashboard";
     let addr = crate::runner::announce::reachable(config.server.bind);
     let url = format!("http://{addr}/api/health");
-    let answer = agent()
-        .get(&url)
-        .call()
-        .map_err(|e| e.to_string())
-        .and_then(|mut r| {
-            let status = r.status().as_u16();
-            let body = r.body_mut().read_to_string().map_err(|e| e.to_string())?;
-            Ok((status, body))
-        });
+    // With the token, health also says which folder the dashboard tails.
+    let mut request = agent().get(&url);
+    if !config.server.token.is_empty() {
+        request = request.header("Authorization", format!("Bearer {}", config.server.token));
+    }
+    let answer = request.call().map_err(|e| e.to_string()).and_then(|mut r| {
+        let status = r.status().as_u16();
+        let body = r.body_mut().read_to_string().map_err(|e| e.to_string())?;
+        Ok((status, body))
+    });
     let (status, body) = match answer {
         Ok(a) => a,
         Err(e) => {

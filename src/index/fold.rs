@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 
-use super::{RUNNING, to_i64};
+use super::{ABANDONED, NO_RUN_FILE, RUNNING, to_i64};
 use crate::event::{
     Event, PIPELINE_STAGE, Published, RunId, format_timestamp, kind, parse_timestamp,
 };
@@ -195,9 +195,16 @@ impl RunRow {
     fn apply_run_event(&mut self, e: &Event) {
         match e.event.as_str() {
             // A start never undoes a final status (nor `abandoned`, which only a final event
-            // replaces). As the file's first line it is the run's real start time, replacing
-            // the time a notification announced the run.
+            // replaces), but for a run abandoned because its file never appeared: it just
+            // did. As the file's first line it is the run's real start time, replacing the
+            // time a notification announced the run.
             kind::START if e.seq == Some(0) => {
+                if self.status.as_deref() == Some(ABANDONED)
+                    && self.reason.as_deref() == Some(NO_RUN_FILE)
+                {
+                    self.status = Some(RUNNING.to_string());
+                    (self.finished_at, self.duration_ms, self.reason) = (None, None, None);
+                }
                 self.sort_key = sort_key(&e.timestamp);
                 self.started_at = Some(e.timestamp.clone());
             }

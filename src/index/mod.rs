@@ -105,6 +105,10 @@ pub const STAGE_STATUSES: [&str; 6] = [
 pub const RUNNING: &str = "running";
 const ABANDONED: &str = "abandoned";
 
+/// The reason of a run announced to the dashboard whose file never appeared (and that no
+/// runner holds): `abandoned`, until its file does appear.
+pub const NO_RUN_FILE: &str = "its run file never appeared";
+
 /// A failure of the run index, naming the database and what was being done.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {

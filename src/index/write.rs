@@ -76,9 +76,15 @@ impl Index {
     }
 
     /// Marks a run whose runner died without a final event as `abandoned` at `at`, with its
-    /// running stages. Only a run still `running` is changed; returns whether it was. A final
-    /// event read later (the runner was alive after all) replaces `abandoned`.
-    pub fn mark_abandoned(&mut self, id: &RunId, at: &str) -> Result<bool, IndexError> {
+    /// running stages, and `reason` if given. Only a run still `running` is changed; returns
+    /// whether it was. A final event read later (the runner was alive after all) replaces
+    /// `abandoned`.
+    pub fn mark_abandoned(
+        &mut self,
+        id: &RunId,
+        at: &str,
+        reason: Option<&str>,
+    ) -> Result<bool, IndexError> {
         let p = self.path.as_path();
         let what = "mark a run abandoned";
         let tx = self.conn.transaction().map_err(db(p, what))?;
@@ -91,9 +97,10 @@ impl Index {
         };
         let duration = started.as_deref().and_then(|s| elapsed_ms(s, at));
         tx.prepare_cached(
-            "UPDATE runs SET status = ?4, finished_at = ?2, duration_ms = ?3 WHERE run_id = ?1",
+            "UPDATE runs SET status = ?4, finished_at = ?2, duration_ms = ?3,
+                             reason = COALESCE(?5, reason) WHERE run_id = ?1",
         )
-        .and_then(|mut s| s.execute(params![id.as_str(), at, duration, ABANDONED]))
+        .and_then(|mut s| s.execute(params![id.as_str(), at, duration, ABANDONED, reason]))
         .map_err(db(p, what))?;
         tx.prepare_cached(
             "UPDATE stages SET status = ?3, finished_at = ?2 WHERE run_id = ?1 AND status = ?4",
@@ -589,12 +596,12 @@ mod tests {
         let rest = events.split_off(8);
         ix.apply(&batch("r1", 0, events)).unwrap();
         let at = "2026-11-29T08:16:00.000Z";
-        assert!(ix.mark_abandoned(&id("r1"), at).unwrap());
+        assert!(ix.mark_abandoned(&id("r1"), at, None).unwrap());
         assert!(
-            !ix.mark_abandoned(&id("r1"), at).unwrap(),
+            !ix.mark_abandoned(&id("r1"), at, None).unwrap(),
             "only a running run"
         );
-        assert!(!ix.mark_abandoned(&id("nope"), at).unwrap());
+        assert!(!ix.mark_abandoned(&id("nope"), at, None).unwrap());
         let d = ix.get_run(&id("r1")).unwrap().unwrap();
         assert_eq!(d.run.status, "abandoned");
         assert_eq!(d.run.finished_at.as_deref(), Some(at));

@@ -31,6 +31,13 @@ use std::sync::Mutex;
 
 use crate::event::{Data, Level, Record, RunId, Stream, kind, now_timestamp};
 
+/// The most bytes of output (`log` events) one run's journal takes. A stage that prints more
+/// keeps running, its pipes drained, but its further lines are not journaled: one `log`
+/// event (`level: warn`, `data.reason: "output_limit"`) says so where the limit was reached.
+/// (A review turned 2 MB of empty lines into a 415 MB run file: each line is an event of
+/// ~200 bytes.)
+pub const MAX_OUTPUT_BYTES: u64 = 256 * 1024 * 1024;
+
 /// A journal that could not be created or written.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum JournalError {
@@ -65,6 +72,11 @@ struct Inner {
     len: u64,
     buf: Vec<u8>,
     failed: Option<JournalError>,
+    /// Bytes of output events written, against `output_cap`.
+    output_bytes: u64,
+    output_cap: u64,
+    /// Output lines not journaled since the cap was reached.
+    output_dropped: u64,
 }
 
 impl Journal {
@@ -97,6 +109,9 @@ impl Journal {
                 len: 0,
                 buf: Vec::with_capacity(64 * 1024),
                 failed: None,
+                output_bytes: 0,
+                output_cap: MAX_OUTPUT_BYTES,
+                output_dropped: 0,
             }),
         })
     }
@@ -143,7 +158,13 @@ impl Journal {
         inner.commit(1, &self.path)
     }
 
-    /// Appends one `log` event per line, all in a single write.
+    /// Output lines not journaled because the run reached [`MAX_OUTPUT_BYTES`].
+    pub fn output_dropped(&self) -> u64 {
+        self.lock().output_dropped
+    }
+
+    /// Appends one `log` event per line, all in a single write; past [`MAX_OUTPUT_BYTES`] of
+    /// output, a note instead, once, and nothing after it.
     pub fn emit_output(
         &self,
         stage: &str,
@@ -168,12 +189,18 @@ impl Journal {
             ..Data::default()
         };
         let mut inner = self.lock();
+        if inner.output_bytes >= inner.output_cap {
+            inner.output_dropped += lines.len() as u64;
+            return Ok(());
+        }
         inner.buf.clear();
         let first = inner.next_seq;
-        for (i, line) in lines.iter().enumerate() {
+        let room = inner.output_cap - inner.output_bytes;
+        let mut count = 0;
+        for line in lines {
             let text = String::from_utf8_lossy(line.text);
             let record = Record {
-                seq: first + i as u64,
+                seq: first + count,
                 run_id: self.run_id.as_str(),
                 pipeline: &self.pipeline,
                 stage,
@@ -184,9 +211,48 @@ impl Journal {
                 msg: &text,
                 data: if line.truncated { &cut } else { &plain },
             };
+            let before = inner.buf.len();
             write_line(&mut inner.buf, &record);
+            if inner.buf.len() as u64 > room {
+                inner.buf.truncate(before);
+                break;
+            }
+            count += 1;
         }
-        inner.commit(lines.len() as u64, &self.path)
+        let written = inner.buf.len() as u64;
+        if count < lines.len() as u64 {
+            // The limit is reached: the rest of this chunk and all later output are dropped,
+            // and the journal says so, once.
+            inner.output_dropped += lines.len() as u64 - count;
+            let note = format!(
+                "output limit reached: this run has journaled {} MiB of output; \
+                 later lines of its stages are not kept",
+                inner.output_cap >> 20
+            );
+            let data = Data {
+                stream: Some(stream),
+                reason: Some("output_limit"),
+                ..Data::default()
+            };
+            let record = Record {
+                seq: first + count,
+                run_id: self.run_id.as_str(),
+                pipeline: &self.pipeline,
+                stage,
+                event: kind::LOG,
+                level: Level::Warn,
+                timestamp: &timestamp,
+                source: &self.source,
+                msg: &note,
+                data: &data,
+            };
+            write_line(&mut inner.buf, &record);
+            count += 1;
+            inner.output_bytes = inner.output_cap;
+        } else {
+            inner.output_bytes += written;
+        }
+        inner.commit(count, &self.path)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -234,6 +300,48 @@ mod tests {
     use super::*;
     use crate::event::Event;
     use std::sync::Arc;
+
+    #[test]
+    fn output_past_the_limit_is_dropped_with_one_note() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = RunId::parse("r1").unwrap();
+        let j = Journal::create(dir.path(), &id, "p", "cli").unwrap();
+        j.lock().output_cap = 2000;
+        let empty: Vec<OutputLine> = (0..10)
+            .map(|_| OutputLine {
+                text: b"",
+                truncated: false,
+            })
+            .collect();
+        for _ in 0..5 {
+            j.emit_output("a", Stream::Stdout, &empty).unwrap();
+        }
+        j.emit("a", kind::SUCCESS, Level::Info, "done", &Data::default())
+            .unwrap();
+        let text = std::fs::read_to_string(j.path()).unwrap();
+        let events: Vec<Event> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let notes: Vec<&Event> = events
+            .iter()
+            .filter(|e| e.data_str("reason") == Some("output_limit"))
+            .collect();
+        assert_eq!(notes.len(), 1, "{text}");
+        let logs = events.iter().filter(|e| e.event == kind::LOG).count() as u64;
+        assert!(logs > 1 && logs < 50, "{logs} log events");
+        assert_eq!(j.output_dropped() + logs - 1, 50);
+        // Every seq once, in file order, the final event after the note.
+        let seqs: Vec<u64> = events.iter().filter_map(|e| e.seq).collect();
+        assert_eq!(seqs, (0..events.len() as u64).collect::<Vec<_>>());
+        assert_eq!(events.last().map(|e| e.event.as_str()), Some(kind::SUCCESS));
+        let output: u64 = text
+            .lines()
+            .filter(|l| l.contains("\"log\""))
+            .map(|l| l.len() as u64 + 1)
+            .sum();
+        assert!(output <= 2000 + 400, "{output} bytes of output");
+    }
 
     #[test]
     fn seq_follows_file_order_across_threads() {

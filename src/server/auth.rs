@@ -35,10 +35,7 @@ pub async fn require_token(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let token = &state.config.server.token;
-    if token.is_empty()
-        || presented(req.headers(), req.uri().query()).is_some_and(|t| same(&t, token))
-    {
+    if authorized(&state, req.headers(), req.uri().query()) {
         Ok(next.run(req).await)
     } else {
         Err(ApiError::new(
@@ -46,6 +43,12 @@ pub async fn require_token(
             "a token is required: send Authorization: Bearer TOKEN",
         ))
     }
+}
+
+/// Whether a request may see everything: no token is configured, or it presents the token.
+pub fn authorized(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> bool {
+    let token = &state.config.server.token;
+    token.is_empty() || presented(headers, query).is_some_and(|t| same(&t, token))
 }
 
 /// The token a request presents, from the header, the cookie or the query string.

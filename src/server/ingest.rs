@@ -3,13 +3,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
 use super::state::{AppState, Stats};
 use crate::event::{RunId, now_timestamp};
-use crate::index::IndexError;
+use crate::index::{IndexError, NO_RUN_FILE};
 use crate::runner::liveness::{self, Liveness};
 use crate::tail::{Batch, Checkpoint};
 
@@ -19,6 +19,13 @@ const LIVENESS_EVERY: Duration = Duration::from_secs(2);
 
 /// At most this many events are committed in one transaction.
 const MAX_EVENTS_PER_COMMIT: usize = 50_000;
+
+/// A run announced (`notify-scheduled-run`) whose file never appears, and that no runner of
+/// this `state_dir` holds, is `abandoned` this long after the dashboard first saw it so: a
+/// runner of this configuration writes its file and takes its lock before it announces, so
+/// such a run is another project's, or its runner died before writing anything. With the
+/// check's period, that is within the 10 s an abandoned run is known in.
+const NO_FILE_GRACE: Duration = Duration::from_secs(8);
 
 /// How often runs the index fell behind on are retried while nothing else arrives.
 const RESYNC_EVERY: Duration = Duration::from_secs(2);
@@ -185,10 +192,12 @@ fn forget_caught_up(behind: &mut HashMap<RunId, Checkpoint>, done: Vec<Checkpoin
 /// Marks `running` runs whose runner is gone as `abandoned`.
 ///
 /// A run is abandoned when its lock file is there but nobody holds it: the runner died (the OS
-/// released its lock). A run with no lock file is left alone: its runner may not have taken
-/// the lock yet (a run announced a moment ago), or it is written by another tool. Before
-/// marking, the index must have read the whole file: a final event still on its way wins.
+/// released its lock). Before marking, the index must have read the whole file: a final
+/// event still on its way wins. A run with no lock file but a run file is written by another
+/// tool and is left alone. A run with neither is abandoned after [`NO_FILE_GRACE`].
 pub async fn watch_liveness(state: Arc<AppState>) {
+    // Running runs with neither a run file nor a lock file, and since when.
+    let mut fileless: HashMap<RunId, Instant> = HashMap::new();
     let mut tick = tokio::time::interval(LIVENESS_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -198,32 +207,46 @@ pub async fn watch_liveness(state: Arc<AppState>) {
         let _ = tokio::task::spawn_blocking(move || liveness::reap_orphans(&dir)).await;
         let state_dir = state.config.server.state_dir.clone();
         let events_dir = state.config.server.events_dir.clone();
+        let seen = std::mem::take(&mut fileless);
         let result = state
             .with_index(move |idx| {
                 let mut marked = Vec::new();
+                let mut still = HashMap::new();
                 for id in idx.running_runs()? {
-                    if !liveness::has_lock_file(&state_dir, &id)
-                        || liveness::liveness(&state_dir, &id) == Liveness::Alive
-                    {
+                    let file = events_dir.join(id.file_name());
+                    if !liveness::has_lock_file(&state_dir, &id) {
+                        // Written by another tool (no lock): its final event ends it. Neither
+                        // a file nor a lock: announced, and never written here.
+                        if std::fs::symlink_metadata(&file).is_ok() {
+                            continue;
+                        }
+                        let since = seen.get(&id).copied().unwrap_or_else(Instant::now);
+                        if since.elapsed() < NO_FILE_GRACE {
+                            still.insert(id, since);
+                        } else if idx.mark_abandoned(&id, &now_timestamp(), Some(NO_RUN_FILE))? {
+                            marked.push((id, NO_RUN_FILE));
+                        }
                         continue;
                     }
-                    let size = std::fs::metadata(events_dir.join(id.file_name()))
-                        .map(|m| m.len())
-                        .unwrap_or(0);
+                    if liveness::liveness(&state_dir, &id) == Liveness::Alive {
+                        continue;
+                    }
+                    let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
                     if idx.offset_of(&id)?.unwrap_or(0) < size {
                         continue; // not caught up yet: the final event may be in there
                     }
-                    if idx.mark_abandoned(&id, &now_timestamp())? {
-                        marked.push(id);
+                    if idx.mark_abandoned(&id, &now_timestamp(), None)? {
+                        marked.push((id, "its runner is gone without a final event"));
                     }
                 }
-                Ok(marked)
+                Ok((marked, still))
             })
             .await;
         match result {
-            Ok(marked) => {
-                for id in &marked {
-                    tracing::warn!(run_id = %id, "run abandoned: its runner is gone without a final event");
+            Ok((marked, still)) => {
+                fileless = still;
+                for (id, why) in &marked {
+                    tracing::warn!(run_id = %id, "run abandoned: {why}");
                     liveness::remove_stale_lock(&state.config.server.state_dir, id);
                 }
                 Stats::add(&state.stats.abandoned, marked.len() as u64);

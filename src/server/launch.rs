@@ -62,7 +62,7 @@ pub async fn launch(
         if !state.run_file(&logged).exists() {
             let at = now_timestamp();
             let _ = state
-                .with_index(move |idx| idx.mark_abandoned(&logged, &at))
+                .with_index(move |idx| idx.mark_abandoned(&logged, &at, None))
                 .await;
         }
     });

@@ -787,3 +787,27 @@ fn slow_request_bodies_are_answered_408() {
     assert_no_run_started(&s);
     assert_eq!(s.health()["status"], "ok");
 }
+
+/// Public health says whether the dashboard works, not where its files are: with a token
+/// configured, a request without it gets no `events_dir` and no error text (errors name
+/// files). A review found the absolute events path there. With the token, all of it.
+#[test]
+fn public_health_does_not_tell_where_the_files_are() {
+    let p = Project::with_config(&format!("{QUICK}[server]\ntoken = \"{TOKEN}\"\n"));
+    // No events folder can be made where a file is: health has an error naming the path.
+    std::fs::create_dir_all(p.path().join("logs")).unwrap();
+    std::fs::write(p.events_dir(), "a file where the folder should be").unwrap();
+    let s = Server::start(&p);
+    let folder = p.events_dir().display().to_string();
+    let public = s.get("/api/health");
+    assert_eq!(public.status, 200);
+    assert!(!public.body.contains(&folder), "{}", public.body);
+    let h = public.json();
+    assert!(h["events_dir"].is_null(), "{h}");
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert!(h["tailer"]["error"].is_string(), "{h}");
+    let auth = format!("Bearer {TOKEN}");
+    let full = s.request("GET", "/api/health", &[("Authorization", &auth)], b"");
+    assert!(full.body.contains(&folder), "{}", full.body);
+    assert_eq!(full.json()["events_dir"], folder.as_str());
+}

@@ -1262,6 +1262,36 @@ fn a_notified_run_stays_running_until_its_writer_starts() {
     assert_eq!(run["stages"][0]["status"], "running", "{run}");
 }
 
+/// A notified run whose file never appears (another project's runner notified this
+/// dashboard, or a runner died before writing) ends `abandoned` within the usual seconds,
+/// with a reason; a review saw 36 such runs `running` for ever. If its file appears after
+/// all, it is running again.
+#[test]
+fn a_notified_run_whose_file_never_appears_is_abandoned() {
+    let p = Project::with_config(QUICK);
+    let s = Server::start(&p);
+    let id = "20261129T081500Z-nofile";
+    notify_windows_run(&s, &p, id);
+    let announced = Instant::now();
+    let run = s.wait_run(id, Duration::from_secs(20), |r| r["status"] == "abandoned");
+    let took = announced.elapsed();
+    assert_eq!(run["reason"], "its run file never appeared", "{run}");
+    assert!(took <= Duration::from_secs(13), "abandoned after {took:?}");
+    append(
+        &run_path(&p, id),
+        &(line(id, "pipeline", "start", "2026-11-29T08:15:00.000Z", "start")
+            + &line(id, "a", "start", "2026-11-29T08:15:00.100Z", "a")),
+    );
+    let run = s.wait_run(id, LONG, |r| r["status"] == "running");
+    assert_eq!(run["reason"], Value::Null, "{run}");
+    append(
+        &run_path(&p, id),
+        &(line(id, "a", "success", "2026-11-29T08:15:02.000Z", "a")
+            + &line(id, "pipeline", "success", "2026-11-29T08:15:03.000Z", "end")),
+    );
+    s.wait_run(id, LONG, |r| r["status"] == "success");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 15. Run now, overlap, cancel
 

@@ -7,14 +7,33 @@ use std::sync::atomic::AtomicU64;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderMap, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::server::auth;
 use crate::server::state::{AppState, Stats};
 use crate::tail::TailStatsSnapshot;
 
-pub async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
+/// What public health says instead of an error's text, which names files.
+const ASK_WITH_THE_TOKEN: &str = "details are shown with the token";
+
+/// `GET /api/health`. It is public, so, when a token is configured, a request without it is
+/// not told where things are: no `events_dir`, and no error text (errors name files); the
+/// status and the figures stay. (A review found the absolute events path on public health.)
+pub async fn health(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Json<Value> {
+    let full = auth::authorized(&state, &headers, uri.query());
+    let shown = |e: Option<String>| {
+        if full {
+            e
+        } else {
+            e.map(|_| ASK_WITH_THE_TOKEN.to_string())
+        }
+    };
     let t = state.tail_stats.snapshot();
     let tailer_running = state
         .tailer
@@ -25,12 +44,12 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
     let folder_error = state.tail_stats.folder_error();
     let index_error = state.index_problem();
     let ok = index_error.is_none() && tailer_running && folder_error.is_none();
-    Json(json!({
+    let (folder_error, index_error) = (shown(folder_error), shown(index_error));
+    let mut health = json!({
         "status": if ok { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
         "pipeline": state.config.pipeline.name,
         "uptime_s": state.started.elapsed().as_secs(),
-        "events_dir": state.config.server.events_dir,
         "tailer": {
             "running": tailer_running,
             "watching": t.watching,
@@ -46,7 +65,11 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
         "websocket_clients": Stats::get(&state.stats.ws_clients),
         "sse_clients": Stats::get(&state.stats.sse_clients),
         "index": { "ok": index_error.is_none(), "error": index_error },
-    }))
+    });
+    if full {
+        health["events_dir"] = json!(state.config.server.events_dir);
+    }
+    Json(health)
 }
 
 /// The figures one `/metrics` answer is made of, read once.
