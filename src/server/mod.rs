@@ -59,9 +59,10 @@ use crate::tail::{self, TailConfig, Tailer};
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connection whose socket takes no byte for this long is closed: a client that stops
-/// reading (a WebSocket, an event stream, a large answer) holds its share of memory and its
-/// connection no longer than this.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// reading (an event stream, a large answer) holds its share of memory and its connection no
+/// longer than this. Longer than a WebSocket's own send timeout (10 s), which closes a stuck
+/// WebSocket client first, with code 4000.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long shutdown waits for open connections to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

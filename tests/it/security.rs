@@ -716,7 +716,7 @@ fn clients_that_never_read_are_bounded_in_bytes_and_time() {
     let all = s.all_events("big");
     assert_eq!(all.len() as u64, n);
     // Then the stuck ones are let go: none of them took a byte for the send timeout.
-    wait_until(Duration::from_secs(30), "the stuck clients closed", || {
+    wait_until(Duration::from_secs(45), "the stuck clients closed", || {
         let h = s.health();
         h["websocket_clients"] == 0 && h["sse_clients"] == 0
     });

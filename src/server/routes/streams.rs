@@ -346,12 +346,17 @@ async fn serve_socket<T: Followed>(
         }
     };
     reader.abort();
+    // What was queued for the client is given back to the budget before the close frame
+    // goes out.
+    drop(rx);
     if let Err((code, reason)) = outcome {
         if code == CLOSE_LAGGED {
             Stats::add(&state.stats.ws_lagged, 1);
         }
+        // A client that stopped reading takes the close frame only once it reads again:
+        // it gets as long as a send to do so.
         let _ = tokio::time::timeout(
-            Duration::from_secs(1),
+            SEND_TIMEOUT,
             sink.send(Message::Close(Some(CloseFrame {
                 code,
                 reason: reason.into(),
