@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::event::Published;
+use crate::fsx;
 use crate::index::RUN_STATUSES;
 use crate::runner::liveness::{self, Liveness};
 use crate::server::error::{ApiError, parse_u64, run_id};
@@ -105,6 +106,16 @@ pub async fn run_events(
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 format!("no events for run {raw}"),
+            ));
+        }
+        // A FIFO or a link planted under the run file's name: no run file, never read.
+        Err(TailError::Read { ref source, .. }) if let Some(n) = fsx::not_regular(source) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no events for run {raw}: its run file is {}, not a regular file",
+                    n.what
+                ),
             ));
         }
         Err(e) => return Err(ApiError::unavailable(e.to_string())),
