@@ -310,3 +310,39 @@ fn planted_temporary_file_links_redirect_no_write() {
     }
     assert!(overwritten.is_empty(), "{overwritten:#?}");
 }
+
+#[test]
+fn a_planted_index_link_or_fifo_is_moved_aside_not_written_through() {
+    let outside = tempfile::tempdir().unwrap();
+    let (target, text) = outside_target(outside.path(), "index");
+    let missing = outside.path().join("new.db");
+    for plant in ["link", "dangling link", "fifo"] {
+        let p = Project::with_config(QUICK);
+        write_finished_run(&p, "good", "fine");
+        let index = p.state_dir().join("index.db");
+        std::fs::create_dir_all(p.state_dir()).unwrap();
+        match plant {
+            "link" => symlink(&target, &index).unwrap(),
+            "dangling link" => symlink(&missing, &index).unwrap(),
+            _ => mkfifo(&index),
+        }
+        let mut s = Server::start_with(
+            &p,
+            Options {
+                ready_within: LONG,
+                ..Options::default()
+            },
+        );
+        s.wait_run("good", LONG, |r| r["status"] == "success");
+        s.stop();
+        assert!(
+            std::fs::symlink_metadata(&index).unwrap().is_file(),
+            "{plant}: the index is a new regular file"
+        );
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), text, "{plant}");
+        assert!(
+            !missing.exists(),
+            "{plant}: the index was created outside state_dir"
+        );
+    }
+}
