@@ -3,7 +3,7 @@
 //! # Layout
 //!
 //! The data flows one way, top to bottom; a module uses only the ones above it in the first
-//! table (and the leaves `event` and `exit`), never one below. `docs/architecture.md` follows
+//! table (and the leaves `event`, `exit` and `fsx`), never one below. `docs/architecture.md` follows
 //! one event along this path, hop by hop.
 //!
 //! | module | owns |
@@ -23,9 +23,11 @@
 //! | leaf | owns |
 //! |---|---|
 //! | [`exit`] | the exit codes every layer's error maps to |
+//! | [`fsx`] | opening files in folders others can write to: no link followed, no FIFO waited on, temporary files always new |
 
 pub mod event;
 pub mod exit;
+pub mod fsx;
 
 pub mod config;
 pub mod journal;

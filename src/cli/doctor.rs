@@ -168,7 +168,10 @@ fn events_folder(config: &Config, out: &mut Vec<Check>) -> bool {
         Ok(_) => {}
     }
     let probe = dir.join(format!(".pipewatch-doctor-{}.tmp", std::process::id()));
-    match std::fs::write(&probe, b"probe") {
+    // A new file: a link planted under the probe's name is not written through.
+    match crate::fsx::create_new(&probe)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"probe"))
+    {
         Ok(()) => {
             let _ = std::fs::remove_file(&probe);
             out.push(Check::pass(

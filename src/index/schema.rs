@@ -7,6 +7,9 @@
 //!   that is not a database, or one whose tables are not ours is never used as is:
 //!   [`Index::open`] fails with an error for which [`IndexError::needs_rebuild`] is true, and
 //!   [`Index::open_or_reset`] moves the file aside (`<name>.broken`) so the caller rebuilds.
+//! - The database is a regular file in `state_dir`, opened without following a link
+//!   (`SQLITE_OPEN_NOFOLLOW`): a link or a FIFO planted under its name is never written through
+//!   or waited on, but moved aside like any unusable index.
 //! - The database runs in WAL mode with `synchronous = NORMAL` and a busy timeout, so readers
 //!   (`pipewatch runs`) do not block the dashboard's writes.
 
@@ -14,7 +17,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
 
 use super::{Index, IndexError, db};
 
@@ -87,8 +90,12 @@ impl Index {
         match Index::open_inner(path) {
             Ok((index, true)) => Ok((index, Opened::Created)),
             Ok((index, false)) => Ok((index, Opened::Existing)),
-            // Only a file is moved aside: whatever else sits at `path` is left alone.
-            Err(e) if e.needs_rebuild() && path.is_file() => {
+            // Only a file (or a link, or a FIFO: renaming moves the entry, not what it points
+            // to) is moved aside: a folder at `path` is left alone.
+            Err(e)
+                if e.needs_rebuild()
+                    && std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_dir()) =>
+            {
                 let why = e.to_string();
                 tracing::warn!("{why}; starting a new run index");
                 move_aside(path)?;
@@ -113,7 +120,24 @@ impl Index {
                 source,
             })?;
         }
-        let conn = Connection::open(path).map_err(db(path, "open"))?;
+        // A FIFO would fail SQLite's first read (no wait: nothing writes to it), but as an
+        // I/O error, which is no reason to start afresh; what it is, is.
+        if let Ok(meta) = std::fs::symlink_metadata(path)
+            && !meta.is_file()
+            && !meta.is_symlink()
+        {
+            return Err(IndexError::Schema {
+                path: path.to_path_buf(),
+                what: format!(
+                    "it is {}, not a regular file",
+                    crate::fsx::describe(meta.file_type())
+                ),
+            });
+        }
+        // Not following a link: SQLite would create or write the database (and its `-wal`
+        // and `-shm` files) wherever the link points.
+        let flags = OpenFlags::default() | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let conn = Connection::open_with_flags(path, flags).map_err(db(path, "open"))?;
         Index::init(conn, path.to_path_buf())
     }
 
@@ -278,6 +302,32 @@ mod tests {
         assert!(dir.path().join("index.db.broken").exists());
         drop(ix);
         assert_eq!(Index::open_or_reset(&path).unwrap().1, Opened::Existing);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_planted_link_or_fifo_is_moved_aside_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("elsewhere.db");
+        let path = crate::index::path(dir.path());
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let (_ix, opened) = Index::open_or_reset(&path).unwrap();
+        assert!(matches!(opened, Opened::Reset { .. }), "{opened:?}");
+        assert!(
+            !target.exists(),
+            "the index was created where the link points"
+        );
+        assert!(std::fs::symlink_metadata(&path).unwrap().is_file());
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = crate::index::path(dir.path());
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let err = Index::open(&path).err().unwrap();
+        assert!(err.to_string().contains("a FIFO"), "{err}");
+        let (_ix, opened) = Index::open_or_reset(&path).unwrap();
+        assert!(matches!(opened, Opened::Reset { .. }), "{opened:?}");
+        assert!(std::fs::symlink_metadata(&path).unwrap().is_file());
     }
 
     #[test]

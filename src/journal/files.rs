@@ -5,26 +5,33 @@
 //! `pipewatch runs`/`tail`/`doctor`, retention — so they agree on what a run file is: a name
 //! `pipeline_<run_id>.jsonl` whose run id is valid ([`RunId::parse`]). Anything else in the
 //! folder (notes, temporary files, `pipeline_../x.jsonl`) is not a run file and is skipped
-//! without a word.
+//! without a word. An entry with a run file's name that is not a regular file — a FIFO, a
+//! symbolic link, a folder — is skipped with a warning naming it ([`fsx::warn_ignored`]):
+//! reading a FIFO would wait for ever, and a link could lead anywhere, so no reader is handed
+//! one (and the reader refuses them too, [`fsx::open_read`], should an entry change after
+//! the listing).
 //!
 //! # Invariants
 //!
 //! - A listing is sorted by run id, so callers see runs in the same order whatever the
 //!   filesystem returns.
-//! - [`list`] only reads names: it never `stat`s a file, so listing thousands of finished runs
-//!   stays cheap for the tailer. [`list_with_metadata`] `stat`s each run file and keeps regular
-//!   files only; a file removed between the listing and its `stat` (retention) is left out.
+//! - [`list`] reads names and the file types the folder listing carries: it never `stat`s a
+//!   file (where the file system does not give types, std `lstat`s), so listing thousands of
+//!   finished runs stays cheap for the tailer. [`list_with_metadata`] `stat`s each run file;
+//!   a file removed between the listing and its `stat` (retention) is left out.
+//! - Both keep regular files only, and neither follows a link.
 //! - A folder that cannot be read, or whose listing fails half-way, is an error, never a partial
 //!   listing: a rebuild from a partial listing would drop runs from the index.
 //! - A file's identity is (device, inode) on Unix; (0, 0) elsewhere, where std does not expose
 //!   it on stable Rust. The tailer's checkpoints, the index and the folder watch all use
 //!   [`file_identity`], so an identity stored by one is compared with one computed the same way.
 
-use std::fs::Metadata;
+use std::fs::{DirEntry, FileType, Metadata};
 use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::event::RunId;
+use crate::fsx;
 
 const PREFIX: &str = "pipeline_";
 const SUFFIX: &str = ".jsonl";
@@ -52,17 +59,23 @@ pub struct RunFile {
     pub path: PathBuf,
 }
 
-/// The run files of `events_dir`, by run id, from their names alone (nothing is `stat`ed).
-/// A missing folder is an error (`NotFound`), which callers that accept it map to "no runs".
+/// The run files of `events_dir` that are regular files, by run id, from their names and
+/// types (nothing is `stat`ed where the listing gives types). A missing folder is an error
+/// (`NotFound`), which callers that accept it map to "no runs".
 pub fn list(events_dir: &Path) -> io::Result<Vec<RunFile>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(events_dir)? {
         let entry = entry?;
-        if let Some(id) = entry.file_name().to_str().and_then(run_id_of) {
-            out.push(RunFile {
-                id,
-                path: entry.path(),
-            });
+        let Some(id) = entry.file_name().to_str().and_then(run_id_of) else {
+            continue;
+        };
+        // The type the listing gives, never following a link; an entry gone since the listing
+        // (retention) is left out.
+        if let Ok(file_type) = entry.file_type()
+            && regular(&entry, file_type)
+        {
+            let path = entry.path();
+            out.push(RunFile { id, path });
         }
     }
     out.sort_unstable();
@@ -78,9 +91,9 @@ pub fn list_with_metadata(events_dir: &Path) -> io::Result<Vec<(RunFile, Metadat
         let Some(id) = entry.file_name().to_str().and_then(run_id_of) else {
             continue;
         };
-        // `DirEntry::metadata` does not follow a symbolic link: a link is not a run file.
+        // `DirEntry::metadata` does not follow a symbolic link.
         if let Ok(meta) = entry.metadata()
-            && meta.is_file()
+            && regular(&entry, meta.file_type())
         {
             let path = entry.path();
             out.push((RunFile { id, path }, meta));
@@ -88,6 +101,19 @@ pub fn list_with_metadata(events_dir: &Path) -> io::Result<Vec<(RunFile, Metadat
     }
     out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
+}
+
+/// Whether an entry with a run file's name is a regular file; if not, it is warned about.
+fn regular(entry: &DirEntry, file_type: FileType) -> bool {
+    if file_type.is_file() {
+        return true;
+    }
+    let refused = fsx::NotRegular {
+        path: entry.path(),
+        what: fsx::describe(file_type),
+    };
+    fsx::warn_ignored(&refused, "run file");
+    false
 }
 
 /// A file's identity: (device, inode). The only per-OS code about run files.
@@ -135,7 +161,7 @@ mod tests {
         ] {
             std::fs::write(dir.path().join(name), "x\n").unwrap();
         }
-        // A folder with a run file's name is listed by name, but is not a file.
+        // A folder with a run file's name is no run file.
         std::fs::create_dir(dir.path().join("pipeline_d.jsonl")).unwrap();
 
         let names: Vec<_> = list(dir.path())
@@ -143,7 +169,7 @@ mod tests {
             .into_iter()
             .map(|f| f.id.to_string())
             .collect();
-        assert_eq!(names, ["a", "b", "d"]);
+        assert_eq!(names, ["a", "b"]);
         let files = list_with_metadata(dir.path()).unwrap();
         let names: Vec<_> = files.iter().map(|(f, _)| f.id.to_string()).collect();
         assert_eq!(names, ["a", "b"]);
@@ -153,6 +179,32 @@ mod tests {
         let missing = list(&dir.path().join("nope")).unwrap_err();
         assert_eq!(missing.kind(), io::ErrorKind::NotFound);
         assert!(list_with_metadata(&dir.path().join("nope")).is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn fifos_and_links_named_like_run_files_are_not_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("secret.jsonl");
+        std::fs::write(&target, "x\n").unwrap();
+        std::fs::write(dir.path().join("pipeline_a.jsonl"), "x\n").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("pipeline_link.jsonl")).unwrap();
+        let fifo = dir.path().join("pipeline_fifo.jsonl");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+
+        let names: Vec<_> = list(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|f| f.id.to_string())
+            .collect();
+        assert_eq!(names, ["a"]);
+        let names: Vec<_> = list_with_metadata(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|(f, _)| f.id.to_string())
+            .collect();
+        assert_eq!(names, ["a"]);
     }
 
     #[cfg(unix)]

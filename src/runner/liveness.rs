@@ -17,12 +17,24 @@
 //! - `pipeline.lock`: held exclusively by a running run under the `skip`, `queue` and `replace`
 //!   overlap policies; the next run tries it (skip), waits for it (queue), or cancels its
 //!   holders and then waits (replace).
+//!
+//! Other local users may be able to write in `state_dir`, so every one of these files is
+//! opened through [`crate::fsx`]: a FIFO planted under a lock's or a cancel request's name is
+//! ignored with a warning instead of blocking the liveness check or the runner's cancel poll,
+//! and a link is neither read through nor written through (the `.tmp` files written before a
+//! rename are always new files).
 
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io;
+use std::fs::{File, TryLockError};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use crate::event::RunId;
+use crate::fsx;
+
+/// A cancel request's reason is read up to this many bytes.
+const MAX_REASON_BYTES: u64 = 4096;
+/// A `.groups` record is read up to this many bytes (one process group a line).
+const MAX_GROUPS_BYTES: u64 = 1024 * 1024;
 
 fn runs_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("runs")
@@ -58,11 +70,7 @@ impl RunLock {
     pub fn acquire(state_dir: &Path, run_id: &RunId) -> io::Result<RunLock> {
         std::fs::create_dir_all(runs_dir(state_dir))?;
         let lock = lock_path(state_dir, run_id);
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock)?;
+        let file = fsx::open_lock(&lock)?;
         file.lock()?;
         Ok(RunLock {
             file,
@@ -79,12 +87,23 @@ impl RunLock {
 
     /// The reason in a pending cancel request, if one was made.
     pub fn cancel_requested(&self) -> Option<String> {
-        match std::fs::read_to_string(&self.cancel) {
-            Ok(reason) => {
+        // Polled from the runner's loop: the open must never wait (a FIFO), and the reason
+        // goes into the journal, so it is read from no file but a regular one, and bounded.
+        let mut reason = Vec::new();
+        match fsx::open_read(&self.cancel)
+            .and_then(|f| f.take(MAX_REASON_BYTES).read_to_end(&mut reason))
+        {
+            Ok(_) => {
+                let reason = String::from_utf8_lossy(&reason);
                 let r = reason.trim();
                 Some(if r.is_empty() { "cancelled" } else { r }.to_string())
             }
-            Err(_) => None,
+            Err(e) => {
+                if let Some(refused) = fsx::not_regular(&e) {
+                    fsx::warn_ignored(refused, "cancel request");
+                }
+                None
+            }
         }
     }
 }
@@ -117,11 +136,16 @@ pub fn has_lock_file(state_dir: &Path, run_id: &RunId) -> bool {
 
 /// Whether the runner of `run_id` is alive.
 pub fn liveness(state_dir: &Path, run_id: &RunId) -> Liveness {
-    let Ok(file) = OpenOptions::new()
-        .read(true)
-        .open(lock_path(state_dir, run_id))
-    else {
-        return Liveness::Gone;
+    // A FIFO or a link under the lock's name is no runner's lock (and must not be waited on:
+    // this runs under the dashboard's index lock).
+    let file = match fsx::open_read(&lock_path(state_dir, run_id)) {
+        Ok(file) => file,
+        Err(e) => {
+            if let Some(refused) = fsx::not_regular(&e) {
+                fsx::warn_ignored(refused, "run lock");
+            }
+            return Liveness::Gone;
+        }
     };
     match file.try_lock_shared() {
         Ok(()) => {
@@ -146,11 +170,8 @@ pub fn remove_stale_lock(state_dir: &Path, run_id: &RunId) {
 /// that they can be killed if the runner dies.
 pub fn record_groups(state_dir: &Path, run_id: &RunId, groups: &std::collections::BTreeSet<u32>) {
     let path = groups_path(state_dir, run_id);
-    let tmp = path.with_extension("groups.tmp");
     let text: String = groups.iter().map(|g| format!("{g}\n")).collect();
-    if std::fs::write(&tmp, text).is_ok() {
-        let _ = std::fs::rename(&tmp, &path);
-    }
+    let _ = fsx::replace(&path, text.as_bytes());
 }
 
 /// Kills the stages left running by runners that died (their lock released, their process
@@ -173,7 +194,7 @@ pub fn reap_orphans(state_dir: &Path) -> usize {
             continue;
         }
         let path = groups_path(state_dir, &id);
-        for pgid in std::fs::read_to_string(&path)
+        for pgid in fsx::read_to_string(&path, MAX_GROUPS_BYTES)
             .unwrap_or_default()
             .lines()
             .filter_map(|l| l.trim().parse::<u32>().ok())
@@ -209,10 +230,7 @@ pub fn alive_runs(state_dir: &Path) -> Vec<RunId> {
 /// Asks the runner of `run_id` to stop, giving `reason`.
 pub fn request_cancel(state_dir: &Path, run_id: &RunId, reason: &str) -> io::Result<()> {
     std::fs::create_dir_all(runs_dir(state_dir))?;
-    let path = cancel_path(state_dir, run_id);
-    let tmp = path.with_extension("cancel.tmp");
-    std::fs::write(&tmp, reason)?;
-    std::fs::rename(&tmp, &path)
+    fsx::replace(&cancel_path(state_dir, run_id), reason.as_bytes())
 }
 
 /// The overlap lock of the pipeline whose state lives in `state_dir`.
@@ -225,11 +243,7 @@ pub struct PipelineLock {
 impl PipelineLock {
     fn open(state_dir: &Path) -> io::Result<File> {
         std::fs::create_dir_all(state_dir)?;
-        OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(state_dir.join("pipeline.lock"))
+        fsx::open_lock(&state_dir.join("pipeline.lock"))
     }
 
     /// Takes the lock if no other run holds it.

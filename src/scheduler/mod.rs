@@ -319,11 +319,8 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SchedulerError> {
         path: path.to_path_buf(),
         source,
     };
-    let mut tmp = path.as_os_str().to_os_string();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    // Through a new temporary file, never one planted there (a link would redirect the write).
+    crate::fsx::replace(path, bytes).map_err(io)
 }
 
 #[cfg(test)]

@@ -160,7 +160,9 @@ pub fn read_file(
         path: path.to_path_buf(),
         source,
     };
-    let mut file = File::open(path).map_err(io_err)?;
+    // Not `File::open`: a FIFO named like a run file would block here for ever, and a link
+    // would take the read outside the events folder.
+    let mut file = crate::fsx::open_read(path).map_err(io_err)?;
     let meta = file.metadata().map_err(io_err)?;
     let identity = file_identity(&meta);
     let len = meta.len();

@@ -457,7 +457,9 @@ impl Worker {
     fn process_file(&mut self, id: &RunId) -> Result<(), Stopped> {
         let path = files::path(&self.config.events_dir, id);
         let state = self.files.entry(id.clone()).or_insert_with(FileState::new);
-        let meta = match fs::metadata(&path) {
+        // Not following a link: a link named like a run file is no run file (the listing
+        // warns about it), and neither is a FIFO.
+        let meta = match fs::symlink_metadata(&path) {
             Ok(m) if m.is_file() => m,
             // Deleted (retention) or not a file: nothing to read. The state is kept, so a file
             // that comes back is deduplicated against what was handed on.

@@ -12,6 +12,9 @@ use tower::ServiceExt;
 
 use crate::support::*;
 
+#[cfg(unix)]
+mod planted;
+
 const TOKEN: &str = "s3cret-t0ken";
 
 fn state(token: &str) -> (tempfile::TempDir, Arc<AppState>) {

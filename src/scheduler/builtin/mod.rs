@@ -14,7 +14,6 @@
 pub mod plan;
 pub mod timer;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -22,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Backend, SchedulerError, Status, Task, state};
 use crate::config;
+use crate::fsx;
 
 /// The persisted state of the built-in scheduler.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +57,9 @@ pub struct StateError {
     pub message: String,
 }
 
+/// The state file is a few hundred bytes; anything larger than this is not one.
+const MAX_STATE_BYTES: u64 = 1024 * 1024;
+
 pub fn state_path(state_dir: &Path) -> PathBuf {
     state_dir.join("scheduler.json")
 }
@@ -66,7 +69,8 @@ impl State {
     /// silently replaced (the user's enabled/disabled choice is in it).
     pub fn load(state_dir: &Path) -> Result<State, StateError> {
         let path = state_path(state_dir);
-        match std::fs::read(&path) {
+        // Not `fs::read`: a FIFO planted under the name would block the dashboard's start.
+        match fsx::read(&path, MAX_STATE_BYTES) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StateError {
                 path,
                 message: format!("unreadable ({e}); fix or delete the file"),
@@ -87,13 +91,9 @@ impl State {
             message: e.to_string(),
         };
         std::fs::create_dir_all(state_dir).map_err(err)?;
-        let tmp = path.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(err)?;
         let body = serde_json::to_vec_pretty(self).unwrap_or_default();
-        f.write_all(&body).map_err(err)?;
-        f.sync_all().map_err(err)?;
-        drop(f);
-        std::fs::rename(&tmp, &path).map_err(err)
+        // Through a new temporary file, never one planted (a link would redirect the write).
+        fsx::replace_durably(&path, &body).map_err(err)
     }
 }
 

@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::event::{Published, RunId};
+use crate::fsx;
 use crate::server::budget::Reserved;
 use crate::server::error::{ApiError, parse_u64, run_id};
 use crate::server::state::AppState;
@@ -132,6 +133,18 @@ pub async fn run_events(
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 format!("no events for run {id}"),
+            ));
+        }
+        // A FIFO or a link planted under the run file's name: no run file, never read.
+        Err(PageError::Read(TailError::Read { ref source, .. }))
+            if let Some(n) = fsx::not_regular(source) =>
+        {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no events for run {id}: its run file is {}, not a regular file",
+                    n.what
+                ),
             ));
         }
         Err(PageError::Read(e)) => return Err(ApiError::unavailable(e.to_string())),

@@ -77,6 +77,9 @@ pub struct Options {
     pub env: Vec<(String, OsString)>,
     /// More arguments after `serve`.
     pub args: Vec<String>,
+    /// How long it may take to answer `/api/health` once it printed its address: a test that
+    /// checks start-up does not hang gives less than the default.
+    pub ready_within: Duration,
 }
 
 impl Default for Options {
@@ -85,6 +88,7 @@ impl Default for Options {
             bind: Some("127.0.0.1:0".to_string()),
             env: Vec::new(),
             args: Vec::new(),
+            ready_within: READY_WITHIN,
         }
     }
 }
@@ -189,7 +193,8 @@ impl Server {
         *lock(&self.client) = Client::new(self.port, http::TIMEOUT);
 
         // The address is printed before the index is open: wait until it answers.
-        let deadline = Instant::now() + READY_WITHIN;
+        let ready_within = self.options.ready_within;
+        let deadline = Instant::now() + ready_within;
         while !self.try_get("/api/health").is_ok_and(|r| r.status == 200) {
             if let Some(st) = self.running().try_wait().expect("try_wait") {
                 self.await_stderr();
@@ -197,7 +202,7 @@ impl Server {
             }
             assert!(
                 Instant::now() < deadline,
-                "pipewatch serve on port {} did not answer /api/health within {READY_WITHIN:?}",
+                "pipewatch serve on port {} did not answer /api/health within {ready_within:?}",
                 self.port
             );
             std::thread::sleep(POLL);
@@ -372,6 +377,27 @@ impl Server {
     pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
         http::request(self.port, method, path, headers, body)
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// `GET path` on a thread and a connection of their own: the answer (or the error) comes
+    /// on the receiver, so a test can bound how long it waits for a server that may hang.
+    pub fn spawn_get(&self, path: &str) -> mpsc::Receiver<io::Result<Resp>> {
+        let (tx, rx) = mpsc::channel();
+        let (port, path) = (self.port, path.to_string());
+        std::thread::spawn(move || {
+            let _ = tx.send(http::request(port, "GET", &path, &[], b""));
+        });
+        rx
+    }
+
+    /// `GET path`, failing the test if no answer comes `within`: a hung server fails the test
+    /// instead of hanging the suite (and is killed when the `Server` is dropped).
+    pub fn get_within(&self, path: &str, within: Duration) -> Resp {
+        match self.spawn_get(path).recv_timeout(within) {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => panic!("GET {path}: no answer ({e})"),
+            Err(_) => panic!("GET {path}: no answer within {within:?}: the server hangs"),
+        }
     }
 
     pub fn post_json(&self, path: &str, body: &str) -> Resp {
