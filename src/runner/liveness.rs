@@ -40,9 +40,11 @@ fn groups_path(state_dir: &Path, run_id: &RunId) -> PathBuf {
     runs_dir(state_dir).join(format!("{run_id}.groups"))
 }
 
-/// The runner's proof of life. Dropping it releases the lock; [`RunLock::finished`] also
-/// removes its files. A run that ends any other way (an error, a crash) leaves the lock file
-/// behind, unlocked — which is exactly how the dashboard recognises an abandoned run.
+/// The runner's proof of life. Dropping it releases the lock and removes the cancel request
+/// and the groups record (every stage has ended by then); [`RunLock::finished`] also removes
+/// the lock file. A run that ends any other way (an error after its first event, a crash)
+/// leaves the lock file behind, unlocked — which is exactly how the dashboard recognises an
+/// abandoned run.
 #[derive(Debug)]
 pub struct RunLock {
     /// Holding the open, locked handle is the whole mechanism.
@@ -72,7 +74,8 @@ impl RunLock {
         })
     }
 
-    /// The run's final event is written: release the lock and remove the lock file.
+    /// The run's final event is written (or no event at all, so that nothing will ever look
+    /// for the run): release the lock and remove the lock file.
     pub fn finished(mut self) {
         self.clean = true;
     }
@@ -92,8 +95,9 @@ impl RunLock {
 impl Drop for RunLock {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.cancel);
+        // The runner drops its lock only after its stages have ended: no group is left.
+        let _ = std::fs::remove_file(self.lock.with_extension("groups"));
         if self.clean {
-            let _ = std::fs::remove_file(self.lock.with_extension("groups"));
             let _ = std::fs::remove_file(&self.lock);
         }
         let _ = self.file.unlock();

@@ -195,9 +195,19 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| RunId::generate(Utc::now()));
     let run_lock = RunLock::acquire(state_dir, &run_id).map_err(|e| state_err(state_dir, e))?;
-    let ctx = Arc::new(Ctx::create(config, &run_id, &opts.source, reporter)?);
     let names = config.stage_names();
-    journal_start(&ctx, config, &names, &opts.source)?;
+    let ctx = match Ctx::create(config, &run_id, &opts.source, reporter)
+        .and_then(|ctx| journal_start(&ctx, config, &names, &opts.source).map(|()| ctx))
+    {
+        Ok(ctx) => Arc::new(ctx),
+        Err(e) => {
+            // Not one event written: no reader will ever look for this run, so its lock file
+            // would only be litter. (A run that fails later, with events but no final one,
+            // keeps it: that is how the dashboard sees it abandoned.)
+            run_lock.finished();
+            return Err(e);
+        }
+    };
 
     // 3. Announce.
     let announcement = opts.announce.then(|| {

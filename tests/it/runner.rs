@@ -511,3 +511,41 @@ fn quiet_prints_nothing_and_plain_lines_name_the_stages() {
         "{err}"
     );
 }
+
+#[test]
+fn a_failed_run_leaves_no_lock_or_state_files() {
+    let p = Project::with_config(&stage("a", "exit 3", ""));
+    let out = p.run(&["run", "--no-notify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(run_files(&p), Vec::<String>::new());
+}
+
+#[test]
+fn a_run_that_cannot_create_its_journal_leaves_no_lock_file() {
+    let p = Project::with_config(&format!(
+        "[server]\nevents_dir = \"not-a-folder/events\"\n{}",
+        stage("a", "true", "")
+    ));
+    std::fs::write(p.path().join("not-a-folder"), "a file").unwrap();
+    let out = p.run(&["run", "--no-notify"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not-a-folder"), "{}", stderr(&out));
+    assert_eq!(
+        run_files(&p),
+        Vec::<String>::new(),
+        "a run with no run file left files that nothing will ever clean up"
+    );
+}
+
+/// The names of the files in `<state_dir>/runs`.
+fn run_files(p: &Project) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(p.state_dir().join("runs"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
