@@ -9,6 +9,7 @@
 //! - an attempt's process group is killed when the attempt ends, however it ends (exit,
 //!   timeout, stop), so nothing a stage started outlives it; while it runs, the group is
 //!   recorded for [`super::liveness::reap_orphans`];
+//! - no attempt starts once the journal has failed: it would run in no journal;
 //! - an attempt stopped by the run, or one that ends while the run is stopping, is never
 //!   retried;
 //! - how a stop ends a stage is decided on the [`Stop`] value, never on its text. A stage whose
@@ -303,6 +304,11 @@ async fn run_attempt(
     attempt: u32,
     stop: StopRx,
 ) -> (Attempt, Duration) {
+    // A failed write (a full disk) stops the run; the run's watcher notices within its tick,
+    // but no process may start in the meantime: it would run in no journal.
+    if ctx.journal.failure().is_some() {
+        return (Attempt::Stopped(Stop::Journal), Duration::ZERO);
+    }
     let mut child = match spawn(ctx, stage, attempt) {
         Ok(c) => c,
         Err(msg) => return (Attempt::SpawnFailed(msg), Duration::ZERO),

@@ -1066,6 +1066,50 @@ fn disk_full_while_the_runner_writes() {
     );
 }
 
+#[test]
+fn a_full_disk_stops_the_run_before_the_next_stage_starts() {
+    let p = Project::new();
+    let disk = p.path().join("small");
+    let _mounted = match SmallDisk::mount(&disk) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!(
+                "SKIPPED a_full_disk_stops_the_run_before_the_next_stage_starts: cannot mount a \
+                 tmpfs ({e})"
+            );
+            return;
+        }
+    };
+    // The disk is nearly full before the run starts (16 KiB left: room for the run's `start`
+    // events); stage `a` prints 40 lines of 1,000 bytes and exits 0 at once, so the journal
+    // fails just before `a` ends. Stage `b` needs `a` and leaves a mark outside the small disk
+    // if it ever starts.
+    std::fs::write(disk.join("filler"), vec![0u8; 1024 * 1024 - 16 * 1024]).unwrap();
+    let line = "x".repeat(1000);
+    p.write_config(&format!(
+        "[pipeline]\nname = \"p\"\n[server]\nevents_dir = \"{}\"\n\
+         [[stages]]\nname = \"a\"\nrun = \"yes {line} | head -n 40\"\n\
+         [[stages]]\nname = \"b\"\nneeds = [\"a\"]\nrun = \"touch b-started\"\n",
+        disk.display()
+    ));
+    let started = Instant::now();
+    let out = p.run(&["run", "--no-notify", "--quiet"]);
+    let took = started.elapsed();
+    let b_started = p.path().join("b-started").exists();
+    eprintln!(
+        "FIGURES full_disk_next_stage: exit {:?} after {took:?}; stage b started: {b_started}; \
+         stderr: {}",
+        out.status.code(),
+        stderr(&out).trim()
+    );
+    assert!(
+        !b_started,
+        "stage b started after the journal had failed: it ran in no journal"
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("No space left"), "{}", stderr(&out));
+}
+
 // ---------------------------------------------------------------------------------------------
 // 7. The built-in scheduler across a clock jump
 
