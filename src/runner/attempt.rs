@@ -27,6 +27,7 @@ use process_wrap::tokio::ChildWrapper;
 use tokio::task::JoinSet;
 
 use super::capture::pump;
+use super::groups::StageGroup;
 use super::progress::Ending;
 use super::stop::{Stop, StopRx, stopped};
 use super::{Ctx, process};
@@ -313,8 +314,8 @@ async fn run_attempt(
         Ok(c) => c,
         Err(msg) => return (Attempt::SpawnFailed(msg), Duration::ZERO),
     };
-    let pgid = child.id();
-    if let Some(g) = pgid {
+    let group = child.id().map(StageGroup::led_by);
+    if let Some(g) = &group {
         ctx.track_group(g, true);
     }
     let pumps = capture(ctx, stage, &mut child);
@@ -328,7 +329,7 @@ async fn run_attempt(
     if !matches!(result, Attempt::Exited { .. }) {
         let _ = child.wait().await;
     }
-    if let Some(g) = pgid {
+    if let Some(g) = &group {
         ctx.track_group(g, false);
     }
     drain(pumps).await;

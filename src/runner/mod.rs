@@ -21,10 +21,13 @@ pub mod announce;
 mod attempt;
 mod capture;
 mod dag;
+pub mod groups;
 pub mod invocation;
 pub mod liveness;
 mod overlap;
 pub mod process;
+#[cfg(target_os = "linux")]
+mod procfs;
 pub mod progress;
 pub mod shutdown;
 mod stop;
@@ -41,6 +44,7 @@ use crate::event::{Data, Level, PIPELINE_STAGE, RunId, kind};
 use crate::journal::{Journal, JournalError};
 pub use capture::LineSplitter;
 use dag::Settled;
+use groups::StageGroup;
 use liveness::RunLock;
 use overlap::Admission;
 use progress::{Ending, Reporter};
@@ -120,7 +124,7 @@ struct Ctx {
     state_dir: PathBuf,
     /// The process groups of the stages running now; the file mirrors this set, so that a
     /// group that ended (and whose id may be reused) is never killed later.
-    groups: Mutex<BTreeSet<u32>>,
+    groups: Mutex<BTreeSet<StageGroup>>,
     reporter: Arc<dyn Reporter>,
     run_id: RunId,
     pipeline: String,
@@ -151,12 +155,12 @@ impl Ctx {
     }
 
     /// Adds or removes a running stage's process group, and records the set.
-    fn track_group(&self, pgid: u32, running: bool) {
+    fn track_group(&self, group: &StageGroup, running: bool) {
         let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
         if running {
-            groups.insert(pgid);
+            groups.insert(group.clone());
         } else {
-            groups.remove(&pgid);
+            groups.remove(group);
         }
         liveness::record_groups(&self.state_dir, &self.run_id, &groups);
     }

@@ -6,6 +6,9 @@
 //! the background are killed when it exits. Commands are built as argument lists: a `run`
 //! string goes to the platform shell as one argument (`sh -c STRING`, `cmd /d /s /c STRING`),
 //! an argv list is run as given; nothing is pasted into a command line.
+//!
+//! The identity of a stage's group leader ([`identity`], [`confirm`]) lets a later process
+//! tell whether a recorded group is still the stage's before killing it (`groups.rs`).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -14,6 +17,9 @@ use std::process::{ExitStatus, Stdio};
 
 use process_wrap::tokio::{ChildWrapper, CommandWrap, KillOnDrop};
 
+use super::groups::{Identity, StageGroup};
+#[cfg(target_os = "linux")]
+use super::procfs;
 use crate::config::Command;
 
 /// The program and arguments a stage's `run` becomes.
@@ -113,6 +119,72 @@ pub fn kill_group(pgid: u32) -> bool {
 #[cfg(not(unix))]
 pub fn kill_group(_pgid: u32) -> bool {
     false
+}
+
+/// The identity of the process `pid` (a stage's process, leading its group): its start time
+/// in this boot. `None` where the system does not say (see `groups.rs`).
+#[cfg(target_os = "linux")]
+pub fn identity(pid: u32) -> Option<Identity> {
+    Some(Identity {
+        start: procfs::stat(pid)?.start,
+        boot: procfs::boot_id()?.to_string(),
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn identity(_pid: u32) -> Option<Identity> {
+    None
+}
+
+/// Whether a recorded group is still the stage's: its leader exists, started when recorded in
+/// this boot, and runs as the same user as this process. Otherwise, why not.
+#[cfg(target_os = "linux")]
+pub fn confirm(group: &StageGroup) -> Result<(), String> {
+    let pgid = group.pgid;
+    let Some(id) = &group.identity else {
+        return Err(
+            "the record says nothing about its leader (an older pipewatch wrote it, or \
+                    it was not written by pipewatch): the id may be another process's now"
+                .into(),
+        );
+    };
+    match procfs::boot_id() {
+        Some(boot) if boot == id.boot => {}
+        Some(_) => return Err("the machine has restarted since it was recorded".into()),
+        None => return Err("this system's boot id cannot be read".into()),
+    }
+    let Some(leader) = procfs::stat(pgid) else {
+        return Err(format!(
+            "its leader, process {pgid}, has exited: the id may be another process's by now"
+        ));
+    };
+    if leader.start != id.start {
+        return Err(format!(
+            "process {pgid} is not the stage's process (it started at tick {}, the stage's at \
+             tick {}): its id was reused",
+            leader.start, id.start
+        ));
+    }
+    match (procfs::uid(pgid), procfs::uid(std::process::id())) {
+        (Some(theirs), Some(ours)) if theirs == ours => Ok(()),
+        (Some(theirs), _) => Err(format!(
+            "process {pgid} runs as another user (uid {theirs})"
+        )),
+        (None, _) => Err(format!("the owner of process {pgid} cannot be read")),
+    }
+}
+
+/// Other Unixes: no portable way to read a process's start time, so no group can be confirmed
+/// and none is killed (a stage left by a runner killed outright keeps running there).
+#[cfg(all(unix, not(target_os = "linux")))]
+pub fn confirm(_group: &StageGroup) -> Result<(), String> {
+    Err("this system gives no way to confirm the process is still the stage's".into())
+}
+
+/// Windows: nothing to confirm, [`kill_group`] kills nothing (the job objects did it).
+#[cfg(windows)]
+pub fn confirm(_group: &StageGroup) -> Result<(), String> {
+    Ok(())
 }
 
 /// How a process ended, as journaled: the exit code, or the signal that killed it.
