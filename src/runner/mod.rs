@@ -182,6 +182,8 @@ pub async fn run(
     let state_dir = &config.server.state_dir;
     // Stages a killed runner left behind end now, before anything new starts.
     liveness::reap_orphans(state_dir);
+    // What the stages orphan comes back to this process, to be ended with its stage.
+    process::adopt_orphans();
 
     // 1. Overlap.
     let policy = config.pipeline.overlap;
@@ -229,6 +231,9 @@ pub async fn run(
         None => {
             ctx.reporter.run_started(run_id.as_str(), &names);
             let settled = dag::run_stages(config, &ctx, &run_lock).await;
+            // Every stage has ended: whatever they orphaned is this process's child now, and
+            // goes before the run's final event.
+            let _ = tokio::task::spawn_blocking(|| process::kill_escaped(None)).await;
             journal_end(&ctx, &settled, started.elapsed())?;
             settled.status
         }
