@@ -174,6 +174,11 @@ fn state_err(path: &Path, e: std::io::Error) -> RunError {
 }
 
 /// Runs the pipeline once.
+///
+/// It owns its process, as `pipewatch run` does: on Linux it makes the process the reaper of
+/// its stages' orphans, and once the stages have ended it kills every child process left
+/// ([`process::kill_escaped`]). So it is never called inside a process that has children of
+/// its own (the dashboard starts `pipewatch run` as a process of its own).
 pub async fn run(
     config: &Config,
     opts: RunOptions,
