@@ -7,8 +7,10 @@
 //!
 //! Invariants:
 //! - an attempt's process group is killed when the attempt ends, however it ends (exit,
-//!   timeout, stop), so nothing a stage started outlives it; while it runs, the group is
-//!   recorded for [`super::liveness::reap_orphans`];
+//!   timeout, stop), and with it, on Linux, the processes that left the group
+//!   ([`process::kill_escaped`]), so nothing a stage started outlives it; while it runs, the
+//!   group is recorded for [`super::liveness::reap_orphans`];
+//! - no attempt starts once the journal has failed: it would run in no journal;
 //! - an attempt stopped by the run, or one that ends while the run is stopping, is never
 //!   retried;
 //! - how a stop ends a stage is decided on the [`Stop`] value, never on its text. A stage whose
@@ -26,6 +28,7 @@ use process_wrap::tokio::ChildWrapper;
 use tokio::task::JoinSet;
 
 use super::capture::pump;
+use super::groups::StageGroup;
 use super::progress::Ending;
 use super::stop::{Stop, StopRx, stopped};
 use super::{Ctx, process};
@@ -35,6 +38,9 @@ use crate::journal::OutputLine;
 
 /// How long to wait for a stage's output after its process tree has been killed.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
+/// While waiting for the output, how often to look for processes that left the stage's group
+/// and still hold its pipes.
+const ESCAPED_EVERY: Duration = Duration::from_millis(50);
 
 /// How one stage ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -303,12 +309,17 @@ async fn run_attempt(
     attempt: u32,
     stop: StopRx,
 ) -> (Attempt, Duration) {
+    // A failed write (a full disk) stops the run; the run's watcher notices within its tick,
+    // but no process may start in the meantime: it would run in no journal.
+    if ctx.journal.failure().is_some() {
+        return (Attempt::Stopped(Stop::Journal), Duration::ZERO);
+    }
     let mut child = match spawn(ctx, stage, attempt) {
         Ok(c) => c,
         Err(msg) => return (Attempt::SpawnFailed(msg), Duration::ZERO),
     };
-    let pgid = child.id();
-    if let Some(g) = pgid {
+    let group = child.id().map(StageGroup::led_by);
+    if let Some(g) = &group {
         ctx.track_group(g, true);
     }
     let pumps = capture(ctx, stage, &mut child);
@@ -319,13 +330,12 @@ async fn run_attempt(
     // pipes open).
     let took = spawned.elapsed();
     process::kill_tree(&mut child);
-    if !matches!(result, Attempt::Exited { .. }) {
-        let _ = child.wait().await;
-    }
-    if let Some(g) = pgid {
+    // Reap the stage's process (if it has not exited) and the rest of its group.
+    let _ = child.wait().await;
+    if let Some(g) = &group {
         ctx.track_group(g, false);
     }
-    drain(pumps).await;
+    drain(pumps, &stage.name).await;
     (result, took)
 }
 
@@ -381,7 +391,7 @@ async fn wait(
         }
     };
     tokio::select! {
-        status = child.wait() => match status {
+        status = process::wait_main(child) => match status {
             Ok(st) => {
                 let (code, signal) = process::describe(st);
                 Attempt::Exited { code, signal }
@@ -393,16 +403,32 @@ async fn wait(
     }
 }
 
-/// Waits for the output of a finished attempt to be journaled, within [`DRAIN_GRACE`].
-async fn drain(mut pumps: JoinSet<()>) {
-    let drained = tokio::time::timeout(DRAIN_GRACE, async {
-        while pumps.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        // Something outside the group still holds the pipe; stop reading rather than hang.
-        pumps.abort_all();
+/// Waits for the output of a finished attempt to be journaled, within [`DRAIN_GRACE`], ending
+/// meanwhile the stage's processes that left its group (they hold its pipes open, and are
+/// re-parented to the runner as their parents die), and once more when the output is done
+/// (one that let go of the pipes is ended too).
+async fn drain(mut pumps: JoinSet<()>, stage: &str) {
+    let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
+    loop {
+        match tokio::time::timeout(ESCAPED_EVERY, pumps.join_next()).await {
+            Ok(None) => break,
+            Ok(Some(_)) => {}
+            Err(_) if tokio::time::Instant::now() >= deadline => {
+                // Something still holds the pipe that nothing here can end; stop reading
+                // rather than hang.
+                pumps.abort_all();
+                break;
+            }
+            Err(_) => kill_escaped(stage).await,
+        }
     }
+    kill_escaped(stage).await;
+}
+
+/// [`process::kill_escaped`] for `stage`, off the async worker threads.
+async fn kill_escaped(stage: &str) {
+    let stage = stage.to_string();
+    let _ = tokio::task::spawn_blocking(move || process::kill_escaped(Some(&stage))).await;
 }
 
 #[cfg(test)]

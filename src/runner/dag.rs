@@ -2,7 +2,8 @@
 //!
 //! A stage starts as soon as every stage it needs has succeeded, so independent stages run at
 //! the same time; a stage one of whose needs failed, was skipped or was cancelled ends
-//! `skipped` (`needs_failed`) without running. Once the run is stopping ([`Stop`]), nothing new
+//! `skipped` (`needs_failed`) without running. Once the run is stopping ([`Stop`]) — and from
+//! the moment a journal write has failed, which is checked before each start — nothing new
 //! starts: stages already running end on their own (they watch the same stop), and stages not
 //! yet started end `cancelled` (for a cancel) or `skipped` (`run_stopped`) without running.
 //!
@@ -68,8 +69,8 @@ pub(super) async fn run_stages(config: &Config, ctx: &Arc<Ctx>, run_lock: &RunLo
     let stop_rx = stops.subscribe();
     let mut tasks: JoinSet<(usize, StageEnd)> = JoinSet::new();
     loop {
-        if !stops.is_stopping() {
-            start_ready(ctx, stages, &mut state, &mut tasks, &stop_rx);
+        if !stops.check_journal(&ctx.journal) {
+            start_ready(ctx, stages, &mut state, &mut tasks, &stops, &stop_rx);
         }
         if tasks.is_empty() {
             break;
@@ -84,6 +85,8 @@ pub(super) async fn run_stages(config: &Config, ctx: &Arc<Ctx>, run_lock: &RunLo
             () = stops.next(run_lock, &ctx.journal) => {}
         }
     }
+    // A write that failed in the last moments stops the run too, so its ending says why.
+    stops.check_journal(&ctx.journal);
     let why = stops.current();
     settle_unstarted(ctx, stages, &mut state, why.as_ref());
     Settled {
@@ -93,12 +96,15 @@ pub(super) async fn run_stages(config: &Config, ctx: &Arc<Ctx>, run_lock: &RunLo
     }
 }
 
-/// Starts or skips every pending stage whose needs are settled, until nothing changes.
+/// Starts or skips every pending stage whose needs are settled, until nothing changes, or
+/// until the journal fails: then nothing more starts, not even in this pass (a stage started
+/// after a failed write would run in no journal).
 fn start_ready(
     ctx: &Arc<Ctx>,
     stages: &[Stage],
     state: &mut [State],
     tasks: &mut JoinSet<(usize, StageEnd)>,
+    stops: &Watcher,
     stop: &StopRx,
 ) {
     let mut changed = true;
@@ -117,6 +123,9 @@ fn start_ready(
                 .iter()
                 .all(|&n| state[n] == State::Done(StageEnd::Success))
             {
+                if stops.check_journal(&ctx.journal) {
+                    return;
+                }
                 state[i] = State::Running;
                 let ctx = ctx.clone();
                 let stage = stages[i].clone();

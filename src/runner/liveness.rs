@@ -9,11 +9,12 @@
 //! - `runs/<run_id>.cancel`: written by whoever wants the run stopped (the `replace` overlap
 //!   policy, the dashboard's cancel endpoint); its content is the reason. The runner polls for
 //!   it, so this works across processes on every OS without signals.
-//! - `runs/<run_id>.groups`: the process group of every stage the runner started, one per
-//!   line. A runner killed outright cannot stop its stages; whoever next finds its lock
-//!   released ([`reap_orphans`]: the next run of the pipeline, the dashboard) kills those
-//!   groups, so no stage outlives its run. (On Windows the job objects do this by themselves:
-//!   they close with the runner.)
+//! - `runs/<run_id>.groups`: the process group of every stage running now, one per line, with
+//!   the identity of its leader (format and rules in [`super::groups`]). A runner killed
+//!   outright cannot stop its stages; whoever next finds its lock released ([`reap_orphans`]:
+//!   the next run of the pipeline, the dashboard) kills those groups that are provably still
+//!   the stages', so no stage outlives its run and no stranger that got a stage's id dies.
+//!   (On Windows the job objects do this by themselves: they close with the runner.)
 //! - `pipeline.lock`: held exclusively by a running run under the `skip`, `queue` and `replace`
 //!   overlap policies; the next run tries it (skip), waits for it (queue), or cancels its
 //!   holders and then waits (replace).
@@ -28,6 +29,7 @@ use std::fs::{File, TryLockError};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use super::groups::{self, StageGroup};
 use crate::event::RunId;
 use crate::fsx;
 
@@ -52,9 +54,11 @@ fn groups_path(state_dir: &Path, run_id: &RunId) -> PathBuf {
     runs_dir(state_dir).join(format!("{run_id}.groups"))
 }
 
-/// The runner's proof of life. Dropping it releases the lock; [`RunLock::finished`] also
-/// removes its files. A run that ends any other way (an error, a crash) leaves the lock file
-/// behind, unlocked — which is exactly how the dashboard recognises an abandoned run.
+/// The runner's proof of life. Dropping it releases the lock and removes the cancel request
+/// and the groups record (every stage has ended by then); [`RunLock::finished`] also removes
+/// the lock file. A run that ends any other way (an error after its first event, a crash)
+/// leaves the lock file behind, unlocked — which is exactly how the dashboard recognises an
+/// abandoned run.
 #[derive(Debug)]
 pub struct RunLock {
     /// Holding the open, locked handle is the whole mechanism.
@@ -80,7 +84,8 @@ impl RunLock {
         })
     }
 
-    /// The run's final event is written: release the lock and remove the lock file.
+    /// The run's final event is written (or no event at all, so that nothing will ever look
+    /// for the run): release the lock and remove the lock file.
     pub fn finished(mut self) {
         self.clean = true;
     }
@@ -111,8 +116,9 @@ impl RunLock {
 impl Drop for RunLock {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.cancel);
+        // The runner drops its lock only after its stages have ended: no group is left.
+        let _ = std::fs::remove_file(self.lock.with_extension("groups"));
         if self.clean {
-            let _ = std::fs::remove_file(self.lock.with_extension("groups"));
             let _ = std::fs::remove_file(&self.lock);
         }
         let _ = self.file.unlock();
@@ -168,14 +174,20 @@ pub fn remove_stale_lock(state_dir: &Path, run_id: &RunId) {
 
 /// Records the process groups of the stages running now (replacing the previous record), so
 /// that they can be killed if the runner dies.
-pub fn record_groups(state_dir: &Path, run_id: &RunId, groups: &std::collections::BTreeSet<u32>) {
+pub fn record_groups(
+    state_dir: &Path,
+    run_id: &RunId,
+    groups: &std::collections::BTreeSet<StageGroup>,
+) {
     let path = groups_path(state_dir, run_id);
     let text: String = groups.iter().map(|g| format!("{g}\n")).collect();
     let _ = fsx::replace(&path, text.as_bytes());
 }
 
 /// Kills the stages left running by runners that died (their lock released, their process
-/// groups recorded), and forgets those groups. Returns how many groups were signalled.
+/// groups recorded) — each group only if it is provably still the stage's
+/// ([`super::groups::reap`]) — and forgets those records. Returns how many groups were
+/// signalled.
 pub fn reap_orphans(state_dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(runs_dir(state_dir)) else {
         return 0;
@@ -194,14 +206,13 @@ pub fn reap_orphans(state_dir: &Path) -> usize {
             continue;
         }
         let path = groups_path(state_dir, &id);
-        for pgid in fsx::read_to_string(&path, MAX_GROUPS_BYTES)
+        for line in fsx::read_to_string(&path, MAX_GROUPS_BYTES)
             .unwrap_or_default()
             .lines()
-            .filter_map(|l| l.trim().parse::<u32>().ok())
+            .filter(|l| !l.trim().is_empty())
         {
-            if crate::runner::process::kill_group(pgid) {
+            if groups::reap(&id, line) {
                 killed += 1;
-                tracing::warn!(run_id = %id, pgid, "killed a stage left running by a dead runner");
             }
         }
         let _ = std::fs::remove_file(&path);

@@ -21,10 +21,13 @@ pub mod announce;
 mod attempt;
 mod capture;
 mod dag;
+pub mod groups;
 pub mod invocation;
 pub mod liveness;
 mod overlap;
 pub mod process;
+#[cfg(target_os = "linux")]
+mod procfs;
 pub mod progress;
 pub mod shutdown;
 mod stop;
@@ -41,6 +44,7 @@ use crate::event::{Data, Level, PIPELINE_STAGE, RunId, kind};
 use crate::journal::{Journal, JournalError};
 pub use capture::LineSplitter;
 use dag::Settled;
+use groups::StageGroup;
 use liveness::RunLock;
 use overlap::Admission;
 use progress::{Ending, Reporter};
@@ -120,7 +124,7 @@ struct Ctx {
     state_dir: PathBuf,
     /// The process groups of the stages running now; the file mirrors this set, so that a
     /// group that ended (and whose id may be reused) is never killed later.
-    groups: Mutex<BTreeSet<u32>>,
+    groups: Mutex<BTreeSet<StageGroup>>,
     reporter: Arc<dyn Reporter>,
     run_id: RunId,
     pipeline: String,
@@ -151,12 +155,12 @@ impl Ctx {
     }
 
     /// Adds or removes a running stage's process group, and records the set.
-    fn track_group(&self, pgid: u32, running: bool) {
+    fn track_group(&self, group: &StageGroup, running: bool) {
         let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
         if running {
-            groups.insert(pgid);
+            groups.insert(group.clone());
         } else {
-            groups.remove(&pgid);
+            groups.remove(group);
         }
         liveness::record_groups(&self.state_dir, &self.run_id, &groups);
     }
@@ -170,6 +174,11 @@ fn state_err(path: &Path, e: std::io::Error) -> RunError {
 }
 
 /// Runs the pipeline once.
+///
+/// It owns its process, as `pipewatch run` does: on Linux it makes the process the reaper of
+/// its stages' orphans, and once the stages have ended it kills every child process left
+/// ([`process::kill_escaped`]). So it is never called inside a process that has children of
+/// its own (the dashboard starts `pipewatch run` as a process of its own).
 pub async fn run(
     config: &Config,
     opts: RunOptions,
@@ -178,6 +187,8 @@ pub async fn run(
     let state_dir = &config.server.state_dir;
     // Stages a killed runner left behind end now, before anything new starts.
     liveness::reap_orphans(state_dir);
+    // What the stages orphan comes back to this process, to be ended with its stage.
+    process::adopt_orphans();
 
     // 1. Overlap.
     let policy = config.pipeline.overlap;
@@ -195,9 +206,19 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| RunId::generate(Utc::now()));
     let run_lock = RunLock::acquire(state_dir, &run_id).map_err(|e| state_err(state_dir, e))?;
-    let ctx = Arc::new(Ctx::create(config, &run_id, &opts.source, reporter)?);
     let names = config.stage_names();
-    journal_start(&ctx, config, &names, &opts.source)?;
+    let ctx = match Ctx::create(config, &run_id, &opts.source, reporter)
+        .and_then(|ctx| journal_start(&ctx, config, &names, &opts.source).map(|()| ctx))
+    {
+        Ok(ctx) => Arc::new(ctx),
+        Err(e) => {
+            // Not one event written: no reader will ever look for this run, so its lock file
+            // would only be litter. (A run that fails later, with events but no final one,
+            // keeps it: that is how the dashboard sees it abandoned.)
+            run_lock.finished();
+            return Err(e);
+        }
+    };
 
     // 3. Announce.
     let announcement = opts.announce.then(|| {
@@ -215,6 +236,9 @@ pub async fn run(
         None => {
             ctx.reporter.run_started(run_id.as_str(), &names);
             let settled = dag::run_stages(config, &ctx, &run_lock).await;
+            // Every stage has ended: whatever they orphaned is this process's child now, and
+            // goes before the run's final event.
+            let _ = tokio::task::spawn_blocking(|| process::kill_escaped(None)).await;
             journal_end(&ctx, &settled, started.elapsed())?;
             settled.status
         }

@@ -2,8 +2,9 @@
 //!
 //! A run is stopped by one of three things: a cancel (a signal, a cancel request file, or a
 //! newer run under `overlap = "replace"`), the whole run's `timeout`, or a journal that can no
-//! longer be written. [`Stop`] is that reason as a type; the text written to the journal
-//! (`data.reason`, part of the file format in `docs/events.md`) comes from
+//! longer be written (checked on every tick, and before every stage starts:
+//! [`Watcher::check_journal`]). [`Stop`] is that reason as a type; the text written to the
+//! journal (`data.reason`, part of the file format in `docs/events.md`) comes from
 //! [`Stop::reason`] and nowhere else, and no decision is taken by comparing that text.
 //!
 //! Invariants: the first stop wins — once set, the reason never changes ([`Watcher`] only
@@ -130,6 +131,17 @@ impl Watcher {
                 }
             }
         }
+    }
+
+    /// Stops the run now if its journal has failed; true if the run is stopping, for that or
+    /// any other reason. The DAG calls it before every stage it starts: the tick of
+    /// [`Watcher::next`] would notice the failure up to [`CANCEL_POLL`] later, time enough for
+    /// the next stage to start and run in no journal.
+    pub(super) fn check_journal(&self, journal: &Journal) -> bool {
+        if journal.failure().is_some() {
+            self.set(Stop::Journal);
+        }
+        self.is_stopping()
     }
 
     /// Fills the slot unless a stop was already recorded: the first reason wins.

@@ -449,6 +449,98 @@ fn killed_runner_leaves_no_orphan_process() {
     );
 }
 
+/// Processes a test started, killed and reaped when the test ends, however it ends.
+struct KillOnDrop(Vec<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A `sleep 300` in a process group of its own: a process that has nothing to do with
+/// pipewatch, which a stale or forged `.groups` line may name.
+fn stranger() -> Child {
+    let mut c = Command::new("sleep");
+    c.arg("300");
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
+    c.spawn().expect("start a stranger process")
+}
+
+/// The first `.groups` file under the project's `runs/` folder and its first group line.
+fn recorded_group(p: &Project) -> Option<(PathBuf, String)> {
+    let file = std::fs::read_dir(p.state_dir().join("runs"))
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|f| f.extension().is_some_and(|x| x == "groups"))?;
+    let text = std::fs::read_to_string(&file).ok()?;
+    let line = text.lines().find(|l| group_of(l).is_some())?.to_string();
+    Some((file, line))
+}
+
+/// The process group a `.groups` line names (its first word).
+fn group_of(line: &str) -> Option<i32> {
+    line.split_whitespace().next()?.parse().ok()
+}
+
+#[test]
+fn a_stale_or_forged_groups_file_never_kills_a_stranger() {
+    let p = Project::with_config("[[stages]]\nname = \"a\"\nrun = 'echo started; sleep 300'\n");
+    let mut procs = KillOnDrop(vec![p.spawn(&["run", "--no-notify", "--quiet"])]);
+    let mut recorded = None;
+    wait_until(LONG, "the stage's process group to be recorded", || {
+        recorded = recorded_group(&p);
+        recorded.is_some()
+    });
+    let (file, line) = recorded.expect("a recorded group");
+    let pgid = group_of(&line).expect("a process group");
+    // The runner dies outright; then its stage ends by itself (here: killed by someone else).
+    procs.0[0].kill().expect("kill -9 the runner");
+    let _ = procs.0[0].wait();
+    let _ = nix::sys::signal::killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    wait_until(LONG, "the stage to end", || !pid_alive(pgid));
+
+    // Its group id is taken by an unrelated process (simulated: the line now names the
+    // stranger, with everything else the runner recorded about its stage).
+    let reused = stranger();
+    let reused_pid = reused.id() as i32;
+    procs.0.push(reused);
+    let stale = line.replacen(&pgid.to_string(), &reused_pid.to_string(), 1);
+    std::fs::write(&file, format!("{stale}\n")).unwrap();
+    // And someone writes a `.groups` file of their own naming another one.
+    let target = stranger();
+    let target_pid = target.id() as i32;
+    procs.0.push(target);
+    let forged = p.state_dir().join("runs/forged.groups");
+    std::fs::write(&forged, format!("{target_pid}\n")).unwrap();
+
+    // The next run reaps what dead runners left: it must not touch either stranger.
+    p.write_config("[pipeline]\nname = \"p\"\n[[stages]]\nname = \"a\"\nrun = \"true\"\n");
+    let out = p.run(&["run", "--no-notify", "--quiet"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let alive = (pid_alive(reused_pid), pid_alive(target_pid));
+    eprintln!(
+        "FIGURES stale_groups: stale line {stale:?} (was {line:?}); forged line {target_pid}; \
+         strangers alive after the next run: {alive:?}; its stderr: {}",
+        stderr(&out).trim()
+    );
+    assert_eq!(
+        alive,
+        (true, true),
+        "the next run killed a process that was not its stage's: stale-id stranger {reused_pid} \
+         alive = {}, forged-file stranger {target_pid} alive = {}",
+        alive.0,
+        alive.1
+    );
+    // Unverifiable records are forgotten once, not retried on every run.
+    assert!(!file.exists(), "{} is still there", file.display());
+    assert!(!forged.exists(), "{} is still there", forged.display());
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. The events folder deleted and re-created while serving
 
@@ -1098,6 +1190,50 @@ fn disk_full_while_the_runner_writes() {
             .unwrap_or_default(),
         stderr.trim()
     );
+}
+
+#[test]
+fn a_full_disk_stops_the_run_before_the_next_stage_starts() {
+    let p = Project::new();
+    let disk = p.path().join("small");
+    let _mounted = match SmallDisk::mount(&disk) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!(
+                "SKIPPED a_full_disk_stops_the_run_before_the_next_stage_starts: cannot mount a \
+                 tmpfs ({e})"
+            );
+            return;
+        }
+    };
+    // The disk is nearly full before the run starts (16 KiB left: room for the run's `start`
+    // events); stage `a` prints 40 lines of 1,000 bytes and exits 0 at once, so the journal
+    // fails just before `a` ends. Stage `b` needs `a` and leaves a mark outside the small disk
+    // if it ever starts.
+    std::fs::write(disk.join("filler"), vec![0u8; 1024 * 1024 - 16 * 1024]).unwrap();
+    let line = "x".repeat(1000);
+    p.write_config(&format!(
+        "[pipeline]\nname = \"p\"\n[server]\nevents_dir = \"{}\"\n\
+         [[stages]]\nname = \"a\"\nrun = \"yes {line} | head -n 40\"\n\
+         [[stages]]\nname = \"b\"\nneeds = [\"a\"]\nrun = \"touch b-started\"\n",
+        disk.display()
+    ));
+    let started = Instant::now();
+    let out = p.run(&["run", "--no-notify", "--quiet"]);
+    let took = started.elapsed();
+    let b_started = p.path().join("b-started").exists();
+    eprintln!(
+        "FIGURES full_disk_next_stage: exit {:?} after {took:?}; stage b started: {b_started}; \
+         stderr: {}",
+        out.status.code(),
+        stderr(&out).trim()
+    );
+    assert!(
+        !b_started,
+        "stage b started after the journal had failed: it ran in no journal"
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("No space left"), "{}", stderr(&out));
 }
 
 // ---------------------------------------------------------------------------------------------

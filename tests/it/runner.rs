@@ -511,3 +511,120 @@ fn quiet_prints_nothing_and_plain_lines_name_the_stages() {
         "{err}"
     );
 }
+
+/// Kills, when the test ends however it ends, the processes whose pids a stage wrote to these
+/// files (daemons a stage started that pipewatch may have failed to stop).
+#[cfg(target_os = "linux")]
+struct KillPidFiles(Vec<std::path::PathBuf>);
+
+#[cfg(target_os = "linux")]
+impl Drop for KillPidFiles {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            if let Some(pid) = read_pid(f) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn read_pid(file: &std::path::Path) -> Option<i32> {
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+}
+
+/// A daemon that leaves the stage's process group and session (`setsid`), writes its pid to
+/// `daemon.pid` and sleeps.
+#[cfg(target_os = "linux")]
+const DAEMON: &str = "setsid sh -c 'echo $$ > daemon.pid; exec sleep 1000'";
+
+/// Runs the project's pipeline and returns how long the run took and the daemon's pid,
+/// checking that the run ended with `code`.
+#[cfg(target_os = "linux")]
+fn run_with_daemon(p: &Project, code: i32) -> (Duration, i32) {
+    let started = Instant::now();
+    let out = p.run(&["run", "--no-notify"]);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(code), "{}", stderr(&out));
+    let pid = read_pid(&p.path().join("daemon.pid")).expect("the daemon wrote its pid");
+    (took, pid)
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_setsid_daemon_dies_with_its_stage_on_timeout() {
+    let script = format!("{DAEMON} & sleep 1000");
+    let p = Project::with_config(&stage("a", &script, "timeout = \"2s\""));
+    let _reap = KillPidFiles(vec![p.path().join("daemon.pid")]);
+    let (took, pid) = run_with_daemon(&p, 1);
+    let alive = pid_alive(pid);
+    assert!(
+        !alive,
+        "the daemon {pid} the stage started with setsid survived the stage's timeout \
+         (the run took {took:?})"
+    );
+    // Nothing held the stage's output pipe open after the timeout: no wait for it to close.
+    assert!(
+        took < Duration::from_millis(6500),
+        "the run took {took:?} for a 2 s timeout"
+    );
+    assert_eq!(
+        ev(&p.journal(), "a", "failure")[0]["data"]["reason"],
+        "timeout"
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_daemon_that_left_the_group_dies_when_its_stage_exits() {
+    // The stage forks a daemon twice removed (the subshell exits at once), detached from the
+    // stage's output, waits until it has left the group and written its pid, and succeeds.
+    let script = format!(
+        "({DAEMON} > /dev/null 2>&1 &); while [ ! -s daemon.pid ]; do sleep 0.01; done; echo ok"
+    );
+    let p = Project::with_config(&stage("a", &script, ""));
+    let _reap = KillPidFiles(vec![p.path().join("daemon.pid")]);
+    let (_, pid) = run_with_daemon(&p, 0);
+    assert!(
+        !pid_alive(pid),
+        "the daemon {pid} the stage left behind outside its group survived the run"
+    );
+}
+
+#[test]
+fn a_failed_run_leaves_no_lock_or_state_files() {
+    let p = Project::with_config(&stage("a", "exit 3", ""));
+    let out = p.run(&["run", "--no-notify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(run_files(&p), Vec::<String>::new());
+}
+
+#[test]
+fn a_run_that_cannot_create_its_journal_leaves_no_lock_file() {
+    let p = Project::with_config(&format!(
+        "[server]\nevents_dir = \"not-a-folder/events\"\n{}",
+        stage("a", "true", "")
+    ));
+    std::fs::write(p.path().join("not-a-folder"), "a file").unwrap();
+    let out = p.run(&["run", "--no-notify"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not-a-folder"), "{}", stderr(&out));
+    assert_eq!(
+        run_files(&p),
+        Vec::<String>::new(),
+        "a run with no run file left files that nothing will ever clean up"
+    );
+}
+
+/// The names of the files in `<state_dir>/runs`.
+fn run_files(p: &Project) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(p.state_dir().join("runs"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
