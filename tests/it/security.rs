@@ -654,10 +654,10 @@ fn assert_no_run_started(s: &Server) {
     );
 }
 
-/// A run of ~20 MB, as a long, chatty run leaves: 10,000 lines of ~2 KB.
+/// A run of ~60 MB, as a long, chatty run leaves: 30,000 lines of ~2 KB.
 fn big_run(p: &Project, id: &str) -> u64 {
     let msg = "x".repeat(2000);
-    let n = 10_000u64;
+    let n = 30_000u64;
     let text: String = (0..n)
         .map(|_| line(id, "a", "log", "2026-11-29T08:15:00Z", &msg))
         .collect();
@@ -696,11 +696,13 @@ fn clients_that_never_read_are_bounded_in_bytes_and_time() {
         .map(|_| request_and_never_read(s.port, "/api/runs/big/events?limit=10000"))
         .collect();
     let clients = (ws.len() + sse.len() + gets.len()) as u64;
-    // The most the server holds while they are connected (before the send timeout lets them
-    // go). Unbounded, every client heads for a copy of the whole run: 700 MB and more here.
+    // The most the server holds while they are connected (until the send timeouts let them
+    // go). Unbounded, every client heads for a copy of the whole run: 2 GB here. Bounded,
+    // each holds its share and the buffers around it; the allowance on top is the
+    // allocator's and the blocking threads' (which varies with the machine's load).
     let mut peak = 0;
     let sampling = Instant::now();
-    while sampling.elapsed() < Duration::from_secs(8) {
+    while sampling.elapsed() < Duration::from_secs(15) {
         peak = peak.max(s.rss().saturating_sub(before));
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -708,7 +710,7 @@ fn clients_that_never_read_are_bounded_in_bytes_and_time() {
         "{clients} clients that never read: the server grew by {} MiB at most",
         peak >> 20
     );
-    let bound = clients * (4 << 20) + (48 << 20);
+    let bound = clients * (4 << 20) + (128 << 20);
     assert!(
         peak < bound,
         "{clients} clients that never read made the server grow by {} MiB (bound {} MiB)",
