@@ -23,6 +23,7 @@
 //! | [`schedule`] | the built-in timer and the auditor on the wall clock; the status |
 //! | [`assets`] | the page: every file of `web/`, from one table |
 //! | [`auth`] | the Host, token, Origin, body size and content-type guards |
+//! | [`openapi`] | the API's OpenAPI 3.1 description, made from the routes |
 //! | [`routes`] | the router, one module per group of routes |
 
 pub mod assets;
@@ -30,6 +31,7 @@ pub mod auth;
 pub mod error;
 mod ingest;
 pub mod launch;
+pub mod openapi;
 pub mod routes;
 pub mod schedule;
 pub mod state;

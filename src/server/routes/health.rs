@@ -2,6 +2,7 @@
 //! is the index usable) and `GET /metrics` (Prometheus text format).
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -9,12 +10,86 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::server::state::{AppState, Stats};
 use crate::tail::TailStatsSnapshot;
 
-pub async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
+/// The answer of `GET /api/health`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub status: HealthStatus,
+    /// pipewatch's version.
+    pub version: &'static str,
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// Seconds since the dashboard started.
+    pub uptime_s: u64,
+    /// The folder of run files it tails.
+    #[schema(value_type = String)]
+    pub events_dir: PathBuf,
+    pub tailer: TailerHealth,
+    /// Run files known to the tailer.
+    pub files_watched: u64,
+    /// Events read from run files and published since the start.
+    pub events_ingested: u64,
+    /// Lines skipped as malformed or too long since the start.
+    pub malformed_lines: u64,
+    /// Current subscribers of the event bus.
+    pub bus_subscribers: u64,
+    /// Open WebSocket connections.
+    pub websocket_clients: u64,
+    pub index: IndexHealth,
+}
+
+/// `ok`, or `degraded` when the index, the tailer or the events folder has a problem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Ok,
+    Degraded,
+}
+
+/// The tailer's part of the health answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TailerHealth {
+    /// Whether its thread is running.
+    pub running: bool,
+    /// Whether file-system notifications arrive (else it only scans).
+    pub watching: bool,
+    pub files_watched: u64,
+    /// Full scans of the events folder.
+    pub scans: u64,
+    pub watcher_errors: u64,
+    /// Why the events folder cannot be read, if it cannot.
+    #[schema(required = true)]
+    pub error: Option<String>,
+}
+
+/// The index's part of the health answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IndexHealth {
+    pub ok: bool,
+    /// The last problem of the index or of ingesting into it.
+    #[schema(required = true)]
+    pub error: Option<String>,
+}
+
+/// The dashboard's health: is the tailer running, is the index usable; and its figures.
+///
+/// Public (no token), so a monitor can ask.
+#[utoipa::path(
+    get,
+    path = "/api/health",
+    operation_id = "health",
+    tag = "dashboard",
+    responses(
+        (status = 200, description = "The dashboard's state and figures. `status` is `degraded` \
+            (still 200) when the index, the tailer or the events folder has a problem.", body = Health),
+    ),
+)]
+pub async fn health(State(state): State<Arc<AppState>>) -> Json<Health> {
     let t = state.tail_stats.snapshot();
     let tailer_running = state
         .tailer
@@ -25,28 +100,38 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
     let folder_error = state.tail_stats.folder_error();
     let index_error = state.index_problem();
     let ok = index_error.is_none() && tailer_running && folder_error.is_none();
-    Json(json!({
-        "status": if ok { "ok" } else { "degraded" },
-        "version": env!("CARGO_PKG_VERSION"),
-        "pipeline": state.config.pipeline.name,
-        "uptime_s": state.started.elapsed().as_secs(),
-        "events_dir": state.config.server.events_dir,
-        "tailer": {
-            "running": tailer_running,
-            "watching": t.watching,
-            "files_watched": t.files_watched,
-            "scans": t.scans,
-            "watcher_errors": t.watcher_errors,
-            "error": folder_error,
+    Json(Health {
+        status: if ok {
+            HealthStatus::Ok
+        } else {
+            HealthStatus::Degraded
         },
-        "files_watched": t.files_watched,
-        "events_ingested": Stats::get(&state.stats.events_published),
-        "malformed_lines": t.malformed_lines,
-        "bus_subscribers": state.bus.subscribers(),
-        "websocket_clients": Stats::get(&state.stats.ws_clients),
-        "index": { "ok": index_error.is_none(), "error": index_error },
-    }))
+        version: env!("CARGO_PKG_VERSION"),
+        pipeline: state.config.pipeline.name.clone(),
+        uptime_s: state.started.elapsed().as_secs(),
+        events_dir: state.config.server.events_dir.clone(),
+        tailer: TailerHealth {
+            running: tailer_running,
+            watching: t.watching,
+            files_watched: t.files_watched,
+            scans: t.scans,
+            watcher_errors: t.watcher_errors,
+            error: folder_error,
+        },
+        files_watched: t.files_watched,
+        events_ingested: Stats::get(&state.stats.events_published),
+        malformed_lines: t.malformed_lines,
+        bus_subscribers: state.bus.subscribers() as u64,
+        websocket_clients: Stats::get(&state.stats.ws_clients),
+        index: IndexHealth {
+            ok: index_error.is_none(),
+            error: index_error,
+        },
+    })
 }
+
+/// Prometheus's text format.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The figures one `/metrics` answer is made of, read once.
 struct Figures<'a> {
@@ -88,7 +173,18 @@ const METRICS: &[Metric] = &[
     ("abandoned_runs_total", "counter", "Runs marked abandoned by this process.", |f| f.counter(|s| &s.abandoned)),
 ];
 
-/// `GET /metrics`: Prometheus text format.
+/// The dashboard's figures, in Prometheus's text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "dashboard",
+    responses(
+        (status = 200, description = "The dashboard's figures in Prometheus's text format \
+            (0.0.4): events ingested, malformed lines, files watched, subscribers, runs by \
+            status, …", body = String, content_type = METRICS_CONTENT_TYPE),
+    ),
+)]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let figures = Figures {
         tail: state.tail_stats.snapshot(),
@@ -108,12 +204,5 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             let _ = writeln!(out, "pipewatch_runs{{status=\"{status}\"}} {n}");
         }
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], out).into_response()
 }

@@ -13,30 +13,69 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
+use utoipa::IntoParams;
 
-use crate::event::Published;
-use crate::index::RUN_STATUSES;
+use super::{AcceptedStatus, RunAccepted};
+use crate::event::{Event, Published, RunId};
+use crate::index::{RUN_STATUSES, RunDetail, RunStatus, RunSummary};
 use crate::runner::liveness::{self, Liveness};
-use crate::server::error::{ApiError, parse_u64, run_id};
+use crate::server::error::{ApiError, ErrorBody, parse_u64, run_id};
 use crate::server::state::AppState;
 use crate::tail::{Replay, TailError};
 
-/// The query parameters of the run routes, as sent: each handler checks the ones it takes
-/// (`limit`, `before`, `status` for the list; `since`, `limit`, `tail` for the events), so a
-/// bad value is a 400 naming it rather than axum's generic rejection.
-#[derive(Deserialize)]
-pub struct RunsQuery {
+/// The query of `GET /api/runs`, as sent: the handler checks each value, so a bad one is a
+/// 400 naming it rather than axum's generic rejection.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// How many runs: 1 to 1000 (a number outside is taken as the nearest of those).
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 1000, default = 50)]
     limit: Option<String>,
+    /// Runs older than this one: the last `run_id` of the page before.
+    #[param(value_type = Option<RunId>)]
     before: Option<String>,
+    /// Only runs with this status.
+    #[param(value_type = Option<RunStatus>)]
     status: Option<String>,
+}
+
+/// The query of `GET /api/runs/{run_id}/events`, as sent (checked by the handler, like
+/// [`ListQuery`]).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Only events after this `seq` (the cursor of the next page).
+    #[param(value_type = Option<u64>)]
     since: Option<String>,
+    /// At most this many events: a page holds at most 10,000 (and a bounded number of bytes);
+    /// the `Link` header says where the next page starts.
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 10000, default = 1000)]
+    limit: Option<String>,
+    /// Only the last N events.
+    #[param(value_type = Option<u64>)]
     tail: Option<String>,
 }
 
+/// Runs, newest first.
+///
+/// Paged back with `before` (the last `run_id` of the page before), filtered by `status`.
+#[utoipa::path(
+    get,
+    path = "/api/runs",
+    operation_id = "listRuns",
+    tag = "runs",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Runs, newest first.", body = Vec<RunSummary>),
+        (status = 400, description = "A `limit` that is not a whole number, a `before` that is \
+            not a run id, or an unknown `status`.", body = ErrorBody),
+        (status = 503, description = "The run index is unavailable.", body = ErrorBody),
+    ),
+)]
 pub async fn list_runs(
     State(state): State<Arc<AppState>>,
-    Query(q): Query<RunsQuery>,
+    Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = parse_u64("limit", q.limit.as_deref())?
         .unwrap_or(50)
@@ -57,6 +96,22 @@ pub async fn list_runs(
     Ok(Json(serde_json::to_value(runs).unwrap_or_default()))
 }
 
+/// One run, with its stages.
+///
+/// The stages come in the order they were first seen.
+#[utoipa::path(
+    get,
+    path = "/api/runs/{run_id}",
+    operation_id = "getRun",
+    tag = "runs",
+    params(("run_id" = RunId, Path, description = "The run.")),
+    responses(
+        (status = 200, description = "The run with its stages.", body = RunDetail),
+        (status = 400, description = "Not a run id.", body = ErrorBody),
+        (status = 404, description = "No such run in the index.", body = ErrorBody),
+        (status = 503, description = "The run index is unavailable.", body = ErrorBody),
+    ),
+)]
 pub async fn get_run(
     State(state): State<Arc<AppState>>,
     Path(raw): Path<String>,
@@ -69,10 +124,31 @@ pub async fn get_run(
     }
 }
 
+/// A run's events, from its file (the source of truth).
+///
+/// In `seq` order, a page at a time: after `since`, at most `limit` (or the last `tail`).
+#[utoipa::path(
+    get,
+    path = "/api/runs/{run_id}/events",
+    operation_id = "getRunEvents",
+    tag = "runs",
+    params(("run_id" = RunId, Path, description = "The run."), EventsQuery),
+    responses(
+        (status = 200, description = "The run's events in `seq` order: after `since`, at most \
+            `limit`, or the last `tail`.", body = Vec<Event>, headers(
+            ("Link" = String, description = "`<URL>; rel=\"next\"`: the next page (its \
+                `since` is the last `seq` of this one), when there may be more events."),
+        )),
+        (status = 400, description = "Not a run id, or a `since`, `limit` or `tail` that is not \
+            a whole number.", body = ErrorBody),
+        (status = 404, description = "The run has no file.", body = ErrorBody),
+        (status = 503, description = "The run file cannot be read.", body = ErrorBody),
+    ),
+)]
 pub async fn run_events(
     State(state): State<Arc<AppState>>,
     Path(raw): Path<String>,
-    Query(q): Query<RunsQuery>,
+    Query(q): Query<EventsQuery>,
 ) -> Result<Response, ApiError> {
     let id = run_id(&raw)?;
     let since = parse_u64("since", q.since.as_deref())?;
@@ -127,7 +203,23 @@ pub async fn run_events(
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-/// `POST /api/runs/{id}/cancel`: asks the run's runner to stop; its stages end `cancelled`.
+/// Stop a running run.
+///
+/// Its runner is asked to stop; its stages end `cancelled`.
+#[utoipa::path(
+    post,
+    path = "/api/runs/{run_id}/cancel",
+    operation_id = "cancelRun",
+    tag = "runs",
+    params(("run_id" = RunId, Path, description = "The run.")),
+    responses(
+        (status = 202, description = "Its runner was asked to stop; its stages end \
+            `cancelled`.", body = RunAccepted),
+        (status = 400, description = "Not a run id.", body = ErrorBody),
+        (status = 409, description = "The run is not running.", body = ErrorBody),
+        (status = 503, description = "The cancel request cannot be written.", body = ErrorBody),
+    ),
+)]
 pub async fn cancel_run(
     State(state): State<Arc<AppState>>,
     Path(raw): Path<String>,
@@ -144,7 +236,10 @@ pub async fn cancel_run(
         .map_err(|e| ApiError::unavailable(format!("cannot write the cancel request: {e}")))?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "run_id": id, "status": "cancelling" })),
+        Json(RunAccepted {
+            run_id: id,
+            status: AcceptedStatus::Cancelling,
+        }),
     )
         .into_response())
 }
