@@ -18,6 +18,7 @@
 //! |---|---|
 //! | [`state`] | [`AppState`]: what handlers and tasks share, built in one place |
 //! | [`error`] | [`ApiError`]: a status and `{"error": ...}` |
+//! | [`extract`] | the path and query extractors, whose rejections are `ApiError`s |
 //! | `ingest` | tailer batches → index → bus; the liveness watchdog (`abandoned`) |
 //! | [`launch`] | starting `pipewatch run` ("Run now", the built-in scheduler) |
 //! | [`schedule`] | the built-in timer and the auditor on the wall clock; the status |
@@ -29,6 +30,7 @@
 pub mod assets;
 pub mod auth;
 pub mod error;
+pub mod extract;
 mod ingest;
 pub mod launch;
 pub mod openapi;

@@ -256,3 +256,46 @@ fn the_served_document_is_public_and_is_what_the_command_prints() {
     assert_eq!(printed.trim_end(), served_text, "printed and served differ");
     assert_eq!(printed, format!("{served_text}\n"));
 }
+
+/// Found by the schema fuzzer: a repeated query parameter (`?status=null&status=null`) was
+/// answered by axum's query extractor with a `text/plain` 400, not `{"error": ...}`.
+#[tokio::test]
+async fn a_repeated_query_parameter_is_a_json_400() {
+    let (_dir, state) = state("");
+    for uri in [
+        "/api/runs?status=null&status=null",
+        "/api/runs?limit=1&limit=2",
+        "/api/runs/r1/events?tail=null&tail=null",
+        "/api/runs/r1/events/stream?since=1&since=2",
+        "/ws/events/r1?since=1&since=2",
+    ] {
+        let (status, content_type, body) = call(&state, "GET", uri, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+        assert_eq!(content_type, "application/json", "{uri}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            v["error"].as_str().is_some_and(|e| e.contains("duplicate")),
+            "{uri}: {v}"
+        );
+    }
+}
+
+/// The same class of answer from the path extractor and the WebSocket handshake: a path
+/// segment that is not UTF-8 once decoded, and a plain `GET` on a WebSocket route, are
+/// `{"error": ...}` as JSON like every other error.
+#[tokio::test]
+async fn rejected_paths_and_handshakes_are_json_errors() {
+    let (_dir, state) = state("");
+    for (uri, want) in [
+        ("/api/runs/%FF", StatusCode::BAD_REQUEST),
+        ("/api/runs/%FF/events", StatusCode::BAD_REQUEST),
+        ("/ws/events", StatusCode::BAD_REQUEST),
+        ("/ws/events/r1", StatusCode::BAD_REQUEST),
+    ] {
+        let (status, content_type, body) = call(&state, "GET", uri, None).await;
+        assert_eq!(status, want, "{uri}: {body}");
+        assert_eq!(content_type, "application/json", "{uri}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert!(v["error"].is_string(), "{uri}: {v}");
+    }
+}

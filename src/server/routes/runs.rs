@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -21,6 +21,7 @@ use crate::event::{Event, Published, RunId};
 use crate::index::{RUN_STATUSES, RunDetail, RunStatus, RunSummary};
 use crate::runner::liveness::{self, Liveness};
 use crate::server::error::{ApiError, ErrorBody, parse_u64, run_id};
+use crate::server::extract::{Path, Query};
 use crate::server::state::AppState;
 use crate::tail::{Replay, TailError};
 
