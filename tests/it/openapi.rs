@@ -299,3 +299,38 @@ async fn rejected_paths_and_handshakes_are_json_errors() {
         assert!(v["error"].is_string(), "{uri}: {v}");
     }
 }
+
+/// The document says `source` is at most 64 characters (JSON Schema counts characters); the
+/// server counted bytes, so 64 characters of non-ASCII text were refused with 400. Both now
+/// count characters.
+#[tokio::test]
+async fn a_source_of_64_characters_is_taken_whatever_its_bytes() {
+    let (_dir, state) = state("");
+    for (source, want) in [
+        ("é".repeat(64), StatusCode::ACCEPTED),
+        ("日".repeat(64), StatusCode::ACCEPTED),
+        ("é".repeat(65), StatusCode::BAD_REQUEST),
+    ] {
+        let body = serde_json::json!({"run_id": "r1", "source": source}).to_string();
+        let req = Request::builder()
+            .method("POST")
+            .uri("/api/pipeline/notify-scheduled-run")
+            .header(header::HOST, "127.0.0.1:8001")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        let res = server::router(state.clone()).oneshot(req).await.unwrap();
+        assert_eq!(
+            res.status(),
+            want,
+            "{} characters of {:?}",
+            source.chars().count(),
+            &source[..2]
+        );
+    }
+    let doc = document();
+    assert_eq!(
+        doc["components"]["schemas"]["Notify"]["properties"]["source"]["maxLength"],
+        64
+    );
+}

@@ -122,7 +122,7 @@ pub async fn notify_scheduled_run(
         None | Some("") => "scheduler".to_string(),
         // The original design's name for the scheduler.
         Some("windows_scheduler") => "scheduler".to_string(),
-        Some(s) if s.len() <= 64 && !s.chars().any(hidden) => s.to_string(),
+        Some(s) if s.chars().count() <= 64 && !s.chars().any(hidden) => s.to_string(),
         Some(_) => {
             return Err(ApiError::bad_request(
                 "source must be at most 64 characters without control, bidirectional or invisible formatting characters",
