@@ -152,12 +152,15 @@ async fn every_described_operation_is_routed_and_guarded_as_described() {
         }
         // A method the document does not describe there is not routed there either.
         for other in ["PUT", "DELETE", "PATCH"] {
-            let (status, _, body) = call(&state, other, &concrete(&path), Some(TOKEN)).await;
+            let (status, content_type, body) =
+                call(&state, other, &concrete(&path), Some(TOKEN)).await;
             assert_eq!(
                 status,
                 StatusCode::METHOD_NOT_ALLOWED,
                 "{other} {path}: {body}"
             );
+            // Like every error, `{"error": ...}` (axum's own 405 had an empty body).
+            assert_eq!(content_type, "application/json", "{other} {path}: {body}");
         }
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! | module | routes |
 //! |---|---|
-//! | [`fallback`] | the 404 for every path no route serves |
+//! | [`fallback`] | the 404 for every path no route serves, the 405 for a method a route does not answer |
 //! | [`health`] | `/api/health` (public), `/metrics` |
 //! | [`openapi`] | `/api/openapi.json` (public): the API's description, `server::openapi` |
 //! | [`runs`] | `/api/runs`, `/api/runs/{run_id}`, its `/events`, `/cancel` |
@@ -114,6 +114,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(super::assets::routes())
         .merge(api)
+        .method_not_allowed_fallback(fallback::method_not_allowed)
         .fallback(fallback::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
