@@ -83,7 +83,7 @@ pub fn document() -> OpenApi {
     components.security_schemes.extend(
         SECURITY_SCHEMES
             .iter()
-            .map(|(name, _)| ((*name).to_string(), security_scheme(name))),
+            .map(|name| (name.to_string(), security_scheme(name))),
     );
     guards(&mut doc);
     doc
@@ -122,12 +122,9 @@ const TAGS: &[(&str, &str)] = &[
     ),
 ];
 
-/// The three ways to present the token (`auth::presented`); any one will do.
-const SECURITY_SCHEMES: &[(&str, &str)] = &[
-    ("bearer", "Authorization: Bearer TOKEN"),
-    ("cookie", "the cookie the page keeps the token in"),
-    ("query", "?token=TOKEN, as a link to the page carries it"),
-];
+/// The three ways to present the token (`auth::presented`), described by
+/// [`security_scheme`]; any one will do.
+const SECURITY_SCHEMES: [&str; 3] = ["bearer", "cookie", "query"];
 
 fn security_scheme(name: &str) -> SecurityScheme {
     match name {
@@ -157,7 +154,7 @@ fn needs_token(doc: &mut OpenApi) {
         op.security = Some(
             SECURITY_SCHEMES
                 .iter()
-                .map(|(name, _)| SecurityRequirement::new(*name, Vec::<String>::new()))
+                .map(|name| SecurityRequirement::new(*name, Vec::<String>::new()))
                 .collect(),
         );
         refer(op, 401, "Unauthorized");
