@@ -116,22 +116,39 @@ pub struct Record<'a> {
 }
 
 /// One event as read back: the five original keys are required, the rest optional.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// As the API and the streams send it, an event always has `seq` (the dashboard fills it in),
+/// and only these keys: unknown keys of a line are not kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
+    /// The line's index in its run file, from 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(required = true, value_type = u64)]
     pub seq: Option<u64>,
+    /// The run (its file's name says it, whatever the line said).
+    #[schema(value_type = RunId)]
     pub run_id: String,
+    /// The pipeline's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<String>,
+    /// The stage's name, or `pipeline` for the run's own events.
     pub stage: String,
+    /// `start`, `success`, `failure`, `log`, `retry`, … (`docs/events.md`).
     pub event: String,
+    /// `info`, `warn` or `error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub level: Option<String>,
+    /// RFC 3339 (pipewatch writes UTC with milliseconds); other writers' naive times as
+    /// written.
     pub timestamp: String,
+    /// Who started the run: `scheduler`, `manual`, `cli`, ….
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// For a person: a `log` event's line of output, or what happened.
     pub msg: String,
+    /// `exit_code`, `duration_ms`, `attempt`, `stream`, `reason`, … (`docs/events.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub data: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
@@ -180,12 +197,36 @@ pub fn now_timestamp() -> String {
 #[serde(transparent)]
 pub struct RunId(String);
 
+/// A run id in the API's description: a string of [`RunId::PATTERN`].
+impl utoipa::PartialSchema for RunId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(RunId::PATTERN))
+            .min_length(Some(1))
+            .max_length(Some(64))
+            .description(Some(
+                "A run id: 1 to 64 letters, digits, `_` or `-`; pipewatch's own sort by time \
+                 (`20261129T081500Z-3f9a`).",
+            ))
+            .examples(["20261129T081500Z-3f9a"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for RunId {}
+
 /// A run id that is not `[A-Za-z0-9_-]{1,64}`.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("invalid run id {0:?}: a run id is 1 to 64 letters, digits, `_` or `-`")]
 pub struct InvalidRunId(pub String);
 
 impl RunId {
+    /// What [`RunId::parse`] takes, as a regular expression (the API's description says it;
+    /// a unit test checks that the two agree).
+    pub const PATTERN: &str = "^[A-Za-z0-9_-]{1,64}$";
+
     pub fn parse(s: &str) -> Result<RunId, InvalidRunId> {
         let ok = !s.is_empty()
             && s.len() <= 64
@@ -248,6 +289,19 @@ mod tests {
         assert!(RunId::parse(a.as_str()).is_ok());
         assert_eq!(RunId::from_file_name(&a.file_name()), Some(a));
         assert_eq!(RunId::from_file_name("pipeline_../x.jsonl"), None);
+    }
+
+    proptest::proptest! {
+        /// What the API's description says a run id is, [`RunId::PATTERN`], is what
+        /// [`RunId::parse`] takes (the fuzzer generates ids from the pattern).
+        #[test]
+        fn the_pattern_generates_run_ids(
+            id in proptest::string::string_regex(
+                RunId::PATTERN.trim_start_matches('^').trim_end_matches('$'),
+            ).unwrap(),
+        ) {
+            proptest::prop_assert!(RunId::parse(&id).is_ok(), "{:?}", id);
+        }
     }
 
     #[test]

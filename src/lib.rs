@@ -17,7 +17,7 @@
 //! | [`bus`] | the event bus: ring buffer + broadcast, subscribe with no gap |
 //! | [`retention`] | `[retention]`: which runs to remove, removing them (`prune`, hourly in `serve`) |
 //! | [`scheduler`] | the OS scheduler backends, the built-in timer, the occurrence auditor |
-//! | [`server`] | `pipewatch serve`: ingest (tail → index → bus), the HTTP API, WebSocket/SSE, the page |
+//! | [`server`] | `pipewatch serve`: ingest (tail → index → bus), the HTTP API and its OpenAPI description, WebSocket/SSE, the page |
 //! | [`cli`] | the command line: one module per command, terminal rendering, errors → exit codes |
 //!
 //! | leaf | owns |

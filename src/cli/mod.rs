@@ -15,6 +15,7 @@
 //! | [`tail`] | `tail`: one run's events as they are written |
 //! | [`doctor`] | `doctor`: the troubleshooting checks |
 //! | [`prune`] | `prune`: `[retention]` applied now |
+//! | [`openapi`] | `openapi`: the API's description, as the dashboard serves it |
 //! | [`dashboard`] | the terminal's WebSocket client of the dashboard (`tail`, `doctor`) |
 //! | [`term`] | colour, times and durations for a terminal |
 
@@ -22,6 +23,7 @@ pub mod dashboard;
 pub mod doctor;
 mod error;
 pub mod init;
+pub mod openapi;
 pub mod prune;
 pub mod reindex;
 pub mod run;
@@ -81,6 +83,9 @@ enum Command {
     /// Remove run files and index rows older than [retention] max_age or beyond max_runs
     /// (never a running run).
     Prune(prune::Args),
+    /// Print the dashboard API's OpenAPI 3.1 description (what GET /api/openapi.json serves),
+    /// for generating a client.
+    Openapi,
     /// Print a shell completion script (for example: pipewatch completions bash >
     /// ~/.local/share/bash-completion/completions/pipewatch).
     Completions {
@@ -118,6 +123,7 @@ fn dispatch(cli: Cli) -> Result<u8, CliError> {
             doctor::command(config, args)
         }
         Command::Prune(args) => prune::command(&config()?, args),
+        Command::Openapi => openapi::command(),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(

@@ -90,7 +90,7 @@ pub enum Catchup {
 }
 
 /// Which scheduler starts `pipewatch run` on the schedule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     Builtin,

@@ -59,7 +59,7 @@ mod schema;
 mod testing;
 mod write;
 
-pub use query::{RunDetail, RunSummary, StageSummary};
+pub use query::{RunDetail, RunStatus, RunSummary, StageStatus, StageSummary};
 pub use rebuild::{RebuildStats, rebuild};
 pub use schema::Opened;
 

@@ -9,22 +9,38 @@ use std::path::Path;
 
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 
 use super::fold::sort_key;
-use super::{Index, IndexError, RUNNING, db, parse_id, to_u64};
+use super::{Index, IndexError, RUN_STATUSES, RUNNING, STAGE_STATUSES, db, parse_id, to_u64};
 use crate::event::RunId;
 use crate::tail::Checkpoint;
 
 /// One run as `/api/runs` lists it (`docs/api.md`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+///
+/// Keys whose value is unknown are `null`, not left out (but `reason` and `scheduled_for`,
+/// which only some runs have).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct RunSummary {
     pub run_id: RunId,
+    /// The pipeline's name, from the run's events.
+    #[schema(required = true)]
     pub pipeline: Option<String>,
     /// `running`, `success`, `failure`, `cancelled`, `skipped`, `missed` or `abandoned`.
+    #[schema(value_type = RunStatus)]
     pub status: String,
+    /// Who started it: `scheduler`, `manual`, `cli`, ….
+    #[schema(required = true)]
     pub source: Option<String>,
+    /// The time of its first event, as written.
+    #[schema(required = true)]
     pub started_at: Option<String>,
+    /// The time of its final event, as written.
+    #[schema(required = true)]
     pub finished_at: Option<String>,
+    #[schema(required = true)]
     pub duration_ms: Option<u64>,
     /// `data.reason` of the run's final event (`overlap`, `timeout`, `stage_failed`, …).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -35,20 +51,57 @@ pub struct RunSummary {
 }
 
 /// One stage of a run (`docs/api.md`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct StageSummary {
     pub name: String,
     /// `running`, `success`, `failure`, `skipped`, `cancelled` or `abandoned`.
+    #[schema(value_type = StageStatus)]
     pub status: String,
+    #[schema(required = true)]
     pub started_at: Option<String>,
+    #[schema(required = true)]
     pub finished_at: Option<String>,
+    #[schema(required = true)]
     pub duration_ms: Option<u64>,
+    /// How many times it was started (retries included).
     pub attempts: u32,
+    /// The exit code of its last attempt, once it has one.
+    #[schema(required = true)]
     pub exit_code: Option<i32>,
 }
 
+/// A run's status in the API's description: one of [`RUN_STATUSES`].
+pub struct RunStatus;
+
+impl utoipa::PartialSchema for RunStatus {
+    fn schema() -> RefOr<Schema> {
+        one_of(&RUN_STATUSES, "A run's status.")
+    }
+}
+
+impl ToSchema for RunStatus {}
+
+/// A stage's status in the API's description: one of [`STAGE_STATUSES`].
+pub struct StageStatus;
+
+impl utoipa::PartialSchema for StageStatus {
+    fn schema() -> RefOr<Schema> {
+        one_of(&STAGE_STATUSES, "A stage's status.")
+    }
+}
+
+impl ToSchema for StageStatus {}
+
+fn one_of(values: &[&str], description: &str) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(values.iter().copied()))
+        .description(Some(description))
+        .into()
+}
+
 /// One run with its stages, in the order they were first seen: `/api/runs/{run_id}`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct RunDetail {
     #[serde(flatten)]
     pub run: RunSummary,

@@ -63,22 +63,27 @@ pub mod state {
 }
 
 /// What a scheduler says about the task: the object of `GET /api/scheduler/status` (`docs/api.md`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Status {
     pub backend: config::Backend,
+    /// The OS scheduler's name for the task (the built-in scheduler's too).
     pub task_name: String,
+    /// Whether the task is installed.
     pub exists: bool,
     pub enabled: bool,
-    /// One of [`state`]'s values (a backend may report another word its scheduler uses,
-    /// such as `queued`).
+    /// `ready`, `running`, `disabled` or `missing`: the values of `scheduler::state` (an OS
+    /// scheduler may report another word of its own, such as `queued`).
     pub state: String,
     /// The cron expression from the configuration.
     pub schedule: String,
     /// RFC 3339.
+    #[schema(required = true)]
     pub next_run: Option<String>,
     /// RFC 3339; `None` when the run never happened or the scheduler does not know.
+    #[schema(required = true)]
     pub last_run: Option<String>,
     /// `success`, `running` or `failure: …`; `None` when unknown.
+    #[schema(required = true)]
     pub last_result: Option<String>,
 }
 

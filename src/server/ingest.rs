@@ -231,7 +231,9 @@ pub async fn watch_liveness(state: Arc<AppState>) {
                     if liveness::liveness(&state_dir, &id) == Liveness::Alive {
                         continue;
                     }
-                    let size = std::fs::symlink_metadata(&file).map(|m| m.len()).unwrap_or(0);
+                    let size = std::fs::symlink_metadata(&file)
+                        .map(|m| m.len())
+                        .unwrap_or(0);
                     if idx.offset_of(&id)?.unwrap_or(0) < size {
                         continue; // not caught up yet: the final event may be in there
                     }

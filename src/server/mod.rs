@@ -18,20 +18,24 @@
 //! |---|---|
 //! | [`state`] | [`AppState`]: what handlers and tasks share, built in one place |
 //! | [`error`] | [`ApiError`]: a status and `{"error": ...}` |
+//! | [`extract`] | the path and query extractors, whose rejections are `ApiError`s |
 //! | `ingest` | tailer batches → index → bus; the liveness watchdog (`abandoned`) |
 //! | [`launch`] | starting `pipewatch run` ("Run now", the built-in scheduler) |
 //! | [`schedule`] | the built-in timer and the auditor on the wall clock; the status |
 //! | [`assets`] | the page: every file of `web/`, from one table |
 //! | [`auth`] | the Host, token, Origin, body size and content-type guards |
 //! | [`budget`] | the bytes clients may have queued, each and all together |
+//! | [`openapi`] | the API's OpenAPI 3.1 description, made from the routes |
 //! | [`routes`] | the router, one module per group of routes |
 
 pub mod assets;
 pub mod auth;
 pub mod budget;
 pub mod error;
+pub mod extract;
 mod ingest;
 pub mod launch;
+pub mod openapi;
 pub mod routes;
 pub mod schedule;
 pub mod state;

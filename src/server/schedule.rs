@@ -76,23 +76,27 @@ impl audit::Runs for IndexRuns {
 }
 
 /// The effective cadence of the last day against the configured one.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Cadence {
     /// Occurrences the schedule had in the last 24 hours.
     pub expected_last_day: u64,
     /// Scheduled runs (scheduler or catch-up) that started in the last 24 hours.
     pub started_last_day: u64,
     /// Seconds between occurrences as configured (from the next two), if periodic.
+    #[schema(required = true)]
     pub configured_interval_s: Option<i64>,
     /// 86,400 / started runs: the interval the runs really had on average.
+    #[schema(required = true)]
     pub effective_interval_s: Option<i64>,
 }
 
 /// The scheduler status of `GET /api/scheduler/status`, plus the cadence.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StatusWithCadence {
     #[serde(flatten)]
     pub status: Status,
+    /// `null` when the index cannot say.
+    #[schema(required = true)]
     pub cadence: Option<Cadence>,
 }
 

@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod cli_config;
 mod faults;
+mod openapi;
 mod runner;
 mod scheduler;
 mod security;

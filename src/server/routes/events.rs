@@ -13,15 +13,17 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
-use crate::event::{Published, RunId};
+use crate::event::{Event, Published, RunId};
 use crate::fsx;
 use crate::server::budget::Reserved;
-use crate::server::error::{ApiError, parse_u64, run_id};
+use crate::server::error::{ApiError, ErrorBody, parse_u64, run_id};
+use crate::server::extract::{Path, Query};
 use crate::server::state::AppState;
 use crate::tail::{Replay, TailError};
 
@@ -37,10 +39,20 @@ pub const MAX_PAGE_BYTES: usize = 8 * 1024 * 1024;
 /// How long a page waits for room in the server's budget before answering 503.
 const RESERVE_WITHIN: Duration = Duration::from_secs(10);
 
-#[derive(Deserialize)]
+/// The query of `GET /api/runs/{run_id}/events`, as sent (checked by the handler, like
+/// [`ListQuery`](super::runs::ListQuery)).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
+    /// Only events after this `seq` (the cursor of the next page).
+    #[param(value_type = Option<u64>)]
     since: Option<String>,
+    /// At most this many events: a page holds at most 10,000 (and a bounded number of bytes);
+    /// the `Link` header says where the next page starts.
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 10000, default = 1000)]
     limit: Option<String>,
+    /// Only the last N events (at most 10,000, and a bounded number of bytes).
+    #[param(value_type = Option<u64>, maximum = 10000)]
     tail: Option<String>,
 }
 
@@ -112,6 +124,28 @@ impl Reading {
     }
 }
 
+/// A run's events, from its file (the source of truth).
+///
+/// In `seq` order, a page at a time: after `since`, at most `limit` (or the last `tail`).
+#[utoipa::path(
+    get,
+    path = "/api/runs/{run_id}/events",
+    operation_id = "getRunEvents",
+    tag = "runs",
+    params(("run_id" = RunId, Path, description = "The run."), EventsQuery),
+    responses(
+        (status = 200, description = "The run's events in `seq` order: after `since`, at most \
+            `limit`, or the last `tail`.", body = Vec<Event>, headers(
+            ("Link" = String, description = "`<URL>; rel=\"next\"`: the next page (its \
+                `since` is the last `seq` of this one), when there may be more events."),
+        )),
+        (status = 400, description = "Not a run id, or a `since`, `limit` or `tail` that is not \
+            a whole number.", body = ErrorBody),
+        (status = 404, description = "The run has no file.", body = ErrorBody),
+        (status = 503, description = "The run file cannot be read, or the server has no room \
+            for the page within 10 s.", body = ErrorBody),
+    ),
+)]
 pub async fn run_events(
     State(state): State<Arc<AppState>>,
     Path(raw): Path<String>,

@@ -2,6 +2,7 @@
 //! is the index usable) and `GET /metrics` (Prometheus text format).
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -9,7 +10,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, Uri, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::server::auth;
 use crate::server::state::{AppState, Stats};
@@ -18,14 +20,92 @@ use crate::tail::TailStatsSnapshot;
 /// What public health says instead of an error's text, which names files.
 const ASK_WITH_THE_TOKEN: &str = "details are shown with the token";
 
-/// `GET /api/health`. It is public, so, when a token is configured, a request without it is
-/// not told where things are: no `events_dir`, and no error text (errors name files); the
+/// The answer of `GET /api/health`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub status: HealthStatus,
+    /// pipewatch's version.
+    pub version: &'static str,
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// Seconds since the dashboard started.
+    pub uptime_s: u64,
+    /// The folder of run files it tails: only to a request with the token, when one is
+    /// configured.
+    #[schema(value_type = Option<String>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events_dir: Option<PathBuf>,
+    pub tailer: TailerHealth,
+    /// Run files known to the tailer.
+    pub files_watched: u64,
+    /// Events read from run files and published since the start.
+    pub events_ingested: u64,
+    /// Lines skipped as malformed or too long since the start.
+    pub malformed_lines: u64,
+    /// Current subscribers of the event bus.
+    pub bus_subscribers: u64,
+    /// Open WebSocket connections.
+    pub websocket_clients: u64,
+    /// Open Server-Sent Events streams.
+    pub sse_clients: u64,
+    pub index: IndexHealth,
+}
+
+/// `ok`, or `degraded` when the index, the tailer or the events folder has a problem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Ok,
+    Degraded,
+}
+
+/// The tailer's part of the health answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TailerHealth {
+    /// Whether its thread is running.
+    pub running: bool,
+    /// Whether file-system notifications arrive (else it only scans).
+    pub watching: bool,
+    pub files_watched: u64,
+    /// Full scans of the events folder.
+    pub scans: u64,
+    pub watcher_errors: u64,
+    /// Why the events folder cannot be read, if it cannot (with the token, when one is
+    /// configured; without it, only that there is a problem).
+    #[schema(required = true)]
+    pub error: Option<String>,
+}
+
+/// The index's part of the health answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IndexHealth {
+    pub ok: bool,
+    /// The last problem of the index or of ingesting into it (its text with the token, when
+    /// one is configured).
+    #[schema(required = true)]
+    pub error: Option<String>,
+}
+
+/// The dashboard's health: is the tailer running, is the index usable; and its figures.
+///
+/// Public (no token), so a monitor can ask. When a token is configured, a request without it
+/// is not told where things are: no `events_dir`, and no error text (errors name files); the
 /// status and the figures stay. (A review found the absolute events path on public health.)
+#[utoipa::path(
+    get,
+    path = "/api/health",
+    operation_id = "health",
+    tag = "dashboard",
+    responses(
+        (status = 200, description = "The dashboard's state and figures. `status` is `degraded` \
+            (still 200) when the index, the tailer or the events folder has a problem.", body = Health),
+    ),
+)]
 pub async fn health(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     uri: Uri,
-) -> Json<Value> {
+) -> Json<Health> {
     let full = auth::authorized(&state, &headers, uri.query());
     let shown = |e: Option<String>| {
         if full {
@@ -44,33 +124,39 @@ pub async fn health(
     let folder_error = state.tail_stats.folder_error();
     let index_error = state.index_problem();
     let ok = index_error.is_none() && tailer_running && folder_error.is_none();
-    let (folder_error, index_error) = (shown(folder_error), shown(index_error));
-    let mut health = json!({
-        "status": if ok { "ok" } else { "degraded" },
-        "version": env!("CARGO_PKG_VERSION"),
-        "pipeline": state.config.pipeline.name,
-        "uptime_s": state.started.elapsed().as_secs(),
-        "tailer": {
-            "running": tailer_running,
-            "watching": t.watching,
-            "files_watched": t.files_watched,
-            "scans": t.scans,
-            "watcher_errors": t.watcher_errors,
-            "error": folder_error,
+    Json(Health {
+        status: if ok {
+            HealthStatus::Ok
+        } else {
+            HealthStatus::Degraded
         },
-        "files_watched": t.files_watched,
-        "events_ingested": Stats::get(&state.stats.events_published),
-        "malformed_lines": t.malformed_lines,
-        "bus_subscribers": state.bus.subscribers(),
-        "websocket_clients": Stats::get(&state.stats.ws_clients),
-        "sse_clients": Stats::get(&state.stats.sse_clients),
-        "index": { "ok": index_error.is_none(), "error": index_error },
-    });
-    if full {
-        health["events_dir"] = json!(state.config.server.events_dir);
-    }
-    Json(health)
+        version: env!("CARGO_PKG_VERSION"),
+        pipeline: state.config.pipeline.name.clone(),
+        uptime_s: state.started.elapsed().as_secs(),
+        events_dir: full.then(|| state.config.server.events_dir.clone()),
+        tailer: TailerHealth {
+            running: tailer_running,
+            watching: t.watching,
+            files_watched: t.files_watched,
+            scans: t.scans,
+            watcher_errors: t.watcher_errors,
+            error: shown(folder_error),
+        },
+        files_watched: t.files_watched,
+        events_ingested: Stats::get(&state.stats.events_published),
+        malformed_lines: t.malformed_lines,
+        bus_subscribers: state.bus.subscribers() as u64,
+        websocket_clients: Stats::get(&state.stats.ws_clients),
+        sse_clients: Stats::get(&state.stats.sse_clients),
+        index: IndexHealth {
+            ok: index_error.is_none(),
+            error: shown(index_error),
+        },
+    })
 }
+
+/// Prometheus's text format.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The figures one `/metrics` answer is made of, read once.
 struct Figures<'a> {
@@ -114,7 +200,18 @@ const METRICS: &[Metric] = &[
     ("abandoned_runs_total", "counter", "Runs marked abandoned by this process.", |f| f.counter(|s| &s.abandoned)),
 ];
 
-/// `GET /metrics`: Prometheus text format.
+/// The dashboard's figures, in Prometheus's text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "dashboard",
+    responses(
+        (status = 200, description = "The dashboard's figures in Prometheus's text format \
+            (0.0.4): events ingested, malformed lines, files watched, subscribers, runs by \
+            status, …", body = String, content_type = METRICS_CONTENT_TYPE),
+    ),
+)]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let figures = Figures {
         tail: state.tail_stats.snapshot(),
@@ -135,12 +232,5 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             let _ = writeln!(out, "pipewatch_runs{{status=\"{status}\"}} {n}");
         }
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], out).into_response()
 }

@@ -3,8 +3,9 @@
 //!
 //! | module | routes |
 //! |---|---|
-//! | [`fallback`] | the 404 for every path no route serves |
+//! | [`fallback`] | the 404 for every path no route serves, the 405 for a method a route does not answer |
 //! | [`health`] | `/api/health` (public), `/metrics` |
+//! | [`openapi`] | `/api/openapi.json` (public): the API's description, `server::openapi` |
 //! | [`runs`] | `/api/runs`, `/api/runs/{run_id}`, its `/cancel` |
 //! | [`events`] | `/api/runs/{run_id}/events`, in pages |
 //! | [`pipeline`] | `/api/pipeline/run`, `/api/pipeline/notify-scheduled-run` |
@@ -14,12 +15,17 @@
 //! The page's files come from `server::assets`. Around them all, from the outside in: the
 //! body limit for extractors; the Host, Origin, body size and content-type guards on every
 //! request (`auth::guard_requests`: a request whose `Host` does not name this server reaches
-//! nothing, not even the page or `/api/health`); the token on everything but the page and
-//! `/api/health` (`auth::require_token`).
+//! nothing, not even the page or `/api/health`); the token on everything but the page,
+//! `/api/health` and `/api/openapi.json` (`auth::require_token`, on [`Api::protected`]).
+//!
+//! Every API route is registered once, in [`api`], with its OpenAPI description (the
+//! `#[utoipa::path]` on its handler); `server::openapi` makes the document from the same
+//! registration, so a route cannot be served undescribed.
 
-pub mod health;
 pub mod fallback;
 pub mod events;
+pub mod health;
+pub mod openapi;
 pub mod pipeline;
 pub mod runs;
 pub mod scheduler;
@@ -29,19 +35,24 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth;
 use super::state::AppState;
+use crate::event::RunId;
 
 /// Request bodies larger than this are refused with 413, on every route.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Every route of [`router`] but the page ([`ASSETS`](super::assets::ASSETS), public) and the
-/// fallback, as (method, path with `{run_id}`): the security tests walk this list, and a route
-/// missing from it fails them.
+/// fallback, as (method, path with `{run_id}`): the security tests walk this list, and the
+/// OpenAPI tests check it against the document and the router both ways.
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/health"),
+    ("GET", "/api/openapi.json"),
     ("GET", "/api/runs"),
     ("GET", "/api/runs/{run_id}"),
     ("GET", "/api/runs/{run_id}/events"),
@@ -57,33 +68,55 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/metrics"),
 ];
 
+/// The paths of [`ROUTES`] that need no token (the page's files need none either).
+pub const PUBLIC: &[&str] = &["/api/health", "/api/openapi.json"];
+
+/// The API's routes, each registered with its description (`#[utoipa::path]` on the handler:
+/// one attribute gives the router its path and method and the document its operation, so the
+/// two cannot differ). In two groups, because the token is a layer: [`router`] puts
+/// `auth::require_token` on `protected`, and `server::openapi` marks the same group's
+/// operations as needing it.
+pub struct Api {
+    /// Anyone whose `Host` names this server.
+    pub public: OpenApiRouter<Arc<AppState>>,
+    /// Behind the token, when one is configured.
+    pub protected: OpenApiRouter<Arc<AppState>>,
+}
+
+/// The API, without state or layers (the document is made from it without a server).
+pub fn api() -> Api {
+    let public = OpenApiRouter::new()
+        .routes(routes!(health::health))
+        .routes(routes!(openapi::openapi_json));
+    let protected = OpenApiRouter::new()
+        .routes(routes!(runs::list_runs))
+        .routes(routes!(runs::get_run))
+        .routes(routes!(events::run_events))
+        .routes(routes!(streams::run_sse))
+        .routes(routes!(runs::cancel_run))
+        .routes(routes!(pipeline::start_run))
+        .routes(routes!(pipeline::notify_scheduled_run))
+        .routes(routes!(scheduler::scheduler_status))
+        .routes(routes!(scheduler::scheduler_enable))
+        .routes(routes!(scheduler::scheduler_disable))
+        .routes(routes!(streams::all_events))
+        .routes(routes!(streams::run_events))
+        .routes(routes!(health::metrics));
+    Api { public, protected }
+}
+
 /// The HTTP surface.
 pub fn router(state: Arc<AppState>) -> Router {
-    let protected = Router::new()
-        .route("/api/runs", get(runs::list_runs))
-        .route("/api/runs/{run_id}", get(runs::get_run))
-        .route("/api/runs/{run_id}/events", get(events::run_events))
-        .route("/api/runs/{run_id}/events/stream", get(streams::run_sse))
-        .route("/api/runs/{run_id}/cancel", post(runs::cancel_run))
-        .route("/api/pipeline/run", post(pipeline::start_run))
-        .route(
-            "/api/pipeline/notify-scheduled-run",
-            post(pipeline::notify_scheduled_run),
-        )
-        .route("/ws/events", get(streams::all_events))
-        .route("/ws/events/{run_id}", get(streams::run_events))
-        .route("/metrics", get(health::metrics))
-        .route("/api/scheduler/status", get(scheduler::scheduler_status))
-        .route("/api/scheduler/enable", post(scheduler::scheduler_enable))
-        .route("/api/scheduler/disable", post(scheduler::scheduler_disable))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ));
+    let Api { public, protected } = api();
+    let protected = protected.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_token,
+    ));
+    let (api, _) = public.merge(protected).split_for_parts();
     Router::new()
         .merge(super::assets::routes())
-        .route("/api/health", get(health::health))
-        .merge(protected)
+        .merge(api)
+        .method_not_allowed_fallback(fallback::method_not_allowed)
         .fallback(fallback::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -91,4 +124,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// The answer of the routes that start or stop a run: `202 {"run_id": ..., "status": ...}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunAccepted {
+    pub run_id: RunId,
+    pub status: AcceptedStatus,
+}
+
+/// What happens to the run now: it is `running` (started or announced), or `cancelling`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AcceptedStatus {
+    Running,
+    Cancelling,
 }

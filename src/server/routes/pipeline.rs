@@ -9,17 +9,32 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::ToSchema;
 
+use super::{AcceptedStatus, RunAccepted};
 use crate::config::Overlap;
-use crate::event::now_timestamp;
+use crate::event::{RunId, now_timestamp};
 use crate::runner::liveness::{self, PipelineLock};
-use crate::server::error::{ApiError, run_id};
+use crate::server::error::{ApiError, ErrorBody, run_id};
 use crate::server::launch::launch;
 use crate::server::state::AppState;
 
-/// `POST /api/pipeline/run`: starts `pipewatch run --source manual` as a child process, so
-/// that a run that crashes can never take the dashboard down.
+/// Start a run now ("Run now").
+///
+/// Runs `pipewatch run --source manual` as a child process, so that a run that crashes can
+/// never take the dashboard down.
+#[utoipa::path(
+    post,
+    path = "/api/pipeline/run",
+    operation_id = "startRun",
+    tag = "pipeline",
+    responses(
+        (status = 202, description = "A run was started (`source: manual`).", body = RunAccepted),
+        (status = 409, description = "A run is going and `overlap = \"skip\"`.", body = ErrorBody),
+        (status = 503, description = "Whether a run is going cannot be checked, or the run \
+            cannot be started.", body = ErrorBody),
+    ),
+)]
 pub async fn start_run(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let config = &state.config;
     let state_dir = &config.server.state_dir;
@@ -50,20 +65,46 @@ pub async fn start_run(State(state): State<Arc<AppState>>) -> Result<Response, A
     let (id, _exited) = launch(&state, "manual").await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "run_id": id, "status": "running" })),
+        Json(RunAccepted {
+            run_id: id,
+            status: AcceptedStatus::Running,
+        }),
     )
         .into_response())
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /api/pipeline/notify-scheduled-run`.
+#[derive(Deserialize, ToSchema)]
 pub struct Notify {
+    /// The run that started.
+    #[schema(value_type = RunId)]
     run_id: String,
+    /// Who started it, free text (at most 64 characters, none of them control or invisible
+    /// formatting characters); `scheduler` when absent or empty. `windows_scheduler`, the
+    /// original design's name, is recorded as `scheduler`.
     #[serde(default)]
+    #[schema(max_length = 64)]
     source: Option<String>,
 }
 
-/// `POST /api/pipeline/notify-scheduled-run`: a run has started; show it at once and read its
-/// file now rather than at the next notification or scan.
+/// Announce a run that a scheduler started.
+///
+/// The run shows as `running` at once, and its file is read now rather than at the next
+/// notification or scan. `pipewatch run` sends it when the dashboard is up.
+#[utoipa::path(
+    post,
+    path = "/api/pipeline/notify-scheduled-run",
+    operation_id = "notifyScheduledRun",
+    tag = "pipeline",
+    request_body = Notify,
+    responses(
+        (status = 202, description = "The run shows as `running` at once; its file is read \
+            now.", body = RunAccepted),
+        (status = 400, description = "A body that is not this object, a `run_id` that is not a \
+            run id, or a `source` refused.", body = ErrorBody),
+        (status = 503, description = "The run index is unavailable.", body = ErrorBody),
+    ),
+)]
 pub async fn notify_scheduled_run(
     State(state): State<Arc<AppState>>,
     body: Result<Json<Notify>, axum::extract::rejection::JsonRejection>,
@@ -81,7 +122,7 @@ pub async fn notify_scheduled_run(
         None | Some("") => "scheduler".to_string(),
         // The original design's name for the scheduler.
         Some("windows_scheduler") => "scheduler".to_string(),
-        Some(s) if s.len() <= 64 && !s.chars().any(hidden) => s.to_string(),
+        Some(s) if s.chars().count() <= 64 && !s.chars().any(hidden) => s.to_string(),
         Some(_) => {
             return Err(ApiError::bad_request(
                 "source must be at most 64 characters without control, bidirectional or invisible formatting characters",
@@ -102,7 +143,10 @@ pub async fn notify_scheduled_run(
     }
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "run_id": id, "status": "running" })),
+        Json(RunAccepted {
+            run_id: id,
+            status: AcceptedStatus::Running,
+        }),
     )
         .into_response())
 }

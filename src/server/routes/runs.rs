@@ -8,29 +8,56 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
+use utoipa::IntoParams;
 
-use crate::index::RUN_STATUSES;
+use super::{AcceptedStatus, RunAccepted};
+use crate::event::RunId;
+use crate::index::{RUN_STATUSES, RunDetail, RunStatus, RunSummary};
 use crate::runner::liveness::{self, Liveness};
-use crate::server::error::{ApiError, parse_u64, run_id};
+use crate::server::error::{ApiError, ErrorBody, parse_u64, run_id};
+use crate::server::extract::{Path, Query};
 use crate::server::state::AppState;
 
-/// The query parameters of the run list, as sent: checked by the handler, so a bad value is
-/// a 400 naming it rather than axum's generic rejection.
-#[derive(Deserialize)]
-pub struct RunsQuery {
+/// The query of `GET /api/runs`, as sent: the handler checks each value, so a bad one is a
+/// 400 naming it rather than axum's generic rejection.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// How many runs: 1 to 1000 (a number outside is taken as the nearest of those).
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 1000, default = 50)]
     limit: Option<String>,
+    /// Runs older than this one: the last `run_id` of the page before.
+    #[param(value_type = Option<RunId>)]
     before: Option<String>,
+    /// Only runs with this status.
+    #[param(value_type = Option<RunStatus>)]
     status: Option<String>,
 }
 
+/// Runs, newest first.
+///
+/// Paged back with `before` (the last `run_id` of the page before), filtered by `status`.
+#[utoipa::path(
+    get,
+    path = "/api/runs",
+    operation_id = "listRuns",
+    tag = "runs",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Runs, newest first.", body = Vec<RunSummary>),
+        (status = 400, description = "A `limit` that is not a whole number, a `before` that is \
+            not a run id, or an unknown `status`.", body = ErrorBody),
+        (status = 503, description = "The run index is unavailable.", body = ErrorBody),
+    ),
+)]
 pub async fn list_runs(
     State(state): State<Arc<AppState>>,
-    Query(q): Query<RunsQuery>,
+    Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = parse_u64("limit", q.limit.as_deref())?
         .unwrap_or(50)
@@ -51,6 +78,22 @@ pub async fn list_runs(
     Ok(Json(serde_json::to_value(runs).unwrap_or_default()))
 }
 
+/// One run, with its stages.
+///
+/// The stages come in the order they were first seen.
+#[utoipa::path(
+    get,
+    path = "/api/runs/{run_id}",
+    operation_id = "getRun",
+    tag = "runs",
+    params(("run_id" = RunId, Path, description = "The run.")),
+    responses(
+        (status = 200, description = "The run with its stages.", body = RunDetail),
+        (status = 400, description = "Not a run id.", body = ErrorBody),
+        (status = 404, description = "No such run in the index.", body = ErrorBody),
+        (status = 503, description = "The run index is unavailable.", body = ErrorBody),
+    ),
+)]
 pub async fn get_run(
     State(state): State<Arc<AppState>>,
     Path(raw): Path<String>,
@@ -63,7 +106,23 @@ pub async fn get_run(
     }
 }
 
-/// `POST /api/runs/{id}/cancel`: asks the run's runner to stop; its stages end `cancelled`.
+/// Stop a running run.
+///
+/// Its runner is asked to stop; its stages end `cancelled`.
+#[utoipa::path(
+    post,
+    path = "/api/runs/{run_id}/cancel",
+    operation_id = "cancelRun",
+    tag = "runs",
+    params(("run_id" = RunId, Path, description = "The run.")),
+    responses(
+        (status = 202, description = "Its runner was asked to stop; its stages end \
+            `cancelled`.", body = RunAccepted),
+        (status = 400, description = "Not a run id.", body = ErrorBody),
+        (status = 409, description = "The run is not running.", body = ErrorBody),
+        (status = 503, description = "The cancel request cannot be written.", body = ErrorBody),
+    ),
+)]
 pub async fn cancel_run(
     State(state): State<Arc<AppState>>,
     Path(raw): Path<String>,
@@ -80,7 +139,10 @@ pub async fn cancel_run(
         .map_err(|e| ApiError::unavailable(format!("cannot write the cancel request: {e}")))?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "run_id": id, "status": "cancelling" })),
+        Json(RunAccepted {
+            run_id: id,
+            status: AcceptedStatus::Cancelling,
+        }),
     )
         .into_response())
 }

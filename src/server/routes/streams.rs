@@ -15,18 +15,21 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
+use utoipa::IntoParams;
 
 use crate::event::{Published, RunId};
 use crate::server::budget::{self, Reserved};
-use crate::server::error::{ApiError, parse_u64, run_id};
+use crate::server::error::{ApiError, ErrorBody, parse_u64, run_id};
+use crate::server::extract::{Path, Query};
 use crate::server::state::{AppState, Stats, closed};
 use crate::tail::Replay;
 
@@ -47,8 +50,12 @@ const MAX_WRITE_BUFFER: usize = 8 * 1024 * 1024;
 /// The largest message (and frame) a client may send; a larger one closes its socket.
 pub const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
 
-#[derive(Deserialize)]
+/// The query of the per-run streams, as sent (checked by the handler).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SinceQuery {
+    /// Start after this `seq` (to resume after a reconnect).
+    #[param(value_type = Option<u64>)]
     since: Option<String>,
 }
 
@@ -197,16 +204,46 @@ fn upgrade(ws: WebSocketUpgrade) -> WebSocketUpgrade {
         .max_frame_size(MAX_CLIENT_MESSAGE)
 }
 
-/// `/ws/events/{run_id}`.
+/// The upgrade, or why there is none as an API error (`{"error": ...}`, with axum's status:
+/// 400 for a request that is not a WebSocket handshake, 426 when the connection cannot be
+/// upgraded), like every other error.
+fn handshake(
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<WebSocketUpgrade, ApiError> {
+    ws.map(upgrade)
+        .map_err(|e| ApiError::new(e.status(), e.body_text()))
+}
+
+/// A run's events, live, over WebSocket.
+#[utoipa::path(
+    get,
+    path = "/ws/events/{run_id}",
+    operation_id = "runEventsSocket",
+    tag = "streams",
+    description = "A WebSocket (a `GET` with `Upgrade: websocket`): every event of the run so \
+        far in `seq` order, then each new one as it is written, with no gap and no duplicate; \
+        one text frame per event (the `Event` object). A valid run \
+        id with no file yet is accepted and waits for it. Closed with 1001 on shutdown. A \
+        browser's `Origin` must be this server (403 otherwise).",
+    params(("run_id" = RunId, Path, description = "The run."), SinceQuery),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol: the events follow as \
+            text frames."),
+        (status = 400, description = "Not a run id, a `since` that is not a whole number, or \
+            not a WebSocket handshake.", body = ErrorBody),
+        (status = 403, description = "Cross-origin: the browser's `Origin` is not this server.", body = ErrorBody),
+        (status = 426, description = "The connection cannot be upgraded.", body = ErrorBody),
+    ),
+)]
 pub async fn run_events(
     State(state): State<Arc<AppState>>,
     Path(raw): Path<String>,
     Query(q): Query<SinceQuery>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let id = run_id(&raw)?;
     let after = parse_u64("since", q.since.as_deref())?;
-    Ok(upgrade(ws).on_upgrade(move |socket| async move {
+    Ok(handshake(ws)?.on_upgrade(move |socket| async move {
         let (tx, rx) = mpsc::channel(FOLLOW_BUFFER);
         let follower = tokio::spawn(follow_run(state.clone(), id, after, tx));
         serve_socket(state, socket, rx).await;
@@ -214,14 +251,35 @@ pub async fn run_events(
     }))
 }
 
-/// `/ws/events`: the ring buffer, then everything live; lagging clients are closed with 4000.
-pub async fn all_events(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
-    upgrade(ws).on_upgrade(move |socket| async move {
+/// Every run's events, live, over WebSocket.
+#[utoipa::path(
+    get,
+    path = "/ws/events",
+    operation_id = "allEventsSocket",
+    tag = "streams",
+    description = "A WebSocket (a `GET` with `Upgrade: websocket`): every run's events from now \
+        on, preceded by the recent events still in the bus's ring buffer; one text frame per \
+        event (the `Event` object). A client too slow to keep up \
+        is closed with code 4000 (`lagged`) and reads what it missed from the API. Closed with \
+        1001 on shutdown. A browser's `Origin` must be this server (403 otherwise).",
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol: the events follow as \
+            text frames."),
+        (status = 400, description = "Not a WebSocket handshake.", body = ErrorBody),
+        (status = 403, description = "Cross-origin: the browser's `Origin` is not this server.", body = ErrorBody),
+        (status = 426, description = "The connection cannot be upgraded.", body = ErrorBody),
+    ),
+)]
+pub async fn all_events(
+    State(state): State<Arc<AppState>>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    Ok(handshake(ws)?.on_upgrade(move |socket| async move {
         let (tx, rx) = mpsc::channel(FOLLOW_BUFFER);
         let follower = tokio::spawn(follow_all(state.clone(), tx));
         serve_socket(state, socket, rx).await;
         follower.abort();
-    })
+    }))
 }
 
 /// Close reason handed from a follower to the socket.
@@ -370,8 +428,30 @@ async fn serve_socket<T: Followed>(
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// `/api/runs/{run_id}/events/stream`: the per-run stream as Server-Sent Events, `id:` = seq;
-/// resumes after `Last-Event-ID` (or `?since=`).
+/// A run's events, live, as Server-Sent Events.
+#[utoipa::path(
+    get,
+    path = "/api/runs/{run_id}/events/stream",
+    operation_id = "streamRunEvents",
+    tag = "streams",
+    description = "The per-run stream of the WebSocket route, as Server-Sent Events, for \
+        proxies that block WebSocket: every event of the run so far in `seq` order, then each \
+        new one as it is written. The stream does not end while the server runs.",
+    params(
+        ("run_id" = RunId, Path, description = "The run."),
+        SinceQuery,
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this `seq` (an \
+            `EventSource` sends it on reconnecting); wins over `since`."),
+    ),
+    responses(
+        (status = 200, description = "An endless `text/event-stream`: one message per event, \
+            `id:` its `seq` and `data:` the `Event` object as JSON; \
+            a comment line now and then keeps the connection alive.",
+            content_type = "text/event-stream", body = String),
+        (status = 400, description = "Not a run id, or a `since` or `Last-Event-ID` that is not \
+            a whole number.", body = ErrorBody),
+    ),
+)]
 pub async fn run_sse(
     State(state): State<Arc<AppState>>,
     Path(raw): Path<String>,
