@@ -39,6 +39,9 @@ pub fn command(explicit: Option<&Path>, cwd: &Path, args: Args) -> Result<u8, Cl
     server::check_bind(config.server.bind, &config.server.token)?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
+        // Listening for the signals before anything else: one sent during start-up is a
+        // clean shutdown once the server is up, not an abrupt end.
+        let stop = shutdown::signalled();
         let listener = tokio::net::TcpListener::bind(config.server.bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.bind))?;
@@ -53,7 +56,7 @@ pub fn command(explicit: Option<&Path>, cwd: &Path, args: Args) -> Result<u8, Cl
             ring: bus::DEFAULT_RING,
         };
         server::serve(listener, config, options, async {
-            let sig = shutdown::signalled().await;
+            let sig = stop.await;
             tracing::info!("{sig} received");
         })
         .await?;

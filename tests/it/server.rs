@@ -1398,6 +1398,40 @@ fn a_run_whose_runner_is_killed_becomes_abandoned() {
 // ---------------------------------------------------------------------------------------------
 // 17. Health, metrics, the start-up log line
 
+/// SIGTERM while `serve` is still starting (rebuilding its index from a long history) is a
+/// clean shutdown, exit status 0: the handler was installed only once the server was up, so
+/// until then the signal's default action ended the process at once.
+#[cfg(unix)]
+#[test]
+fn sigterm_during_start_up_is_a_clean_shutdown() {
+    use std::io::{BufRead, BufReader};
+    let p = Project::with_config(QUICK);
+    let run: String = (0..20).map(|n| log_line("{ID}", n)).collect();
+    std::fs::create_dir_all(p.events_dir()).unwrap();
+    for i in 0..3000 {
+        let id = format!("h{i:05}");
+        std::fs::write(run_path(&p, &id), run.replace("{ID}", &id)).unwrap();
+    }
+    let port = free_port().to_string();
+    let mut child = crate::support::server::pipewatch(p.path())
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert!(first.starts_with("pipewatch dashboard:"), "{first:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let st = wait_child(&mut child, LONG);
+    assert!(st.success(), "serve ended with {st} on an early SIGTERM");
+}
+
 #[test]
 fn health_metrics_and_startup_log() {
     let p = Project::with_config(QUICK);
