@@ -1,7 +1,8 @@
 //! `pipewatch init`: a commented `pipewatch.toml` and the example pipeline it runs.
 //!
 //! The example needs nothing but what every machine has: POSIX `sh` on Linux and macOS,
-//! Windows PowerShell on Windows (the scripts for the current OS are chosen in one place,
+//! `cmd.exe` on Windows, where the `report` stage is a PowerShell script when Windows
+//! PowerShell is found to work (the scripts for the current OS are chosen in one place,
 //! `scripts`). It is made to be worth watching: five stages, two of them at the same time,
 //! output on stdout and stderr, a few seconds of runtime, and a stage that fails once and
 //! succeeds on its retry. Existing files are never overwritten: if any target exists, nothing
@@ -40,7 +41,10 @@ const SCRIPTS_DIR: &str = "pipeline";
 
 /// Writes the example into `dir`; returns the files written.
 pub fn write_example(dir: &Path) -> Result<Vec<PathBuf>, InitError> {
-    let (runs, scripts) = scripts();
+    write(dir, scripts())
+}
+
+fn write(dir: &Path, Example { runs, scripts }: Example) -> Result<Vec<PathBuf>, InitError> {
     let mut files: Vec<(PathBuf, String)> = vec![(dir.join(FILE_NAME), config_text(&runs))];
     for (name, body) in scripts {
         files.push((dir.join(SCRIPTS_DIR).join(name), body.to_string()));
@@ -155,57 +159,116 @@ task_name = "Pipeline Runner"
     )
 }
 
-/// The stage commands and script files for this OS.
-#[cfg(not(windows))]
-fn scripts() -> (Runs, Vec<(&'static str, &'static str)>) {
+/// The example's stage commands and script files.
+struct Example {
+    runs: Runs,
+    scripts: Vec<(&'static str, &'static str)>,
+}
+
+/// The example for this OS: the only place that chooses. Every set is compiled everywhere, so
+/// the tests check each of them on any machine.
+fn scripts() -> Example {
+    if cfg!(windows) {
+        windows_example(powershell_works())
+    } else {
+        sh_example()
+    }
+}
+
+/// POSIX `sh` scripts (Linux, macOS, the BSDs).
+fn sh_example() -> Example {
     let sh = |args: &str| format!("\"sh {SCRIPTS_DIR}/{args}\"");
-    (
-        Runs {
+    Example {
+        runs: Runs {
             extract: sh("extract.sh"),
             translate_fr: sh("translate.sh fr"),
             translate_de: sh("translate.sh de"),
             load: sh("load.sh"),
             report: sh("report.sh"),
         },
-        vec![
+        scripts: vec![
             ("extract.sh", EXTRACT_SH),
             ("translate.sh", TRANSLATE_SH),
             ("load.sh", LOAD_SH),
             ("report.sh", REPORT_SH),
         ],
-    )
+    }
 }
 
-#[cfg(windows)]
-fn scripts() -> (Runs, Vec<(&'static str, &'static str)>) {
-    let ps = |file: &str, arg: &str| {
-        let arg = if arg.is_empty() {
-            String::new()
-        } else {
-            format!(", \"{arg}\"")
-        };
+/// Windows: batch files for `cmd.exe`, which every Windows has and which is the platform
+/// shell a `run` string goes to. With `powershell`, the `report` stage is a Windows PowerShell
+/// script instead, run as an argument list — the way to call PowerShell from a stage.
+fn windows_example(powershell: bool) -> Example {
+    // TOML literal strings: the backslashes stay as they are.
+    let cmd = |args: &str| format!("'{SCRIPTS_DIR}\\{args}'");
+    let mut scripts = vec![
+        ("extract.cmd", EXTRACT_CMD),
+        ("translate.cmd", TRANSLATE_CMD),
+        ("load.cmd", LOAD_CMD),
+    ];
+    let report = if powershell {
+        scripts.push(("report.ps1", REPORT_PS1));
         format!(
-            "[\"powershell\", \"-NoProfile\", \"-ExecutionPolicy\", \"Bypass\", \"-File\", \"{SCRIPTS_DIR}/{file}\"{arg}]"
+            "[\"powershell\", \"-NoProfile\", \"-NonInteractive\", \"-ExecutionPolicy\", \"Bypass\", \"-File\", '{SCRIPTS_DIR}\\report.ps1']"
         )
+    } else {
+        scripts.push(("report.cmd", REPORT_CMD));
+        cmd("report.cmd")
     };
-    (
-        Runs {
-            extract: ps("extract.ps1", ""),
-            translate_fr: ps("translate.ps1", "fr"),
-            translate_de: ps("translate.ps1", "de"),
-            load: ps("load.ps1", ""),
-            report: ps("report.ps1", ""),
+    Example {
+        runs: Runs {
+            extract: cmd("extract.cmd"),
+            translate_fr: cmd("translate.cmd fr"),
+            translate_de: cmd("translate.cmd de"),
+            load: cmd("load.cmd"),
+            report,
         },
-        vec![
-            ("extract.ps1", EXTRACT_PS1),
-            ("translate.ps1", TRANSLATE_PS1),
-            ("load.ps1", LOAD_PS1),
-            ("report.ps1", REPORT_PS1),
-        ],
-    )
+        scripts,
+    }
 }
 
-#[cfg(not(windows))]
+/// Whether Windows PowerShell runs here. Being on `PATH` proves nothing (Wine ships a
+/// `powershell.exe` that prints nothing and exits 0; PowerShell may be removed or blocked by
+/// policy), so it is asked to echo a word, and has 20 seconds to do it (its first start on a
+/// fresh machine is slow).
+fn powershell_works() -> bool {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    const WORD: &str = "pipewatch-powershell-ok";
+    let spawned = Command::new("powershell")
+        .args(["-NoProfile", "-NonInteractive", "-Command"])
+        .arg(format!("Write-Output {WORD}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(mut child) = spawned else {
+        return false;
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                // A few bytes: the pipe cannot have filled while it ran.
+                let mut out = String::new();
+                if let Some(mut stdout) = child.stdout.take() {
+                    let _ = stdout.read_to_string(&mut out);
+                }
+                return status.success() && out.trim() == WORD;
+            }
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+        }
+    }
+}
+
 const EXTRACT_SH: &str = r#"#!/bin/sh
 # Stage 1: fetch a batch of documents (simulated).
 set -e
@@ -217,7 +280,6 @@ done
 echo "extracted 250 documents"
 "#;
 
-#[cfg(not(windows))]
 const TRANSLATE_SH: &str = r#"#!/bin/sh
 # Stages 2a and 2b: translate the batch into one language (the argument).
 # Both run at the same time; each reports a few problems on stderr.
@@ -232,7 +294,6 @@ echo "[$lang] warning: 3 documents had untranslatable terms; kept the originals"
 echo "[$lang] done"
 "#;
 
-#[cfg(not(windows))]
 const LOAD_SH: &str = r#"#!/bin/sh
 # Stage 3: load the translations. The example warehouse drops the first
 # connection of every run, so attempt 1 fails and the retry succeeds.
@@ -245,50 +306,52 @@ fi
 echo "loaded 500 rows"
 "#;
 
-#[cfg(not(windows))]
 const REPORT_SH: &str = r#"#!/bin/sh
 # Stage 4: summarize the run.
 echo "run $PIPEWATCH_RUN_ID: 250 documents, 2 languages, 500 rows ($REPORT_FORMAT report)"
 "#;
 
-#[cfg(windows)]
-const EXTRACT_PS1: &str = r#"# Stage 1: fetch a batch of documents (simulated).
-$ErrorActionPreference = "Stop"
-Write-Output "fetching documents for run $env:PIPEWATCH_RUN_ID"
-foreach ($page in 1..5) {
-  Start-Sleep -Milliseconds 200
-  Write-Output "fetched page $page/5 (50 documents)"
-}
-Write-Output "extracted 250 documents"
-"#;
+// The batch files have CRLF line ends, as cmd.exe expects (labels and blocks can misparse
+// without). `ping -n 2` on the loopback address is the pause of about a second that every
+// Windows can make without a console (`timeout` refuses to run with its input redirected).
 
-#[cfg(windows)]
-const TRANSLATE_PS1: &str = r#"# Stages 2a and 2b: translate the batch into one language (the argument).
-param([string]$Lang = "fr")
-$ErrorActionPreference = "Stop"
-Write-Output "[$Lang] translating 250 documents"
-foreach ($batch in 1..4) {
-  Start-Sleep -Milliseconds 300
-  Write-Output "[$Lang] batch $batch/4 translated"
-}
-[Console]::Error.WriteLine("[$Lang] warning: 3 documents had untranslatable terms; kept the originals")
-Write-Output "[$Lang] done"
-"#;
+const EXTRACT_CMD: &str = "@echo off\r\n\
+rem Stage 1: fetch a batch of documents (simulated).\r\n\
+echo fetching documents for run %PIPEWATCH_RUN_ID%\r\n\
+ping -n 2 127.0.0.1 >nul 2>&1\r\n\
+for %%p in (1 2 3 4 5) do echo fetched page %%p/5 ^(50 documents^)\r\n\
+echo extracted 250 documents\r\n";
 
-#[cfg(windows)]
-const LOAD_PS1: &str = r#"# Stage 3: load the translations. The example warehouse drops the first
-# connection of every run, so attempt 1 fails and the retry succeeds.
-$attempt = if ($env:PIPEWATCH_ATTEMPT) { $env:PIPEWATCH_ATTEMPT } else { "1" }
-Write-Output "connecting to the warehouse (attempt $attempt)"
-Start-Sleep -Milliseconds 400
-if ($attempt -eq "1") {
-  [Console]::Error.WriteLine("error: warehouse connection reset by peer")
-  exit 1
-}
-Write-Output "loaded 500 rows"
-"#;
+const TRANSLATE_CMD: &str = "@echo off\r\n\
+rem Stages 2a and 2b: translate the batch into one language (the argument).\r\n\
+rem Both run at the same time; each reports a few problems on stderr.\r\n\
+setlocal\r\n\
+set \"lang=%~1\"\r\n\
+if \"%lang%\"==\"\" set \"lang=fr\"\r\n\
+echo [%lang%] translating 250 documents\r\n\
+ping -n 2 127.0.0.1 >nul 2>&1\r\n\
+for %%b in (1 2 3 4) do echo [%lang%] batch %%b/4 translated\r\n\
+>&2 echo [%lang%] warning: 3 documents had untranslatable terms; kept the originals\r\n\
+echo [%lang%] done\r\n";
 
-#[cfg(windows)]
+const LOAD_CMD: &str = "@echo off\r\n\
+rem Stage 3: load the translations. The example warehouse drops the first\r\n\
+rem connection of every run, so attempt 1 fails and the retry succeeds.\r\n\
+setlocal\r\n\
+set \"attempt=%PIPEWATCH_ATTEMPT%\"\r\n\
+if \"%attempt%\"==\"\" set \"attempt=1\"\r\n\
+echo connecting to the warehouse (attempt %attempt%)\r\n\
+ping -n 2 127.0.0.1 >nul 2>&1\r\n\
+if \"%attempt%\"==\"1\" (\r\n\
+\x20 >&2 echo error: warehouse connection reset by peer\r\n\
+\x20 exit /b 1\r\n\
+)\r\n\
+echo loaded 500 rows\r\n";
+
+const REPORT_CMD: &str = "@echo off\r\n\
+rem Stage 4: summarize the run.\r\n\
+echo run %PIPEWATCH_RUN_ID%: 250 documents, 2 languages, 500 rows (%REPORT_FORMAT% report)\r\n";
+
 const REPORT_PS1: &str = r#"# Stage 4: summarize the run.
 Write-Output "run $($env:PIPEWATCH_RUN_ID): 250 documents, 2 languages, 500 rows ($($env:REPORT_FORMAT) report)"
 "#;
@@ -308,20 +371,56 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
+    /// Every example (each OS's, with and without PowerShell) is valid and worth watching,
+    /// whichever OS the test runs on.
     #[test]
     fn example_config_is_valid_and_worth_watching() {
-        let dir = tempfile::tempdir().unwrap();
-        let files = write_example(dir.path()).unwrap();
-        assert!(files.len() >= 5);
-        let c = Config::load(&dir.path().join(FILE_NAME)).unwrap();
-        assert!(c.stages.len() >= 4);
-        assert!(c.stages.iter().any(|s| s.retries > 0));
-        let parallel = c
-            .stages
-            .iter()
-            .filter(|s| s.needs == c.stages[1].needs)
-            .count();
-        assert!(parallel >= 2);
+        for (what, example) in [
+            ("sh", sh_example()),
+            ("cmd", windows_example(false)),
+            ("cmd and PowerShell", windows_example(true)),
+            ("this OS", scripts()),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let files = write(dir.path(), example).unwrap();
+            assert!(files.len() >= 5, "{what}");
+            let c = Config::load(&dir.path().join(FILE_NAME)).unwrap();
+            assert!(c.stages.len() >= 4, "{what}");
+            assert!(c.stages.iter().any(|s| s.retries > 0), "{what}");
+            let parallel = c
+                .stages
+                .iter()
+                .filter(|s| s.needs == c.stages[1].needs)
+                .count();
+            assert!(parallel >= 2, "{what}");
+            // Each stage names a script that was written.
+            for stage in &c.stages {
+                let run = format!("{:?}", stage.run);
+                assert!(
+                    files.iter().any(|f| {
+                        let name = f.file_name().unwrap().to_str().unwrap();
+                        run.contains(&format!("{SCRIPTS_DIR}\\\\{name}"))
+                            || run.contains(&format!("{SCRIPTS_DIR}/{name}"))
+                    }),
+                    "{what}: {run}"
+                );
+            }
+        }
+    }
+
+    /// The batch files have CRLF line ends only, and echo no commands.
+    #[test]
+    fn batch_files_have_crlf_line_ends() {
+        for (name, body) in windows_example(false).scripts {
+            if name.ends_with(".cmd") {
+                assert_eq!(
+                    body.matches('\n').count(),
+                    body.matches("\r\n").count(),
+                    "{name}"
+                );
+                assert!(body.starts_with("@echo off\r\n"), "{name}");
+            }
+        }
     }
 
     #[test]

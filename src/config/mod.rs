@@ -280,6 +280,31 @@ mod tests {
         assert_eq!(c.scheduler.task_name, "Pipeline Runner");
     }
 
+    /// A path written with `/` is joined and shown in the platform's form: on Windows,
+    /// `C:\etl\logs\events`, not `C:\etl\logs/events`.
+    #[test]
+    fn paths_are_in_the_platform_form() {
+        let c = parse(&format!(
+            "{MINIMAL}workdir = \"jobs/a/\"\n[server]\nstate_dir = \"var//state\"\n"
+        ))
+        .unwrap();
+        // The configuration's own folder is put in the platform's form too.
+        let base: PathBuf = Path::new("/p").components().collect();
+        let text = |p: &Path| p.to_string_lossy().into_owned();
+        assert_eq!(
+            text(&c.server.events_dir),
+            text(&base.join("logs").join("events"))
+        );
+        assert_eq!(
+            text(&c.server.state_dir),
+            text(&base.join("var").join("state"))
+        );
+        assert_eq!(
+            text(&c.stages[0].workdir),
+            text(&base.join("jobs").join("a"))
+        );
+    }
+
     #[test]
     fn every_key() {
         let c = parse(

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml::Spanned;
@@ -50,7 +50,7 @@ impl Source<'_> {
 /// Checks `raw` (deserialized from `text`, read from `path`) and builds the configuration.
 pub(super) fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigError> {
     let src = Source { text, path };
-    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let base = resolve(path.parent().unwrap_or(Path::new(".")), "");
     let (pipeline, pipeline_at) = pipeline(&src, raw.pipeline)?;
     let stages = stages(&src, raw.stages, pipeline_at, &base)?;
     let server = server(&src, raw.server, &base)?;
@@ -149,7 +149,7 @@ fn stages(
             env: s.env,
             workdir: s
                 .workdir
-                .map_or_else(|| base.to_path_buf(), |w| base.join(w)),
+                .map_or_else(|| base.to_path_buf(), |w| resolve(base, &w)),
         });
     }
     no_cycle(src, &stages, &lines)?;
@@ -272,8 +272,8 @@ fn server(src: &Source, raw: RawServer, base: &Path) -> Result<Server, ConfigErr
     };
     Ok(Server {
         bind,
-        events_dir: base.join(raw.events_dir.as_deref().unwrap_or("logs/events")),
-        state_dir: base.join(raw.state_dir.as_deref().unwrap_or(".pipewatch")),
+        events_dir: resolve(base, raw.events_dir.as_deref().unwrap_or("logs/events")),
+        state_dir: resolve(base, raw.state_dir.as_deref().unwrap_or(".pipewatch")),
         poll_interval: raw
             .poll_interval
             .map_or(Duration::from_secs(2), |d| d.0)
@@ -291,6 +291,15 @@ fn server(src: &Source, raw: RawServer, base: &Path) -> Result<Server, ConfigErr
 }
 
 /// `[retention]`: nothing to refuse; `max_age = "0"` means keep forever.
+/// `rel` (from the file; absolute paths stay as they are) in `base`, in the platform's form:
+/// a file may say `logs/events` on Windows too, and the folder is then shown, logged and
+/// joined as `C:\etl\logs\events`, not `C:\etl\logs/events`. Taking the path apart and
+/// putting it back together does that: Windows reads both separators and writes its own;
+/// elsewhere only repeated and trailing separators and `.` components go.
+fn resolve(base: &Path, rel: &str) -> PathBuf {
+    base.join(rel).components().collect()
+}
+
 fn retention(raw: RawRetention) -> Retention {
     Retention {
         max_age: match raw.max_age {

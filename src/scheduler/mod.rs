@@ -356,7 +356,15 @@ mod tests {
 
     #[test]
     fn the_command_is_run_config_source_scheduler() {
-        let t = test_support::task("@daily");
+        let mut t = test_support::task("@daily");
+        // Absolute in the platform's form (`/srv/…` has no drive on Windows, and would be
+        // completed with the current one).
+        let root = if cfg!(windows) { r"C:\" } else { "/" };
+        t.exe = Some(PathBuf::from(root).join("opt").join("pipewatch"));
+        t.config_path = PathBuf::from(root)
+            .join("srv")
+            .join(test_support::HOSTILE)
+            .join("pipewatch.toml");
         let inv = t.invocation().unwrap();
         assert!(inv.exe.is_absolute() && inv.config.is_absolute());
         let args = inv.args();

@@ -23,8 +23,14 @@
 //! - `DisallowStartIfOnBatteries` and `StopIfGoingOnBatteries` are false: their defaults
 //!   silently skip or kill runs on laptops.
 //!
-//! Status reads `schtasks /Query /FO LIST /V`, whose labels are English on English Windows
-//! only; on other display languages the fields are not found and stay unknown.
+//! Status reads `schtasks /Query /FO LIST /V` ([`parse_query`]) defensively: the answer must
+//! name the task (Wine's `schtasks` answers nothing, with exit 0, and that is an error, not
+//! "installed"). Its labels and words are translated on other display languages: there the
+//! fields are taken by their place, the result code is a number in every language, and
+//! whether the task is enabled is read from its XML definition (`schtasks /Query /XML`).
+//! Dates are parsed in the US, ISO and German forms; a day-first date with slashes (British,
+//! French) cannot be told from a US one and is read as US when it can be. A missing task is
+//! recognised by the English "cannot find" only: elsewhere it is reported as the tool's error.
 //!
 //! Everything but [`Windows`]'s trait methods is a pure function and runs on any OS.
 
@@ -123,7 +129,26 @@ impl Backend for Windows {
             }
             return Err(exec::failed("schtasks", &args, &out));
         }
-        Ok(status_from(&self.task, &parse_list(&out.stdout)))
+        let unreadable = |reason: String| SchedulerError::Output {
+            tool: "schtasks".to_string(),
+            reason,
+        };
+        let fields = parse_query(&out.stdout, &self.task.task_name).map_err(unreadable)?;
+        let mut status = status_from(&self.task, &fields);
+        if enabled_word(&fields).is_none() {
+            // Not an English Windows: the definition says whether the task is enabled in
+            // words that are not translated.
+            let args = query_xml_args(&self.task.task_name);
+            let out = self.tools.run_ok("schtasks", &args, None)?;
+            status.enabled = enabled_in_xml(&out.stdout).ok_or_else(|| {
+                unreadable(format!(
+                    "no <Settings><Enabled> in the task's definition (`schtasks {}`)",
+                    args_text(&args)
+                ))
+            })?;
+            status.state = state_from(&fields, status.enabled);
+        }
+        Ok(status)
     }
 }
 
@@ -188,6 +213,19 @@ pub fn delete_args(task_name: &str) -> Vec<OsString> {
 /// `schtasks /Query /TN <name> /FO LIST /V`
 pub fn query_args(task_name: &str) -> Vec<OsString> {
     exec::args(["/Query", "/TN", task_name, "/FO", "LIST", "/V"])
+}
+
+/// `schtasks /Query /TN <name> /XML`: the task's definition, whose element names and values
+/// are the same in every display language.
+pub fn query_xml_args(task_name: &str) -> Vec<OsString> {
+    exec::args(["/Query", "/TN", task_name, "/XML"])
+}
+
+fn args_text(args: &[OsString]) -> String {
+    args.iter()
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Which days a trigger fires on.
@@ -550,17 +588,106 @@ pub fn task_xml(task: &Task, date: NaiveDate) -> Result<String, SchedulerError> 
     Ok(out)
 }
 
-/// `Label: value` lines of `schtasks /FO LIST /V`; a task with several triggers repeats
-/// some labels, and the first one wins.
-pub fn parse_list(text: &str) -> BTreeMap<String, String> {
+/// The labels of `schtasks /Query /FO LIST /V`, in the order it prints them for every task,
+/// whatever the display language (the same columns as its CSV output). Only the English names
+/// are known; on other languages a field is found by its place after `TaskName`.
+pub const LIST_FIELDS: [&str; 12] = [
+    "HostName",
+    "TaskName",
+    "Next Run Time",
+    "Status",
+    "Logon Mode",
+    "Last Run Time",
+    "Last Result",
+    "Author",
+    "Task To Run",
+    "Start In",
+    "Comment",
+    "Scheduled Task State",
+];
+const TASK_NAME_AT: usize = 1;
+
+/// `Label: value` lines of `schtasks /FO LIST /V`, in order.
+pub fn parse_list(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// The fields `schtasks /Query /TN <task_name> /FO LIST /V` printed about that task, under
+/// their English labels ([`LIST_FIELDS`]).
+///
+/// The task is found by its value, not by a label: the `TaskName` line is the one whose value
+/// is the task's path (`\Pipeline Runner`), which no translation changes. An answer without
+/// it — empty (Wine's `schtasks`), truncated, or about another task — is an error: saying
+/// "installed and enabled" from nothing would be a lie. When the `TaskName` label itself is
+/// there, the labels are English and are read as such (a task with several triggers repeats
+/// some labels; the first one wins); otherwise each field is taken by its place.
+pub fn parse_query(text: &str, task_name: &str) -> Result<BTreeMap<String, String>, String> {
+    let lines = parse_list(text);
+    let path = task_path(task_name);
+    let at = lines
+        .iter()
+        .position(|(_, v)| v.to_lowercase() == path.to_lowercase())
+        .ok_or_else(|| {
+            let seen = if text.trim().is_empty() {
+                "an empty answer".to_string()
+            } else {
+                format!("{} lines without it", text.lines().count())
+            };
+            format!("no TaskName {path:?} in its answer to /Query ({seen})")
+        })?;
     let mut out = BTreeMap::new();
-    for line in text.lines() {
-        if let Some((k, v)) = line.split_once(':') {
-            out.entry(k.trim().to_string())
-                .or_insert_with(|| v.trim().to_string());
+    if lines[at].0 == LIST_FIELDS[TASK_NAME_AT] {
+        for (k, v) in lines.into_iter().skip(at.saturating_sub(TASK_NAME_AT)) {
+            out.entry(k).or_insert(v);
+        }
+    } else {
+        let first = at.checked_sub(TASK_NAME_AT).unwrap_or(at);
+        let skip = TASK_NAME_AT - (at - first);
+        for (label, (_, v)) in LIST_FIELDS.iter().skip(skip).zip(&lines[first..]) {
+            out.insert((*label).to_string(), v.clone());
         }
     }
-    out
+    Ok(out)
+}
+
+/// How `schtasks` names a task: its path in the task folders, `\` for the root.
+fn task_path(task_name: &str) -> String {
+    if task_name.starts_with('\\') {
+        task_name.to_string()
+    } else {
+        format!("\\{task_name}")
+    }
+}
+
+/// `Enabled` / `Disabled` of the `Scheduled Task State` field, when the output is English.
+fn enabled_word(list: &BTreeMap<String, String>) -> Option<bool> {
+    match list.get("Scheduled Task State").map(String::as_str) {
+        Some("Enabled") => Some(true),
+        Some("Disabled") => Some(false),
+        _ => None,
+    }
+}
+
+/// `<Settings><Enabled>` of a task definition (`schtasks /Query /XML`); a definition without
+/// it is enabled (the schema's default). `None` if this is not a task definition.
+pub fn enabled_in_xml(xml: &str) -> Option<bool> {
+    let settings = xml.split_once("<Settings>")?.1.split_once("</Settings>")?.0;
+    // Only the task's own switch: a trigger's `<Enabled>` is outside `<Settings>`, and no
+    // element inside it nests another `<Enabled>` before the task's.
+    match settings
+        .split_once("<Enabled>")
+        .and_then(|(_, rest)| rest.split_once("</Enabled>"))
+    {
+        Some((v, _)) => match v.trim() {
+            "true" | "1" => Some(true),
+            "false" | "0" => Some(false),
+            _ => None,
+        },
+        None => Some(true),
+    }
 }
 
 /// A `schtasks` local time (`11/29/2026 8:30:00 AM`, `2026-11-29 08:30:00`) as RFC 3339;
@@ -584,31 +711,25 @@ pub fn parse_time(v: &str) -> Option<String> {
         .map(|t| rfc3339(&t))
 }
 
-/// The status from `schtasks /Query /FO LIST /V`'s fields.
+/// SCHED_S_TASK_RUNNING: the task is running now.
+const TASK_RUNNING: i64 = 267009;
+/// SCHED_S_TASK_HAS_NOT_RUN: the task never ran.
+const TASK_HAS_NOT_RUN: i64 = 267011;
+
+/// The status from the fields [`parse_query`] returns. On a display language other than
+/// English, `enabled` is a guess (true) and the caller asks the task's definition
+/// ([`enabled_in_xml`], then [`state_from`]).
 pub fn status_from(task: &Task, list: &BTreeMap<String, String>) -> Status {
     let get = |k: &str| list.get(k).map(String::as_str).unwrap_or("");
     let mut s = task.status(config::Backend::Windows);
     s.exists = true;
-    let status = get("Status");
-    s.enabled = match get("Scheduled Task State") {
-        "" => status != "Disabled",
-        v => v == "Enabled",
-    };
-    s.state = match status {
-        "Ready" => state::READY.to_string(),
-        "Running" => state::RUNNING.to_string(),
-        "Disabled" => state::DISABLED.to_string(),
-        "" if s.enabled => state::READY.to_string(),
-        "" => state::DISABLED.to_string(),
-        other => other.to_ascii_lowercase(),
-    };
+    s.enabled = enabled_word(list).unwrap_or(true);
+    s.state = state_from(list, s.enabled);
     s.next_run = parse_time(get("Next Run Time"));
     s.last_run = parse_time(get("Last Run Time"));
     s.last_result = match get("Last Result").parse::<i64>() {
-        // SCHED_S_TASK_HAS_NOT_RUN
-        Ok(267011) => None,
-        // SCHED_S_TASK_RUNNING
-        Ok(267009) => Some("running".to_string()),
+        Ok(TASK_HAS_NOT_RUN) => None,
+        Ok(TASK_RUNNING) => Some("running".to_string()),
         Ok(0) => Some("success".to_string()),
         Ok(code) => Some(format!("failure: exit code {code} (0x{:X})", code as u32)),
         Err(_) => None,
@@ -617,6 +738,23 @@ pub fn status_from(task: &Task, list: &BTreeMap<String, String>) -> Status {
         s.last_result = None;
     }
     s
+}
+
+/// The `state` of [`Status`]: the English `Status` word where there is one; otherwise from
+/// what every language shows alike (whether the task is enabled, the running result code).
+pub fn state_from(list: &BTreeMap<String, String>, enabled: bool) -> String {
+    let get = |k: &str| list.get(k).map(String::as_str).unwrap_or("");
+    let running = get("Last Result").parse::<i64>() == Ok(TASK_RUNNING);
+    match get("Status") {
+        "Ready" => state::READY.to_string(),
+        "Running" => state::RUNNING.to_string(),
+        "Disabled" => state::DISABLED.to_string(),
+        // "Queued" and whatever else English Windows may say.
+        other if enabled_word(list).is_some() && !other.is_empty() => other.to_ascii_lowercase(),
+        _ if !enabled => state::DISABLED.to_string(),
+        _ if running => state::RUNNING.to_string(),
+        _ => state::READY.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -975,10 +1113,21 @@ Repeat: Until: Time:                  None\r\n\
 Repeat: Until: Duration:              Disabled\r\n\
 Repeat: Stop If Still Running:        Disabled\r\n";
 
+    /// The task the samples are about.
+    fn runner() -> Task {
+        let mut t = task("*/15 * * * *");
+        t.task_name = "Pipeline Runner".to_string();
+        t
+    }
+
+    fn fields(text: &str) -> BTreeMap<String, String> {
+        parse_query(text, "Pipeline Runner").unwrap()
+    }
+
     #[test]
     fn status_from_schtasks_samples() {
-        let t = task("*/15 * * * *");
-        let s = status_from(&t, &parse_list(SAMPLE));
+        let t = runner();
+        let s = status_from(&t, &fields(SAMPLE));
         assert!(s.exists && s.enabled);
         assert_eq!(s.state, "ready");
         let local = |y, mo, d, h, mi| {
@@ -1004,7 +1153,7 @@ Repeat: Stop If Still Running:        Disabled\r\n";
                 "Last Result:                          0",
                 "Last Result:                          267011",
             );
-        let s = status_from(&t, &parse_list(&never));
+        let s = status_from(&t, &fields(&never));
         assert_eq!((s.last_run, s.last_result), (None, None));
 
         let disabled = SAMPLE
@@ -1021,7 +1170,7 @@ Repeat: Stop If Still Running:        Disabled\r\n";
                 "Last Result:                          0",
                 "Last Result:                          1",
             );
-        let s = status_from(&t, &parse_list(&disabled));
+        let s = status_from(&t, &fields(&disabled));
         assert!(s.exists && !s.enabled);
         assert_eq!(s.state, "disabled");
         assert_eq!(s.next_run, None);
@@ -1036,7 +1185,7 @@ Repeat: Stop If Still Running:        Disabled\r\n";
                 "Last Result:                          0",
                 "Last Result:                          267009",
             );
-        let s = status_from(&t, &parse_list(&running));
+        let s = status_from(&t, &fields(&running));
         assert_eq!(
             (s.state.as_str(), s.last_result.as_deref()),
             ("running", Some("running"))
@@ -1047,12 +1196,124 @@ Repeat: Stop If Still Running:        Disabled\r\n";
             "Last Result:                          -2147020576",
         );
         assert_eq!(
-            status_from(&t, &parse_list(&killed)).last_result.as_deref(),
+            status_from(&t, &fields(&killed)).last_result.as_deref(),
             Some("failure: exit code -2147020576 (0x800710E0)")
         );
         assert!(is_not_found(
             "ERROR: The system cannot find the file specified.\r\n"
         ));
+    }
+
+    /// Wine's `schtasks` answers `/Query` with nothing and exit 0; an answer cut short or about
+    /// another task says nothing about this one either.
+    #[test]
+    fn an_answer_without_the_task_is_an_error() {
+        let name = "Pipeline Runner";
+        let truncated: String = SAMPLE.lines().take(3).collect::<Vec<_>>().join("\r\n");
+        for (what, text) in [
+            ("empty", String::new()),
+            ("blank lines", "\r\n\r\n".to_string()),
+            ("truncated", truncated),
+            (
+                "another task",
+                SAMPLE.replace("\\Pipeline Runner", "\\Other"),
+            ),
+            (
+                "a task whose name contains ours",
+                SAMPLE.replace("\\Pipeline Runner", "\\Pipeline Runner 2"),
+            ),
+        ] {
+            let err = parse_query(&text, name).unwrap_err();
+            assert!(
+                err.contains("no TaskName \"\\\\Pipeline Runner\""),
+                "{what}: {err}"
+            );
+        }
+        // The same name, however it is cased, or given with its folder.
+        assert!(parse_query(&SAMPLE.replace("Pipeline Runner", "PIPELINE runner"), name).is_ok());
+        assert!(parse_query(SAMPLE, "\\Pipeline Runner").is_ok());
+    }
+
+    /// German Windows, as `schtasks` prints it: other labels, other words, dates day first.
+    const SAMPLE_DE: &str = "\r\n\
+Ordner: \\\r\n\
+Hostname:                             DESKTOP-7Q2K1\r\n\
+Aufgabenname:                         \\Pipeline Runner\r\n\
+N\u{e4}chste Laufzeit:                     29.11.2026 08:30:00\r\n\
+Status:                               Bereit\r\n\
+Anmeldemodus:                         Nur interaktiv\r\n\
+Letzte Laufzeit:                      29.11.2026 08:15:00\r\n\
+Letztes Ergebnis:                     0\r\n\
+Autor:                                DESKTOP-7Q2K1\\ana\r\n\
+Auszuf\u{fc}hrende Aufgabe:                \"C:\\Program Files\\pipewatch\\pipewatch.exe\" run --config C:\\etl\\pipewatch.toml --source scheduler\r\n\
+Starten in:                           Nicht zutreffend\r\n\
+Kommentar:                            pipewatch: runs the pipeline\r\n\
+Status der geplanten Aufgabe:         Aktiviert\r\n\
+Leerlaufzeit:                         Deaktiviert\r\n";
+
+    /// Labels in another language (here as a console in the wrong code page shows them, which
+    /// must not matter) are read by their place after the task's name; the words are not
+    /// known, so whether the task is enabled comes from its definition.
+    #[test]
+    fn localized_output_is_read_by_place() {
+        let t = runner();
+        let mangled = SAMPLE_DE.replace(['\u{e4}', '\u{fc}'], "\u{fffd}");
+        for text in [SAMPLE_DE.to_string(), mangled] {
+            let f = fields(&text);
+            assert_eq!(f["HostName"], "DESKTOP-7Q2K1");
+            assert_eq!(f["TaskName"], "\\Pipeline Runner");
+            assert_eq!(f["Next Run Time"], "29.11.2026 08:30:00");
+            assert_eq!(f["Last Result"], "0");
+            assert_eq!(f["Scheduled Task State"], "Aktiviert");
+            assert_eq!(enabled_word(&f), None);
+            let s = status_from(&t, &f);
+            assert!(s.exists);
+            assert_eq!(s.next_run, parse_time("11/29/2026 8:30:00 AM"));
+            assert_eq!(s.last_run, parse_time("11/29/2026 8:15:00 AM"));
+            assert_eq!(s.last_result.as_deref(), Some("success"));
+            assert_eq!((s.enabled, s.state.as_str()), (true, "ready"));
+            assert_eq!(state_from(&f, false), "disabled");
+            let mut running = f.clone();
+            running.insert("Last Result".into(), TASK_RUNNING.to_string());
+            assert_eq!(state_from(&running, true), "running");
+        }
+        // The answer starting at the name: the fields after it still line up.
+        let from_name = &SAMPLE_DE[SAMPLE_DE.find("Aufgabenname").unwrap()..];
+        let f = fields(from_name);
+        assert_eq!(f.get("HostName"), None);
+        assert_eq!(f["Last Result"], "0");
+    }
+
+    #[test]
+    fn enabled_is_read_from_the_definition() {
+        let xml = task_xml(
+            &task("*/15 9-17 * * mon-fri"),
+            NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+        )
+        .unwrap();
+        // The triggers' own <Enabled> come first and are not the task's.
+        assert!(xml.find("<Enabled>").unwrap() < xml.find("<Settings>").unwrap());
+        assert_eq!(enabled_in_xml(&xml), Some(true));
+        let off = xml.replace(
+            "<AllowStartOnDemand>true</AllowStartOnDemand>\n    <Enabled>true</Enabled>",
+            "<AllowStartOnDemand>true</AllowStartOnDemand>\n    <Enabled>false</Enabled>",
+        );
+        assert_ne!(off, xml);
+        assert_eq!(enabled_in_xml(&off), Some(false));
+        assert_eq!(
+            enabled_in_xml("<Task><Settings><Hidden>true</Hidden></Settings></Task>"),
+            Some(true)
+        );
+        assert_eq!(enabled_in_xml(""), None);
+        assert_eq!(enabled_in_xml("ERROR: Access is denied."), None);
+        assert_eq!(
+            enabled_in_xml("<Settings><Enabled>maybe</Enabled></Settings>"),
+            None
+        );
+        assert_eq!(
+            query_xml_args("Pipeline Runner"),
+            exec::args(["/Query", "/TN", "Pipeline Runner", "/XML"])
+        );
     }
 
     /// A stand-in `schtasks` first on PATH records its calls and keeps a copy of the task
@@ -1065,7 +1326,12 @@ Repeat: Stop If Still Running:        Disabled\r\n";
         let log = dir.path().join("calls.log");
         let copy = dir.path().join("task.xml");
         let sample = dir.path().join("sample.txt");
-        std::fs::write(&sample, SAMPLE).unwrap();
+        let t = task("*/15 * * * *");
+        std::fs::write(
+            &sample,
+            SAMPLE.replace("\\Pipeline Runner", &format!("\\{}", t.task_name)),
+        )
+        .unwrap();
         let script = format!(
             r#"#!/bin/sh
 for a in "$@"; do printf '%s\n' "$a" >> '{log}'; done
@@ -1089,7 +1355,6 @@ exit 0
             std::env::join_paths([dir.path().as_os_str(), "/usr/bin".as_ref(), "/bin".as_ref()])
                 .unwrap(),
         ));
-        let t = task("*/15 * * * *");
         let name = t.task_name.clone();
         let b = Windows::new(t, tools);
         assert!(!b.status().unwrap().exists);

@@ -54,7 +54,8 @@
 //! # Scans and notifications
 //!
 //! One non-recursive `notify` watch on the events folder (never one per file) wakes the thread
-//! as soon as a file changes; a scan every `poll_interval` catches what notifications miss.
+//! as soon as a file changes (on Windows the watch is on the folder's parent, so that it holds
+//! no handle that would keep a deleted events folder from being re-created); a scan every `poll_interval` catches what notifications miss.
 //! A rescan flag or a watcher error forces a full scan; a watcher that cannot start leaves the
 //! tailer polling; a folder that is missing or deleted is polled for and watched again when it
 //! comes back (then every file in it is checked). An unchanged file (same identity, same size

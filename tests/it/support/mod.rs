@@ -76,8 +76,9 @@ impl Project {
             .expect("spawn pipewatch")
     }
 
+    /// In the platform's form, as pipewatch shows it.
     pub fn events_dir(&self) -> PathBuf {
-        self.path().join("logs/events")
+        self.path().join("logs").join("events")
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -107,8 +108,37 @@ impl AsRef<Path> for Project {
     }
 }
 
+/// Stage commands for the platform shell (`sh -c` on Unix, `cmd /d /s /c` on Windows), for
+/// the tests whose subject is not the shell; each fits in a TOML literal string (`'''…'''`).
+/// `echo hi` needs no entry: both shells print `hi`.
+pub mod stage {
+    /// Succeeds, printing nothing.
+    #[cfg(unix)]
+    pub const OK: &str = "true";
+    #[cfg(windows)]
+    pub const OK: &str = "exit 0";
+
+    /// Waits for a file `go` in the working folder (at most a minute), then succeeds.
+    #[cfg(unix)]
+    pub const GATE: &str =
+        "i=0; while [ ! -f go ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done";
+    /// `ping -n 2` on the loopback address is cmd's one-second pause; once `go` is there,
+    /// the remaining turns do nothing.
+    #[cfg(windows)]
+    pub const GATE: &str = "for /l %i in (1,1,60) do @if not exist go ping -n 2 127.0.0.1 >nul";
+
+    /// Prints the working folder.
+    #[cfg(unix)]
+    pub const PWD: &str = "pwd";
+    #[cfg(windows)]
+    pub const PWD: &str = "cd";
+}
+
 /// A stage that does nothing (a dashboard needs a valid configuration).
+#[cfg(unix)]
 pub const QUICK: &str = "[[stages]]\nname = \"a\"\nrun = \"true\"\n";
+#[cfg(windows)]
+pub const QUICK: &str = "[[stages]]\nname = \"a\"\nrun = \"exit 0\"\n";
 
 /// The run file of `id` in the project's events folder.
 pub fn run_path(p: &Project, id: &str) -> PathBuf {
@@ -199,6 +229,17 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
     }
 }
 
+/// Whether the tests run under Wine (which keeps its own programs in the Windows folder; no
+/// Windows has `winecfg.exe`). A test that Wine cannot run calls this first and returns,
+/// saying why, when it is true: see docs/windows.md for the list.
+pub fn under_wine(test: &str, why: &str) -> bool {
+    let wine = cfg!(windows) && Path::new(r"C:\windows\system32\winecfg.exe").exists();
+    if wine {
+        eprintln!("SKIPPED under Wine {test}: {why}");
+    }
+    wine
+}
+
 /// A free loopback port (taken, then released for whoever binds it next: the configured
 /// address of a dashboard, a chromedriver).
 pub fn free_port() -> u16 {
@@ -255,6 +296,8 @@ impl Rng {
     }
 
     /// A duration between `from` and `to` milliseconds.
+    // Only the fault suite uses it, and that suite is Unix-only (see tests/it/faults.rs).
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub fn millis(&mut self, from: u64, to: u64) -> Duration {
         Duration::from_millis(from + self.below(to - from + 1))
     }

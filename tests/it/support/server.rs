@@ -213,6 +213,8 @@ impl Server {
         self.child.as_mut().expect("pipewatch serve is running")
     }
 
+    // Only the Unix-only suites (runner, faults) signal the server by its pid.
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub fn pid(&self) -> u32 {
         self.child
             .as_ref()
@@ -247,10 +249,12 @@ impl Server {
         }
         #[cfg(not(unix))]
         {
-            // No SIGTERM to send: it is ended at once.
+            // No SIGTERM to send: it is ended at once (what a stop means to the tests that
+            // run here: the next start must find its files and index usable).
             let mut child = self.child.take().expect("pipewatch serve is running");
             let _ = child.kill();
-            let _ = child.wait();
+            wait_child(&mut child, EXIT_WITHIN);
+            self.await_stderr();
         }
     }
 

@@ -76,7 +76,8 @@ pub fn chromium() -> Option<Chromium> {
     })
 }
 
-/// Whether `crontab` is there (see the module doc).
+/// Whether `crontab` is there (see the module doc). Unix only, like cron.
+#[cfg(unix)]
 pub fn crontab() -> bool {
     let missing: &[&str] = if which("crontab").is_some() {
         &[]
