@@ -142,18 +142,7 @@ impl Journal {
         let mut inner = self.lock();
         let seq = inner.next_seq;
         inner.buf.clear();
-        let record = Record {
-            seq,
-            run_id: self.run_id.as_str(),
-            pipeline: &self.pipeline,
-            stage,
-            event,
-            level,
-            timestamp: &timestamp,
-            source: &self.source,
-            msg,
-            data,
-        };
+        let record = self.record(seq, stage, event, level, &timestamp, msg, data);
         write_line(&mut inner.buf, &record);
         inner.commit(1, &self.path)
     }
@@ -199,18 +188,16 @@ impl Journal {
         let mut count = 0;
         for line in lines {
             let text = String::from_utf8_lossy(line.text);
-            let record = Record {
-                seq: first + count,
-                run_id: self.run_id.as_str(),
-                pipeline: &self.pipeline,
+            let data = if line.truncated { &cut } else { &plain };
+            let record = self.record(
+                first + count,
                 stage,
-                event: kind::LOG,
+                kind::LOG,
                 level,
-                timestamp: &timestamp,
-                source: &self.source,
-                msg: &text,
-                data: if line.truncated { &cut } else { &plain },
-            };
+                &timestamp,
+                &text,
+                data,
+            );
             let before = inner.buf.len();
             write_line(&mut inner.buf, &record);
             if inner.buf.len() as u64 > room {
@@ -234,18 +221,15 @@ impl Journal {
                 reason: Some("output_limit"),
                 ..Data::default()
             };
-            let record = Record {
-                seq: first + count,
-                run_id: self.run_id.as_str(),
-                pipeline: &self.pipeline,
+            let record = self.record(
+                first + count,
                 stage,
-                event: kind::LOG,
-                level: Level::Warn,
-                timestamp: &timestamp,
-                source: &self.source,
-                msg: &note,
-                data: &data,
-            };
+                kind::LOG,
+                Level::Warn,
+                &timestamp,
+                &note,
+                &data,
+            );
             write_line(&mut inner.buf, &record);
             count += 1;
             inner.output_bytes = inner.output_cap;
@@ -253,6 +237,32 @@ impl Journal {
             inner.output_bytes += written;
         }
         inner.commit(count, &self.path)
+    }
+
+    /// An event of this run, as written: the run's own keys filled in.
+    #[allow(clippy::too_many_arguments)]
+    fn record<'a>(
+        &'a self,
+        seq: u64,
+        stage: &'a str,
+        event: &'a str,
+        level: Level,
+        timestamp: &'a str,
+        msg: &'a str,
+        data: &'a Data<'a>,
+    ) -> Record<'a> {
+        Record {
+            seq,
+            run_id: self.run_id.as_str(),
+            pipeline: &self.pipeline,
+            stage,
+            event,
+            level,
+            timestamp,
+            source: &self.source,
+            msg,
+            data,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
