@@ -358,6 +358,10 @@ mod tests {
     use chrono::TimeZone;
 }
 
+/// JSON text shared by reference: cloning it hands out the same buffer, so one encoding of an
+/// event goes to every socket as is (a WebSocket text frame takes it without a copy).
+pub type Json = axum::extract::ws::Utf8Bytes;
+
 /// An event as the dashboard publishes it: parsed, with its `seq` filled in, and its JSON text
 /// (the line as it will be sent to clients, always with `seq`). Shared by the bus, the index
 /// and every subscriber, so it is built once per line and handed around in an `Arc`.
@@ -366,7 +370,7 @@ pub struct Published {
     pub run_id: RunId,
     pub seq: u64,
     pub event: Event,
-    pub json: Box<str>,
+    pub json: Json,
 }
 
 impl Published {
@@ -375,9 +379,7 @@ impl Published {
     pub fn new(run_id: RunId, seq: u64, mut event: Event) -> Published {
         event.seq = Some(seq);
         event.run_id = run_id.to_string();
-        let json = serde_json::to_string(&event)
-            .unwrap_or_default()
-            .into_boxed_str();
+        let json = Json::from(serde_json::to_string(&event).unwrap_or_default());
         Published {
             run_id,
             seq,

@@ -53,7 +53,7 @@ pub fn command(explicit: Option<&Path>, cwd: &Path, args: Args) -> Result<u8, Cl
         }
         let options = server::ServeOptions {
             exe,
-            ring: bus::DEFAULT_RING,
+            ring_bytes: bus::DEFAULT_RING_BYTES,
         };
         server::serve(listener, config, options, async {
             let sig = stop.await;

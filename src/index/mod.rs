@@ -28,6 +28,7 @@
 //! | `schema.rs` | the DDL and its version; opening, and starting afresh ([`Index::open_or_reset`]) |
 //! | `fold.rs` | the pure event → run/stage summary fold (no SQL) |
 //! | `write.rs` | applying batches: load rows, fold, write back, with the checkpoint |
+//! | `feed.rs` | the all-runs stream's cursors: which events of which file each stretch went to |
 //! | `query.rs` | runs listed and looked up, counts, checkpoints |
 //! | `rebuild.rs` | [`rebuild()`] and [`Index::resync_run`], reading through the tailer's reader |
 //! | [`history`] | the index read-only, caught up with the files (`pipewatch runs`) |
@@ -51,6 +52,7 @@
 
 pub mod history;
 
+mod feed;
 mod fold;
 mod query;
 mod rebuild;
@@ -59,6 +61,7 @@ mod schema;
 mod testing;
 mod write;
 
+pub use feed::{Segment, epoch_start};
 pub use query::{RunDetail, RunStatus, RunSummary, StageStatus, StageSummary};
 pub use rebuild::{RebuildStats, rebuild};
 pub use schema::Opened;

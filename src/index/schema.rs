@@ -22,7 +22,7 @@ use rusqlite::{Connection, OpenFlags};
 use super::{Index, IndexError, db};
 
 /// Bumped whenever the schema changes; an index with another version is rebuilt.
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE runs (
@@ -62,6 +62,20 @@ CREATE TABLE stages (
     exit_code   INTEGER,
     PRIMARY KEY (run_id, name)
 ) WITHOUT ROWID;
+-- The all-runs stream's cursors (`feed.rs`): events of `run_id` with seq_first..=seq_last
+-- got cursors first..=last; reading the file from (dev, ino, offset, lines) finds them.
+CREATE TABLE feed (
+    first     INTEGER PRIMARY KEY,
+    last      INTEGER NOT NULL,
+    run_id    TEXT NOT NULL,
+    seq_first INTEGER NOT NULL,
+    seq_last  INTEGER NOT NULL,
+    dev       INTEGER NOT NULL,
+    ino       INTEGER NOT NULL,
+    offset    INTEGER NOT NULL,
+    lines     INTEGER NOT NULL
+);
+CREATE INDEX feed_by_run ON feed (run_id);
 ";
 
 /// How [`Index::open_or_reset`] found the database.

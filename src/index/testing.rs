@@ -34,6 +34,14 @@ pub(super) fn batch(run: &str, first_seq: u64, events: Vec<Event>) -> Batch {
         .collect();
     let lines = first_seq + events.len() as u64;
     Batch {
+        from: Checkpoint {
+            run_id: id(run),
+            dev: 1,
+            ino: 2,
+            offset: first_seq * 100,
+            lines: first_seq,
+            finished: false,
+        },
         checkpoint: Checkpoint {
             run_id: id(run),
             dev: 1,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::fold::{RunFold, RunRow, StageRow, Stages, elapsed_ms, sort_key};
-use super::{ABANDONED, Index, IndexError, RUNNING, db};
+use super::{ABANDONED, Index, IndexError, RUNNING, Segment, db};
 use crate::event::{Published, RunId};
 use crate::tail::{Batch, Checkpoint};
 
@@ -38,11 +38,22 @@ impl Index {
     /// Applies several batches (in order) in one transaction: under a high write rate the
     /// commit, not the batch, is what costs.
     pub fn apply_all(&mut self, batches: &[Arc<Batch>]) -> Result<(), IndexError> {
+        self.apply_fed(batches, &[])
+    }
+
+    /// [`Index::apply_all`], with the feed's segments for the events (`feed.rs`) in the same
+    /// transaction.
+    pub fn apply_fed(
+        &mut self,
+        batches: &[Arc<Batch>],
+        segments: &[Segment],
+    ) -> Result<(), IndexError> {
         let path = &self.path;
         let tx = self
             .conn
             .transaction()
             .map_err(db(path, "begin a transaction"))?;
+        super::feed::write_segments(&tx, path, segments)?;
         for batch in batches {
             ingest(
                 &tx,
@@ -123,9 +134,13 @@ impl Index {
             let mut stages = tx
                 .prepare_cached("DELETE FROM stages WHERE run_id = ?")
                 .map_err(db(p, what))?;
+            let mut feed = tx
+                .prepare_cached("DELETE FROM feed WHERE run_id = ?")
+                .map_err(db(p, what))?;
             for id in ids {
                 runs.execute([id.as_str()]).map_err(db(p, what))?;
                 stages.execute([id.as_str()]).map_err(db(p, what))?;
+                feed.execute([id.as_str()]).map_err(db(p, what))?;
             }
         }
         tx.commit().map_err(db(p, what))
@@ -633,6 +648,7 @@ mod tests {
             ix.apply(&batch("r1", 0, runner_run())).unwrap();
             // A file with no event yet (or only bad lines) still has a checkpoint.
             ix.apply(&Batch {
+                from: Checkpoint::start(id("empty"), u64::MAX, 1 << 63),
                 checkpoint: Checkpoint {
                     run_id: id("empty"),
                     dev: u64::MAX,

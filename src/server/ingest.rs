@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::feed::Feeder;
 use super::state::{AppState, Stats};
 use crate::event::{RunId, now_timestamp};
-use crate::index::{IndexError, NO_RUN_FILE};
+use crate::index::{IndexError, NO_RUN_FILE, Segment};
 use crate::runner::liveness::{self, Liveness};
 use crate::tail::{Batch, Checkpoint};
 
@@ -30,7 +31,8 @@ const NO_FILE_GRACE: Duration = Duration::from_secs(8);
 /// How often runs the index fell behind on are retried while nothing else arrives.
 const RESYNC_EVERY: Duration = Duration::from_secs(2);
 
-/// Commits batches (summaries and checkpoints together), then publishes their events. Batches
+/// Gives the batches' events their cursors ([`Feeder`]), commits the batches (summaries,
+/// checkpoints and the feed's segments together), then publishes the events. Batches
 /// already waiting are taken together into one transaction: at a high write rate the commit
 /// is the cost, and one per tailer read would let ingest fall behind.
 ///
@@ -46,6 +48,7 @@ pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>) {
     // runs in the background every few seconds.
     let mut behind: HashMap<RunId, Checkpoint> = HashMap::new();
     let mut resyncing: Option<tokio::task::JoinHandle<Result<Vec<Checkpoint>, IndexError>>> = None;
+    let mut feeder = Feeder::new(state.bus.last_cursor() + 1);
     let mut retry = tokio::time::interval(RESYNC_EVERY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -78,7 +81,7 @@ pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>) {
                     {
                         forget_caught_up(&mut behind, done);
                     }
-                    if behind.is_empty() {
+                    if behind.is_empty() && record_feed(&state, &mut feeder).await {
                         tracing::info!("the run index has caught up");
                         *state.ingest_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     }
@@ -99,24 +102,29 @@ pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>) {
         }
         // While the index is behind, batches are not committed (the resync catches up from
         // the checkpoints); otherwise a failed commit puts their runs behind.
-        let committed = behind.is_empty() && commit(&state, &batches).await;
-        if !committed {
+        let fed: Vec<_> = batches.iter().flat_map(|b| feeder.feed(b)).collect();
+        let committed = behind.is_empty() && commit(&state, &batches, feeder.to_write()).await;
+        if committed {
+            feeder.committed();
+        } else {
             for b in &batches {
                 behind.insert(b.checkpoint.run_id.clone(), b.checkpoint.clone());
             }
         }
         Stats::add(&state.stats.batches, batches.len() as u64);
         Stats::add(&state.stats.events_published, events as u64);
-        for b in &batches {
-            state.bus.publish(&b.events);
-        }
+        state.bus.publish(&fed);
     }
 }
 
-/// Commits the batches' summaries and checkpoints; a failure is logged and shown in health.
-async fn commit(state: &Arc<AppState>, batches: &[Arc<Batch>]) -> bool {
+/// Commits the batches' summaries and checkpoints, and the feed's segments; a failure is
+/// logged and shown in health.
+async fn commit(state: &Arc<AppState>, batches: &[Arc<Batch>], segments: Vec<Segment>) -> bool {
     let batches = batches.to_vec();
-    match state.with_index(move |idx| idx.apply_all(&batches)).await {
+    match state
+        .with_index(move |idx| idx.apply_fed(&batches, &segments))
+        .await
+    {
         Ok(()) => true,
         Err(e) => {
             tracing::error!(
@@ -124,6 +132,25 @@ async fn commit(state: &Arc<AppState>, batches: &[Arc<Batch>]) -> bool {
             );
             *state.ingest_error.lock().unwrap_or_else(|p| p.into_inner()) =
                 Some(format!("the run index is behind: {e}"));
+            false
+        }
+    }
+}
+
+/// Writes the feed's segments that could not be committed with their batches (the index was
+/// failing); returns whether that worked.
+async fn record_feed(state: &Arc<AppState>, feeder: &mut Feeder) -> bool {
+    let segments = feeder.to_write();
+    match state
+        .with_index(move |idx| idx.record_feed(&segments))
+        .await
+    {
+        Ok(()) => {
+            feeder.committed();
+            true
+        }
+        Err(e) => {
+            tracing::error!("cannot record the all-runs stream's cursors: {e}");
             false
         }
     }

@@ -33,6 +33,7 @@ pub mod auth;
 pub mod budget;
 pub mod error;
 pub mod extract;
+mod feed;
 mod ingest;
 pub mod launch;
 pub mod openapi;
@@ -111,20 +112,20 @@ pub fn check_bind(addr: SocketAddr, token: &str) -> Result<(), ServeError> {
 pub struct ServeOptions {
     /// The `pipewatch` executable started for manual runs.
     pub exe: PathBuf,
-    pub ring: usize,
+    /// The size of the bus's ring of recent events, in bytes.
+    pub ring_bytes: usize,
 }
 
 /// A state for driving [`router`] without a socket or a tailer: an in-memory index, nothing
 /// running in the background (tests and fuzzing).
 pub fn detached_state(config: Config, exe: PathBuf) -> Result<Arc<AppState>, ServeError> {
-    let bus = Bus::new(bus::DEFAULT_RING, bus::DEFAULT_LAG);
-    Ok(Arc::new(AppState::new(
-        config,
-        Index::open_in_memory()?,
-        bus,
-        exe,
-        None,
-    )))
+    let idx = Index::open_in_memory()?;
+    let bus = Bus::new(
+        bus::DEFAULT_RING_BYTES,
+        bus::DEFAULT_LAG,
+        idx.next_cursor()?,
+    );
+    Ok(Arc::new(AppState::new(config, idx, bus, exe, None)))
 }
 
 /// Runs the dashboard on `listener` until `shutdown` resolves.
@@ -155,7 +156,7 @@ pub async fn serve(
     let checkpoints = idx.checkpoints()?;
 
     let (close_tx, close_rx) = watch::channel(false);
-    let bus = Bus::new(opts.ring, bus::DEFAULT_LAG);
+    let bus = Bus::new(opts.ring_bytes, bus::DEFAULT_LAG, idx.next_cursor()?);
     let state = Arc::new(AppState::new(config, idx, bus, opts.exe, Some(close_rx)));
 
     let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(256);

@@ -78,6 +78,9 @@ impl Checkpoint {
 /// published on the bus.
 #[derive(Debug, Clone)]
 pub struct Batch {
+    /// Where the read began: reading again from here gives the same events (the all-runs
+    /// stream's catch-up does, `index::feed`).
+    pub from: Checkpoint,
     pub checkpoint: Checkpoint,
     pub events: Vec<Arc<Published>>,
     /// Lines skipped as malformed or over the size cap in this read.
@@ -428,6 +431,7 @@ impl<'a> Lines<'a> {
         let changed = !self.events.is_empty() || self.malformed > 0 || self.out != *given;
         FileRead {
             batch: Batch {
+                from: given.clone(),
                 checkpoint: self.out,
                 events: self.events,
                 malformed: self.malformed,

@@ -39,6 +39,18 @@ impl Replay {
         }
     }
 
+    /// A replay from `from`, a checkpoint of this file (where an earlier read began): the
+    /// lines after it, as they were read then.
+    pub fn at(path: PathBuf, run_id: RunId, from: Checkpoint) -> Replay {
+        Replay {
+            path,
+            run_id,
+            checkpoint: Some(from),
+            after: None,
+            done: false,
+        }
+    }
+
     /// The next batch as read (events, malformed count, checkpoint), `Ok(None)` at the
     /// current end of the file, an error if the file cannot be read (`NotFound` if it does
     /// not exist yet).

@@ -13,3 +13,4 @@ mod runner;
 mod scheduler;
 mod security;
 mod server;
+mod streams;

@@ -63,6 +63,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/scheduler/status"),
     ("POST", "/api/scheduler/enable"),
     ("POST", "/api/scheduler/disable"),
+    ("GET", "/api/events/stream"),
     ("GET", "/ws/events"),
     ("GET", "/ws/events/{run_id}"),
     ("GET", "/metrics"),
@@ -93,6 +94,7 @@ pub fn api() -> Api {
         .routes(routes!(runs::get_run))
         .routes(routes!(events::run_events))
         .routes(routes!(streams::run_sse))
+        .routes(routes!(streams::all_sse))
         .routes(routes!(runs::cancel_run))
         .routes(routes!(pipeline::start_run))
         .routes(routes!(pipeline::notify_scheduled_run))

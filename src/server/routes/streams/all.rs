@@ -1,0 +1,261 @@
+//! The all-runs stream: `/ws/events` and its Server-Sent Events twin `/api/events/stream`.
+//!
+//! Every frame carries the event's cursor (`index::feed`); a client resumes after the last one
+//! it has (`?since=CURSOR`, `Last-Event-ID`) and gets everything published since, once, in
+//! order: from the bus's ring while it still holds them, else read again from the run files
+//! through the feed. A client without a cursor gets the ring, then live events.
+//!
+//! A follower that falls behind the bus (its client reads slowly; a burst) catches up the same
+//! way and goes on live, so a client that keeps reading is never cut off.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use utoipa::IntoParams;
+
+use super::{
+    FOLLOW_BUFFER, Follow, Frame, Item, Out, Place, follow, handshake, resume_after, serve_socket,
+    sse_body,
+};
+use crate::bus::Fed;
+use crate::server::error::{ApiError, ErrorBody, parse_u64};
+use crate::server::extract::Query;
+use crate::server::feed::SegmentReader;
+use crate::server::state::AppState;
+
+/// Segments of the feed asked for at a time while catching up.
+const SEGMENTS_PER_QUERY: usize = 64;
+
+/// The query of the all-runs streams, as sent (checked by the handler).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CursorQuery {
+    /// Resume after this `cursor` (the last one received): every event published since, with
+    /// no gap and no duplicate.
+    #[param(value_type = Option<u64>)]
+    since: Option<String>,
+}
+
+/// The all-runs follower: the cursor of the last event sent.
+struct AllFollower {
+    state: Arc<AppState>,
+    last: u64,
+}
+
+/// An all-runs frame: the cursor and the event's JSON with it.
+fn frame(e: &Fed) -> Frame {
+    Frame {
+        id: e.cursor,
+        text: e.frame.clone(),
+    }
+}
+
+impl Follow for AllFollower {
+    fn place(&self, e: &Fed) -> Place {
+        match e.cursor {
+            c if c <= self.last => Place::Sent,
+            c if c == self.last + 1 => Place::Next,
+            _ => Place::After,
+        }
+    }
+
+    fn advance(&mut self, e: &Fed) -> Frame {
+        self.last = e.cursor;
+        frame(e)
+    }
+
+    /// Sends everything published after `last`: from the ring if it still holds it all, else
+    /// segment by segment from the run files, until the ring takes over.
+    async fn catch_up(&mut self, out: &Out) -> bool {
+        loop {
+            if let Some(events) = self.state.bus.after(self.last) {
+                for chunk in events.chunks(FOLLOW_BUFFER) {
+                    let frames = chunk.iter().map(|e| self.advance(e)).collect();
+                    if !out.send(frames).await {
+                        return false;
+                    }
+                }
+                return true;
+            }
+            let after = self.last;
+            let segments = self
+                .state
+                .with_index(move |idx| idx.feed_after(after, SEGMENTS_PER_QUERY))
+                .await;
+            let segments = match segments {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("cannot read the all-runs stream's cursors: {e}");
+                    return true;
+                }
+            };
+            if segments.is_empty() {
+                // Nothing more to read again (the index could not record it): the live
+                // stream goes on from where it is.
+                return true;
+            }
+            for seg in segments {
+                let end = seg.last;
+                let reader =
+                    SegmentReader::new(&self.state.config.server.events_dir, seg, self.last);
+                if !self.send_segment(reader, out).await {
+                    return false;
+                }
+                // Whatever the file no longer holds is skipped.
+                self.last = self.last.max(end);
+            }
+        }
+    }
+}
+
+impl AllFollower {
+    /// Reads one segment again, a bounded batch at a time on the blocking pool, and sends it.
+    async fn send_segment(&mut self, mut reader: SegmentReader, out: &Out) -> bool {
+        loop {
+            let read = tokio::task::spawn_blocking(move || {
+                let batch = reader.next_batch();
+                (reader, batch)
+            })
+            .await;
+            let batch = match read {
+                Ok((r, batch)) => {
+                    reader = r;
+                    batch
+                }
+                Err(e) => {
+                    tracing::warn!("reading a run file again failed: {e}");
+                    return true;
+                }
+            };
+            match batch {
+                Ok(Some(events)) => {
+                    let last = self.last;
+                    let frames = events
+                        .iter()
+                        .filter(|e| e.cursor > last)
+                        .map(|e| self.advance(e))
+                        .collect();
+                    if !out.send(frames).await {
+                        return false;
+                    }
+                }
+                Ok(None) => return true,
+                Err(e) => {
+                    // Removed by retention, or unreadable: its events cannot be sent again.
+                    tracing::debug!("catching up: {e}");
+                    return true;
+                }
+            }
+        }
+    }
+}
+
+/// Follows every run from after cursor `since` (or from the ring without one). A cursor this
+/// server never gave (from an index since deleted and rebuilt: cursors only grow otherwise) is
+/// treated as none.
+fn start(state: &Arc<AppState>, since: Option<u64>) -> mpsc::Receiver<Item> {
+    let (out, rx) = Out::new(state);
+    let state = state.clone();
+    match since.filter(|&c| c <= state.bus.last_cursor()) {
+        Some(last) => {
+            let live = state.bus.subscribe_live();
+            let follower = AllFollower {
+                state: state.clone(),
+                last,
+            };
+            tokio::spawn(follow(state, follower, live, out));
+        }
+        None => {
+            let sub = state.bus.subscribe();
+            let follower = AllFollower {
+                state: state.clone(),
+                last: sub.last,
+            };
+            tokio::spawn(async move {
+                for chunk in sub.backlog.chunks(FOLLOW_BUFFER) {
+                    if !out.send(chunk.iter().map(|e| frame(e)).collect()).await {
+                        return;
+                    }
+                }
+                follow(state, follower, sub.live, out).await;
+            });
+        }
+    }
+    rx
+}
+
+/// Every run's events, live, over WebSocket.
+#[utoipa::path(
+    get,
+    path = "/ws/events",
+    operation_id = "allEventsSocket",
+    tag = "streams",
+    description = "A WebSocket (a `GET` with `Upgrade: websocket`): every run's events from now \
+        on, preceded by the recent events still in the bus's ring buffer; one text frame per \
+        event: the `Event` object with `cursor`, the event's place in this stream. With \
+        `since`, every event after that cursor instead (read again from the run files where \
+        needed), with no gap and no duplicate, across restarts of the server. A client that \
+        falls behind is caught up, never cut off; one that stops reading is closed with code \
+        4000 (`lagged`) and resumes with `since`. Closed with 1001 on shutdown. A browser's \
+        `Origin` must be this server (403 otherwise).",
+    params(CursorQuery),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol: the events follow as \
+            text frames."),
+        (status = 400, description = "A `since` that is not a whole number, or not a WebSocket \
+            handshake.", body = ErrorBody),
+        (status = 403, description = "Cross-origin: the browser's `Origin` is not this server.", body = ErrorBody),
+        (status = 426, description = "The connection cannot be upgraded.", body = ErrorBody),
+    ),
+)]
+pub async fn all_events(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<CursorQuery>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let since = parse_u64("since", q.since.as_deref())?;
+    Ok(handshake(ws)?.on_upgrade(move |socket| async move {
+        let rx = start(&state, since);
+        serve_socket(state, socket, rx).await;
+    }))
+}
+
+/// Every run's events, live, as Server-Sent Events.
+#[utoipa::path(
+    get,
+    path = "/api/events/stream",
+    operation_id = "streamAllEvents",
+    tag = "streams",
+    description = "The all-runs stream of `/ws/events`, as Server-Sent Events, for proxies that \
+        block WebSocket: the recent events, then every new one; with `since` or \
+        `Last-Event-ID`, every event after that cursor. The stream does not end while the \
+        server runs.",
+    params(
+        CursorQuery,
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this cursor (an \
+            `EventSource` sends it on reconnecting); wins over `since`."),
+    ),
+    responses(
+        (status = 200, description = "An endless `text/event-stream`: one message per event, \
+            `id:` its cursor and `data:` the `Event` object with `cursor`, as JSON; a comment \
+            line now and then keeps the connection alive.",
+            content_type = "text/event-stream", body = String),
+        (status = 400, description = "A `since` or `Last-Event-ID` that is not a whole number.",
+            body = ErrorBody),
+    ),
+)]
+pub async fn all_sse(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<CursorQuery>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let since = resume_after(&headers, q.since.as_deref())?;
+    let rx = start(&state, since);
+    Ok(sse_body(state, rx))
+}

@@ -1,0 +1,358 @@
+//! Streams (`docs/api.md`, WebSocket and Server-Sent Events).
+//!
+//! | file | stream |
+//! |---|---|
+//! | `run.rs` | `/ws/events/{run_id}` and `/api/runs/{run_id}/events/stream`: a run from its file, then live |
+//! | `all.rs` | `/ws/events` and `/api/events/stream`: every run's events, resumable by cursor |
+//! | here | what both share: the socket writer, the budget, the SSE body |
+//!
+//! Each stream is a *follower* task that finds the events (the bus, the ring, the files) and
+//! hands them, as [`Frame`]s, to the task writing the client's socket through a bounded
+//! channel. Neither stream ever leaves a gap for a client that keeps reading: a follower that
+//! falls behind the bus reads what it missed again — a run's from its file, the all-runs one
+//! from the ring or through the feed (`index::feed`) — and goes on live. Only a client that
+//! stops reading is let go: its socket takes no frame for [`SEND_TIMEOUT`] and is closed with
+//! code 4000, and it resumes with its `since`.
+//!
+//! Each event is encoded once, on the bus (`bus::Fed`); a frame is a reference to that
+//! encoding. What a follower has queued for its client is reserved in the client's byte
+//! budget (`server::budget`) until it is written.
+
+mod all;
+mod run;
+
+pub use all::{__path_all_events, __path_all_sse, CursorQuery, all_events, all_sse};
+pub use run::{__path_run_events, __path_run_sse, SinceQuery, run_events, run_sse};
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::bus::Fed;
+use crate::event::Json;
+use crate::server::budget::{self, Reserved};
+use crate::server::error::{ApiError, parse_u64};
+use crate::server::state::{AppState, Stats, closed};
+
+/// Close code for a client that stopped reading.
+pub const CLOSE_LAGGED: u16 = 4000;
+
+/// Close reason sent with [`CLOSE_LAGGED`].
+const LAGGED: &str = "lagged";
+
+/// A client whose socket does not take a message for this long is considered stuck.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Batches a follower may hand its client before it waits (and, if the bus moves on
+/// meanwhile, catches up). Their bytes are bounded by the client's
+/// [`budget`](crate::server::budget) first; this is also the most frames in one batch.
+const FOLLOW_BUFFER: usize = 1024;
+
+/// The most a socket buffers for a client before sends fail.
+const MAX_WRITE_BUFFER: usize = 8 * 1024 * 1024;
+
+/// The largest message (and frame) a client may send; a larger one closes its socket.
+pub const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
+
+/// One message for a client: its id (SSE `id:`; a `seq` or a cursor) and its text, a
+/// reference to the event's one encoding.
+struct Frame {
+    id: u64,
+    text: Json,
+}
+
+/// What a follower hands its client.
+enum Item {
+    /// Frames, with the bytes reserved for them until they are written.
+    Frames(Vec<Frame>, Reserved),
+    /// The follower cannot go on (the server is closing).
+    End,
+}
+
+/// The follower's side of a client: its byte budget and the channel to its socket (or SSE
+/// body).
+struct Out {
+    budget: budget::Client,
+    tx: mpsc::Sender<Item>,
+}
+
+impl Out {
+    fn new(state: &AppState) -> (Out, mpsc::Receiver<Item>) {
+        let (tx, rx) = mpsc::channel(FOLLOW_BUFFER);
+        let out = Out {
+            budget: state.budget.client(),
+            tx,
+        };
+        (out, rx)
+    }
+
+    /// Reserves the bytes of `frames` in the client's budget (waiting while its earlier ones
+    /// are still unwritten), then queues them. Returns false if the client is gone.
+    async fn send(&self, frames: Vec<Frame>) -> bool {
+        if frames.is_empty() {
+            return true;
+        }
+        let bytes = frames.iter().map(|f| f.text.len()).sum();
+        let reserved = tokio::select! {
+            r = self.budget.reserve(bytes) => r,
+            _ = self.tx.closed() => return false,
+        };
+        self.tx.send(Item::Frames(frames, reserved)).await.is_ok()
+    }
+}
+
+/// Where a live event stands for a follower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// Sent already (read again from the file, or the ring).
+    Sent,
+    /// The very next one.
+    Next,
+    /// Past a gap: what lies between must be read again first.
+    After,
+}
+
+/// What a stream's follower knows: where it is, and how to read again what it missed.
+trait Follow {
+    fn place(&self, e: &Fed) -> Place;
+    /// Takes `e` as sent: its frame.
+    fn advance(&mut self, e: &Fed) -> Frame;
+    /// Sends what it missed up to now; false if the client is gone.
+    async fn catch_up(&mut self, out: &Out) -> bool;
+}
+
+/// Follows the live events after a first catch-up: sends each event once, in order, everything
+/// already waiting in one batch, and catches up whenever it finds a gap or fell behind the
+/// bus. Ends when the client goes away or the server closes.
+async fn follow<F: Follow>(
+    state: Arc<AppState>,
+    mut f: F,
+    mut live: broadcast::Receiver<Arc<Fed>>,
+    out: Out,
+) {
+    if !f.catch_up(&out).await {
+        return;
+    }
+    let mut closing = state.closing.clone();
+    loop {
+        let first = tokio::select! {
+            r = live.recv() => r,
+            _ = closed(&mut closing) => {
+                let _ = out.tx.send(Item::End).await;
+                return;
+            }
+            _ = out.tx.closed() => return,
+        };
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        while let Some(received) = next.take() {
+            match received {
+                Ok(e) => {
+                    // A gap: what lies between is read again first. What cannot be (a file
+                    // removed meanwhile) is gone.
+                    if f.place(&e) == Place::After
+                        && (!out.send(std::mem::take(&mut batch)).await || !f.catch_up(&out).await)
+                    {
+                        return;
+                    }
+                    if f.place(&e) != Place::Sent {
+                        batch.push(f.advance(&e));
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if !out.send(std::mem::take(&mut batch)).await || !f.catch_up(&out).await {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+            if batch.len() < FOLLOW_BUFFER {
+                next = match live.try_recv() {
+                    Ok(e) => Some(Ok(e)),
+                    Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                        Some(Err(broadcast::error::RecvError::Lagged(n)))
+                    }
+                    Err(_) => None,
+                };
+            }
+        }
+        if !out.send(batch).await {
+            return;
+        }
+    }
+}
+
+/// Upgrades with a bounded write buffer: a client that stops reading cannot make the server
+/// buffer without limit. And with bounded messages: clients send nothing the server uses, so
+/// one that sends more than [`MAX_CLIENT_MESSAGE`] is closed instead of buffered (the default
+/// limit, 64 MiB, let any client make the server hold that much).
+fn upgrade(ws: WebSocketUpgrade) -> WebSocketUpgrade {
+    // Clients send next to nothing: a small read buffer (the default, 128 KiB, made each
+    // connection cost ~160 KiB, measured with 1,000 clients).
+    ws.max_write_buffer_size(MAX_WRITE_BUFFER)
+        .write_buffer_size(16 * 1024)
+        .read_buffer_size(4 * 1024)
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+}
+
+/// The upgrade, or why there is none as an API error (`{"error": ...}`, with axum's status:
+/// 400 for a request that is not a WebSocket handshake, 426 when the connection cannot be
+/// upgraded), like every other error.
+fn handshake(
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<WebSocketUpgrade, ApiError> {
+    ws.map(upgrade)
+        .map_err(|e| ApiError::new(e.status(), e.body_text()))
+}
+
+/// Where a stream resumes: `Last-Event-ID` (an `EventSource` sends it on reconnecting) wins
+/// over `since`.
+fn resume_after(headers: &HeaderMap, since: Option<&str>) -> Result<Option<u64>, ApiError> {
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.trim().parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!("Last-Event-ID must be a whole number, not {v:?}"))
+            })
+        })
+        .transpose()?;
+    Ok(last_event_id.or(parse_u64("since", since)?))
+}
+
+/// The most frames written to a socket between two flushes: what was waiting when the
+/// writer woke goes out in one write.
+const MAX_FRAMES_PER_FLUSH: usize = 4 * FOLLOW_BUFFER;
+
+/// Writes what the follower hands over to the socket, everything already waiting in one
+/// flush; notices the client leaving.
+async fn serve_socket(state: Arc<AppState>, socket: WebSocket, mut rx: mpsc::Receiver<Item>) {
+    Stats::add(&state.stats.ws_clients, 1);
+    let (mut sink, mut stream) = socket.split();
+    // The client's side is read on its own task: polling the socket for input on every
+    // event sent would cost a read attempt per event. Text from the client is ignored; pings
+    // are answered by the protocol layer with the next write.
+    let (gone_tx, mut gone) = tokio::sync::oneshot::channel::<()>();
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(msg)) = stream.next().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+        let _ = gone_tx.send(());
+    });
+    let outcome: Result<(), (u16, &'static str)> = loop {
+        let item = tokio::select! {
+            item = rx.recv() => item,
+            _ = &mut gone => break Ok(()),
+        };
+        let Some(item) = item else { break Ok(()) };
+        let mut batches = Vec::new();
+        let mut end = false;
+        let mut frames = 0;
+        let mut next = Some(item);
+        while let Some(item) = next.take() {
+            match item {
+                Item::Frames(f, reserved) => {
+                    frames += f.len();
+                    batches.push((f, reserved));
+                }
+                Item::End => {
+                    end = true;
+                    break;
+                }
+            }
+            if frames < MAX_FRAMES_PER_FLUSH {
+                next = rx.try_recv().ok();
+            }
+        }
+        let send = async {
+            for (f, _) in &batches {
+                for frame in f {
+                    sink.feed(Message::Text(frame.text.clone())).await?;
+                }
+            }
+            sink.flush().await
+        };
+        let sent = tokio::time::timeout(SEND_TIMEOUT, send).await;
+        // Written (or given up on): the bytes leave the client's budget.
+        drop(batches);
+        match sent {
+            Ok(Ok(())) if end => break Err((1001, "server shutting down")),
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => break Ok(()),
+            Err(_) => break Err((CLOSE_LAGGED, LAGGED)),
+        }
+    };
+    reader.abort();
+    // What was queued for the client is given back to the budget before the close frame
+    // goes out.
+    drop(rx);
+    if let Err((code, reason)) = outcome {
+        if code == CLOSE_LAGGED {
+            Stats::add(&state.stats.ws_lagged, 1);
+        }
+        // A client that stopped reading takes the close frame only once it reads again:
+        // it gets as long as a send to do so.
+        let _ = tokio::time::timeout(
+            SEND_TIMEOUT,
+            sink.send(Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            }))),
+        )
+        .await;
+    }
+    state
+        .stats
+        .ws_clients
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The body of a Server-Sent Events stream: what the follower hands over, one message per
+/// frame (`id:` the frame's id, `data:` its text), with a comment now and then to keep the
+/// connection alive. Each batch's reservation is kept until the next batch is asked for:
+/// hyper asks once it has taken the previous one for the socket.
+fn sse_body(state: Arc<AppState>, rx: mpsc::Receiver<Item>) -> impl IntoResponse {
+    Stats::add(&state.stats.sse_clients, 1);
+    let guard = SseGuard(state);
+    let stream = futures_util::stream::unfold(
+        (rx, guard, None::<Reserved>),
+        |(mut rx, guard, previous)| async move {
+            drop(previous);
+            match rx.recv().await {
+                Some(Item::Frames(frames, reserved)) => Some((frames, (rx, guard, Some(reserved)))),
+                Some(Item::End) | None => None,
+            }
+        },
+    )
+    .flat_map(|frames| {
+        futures_util::stream::iter(
+            frames.into_iter().map(|f| {
+                Ok::<_, Infallible>(SseEvent::default().id(f.id.to_string()).data(&*f.text))
+            }),
+        )
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// Counts an open SSE stream for as long as it lives.
+struct SseGuard(Arc<AppState>);
+
+impl Drop for SseGuard {
+    fn drop(&mut self) {
+        self.0
+            .stats
+            .sse_clients
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}

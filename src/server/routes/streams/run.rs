@@ -1,0 +1,205 @@
+//! One run's stream: `/ws/events/{run_id}` and its Server-Sent Events twin
+//! `/api/runs/{run_id}/events/stream` replay the run from its file, then follow it live.
+//!
+//! No gap, no duplicate: the follower subscribes to the run's channel on the bus *before*
+//! reading the file, then drops every live event whose `seq` it has already sent. Whatever the
+//! file had is sent from the file; whatever comes later arrives on the bus (the tailer
+//! publishes every line). If the follower falls behind the bus (a slow client, a long replay),
+//! it does not lose anything: it reads the missing part from the file again, which is the
+//! source of truth.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use utoipa::IntoParams;
+
+use super::{
+    Follow, Frame, Item, Out, Place, follow, handshake, resume_after, serve_socket, sse_body,
+};
+use crate::bus::Fed;
+use crate::event::{Published, RunId};
+use crate::server::error::{ApiError, ErrorBody, parse_u64, run_id};
+use crate::server::extract::{Path, Query};
+use crate::server::state::AppState;
+use crate::tail::Replay;
+
+/// The query of the per-run streams, as sent (checked by the handler).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SinceQuery {
+    /// Start after this `seq` (to resume after a reconnect).
+    #[param(value_type = Option<u64>)]
+    since: Option<String>,
+}
+
+/// A run's follower: where it got to in the run, and its file.
+struct RunFollower {
+    /// The `seq` of the last event sent.
+    last: Option<u64>,
+    replay: Replay,
+}
+
+impl Follow for RunFollower {
+    fn place(&self, e: &Fed) -> Place {
+        let seq = e.event.seq;
+        match self.last {
+            Some(l) if seq <= l => Place::Sent,
+            Some(l) if seq == l + 1 => Place::Next,
+            None if seq == 0 => Place::Next,
+            // Lines not seen: skipped bad lines, or a file read less far than the bus.
+            _ => Place::After,
+        }
+    }
+
+    fn advance(&mut self, e: &Fed) -> Frame {
+        self.last = Some(e.event.seq);
+        frame(&e.event)
+    }
+
+    /// Sends everything the file has after `last`.
+    async fn catch_up(&mut self, out: &Out) -> bool {
+        self.replay.resume(self.last);
+        loop {
+            // A blocking read, but a bounded one (one batch), on the blocking pool.
+            let mut r = self.replay.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                let batch = r.next_batch();
+                (r, batch)
+            })
+            .await;
+            let batch = match read {
+                Ok((r, batch)) => {
+                    self.replay = r;
+                    batch
+                }
+                Err(e) => {
+                    tracing::warn!("replay task failed: {e}");
+                    return true;
+                }
+            };
+            match batch {
+                Ok(Some(events)) => {
+                    let last = self.last;
+                    let frames: Vec<Frame> = events
+                        .iter()
+                        .filter(|e| last.is_none_or(|l| e.seq > l))
+                        .map(|e| frame(e))
+                        .collect();
+                    if let Some(f) = frames.last() {
+                        self.last = Some(f.id);
+                    }
+                    if !out.send(frames).await {
+                        return false;
+                    }
+                }
+                Ok(None) => return true,
+                Err(e) => {
+                    // Not there yet (announced, not written) or unreadable for now: live
+                    // events and later re-reads fill in.
+                    tracing::debug!("replay: {e}");
+                    return true;
+                }
+            }
+        }
+    }
+}
+
+/// A run's frame: its `seq` and its JSON.
+fn frame(e: &Published) -> Frame {
+    Frame {
+        id: e.seq,
+        text: e.json.clone(),
+    }
+}
+
+/// Follows one run from after `after`: its file, then live events. The run's channel is
+/// subscribed before the file is read, so nothing falls between the two.
+fn start(state: &Arc<AppState>, id: RunId, after: Option<u64>) -> mpsc::Receiver<Item> {
+    let (out, rx) = Out::new(state);
+    let live = state.bus.subscribe_run(&id);
+    let follower = RunFollower {
+        last: after,
+        replay: Replay::new(state.run_file(&id), id, after),
+    };
+    tokio::spawn(follow(state.clone(), follower, live, out));
+    rx
+}
+
+/// A run's events, live, over WebSocket.
+#[utoipa::path(
+    get,
+    path = "/ws/events/{run_id}",
+    operation_id = "runEventsSocket",
+    tag = "streams",
+    description = "A WebSocket (a `GET` with `Upgrade: websocket`): every event of the run so \
+        far in `seq` order, then each new one as it is written, with no gap and no duplicate; \
+        one text frame per event (the `Event` object). A valid run \
+        id with no file yet is accepted and waits for it. A client that stops reading is \
+        closed with code 4000 (`lagged`) and resumes with `since`. Closed with 1001 on \
+        shutdown. A browser's `Origin` must be this server (403 otherwise).",
+    params(("run_id" = RunId, Path, description = "The run."), SinceQuery),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol: the events follow as \
+            text frames."),
+        (status = 400, description = "Not a run id, a `since` that is not a whole number, or \
+            not a WebSocket handshake.", body = ErrorBody),
+        (status = 403, description = "Cross-origin: the browser's `Origin` is not this server.", body = ErrorBody),
+        (status = 426, description = "The connection cannot be upgraded.", body = ErrorBody),
+    ),
+)]
+pub async fn run_events(
+    State(state): State<Arc<AppState>>,
+    Path(raw): Path<String>,
+    Query(q): Query<SinceQuery>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let id = run_id(&raw)?;
+    let after = parse_u64("since", q.since.as_deref())?;
+    Ok(handshake(ws)?.on_upgrade(move |socket| async move {
+        let rx = start(&state, id, after);
+        // The follower ends when it finds the socket's side of the channel gone.
+        serve_socket(state, socket, rx).await;
+    }))
+}
+
+/// A run's events, live, as Server-Sent Events.
+#[utoipa::path(
+    get,
+    path = "/api/runs/{run_id}/events/stream",
+    operation_id = "streamRunEvents",
+    tag = "streams",
+    description = "The per-run stream of the WebSocket route, as Server-Sent Events, for \
+        proxies that block WebSocket: every event of the run so far in `seq` order, then each \
+        new one as it is written. The stream does not end while the server runs.",
+    params(
+        ("run_id" = RunId, Path, description = "The run."),
+        SinceQuery,
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this `seq` (an \
+            `EventSource` sends it on reconnecting); wins over `since`."),
+    ),
+    responses(
+        (status = 200, description = "An endless `text/event-stream`: one message per event, \
+            `id:` its `seq` and `data:` the `Event` object as JSON; \
+            a comment line now and then keeps the connection alive.",
+            content_type = "text/event-stream", body = String),
+        (status = 400, description = "Not a run id, or a `since` or `Last-Event-ID` that is not \
+            a whole number.", body = ErrorBody),
+    ),
+)]
+pub async fn run_sse(
+    State(state): State<Arc<AppState>>,
+    Path(raw): Path<String>,
+    Query(q): Query<SinceQuery>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = run_id(&raw)?;
+    let after = resume_after(&headers, q.since.as_deref())?;
+    let rx = start(&state, id, after);
+    Ok(sse_body(state, rx))
+}

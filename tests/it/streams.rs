@@ -1,0 +1,171 @@
+//! The all-runs stream's cursor through the binary: `/ws/events` and `/api/events/stream`
+//! never leave a gap for a client that keeps reading, and a client that comes back with its
+//! cursor — after pausing, or after the server restarted — gets every event once.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+const LONG: Duration = Duration::from_secs(120);
+
+/// `(run_id, seq)` of an event.
+fn key(e: &Value) -> (String, u64) {
+    (
+        e["run_id"].as_str().expect("run_id").to_string(),
+        e["seq"].as_u64().expect("seq"),
+    )
+}
+
+fn cursor(e: &Value) -> u64 {
+    e["cursor"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no cursor in {e}"))
+}
+
+/// Writes `lines` log lines (numbered from `from`) to run `id`, in one append.
+fn write_run(p: &Project, id: &str, from: u64, lines: u64, pad: &str) {
+    let text: String = (from..from + lines)
+        .map(|n| {
+            line(
+                id,
+                "a",
+                "log",
+                "2026-11-29T08:15:00.000Z",
+                &format!("{n}{pad}"),
+            )
+        })
+        .collect();
+    append(&run_path(p, id), &text);
+}
+
+/// Asserts that `got` holds exactly the events `want` once each, in cursor order with no hole.
+fn assert_exactly(got: &[Value], want: &BTreeSet<(String, u64)>) {
+    let keys: Vec<_> = got.iter().map(key).collect();
+    let unique: BTreeSet<_> = keys.iter().cloned().collect();
+    assert_eq!(keys.len(), unique.len(), "duplicates on the stream");
+    let missing: Vec<_> = want.difference(&unique).take(5).collect();
+    let extra: Vec<_> = unique.difference(want).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}…, extra {extra:?}… ({} got, {} wanted)",
+        unique.len(),
+        want.len()
+    );
+    for w in got.windows(2) {
+        assert_eq!(cursor(&w[1]), cursor(&w[0]) + 1, "cursors skip or repeat");
+    }
+}
+
+fn all_keys(runs: &[(&str, u64, u64)]) -> BTreeSet<(String, u64)> {
+    runs.iter()
+        .flat_map(|&(id, from, n)| (from..from + n).map(move |s| (id.to_string(), s)))
+        .collect()
+}
+
+#[test]
+fn a_reader_pausing_longer_than_the_ring_holds_gets_every_event_once() {
+    let p = Project::with_config(QUICK);
+    let s = Server::start(&p);
+    let mut ws = s.ws("/ws/events");
+    // 40 runs × 1,000 events of ~500 bytes: about 20 MB of JSON, several times what the bus's
+    // ring (16 MiB, counting each event's two encodings) holds, and ten times its lag limit.
+    let pad = "x".repeat(400);
+    let runs: Vec<String> = (0..40).map(|r| format!("pause{r}")).collect();
+    for id in &runs {
+        write_run(&p, id, 0, 1000, &pad);
+    }
+    // Not reading while all of it is ingested and published.
+    let total = 40_000u64;
+    wait_until(LONG, "every event ingested", || {
+        s.health()["events_ingested"].as_u64() == Some(total)
+    });
+    let got = read_until(&mut ws, "every event after the pause", |g| {
+        g.len() as u64 >= total
+    });
+    let want = all_keys(
+        &runs
+            .iter()
+            .map(|id| (id.as_str(), 0, 1000))
+            .collect::<Vec<_>>(),
+    );
+    assert_exactly(&got, &want);
+    // And nothing more.
+    assert!(read_for(&mut ws, Duration::from_millis(300)).is_empty());
+    let lagged = s
+        .get("/metrics")
+        .body
+        .lines()
+        .any(|l| l.starts_with("pipewatch_websocket_lagged_total ") && !l.ends_with(" 0"));
+    assert!(!lagged, "a client that kept reading was let go");
+}
+
+#[test]
+fn a_cursor_resumes_after_a_restart_with_everything_written_meanwhile() {
+    let p = Project::with_config(QUICK);
+    let mut s = Server::start(&p);
+    let mut ws = s.ws("/ws/events");
+    write_run(&p, "before", 0, 10, "");
+    let seen = read_until(&mut ws, "the first ten", |g| g.len() == 10);
+    let (mid, end) = (cursor(&seen[4]), cursor(&seen[9]));
+    drop(ws);
+    s.stop();
+    // Written while the dashboard is down: more of the same run, and a new one.
+    write_run(&p, "before", 10, 10, "");
+    write_run(&p, "during", 0, 10, "");
+    s.spawn();
+    let meanwhile = all_keys(&[("before", 10, 10), ("during", 0, 10)]);
+
+    let mut ws = s.ws(&format!("/ws/events?since={end}"));
+    let got = read_until(&mut ws, "what was written meanwhile", |g| g.len() >= 20);
+    assert_exactly(&got, &meanwhile);
+    assert!(cursor(&got[0]) > end);
+    assert!(read_for(&mut ws, Duration::from_millis(300)).is_empty());
+
+    // From the middle of what the client had: the rest of it (read again from the file),
+    // then the same events with the same cursors.
+    let mut ws = s.ws(&format!("/ws/events?since={mid}"));
+    let again = read_until(&mut ws, "from the middle", |g| g.len() >= 25);
+    let mut want = meanwhile.clone();
+    want.extend(all_keys(&[("before", 5, 5)]));
+    assert_exactly(&again, &want);
+    assert_eq!(cursor(&again[0]), mid + 1);
+    assert_eq!(&again[..5], &seen[5..], "read again, the same frames");
+    assert_eq!(&again[5..], &got[..]);
+
+    // Live events go on after a resume.
+    write_run(&p, "after", 0, 3, "");
+    let live = read_until(&mut ws, "a live event after the resume", |g| g.len() >= 3);
+    assert_exactly(&live, &all_keys(&[("after", 0, 3)]));
+    assert_eq!(cursor(&live[0]), cursor(&got[19]) + 1);
+
+    // The same on Server-Sent Events: `id:` is the cursor, `Last-Event-ID` resumes.
+    let last = end.to_string();
+    let mut sse = Sse::open(s.port, "/api/events/stream", &[("Last-Event-ID", &last)]);
+    let ids = sse.wait("the SSE resume", |ev| ev.len() >= 23);
+    let frames: Vec<Value> = sse.events().into_iter().map(|(_, v)| v).collect();
+    assert_eq!(ids, frames.iter().map(cursor).collect::<Vec<_>>());
+    assert_exactly(
+        &frames,
+        &all_keys(&[("before", 10, 10), ("during", 0, 10), ("after", 0, 3)]),
+    );
+}
+
+#[test]
+fn a_cursor_the_server_never_gave_is_a_fresh_start_and_a_bad_one_is_refused() {
+    let p = Project::with_config(QUICK);
+    let s = Server::start(&p);
+    write_run(&p, "fresh", 0, 3, "");
+    wait_until(LONG, "ingested", || s.health()["events_ingested"] == 3);
+    // From the future (an index since rebuilt): the ring, as without a cursor.
+    let mut ws = s.ws(&format!("/ws/events?since={}", u64::MAX));
+    let got = read_until(&mut ws, "the ring", |g| g.len() >= 3);
+    assert_exactly(&got, &all_keys(&[("fresh", 0, 3)]));
+    let r = s.get("/ws/events?since=soon");
+    assert_eq!(r.status, 400, "{}", r.body);
+    r.assert_error();
+    let r = s.request("GET", "/api/events/stream", &[("Last-Event-ID", "x")], b"");
+    assert_eq!(r.status, 400, "{}", r.body);
+}
