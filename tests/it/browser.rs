@@ -810,6 +810,55 @@ fn sse_fallback_streams_the_log() {
     });
 }
 
+/// A burst of events (log lines, and stage events that move the timeline) is drawn once a
+/// frame, not once an event: the timeline and the log's rows are rebuilt at most once per
+/// animation frame, and the log still follows to the last line.
+#[test]
+fn a_burst_of_events_is_drawn_once_a_frame() {
+    let Some(tools) = tools() else { return };
+    let _serial = serial();
+    rt().block_on(async {
+        const N: u64 = 3000;
+        let (p, id, mut f) = work_run(Utc::now(), 9, "scheduler");
+        let _alive = f.hold_lock(&p);
+        let server = Server::start(&p);
+        let b = Browser::start(&tools, 1280, 900).await;
+        b.goto(&format!("{}/#/runs/{id}", server.url())).await;
+        b.wait("the run's first lines", Duration::from_secs(15), "document.querySelector('#log-rows > .lr[data-seq=\"1\"]')").await;
+        b.wait("a live connection", Duration::from_secs(10), "document.querySelector('#conn').dataset.state === 'live'").await;
+        // Frames, and rebuilds of the timeline and of the log's rows, counted from now on.
+        b.js("const c = window.__counts = { frames: 0, timeline: 0, rows: 0 };\
+              const frame = () => { c.frames++; requestAnimationFrame(frame); }; requestAnimationFrame(frame);\
+              new MutationObserver((rs) => { c.timeline += rs.length; }).observe(document.querySelector('#timeline'), { childList: true });\
+              new MutationObserver((rs) => { c.rows += rs.length; }).observe(document.querySelector('#log-rows'), { childList: true });\
+              return true")
+            .await;
+        let t = Utc::now();
+        let mut text = String::new();
+        for i in 0..N {
+            text += &if i % 2 == 0 {
+                f.line(t, "work", "log", "info", &format!("burst {i}"), json!({ "stream": "stdout" }))
+            } else {
+                f.line(t, "work", "retry", "warn", "retrying", json!({ "attempt": 2 }))
+            };
+        }
+        let last = f.seq - 1;
+        let mut file = std::fs::OpenOptions::new().append(true).open(&f.path).expect("open run file");
+        file.write_all(text.as_bytes()).expect("append the burst");
+        file.flush().expect("flush");
+        b.wait("the burst's last line painted", Duration::from_secs(60), &format!("document.querySelector('#log-rows > .lr[data-seq=\"{last}\"]')")).await;
+        let seqs: Vec<u64> = serde_json::from_value(b.js("return window.__pipewatch.logSeqs()").await).expect("seqs");
+        assert_eq!(seqs, (0..=last).collect::<Vec<_>>(), "every event once, in order");
+        let counts = b.js("return window.__counts").await;
+        eprintln!("{N} events drawn: {counts}");
+        let (frames, timeline, rows) = (counts["frames"].as_u64().unwrap_or(0), counts["timeline"].as_u64().unwrap_or(0), counts["rows"].as_u64().unwrap_or(0));
+        // Besides the frames: the page's clock redraws a running run's timeline once a second.
+        assert!(timeline <= frames + frames / 30 + 3, "the timeline was rebuilt {timeline} times in {frames} frames");
+        assert!(rows <= frames + 3, "the log's rows were rebuilt {rows} times in {frames} frames");
+        b.close().await;
+    });
+}
+
 /// Screenshots of the runs list, a run, the schedule panel and the phone layout.
 #[test]
 fn screenshots_of_each_view() {
