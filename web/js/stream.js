@@ -134,8 +134,8 @@ export function openStream(spec) {
       m.es = null;
       m.attempts += 1;
       if (!opened && spec.poll) {
-        // Refused at once: where the server answers and takes our token, it has no such
-        // stream (it is older than it). Poll, as without one.
+        // Refused at once by a server that answers and takes our token: it has no such
+        // stream (a server older than this page). Poll, as where there is none.
         const up = await serverReachable();
         if (settled()) return;
         if (up) {
