@@ -810,6 +810,55 @@ fn sse_fallback_streams_the_log() {
     });
 }
 
+/// A burst of events (log lines, and stage events that move the timeline) is drawn once a
+/// frame, not once an event: the timeline and the log's rows are rebuilt at most once per
+/// animation frame, and the log still follows to the last line.
+#[test]
+fn a_burst_of_events_is_drawn_once_a_frame() {
+    let Some(tools) = tools() else { return };
+    let _serial = serial();
+    rt().block_on(async {
+        const N: u64 = 3000;
+        let (p, id, mut f) = work_run(Utc::now(), 9, "scheduler");
+        let _alive = f.hold_lock(&p);
+        let server = Server::start(&p);
+        let b = Browser::start(&tools, 1280, 900).await;
+        b.goto(&format!("{}/#/runs/{id}", server.url())).await;
+        b.wait("the run's first lines", Duration::from_secs(15), "document.querySelector('#log-rows > .lr[data-seq=\"1\"]')").await;
+        b.wait("a live connection", Duration::from_secs(10), "document.querySelector('#conn').dataset.state === 'live'").await;
+        // Frames, and rebuilds of the timeline and of the log's rows, counted from now on.
+        b.js("const c = window.__counts = { frames: 0, timeline: 0, rows: 0 };\
+              const frame = () => { c.frames++; requestAnimationFrame(frame); }; requestAnimationFrame(frame);\
+              new MutationObserver((rs) => { c.timeline += rs.length; }).observe(document.querySelector('#timeline'), { childList: true });\
+              new MutationObserver((rs) => { c.rows += rs.length; }).observe(document.querySelector('#log-rows'), { childList: true });\
+              return true")
+            .await;
+        let t = Utc::now();
+        let mut text = String::new();
+        for i in 0..N {
+            text += &if i % 2 == 0 {
+                f.line(t, "work", "log", "info", &format!("burst {i}"), json!({ "stream": "stdout" }))
+            } else {
+                f.line(t, "work", "retry", "warn", "retrying", json!({ "attempt": 2 }))
+            };
+        }
+        let last = f.seq - 1;
+        let mut file = std::fs::OpenOptions::new().append(true).open(&f.path).expect("open run file");
+        file.write_all(text.as_bytes()).expect("append the burst");
+        file.flush().expect("flush");
+        b.wait("the burst's last line painted", Duration::from_secs(60), &format!("document.querySelector('#log-rows > .lr[data-seq=\"{last}\"]')")).await;
+        let seqs: Vec<u64> = serde_json::from_value(b.js("return window.__pipewatch.logSeqs()").await).expect("seqs");
+        assert_eq!(seqs, (0..=last).collect::<Vec<_>>(), "every event once, in order");
+        let counts = b.js("return window.__counts").await;
+        eprintln!("{N} events drawn: {counts}");
+        let (frames, timeline, rows) = (counts["frames"].as_u64().unwrap_or(0), counts["timeline"].as_u64().unwrap_or(0), counts["rows"].as_u64().unwrap_or(0));
+        // Besides the frames: the page's clock redraws a running run's timeline once a second.
+        assert!(timeline <= frames + frames / 30 + 3, "the timeline was rebuilt {timeline} times in {frames} frames");
+        assert!(rows <= frames + 3, "the log's rows were rebuilt {rows} times in {frames} frames");
+        b.close().await;
+    });
+}
+
 /// Screenshots of the runs list, a run, the schedule panel and the phone layout.
 #[test]
 fn screenshots_of_each_view() {
@@ -1534,8 +1583,9 @@ fn fold_cases(p: &Project) -> Vec<String> {
 
 /// Where WebSocket does not get through (a proxy that refuses upgrades) but the server
 /// answers, the one reconnect machine falls back: a run's page to Server-Sent Events, the
-/// runs list to polling. Simulated by a browser whose WebSocket never opens, across a server
-/// restart that drops the open sockets.
+/// runs list to the all-runs Server-Sent Events stream (to polling where the server has none).
+/// Simulated by a browser whose WebSocket never opens, across a server restart that drops the
+/// open sockets.
 #[test]
 fn without_websocket_the_page_falls_back_to_sse_and_polling() {
     let Some(tools) = tools() else { return };
@@ -1563,16 +1613,221 @@ fn without_websocket_the_page_falls_back_to_sse_and_polling() {
         b.wait("the SSE fallback", Duration::from_secs(30), "window.__pipewatch.transport() === 'sse' && document.querySelector('#conn').textContent.includes('SSE')").await;
         f.log("work", "stdout", "after the fallback");
         b.wait("a line over SSE", Duration::from_secs(10), "document.querySelector('#log .lr[data-seq=\"2\"]')?.textContent.includes('after the fallback')").await;
-        // The list, without a stream of its own, polls.
+        // The list's stream falls back too: to the all-runs Server-Sent Events stream, or, from
+        // a server without one (it answers 404), to polling.
         b.js("location.hash = '#/'; return true").await;
-        b.wait("polling", Duration::from_secs(30), "document.querySelector('#conn').textContent.includes('polling')").await;
+        let all_runs_sse = b
+            .js_async("const r = await fetch('/api/events/stream', { headers: { Accept: 'text/event-stream' } }); const ok = r.ok; await r.body?.cancel(); return ok;")
+            .await;
+        let (label, transport) = if all_runs_sse == true { ("SSE", "sse") } else { ("polling", "polling") };
+        b.wait(label, Duration::from_secs(30), &format!("document.querySelector('#conn').textContent.includes('{label}')")).await;
+        assert_eq!(b.js("return window.__pipewatch.globalTransport()").await, transport);
         let other = run_id_at(Utc::now(), 8);
         let mut g = RunFile::new(&p, &other, "manual");
         g.push("pipeline", "start", "info", "run started", json!({}));
         g.push("pipeline", "success", "info", "run succeeded", json!({}));
-        b.wait("a new run by polling", Duration::from_secs(15), &format!("document.querySelector(\"#runs li.run[data-run-id='{other}']\")")).await;
+        b.wait("the new run listed", Duration::from_secs(15), &format!("document.querySelector(\"#runs li.run[data-run-id='{other}']\")")).await;
         let history = b.js("return window.__pipewatch.connHistory.join(' → ')").await;
         eprintln!("connection: {history}");
+        b.close().await;
+    });
+}
+
+/// A run written whole, as a runner leaves it: the run's start, a stage `work` that prints a
+/// line and ends as the run does, and the run's end (`success` or `failure`).
+fn finished_run(p: &Project, id: &str, status: &str) {
+    let mut f = RunFile::new(p, id, "scheduler");
+    f.push(
+        "pipeline",
+        "start",
+        "info",
+        "run started",
+        json!({ "stages": ["work"] }),
+    );
+    f.push(
+        "work",
+        "start",
+        "info",
+        "stage work started",
+        json!({ "attempt": 1 }),
+    );
+    f.log("work", "stdout", "working");
+    finish(&mut f, status);
+}
+
+/// Ends a run's stage `work` and then the run, both with `status` (`success` or `failure`).
+fn finish(f: &mut RunFile, status: &str) {
+    let (level, exit_code) = if status == "success" {
+        ("info", 0)
+    } else {
+        ("error", 1)
+    };
+    f.push(
+        "work",
+        status,
+        level,
+        &format!("stage work: {status}"),
+        json!({ "attempt": 1, "exit_code": exit_code }),
+    );
+    f.push(
+        "pipeline",
+        status,
+        level,
+        &format!("run: {status}"),
+        json!({}),
+    );
+}
+
+/// The all-runs stream drops (the server stops and starts again on the same port, in the same
+/// folders) while the runs list is open: runs that start and end while it is down, and right
+/// after it is back, all reach the list with their final status, without a reload. The page
+/// resumes the stream after the last `cursor` it had (`/ws/events?since=`), so it does not
+/// rely on reading the whole list again.
+#[test]
+fn the_page_keeps_a_complete_runs_list_across_a_forced_reconnect() {
+    let Some(tools) = tools() else { return };
+    let _serial = serial();
+    rt().block_on(async {
+        let p = Project::with_config(&format!(
+            "{QUIET}[[stages]]\nname = \"work\"\nrun = \"echo hi\"\n"
+        ));
+        let mut server = Server::start_with(
+            &p,
+            Options {
+                bind: Some(format!("127.0.0.1:{}", free_port())),
+                ..Options::default()
+            },
+        );
+        let b = Browser::start(&tools, 1280, 900).await;
+        b.goto(&format!("{}/#/", server.url())).await;
+        b.wait(
+            "a live connection",
+            Duration::from_secs(10),
+            "document.querySelector('#conn').dataset.state === 'live'",
+        )
+        .await;
+        // Every WebSocket the page opens from now on, by URL; and a mark that a reload would
+        // wipe.
+        b.js("const W = window.WebSocket;\
+              window.__opened = [];\
+              window.WebSocket = class extends W { constructor(url, p) { super(url, p); window.__opened.push(String(url)); } };\
+              window.__notReloaded = true;\
+              return true")
+            .await;
+
+        let t = Utc::now();
+        let id = |n: u32| run_id_at(t, n);
+        let mut expected: Vec<(String, &str)> = Vec::new();
+        let list_has = |expected: &[(String, &str)]| {
+            format!(
+                "(() => {{ const shown = Object.fromEntries([...document.querySelectorAll('#runs li.run')].map(li => [li.dataset.runId, li.dataset.status]));\
+                 return {}.every(([id, st]) => shown[id] === st); }})()",
+                json!(expected)
+            )
+        };
+
+        // Live: two runs end, two are still going (their runners alive).
+        finished_run(&p, &id(1), "success");
+        finished_run(&p, &id(2), "failure");
+        let mut going = Vec::new();
+        let mut locks = Vec::new();
+        for n in [3, 4] {
+            let mut f = RunFile::new(&p, &id(n), "manual");
+            locks.push(f.hold_lock(&p));
+            f.push("pipeline", "start", "info", "run started", json!({ "stages": ["work"] }));
+            f.push("work", "start", "info", "stage work started", json!({ "attempt": 1 }));
+            going.push(f);
+        }
+        expected.extend([
+            (id(1), "success"),
+            (id(2), "failure"),
+            (id(3), "running"),
+            (id(4), "running"),
+        ]);
+        b.wait(
+            "the runs written live",
+            Duration::from_secs(15),
+            &list_has(&expected),
+        )
+        .await;
+        let cursor = b.js("return window.__pipewatch.globalCursor()").await;
+
+        // Down: runs start and end, and a running one ends.
+        server.stop();
+        b.wait(
+            "the indicator to notice",
+            Duration::from_secs(10),
+            "document.querySelector('#conn').dataset.state !== 'live'",
+        )
+        .await;
+        finished_run(&p, &id(5), "success");
+        finished_run(&p, &id(6), "failure");
+        finish(&mut going[0], "success");
+        expected[2].1 = "success";
+        expected.extend([(id(5), "success"), (id(6), "failure")]);
+
+        // Back on the same port: more, before the page has had time to reconnect.
+        server.spawn();
+        finished_run(&p, &id(7), "success");
+        finish(&mut going[1], "failure");
+        expected[3].1 = "failure";
+        expected.push((id(7), "success"));
+        drop(locks);
+
+        b.wait(
+            "every run with its final status",
+            Duration::from_secs(30),
+            &list_has(&expected),
+        )
+        .await;
+        b.wait(
+            "live again",
+            Duration::from_secs(20),
+            "document.querySelector('#conn').dataset.state === 'live'",
+        )
+        .await;
+        assert_eq!(
+            b.js("return window.__notReloaded === true").await,
+            true,
+            "the page was not reloaded"
+        );
+        let listed = server.runs();
+        for (run_id, status) in &expected {
+            let api = listed
+                .iter()
+                .find(|r| r["run_id"] == run_id.as_str())
+                .unwrap_or_else(|| panic!("run {run_id} not in /api/runs"));
+            assert_eq!(api["status"], *status, "run {run_id}: the API and the page differ");
+        }
+
+        // It resumed by cursor: each reconnect of the all-runs stream asked for what came
+        // after the last cursor the page had, and the page moved past it.
+        let opened: Vec<String> = serde_json::from_value(b.js("return window.__opened").await)
+            .expect("the sockets opened");
+        eprintln!("cursor before the drop: {cursor}; sockets opened since: {opened:?}");
+        let cursor = cursor
+            .as_u64()
+            .unwrap_or_else(|| panic!("the all-runs stream gave no cursor: {cursor}"));
+        let resumed: Vec<&String> = opened
+            .iter()
+            .filter(|u| u.contains("/ws/events") && !u.contains("/ws/events/"))
+            .collect();
+        assert!(!resumed.is_empty(), "the all-runs WebSocket never reopened");
+        assert!(
+            resumed[0].ends_with(&format!("/ws/events?since={cursor}")),
+            "the first reconnect resumes after cursor {cursor}: {}",
+            resumed[0]
+        );
+        assert!(
+            resumed.iter().all(|u| u.contains("/ws/events?since=")),
+            "every reconnect resumes: {resumed:?}"
+        );
+        let after = b.js("return window.__pipewatch.globalCursor()").await;
+        assert!(
+            after.as_u64().is_some_and(|c| c > cursor),
+            "the page's cursor moved on from {cursor}: {after}"
+        );
+        drop(server);
         b.close().await;
     });
 }

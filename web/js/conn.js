@@ -2,7 +2,8 @@
  * The connection indicator in the header. Two streams report to it (`setConn`): the
  * all-runs stream (`global`) and, on a run's page, that run's stream (`run`). It shows the
  * worse of the two: offline, then reconnecting, then connecting, else live — "live (SSE)" or
- * "live (polling)" when a fallback carries the events.
+ * "live (polling)" when a fallback carries the events (either stream may be on Server-Sent
+ * Events; only the list polls).
  */
 
 import { state } from './state.js';
@@ -18,7 +19,10 @@ export function setConn(channel, st) {
   else if (states.includes('reconnecting')) overall = 'reconnecting';
   else if (states.includes('connecting')) overall = 'connecting';
   let label = overall;
-  if (overall === 'live' && (conn.run === 'sse' || conn.global === 'polling')) label = conn.run === 'sse' ? 'live (SSE)' : 'live (polling)';
+  if (overall === 'live') {
+    if (conn.run === 'sse' || conn.global === 'sse') label = 'live (SSE)';
+    else if (conn.global === 'polling') label = 'live (polling)';
+  }
   const el = $('#conn');
   if (el.dataset.state !== overall || el.querySelector('.label').textContent !== label) {
     el.dataset.state = overall;

@@ -2,7 +2,19 @@
  * The run log: every event of the open run as one row, virtualised (only the rows in view
  * are in the DOM, so a run of 100,000 lines scrolls as one of 100), filtered by stage,
  * stream, level and text without touching the DOM per line, following the end unless the
- * reader scrolled up. Rendering is batched: at most once per animation frame.
+ * reader scrolled up.
+ *
+ * Rendering happens once per animation frame, in the open run's frame (`run.js`): the lines
+ * that arrived since the last frame are taken in, then the log is drawn once. A frame reads
+ * the log's scroll position and height first (`measureLog`) and then only writes, setting
+ * `scrollTop` last (the one layout that forces covers every write before it), so a stream of
+ * 10,000 lines a second costs one layout a frame, not one per line.
+ *
+ * A painted line is `#log-rows > .lr[data-seq="N"]`, N the event's `seq`: a stable selector
+ * for tests and benchmarks (a `MutationObserver` on `#log-rows`, `childList`, sees each
+ * frame's rows go in). The rows are rebuilt each frame, so the same line is added again in
+ * later frames, and only the rows in view (and a few either side) exist: while the log follows
+ * the end, the newest line is always among them.
  *
  * The lines themselves live on the open run (`state.run.lines`, and `view`, the indices that
  * pass the filters); `run.js` feeds them in.
@@ -91,25 +103,27 @@ export function prependLines(events) {
   renderLog();
 }
 
-/** Renders at the next animation frame (once, however many lines arrive before it). */
+/** Renders in the open run's next frame (once, however many lines and scrolls ask for it). */
 export function queueRender() {
-  const run = state.run;
-  if (!run || run.renderQueued) return;
-  run.renderQueued = true;
-  requestAnimationFrame(renderLog);
+  state.run?.frame.request();
 }
 
-export function renderLog() {
+/** The log box's scroll position and height: read once a frame, before anything is written. */
+export function measureLog() {
+  return { top: logEl.scrollTop, height: logEl.clientHeight };
+}
+
+/** Draws the log from `geom` (`measureLog`, read before this frame's writes). */
+export function renderLog(geom = measureLog()) {
   const run = state.run;
   if (!run) return;
-  run.renderQueued = false;
   const n = viewLen();
+  const end = Math.max(0, n * ROW_H - geom.height);
+  // Following: the end. Else where the reader is, within what the new height lets scroll.
+  const scrollTo = run.follow && n && Math.abs(geom.top - end) > 1 ? end : null;
+  const top = scrollTo ?? Math.min(geom.top, end);
+  const height = geom.height || 400;
   spacerEl.style.height = `${Math.max(n * ROW_H, 1)}px`;
-  if (run.follow && n) {
-    const target = Math.max(0, n * ROW_H - logEl.clientHeight);
-    if (Math.abs(logEl.scrollTop - target) > 1) { state.log.autoScrolling = true; logEl.scrollTop = target; }
-  }
-  const top = logEl.scrollTop, height = logEl.clientHeight || 400;
   const first = Math.max(0, Math.floor(top / ROW_H) - OVERSCAN);
   const last = Math.min(n, Math.ceil((top + height) / ROW_H) + OVERSCAN);
   rowsEl.style.transform = `translateY(${first * ROW_H}px)`;
@@ -128,6 +142,7 @@ export function renderLog() {
   const fb = $('#follow');
   fb.setAttribute('aria-pressed', String(run.follow));
   fb.textContent = run.follow ? 'Following' : 'Paused';
+  if (scrollTo != null) { state.log.autoScrolling = true; logEl.scrollTop = scrollTo; }
 }
 
 function logRow(l) {

@@ -83,6 +83,9 @@ window.__pipewatch = {
   dupesDropped: () => (state.run ? state.run.dupes : 0),
   connHistory: state.connHistory,
   transport: () => (state.run ? (state.run.stream?.transport() ?? (state.forcedTransport === 'sse' ? 'sse' : 'ws')) : null),
+  /** The all-runs stream: the last cursor it had (null: none yet, or a server without them), and how it is carried. */
+  globalCursor: () => state.runs.cursor,
+  globalTransport: () => (state.conn.global === 'polling' ? 'polling' : state.globalStream?.transport() ?? null),
   foldEvents,
 };
 

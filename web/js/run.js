@@ -7,17 +7,22 @@
  * `seq` it already has. Each event is folded into the run (`fold.js`), so the header and the
  * timeline move at once; the run is read again from the API shortly after, and that answer
  * is what stays.
+ *
+ * Streamed events are not applied as they arrive: they wait in the run's frame queue and are
+ * taken in together once per animation frame (`paintFrame`), which then draws the header,
+ * the timeline and the log once. An event is painted in the frame after it arrives, and a
+ * fast stream costs one DOM update a frame, not one per event.
  */
 
 import { state } from './state.js';
-import { $, h, badge } from './dom.js';
+import { $, h, badge, frameQueue } from './dom.js';
 import { now, ts, fmtDur, fmtWhen, fmtAgo, fullTime, trigger, explain } from './format.js';
 import { api, errText } from './api.js';
 import { setConn } from './conn.js';
 import { openStream } from './stream.js';
 import { emptyRun, foldEvent } from './fold.js';
 import { RUN_FINAL_EVENTS, PIPELINE_STAGE } from './statuses.js';
-import { appendLine, prependLines, queueRender, renderLog, resetLog } from './log.js';
+import { appendLine, measureLog, prependLines, queueRender, renderLog, resetLog } from './log.js';
 import { cancelRun } from './runs.js';
 
 /** Events read when a run opens, and per "Load earlier lines". */
@@ -25,12 +30,12 @@ const TAIL = 1000;
 const isFinal = (status) => RUN_FINAL_EVENTS.includes(status);
 
 function newRun(id) {
-  return {
+  const run = {
     id,
     /** The run as the API said, with the live events folded in since. */
     detail: null,
     /** The log (see log.js). */
-    lines: [], view: null, follow: true, unseen: 0, renderQueued: false, loaded: false, noEarlier: false,
+    lines: [], view: null, follow: true, unseen: 0, loaded: false, noEarlier: false,
     /** The last `seq` taken in: anything at or below it is a duplicate (counted for tests). */
     lastSeq: null, dupes: 0,
     /** The stream (stream.js), once the tail is read. */
@@ -39,21 +44,48 @@ function newRun(id) {
     /** Stage names seen (for the stage filter), retries per stage, stages the start planned. */
     stages: new Set(), retries: {}, planned: null,
     detailTimer: null,
+    /** Streamed events not yet taken in, and the frame that takes them in and paints. */
+    frame: null,
   };
+  run.frame = frameQueue((events) => { if (state.run === run) paintFrame(events); });
+  return run;
 }
 
-/** Takes in one event of the open run, from the first read or the stream. */
-function ingest(e) {
+/**
+ * One frame of the open run: the log's scroll position is read first, then the events that
+ * arrived since the last frame are taken in and everything is drawn, with no read between
+ * the writes.
+ */
+function paintFrame(events) {
+  const geom = measureLog();
+  ingest(events);
+  renderLog(geom);
+}
+
+/**
+ * Takes in events of the open run (the first read, or a frame's worth of the stream), then
+ * redraws the header and the timeline once if any of them moved the run.
+ */
+function ingest(events) {
   const run = state.run;
-  if (!run || !e || e.run_id !== run.id || typeof e.seq !== 'number') return;
-  if (run.lastSeq != null && e.seq <= run.lastSeq) { run.dupes++; return; }
-  run.lastSeq = e.seq;
-  appendLine(e);
-  if (e.event !== 'log') applyEvent(e);
-  queueRender();
+  if (!run) return;
+  let detailIn = null;
+  for (const e of events) {
+    if (!e || e.run_id !== run.id || typeof e.seq !== 'number') continue;
+    if (run.lastSeq != null && e.seq <= run.lastSeq) { run.dupes++; continue; }
+    run.lastSeq = e.seq;
+    appendLine(e);
+    if (e.event !== 'log') detailIn = applyEvent(e);
+  }
+  if (detailIn == null) return;
+  renderHead(); renderTimeline();
+  scheduleDetail(detailIn);
 }
 
-/** Moves the header and the timeline with an event, until the next read of the run. */
+/**
+ * Folds an event into the header and the timeline, until the next read of the run; returns
+ * how soon to read the run again (at once after its end).
+ */
 function applyEvent(e) {
   const run = state.run;
   const d = run.detail || (run.detail = emptyRun(run.id));
@@ -61,8 +93,7 @@ function applyEvent(e) {
   const data = e.data && typeof e.data === 'object' ? e.data : {};
   if (e.stage === PIPELINE_STAGE && e.event === 'start' && Array.isArray(data.stages)) run.planned = data.stages.map(String);
   if (e.event === 'retry') (run.retries[e.stage] ||= []).push(e.timestamp);
-  renderHead(); renderTimeline();
-  scheduleDetail(e.stage === PIPELINE_STAGE && isFinal(e.event) ? 50 : 400);
+  return e.stage === PIPELINE_STAGE && isFinal(e.event) ? 50 : 400;
 }
 
 function scheduleDetail(ms) {
@@ -162,7 +193,7 @@ function openRunStream(r) {
     wsPath: () => `/ws/events/${r.id}${since()}`,
     ssePath: () => `/api/runs/${r.id}/events/stream${since()}`,
     sse: state.forcedTransport === 'sse',
-    onEvent: ingest,
+    onEvent: (e) => r.frame.push(e),
     onState: (st) => { if (state.run === r) setConn('run', st); },
   });
 }
@@ -173,6 +204,7 @@ export function closeRun() {
   run.closed = true;
   clearTimeout(run.detailTimer);
   run.stream?.close();
+  run.frame.cancel();
   state.run = null;
   state.conn.run = null;
   setConn('global', state.conn.global);
@@ -191,7 +223,7 @@ export async function openRun(id) {
   try {
     const evs = await api(`/api/runs/${id}/events?tail=${TAIL}`);
     if (state.run !== r) return;
-    for (const e of evs) ingest(e);
+    ingest(evs);
   } catch (e) {
     if (state.run !== r) return;
     if (e.status && e.status !== 404) $('#rv-msg').textContent = `Cannot read the run's events: ${errText(e)}`;

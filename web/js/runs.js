@@ -2,7 +2,15 @@
  * The runs list, and what can be done to runs from the page: start one ("Run now"), cancel
  * one. The list is read from the API (a page of 50, "Older runs" pages back, a status filter)
  * and kept current by the all-runs stream: a run an event touches is read again, a few at a
- * time, so the list shows what the server's index says rather than a guess.
+ * time, so the list shows what the server's index says rather than a guess. An event costs no
+ * DOM work of its own: the runs read together are drawn once.
+ *
+ * The all-runs stream resumes where it was: every frame carries a `cursor` (increasing along
+ * the stream, the same after a server restart), the page keeps the last one, and each
+ * reconnect asks for what came after it (`/ws/events?since=`, or `/api/events/stream` where
+ * WebSocket does not get through), so no event between the drop and the reconnect is missed.
+ * Frames without a cursor (an older server) leave it unset: the stream then starts afresh,
+ * and the full re-read on reconnecting is what catches up.
  */
 
 import { state } from './state.js';
@@ -104,7 +112,10 @@ async function loadOlder() {
   btn.disabled = false;
 }
 
-/** Puts a run (a summary from the API) where it belongs in the list, if it fits the filter. */
+/**
+ * Puts a run (a summary from the API) where it belongs in the list, if it fits the filter;
+ * the caller draws the list.
+ */
 function upsertRun(r) {
   const runs = state.runs;
   const list = runs.list;
@@ -120,7 +131,6 @@ function upsertRun(r) {
       list.splice(j, 0, r);
     }
   }
-  renderRuns();
 }
 
 /** Reads a run again soon (runs touched within 250 ms are read together). */
@@ -136,6 +146,7 @@ async function flushRuns() {
   const ids = [...runs.pending];
   runs.pending.clear();
   let changed = false;
+  let read = 0;
   await Promise.all(ids.map(async (id) => {
     try {
       const d = await api(`/api/runs/${id}`);
@@ -143,27 +154,45 @@ async function flushRuns() {
       const old = runs.list.find((x) => x.run_id === id);
       if (!old || old.status !== summary.status) changed = true;
       upsertRun(summary);
+      read++;
     } catch { /* the next event or refresh will bring it */ }
   }));
+  if (read) renderRuns();
   if (changed) { scheduleTrend(); scheduleSched(); }
 }
 
-function onGlobalEvent(e) {
+/** The all-runs stream's position: a frame's `cursor`, or its Server-Sent Event `id:`. */
+function noteCursor(e, id) {
+  const c = Number.isSafeInteger(e?.cursor) ? e.cursor : (typeof id === 'string' && /^\d{1,15}$/.test(id) ? Number(id) : null);
+  if (c != null && c >= 0) state.runs.cursor = c;
+}
+
+function onGlobalEvent(e, id) {
+  noteCursor(e, id);
   if (!e || typeof e.run_id !== 'string' || !RUN_ID.test(e.run_id)) return;
+  // Already to be read again: nothing more to decide.
+  if (state.runs.pending.has(e.run_id)) return;
   const known = state.runs.list.find((x) => x.run_id === e.run_id) || state.trend.list.find((x) => x.run_id === e.run_id);
   // A log line of a run already shown running changes nothing the list shows.
   if (e.event === 'log' && known && known.status === 'running') return;
   touchRun(e.run_id);
 }
 
-/** (Re)opens the all-runs stream; without WebSocket the list is polled instead. */
+/**
+ * (Re)opens the all-runs stream, from the last cursor the page has; without WebSocket it is
+ * Server-Sent Events, and without those (an older server) the list is polled.
+ */
 export function openGlobalStream() {
   state.globalStream?.close();
+  const since = () => (state.runs.cursor != null ? `?since=${state.runs.cursor}` : '');
   state.globalStream = openStream({
-    wsPath: () => '/ws/events',
+    wsPath: () => `/ws/events${since()}`,
+    ssePath: () => `/api/events/stream${since()}`,
     poll: () => { refreshRuns(); },
     onEvent: onGlobalEvent,
     onState: (st) => setConn('global', st),
+    // Resuming by cursor misses nothing; reading the list again is a safety net (and all an
+    // older server, without cursors, gets).
     onReopen: () => { refreshRuns(); scheduleTrend(); scheduleSched(); },
   });
 }
@@ -175,6 +204,7 @@ async function runNow() {
     const r = await api('/api/pipeline/run', { method: 'POST', body: {} });
     panelMsg(['Started run ', h('a', { href: `#/runs/${r.run_id}`, class: 'mono' }, r.run_id), '.'], 'ok');
     upsertRun({ run_id: r.run_id, status: 'running', source: 'manual', started_at: new Date(now()).toISOString(), duration_ms: null });
+    renderRuns();
     touchRun(r.run_id);
   } catch (e) {
     const what = e.status === 409 ? 'Not started — a run is already going' : e.status === 503 ? 'Not started — the scheduler tool is unavailable' : 'Could not start a run';

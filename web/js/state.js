@@ -35,6 +35,8 @@ export const state = {
     /** Runs touched by live events, re-read from the API together. */
     pending: new Set(),
     pendingTimer: null,
+    /** The `cursor` of the last frame of the all-runs stream: a reconnect resumes after it. */
+    cursor: null,
   },
 
   /** The duration trend: the last 50 runs. */

@@ -7,14 +7,19 @@
  *                         ▲  4000 (lagged): again at once, from where the caller is
  *                         └── 3 failed opens in a row and the server answers:
  *                               WebSocket does not get through (a proxy) → the fallback:
- *                               Server-Sent Events (`ssePath`) or polling (`poll`)
+ *                               Server-Sent Events (`ssePath`) or polling (`poll`); where
+ *                               the server answers but refuses the Server-Sent Events path
+ *                               (a server without that stream), polling
  *                             … and the server does not answer → offline, retrying
  * ```
  *
- * Each (re)connect asks the caller for its path again, so a run's stream resumes with
- * `?since=` the last event it has. A 401 (the login form is up) stops the retries until the
- * page boots again after the sign-in. The machine's own state is in the object it returns;
- * the caller keeps that object in `state.js`.
+ * Each (re)connect asks the caller for its path again, so a stream resumes from where the
+ * caller is: a run's stream with `?since=` the last `seq` it has, the all-runs stream with
+ * `?since=` the last `cursor` it had. An EventSource that reconnects by itself resumes with
+ * `Last-Event-ID`, the last `id:` it read; one opened afresh gets the path with `?since=`.
+ * A 401 (the login form is up) stops the retries until the page boots again after the
+ * sign-in. The machine's own state is in the object it returns; the caller keeps that object
+ * in `state.js`.
  */
 
 import { state } from './state.js';
@@ -39,7 +44,8 @@ const wsUrl = (path) => `${location.protocol === 'https:' ? 'wss' : 'ws'}://${lo
  * - `ssePath()` (optional): the fallback is Server-Sent Events from this path; `sse: true`
  *   starts with it;
  * - `poll()` (optional): else the fallback calls this every 5 s while WebSocket is retried;
- * - `onEvent(event)`, `onState(st)` (`connecting`, `live`, `reconnecting`, `offline`, `sse`,
+ * - `onEvent(event, id)` (`id`: the Server-Sent Event's `id:`, undefined over WebSocket),
+ *   `onState(st)` (`connecting`, `live`, `reconnecting`, `offline`, `sse`,
  *   `polling`), `onReopen()` (live again after a drop: read what may have been missed).
  *
  * Returns `{ close(), kick(), transport() }`: `kick` connects now if nothing is open (the
@@ -48,7 +54,7 @@ const wsUrl = (path) => `${location.protocol === 'https:' ? 'wss' : 'ws'}://${lo
 export function openStream(spec) {
   const m = { ws: null, es: null, poll: null, timer: null, attempts: 0, failures: 0, dropped: false, closed: false, mode: spec.sse ? 'sse' : 'ws' };
   const later = (ms) => { clearTimeout(m.timer); m.timer = setTimeout(connect, ms); };
-  const deliver = (data) => { let e; try { e = JSON.parse(data); } catch { return; } spec.onEvent(e); };
+  const deliver = (data, id) => { let e; try { e = JSON.parse(data); } catch { return; } spec.onEvent(e, id); };
   // Closed, or a connection is open or opening: nothing to (re)connect.
   const settled = () => m.closed || m.ws || m.es;
 
@@ -92,9 +98,7 @@ export function openStream(spec) {
         // The server answers but WebSocket does not get through (a proxy): fall back.
         if (!(await authorized()) || settled()) return;
         if (spec.ssePath) { m.mode = 'sse'; openSse(); return; }
-        if (!m.poll) m.poll = setInterval(spec.poll, POLL_EVERY_MS);
-        spec.onState('polling');
-        later(WS_RETRY_WHILE_POLLING_MS);
+        startPolling();
         return;
       }
       spec.onState('offline');
@@ -102,22 +106,48 @@ export function openStream(spec) {
     later(backoff(m.attempts));
   }
 
+  /** Polls, and tries WebSocket again now and then (its first open stops the polling). */
+  function startPolling() {
+    m.mode = 'ws';
+    if (!m.poll) m.poll = setInterval(spec.poll, POLL_EVERY_MS);
+    spec.onState('polling');
+    later(WS_RETRY_WHILE_POLLING_MS);
+  }
+
   function openSse() {
     if (m.es) m.es.close();
     const es = new EventSource(spec.ssePath());
+    let opened = false;
     m.es = es;
-    es.onopen = () => { m.attempts = 0; spec.onState('sse'); };
-    es.onmessage = (msg) => deliver(msg.data);
-    es.onerror = () => {
+    es.onopen = () => {
+      opened = true;
+      m.attempts = 0;
+      clearInterval(m.poll);
+      m.poll = null;
+      spec.onState('sse');
+    };
+    es.onmessage = (msg) => deliver(msg.data, msg.lastEventId);
+    es.onerror = async () => {
       if (m.es !== es || m.closed) return;
-      if (es.readyState === EventSource.CLOSED) {
-        // The browser gave up (an HTTP error): start again after a pause, from what we have.
-        m.es = null;
-        m.attempts += 1;
-        spec.onState(m.attempts > 4 ? 'offline' : 'reconnecting');
-        authorized(); // a 401 opens the login form
-        later(backoff(m.attempts));
-      } else spec.onState('reconnecting');
+      if (es.readyState !== EventSource.CLOSED) { spec.onState('reconnecting'); return; }
+      // The browser gave up (an HTTP error).
+      m.es = null;
+      m.attempts += 1;
+      if (!opened && spec.poll) {
+        // Refused at once by a server that answers and takes our token: it has no such
+        // stream (a server older than this page). Poll, as where there is none.
+        const up = await serverReachable();
+        if (settled()) return;
+        if (up) {
+          if (!(await authorized()) || settled()) return;
+          startPolling();
+          return;
+        }
+      }
+      // Start again after a pause, from what we have.
+      spec.onState(m.attempts > 4 ? 'offline' : 'reconnecting');
+      authorized(); // a 401 opens the login form
+      later(backoff(m.attempts));
     };
   }
 
