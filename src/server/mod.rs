@@ -156,7 +156,14 @@ pub async fn serve(
     let checkpoints = idx.checkpoints()?;
 
     let (close_tx, close_rx) = watch::channel(false);
-    let bus = Bus::new(opts.ring_bytes, bus::DEFAULT_LAG, idx.next_cursor()?);
+    // The all-runs stream goes on from the index's last cursor. An index that cannot say
+    // (damaged since it was checked: it is repaired at its next failing query) starts a new
+    // epoch, past every cursor given before.
+    let first = idx.next_cursor().unwrap_or_else(|e| {
+        tracing::warn!("cannot read the all-runs stream's last cursor: {e}");
+        index::epoch_start()
+    });
+    let bus = Bus::new(opts.ring_bytes, bus::DEFAULT_LAG, first);
     let state = Arc::new(AppState::new(config, idx, bus, opts.exe, Some(close_rx)));
 
     let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(256);

@@ -915,8 +915,11 @@ fn an_index_damaged_inside_is_rebuilt_at_start_up() {
     assert_eq!(runs.as_array().map(Vec::len), Some(ids.len()), "{runs}");
     let h = s.health();
     assert_eq!(h["status"], "ok", "{h}");
+    // Reported as what the check found, or as the check itself failing on the damage
+    // (which depends on which page was hit).
     assert!(
-        s.stderr().contains("integrity check failed"),
+        s.stderr().contains("integrity check failed")
+            || s.stderr().contains("check its integrity: database disk image is malformed"),
         "the damage was not reported:\n{}",
         s.stderr()
     );
