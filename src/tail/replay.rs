@@ -86,6 +86,11 @@ impl Replay {
         Ok(None)
     }
 
+    /// Whether the part read so far holds the run's final event.
+    pub fn finished(&self) -> bool {
+        self.checkpoint.as_ref().is_some_and(|c| c.finished)
+    }
+
     /// Goes on from where the last read stopped (to pick up lines appended since), returning
     /// only events after `after`.
     pub fn resume(&mut self, after: Option<u64>) {

@@ -169,3 +169,74 @@ fn a_cursor_the_server_never_gave_is_a_fresh_start_and_a_bad_one_is_refused() {
     let r = s.request("GET", "/api/events/stream", &[("Last-Event-ID", "x")], b"");
     assert_eq!(r.status, 400, "{}", r.body);
 }
+
+#[test]
+fn a_finished_runs_stream_ends_after_its_final_event() {
+    let p = Project::with_config(QUICK);
+    let s = Server::start(&p);
+    let id = "ends";
+    let mut text = line(id, "pipeline", "start", "2026-11-29T08:15:00.000Z", "go");
+    text += &line(id, "a", "log", "2026-11-29T08:15:01.000Z", "working");
+    append(&run_path(&p, id), &text);
+    // Followed live: the socket stays open while the run goes on, and is closed with 1000
+    // once the final event is sent.
+    let mut ws = s.ws(&format!("/ws/events/{id}"));
+    let got = read_until(&mut ws, "the first two", |g| g.len() >= 2);
+    assert_eq!(got.len(), 2);
+    assert!(read_for(&mut ws, Duration::from_millis(300)).is_empty());
+    append(
+        &run_path(&p, id),
+        &line(
+            id,
+            "pipeline",
+            "success",
+            "2026-11-29T08:15:02.000Z",
+            "done",
+        ),
+    );
+    let mut rest = Vec::new();
+    assert_eq!(drain_until_closed(&mut ws, &mut rest), Some(1000));
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert_eq!(rest[0]["event"], "success");
+
+    // Opened after the end: the whole run, then the close.
+    let mut ws = s.ws(&format!("/ws/events/{id}"));
+    let mut all = Vec::new();
+    assert_eq!(drain_until_closed(&mut ws, &mut all), Some(1000));
+    assert_eq!(all.len(), 3);
+
+    // Server-Sent Events: the events, an `end` event, and the body ends (as `curl -N` sees).
+    let r = s.get_within(
+        &format!("/api/runs/{id}/events/stream"),
+        Duration::from_secs(20),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.body.matches("\ndata: ").count() + usize::from(r.body.starts_with("data: ")),
+        4,
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.contains("event: end\ndata: run finished"),
+        "{}",
+        r.body
+    );
+    // An EventSource reconnecting after the end is told to stop.
+    let r = s.request(
+        "GET",
+        &format!("/api/runs/{id}/events/stream"),
+        &[("Last-Event-ID", "2")],
+        b"",
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    // One resuming before the final event gets it, then the end.
+    let r = s.request(
+        "GET",
+        &format!("/api/runs/{id}/events/stream"),
+        &[("Last-Event-ID", "1")],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("\"success\"") && r.body.contains("event: end"), "{}", r.body);
+}

@@ -4,6 +4,7 @@
  *
  * ```text
  *  connecting ──open──► live ──close──► reconnecting ──(backoff)──► connecting …
+ *                         │  1000 / SSE `end` (a run's stream, after its final event) ──► ended
  *                         ▲  4000 (lagged): again at once, from where the caller is
  *                         └── 3 failed opens in a row and the server answers:
  *                               WebSocket does not get through (a proxy) → the fallback:
@@ -25,8 +26,10 @@
 import { state } from './state.js';
 import { serverReachable, authorized } from './api.js';
 
-/** The close code of a client that fell too far behind the bus (`docs/api.md`, WebSocket). */
+/** The close code of a client that stopped reading (`docs/api.md`, WebSocket). */
 const LAGGED = 4000;
+/** A run's stream after the run's final event: a normal close, and nothing more will come. */
+const FINISHED = 1000;
 /** Failed opens in a row before the fallback is tried. */
 const FALLBACK_AFTER = 3;
 /** While polling, how often WebSocket is tried again. */
@@ -46,7 +49,8 @@ const wsUrl = (path) => `${location.protocol === 'https:' ? 'wss' : 'ws'}://${lo
  * - `poll()` (optional): else the fallback calls this every 5 s while WebSocket is retried;
  * - `onEvent(event, id)` (`id`: the Server-Sent Event's `id:`, undefined over WebSocket),
  *   `onState(st)` (`connecting`, `live`, `reconnecting`, `offline`, `sse`,
- *   `polling`), `onReopen()` (live again after a drop: read what may have been missed).
+ *   `polling`, or null once a run's stream has ended after the run's final event),
+ *   `onReopen()` (live again after a drop: read what may have been missed).
  *
  * Returns `{ close(), kick(), transport() }`: `kick` connects now if nothing is open (the
  * browser is back online); `transport` is `ws` or `sse`.
@@ -80,8 +84,16 @@ export function openStream(spec) {
     ws.onclose = (ev) => {
       if (m.ws !== ws || m.closed) return;
       m.ws = null;
+      if (ev.code === FINISHED) { ended(); return; }
       dropped(ev.code, opened);
     };
+  }
+
+  /** The stream said all there is (a finished run's): no reconnecting. */
+  function ended() {
+    m.closed = true;
+    clearTimeout(m.timer);
+    spec.onState(null);
   }
 
   async function dropped(code, opened) {
@@ -127,6 +139,9 @@ export function openStream(spec) {
       spec.onState('sse');
     };
     es.onmessage = (msg) => deliver(msg.data, msg.lastEventId);
+    // After a run's final event the server sends `end` and closes: an EventSource would
+    // reconnect by itself.
+    es.addEventListener('end', () => { es.close(); m.es = null; ended(); });
     es.onerror = async () => {
       if (m.es !== es || m.closed) return;
       if (es.readyState !== EventSource.CLOSED) { spec.onState('reconnecting'); return; }

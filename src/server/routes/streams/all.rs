@@ -257,5 +257,5 @@ pub async fn all_sse(
 ) -> Result<impl IntoResponse, ApiError> {
     let since = resume_after(&headers, q.since.as_deref())?;
     let rx = start(&state, since);
-    Ok(sse_body(state, rx))
+    Ok(sse_body(state, rx, None))
 }

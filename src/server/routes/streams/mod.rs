@@ -31,8 +31,8 @@ use std::time::Duration;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
-use axum::response::IntoResponse;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{broadcast, mpsc};
 
@@ -73,9 +73,21 @@ struct Frame {
 enum Item {
     /// Frames, with the bytes reserved for them until they are written.
     Frames(Vec<Frame>, Reserved),
-    /// The follower cannot go on (the server is closing).
-    End,
+    /// The stream ends.
+    End(Ending),
 }
+
+/// Why a stream ends (besides its client leaving).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// The server is closing: WebSocket close code 1001.
+    Shutdown,
+    /// A run's stream sent the run's final event: close code 1000, or the SSE `end` event.
+    Finished,
+}
+
+/// The close reason of a run's stream after its final event.
+const FINISHED: &str = "run finished";
 
 /// The follower's side of a client: its byte budget and the channel to its socket (or SSE
 /// body).
@@ -127,6 +139,10 @@ trait Follow {
     fn advance(&mut self, e: &Fed) -> Frame;
     /// Sends what it missed up to now; false if the client is gone.
     async fn catch_up(&mut self, out: &Out) -> bool;
+    /// Whether the stream has sent all there will be.
+    fn finished(&self) -> bool {
+        false
+    }
 }
 
 /// Follows the live events after a first catch-up: sends each event once, in order, everything
@@ -143,10 +159,14 @@ async fn follow<F: Follow>(
     }
     let mut closing = state.closing.clone();
     loop {
+        if f.finished() {
+            let _ = out.tx.send(Item::End(Ending::Finished)).await;
+            return;
+        }
         let first = tokio::select! {
             r = live.recv() => r,
             _ = closed(&mut closing) => {
-                let _ = out.tx.send(Item::End).await;
+                let _ = out.tx.send(Item::End(Ending::Shutdown)).await;
                 return;
             }
             _ = out.tx.closed() => return,
@@ -257,7 +277,7 @@ async fn serve_socket(state: Arc<AppState>, socket: WebSocket, mut rx: mpsc::Rec
         };
         let Some(item) = item else { break Ok(()) };
         let mut batches = Vec::new();
-        let mut end = false;
+        let mut end = None;
         let mut frames = 0;
         let mut next = Some(item);
         while let Some(item) = next.take() {
@@ -266,8 +286,8 @@ async fn serve_socket(state: Arc<AppState>, socket: WebSocket, mut rx: mpsc::Rec
                     frames += f.len();
                     batches.push((f, reserved));
                 }
-                Item::End => {
-                    end = true;
+                Item::End(why) => {
+                    end = Some(why);
                     break;
                 }
             }
@@ -287,8 +307,11 @@ async fn serve_socket(state: Arc<AppState>, socket: WebSocket, mut rx: mpsc::Rec
         // Written (or given up on): the bytes leave the client's budget.
         drop(batches);
         match sent {
-            Ok(Ok(())) if end => break Err((1001, "server shutting down")),
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => match end {
+                Some(Ending::Shutdown) => break Err((1001, "server shutting down")),
+                Some(Ending::Finished) => break Err((1000, FINISHED)),
+                None => {}
+            },
             Ok(Err(_)) => break Ok(()),
             Err(_) => break Err((CLOSE_LAGGED, LAGGED)),
         }
@@ -320,29 +343,42 @@ async fn serve_socket(state: Arc<AppState>, socket: WebSocket, mut rx: mpsc::Rec
 
 /// The body of a Server-Sent Events stream: what the follower hands over, one message per
 /// frame (`id:` the frame's id, `data:` its text), with a comment now and then to keep the
-/// connection alive. Each batch's reservation is kept until the next batch is asked for:
-/// hyper asks once it has taken the previous one for the socket.
-fn sse_body(state: Arc<AppState>, rx: mpsc::Receiver<Item>) -> impl IntoResponse {
+/// connection alive; after a run's final event, an `end` event, and the body ends. Each
+/// batch's reservation is kept until the next batch is asked for: hyper asks once it has taken
+/// the previous one for the socket.
+fn sse_body(state: Arc<AppState>, rx: mpsc::Receiver<Item>, first: Option<Item>) -> Response {
     Stats::add(&state.stats.sse_clients, 1);
     let guard = SseGuard(state);
     let stream = futures_util::stream::unfold(
-        (rx, guard, None::<Reserved>),
-        |(mut rx, guard, previous)| async move {
+        (rx, guard, first, None::<Reserved>),
+        |(mut rx, guard, first, previous)| async move {
             drop(previous);
-            match rx.recv().await {
-                Some(Item::Frames(frames, reserved)) => Some((frames, (rx, guard, Some(reserved)))),
-                Some(Item::End) | None => None,
-            }
+            let item = match first {
+                Some(item) => Some(item),
+                None => rx.recv().await,
+            };
+            let events: Vec<SseEvent> = match item? {
+                Item::Frames(frames, reserved) => {
+                    let events = frames
+                        .into_iter()
+                        .map(|f| SseEvent::default().id(f.id.to_string()).data(&*f.text))
+                        .collect();
+                    return Some((events, (rx, guard, None, Some(reserved))));
+                }
+                Item::End(Ending::Finished) => {
+                    vec![SseEvent::default().event("end").data(FINISHED)]
+                }
+                Item::End(Ending::Shutdown) => return None,
+            };
+            // The last message: the channel is closed so the next poll ends the body.
+            rx.close();
+            Some((events, (rx, guard, None, None)))
         },
     )
-    .flat_map(|frames| {
-        futures_util::stream::iter(
-            frames.into_iter().map(|f| {
-                Ok::<_, Infallible>(SseEvent::default().id(f.id.to_string()).data(&*f.text))
-            }),
-        )
-    });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    .flat_map(|events| futures_util::stream::iter(events.into_iter().map(Ok::<_, Infallible>)));
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 /// Counts an open SSE stream for as long as it lives.

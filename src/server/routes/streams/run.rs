@@ -13,14 +13,15 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use utoipa::IntoParams;
 
 use super::{
-    Follow, Frame, Item, Out, Place, follow, handshake, resume_after, serve_socket, sse_body,
+    Ending, Follow, Frame, Item, Out, Place, follow, handshake, resume_after, serve_socket,
+    sse_body,
 };
 use crate::bus::Fed;
 use crate::event::{Published, RunId};
@@ -43,6 +44,8 @@ struct RunFollower {
     /// The `seq` of the last event sent.
     last: Option<u64>,
     replay: Replay,
+    /// The run's final event is sent (or was, before `since`): nothing more will come.
+    done: bool,
 }
 
 impl Follow for RunFollower {
@@ -59,7 +62,12 @@ impl Follow for RunFollower {
 
     fn advance(&mut self, e: &Fed) -> Frame {
         self.last = Some(e.event.seq);
+        self.done |= e.event.event.is_run_terminal();
         frame(&e.event)
+    }
+
+    fn finished(&self) -> bool {
+        self.done
     }
 
     /// Sends everything the file has after `last`.
@@ -98,7 +106,11 @@ impl Follow for RunFollower {
                         return false;
                     }
                 }
-                Ok(None) => return true,
+                Ok(None) => {
+                    // Read to the end: a file whose final event is in it is complete.
+                    self.done |= self.replay.finished();
+                    return true;
+                }
                 Err(e) => {
                     // Not there yet (announced, not written) or unreadable for now: live
                     // events and later re-reads fill in.
@@ -126,6 +138,7 @@ fn start(state: &Arc<AppState>, id: RunId, after: Option<u64>) -> mpsc::Receiver
     let follower = RunFollower {
         last: after,
         replay: Replay::new(state.run_file(&id), id, after),
+        done: false,
     };
     tokio::spawn(follow(state.clone(), follower, live, out));
     rx
@@ -140,7 +153,8 @@ fn start(state: &Arc<AppState>, id: RunId, after: Option<u64>) -> mpsc::Receiver
     description = "A WebSocket (a `GET` with `Upgrade: websocket`): every event of the run so \
         far in `seq` order, then each new one as it is written, with no gap and no duplicate; \
         one text frame per event (the `Event` object). A valid run \
-        id with no file yet is accepted and waits for it. A client that stops reading is \
+        id with no file yet is accepted and waits for it. After the run's final event the \
+        socket is closed with code 1000 (`run finished`). A client that stops reading is \
         closed with code 4000 (`lagged`) and resumes with `since`. Closed with 1001 on \
         shutdown. A browser's `Origin` must be this server (403 otherwise).",
     params(("run_id" = RunId, Path, description = "The run."), SinceQuery),
@@ -176,7 +190,8 @@ pub async fn run_events(
     tag = "streams",
     description = "The per-run stream of the WebSocket route, as Server-Sent Events, for \
         proxies that block WebSocket: every event of the run so far in `seq` order, then each \
-        new one as it is written. The stream does not end while the server runs.",
+        new one as it is written. After the run's final event, an `end` event, and the \
+        stream ends.",
     params(
         ("run_id" = RunId, Path, description = "The run."),
         SinceQuery,
@@ -184,10 +199,13 @@ pub async fn run_events(
             `EventSource` sends it on reconnecting); wins over `since`."),
     ),
     responses(
-        (status = 200, description = "An endless `text/event-stream`: one message per event, \
-            `id:` its `seq` and `data:` the `Event` object as JSON; \
-            a comment line now and then keeps the connection alive.",
+        (status = 200, description = "A `text/event-stream`: one message per event, \
+            `id:` its `seq` and `data:` the `Event` object as JSON; a comment line now and then \
+            keeps the connection alive; after the run's final event, a message `event: end`, \
+            and the stream ends.",
             content_type = "text/event-stream", body = String),
+        (status = 204, description = "The run is finished and has nothing after `since` / \
+            `Last-Event-ID` (an `EventSource` stops reconnecting)."),
         (status = 400, description = "Not a run id, or a `since` or `Last-Event-ID` that is not \
             a whole number.", body = ErrorBody),
     ),
@@ -200,6 +218,12 @@ pub async fn run_sse(
 ) -> Result<impl IntoResponse, ApiError> {
     let id = run_id(&raw)?;
     let after = resume_after(&headers, q.since.as_deref())?;
-    let rx = start(&state, id, after);
-    Ok(sse_body(state, rx))
+    let mut rx = start(&state, id, after);
+    // A finished run with nothing after `since` (an `EventSource` reconnecting after the
+    // `end` event): 204 tells it to stop.
+    let first = rx.recv().await;
+    if matches!(first, Some(Item::End(Ending::Finished))) {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    Ok(sse_body(state, rx, first))
 }
