@@ -95,6 +95,30 @@ impl Systemd {
     }
 }
 
+impl Systemd {
+    /// Puts the unit files back as they were before a failed install (removing the new ones),
+    /// and has systemd read them again if it read the new ones. Best effort: what cannot be
+    /// undone is logged with its path.
+    fn roll_back(&self, units: &[(PathBuf, String)], before: &[Option<Vec<u8>>], reloaded: bool) {
+        for ((path, _), old) in units.iter().zip(before) {
+            let undone = match old {
+                Some(bytes) => write_atomic(path, bytes).map_err(|e| e.to_string()),
+                None => match std::fs::remove_file(path) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                },
+            };
+            if let Err(e) = undone {
+                tracing::warn!(path = %path.display(), "cannot undo a failed install: {e}");
+            }
+        }
+        if reloaded && let Err(e) = self.ctl(&["daemon-reload"]) {
+            tracing::warn!("daemon-reload after undoing a failed install: {e}");
+        }
+    }
+}
+
 impl Backend for Systemd {
     fn install(&self) -> Result<Status, SchedulerError> {
         // Build both texts first: a refused schedule leaves nothing half-installed.
@@ -105,10 +129,29 @@ impl Backend for Systemd {
             path: dir.clone(),
             source,
         })?;
-        write_atomic(&dir.join(self.unit("service")), service.as_bytes())?;
-        write_atomic(&dir.join(self.unit("timer")), timer.as_bytes())?;
-        self.ctl(&["daemon-reload"])?;
-        self.ctl(&["enable", "--now", &self.unit("timer")])?;
+        let units = [
+            (dir.join(self.unit("service")), service),
+            (dir.join(self.unit("timer")), timer),
+        ];
+        // What was there before (a reinstall), to put back if systemd does not take the new
+        // units: a failed install leaves things as they were, never half-installed.
+        let before: Vec<Option<Vec<u8>>> = units
+            .iter()
+            .map(|(path, _)| std::fs::read(path).ok())
+            .collect();
+        let mut reloaded = false;
+        let result = (|| {
+            for (path, text) in &units {
+                write_atomic(path, text.as_bytes())?;
+            }
+            self.ctl(&["daemon-reload"])?;
+            reloaded = true;
+            self.ctl(&["enable", "--now", &self.unit("timer")])
+        })();
+        if let Err(e) = result {
+            self.roll_back(&units, &before, reloaded);
+            return Err(e);
+        }
         self.status()
     }
 

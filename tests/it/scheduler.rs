@@ -371,3 +371,62 @@ fn cron_install_disable_enable_uninstall_leave_other_lines_intact() {
         "nothing in the task name was run"
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn a_failed_systemd_install_leaves_the_unit_files_as_they_were() {
+    let p = project("", "backend = \"systemd\"");
+    let config_home = p.path().join("config-home");
+    let units = config_home.join("systemd/user");
+    let listing = |dir: &std::path::Path| -> Vec<(String, String)> {
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| {
+                        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                        (e.file_name().to_string_lossy().into_owned(), text)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let install = |systemctl: &str| {
+        let path = tools::stand_in(p.path(), "systemctl", systemctl);
+        p.cmd(&["scheduler", "install", "--backend", "systemd"])
+            .env("PATH", path)
+            .env("XDG_CONFIG_HOME", &config_home)
+            .output()
+            .unwrap()
+    };
+    // No user bus (a shell without a login session): daemon-reload fails.
+    let no_bus = "#!/bin/sh\necho 'Failed to connect to bus: No medium found' >&2\nexit 1\n";
+    let out = install(no_bus);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Failed to connect to bus"), "{stderr}");
+    assert_eq!(listing(&units), vec![], "unit files left behind");
+
+    // Installed once, then a reinstall whose `enable` fails: the first install's files stay.
+    let out = install(ENABLED_SYSTEMCTL);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let installed = listing(&units);
+    assert_eq!(installed.len(), 2, "{installed:?}");
+    p.write_config(
+        "[pipeline]\nname = \"p\"\nschedule = \"0 * * * *\"\n[[stages]]\nname = \"a\"\nrun = \"echo hi\"\n[scheduler]\nbackend = \"systemd\"\n",
+    );
+    let enable_fails =
+        "#!/bin/sh\ncase \"$*\" in *enable*) echo 'Unit is masked.' >&2; exit 1 ;; esac\nexit 0\n";
+    let out = install(enable_fails);
+    assert!(!out.status.success());
+    assert_eq!(
+        listing(&units),
+        installed,
+        "a failed reinstall changed the installed units"
+    );
+}

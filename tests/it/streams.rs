@@ -238,5 +238,9 @@ fn a_finished_runs_stream_ends_after_its_final_event() {
         b"",
     );
     assert_eq!(r.status, 200);
-    assert!(r.body.contains("\"success\"") && r.body.contains("event: end"), "{}", r.body);
+    assert!(
+        r.body.contains("\"success\"") && r.body.contains("event: end"),
+        "{}",
+        r.body
+    );
 }
