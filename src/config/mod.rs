@@ -157,6 +157,21 @@ pub struct Server {
     pub allowed_hosts: Vec<host::Host>,
 }
 
+impl Server {
+    /// The identity of the events folder: the one fact a runner and a dashboard must share
+    /// for the dashboard to see the runner's runs. 16 hex digits of FNV-1a (stable across
+    /// versions and platforms) over the folder's canonical path (as configured if it does not
+    /// exist). Opaque: it says which folder without saying where.
+    pub fn events_id(&self) -> String {
+        use std::hash::Hasher;
+        let path =
+            std::fs::canonicalize(&self.events_dir).unwrap_or_else(|_| self.events_dir.clone());
+        let mut h = fnv::FnvHasher::default();
+        h.write(path.to_string_lossy().as_bytes());
+        format!("{:016x}", h.finish())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Retention {
     /// `None` keeps files regardless of age.

@@ -43,13 +43,22 @@ pub fn reachable(bind: SocketAddr) -> SocketAddr {
     addr
 }
 
-/// Sends the notification in the background.
-pub fn announce(bind: SocketAddr, token: &str, run_id: &str, source: &str) -> Announcement {
+/// Sends the notification in the background. `events_id` names the folder the run writes to
+/// ([`crate::config::Server::events_id`]): a dashboard that tails another folder (another
+/// project's, on the same address) refuses it instead of showing a run it will never see.
+pub fn announce(
+    bind: SocketAddr,
+    token: &str,
+    run_id: &str,
+    source: &str,
+    events_id: &str,
+) -> Announcement {
     let url = format!(
         "http://{}/api/pipeline/notify-scheduled-run",
         reachable(bind)
     );
-    let body = serde_json::json!({ "run_id": run_id, "source": source }).to_string();
+    let body = serde_json::json!({ "run_id": run_id, "source": source, "events_id": events_id })
+        .to_string();
     let auth = (!token.is_empty()).then(|| format!("Bearer {token}"));
     let started = Instant::now();
     let handle = std::thread::spawn(move || {
@@ -63,6 +72,12 @@ pub fn announce(bind: SocketAddr, token: &str, run_id: &str, source: &str) -> An
         }
         match req.send(&body) {
             Ok(_) => tracing::debug!(%url, "dashboard notified"),
+            Err(ureq::Error::StatusCode(409)) => tracing::warn!(
+                %url,
+                "the dashboard at this address tails another events folder (another \
+                 project's): it does not show this run; give this configuration its own \
+                 [server] bind"
+            ),
             Err(e) => tracing::debug!(%url, error = %e, "dashboard not notified"),
         }
     });

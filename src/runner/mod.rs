@@ -227,6 +227,7 @@ pub async fn run(
             &config.server.token,
             run_id.as_str(),
             &opts.source,
+            &config.server.events_id(),
         )
     });
 

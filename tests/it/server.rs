@@ -1316,6 +1316,52 @@ fn a_notified_run_whose_file_never_appears_is_abandoned() {
     s.wait_run(id, LONG, |r| r["status"] == "success");
 }
 
+/// Two projects on one machine, the second configured with the first's dashboard address: the
+/// second's runs notify a dashboard that will never see their files. It refuses them — no
+/// phantom `running` row — and the runner says why.
+#[test]
+fn a_run_of_another_project_is_refused_by_the_dashboard_it_notifies() {
+    let a = Project::with_config(QUICK);
+    let s = Server::start(&a);
+    let b = Project::with_config(QUICK);
+    let mut text = std::fs::read_to_string(b.path().join("pipewatch.toml")).unwrap();
+    text = format!("{text}\n[server]\nbind = \"127.0.0.1:{}\"\n", s.port);
+    b.write_config(&text);
+    let out = b.run(&["run"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("tails another events folder"), "{stderr}");
+    // The second project's run was written to its own folder, never shown here.
+    assert_eq!(b.journals().len(), 1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(s.runs().is_empty(), "{:?}", s.runs());
+
+    // Through the API: another folder's id is a 409 naming both; this dashboard's own (what
+    // `/api/health` says) is accepted.
+    let ours = s.health()["events_id"].as_str().unwrap().to_string();
+    assert_eq!(ours.len(), 16, "{ours}");
+    let body = |id: &str| {
+        json!({"run_id": "20261129T081500Z-other", "source": "cron", "events_id": id}).to_string()
+    };
+    let r = s.post_json(
+        "/api/pipeline/notify-scheduled-run",
+        &body("0123456789abcdef"),
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    r.assert_error();
+    assert!(
+        r.body.contains("0123456789abcdef") && r.body.contains(&ours),
+        "{}",
+        r.body
+    );
+    let r = s.post_json("/api/pipeline/notify-scheduled-run", &body(&ours));
+    assert_eq!(r.status, 202, "{}", r.body);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 15. Run now, overlap, cancel
 

@@ -94,12 +94,23 @@ fn a_reader_pausing_longer_than_the_ring_holds_gets_every_event_once() {
     assert_exactly(&got, &want);
     // And nothing more.
     assert!(read_for(&mut ws, Duration::from_millis(300)).is_empty());
-    let lagged = s
-        .get("/metrics")
-        .body
-        .lines()
-        .any(|l| l.starts_with("pipewatch_websocket_lagged_total ") && !l.ends_with(" 0"));
-    assert!(!lagged, "a client that kept reading was let go");
+    let metrics = s.get("/metrics").body;
+    let figure = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("pipewatch_{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    assert_eq!(
+        figure("websocket_lagged_total"),
+        0,
+        "a client that kept reading was let go"
+    );
+    // The ring held a fraction of it, within its bound in bytes.
+    assert!(figure("bus_ring_bytes") <= 16 << 20, "{metrics}");
+    assert!(figure("bus_ring_events") < total / 2, "{metrics}");
+    assert_eq!(figure("bus_cursor"), cursor(&got[got.len() - 1]));
 }
 
 #[test]

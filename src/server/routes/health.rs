@@ -35,6 +35,9 @@ pub struct Health {
     #[schema(value_type = Option<String>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events_dir: Option<PathBuf>,
+    /// The identity of the events folder it tails (16 hex digits, opaque): a runner, `tail`
+    /// and `doctor` compare it with their configuration's to know this dashboard is theirs.
+    pub events_id: String,
     pub tailer: TailerHealth,
     /// Run files known to the tailer.
     pub files_watched: u64,
@@ -134,6 +137,7 @@ pub async fn health(
         pipeline: state.config.pipeline.name.clone(),
         uptime_s: state.started.elapsed().as_secs(),
         events_dir: full.then(|| state.config.server.events_dir.clone()),
+        events_id: state.config.server.events_id(),
         tailer: TailerHealth {
             running: tailer_running,
             watching: t.watching,
@@ -164,6 +168,8 @@ struct Figures<'a> {
     stats: &'a Stats,
     bus_subscribers: u64,
     client_queued_bytes: u64,
+    ring: (usize, usize),
+    cursor: u64,
 }
 
 impl Figures<'_> {
@@ -194,7 +200,10 @@ const METRICS: &[Metric] = &[
     ("websocket_clients", "gauge", "Open WebSocket connections.", |f| f.counter(|s| &s.ws_clients)),
     ("sse_clients", "gauge", "Open Server-Sent Events streams.", |f| f.counter(|s| &s.sse_clients)),
     ("client_queued_bytes", "gauge", "Bytes waiting for clients' sockets (bounded by the server's budget).", |f| f.client_queued_bytes),
-    ("websocket_lagged_total", "counter", "WebSocket clients closed for falling behind.", |f| f.counter(|s| &s.ws_lagged)),
+    ("bus_ring_events", "gauge", "Recent events held for new /ws/events clients.", |f| f.ring.0 as u64),
+    ("bus_ring_bytes", "gauge", "Bytes held by the bus's ring of recent events (bounded).", |f| f.ring.1 as u64),
+    ("bus_cursor", "gauge", "The cursor of the last event published on /ws/events.", |f| f.cursor),
+    ("websocket_lagged_total", "counter", "WebSocket clients closed for not reading.", |f| f.counter(|s| &s.ws_lagged)),
     ("index_errors_total", "counter", "Failed operations on the run index.", |f| f.counter(|s| &s.index_errors)),
     ("manual_runs_total", "counter", "Runs started from the API.", |f| f.counter(|s| &s.runs_started)),
     ("abandoned_runs_total", "counter", "Runs marked abandoned by this process.", |f| f.counter(|s| &s.abandoned)),
@@ -218,6 +227,8 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         stats: &state.stats,
         bus_subscribers: state.bus.subscribers() as u64,
         client_queued_bytes: state.budget.in_use() as u64,
+        ring: state.bus.ring_size(),
+        cursor: state.bus.last_cursor(),
     };
     let mut out = String::new();
     for (name, kind, help, value) in METRICS {

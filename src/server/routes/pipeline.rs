@@ -85,6 +85,11 @@ pub struct Notify {
     #[serde(default)]
     #[schema(max_length = 64)]
     source: Option<String>,
+    /// The events folder the run writes to, as `pipewatch run` names it (`events_id` in
+    /// `/api/health`). When given, it must be this dashboard's: a run of another project,
+    /// notifying the dashboard at the address its configuration names, is refused (`409`).
+    #[serde(default)]
+    events_id: Option<String>,
 }
 
 /// Announce a run that a scheduler started.
@@ -102,6 +107,8 @@ pub struct Notify {
             now.", body = RunAccepted),
         (status = 400, description = "A body that is not this object, a `run_id` that is not a \
             run id, or a `source` refused.", body = ErrorBody),
+        (status = 409, description = "The run writes to another events folder than the one \
+            this dashboard tails (`events_id`): it would never be seen here.", body = ErrorBody),
         (status = 503, description = "The run index is unavailable.", body = ErrorBody),
     ),
 )]
@@ -118,6 +125,20 @@ pub async fn notify_scheduled_run(
         ApiError::new(status, e.body_text())
     })?;
     let id = run_id(&n.run_id)?;
+    if let Some(theirs) = n.events_id.as_deref() {
+        let ours = state.config.server.events_id();
+        if theirs != ours {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "run {id} writes to another events folder (events_id {:?}) than this \
+                     dashboard tails ({ours}): it is another configuration's run; give each \
+                     configuration its own [server] bind",
+                    theirs.chars().take(64).collect::<String>()
+                ),
+            ));
+        }
+    }
     let source = match n.source.as_deref().map(str::trim) {
         None | Some("") => "scheduler".to_string(),
         // The original design's name for the scheduler.

@@ -34,7 +34,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::bus::Fed;
 use crate::event::Json;
@@ -94,6 +94,8 @@ const FINISHED: &str = "run finished";
 struct Out {
     budget: budget::Client,
     tx: mpsc::Sender<Item>,
+    /// Told once the first catch-up is queued (dropped instead when the stream ends there).
+    ready: Option<oneshot::Sender<()>>,
 }
 
 impl Out {
@@ -102,8 +104,17 @@ impl Out {
         let out = Out {
             budget: state.budget.client(),
             tx,
+            ready: None,
         };
         (out, rx)
+    }
+
+    /// The same, with a signal that the first catch-up is queued.
+    fn with_ready(state: &AppState) -> (Out, mpsc::Receiver<Item>, oneshot::Receiver<()>) {
+        let (mut out, rx) = Out::new(state);
+        let (ready, caught_up) = oneshot::channel();
+        out.ready = Some(ready);
+        (out, rx, caught_up)
     }
 
     /// Reserves the bytes of `frames` in the client's budget (waiting while its earlier ones
@@ -152,7 +163,7 @@ async fn follow<F: Follow>(
     state: Arc<AppState>,
     mut f: F,
     mut live: broadcast::Receiver<Arc<Fed>>,
-    out: Out,
+    mut out: Out,
 ) {
     if !f.catch_up(&out).await {
         return;
@@ -162,6 +173,9 @@ async fn follow<F: Follow>(
         if f.finished() {
             let _ = out.tx.send(Item::End(Ending::Finished)).await;
             return;
+        }
+        if let Some(ready) = out.ready.take() {
+            let _ = ready.send(());
         }
         let first = tokio::select! {
             r = live.recv() => r,

@@ -16,7 +16,6 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use tokio::sync::mpsc;
 use utoipa::IntoParams;
 
 use super::{
@@ -132,8 +131,7 @@ fn frame(e: &Published) -> Frame {
 
 /// Follows one run from after `after`: its file, then live events. The run's channel is
 /// subscribed before the file is read, so nothing falls between the two.
-fn start(state: &Arc<AppState>, id: RunId, after: Option<u64>) -> mpsc::Receiver<Item> {
-    let (out, rx) = Out::new(state);
+fn start(state: &Arc<AppState>, id: RunId, after: Option<u64>, out: Out) {
     let live = state.bus.subscribe_run(&id);
     let follower = RunFollower {
         last: after,
@@ -141,7 +139,6 @@ fn start(state: &Arc<AppState>, id: RunId, after: Option<u64>) -> mpsc::Receiver
         done: false,
     };
     tokio::spawn(follow(state.clone(), follower, live, out));
-    rx
 }
 
 /// A run's events, live, over WebSocket.
@@ -176,7 +173,8 @@ pub async fn run_events(
     let id = run_id(&raw)?;
     let after = parse_u64("since", q.since.as_deref())?;
     Ok(handshake(ws)?.on_upgrade(move |socket| async move {
-        let rx = start(&state, id, after);
+        let (out, rx) = Out::new(&state);
+        start(&state, id, after, out);
         // The follower ends when it finds the socket's side of the channel gone.
         serve_socket(state, socket, rx).await;
     }))
@@ -218,10 +216,16 @@ pub async fn run_sse(
 ) -> Result<impl IntoResponse, ApiError> {
     let id = run_id(&raw)?;
     let after = resume_after(&headers, q.since.as_deref())?;
-    let mut rx = start(&state, id, after);
+    let (out, mut rx, caught_up) = Out::with_ready(&state);
+    start(&state, id, after, out);
     // A finished run with nothing after `since` (an `EventSource` reconnecting after the
-    // `end` event): 204 tells it to stop.
-    let first = rx.recv().await;
+    // `end` event): 204 tells it to stop. Known once the file is read: the end, or the first
+    // events, come before the follower says it caught up.
+    let first = tokio::select! {
+        biased;
+        first = rx.recv() => first,
+        _ = caught_up => None,
+    };
     if matches!(first, Some(Item::End(Ending::Finished))) {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
