@@ -60,6 +60,9 @@ pub fn command(config: &Config, args: Args) -> Result<u8, CliError> {
         system: args.system,
         ..scheduler::OsOptions::default()
     };
+    if matches!(args.action, Action::Install | Action::Enable) {
+        scheduler::check_active(config, kind)?;
+    }
     let b = scheduler::backend(kind, config, options);
     let status = match args.action {
         Action::Install => b.install(),

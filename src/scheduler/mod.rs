@@ -149,6 +149,44 @@ pub enum SchedulerError {
     },
     #[error("cannot find the pipewatch executable: {0}")]
     Exe(#[source] std::io::Error),
+    #[error(
+        "{config}: [scheduler] backend is {configured:?}, so the {configured} scheduler runs \
+         this pipeline; a {asked} task would start every run a second time. To let {asked} run \
+         it instead, set backend = \"{asked}\" under [scheduler] in {config}, then run \
+         `pipewatch scheduler install`{hint}"
+    )]
+    NotTheActive {
+        config: String,
+        configured: &'static str,
+        asked: &'static str,
+        /// What to do about the configured one.
+        hint: String,
+    },
+}
+
+/// One pipeline has exactly one active scheduler: its configuration's `[scheduler] backend`.
+/// Installing or turning on another would have both start every occurrence (the second run
+/// `skipped (overlap)`, or twice with `queue` / `parallel`). Uninstalling, turning off and
+/// asking the status of any backend stay allowed: that is how a task left over from an
+/// earlier backend is cleaned up.
+pub fn check_active(config: &Config, asked: config::Backend) -> Result<(), SchedulerError> {
+    let configured = config.scheduler.backend;
+    if asked == configured {
+        return Ok(());
+    }
+    Err(SchedulerError::NotTheActive {
+        config: config.path.display().to_string(),
+        configured: configured.as_str(),
+        asked: asked.as_str(),
+        hint: if configured == config::Backend::Builtin {
+            " (and restart `pipewatch serve`: its built-in scheduler then stands aside)".into()
+        } else {
+            format!(
+                " (and remove the {0} task: `pipewatch scheduler uninstall --backend {0}`)",
+                configured.as_str()
+            )
+        },
+    })
 }
 
 impl crate::exit::Code for SchedulerError {

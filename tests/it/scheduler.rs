@@ -430,3 +430,31 @@ fn a_failed_systemd_install_leaves_the_unit_files_as_they_were() {
         "a failed reinstall changed the installed units"
     );
 }
+
+/// One pipeline has one active scheduler, its configuration's: installing or turning on
+/// another backend's task (the built-in scheduler of `serve` would fire too) is refused,
+/// naming the file and the key to change; nothing is installed.
+#[test]
+fn a_second_scheduler_for_the_same_pipeline_is_refused() {
+    let p = project("schedule = \"*/15 * * * *\"", "backend = \"builtin\"");
+    let config = p.path().join("pipewatch.toml");
+    for args in [
+        ["scheduler", "install", "--backend", "cron"],
+        ["scheduler", "enable", "--backend", "systemd"],
+    ] {
+        let out = p.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&config.display().to_string())
+                && err.contains("[scheduler] backend is \"builtin\"")
+                && err.contains(&format!("set backend = \"{}\"", args[3])),
+            "{err}"
+        );
+    }
+    // The configured one is the one status names.
+    let out = p.run(&["scheduler", "status", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["backend"], "builtin");
+}
