@@ -359,10 +359,14 @@ Write-Output "run $($env:PIPEWATCH_RUN_ID): 250 documents, 2 languages, 500 rows
 /// `pipewatch init`: writes the example into `dir` and says what to do next.
 pub fn command(dir: &Path) -> Result<u8, super::CliError> {
     let files = write_example(dir)?;
+    let mut out = super::out::stdout();
     for f in &files {
-        println!("wrote {}", f.strip_prefix(dir).unwrap_or(f).display());
+        out.line(format_args!(
+            "wrote {}",
+            f.strip_prefix(dir).unwrap_or(f).display()
+        ))?;
     }
-    println!("next: pipewatch run   (or pipewatch serve to watch it live)");
+    out.line("next: pipewatch run   (or pipewatch serve to watch it live)")?;
     Ok(crate::exit::SUCCESS)
 }
 

@@ -46,7 +46,7 @@ pub fn command(explicit: Option<&Path>, cwd: &Path, args: Args) -> Result<u8, Cl
             .await
             .with_context(|| format!("cannot listen on {}", config.server.bind))?;
         let addr = listener.local_addr()?;
-        println!("pipewatch dashboard: http://{addr}/");
+        super::out::stdout().line(format_args!("pipewatch dashboard: http://{addr}/"))?;
         let exe = std::env::current_exe()?;
         if args.example {
             start_example_run(&exe, &config)?;
@@ -69,7 +69,10 @@ fn example_config(cwd: &Path) -> Result<Config, CliError> {
     let dir = cwd.join(EXAMPLE_DIR);
     if !dir.join(config::FILE_NAME).exists() {
         init::write_example(&dir)?;
-        println!("wrote the example pipeline into {}", dir.display());
+        super::out::stdout().line(format_args!(
+            "wrote the example pipeline into {}",
+            dir.display()
+        ))?;
     }
     Ok(Config::load(&dir.join(config::FILE_NAME))?)
 }

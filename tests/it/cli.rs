@@ -661,3 +661,54 @@ fn every_new_command_has_help() {
         assert!(o.status.success() && !o.stdout.is_empty(), "{cmd:?}");
     }
 }
+
+/// What a command that printed into a pipe its reader closed (`| head`) left behind: its
+/// exit code and stderr.
+fn after_closed_pipe(mut child: Child) -> (Option<i32>, String) {
+    let status = wait_child(&mut child, LONG);
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut e, &mut err).unwrap();
+    }
+    (status.code(), err)
+}
+
+#[test]
+fn a_reader_that_closes_stdout_early_ends_every_command_quietly() {
+    let (p, _) = project("");
+    finished_run(&p, "20261129T080000Z-0001", "2026-11-29", "success");
+    for args in [
+        &["scheduler", "status"][..],
+        &["scheduler", "status", "--json"],
+        &["scheduler", "uninstall"],
+        &["runs"],
+        &["runs", "--json"],
+        &["openapi"],
+        &["completions", "bash"],
+        &["doctor"],
+    ] {
+        let mut child = p.spawn(args);
+        // The reader is gone before the command writes: its first write meets a closed pipe.
+        drop(child.stdout.take());
+        let (code, err) = after_closed_pipe(child);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?} said: {err}");
+    }
+
+    // `tail | head -1`: the reader takes one line and goes; the next event ends the follow.
+    let id = "tail-head";
+    append(&p, id, &started(id));
+    let mut child = p.spawn(&["tail", id, "--json", "--no-dashboard"]);
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("\"start\""), "{first}");
+    append(&p, id, &log_line(id, 1, "one more"));
+    let (code, err) = after_closed_pipe(child);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        !err.contains("error") && !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+}
