@@ -4,7 +4,7 @@
 //! A reader that stops reading early (`pipewatch runs | head -3`) closes the pipe; the next
 //! write fails with a broken pipe. That is not an error of the command: like `ls | head`, the
 //! command ends at once with exit code 0 and says nothing. [`Out`]'s writes turn that failure
-//! into [`WriteError::Closed`], which [`super::CliError`] carries up to [`super::run`] as a
+//! into [`WriteError::Closed`], which [`super::CliError`] carries up to [`super::run()`] as a
 //! quiet success; any other write failure stays an error (exit 3). `println!` is not used: it
 //! panics on a broken pipe.
 //!
