@@ -919,8 +919,7 @@ fn an_index_damaged_inside_is_rebuilt_at_start_up() {
     // (which depends on which page was hit).
     assert!(
         s.stderr().contains("integrity check failed")
-            || s.stderr()
-                .contains("check its integrity: database disk image is malformed"),
+            || s.stderr().contains("check its integrity: database disk image is malformed"),
         "the damage was not reported:\n{}",
         s.stderr()
     );
