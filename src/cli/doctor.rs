@@ -538,9 +538,9 @@ pub struct Args {
 pub fn command(config: Result<Config, ConfigError>, args: Args) -> Result<u8, super::CliError> {
     let checks = run(config, &scheduler::OsOptions::default());
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&checks)?);
+        super::out::stdout().json(&checks)?;
     } else {
-        print!("{}", render(&checks, super::stdout_paint()));
+        super::out::stdout().text(&render(&checks, super::stdout_paint()))?;
     }
     Ok(if failed(&checks) {
         crate::exit::FAILURE

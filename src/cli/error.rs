@@ -1,15 +1,29 @@
 //! The error a command ends with: a layer's error, which knows its exit code
 //! ([`crate::exit::Code`]), or glue that failed (a runtime that cannot start, a port in use),
 //! which is the environment's. `main` never guesses the code from the message or the type.
+//! A reader that closed stdout early ends the command as a quiet success
+//! ([`CliError::OutputClosed`], see [`super::out`]).
 
 use std::fmt;
 
+use super::out::WriteError;
 use crate::exit::{self, Code};
 
 #[derive(Debug)]
 pub enum CliError {
     Failed(Box<dyn Code>),
     Other(anyhow::Error),
+    /// Stdout's reader went away (`| head`): nothing more to say, exit code 0.
+    OutputClosed,
+}
+
+impl From<WriteError> for CliError {
+    fn from(e: WriteError) -> CliError {
+        match e {
+            WriteError::Closed => CliError::OutputClosed,
+            e @ WriteError::Failed(_) => CliError::Other(e.into()),
+        }
+    }
 }
 
 impl<E: Code> From<E> for CliError {
@@ -29,6 +43,7 @@ impl CliError {
         match self {
             CliError::Failed(e) => e.exit_code(),
             CliError::Other(_) => exit::ENVIRONMENT,
+            CliError::OutputClosed => exit::SUCCESS,
         }
     }
 }
@@ -47,6 +62,7 @@ impl fmt::Display for CliError {
                 Ok(())
             }
             CliError::Other(e) => write!(f, "{e:#}"),
+            CliError::OutputClosed => write!(f, "stdout was closed by its reader"),
         }
     }
 }

@@ -4,8 +4,9 @@
 //! `cmd.exe` on Windows, where the `report` stage is a PowerShell script when Windows
 //! PowerShell is found to work (the scripts for the current OS are chosen in one place,
 //! `scripts`). It is made to be worth watching: five stages, two of them at the same time,
-//! output on stdout and stderr, a few seconds of runtime, and a stage that fails once and
-//! succeeds on its retry. Existing files are never overwritten: if any target exists, nothing
+//! output on stdout and stderr, a few seconds of runtime (about 30 s with
+//! [`STEP_SECONDS_VAR`] at 2, as `serve --example`'s first run has it; each step prints its
+//! progress), and a stage that fails once and succeeds on its retry. Existing files are never overwritten: if any target exists, nothing
 //! is written.
 
 use std::path::{Path, PathBuf};
@@ -38,6 +39,11 @@ impl crate::exit::Code for InitError {
 }
 
 const SCRIPTS_DIR: &str = "pipeline";
+
+/// The environment variable the example's stages read for the seconds each of their steps
+/// takes (about 15 steps a run): unset, a run takes a few seconds; `serve --example` sets it
+/// for its first run, to be watched.
+pub const STEP_SECONDS_VAR: &str = "EXAMPLE_STEP_SECONDS";
 
 /// Writes the example into `dir`; returns the files written.
 pub fn write_example(dir: &Path) -> Result<Vec<PathBuf>, InitError> {
@@ -270,11 +276,14 @@ fn powershell_works() -> bool {
 }
 
 const EXTRACT_SH: &str = r#"#!/bin/sh
-# Stage 1: fetch a batch of documents (simulated).
+# Stage 1: fetch a batch of documents (simulated). Each step takes
+# EXAMPLE_STEP_SECONDS (0.2 by default; serve --example makes its first run
+# slow enough to watch).
 set -e
+step="${EXAMPLE_STEP_SECONDS:-0.2}"
 echo "fetching documents for run $PIPEWATCH_RUN_ID"
 for page in 1 2 3 4 5; do
-  sleep 0.2
+  sleep "$step"
   echo "fetched page $page/5 (50 documents)"
 done
 echo "extracted 250 documents"
@@ -284,11 +293,12 @@ const TRANSLATE_SH: &str = r#"#!/bin/sh
 # Stages 2a and 2b: translate the batch into one language (the argument).
 # Both run at the same time; each reports a few problems on stderr.
 set -e
+step="${EXAMPLE_STEP_SECONDS:-0.2}"
 lang="${1:-fr}"
 echo "[$lang] translating 250 documents"
-for batch in 1 2 3 4; do
-  sleep 0.3
-  echo "[$lang] batch $batch/4 translated"
+for batch in 1 2 3 4 5 6; do
+  sleep "$step"
+  echo "[$lang] batch $batch/6 translated"
 done
 echo "[$lang] warning: 3 documents had untranslatable terms; kept the originals" >&2
 echo "[$lang] done"
@@ -297,40 +307,58 @@ echo "[$lang] done"
 const LOAD_SH: &str = r#"#!/bin/sh
 # Stage 3: load the translations. The example warehouse drops the first
 # connection of every run, so attempt 1 fails and the retry succeeds.
+set -e
+step="${EXAMPLE_STEP_SECONDS:-0.2}"
 echo "connecting to the warehouse (attempt ${PIPEWATCH_ATTEMPT:-1})"
-sleep 0.4
+sleep "$step"
 if [ "${PIPEWATCH_ATTEMPT:-1}" = "1" ]; then
   echo "error: warehouse connection reset by peer" >&2
   exit 1
 fi
+echo "connected; writing 500 rows"
+sleep "$step"
 echo "loaded 500 rows"
 "#;
 
 const REPORT_SH: &str = r#"#!/bin/sh
 # Stage 4: summarize the run.
+set -e
+sleep "${EXAMPLE_STEP_SECONDS:-0.2}"
 echo "run $PIPEWATCH_RUN_ID: 250 documents, 2 languages, 500 rows ($REPORT_FORMAT report)"
 "#;
 
 // The batch files have CRLF line ends, as cmd.exe expects (labels and blocks can misparse
 // without). `ping -n 2` on the loopback address is the pause of about a second that every
-// Windows can make without a console (`timeout` refuses to run with its input redirected).
+// Windows can make without a console (`timeout` refuses to run with its input redirected);
+// each step pauses `ping -n <EXAMPLE_STEP_SECONDS + 1>`, which is no pause when it is unset.
 
 const EXTRACT_CMD: &str = "@echo off\r\n\
-rem Stage 1: fetch a batch of documents (simulated).\r\n\
+rem Stage 1: fetch a batch of documents (simulated). Each step takes\r\n\
+rem EXAMPLE_STEP_SECONDS (none by default; serve --example makes its first run\r\n\
+rem slow enough to watch).\r\n\
+setlocal\r\n\
+set /a \"pings=%EXAMPLE_STEP_SECONDS%+1\"\r\n\
 echo fetching documents for run %PIPEWATCH_RUN_ID%\r\n\
 ping -n 2 127.0.0.1 >nul 2>&1\r\n\
-for %%p in (1 2 3 4 5) do echo fetched page %%p/5 ^(50 documents^)\r\n\
+for %%p in (1 2 3 4 5) do (\r\n\
+\x20 ping -n %pings% 127.0.0.1 >nul 2>&1\r\n\
+\x20 echo fetched page %%p/5 ^(50 documents^)\r\n\
+)\r\n\
 echo extracted 250 documents\r\n";
 
 const TRANSLATE_CMD: &str = "@echo off\r\n\
 rem Stages 2a and 2b: translate the batch into one language (the argument).\r\n\
 rem Both run at the same time; each reports a few problems on stderr.\r\n\
 setlocal\r\n\
+set /a \"pings=%EXAMPLE_STEP_SECONDS%+1\"\r\n\
 set \"lang=%~1\"\r\n\
 if \"%lang%\"==\"\" set \"lang=fr\"\r\n\
 echo [%lang%] translating 250 documents\r\n\
 ping -n 2 127.0.0.1 >nul 2>&1\r\n\
-for %%b in (1 2 3 4) do echo [%lang%] batch %%b/4 translated\r\n\
+for %%b in (1 2 3 4 5 6) do (\r\n\
+\x20 ping -n %pings% 127.0.0.1 >nul 2>&1\r\n\
+\x20 echo [%lang%] batch %%b/6 translated\r\n\
+)\r\n\
 >&2 echo [%lang%] warning: 3 documents had untranslatable terms; kept the originals\r\n\
 echo [%lang%] done\r\n";
 
@@ -338,31 +366,45 @@ const LOAD_CMD: &str = "@echo off\r\n\
 rem Stage 3: load the translations. The example warehouse drops the first\r\n\
 rem connection of every run, so attempt 1 fails and the retry succeeds.\r\n\
 setlocal\r\n\
+set /a \"pings=%EXAMPLE_STEP_SECONDS%+1\"\r\n\
 set \"attempt=%PIPEWATCH_ATTEMPT%\"\r\n\
 if \"%attempt%\"==\"\" set \"attempt=1\"\r\n\
 echo connecting to the warehouse (attempt %attempt%)\r\n\
 ping -n 2 127.0.0.1 >nul 2>&1\r\n\
+ping -n %pings% 127.0.0.1 >nul 2>&1\r\n\
 if \"%attempt%\"==\"1\" (\r\n\
 \x20 >&2 echo error: warehouse connection reset by peer\r\n\
 \x20 exit /b 1\r\n\
 )\r\n\
+echo connected; writing 500 rows\r\n\
+ping -n %pings% 127.0.0.1 >nul 2>&1\r\n\
 echo loaded 500 rows\r\n";
 
 const REPORT_CMD: &str = "@echo off\r\n\
 rem Stage 4: summarize the run.\r\n\
+setlocal\r\n\
+set /a \"pings=%EXAMPLE_STEP_SECONDS%+1\"\r\n\
+ping -n %pings% 127.0.0.1 >nul 2>&1\r\n\
 echo run %PIPEWATCH_RUN_ID%: 250 documents, 2 languages, 500 rows (%REPORT_FORMAT% report)\r\n";
 
 const REPORT_PS1: &str = r#"# Stage 4: summarize the run.
+$step = 0
+if ($env:EXAMPLE_STEP_SECONDS) { $step = [double]$env:EXAMPLE_STEP_SECONDS }
+Start-Sleep -Milliseconds ([int]($step * 1000))
 Write-Output "run $($env:PIPEWATCH_RUN_ID): 250 documents, 2 languages, 500 rows ($($env:REPORT_FORMAT) report)"
 "#;
 
 /// `pipewatch init`: writes the example into `dir` and says what to do next.
 pub fn command(dir: &Path) -> Result<u8, super::CliError> {
     let files = write_example(dir)?;
+    let mut out = super::out::stdout();
     for f in &files {
-        println!("wrote {}", f.strip_prefix(dir).unwrap_or(f).display());
+        out.line(format_args!(
+            "wrote {}",
+            f.strip_prefix(dir).unwrap_or(f).display()
+        ))?;
     }
-    println!("next: pipewatch run   (or pipewatch serve to watch it live)");
+    out.line("next: pipewatch run   (or pipewatch serve to watch it live)")?;
     Ok(crate::exit::SUCCESS)
 }
 
@@ -404,6 +446,16 @@ mod tests {
                     }),
                     "{what}: {run}"
                 );
+            }
+        }
+    }
+
+    /// Every script paces its steps by the variable `serve --example` sets.
+    #[test]
+    fn every_script_reads_the_step_seconds() {
+        for example in [sh_example(), windows_example(false), windows_example(true)] {
+            for (name, body) in example.scripts {
+                assert!(body.contains(STEP_SECONDS_VAR), "{name}");
             }
         }
     }

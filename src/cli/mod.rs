@@ -18,12 +18,14 @@
 //! | [`openapi`] | `openapi`: the API's description, as the dashboard serves it |
 //! | [`dashboard`] | the terminal's WebSocket client of the dashboard (`tail`, `doctor`) |
 //! | [`term`] | colour, times and durations for a terminal |
+//! | [`out`] | stdout and stderr: one writing path, a closed reader is a quiet exit 0 |
 
 pub mod dashboard;
 pub mod doctor;
 mod error;
 pub mod init;
 pub mod openapi;
+pub mod out;
 pub mod prune;
 pub mod reindex;
 pub mod run;
@@ -99,8 +101,9 @@ pub fn run(cli: Cli) -> ExitCode {
     init_logging(matches!(cli.command, Command::Serve(_)));
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
+        Err(CliError::OutputClosed) => ExitCode::from(crate::exit::SUCCESS),
         Err(e) => {
-            eprintln!("pipewatch: error: {e}");
+            out::note(format_args!("pipewatch: error: {e}"));
             ExitCode::from(e.exit_code())
         }
     }
@@ -126,12 +129,10 @@ fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Openapi => openapi::command(),
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "pipewatch",
-                &mut std::io::stdout(),
-            );
+            // Generated into memory: clap_complete panics when its writer fails.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "pipewatch", &mut script);
+            out::stdout().text(&String::from_utf8_lossy(&script))?;
             Ok(crate::exit::SUCCESS)
         }
     }

@@ -20,9 +20,9 @@ pub struct Args {
 pub fn command(config: &Config, args: Args) -> Result<u8, CliError> {
     let report = retention::prune(config, args.dry_run)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::out::stdout().json(&report)?;
     } else {
-        print!("{}", render(&report, &config.retention));
+        super::out::stdout().text(&render(&report, &config.retention))?;
     }
     Ok(if report.failed.is_empty() {
         exit::SUCCESS

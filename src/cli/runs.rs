@@ -80,9 +80,9 @@ pub fn command(config: &Config, args: Args) -> Result<u8, CliError> {
             };
             let runs = history.list(list.limit, list.status.as_deref())?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&runs)?);
+                super::out::stdout().json(&runs)?;
             } else {
-                print!("{}", render_list(&runs, paint, now));
+                super::out::stdout().text(&render_list(&runs, paint, now))?;
             }
         }
         Some(Action::Show { run_id }) => {
@@ -106,9 +106,9 @@ pub fn command(config: &Config, args: Args) -> Result<u8, CliError> {
                         })
                         .collect(),
                 };
-                println!("{}", serde_json::to_string_pretty(&json)?);
+                super::out::stdout().json(&json)?;
             } else {
-                print!("{}", render_detail(&detail, &tails, paint, now));
+                super::out::stdout().text(&render_detail(&detail, &tails, paint, now))?;
             }
         }
     }

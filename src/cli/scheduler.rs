@@ -72,9 +72,9 @@ pub fn command(config: &Config, args: Args) -> Result<u8, CliError> {
         Action::Status => b.status(),
     }?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        super::out::stdout().json(&status)?;
     } else {
-        print!("{}", render(&status));
+        super::out::stdout().text(&render(&status))?;
     }
     Ok(exit::SUCCESS)
 }

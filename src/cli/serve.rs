@@ -1,8 +1,13 @@
 //! `pipewatch serve`: the dashboard on `[server] bind` (or `--bind`), until Ctrl-C or SIGTERM;
 //! `--example` serves the example pipeline and starts one run of it to watch.
+//!
+//! The example lives in the user's data folder ([`example_dir`]), not in the current folder:
+//! started from a checkout it would otherwise leave an untracked folder behind. The folder is
+//! the same on every start, so a second `serve --example` serves the same example and its
+//! history.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
@@ -13,23 +18,26 @@ use crate::runner::invocation::Invocation;
 use crate::runner::shutdown;
 use crate::{bus, server};
 
-/// Where `--example` writes and serves the example pipeline.
-const EXAMPLE_DIR: &str = "pipewatch-example";
+/// Seconds per step of the example's stages in the first run of `serve --example`: about
+/// 30 s in all, long enough to open the page and watch it (read by the example's scripts;
+/// unset, as in a plain `pipewatch run`, a step takes a fraction of a second).
+const EXAMPLE_STEP_SECONDS: &str = "2";
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Listen on this address instead of [server] bind (for example 127.0.0.1:9000).
     #[arg(long, value_name = "ADDR")]
     bind: Option<SocketAddr>,
-    /// Serve the example pipeline from ./pipewatch-example (written there by `init` if
-    /// missing) and start one run of it at once.
+    /// Serve the example pipeline from the user's data folder (pipewatch/example in it;
+    /// written there if missing, the path is printed) and start one run of it at once, slow
+    /// enough to watch (about 30 s).
     #[arg(long, conflicts_with = "config")]
     example: bool,
 }
 
 pub fn command(explicit: Option<&Path>, cwd: &Path, args: Args) -> Result<u8, CliError> {
     let mut config = if args.example {
-        example_config(cwd)?
+        example_config()?
     } else {
         load_config(explicit, cwd)?
     };
@@ -44,9 +52,9 @@ pub fn command(explicit: Option<&Path>, cwd: &Path, args: Args) -> Result<u8, Cl
         let stop = shutdown::signalled();
         let listener = tokio::net::TcpListener::bind(config.server.bind)
             .await
-            .with_context(|| format!("cannot listen on {}", config.server.bind))?;
+            .map_err(|e| listen_error(config.server.bind, &config.path, e))?;
         let addr = listener.local_addr()?;
-        println!("pipewatch dashboard: http://{addr}/");
+        super::out::stdout().line(format_args!("pipewatch dashboard: http://{addr}/"))?;
         let exe = std::env::current_exe()?;
         if args.example {
             start_example_run(&exe, &config)?;
@@ -64,12 +72,68 @@ pub fn command(explicit: Option<&Path>, cwd: &Path, args: Args) -> Result<u8, Cl
     })
 }
 
+/// Why the dashboard cannot listen, with what to do when the address is taken.
+fn listen_error(bind: SocketAddr, config: &Path, e: std::io::Error) -> anyhow::Error {
+    let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+        let other = SocketAddr::new(bind.ip(), bind.port().wrapping_add(1).max(1024));
+        format!(
+            "; another program (perhaps another pipewatch serve) listens there. Choose a free \
+             address with --bind (like --bind {other}), or set [server] bind in {}: \
+             pipewatch run and pipewatch tail look for the dashboard at [server] bind, so only \
+             that keeps them talking to this one",
+            config.display()
+        )
+    } else {
+        String::new()
+    };
+    anyhow::anyhow!("cannot listen on {bind}: {e}{hint}")
+}
+
+/// The example's folder: `pipewatch/example` in the user's data folder
+/// (`$XDG_DATA_HOME` or `~/.local/share` on Linux and the BSDs, `~/Library/Application
+/// Support` on macOS, `%LOCALAPPDATA%` on Windows).
+pub fn example_dir() -> Result<PathBuf, CliError> {
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    let data = if cfg!(windows) {
+        var("LOCALAPPDATA").or_else(|| var("APPDATA"))
+    } else if cfg!(target_os = "macos") {
+        var("HOME").map(|h| h.join("Library").join("Application Support"))
+    } else {
+        var("XDG_DATA_HOME").or_else(|| var("HOME").map(|h| h.join(".local").join("share")))
+    };
+    let data = data.ok_or_else(|| {
+        anyhow::anyhow!(
+            "cannot find a folder for the example pipeline: {} is not set to an absolute path \
+             (or write it anywhere with pipewatch init and serve it with pipewatch serve)",
+            if cfg!(windows) {
+                "LOCALAPPDATA"
+            } else {
+                "HOME"
+            }
+        )
+    })?;
+    Ok(data.join("pipewatch").join("example"))
+}
+
 /// The example's configuration, written by `init` first if it is not there yet.
-fn example_config(cwd: &Path) -> Result<Config, CliError> {
-    let dir = cwd.join(EXAMPLE_DIR);
-    if !dir.join(config::FILE_NAME).exists() {
+fn example_config() -> Result<Config, CliError> {
+    let dir = example_dir()?;
+    let mut out = super::out::stdout();
+    if dir.join(config::FILE_NAME).exists() {
+        out.line(format_args!(
+            "serving the example pipeline in {}",
+            dir.display()
+        ))?;
+    } else {
         init::write_example(&dir)?;
-        println!("wrote the example pipeline into {}", dir.display());
+        out.line(format_args!(
+            "wrote the example pipeline into {} (edit it there; pipewatch serve --example serves it again)",
+            dir.display()
+        ))?;
     }
     Ok(Config::load(&dir.join(config::FILE_NAME))?)
 }
@@ -79,6 +143,10 @@ fn start_example_run(exe: &Path, config: &Config) -> Result<(), CliError> {
     let mut cmd = Invocation::new(exe, &config.path, "manual")
         .from_dashboard(None)
         .command();
+    // A test (or a user in a hurry) may set its own pace.
+    if std::env::var_os(init::STEP_SECONDS_VAR).is_none() {
+        cmd.env(init::STEP_SECONDS_VAR, EXAMPLE_STEP_SECONDS);
+    }
     let mut child = cmd
         .stdin(std::process::Stdio::null())
         .spawn()

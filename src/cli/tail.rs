@@ -447,6 +447,7 @@ pub struct Args {
 
 /// `pipewatch tail`: follows the run and exits with its result.
 pub fn command(config: &Config, args: Args) -> Result<u8, super::CliError> {
+    use super::out;
     use std::io::Write;
     let paint = super::stdout_paint();
     let note = crate::cli::term::Paint::new(super::colour_on_stderr());
@@ -457,9 +458,8 @@ pub fn command(config: &Config, args: Args) -> Result<u8, super::CliError> {
     let id = match args.run_id {
         Some(id) => id,
         None => latest(config, opts.poll, &mut || {
-            eprintln!(
-                "{}",
-                note.dim("no run is going: waiting for the next one to start (Ctrl-C to stop)")
+            out::note(
+                note.dim("no run is going: waiting for the next one to start (Ctrl-C to stop)"),
             );
         })?,
     };
@@ -471,7 +471,7 @@ pub fn command(config: &Config, args: Args) -> Result<u8, super::CliError> {
         .chain([crate::event::PIPELINE_STAGE.len()])
         .max()
         .unwrap_or(8);
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = out::stdout();
     let mut on_event = |p: &Published| -> io::Result<()> {
         if args.json {
             writeln!(stdout, "{}", p.json)
@@ -487,16 +487,18 @@ pub fn command(config: &Config, args: Args) -> Result<u8, super::CliError> {
             }
             Via::File(path) => format!("{why}following run {id} from its file {}", path.display()),
         };
-        eprintln!("{}", note.dim(&msg));
+        out::note(note.dim(&msg));
     };
-    let end = follow(&target, &opts, &mut on_event, &mut on_switch)?;
+    let end = match follow(&target, &opts, &mut on_event, &mut on_switch) {
+        Ok(end) => end,
+        // Through the one writing path: a closed reader (`| head`) is a quiet exit 0.
+        Err(FollowError::Output(e)) => return Err(out::WriteError::from(e).into()),
+        Err(e) => return Err(e.into()),
+    };
     let text = match &end {
         End::Abandoned => format!("run {id} abandoned: its runner is gone without a final event"),
         e => format!("run {id} ended: {}", e.as_str()),
     };
-    eprintln!(
-        "{}",
-        note.status_line(&text, end.exit_code() == crate::exit::SUCCESS)
-    );
+    out::note(note.status_line(&text, end.exit_code() == crate::exit::SUCCESS));
     Ok(end.exit_code())
 }

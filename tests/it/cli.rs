@@ -661,3 +661,146 @@ fn every_new_command_has_help() {
         assert!(o.status.success() && !o.stdout.is_empty(), "{cmd:?}");
     }
 }
+
+/// What a command that printed into a pipe its reader closed (`| head`) left behind: its
+/// exit code and stderr.
+fn after_closed_pipe(mut child: Child) -> (Option<i32>, String) {
+    let status = wait_child(&mut child, LONG);
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut e, &mut err).unwrap();
+    }
+    (status.code(), err)
+}
+
+#[test]
+fn a_reader_that_closes_stdout_early_ends_every_command_quietly() {
+    let (p, _) = project("");
+    finished_run(&p, "20261129T080000Z-0001", "2026-11-29", "success");
+    for args in [
+        &["scheduler", "status"][..],
+        &["scheduler", "status", "--json"],
+        &["scheduler", "uninstall"],
+        &["runs"],
+        &["runs", "--json"],
+        &["openapi"],
+        &["completions", "bash"],
+        &["doctor"],
+    ] {
+        let mut child = p.spawn(args);
+        // The reader is gone before the command writes: its first write meets a closed pipe.
+        drop(child.stdout.take());
+        let (code, err) = after_closed_pipe(child);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?} said: {err}");
+    }
+
+    // `tail | head -1`: the reader takes one line and goes; the next event ends the follow.
+    let id = "tail-head";
+    append(&p, id, &started(id));
+    let mut child = p.spawn(&["tail", id, "--json", "--no-dashboard"]);
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("\"start\""), "{first}");
+    append(&p, id, &log_line(id, 1, "one more"));
+    let (code, err) = after_closed_pipe(child);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        !err.contains("error") && !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+}
+
+/// `serve --example` with the user's data folder in `data`, its first line read.
+fn serve_example(
+    p: &Project,
+    data: &Path,
+    port: u16,
+) -> (Child, BufReader<std::process::ChildStdout>, String) {
+    let mut cmd = p.cmd(&["serve", "--example", "--bind", &format!("127.0.0.1:{port}")]);
+    for var in ["XDG_DATA_HOME", "HOME", "LOCALAPPDATA"] {
+        cmd.env(var, data);
+    }
+    // The first run at full speed: the test watches it end, not its pace.
+    cmd.env("EXAMPLE_STEP_SECONDS", "0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    (child, out, first)
+}
+
+/// How many runs of the example in `dir` have ended.
+fn ended_runs(dir: &Path) -> usize {
+    let Ok(files) = std::fs::read_dir(dir.join("logs").join("events")) else {
+        return 0;
+    };
+    files
+        .filter_map(|f| std::fs::read_to_string(f.ok()?.path()).ok())
+        .filter(|text| {
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .any(|e| e["stage"] == "pipeline" && e["event"] == "success")
+        })
+        .count()
+}
+
+#[test]
+fn serve_example_lives_in_the_data_folder_and_is_reused() {
+    let p = Project::new();
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (mut child, mut out, first) = serve_example(&p, data.path(), port);
+    let dir = first
+        .trim()
+        .strip_prefix("wrote the example pipeline into ")
+        .and_then(|rest| rest.split(" (").next())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| panic!("{first:?}"));
+    assert!(dir.starts_with(data.path()), "{first:?}");
+    assert!(dir.join("pipewatch.toml").is_file(), "{}", dir.display());
+    let mut second = String::new();
+    out.read_line(&mut second).unwrap();
+    assert!(
+        second.contains(&format!("http://127.0.0.1:{port}/")),
+        "{second:?}"
+    );
+    wait_until(LONG, "the example's first run ends", || {
+        ended_runs(&dir) == 1
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    // Nothing written where it was started.
+    assert_eq!(std::fs::read_dir(p.path()).unwrap().count(), 0);
+
+    // Started again: the same folder, served as it is.
+    let (mut child, _out, first) = serve_example(&p, data.path(), free_port());
+    assert_eq!(
+        first.trim(),
+        format!("serving the example pipeline in {}", dir.display())
+    );
+    wait_until(LONG, "the second start's run ends", || {
+        ended_runs(&dir) == 2
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn serve_on_a_taken_address_says_how_to_choose_another() {
+    let (p, _) = project("");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let o = p.run(&["serve", "--bind", &addr.to_string()]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains(&format!("cannot listen on {addr}")), "{e}");
+    assert!(
+        e.contains("--bind") && e.contains("[server] bind") && e.contains("pipewatch tail"),
+        "{e}"
+    );
+}

@@ -47,7 +47,27 @@ fn bad_cron() {
         "[pipeline]\nname = \"p\"\nschedule = \"*/15 * *\"\n{STAGE}"
     ));
     assert!(
-        e.contains("pipewatch.toml:3: pipeline.schedule: invalid cron expression"),
+        e.contains("pipewatch.toml:3: pipeline.schedule: schedule \"*/15 * *\": expected 5 fields"),
+        "{e}"
+    );
+}
+
+#[test]
+fn cron_errors_name_the_field_the_value_and_the_range() {
+    let e = config_error(&format!(
+        "[pipeline]\nname = \"p\"\nschedule = \"0 25 * * *\"\n{STAGE}"
+    ));
+    assert!(
+        e.contains("pipewatch.toml:3: pipeline.schedule: schedule \"0 25 * * *\": hour 25 is out of range 0–23"),
+        "{e}"
+    );
+    let e = config_error(&format!(
+        "[pipeline]\nname = \"p\"\nschedule = \"@reboot\"\n{STAGE}"
+    ));
+    assert!(
+        e.contains("schedule \"@reboot\": @reboot is not supported; use 5 fields")
+            && e.contains("@hourly")
+            && !e.contains("between 5 and 7"),
         "{e}"
     );
 }

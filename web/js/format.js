@@ -53,7 +53,8 @@ export function fmtAgo(v) {
   if (Number.isNaN(t)) return '';
   const d = now() - t;
   if (d < 0) return fmtCountdown(-d);
-  if (d < 60e3) return 'just now';
+  // "just now" only while it is true; then seconds ("56s ago"), minutes, hours, days.
+  if (d < 10e3) return 'just now';
   return `${fmtDur(d).split(' ')[0]} ago`;
 }
 
@@ -74,6 +75,9 @@ const REASONS = {
   overlap: 'another run was still going (overlap policy)',
   needs_failed: 'a stage it needs did not succeed',
   stage_failed: 'a stage failed',
+  replaced: 'a newer run replaced it (overlap policy)',
+  journal: 'its run file could not be written',
+  engine_unreachable: 'the cluster engine could not be reached',
   timeout: 'timed out', exit: 'non-zero exit', signal: 'killed by a signal', spawn: 'could not start',
 };
 
@@ -85,7 +89,8 @@ export function explain(r) {
     case 'skipped': return `Not started: ${reason || 'skipped'}${r.scheduled_for ? ` · scheduled for ${fmtWhen(r.scheduled_for)}` : ''}`;
     case 'abandoned': return `The runner stopped without a final event${reason ? ` (${reason})` : ' (killed, crashed or the machine went down)'}`;
     case 'failure': return reason ? `Failed: ${reason}` : '';
-    case 'cancelled': return reason ? `Cancelled: ${reason}` : '';
+    // Free-text reasons may repeat the status ("cancelled by user"): said once.
+    case 'cancelled': return reason ? `Cancelled: ${reason.replace(/^cancelled\s+/i, '')}` : '';
     default: return r.scheduled_for ? `scheduled for ${fmtWhen(r.scheduled_for)}` : '';
   }
 }
