@@ -7,11 +7,11 @@
 //! | here | what both share: the socket writer, the budget, the SSE body |
 //!
 //! Each stream is a *follower* task that finds the events (the bus, the ring, the files) and
-//! hands them, as [`Frame`]s, to the task writing the client's socket through a bounded
+//! hands them, as frames, to the task writing the client's socket through a bounded
 //! channel. Neither stream ever leaves a gap for a client that keeps reading: a follower that
 //! falls behind the bus reads what it missed again — a run's from its file, the all-runs one
 //! from the ring or through the feed (`index::feed`) — and goes on live. Only a client that
-//! stops reading is let go: its socket takes no frame for [`SEND_TIMEOUT`] and is closed with
+//! stops reading is let go: its socket takes no frame for 10 s and is closed with
 //! code 4000, and it resumes with its `since`.
 //!
 //! Each event is encoded once, on the bus (`bus::Fed`); a frame is a reference to that
