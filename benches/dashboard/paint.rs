@@ -7,7 +7,9 @@
 //! row first enters the DOM — the log renders in an animation frame, so that is the frame that
 //! paints it — and `requestAnimationFrame` stamps the start of the next frame, by when it has
 //! been painted. A writer appends 1,000 events at 100/s stamping its own wall clock; the two
-//! stamps give "in the DOM" and "painted by" latencies.
+//! stamps give "in the DOM" and "painted by" latencies. The log keeps only the rows in view in
+//! the DOM: when the page stalls and more lines arrive than the view holds, the earlier ones
+//! are never there, and are counted as such.
 //!
 //! Without Chromium or chromedriver it prints a loud SKIPPED line.
 
