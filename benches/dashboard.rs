@@ -23,8 +23,15 @@
 //!   stall, the server's memory must stay flat (`PW_LOAD_CLIENTS`, `PW_LOAD_RATE`,
 //!   `PW_LOAD_SECS` change the figures).
 //!
-//! Clients and writers run in this process, on the same machine as the server: on a small
-//! machine they compete with it for the CPU (the figures say how much CPU each side used).
+//! The streams cases (`dashboard/streams.rs`: gap, fanout-run, burst, latency1) run their
+//! WebSocket clients in a process of their own (`dashboard/client.rs`: this binary again, with
+//! `PW_BENCH_CLIENT` set) and print the server's CPU time per delivery and its peak RSS beside
+//! each latency; paint (`dashboard/paint.rs`) measures append → painted in headless Chromium.
+//!
+//! The cases above them run clients and writers in this process, on the same machine as the
+//! server: on a small machine they compete with it for the CPU (the figures say how much CPU
+//! each side used). Writers stamp the wall clock (`now_ns`) so that a client in another process
+//! can subtract it from its own.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -41,6 +48,16 @@ use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 mod http;
 #[path = "../tests/it/support/server.rs"]
 mod server;
+#[allow(dead_code)] // the bench needs only `chromium`
+#[path = "../tests/it/support/tools.rs"]
+mod tools;
+
+#[path = "dashboard/client.rs"]
+mod client;
+#[path = "dashboard/paint.rs"]
+mod paint;
+#[path = "dashboard/streams.rs"]
+mod streams;
 
 use http::Ws;
 use server::Server;
@@ -51,10 +68,12 @@ const CONFIG: &str = "[pipeline]\nname = \"bench\"\n[[stages]]\nname = \"a\"\nru
 // Clock, histogram
 // ---------------------------------------------------------------------------------------------
 
-/// One clock for writers and clients (same process): nanoseconds since the first call.
+/// The clock of writers and clients: wall-clock nanoseconds since the Unix epoch, so that a
+/// client in another process (or a browser) can subtract a writer's stamp from its own.
 fn now_ns() -> u64 {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Log-linear histogram of microseconds (relative error < 0.2%), cheap enough for 20 M samples.
@@ -1005,13 +1024,16 @@ fn load() {
 }
 
 fn main() {
+    if std::env::var_os(client::MODE_ENV).is_some() {
+        client::run();
+        return;
+    }
     // `cargo bench` passes --bench; a filter argument picks one benchmark.
     let filter: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
     let want = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
-    now_ns();
     if want("latency") {
         latency();
     }
@@ -1026,5 +1048,20 @@ fn main() {
     }
     if want("load") {
         load();
+    }
+    if want("gap") {
+        streams::gap();
+    }
+    if want("fanout-run") {
+        streams::fanout_run();
+    }
+    if want("burst") {
+        streams::burst();
+    }
+    if want("latency1") {
+        streams::latency1();
+    }
+    if want("paint") {
+        paint::paint();
     }
 }
