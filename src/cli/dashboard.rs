@@ -53,6 +53,41 @@ pub fn connect(
     }
 }
 
+/// The identity of the events folder the dashboard at `addr` tails (`events_id` in its
+/// health), `Ok(None)` from a dashboard too old to say. An error when it does not answer as a
+/// pipewatch dashboard.
+pub fn events_id(addr: SocketAddr, timeout: Duration) -> Result<Option<String>, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .build()
+        .into();
+    let mut answer = agent
+        .get(&format!("http://{addr}/api/health"))
+        .call()
+        .map_err(|e| format!("no dashboard at {addr}: {e}"))?;
+    let body = answer
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| format!("the dashboard at {addr}: {e}"))?;
+    let health: serde_json::Value = serde_json::from_str(&body)
+        .map_err(|_| format!("{addr} does not answer as a pipewatch dashboard"))?;
+    Ok(health["events_id"].as_str().map(str::to_string))
+}
+
+/// Why the dashboard at `addr` is not this configuration's (it tails another events folder),
+/// if it is not.
+pub fn not_ours(config: &crate::config::Config, theirs: Option<&str>) -> Option<String> {
+    let ours = config.server.events_id();
+    let theirs = theirs?;
+    (theirs != ours).then(|| {
+        format!(
+            "the dashboard at {} tails another events folder than {} (another project's dashboard)",
+            crate::runner::announce::reachable(config.server.bind),
+            config.server.events_dir.display()
+        )
+    })
+}
+
 /// Whether a read ended on the socket's read timeout (the socket is still usable).
 pub fn timed_out(e: &tungstenite::Error) -> bool {
     matches!(e, tungstenite::Error::Io(io) if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))

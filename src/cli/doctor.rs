@@ -121,7 +121,7 @@ pub fn run(config: Result<Config, ConfigError>, opts: &scheduler::OsOptions) -> 
     } else {
         out.push(Check::skip(
             "websocket",
-            "not checked: the dashboard is down",
+            "not checked: no dashboard of this configuration answers",
         ));
     }
     scheduler_task(&config, opts, up, &mut out);
@@ -338,7 +338,20 @@ fn dashboard(config: &Config, out: &mut Vec<Check>) -> bool {
             "look at the dashboard's log (stderr of `pipewatch serve`), then restart it; `pipewatch reindex` rebuilds a broken index",
         ));
     }
-    if let Some(dir) = health["events_dir"].as_str()
+    if let Some(why) = crate::cli::dashboard::not_ours(config, health["events_id"].as_str()) {
+        out.push(Check::fail(
+            "dashboard folder",
+            why,
+            format!(
+                "give this configuration its own [server] bind in {} and start its dashboard there (`pipewatch serve`); its runs are not shown by the dashboard at {addr}",
+                config.path.display()
+            ),
+        ));
+        // What that dashboard says (its scheduler, its stream) is about another project.
+        return false;
+    }
+    if health["events_id"].is_null()
+        && let Some(dir) = health["events_dir"].as_str()
         && Path::new(dir) != config.server.events_dir
     {
         out.push(Check::warn(

@@ -119,6 +119,9 @@ pub struct Target {
     pub state_dir: PathBuf,
     pub bind: SocketAddr,
     pub token: String,
+    /// The configuration's events folder, as dashboards name it: one that tails another
+    /// folder never sees this run.
+    pub events_id: String,
 }
 
 impl Target {
@@ -128,6 +131,7 @@ impl Target {
             state_dir: config.server.state_dir.clone(),
             bind: crate::runner::announce::reachable(config.server.bind),
             token: config.server.token.clone(),
+            events_id: config.server.events_id(),
             id,
         }
     }
@@ -208,6 +212,21 @@ impl Follower<'_> {
     fn try_dashboard(&mut self) -> Result<WebSocket<TcpStream>, Option<String>> {
         if self.opts.file_only {
             return Err(None);
+        }
+        // Another project's dashboard on the configured address would wait for ever for a
+        // run it never sees.
+        match crate::cli::dashboard::events_id(self.target.bind, Duration::from_millis(500)) {
+            Err(why) => {
+                tracing::debug!("dashboard not used: {why}");
+                return Err(None);
+            }
+            Ok(Some(theirs)) if theirs != self.target.events_id => {
+                return Err(Some(format!(
+                    "the dashboard at {} tails another events folder (another project's)",
+                    self.target.bind
+                )));
+            }
+            Ok(_) => {}
         }
         let since = self.last.map(|s| format!("?since={s}")).unwrap_or_default();
         let path = format!("/ws/events/{}{since}", self.target.id);

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Value, json};
 
 use crate::support::{
-    Options, Project, Server, free_port, seqs, stage, stderr, wait_child, wait_until,
+    Options, Project, QUICK, Server, free_port, seqs, stage, stderr, wait_child, wait_until,
 };
 
 const LONG: Duration = Duration::from_secs(30);
@@ -802,5 +802,60 @@ fn serve_on_a_taken_address_says_how_to_choose_another() {
     assert!(
         e.contains("--bind") && e.contains("[server] bind") && e.contains("pipewatch tail"),
         "{e}"
+    );
+}
+
+/// A second project whose configuration names the first one's dashboard address: `tail`
+/// follows its own runs from their files instead of waiting on a dashboard that never sees
+/// them, and `doctor` fails, saying the dashboard is another project's.
+#[test]
+fn tail_and_doctor_know_another_projects_dashboard() {
+    let a = Project::with_config(QUICK);
+    let s = Server::start(&a);
+    let b = Project::with_config(QUICK);
+    let text = std::fs::read_to_string(b.path().join("pipewatch.toml")).unwrap();
+    b.write_config(&format!(
+        "{text}\n[server]\nbind = \"127.0.0.1:{}\"\n",
+        s.port
+    ));
+    let o = b.run(&["run", "--no-notify"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let id = b.journal()[0]["run_id"].as_str().unwrap().to_string();
+
+    let mut child = b.cmd(&["tail", &id, "--json"]);
+    let started = std::time::Instant::now();
+    let o = child.output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let events: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.last().unwrap()["event"], "success", "{events:?}");
+    assert!(
+        stderr(&o).contains("another events folder"),
+        "{}",
+        stderr(&o)
+    );
+
+    let (checks, code) = doctor(&b, &[]);
+    assert_eq!(code, 1, "{checks:?}");
+    let c = check(&checks, "dashboard folder");
+    assert_eq!(c["ok"], false, "{c}");
+    assert!(
+        c["detail"].as_str().unwrap().contains("another project"),
+        "{c}"
+    );
+    // The first project's doctor, pointed at its own dashboard, has no such complaint.
+    let text = std::fs::read_to_string(a.path().join("pipewatch.toml")).unwrap();
+    a.write_config(&format!(
+        "{text}\n[server]\nbind = \"127.0.0.1:{}\"\n",
+        s.port
+    ));
+    let (checks, _) = doctor(&a, &[]);
+    assert_eq!(check(&checks, "dashboard")["ok"], true, "{checks:?}");
+    assert!(
+        checks.iter().all(|c| c["check"] != "dashboard folder"),
+        "{checks:?}"
     );
 }
