@@ -32,7 +32,7 @@ pub const DEFAULT_RING_BYTES: usize = 16 * 1024 * 1024;
 pub const DEFAULT_LAG: usize = 4096;
 
 /// The same for one run's followers (who catch up from the run's file).
-const RUN_LAG: usize = 1024;
+const RUN_LAG: usize = 16_384;
 
 /// An event as published: its cursor and its encodings, built once for every subscriber.
 #[derive(Debug)]
