@@ -19,7 +19,7 @@
 //! - Runs removed by retention take their segments with them: their events cannot be read
 //!   again, and a resume skips them.
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Transaction, params};
 
 use super::{Index, IndexError, db, parse_id};
 use crate::tail::Checkpoint;
@@ -36,18 +36,6 @@ pub struct Segment {
     pub seq_last: u64,
     /// Where reading the run's file finds its first event (its run id is the file's).
     pub from: Checkpoint,
-}
-
-impl Segment {
-    /// How many events it holds.
-    pub fn len(&self) -> u64 {
-        self.last - self.first + 1
-    }
-
-    /// Whether it holds no event (never: a segment has at least one).
-    pub fn is_empty(&self) -> bool {
-        self.last < self.first
-    }
 }
 
 /// The first cursor of a feed that has none yet: microseconds since 1970 (about 1.8e15 in
@@ -143,18 +131,6 @@ impl Index {
         }
         Ok(out)
     }
-
-    /// The cursor of the oldest event the feed can still give (`None` if it is empty).
-    pub fn feed_start(&self) -> Result<Option<u64>, IndexError> {
-        let p = self.path.as_path();
-        self.conn
-            .query_row("SELECT MIN(first) FROM feed", [], |r| {
-                r.get::<_, Option<i64>>(0)
-            })
-            .optional()
-            .map(|v| v.flatten().map(|v| v as u64))
-            .map_err(db(p, "read the feed's first cursor"))
-    }
 }
 
 /// Writes segments inside an open transaction.
@@ -193,6 +169,11 @@ mod tests {
     use super::*;
     use crate::index::testing::{batch, id, runner_run};
 
+    /// The cursor of the oldest event the feed can still give.
+    fn feed_start(ix: &Index) -> Option<u64> {
+        ix.feed_after(0, 1).unwrap().first().map(|s| s.first)
+    }
+
     fn seg(first: u64, last: u64, run: &str, seq_first: u64) -> Segment {
         Segment {
             first,
@@ -216,7 +197,7 @@ mod tests {
         let start = ix.next_cursor().unwrap();
         assert!(start > 1_700_000_000_000_000, "{start}");
         assert!(start < 1 << 53, "{start}");
-        assert_eq!(ix.feed_start().unwrap(), None);
+        assert_eq!(feed_start(&ix), None);
     }
 
     #[test]
@@ -229,7 +210,7 @@ mod tests {
         );
         ix.record_feed(&[a.clone(), b.clone(), c.clone()]).unwrap();
         assert_eq!(ix.next_cursor().unwrap(), 41);
-        assert_eq!(ix.feed_start().unwrap(), Some(10));
+        assert_eq!(feed_start(&ix), Some(10));
         assert_eq!(
             ix.feed_after(0, 10).unwrap(),
             vec![a.clone(), b.clone(), c.clone()]

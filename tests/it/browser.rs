@@ -375,6 +375,12 @@ fn work_run(t: DateTime<Utc>, n: u32, source: &str) -> (Project, String, RunFile
     ));
     let id = run_id_at(t, n);
     let mut f = RunFile::new(&p, &id, source);
+    start_work(&mut f);
+    (p, id, f)
+}
+
+/// The run's `start` (with its one stage, `work`) and the stage's `start`.
+fn start_work(f: &mut RunFile) {
     f.push(
         "pipeline",
         "start",
@@ -389,7 +395,6 @@ fn work_run(t: DateTime<Utc>, n: u32, source: &str) -> (Project, String, RunFile
         "stage work started",
         json!({ "attempt": 1 }),
     );
-    (p, id, f)
 }
 
 /// A config with a schedule that will not fire during a test.
@@ -1637,20 +1642,7 @@ fn without_websocket_the_page_falls_back_to_sse_and_polling() {
 /// line and ends as the run does, and the run's end (`success` or `failure`).
 fn finished_run(p: &Project, id: &str, status: &str) {
     let mut f = RunFile::new(p, id, "scheduler");
-    f.push(
-        "pipeline",
-        "start",
-        "info",
-        "run started",
-        json!({ "stages": ["work"] }),
-    );
-    f.push(
-        "work",
-        "start",
-        "info",
-        "stage work started",
-        json!({ "attempt": 1 }),
-    );
+    start_work(&mut f);
     f.log("work", "stdout", "working");
     finish(&mut f, status);
 }

@@ -20,8 +20,8 @@ use tokio::sync::mpsc;
 use utoipa::IntoParams;
 
 use super::{
-    FOLLOW_BUFFER, Follow, Frame, Item, Out, Place, follow, handshake, resume_after, serve_socket,
-    sse_body,
+    FOLLOW_BUFFER, Follow, Frame, Item, Out, Place, follow, handshake, read_blocking, resume_after,
+    serve_socket, sse_body,
 };
 use crate::bus::Fed;
 use crate::server::error::{ApiError, ErrorBody, parse_u64};
@@ -118,21 +118,10 @@ impl AllFollower {
     /// Reads one segment again, a bounded batch at a time on the blocking pool, and sends it.
     async fn send_segment(&mut self, mut reader: SegmentReader, out: &Out) -> bool {
         loop {
-            let read = tokio::task::spawn_blocking(move || {
-                let batch = reader.next_batch();
-                (reader, batch)
-            })
-            .await;
-            let batch = match read {
-                Ok((r, batch)) => {
-                    reader = r;
-                    batch
-                }
-                Err(e) => {
-                    tracing::warn!("reading a run file again failed: {e}");
-                    return true;
-                }
+            let Some((r, batch)) = read_blocking(reader, SegmentReader::next_batch).await else {
+                return true;
             };
+            reader = r;
             match batch {
                 Ok(Some(events)) => {
                     let last = self.last;

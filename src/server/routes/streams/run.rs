@@ -19,8 +19,8 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::{
-    Ending, Follow, Frame, Item, Out, Place, follow, handshake, resume_after, serve_socket,
-    sse_body,
+    Ending, Follow, Frame, Item, Out, Place, follow, handshake, read_blocking, resume_after,
+    serve_socket, sse_body,
 };
 use crate::bus::Fed;
 use crate::event::{Published, RunId};
@@ -73,23 +73,13 @@ impl Follow for RunFollower {
     async fn catch_up(&mut self, out: &Out) -> bool {
         self.replay.resume(self.last);
         loop {
-            // A blocking read, but a bounded one (one batch), on the blocking pool.
-            let mut r = self.replay.clone();
-            let read = tokio::task::spawn_blocking(move || {
-                let batch = r.next_batch();
-                (r, batch)
-            })
-            .await;
-            let batch = match read {
-                Ok((r, batch)) => {
-                    self.replay = r;
-                    batch
-                }
-                Err(e) => {
-                    tracing::warn!("replay task failed: {e}");
-                    return true;
-                }
+            // A copy goes to the blocking pool: if the read task fails, the replay stays.
+            let Some((replay, batch)) =
+                read_blocking(self.replay.clone(), Replay::next_batch).await
+            else {
+                return true;
             };
+            self.replay = replay;
             match batch {
                 Ok(Some(events)) => {
                     let last = self.last;
