@@ -77,7 +77,11 @@ pub struct Data<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupted_by: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delay_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -12,7 +12,7 @@ use super::{CliError, parse_run_id, stdout_paint};
 use crate::config::Config;
 use crate::event::RunId;
 use crate::exit;
-use crate::index::history::History;
+use crate::index::history::{History, StderrTail};
 use crate::index::{RUN_STATUSES, RunDetail, RunSummary, StageSummary};
 
 /// Number of stderr lines `runs show` prints for a failed stage.
@@ -33,8 +33,8 @@ pub struct Args {
 enum Action {
     /// Runs newest first (the default).
     List(ListArgs),
-    /// One run: its stages with status, attempts, durations and exit codes, and the last
-    /// stderr lines of a failed stage.
+    /// One run: why it ended, its stages with status, attempts, durations and outcome (exit
+    /// code, timeout, why skipped), and the last stderr lines of a failed stage's last attempt.
     Show {
         #[arg(value_parser = parse_run_id, value_name = "RUN_ID")]
         run_id: RunId,
@@ -102,7 +102,7 @@ pub fn command(config: &Config, args: Args) -> Result<u8, CliError> {
                         .iter()
                         .map(|stage| StageJson {
                             stage,
-                            stderr_tail: tails.get(&stage.name),
+                            stderr_tail: tails.get(&stage.name).map(|t| &t.lines),
                         })
                         .collect(),
                 };
@@ -113,6 +113,84 @@ pub fn command(config: &Config, args: Args) -> Result<u8, CliError> {
         }
     }
     Ok(exit::SUCCESS)
+}
+
+/// How a stage ended, in words: its exit code, a timeout, the signal, why it was skipped or
+/// cancelled. `None` while it runs (or when its events say nothing more).
+fn stage_outcome(s: &StageSummary) -> Option<String> {
+    let reason = s.reason.as_deref();
+    Some(match (s.status.as_str(), reason) {
+        (_, Some("timeout")) => "timed out".to_string(),
+        (_, Some("signal")) => match s.signal {
+            Some(n) => format!("killed by signal {n}"),
+            None => "killed by a signal".to_string(),
+        },
+        (_, Some("spawn")) => "could not start".to_string(),
+        ("skipped", Some("needs_failed")) => match &s.needs {
+            Some(n) => format!("{n} did not succeed"),
+            None => "a needed stage did not succeed".to_string(),
+        },
+        ("skipped", Some("run_stopped")) => "the run stopped first".to_string(),
+        ("cancelled", Some(r)) => cancelled_by(r),
+        ("running", _) => return None,
+        _ => match s.exit_code {
+            Some(c) => format!("exit code {c}"),
+            None => return reason.map(str::to_string),
+        },
+    })
+}
+
+/// A cancel's reason code in words.
+fn cancelled_by(reason: &str) -> String {
+    match reason {
+        "user" => "cancelled by a user".to_string(),
+        "interrupted" => "interrupted".to_string(),
+        "replaced" => "replaced by a newer run".to_string(),
+        r => format!("cancelled ({r})"),
+    }
+}
+
+/// Why a run ended as it did, in words (empty for a success or a run still going): the
+/// failed stages with how each failed, a timeout, who cancelled it.
+fn run_why(d: &RunDetail) -> String {
+    let r = &d.run;
+    let failed = |names: &[String]| -> String {
+        names
+            .iter()
+            .map(|n| {
+                match d
+                    .stages
+                    .iter()
+                    .find(|s| &s.name == n)
+                    .and_then(stage_outcome)
+                {
+                    Some(o) => format!("{n} ({o})"),
+                    None => n.clone(),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let failed_stages = if r.failed_stages.is_empty() {
+        d.stages
+            .iter()
+            .filter(|s| s.status == "failure")
+            .map(|s| s.name.clone())
+            .collect()
+    } else {
+        r.failed_stages.clone()
+    };
+    match (r.status.as_str(), r.reason.as_deref()) {
+        ("failure", Some("timeout")) => "the run timed out".to_string(),
+        ("failure", _) if !failed_stages.is_empty() => {
+            let s = if failed_stages.len() == 1 { "" } else { "s" };
+            format!("stage{s} failed: {}", failed(&failed_stages))
+        }
+        ("cancelled", Some(why)) => cancelled_by(why),
+        ("success" | "running", _) => String::new(),
+        (_, Some(why)) => why.to_string(),
+        _ => String::new(),
+    }
 }
 
 /// The duration shown for a run or stage: its own, or for one still going the time so far.
@@ -142,7 +220,13 @@ pub fn render_list(runs: &[RunSummary], paint: Paint, now: DateTime<Utc>) -> Str
     let rows: Vec<[String; 5]> = runs
         .iter()
         .map(|r| {
-            let source = match (&r.source, &r.reason) {
+            // Why it did not succeed: the stages that failed, else the reason's code.
+            let why = match (&r.reason, r.failed_stages.is_empty()) {
+                (_, false) => Some(format!("failed: {}", r.failed_stages.join(", "))),
+                (Some(w), true) => Some(w.clone()),
+                (None, true) => None,
+            };
+            let source = match (&r.source, why) {
                 (Some(s), Some(why)) if r.status != "success" => format!("{s} ({why})"),
                 (Some(s), _) => s.clone(),
                 (None, _) => "-".to_string(),
@@ -196,7 +280,7 @@ pub fn render_list(runs: &[RunSummary], paint: Paint, now: DateTime<Utc>) -> Str
 /// `runs show`: the run, then each stage; a failed stage with the end of its stderr.
 pub fn render_detail(
     d: &RunDetail,
-    tails: &HashMap<String, Vec<String>>,
+    tails: &HashMap<String, StderrTail>,
     paint: Paint,
     now: DateTime<Utc>,
 ) -> String {
@@ -206,12 +290,13 @@ pub fn render_detail(
     let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_string());
     out.push_str(&format!("run       {}\n", paint.bold(r.run_id.as_str())));
     out.push_str(&format!("pipeline  {}\n", or_dash(r.pipeline.clone())));
-    let reason = r
-        .reason
-        .as_deref()
-        .map(|w| format!(" ({w})"))
-        .unwrap_or_default();
-    out.push_str(&format!("status    {}{reason}\n", paint.status(&r.status)));
+    let why = run_why(d);
+    let why = if why.is_empty() {
+        String::new()
+    } else {
+        format!(": {why}")
+    };
+    out.push_str(&format!("status    {}{why}\n", paint.status(&r.status)));
     out.push_str(&format!("trigger   {}\n", or_dash(r.source.clone())));
     out.push_str(&format!(
         "started   {}\n",
@@ -248,13 +333,11 @@ pub fn render_detail(
         .max(6);
     out.push_str(&paint.bold(&format!(
         "{:name_w$}  {:status_w$}  {:>8}  {:>10}  {}",
-        "STAGE", "STATUS", "ATTEMPTS", "DURATION", "EXIT"
+        "STAGE", "STATUS", "ATTEMPTS", "DURATION", "OUTCOME"
     )));
     out.push('\n');
     for s in &d.stages {
-        let exit = s
-            .exit_code
-            .map_or_else(|| "-".to_string(), |c| c.to_string());
+        let exit = stage_outcome(s).unwrap_or_else(|| "-".to_string());
         out.push_str(&format!(
             "{:name_w$}  {}  {:>8}  {:>10}  {}\n",
             s.name,
@@ -263,13 +346,18 @@ pub fn render_detail(
             shown_duration(s.duration_ms, s.started_at.as_deref(), &s.status, now),
             exit
         ));
-        if let Some(lines) = tails.get(&s.name).filter(|l| !l.is_empty()) {
+        if let Some(tail) = tails.get(&s.name).filter(|t| !t.lines.is_empty()) {
+            let of_attempt = if s.attempts > 1 {
+                format!(" (attempt {} of {})", tail.attempt, s.attempts)
+            } else {
+                String::new()
+            };
             out.push_str(&paint.dim(&format!(
-                "  last {} stderr lines of {}:\n",
-                lines.len(),
+                "  last {} stderr lines of {}{of_attempt}:\n",
+                tail.lines.len(),
                 s.name
             )));
-            for l in lines {
+            for l in &tail.lines {
                 out.push_str(&format!("  {} {}\n", paint.dim("|"), paint.red(l)));
             }
         }

@@ -1,5 +1,6 @@
 //! The event → summary fold: how a run's events make its `runs` row (status, start, end,
-//! duration, reason) and its `stages` rows (status, attempts, exit code). Pure: no SQL here.
+//! duration, reason, failed stages, first error) and its `stages` rows (status, attempts,
+//! duration, exit code, why it ended). Pure: no SQL here.
 //! The write path (`write.rs`) loads a run's rows, folds a batch's events into them with
 //! [`RunFold::apply`], and writes back the rows that changed.
 //!
@@ -14,6 +15,9 @@
 //!   only a final event replaces). Log lines only bump counters.
 //! - A run starts at its first event; a run whose only event is `missed` starts at its
 //!   `scheduled_for`. `sort_key` is that start normalized to UTC ([`sort_key`]).
+//! - A stage's duration runs from its first attempt's `start` to its final event, retries
+//!   and their delays included: what its bar on the page spans and what `pipewatch run`
+//!   prints. Only a stage with no `start` takes its final event's `data.duration_ms`.
 
 use std::collections::HashMap;
 
@@ -36,6 +40,10 @@ pub(super) struct RunRow {
     pub(super) duration_ms: Option<i64>,
     pub(super) scheduled_for: Option<String>,
     pub(super) reason: Option<String>,
+    /// `data.failed_stages` of the run's final event, as a JSON array.
+    pub(super) failed_stages: Option<String>,
+    /// The `seq` of the run's first event at level `error`.
+    pub(super) first_error_seq: Option<i64>,
     pub(super) events: i64,
     pub(super) last_seq: Option<i64>,
     pub(super) sort_key: String,
@@ -59,6 +67,8 @@ impl RunRow {
             duration_ms: None,
             scheduled_for: None,
             reason: None,
+            failed_stages: None,
+            first_error_seq: None,
             events: 0,
             last_seq: None,
             sort_key: String::new(),
@@ -82,6 +92,12 @@ pub(super) struct StageRow {
     pub(super) duration_ms: Option<i64>,
     pub(super) attempts: i64,
     pub(super) exit_code: Option<i64>,
+    /// `data.reason` of the stage's final event (`exit`, `timeout`, `needs_failed`, …).
+    pub(super) reason: Option<String>,
+    /// `data.signal` of the final event: the signal that ended its last attempt.
+    pub(super) signal: Option<i64>,
+    /// `data.needs` of a `skipped` stage: the needed stage that did not succeed.
+    pub(super) needs: Option<String>,
     pub(super) dirty: bool,
 }
 
@@ -167,6 +183,15 @@ impl RunFold {
         if row.source.is_none() {
             row.source.clone_from(&e.source);
         }
+        // An error: level `error`, or a `failure` of a writer that gives no level (as the
+        // page's log marks it).
+        let error = e
+            .level
+            .as_deref()
+            .map_or(e.event == kind::FAILURE, |l| l == "error");
+        if row.first_error_seq.is_none() && error {
+            row.first_error_seq = Some(seq);
+        }
         if e.stage == PIPELINE_STAGE {
             row.apply_run_event(e);
             return;
@@ -204,6 +229,7 @@ impl RunRow {
                 {
                     self.status = Some(RUNNING.to_string());
                     (self.finished_at, self.duration_ms, self.reason) = (None, None, None);
+                    self.failed_stages = None;
                 }
                 self.sort_key = sort_key(&e.timestamp);
                 self.started_at = Some(e.timestamp.clone());
@@ -217,6 +243,7 @@ impl RunRow {
                         .as_deref()
                         .and_then(|s| elapsed_ms(s, &e.timestamp))
                 });
+                self.failed_stages = failed_stages(e);
             }
             kind::MISSED => {
                 self.status = Some(kind::MISSED.to_string());
@@ -263,6 +290,9 @@ impl Stages {
                     duration_ms: None,
                     attempts: 0,
                     exit_code: None,
+                    reason: None,
+                    signal: None,
+                    needs: None,
                     dirty: true,
                 });
                 self.by_name.insert(e.stage.clone(), i);
@@ -281,18 +311,21 @@ impl Stages {
                 }
                 s.finished_at = None;
                 s.duration_ms = None;
-                s.exit_code = None;
+                (s.exit_code, s.reason, s.signal, s.needs) = (None, None, None, None);
                 s.dirty = true;
             }
             kind::SUCCESS | kind::FAILURE | kind::SKIPPED | kind::CANCELLED => {
                 s.status = e.event.clone();
                 s.finished_at = Some(e.timestamp.clone());
-                s.duration_ms = e.data_i64("duration_ms").or_else(|| {
-                    s.started_at
-                        .as_deref()
-                        .and_then(|st| elapsed_ms(st, &e.timestamp))
-                });
+                s.duration_ms = s
+                    .started_at
+                    .as_deref()
+                    .and_then(|st| elapsed_ms(st, &e.timestamp))
+                    .or_else(|| e.data_i64("duration_ms"));
                 s.exit_code = e.data_i64("exit_code");
+                s.reason = e.data_str("reason").map(str::to_string);
+                s.signal = e.data_i64("signal");
+                s.needs = e.data_str("needs").map(str::to_string);
                 if let Some(a) = e.data_i64("attempt") {
                     s.attempts = s.attempts.max(a);
                 }
@@ -302,6 +335,20 @@ impl Stages {
             _ => {}
         }
     }
+}
+
+/// `data.failed_stages` of a run's final event, kept as a JSON array of its names (only the
+/// strings of it; none when it is absent or empty).
+fn failed_stages(e: &Event) -> Option<String> {
+    let names: Vec<&str> = e
+        .data
+        .as_ref()?
+        .get("failed_stages")?
+        .as_array()?
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    (!names.is_empty()).then(|| serde_json::to_string(&names).unwrap_or_default())
 }
 
 /// The text a run sorts by: its start normalized to UTC, or as written if it does not parse.

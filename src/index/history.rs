@@ -237,29 +237,39 @@ impl History {
         Ok(detail)
     }
 
-    /// The last `n` stderr lines of each of `stages` in the run's file (empty when the file
-    /// is gone).
+    /// The last `n` stderr lines of the last attempt of each of `stages` in the run's file
+    /// (none when the file is gone): a stage's `start` begins a new attempt's output.
     pub fn stderr_tails(
         &self,
         id: &RunId,
         stages: &[&str],
         n: usize,
-    ) -> Result<HashMap<String, Vec<String>>, HistoryError> {
-        let mut tails: HashMap<String, VecDeque<String>> = stages
+    ) -> Result<HashMap<String, StderrTail>, HistoryError> {
+        // Per stage: starts seen, the current attempt, its last lines.
+        let mut tails: HashMap<String, (u32, u32, VecDeque<String>)> = stages
             .iter()
-            .map(|s| (s.to_string(), VecDeque::new()))
+            .map(|s| (s.to_string(), (0, 1, VecDeque::new())))
             .collect();
         let path = files::path(&self.events_dir, id);
         let read = read_batches(&path, id, |batch| {
             for p in &batch.events {
                 let e = &p.event;
-                if e.event != crate::event::kind::LOG || e.data_str("stream") != Some("stderr") {
+                let Some((starts, attempt, lines)) = tails.get_mut(&e.stage) else {
                     continue;
-                }
-                if let Some(t) = tails.get_mut(&e.stage) {
-                    t.push_back(e.msg.clone());
-                    if t.len() > n {
-                        t.pop_front();
+                };
+                if e.event == crate::event::kind::START {
+                    *starts += 1;
+                    *attempt = e
+                        .data_i64("attempt")
+                        .and_then(|a| u32::try_from(a).ok())
+                        .unwrap_or(*starts);
+                    lines.clear();
+                } else if e.event == crate::event::kind::LOG
+                    && e.data_str("stream") == Some("stderr")
+                {
+                    lines.push_back(e.msg.clone());
+                    if lines.len() > n {
+                        lines.pop_front();
                     }
                 }
             }
@@ -272,7 +282,10 @@ impl History {
         }
         Ok(tails
             .into_iter()
-            .map(|(k, v)| (k, v.into_iter().collect()))
+            .map(|(k, (_, attempt, lines))| {
+                let lines = lines.into_iter().collect();
+                (k, StderrTail { attempt, lines })
+            })
             .collect())
     }
 
@@ -285,6 +298,14 @@ impl History {
             run.status = "abandoned".to_string();
         }
     }
+}
+
+/// The end of a stage's stderr, from its last attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StderrTail {
+    /// The attempt the lines are from (from 1).
+    pub attempt: u32,
+    pub lines: Vec<String>,
 }
 
 /// Newest first by start, then run id (the index's order).

@@ -48,6 +48,14 @@ pub struct RunSummary {
     /// For a `missed` run: the occurrence that produced no run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scheduled_for: Option<String>,
+    /// `data.failed_stages` of the run's final event: the stages that failed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed_stages: Vec<String>,
+    /// How many events the run's file holds so far.
+    pub events: u64,
+    /// The `seq` of its first event at level `error`, once it has one: where its log opens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_error_seq: Option<u64>,
 }
 
 /// One stage of a run (`docs/api.md`).
@@ -68,6 +76,16 @@ pub struct StageSummary {
     /// The exit code of its last attempt, once it has one.
     #[schema(required = true)]
     pub exit_code: Option<i32>,
+    /// Why it ended as it did: `data.reason` of its final event (`exit`, `timeout`,
+    /// `signal`, `spawn`, `needs_failed`, `run_stopped`, `user`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The signal that ended its last attempt (`reason: signal`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// For `reason: needs_failed`: the needed stage that did not succeed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub needs: Option<String>,
 }
 
 /// A run's status in the API's description: one of [`RUN_STATUSES`].
@@ -207,7 +225,7 @@ impl Index {
         status: Option<&str>,
     ) -> Result<Vec<RunSummary>, IndexError> {
         const COLS: &str = "SELECT run_id, pipeline, status, source, started_at, finished_at,
-            duration_ms, reason, scheduled_for FROM runs";
+            duration_ms, reason, scheduled_for, failed_stages, events, first_error_seq FROM runs";
         const ORDER: &str = "ORDER BY sort_key DESC, run_id DESC LIMIT ?";
         let p = self.path.as_path();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -266,7 +284,7 @@ impl Index {
             .conn
             .prepare_cached(
                 "SELECT run_id, pipeline, status, source, started_at, finished_at, duration_ms,
-                        reason, scheduled_for
+                        reason, scheduled_for, failed_stages, events, first_error_seq
                  FROM runs WHERE run_id = ? AND status IS NOT NULL",
             )
             .and_then(|mut s| s.query_row([id.as_str()], summary_row).optional())
@@ -278,7 +296,8 @@ impl Index {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT name, status, started_at, finished_at, duration_ms, attempts, exit_code
+                "SELECT name, status, started_at, finished_at, duration_ms, attempts, exit_code,
+                        reason, signal, needs
                  FROM stages WHERE run_id = ? ORDER BY position",
             )
             .map_err(db(p, "read a run's stages"))?;
@@ -296,6 +315,11 @@ impl Index {
                     exit_code: r
                         .get::<_, Option<i64>>(6)?
                         .and_then(|c| i32::try_from(c).ok()),
+                    reason: r.get(7)?,
+                    signal: r
+                        .get::<_, Option<i64>>(8)?
+                        .and_then(|c| i32::try_from(c).ok()),
+                    needs: r.get(9)?,
                 })
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
@@ -338,6 +362,9 @@ struct SummaryRow {
     duration_ms: Option<i64>,
     reason: Option<String>,
     scheduled_for: Option<String>,
+    failed_stages: Option<String>,
+    events: i64,
+    first_error_seq: Option<i64>,
 }
 
 fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SummaryRow> {
@@ -351,6 +378,9 @@ fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SummaryRow> {
         duration_ms: r.get(6)?,
         reason: r.get(7)?,
         scheduled_for: r.get(8)?,
+        failed_stages: r.get(9)?,
+        events: r.get(10)?,
+        first_error_seq: r.get(11)?,
     })
 }
 
@@ -366,6 +396,13 @@ impl SummaryRow {
             duration_ms: self.duration_ms.and_then(|d| u64::try_from(d).ok()),
             reason: self.reason,
             scheduled_for: self.scheduled_for,
+            // Written by the fold as a JSON array of strings; anything else reads as none.
+            failed_stages: self
+                .failed_stages
+                .and_then(|j| serde_json::from_str(&j).ok())
+                .unwrap_or_default(),
+            events: to_u64(self.events),
+            first_error_seq: self.first_error_seq.and_then(|s| u64::try_from(s).ok()),
         })
     }
 }

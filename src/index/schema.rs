@@ -22,7 +22,7 @@ use rusqlite::{Connection, OpenFlags};
 use super::{Index, IndexError, db};
 
 /// Bumped whenever the schema changes; an index with another version is rebuilt.
-const SCHEMA_VERSION: i32 = 2;
+const SCHEMA_VERSION: i32 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE runs (
@@ -36,6 +36,10 @@ CREATE TABLE runs (
     duration_ms   INTEGER,
     scheduled_for TEXT,
     reason        TEXT,
+    -- data.failed_stages of the final event, a JSON array of names.
+    failed_stages TEXT,
+    -- seq of the run's first event at level error.
+    first_error_seq INTEGER,
     events        INTEGER NOT NULL DEFAULT 0,
     last_seq      INTEGER,
     -- started_at normalized to UTC with milliseconds: sorts as text.
@@ -60,6 +64,10 @@ CREATE TABLE stages (
     duration_ms INTEGER,
     attempts    INTEGER NOT NULL DEFAULT 0,
     exit_code   INTEGER,
+    -- data.reason, data.signal and data.needs of the stage's final event.
+    reason      TEXT,
+    signal      INTEGER,
+    needs       TEXT,
     PRIMARY KEY (run_id, name)
 ) WITHOUT ROWID;
 -- The all-runs stream's cursors (`feed.rs`): events of `run_id` with seq_first..=seq_last

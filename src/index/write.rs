@@ -198,7 +198,7 @@ fn load_run(tx: &Transaction, path: &Path, id: &RunId) -> Result<RunFold, IndexE
         .prepare_cached(
             "SELECT pipeline, status, source, started_at, finished_at, duration_ms,
                     scheduled_for, reason, events, last_seq, sort_key,
-                    dev, ino, offset, lines, finished
+                    dev, ino, offset, lines, finished, failed_stages, first_error_seq
              FROM runs WHERE run_id = ?",
         )
         .and_then(|mut s| {
@@ -221,6 +221,8 @@ fn load_run(tx: &Transaction, path: &Path, id: &RunId) -> Result<RunFold, IndexE
                     offset: r.get(13)?,
                     lines: r.get(14)?,
                     finished: r.get(15)?,
+                    failed_stages: r.get(16)?,
+                    first_error_seq: r.get(17)?,
                 })
             })
             .optional()
@@ -237,7 +239,7 @@ fn load_stages(tx: &Transaction, path: &Path, id: &RunId) -> Result<Stages, Inde
     let rows = tx
         .prepare_cached(
             "SELECT name, position, status, started_at, finished_at, duration_ms, attempts,
-                    exit_code
+                    exit_code, reason, signal, needs
              FROM stages WHERE run_id = ? ORDER BY position",
         )
         .and_then(|mut s| {
@@ -251,6 +253,9 @@ fn load_stages(tx: &Transaction, path: &Path, id: &RunId) -> Result<Stages, Inde
                     duration_ms: r.get(5)?,
                     attempts: r.get(6)?,
                     exit_code: r.get(7)?,
+                    reason: r.get(8)?,
+                    signal: r.get(9)?,
+                    needs: r.get(10)?,
                     dirty: false,
                 })
             })?
@@ -272,8 +277,9 @@ fn write_run(tx: &Transaction, path: &Path, run: &RunFold) -> Result<(), IndexEr
     tx.prepare_cached(
         "INSERT INTO runs (run_id, pipeline, status, source, started_at, finished_at,
              duration_ms, scheduled_for, reason, events, last_seq, sort_key,
-             dev, ino, offset, lines, finished)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+             dev, ino, offset, lines, finished, failed_stages, first_error_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                 ?18, ?19)
          ON CONFLICT (run_id) DO UPDATE SET
              pipeline = excluded.pipeline, status = excluded.status,
              source = excluded.source, started_at = excluded.started_at,
@@ -281,7 +287,9 @@ fn write_run(tx: &Transaction, path: &Path, run: &RunFold) -> Result<(), IndexEr
              scheduled_for = excluded.scheduled_for, reason = excluded.reason,
              events = excluded.events, last_seq = excluded.last_seq,
              sort_key = excluded.sort_key, dev = excluded.dev, ino = excluded.ino,
-             offset = excluded.offset, lines = excluded.lines, finished = excluded.finished",
+             offset = excluded.offset, lines = excluded.lines, finished = excluded.finished,
+             failed_stages = excluded.failed_stages,
+             first_error_seq = excluded.first_error_seq",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -302,6 +310,8 @@ fn write_run(tx: &Transaction, path: &Path, run: &RunFold) -> Result<(), IndexEr
             r.offset,
             r.lines,
             r.finished,
+            r.failed_stages,
+            r.first_error_seq,
         ])
     })
     .map_err(db(path, "write a run's summary"))?;
@@ -311,13 +321,14 @@ fn write_run(tx: &Transaction, path: &Path, run: &RunFold) -> Result<(), IndexEr
     let mut stmt = tx
         .prepare_cached(
             "INSERT INTO stages (run_id, name, position, status, started_at, finished_at,
-                 duration_ms, attempts, exit_code)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 duration_ms, attempts, exit_code, reason, signal, needs)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
              ON CONFLICT (run_id, name) DO UPDATE SET
                  position = excluded.position, status = excluded.status,
                  started_at = excluded.started_at, finished_at = excluded.finished_at,
                  duration_ms = excluded.duration_ms, attempts = excluded.attempts,
-                 exit_code = excluded.exit_code",
+                 exit_code = excluded.exit_code, reason = excluded.reason,
+                 signal = excluded.signal, needs = excluded.needs",
         )
         .map_err(db(path, "write a stage"))?;
     for s in stages.rows.iter().filter(|s| s.dirty) {
@@ -331,6 +342,9 @@ fn write_run(tx: &Transaction, path: &Path, run: &RunFold) -> Result<(), IndexEr
             s.duration_ms,
             s.attempts,
             s.exit_code,
+            s.reason,
+            s.signal,
+            s.needs,
         ])
         .map_err(db(path, "write a stage"))?;
     }
@@ -380,7 +394,9 @@ mod tests {
         assert_eq!(ex.status, "success");
         assert_eq!(ex.attempts, 2);
         assert_eq!(ex.exit_code, Some(0));
-        assert_eq!(ex.duration_ms, Some(2000));
+        // From its first attempt's start to its end, retries included (the final event's
+        // `duration_ms`, 2000, is the old per-attempt figure of another writer).
+        assert_eq!(ex.duration_ms, Some(14000));
         assert_eq!(ex.started_at.as_deref(), Some("2026-11-29T08:15:01.000Z"));
         assert_eq!(ex.finished_at.as_deref(), Some("2026-11-29T08:15:15.000Z"));
         let load = stage(&d, "load");

@@ -103,7 +103,9 @@ impl Attempt {
                 humantime::format_duration(stage.timeout.unwrap_or_default())
             ),
             Attempt::Stopped(Stop::Timeout) => "the run timed out".to_string(),
-            Attempt::Stopped(Stop::Cancel(r)) => format!("cancelled ({r})"),
+            Attempt::Stopped(s @ (Stop::Cancel(_) | Stop::Interrupted(_))) => {
+                format!("cancelled ({})", s.cancelled_by().unwrap_or_default())
+            }
             Attempt::Stopped(Stop::Journal) => "stopped: the journal cannot be written".to_string(),
         }
     }
@@ -125,14 +127,16 @@ pub(super) async fn run_stage(ctx: &Arc<Ctx>, stage: &Stage, stop: StopRx) -> St
         if result.succeeded() {
             return log.succeeded(attempt, took);
         }
-        if let Attempt::Stopped(Stop::Cancel(r)) = &result {
-            return log.cancelled(attempt, r, took);
+        if let Attempt::Stopped(s) = &result
+            && s.is_cancel()
+        {
+            return log.cancelled(attempt, s, took);
         }
         let stopping = matches!(result, Attempt::Stopped(_)) || stop.borrow().is_some();
         if attempt > stage.retries || stopping {
             return log.failed(attempt, &result, took);
         }
-        log.retrying(attempt, &result);
+        log.retrying(attempt, &result, took);
         if let Some(s) = wait_to_retry(stage.retry_delay, stop.clone()).await {
             return log.stopped_waiting(attempt, &s);
         }
@@ -152,8 +156,15 @@ async fn wait_to_retry(delay: Duration, stop: StopRx) -> Option<Stop> {
 struct StageLog<'a> {
     ctx: &'a Ctx,
     stage: &'a Stage,
-    /// When the stage's first attempt started: the reporter shows time since then.
+    /// When the stage's first attempt started. A stage's duration (`duration_ms` of its final
+    /// event, and what the reporter prints) runs from here to its end, retries and their
+    /// delays included; each attempt's own process time is its `attempt_ms`.
     started: Instant,
+}
+
+/// A duration as the journal writes it.
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl StageLog<'_> {
@@ -187,7 +198,8 @@ impl StageLog<'_> {
             &Data {
                 attempt: Some(attempt),
                 exit_code: Some(0),
-                duration_ms: Some(took.as_millis() as u64),
+                duration_ms: Some(ms(self.started.elapsed())),
+                attempt_ms: Some(ms(took)),
                 ..Data::default()
             },
         );
@@ -198,17 +210,21 @@ impl StageLog<'_> {
     }
 
     /// The attempt's process was stopped by a cancel of the run.
-    fn cancelled(&self, attempt: u32, reason: &str, took: Duration) -> StageEnd {
+    fn cancelled(&self, attempt: u32, stop: &Stop, took: Duration) -> StageEnd {
         let name = &self.stage.name;
+        let reason = stop.reason();
+        let by = stop.cancelled_by().unwrap_or_default();
         let _ = self.ctx.journal.emit(
             name,
             kind::CANCELLED,
             Level::Warn,
-            &format!("stage {name} cancelled ({reason})"),
+            &format!("stage {name} cancelled ({by})"),
             &Data {
                 attempt: Some(attempt),
                 reason: Some(reason),
-                duration_ms: Some(took.as_millis() as u64),
+                interrupted_by: stop.interrupted_by(),
+                duration_ms: Some(ms(self.started.elapsed())),
+                attempt_ms: Some(ms(took)),
                 ..Data::default()
             },
         );
@@ -218,7 +234,7 @@ impl StageLog<'_> {
         StageEnd::Cancelled
     }
 
-    fn retrying(&self, attempt: u32, result: &Attempt) {
+    fn retrying(&self, attempt: u32, result: &Attempt, took: Duration) {
         let name = &self.stage.name;
         let delay = self.stage.retry_delay;
         let why = result.describe(self.stage);
@@ -236,7 +252,8 @@ impl StageLog<'_> {
                 exit_code,
                 signal,
                 reason: Some(result.reason()),
-                delay_ms: Some(delay.as_millis() as u64),
+                attempt_ms: Some(ms(took)),
+                delay_ms: Some(ms(delay)),
                 ..Data::default()
             },
         );
@@ -249,7 +266,7 @@ impl StageLog<'_> {
     fn stopped_waiting(&self, attempt: u32, stop: &Stop) -> StageEnd {
         let (event, ending, end) = match stop {
             Stop::Timeout => (kind::FAILURE, Ending::Failure, StageEnd::Failure),
-            Stop::Cancel(_) | Stop::Journal => {
+            Stop::Cancel(_) | Stop::Interrupted(_) | Stop::Journal => {
                 (kind::CANCELLED, Ending::Cancelled, StageEnd::Cancelled)
             }
         };
@@ -263,6 +280,8 @@ impl StageLog<'_> {
             &Data {
                 attempt: Some(attempt),
                 reason: Some(reason),
+                interrupted_by: stop.interrupted_by(),
+                duration_ms: Some(ms(self.started.elapsed())),
                 ..Data::default()
             },
         );
@@ -291,7 +310,8 @@ impl StageLog<'_> {
                 signal,
                 reason: Some(result.reason()),
                 error,
-                duration_ms: Some(took.as_millis() as u64),
+                duration_ms: Some(ms(self.started.elapsed())),
+                attempt_ms: Some(ms(took)),
                 ..Data::default()
             },
         );
@@ -490,7 +510,12 @@ mod tests {
             (
                 Attempt::Stopped(Stop::Cancel("replaced".into())),
                 "cancelled",
-                "cancelled (replaced)",
+                "cancelled (replaced by a newer run)",
+            ),
+            (
+                Attempt::Stopped(Stop::Interrupted("SIGINT")),
+                "cancelled",
+                "cancelled (interrupted by SIGINT)",
             ),
             (
                 Attempt::Stopped(Stop::Journal),

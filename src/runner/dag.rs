@@ -55,8 +55,8 @@ impl State {
 
 /// How a stage that never started ends.
 enum Unstarted<'a> {
-    /// The run was cancelled, for this reason.
-    Cancelled(&'a str),
+    /// The run was cancelled by this stop.
+    Cancelled(&'a Stop),
     /// The run stopped for another reason (its timeout, its journal).
     Skipped,
 }
@@ -143,9 +143,9 @@ fn settle_unstarted(ctx: &Ctx, stages: &[Stage], state: &mut [State], why: Optio
             continue;
         }
         match why {
-            Some(Stop::Cancel(r)) => {
+            Some(s) if s.is_cancel() => {
                 *st = State::Done(StageEnd::Cancelled);
-                end_unstarted(ctx, &stages[i], Unstarted::Cancelled(r));
+                end_unstarted(ctx, &stages[i], Unstarted::Cancelled(s));
             }
             _ => {
                 *st = State::Skipped;
@@ -158,7 +158,7 @@ fn settle_unstarted(ctx: &Ctx, stages: &[Stage], state: &mut [State], why: Optio
 /// The run's status: a cancel wins, then any other stop, then any stage that did not succeed.
 fn status(state: &[State], why: Option<&Stop>) -> RunStatus {
     match why {
-        Some(Stop::Cancel(_)) => RunStatus::Cancelled,
+        Some(Stop::Cancel(_) | Stop::Interrupted(_)) => RunStatus::Cancelled,
         Some(Stop::Timeout | Stop::Journal) => RunStatus::Failure,
         None if state.iter().all(|s| *s == State::Done(StageEnd::Success)) => RunStatus::Success,
         None => RunStatus::Failure,
@@ -195,18 +195,23 @@ fn skip_stage(ctx: &Ctx, stage: &Stage, needed: &str) {
 }
 
 fn end_unstarted(ctx: &Ctx, stage: &Stage, how: Unstarted) {
-    let (event, ending, msg, reason) = match how {
-        Unstarted::Cancelled(reason) => (
+    let (event, ending, msg, reason, interrupted_by) = match how {
+        Unstarted::Cancelled(stop) => (
             kind::CANCELLED,
             Ending::Cancelled,
-            format!("cancelled before it started ({reason})"),
-            reason,
+            format!(
+                "cancelled before it started ({})",
+                stop.cancelled_by().unwrap_or_default()
+            ),
+            stop.reason(),
+            stop.interrupted_by(),
         ),
         Unstarted::Skipped => (
             kind::SKIPPED,
             Ending::Skipped,
             "skipped: the run was stopped before it started".to_string(),
             "run_stopped",
+            None,
         ),
     };
     let _ = ctx.journal.emit(
@@ -216,6 +221,7 @@ fn end_unstarted(ctx: &Ctx, stage: &Stage, how: Unstarted) {
         &msg,
         &Data {
             reason: Some(reason),
+            interrupted_by,
             ..Data::default()
         },
     );

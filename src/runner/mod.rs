@@ -322,10 +322,10 @@ struct RunEnd<'a> {
 fn run_end(settled: &Settled) -> RunEnd<'_> {
     let stop_reason = settled.why.as_ref().map(Stop::reason);
     let (event, level, msg, reason) = match (&settled.why, settled.status) {
-        (Some(Stop::Cancel(r)), _) => (
+        (Some(s @ (Stop::Cancel(_) | Stop::Interrupted(_))), _) => (
             kind::CANCELLED,
             Level::Warn,
-            format!("run cancelled ({r})"),
+            format!("run cancelled ({})", s.cancelled_by().unwrap_or_default()),
             stop_reason,
         ),
         (Some(Stop::Timeout), _) => (
@@ -373,6 +373,7 @@ fn journal_end(ctx: &Ctx, settled: &Settled, took: Duration) -> Result<(), RunEr
         &Data {
             duration_ms: Some(took.as_millis() as u64),
             reason: end.reason,
+            interrupted_by: settled.why.as_ref().and_then(Stop::interrupted_by),
             failed_stages: (!failed.is_empty()).then_some(failed.as_slice()),
             ..Data::default()
         },
@@ -442,14 +443,18 @@ mod tests {
         assert_eq!(
             end(
                 RunStatus::Cancelled,
-                Some(Stop::Cancel("interrupted by SIGTERM".into())),
+                Some(Stop::Interrupted("SIGTERM")),
                 &[]
             ),
             words(
                 "cancelled",
                 "run cancelled (interrupted by SIGTERM)",
-                Some("interrupted by SIGTERM")
+                Some("interrupted")
             )
+        );
+        assert_eq!(
+            end(RunStatus::Cancelled, Some(Stop::Cancel("user".into())), &[]),
+            words("cancelled", "run cancelled (by a user)", Some("user"))
         );
     }
 

@@ -27,9 +27,12 @@ const CANCEL_POLL: Duration = Duration::from_millis(200);
 /// Why the run is being stopped early.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Stop {
-    /// Cancelled: by a signal, a cancel request, or a newer run (`replaced`). The text is the
-    /// reason as journaled (free text, see `docs/events.md`).
+    /// Cancelled by a cancel request (`user` from the dashboard, or the request's own
+    /// reason) or by a newer run (`replaced`). The text is the journaled reason code.
     Cancel(String),
+    /// Cancelled by a signal to `pipewatch run` (its name: `SIGTERM`, `Ctrl-Break`, …);
+    /// journaled as reason `interrupted` with the name in `data.interrupted_by`.
+    Interrupted(&'static str),
     /// The whole run's timeout expired.
     Timeout,
     /// The journal cannot be written any more.
@@ -41,8 +44,34 @@ impl Stop {
     pub(super) fn reason(&self) -> &str {
         match self {
             Stop::Cancel(r) => r,
+            Stop::Interrupted(_) => "interrupted",
             Stop::Timeout => "timeout",
             Stop::Journal => "journal",
+        }
+    }
+
+    /// Whether this stop cancels the run (rather than failing it).
+    pub(super) fn is_cancel(&self) -> bool {
+        matches!(self, Stop::Cancel(_) | Stop::Interrupted(_))
+    }
+
+    /// The signal that interrupted the run, for `data.interrupted_by`.
+    pub(super) fn interrupted_by(&self) -> Option<&'static str> {
+        match self {
+            Stop::Interrupted(sig) => Some(sig),
+            _ => None,
+        }
+    }
+
+    /// Who or what cancelled the run, in words for messages (`None` when not a cancel).
+    pub(super) fn cancelled_by(&self) -> Option<String> {
+        match self {
+            Stop::Cancel(r) if r == "user" => Some("by a user".to_string()),
+            Stop::Cancel(r) if r == "replaced" => Some("replaced by a newer run".to_string()),
+            Stop::Cancel(r) if r.is_empty() || r == "cancelled" => Some("on request".to_string()),
+            Stop::Cancel(r) => Some(r.clone()),
+            Stop::Interrupted(sig) => Some(format!("interrupted by {sig}")),
+            Stop::Timeout | Stop::Journal => None,
         }
     }
 }
@@ -119,7 +148,7 @@ impl Watcher {
         tokio::select! {
             sig = &mut self.signal, if !self.signal_done => {
                 self.signal_done = true;
-                self.set(Stop::Cancel(format!("interrupted by {sig}")));
+                self.set(Stop::Interrupted(sig));
             }
             _ = timeout, if !stopping => self.set(Stop::Timeout),
             _ = self.poll.tick() => {

@@ -745,10 +745,177 @@ fn long_log_opens_at_the_tail_and_scrolls() {
         // Search filters the array, not the DOM.
         let search = b.c().find(Locator::Css("#f-text")).await.expect("search box");
         search.send_keys("line 99999").await.expect("type");
-        b.wait("the match count", Duration::from_secs(5), "document.querySelector('#log-count').textContent.startsWith('1 of')").await;
+        b.wait("the match count", Duration::from_secs(5), "document.querySelector('#log-count').textContent.startsWith('1 matching')").await;
         b.wait("the matching row", Duration::from_secs(5), "document.querySelector('#log .lr[data-seq=\"99999\"] mark')").await;
         b.close().await;
     });
+}
+
+/// A failed run, as a run of this shape is written: `validate` fails twice (exit code 3) early
+/// on, `load` writes `load_lines` lines and times out, `report` (needing `validate`) is
+/// skipped. Returns the `seq` of the first error (`validate`'s `failure`) and the line count.
+fn failed_run(p: &Project, id: &str, load_lines: u64) -> (u64, u64) {
+    let mut f = RunFile::new(p, id, "scheduler");
+    let t0 = Utc::now() - chrono::Duration::minutes(10);
+    let ms = |n: i64| t0 + chrono::Duration::milliseconds(n);
+    let stages = json!({ "stages": ["validate", "load", "report"] });
+    let mut text = f.line(ms(0), "pipeline", "start", "info", "run started", stages);
+    text += &f.line(
+        ms(10),
+        "validate",
+        "start",
+        "info",
+        "stage validate started",
+        json!({ "attempt": 1 }),
+    );
+    text += &f.line(
+        ms(10),
+        "load",
+        "start",
+        "info",
+        "stage load started",
+        json!({ "attempt": 1 }),
+    );
+    text += &f.line(
+        ms(20),
+        "validate",
+        "log",
+        "warn",
+        "bad row 17",
+        json!({ "stream": "stderr" }),
+    );
+    text += &f.line(
+        ms(30),
+        "validate",
+        "retry",
+        "warn",
+        "retrying",
+        json!({ "attempt": 2, "reason": "exit", "exit_code": 3, "attempt_ms": 20 }),
+    );
+    text += &f.line(
+        ms(1030),
+        "validate",
+        "start",
+        "info",
+        "stage validate started (attempt 2)",
+        json!({ "attempt": 2 }),
+    );
+    text += &f.line(
+        ms(1040),
+        "validate",
+        "log",
+        "warn",
+        "bad row 17 again",
+        json!({ "stream": "stderr" }),
+    );
+    let first_error = f.seq;
+    text += &f.line(ms(1050), "validate", "failure", "error", "stage validate failed: exit code 3", json!({ "attempt": 2, "reason": "exit", "exit_code": 3, "duration_ms": 1040, "attempt_ms": 20 }));
+    text += &f.line(
+        ms(1050),
+        "report",
+        "skipped",
+        "warn",
+        "skipped: needed stage validate did not succeed",
+        json!({ "reason": "needs_failed", "needs": "validate" }),
+    );
+    for i in 0..load_lines {
+        text += &f.line(
+            ms(1100 + i as i64 / 10),
+            "load",
+            "log",
+            "info",
+            &format!("loaded batch {i}"),
+            json!({ "stream": "stdout" }),
+        );
+    }
+    let end = 1100 + load_lines as i64 / 10 + 3000;
+    text += &f.line(ms(end), "load", "failure", "error", "stage load failed: timed out after 5s", json!({ "attempt": 1, "reason": "timeout", "duration_ms": end - 10, "attempt_ms": end - 10 }));
+    text += &f.line(ms(end + 5), "pipeline", "failure", "error", "run failed: validate, load", json!({ "reason": "stage_failed", "failed_stages": ["validate", "load"], "duration_ms": end + 5 }));
+    std::fs::write(&f.path, text).expect("write the failed run");
+    (first_error, f.seq)
+}
+
+/// Whether the log row of `seq` is on screen (an expression, for `Browser::wait`).
+fn row_in_view(seq: u64) -> String {
+    format!(
+        "(() => {{ const r = document.querySelector('#log .lr[data-seq=\"{seq}\"]'); if (!r) return false;\
+         const b = r.getBoundingClientRect(), v = document.querySelector('#log').getBoundingClientRect();\
+         return b.top >= v.top - 1 && b.bottom <= v.bottom + 1; }})()"
+    )
+}
+
+/// "Why did it fail?": the runs list and the run's header name the failed stages with how each
+/// failed; each stage's bar says its outcome (exit code, timed out) and spans its whole
+/// duration, retries included; a skipped stage says what it needed; the log of a finished
+/// failed run opens at its first error, says how much of the run it holds, and a "First error"
+/// button reaches an error before the loaded lines.
+#[test]
+fn a_failed_run_says_why_and_opens_its_log_at_the_first_error() {
+    let Some(tools) = tools() else { return };
+    let _serial = serial();
+    rt().block_on(async {
+        let p = Project::with_config(&format!("{QUIET}[[stages]]\nname = \"work\"\nrun = \"echo hi\"\n"));
+        let near = run_id_at(Utc::now() - chrono::Duration::minutes(10), 11);
+        let (near_error, near_total) = failed_run(&p, &near, 3_000);
+        let far = run_id_at(Utc::now() - chrono::Duration::minutes(20), 12);
+        let (far_error, far_total) = failed_run(&p, &far, 12_000);
+        let server = Server::start(&p);
+        let b = Browser::start(&tools, 1280, 900).await;
+
+        // The list names the failed stages.
+        b.goto(&format!("{}/#/", server.url())).await;
+        let why = format!("document.querySelector(\"#runs li.run[data-run-id='{near}'] .why\")");
+        b.wait("the failed run listed", Duration::from_secs(20), &format!("{why} && {why}.textContent.includes('validate')")).await;
+        let listed = b.js(&format!("return {why}.textContent")).await;
+        assert_eq!(listed, "Failed: validate, load", "the list's why");
+
+        // The run: its header, its stages, its log opened at the first error.
+        b.goto(&format!("{}/#/runs/{near}", server.url())).await;
+        b.wait("the first error in view", Duration::from_secs(30), &row_in_view(near_error)).await;
+        let head = b.js("return document.querySelector('#rv-facts').textContent").await;
+        let head = head.as_str().unwrap_or_default();
+        assert!(head.contains("validate (exit code 3)") && head.contains("load (timed out)"), "header: {head}");
+        let label = |stage: &str| format!("return document.querySelector('#timeline .tl-bar[data-stage=\"{stage}\"] .lbl').textContent");
+        let validate = b.js(&label("validate")).await;
+        let validate = validate.as_str().unwrap_or_default();
+        assert!(validate.starts_with("1.0s") && validate.contains("2 attempts") && validate.contains("exit code 3"), "validate's bar: {validate}");
+        let load = b.js(&label("load")).await;
+        assert!(load.as_str().unwrap_or_default().contains("timed out"), "load's bar: {load}");
+        let report = b.js("return document.querySelector('#timeline .tl-skip[data-stage=\"report\"]').textContent").await;
+        assert_eq!(report, "skipped: validate did not succeed");
+        assert_eq!(b.js("return document.querySelector('#follow').getAttribute('aria-pressed')").await, "false", "opened at the error, not following the end");
+        let count = b.js("return document.querySelector('#log-count').textContent").await;
+        assert_eq!(count, format!("{} lines", fmt_thousands(near_total)), "the whole run is loaded");
+        b.wait("the first error button", Duration::from_secs(5), "!document.querySelector('#first-error').hidden").await;
+
+        // A run whose first error is further back than one read: the tail, said as such, and
+        // the button that fetches the lines back to the error.
+        b.goto(&format!("{}/#/runs/{far}", server.url())).await;
+        b.wait("the tail", Duration::from_secs(30), &format!("document.querySelector('#log .lr[data-seq=\"{}\"]')", far_total - 1)).await;
+        let count = b.js("return document.querySelector('#log-count').textContent").await;
+        assert_eq!(count, format!("last 1,000 of {} lines", fmt_thousands(far_total)));
+        b.click("#first-error").await;
+        b.wait("the far first error in view", Duration::from_secs(30), &row_in_view(far_error)).await;
+        let seqs: Vec<u64> = serde_json::from_value(b.js("return window.__pipewatch.logSeqs()").await).expect("seqs");
+        assert_eq!(seqs.first(), Some(&0), "loaded back to the run's start");
+        assert_eq!(seqs.len() as u64, far_total, "every line once");
+        let errors = b.console_errors().await;
+        assert!(errors.is_empty(), "the browser logged errors:\n{}", errors.join("\n"));
+        b.close().await;
+    });
+}
+
+/// `n` with thousands separators, as the page writes counts (`toLocaleString` in en-US).
+fn fmt_thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// With a token: a `?token=` link is moved into the cookie and out of the URL; without the
@@ -1153,8 +1320,8 @@ fn seed_history(p: &Project) -> (String, (String, std::fs::File)) {
                         "pipeline",
                         "cancelled",
                         "warn",
-                        "run cancelled by user",
-                        json!({ "reason": "cancelled by user" }),
+                        "run cancelled (by a user)",
+                        json!({ "reason": "user" }),
                     ),
                     _ => f.line(t, "pipeline", "success", "info", "run succeeded", json!({})),
                 };
@@ -1343,7 +1510,7 @@ fn the_page_fold_agrees_with_the_index() {
                 .map(|k| (k.to_string(), v.get(*k).cloned().unwrap_or(Value::Null)))
                 .collect()
         };
-        const RUN: [&str; 9] = [
+        const RUN: [&str; 12] = [
             "run_id",
             "pipeline",
             "status",
@@ -1353,8 +1520,11 @@ fn the_page_fold_agrees_with_the_index() {
             "duration_ms",
             "reason",
             "scheduled_for",
+            "failed_stages",
+            "events",
+            "first_error_seq",
         ];
-        const STAGE: [&str; 7] = [
+        const STAGE: [&str; 10] = [
             "name",
             "status",
             "started_at",
@@ -1362,6 +1532,9 @@ fn the_page_fold_agrees_with_the_index() {
             "duration_ms",
             "attempts",
             "exit_code",
+            "reason",
+            "signal",
+            "needs",
         ];
         let shape = |v: &Value| -> Value {
             let mut run = fields(v, &RUN);
@@ -1473,12 +1646,7 @@ fn fold_cases(p: &Project) -> Vec<String> {
             (5, "a", "start", json!({ "attempt": 1 })),
             (800, "a", "cancelled", json!({ "attempt": 1 })),
             (801, "b", "cancelled", json!({})),
-            (
-                802,
-                "pipeline",
-                "cancelled",
-                json!({ "reason": "cancelled by user" }),
-            ),
+            (802, "pipeline", "cancelled", json!({ "reason": "user" })),
         ],
     );
     // Not started at all.

@@ -13,7 +13,8 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Value, json};
 
 use crate::support::{
-    Options, Project, QUICK, Server, free_port, seqs, stage, stderr, wait_child, wait_until,
+    Options, Project, QUICK, Server, free_port, json_out, seqs, stage, stderr, wait_child,
+    wait_until,
 };
 
 const LONG: Duration = Duration::from_secs(30);
@@ -94,11 +95,6 @@ fn finished_run(p: &Project, id: &str, day: &str, end: &str) {
         json!({"duration_ms": 2000}),
     );
     append(p, id, &text);
-}
-
-fn json_out(o: &std::process::Output) -> Value {
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
 }
 
 fn ids(runs: &Value) -> Vec<&str> {
@@ -232,12 +228,18 @@ fn runs_show_a_failed_run_with_the_end_of_its_stderr() {
     let o = p.run(&["runs", "show", id]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(out.contains("failure (stage_failed)"), "{out}");
+    assert!(
+        out.contains("failure: stage failed: load (exit code 2)"),
+        "{out}"
+    );
     let load = out
         .lines()
         .find(|l| l.starts_with("load"))
         .expect("a load row");
-    assert!(load.contains("failure") && load.ends_with(" 2"), "{load}");
+    assert!(
+        load.contains("failure") && load.ends_with("exit code 2"),
+        "{load}"
+    );
     assert!(out.contains("err-06") && out.contains("err-15"), "{out}");
     assert!(!out.contains("err-05"), "only the last 10 lines: {out}");
 

@@ -1398,6 +1398,8 @@ fn manual_runs_start_refuse_overlap_and_cancel() {
     assert_eq!(r.status, 202, "{}", r.body);
     let run = s.wait_run(&id, LONG, |r| r["status"] == "cancelled");
     assert_eq!(run["stages"][0]["status"], "cancelled", "{run}");
+    // Reasons are codes in one style (`stage_failed`, `user`), not free text.
+    assert_eq!(run["reason"], "user", "{run}");
     assert_eq!(run["source"], "manual", "{run}");
     let r = s.post_json(&format!("/api/runs/{id}/cancel"), "");
     assert_eq!(r.status, 409, "cancel of a finished run: {}", r.body);

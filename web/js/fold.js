@@ -1,8 +1,8 @@
 /**
  * The run fold: a run's events → the run and its stages, as `/api/runs/{run_id}` shows them.
  *
- * This is the server's index fold (`src/index.rs`: `RunAgg::apply`, `RunRow::apply_run_event`,
- * `Stages::apply`), written once for the page, so a run's page moves with each live event
+ * This is the server's index fold (`src/index/fold.rs`: `RunFold::apply`,
+ * `RunRow::apply_run_event`, `Stages::apply`), written once for the page, so a run's page moves with each live event
  * between two reads of the run. The statuses and the events that end a run or a stage come
  * from the server (`statuses.js`, generated from the Rust constants), and the browser test
  * `the_page_fold_agrees_with_the_index` folds runs of every shape here and compares the result
@@ -17,7 +17,7 @@ import { PIPELINE_STAGE, RUNNING, RUN_FINAL_EVENTS, STAGE_FINAL_EVENTS } from '.
 
 /** A run no event has been folded into. */
 export function emptyRun(runId) {
-  return { run_id: runId, pipeline: null, status: null, source: null, started_at: null, finished_at: null, duration_ms: null, stages: [] };
+  return { run_id: runId, pipeline: null, status: null, source: null, started_at: null, finished_at: null, duration_ms: null, events: 0, stages: [] };
 }
 
 /** The run `events` (in `seq` order) make. */
@@ -36,6 +36,10 @@ export function foldEvent(run, e) {
   if (run.status == null) run.status = RUNNING;
   if (run.pipeline == null && e.pipeline != null) run.pipeline = e.pipeline;
   if (run.source == null && e.source != null) run.source = e.source;
+  run.events = (run.events || 0) + 1;
+  // An error: level `error`, or a `failure` of a writer that gives no level.
+  const error = e.level == null ? e.event === 'failure' : e.level === 'error';
+  if (run.first_error_seq == null && error && isInt(e.seq)) run.first_error_seq = e.seq;
   if (e.stage === PIPELINE_STAGE) foldRunEvent(run, e, data, first);
   else foldStageEvent(run, e, data);
 }
@@ -57,6 +61,8 @@ function foldRunEvent(run, e, data, first) {
     run.finished_at = e.timestamp;
     run.reason = str(data.reason);
     run.duration_ms = isInt(data.duration_ms) ? unsigned(data.duration_ms) : elapsedMs(run.started_at, e.timestamp);
+    const failed = Array.isArray(data.failed_stages) ? data.failed_stages.filter((x) => typeof x === 'string') : [];
+    if (failed.length) run.failed_stages = failed; else delete run.failed_stages;
   }
 }
 
@@ -64,7 +70,7 @@ function foldStageEvent(run, e, data) {
   let st = run.stages.find((x) => x.name === e.stage);
   if (!st) {
     // Any event names a stage into being, in the order stages are first seen.
-    st = { name: e.stage, status: RUNNING, started_at: null, finished_at: null, duration_ms: null, attempts: 0, exit_code: null };
+    st = { name: e.stage, status: RUNNING, started_at: null, finished_at: null, duration_ms: null, attempts: 0, exit_code: null, reason: null, signal: null, needs: null };
     run.stages.push(st);
   }
   if (e.event === 'start') {
@@ -73,12 +79,16 @@ function foldStageEvent(run, e, data) {
     if (st.started_at == null) st.started_at = e.timestamp;
     st.finished_at = null;
     st.duration_ms = null;
-    st.exit_code = null;
+    st.exit_code = st.reason = st.signal = st.needs = null;
   } else if (STAGE_FINAL_EVENTS.includes(e.event)) {
     st.status = e.event;
     st.finished_at = e.timestamp;
-    st.duration_ms = isInt(data.duration_ms) ? unsigned(data.duration_ms) : elapsedMs(st.started_at, e.timestamp);
+    // From the first attempt's start to the end, retries included; else as the event says.
+    st.duration_ms = elapsedMs(st.started_at, e.timestamp) ?? (isInt(data.duration_ms) ? unsigned(data.duration_ms) : null);
     st.exit_code = isInt(data.exit_code) ? data.exit_code : null;
+    st.reason = str(data.reason);
+    st.signal = isInt(data.signal) ? data.signal : null;
+    st.needs = str(data.needs);
     if (isInt(data.attempt)) st.attempts = Math.max(st.attempts, data.attempt);
   }
   // `log`, `retry` and names other tools use: the stage goes on as it was.

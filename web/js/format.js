@@ -76,20 +76,53 @@ const REASONS = {
   needs_failed: 'a stage it needs did not succeed',
   stage_failed: 'a stage failed',
   replaced: 'a newer run replaced it (overlap policy)',
+  user: 'by a user', interrupted: 'the runner was interrupted (a signal or Ctrl-C)',
   journal: 'its run file could not be written',
   engine_unreachable: 'the cluster engine could not be reached',
   timeout: 'timed out', exit: 'non-zero exit', signal: 'killed by a signal', spawn: 'could not start',
 };
 
+/**
+ * How a stage ended, in words, where that says more than its status: its exit code, a
+ * timeout, the signal, why it was skipped or cancelled ('' for a success or a stage going on).
+ */
+export function stageOutcome(s) {
+  if (!s || s.status === 'success' || s.status === 'running' || s.status === 'pending') return '';
+  switch (s.reason) {
+    case 'timeout': return 'timed out';
+    case 'signal': return s.signal != null ? `killed by signal ${s.signal}` : 'killed by a signal';
+    case 'spawn': return 'could not start';
+    case 'needs_failed': return s.needs ? `${s.needs} did not succeed` : 'a stage it needs did not succeed';
+    case 'run_stopped': return 'the run stopped first';
+    case 'user': return 'cancelled by a user';
+    case 'interrupted': return 'the runner was interrupted';
+    case 'replaced': return 'replaced by a newer run';
+    default:
+      if (s.exit_code != null) return `exit code ${s.exit_code}`;
+      return s.reason ? (REASONS[s.reason] || s.reason) : '';
+  }
+}
+
+/** The stages a failed run names: its `failed_stages`, with how each failed where known. */
+function failedStages(r) {
+  const stages = Array.isArray(r.stages) ? r.stages : [];
+  const names = Array.isArray(r.failed_stages) && r.failed_stages.length ? r.failed_stages : stages.filter((s) => s.status === 'failure').map((s) => s.name);
+  return names.map((n) => {
+    const how = stageOutcome(stages.find((s) => s.name === n));
+    return how ? `${n} (${how})` : n;
+  }).join(', ');
+}
+
 /** Why a run is in its status, in words, where that needs saying ('' otherwise). */
 export function explain(r) {
   const reason = r.reason ? (REASONS[r.reason] || r.reason) : '';
+  const failed = r.status === 'failure' && r.reason !== 'timeout' ? failedStages(r) : '';
   switch (r.status) {
     case 'missed': return `No run happened for the occurrence scheduled for ${r.scheduled_for ? fmtWhen(r.scheduled_for) : 'this time'}${reason ? ` — ${reason}` : ' (the machine was off or the task did not start)'}`;
     case 'skipped': return `Not started: ${reason || 'skipped'}${r.scheduled_for ? ` · scheduled for ${fmtWhen(r.scheduled_for)}` : ''}`;
     case 'abandoned': return `The runner stopped without a final event${reason ? ` (${reason})` : ' (killed, crashed or the machine went down)'}`;
-    case 'failure': return reason ? `Failed: ${reason}` : '';
-    // Free-text reasons may repeat the status ("cancelled by user"): said once.
+    case 'failure': return failed ? `Failed: ${failed}` : (reason ? `Failed: ${reason}` : '');
+    // A cancel request's own text may repeat the status ("cancelled by …"): said once.
     case 'cancelled': return reason ? `Cancelled: ${reason.replace(/^cancelled\s+/i, '')}` : '';
     default: return r.scheduled_for ? `scheduled for ${fmtWhen(r.scheduled_for)}` : '';
   }

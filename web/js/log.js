@@ -131,11 +131,20 @@ export function renderLog(geom = measureLog()) {
   for (let i = first; i < last; i++) frag.append(logRow(viewLine(i)));
   if (!n) frag.append(h('div', { class: 'log-empty' }, run.lines.length ? 'No line matches the filters.' : (run.loaded ? 'No events yet — waiting for the run to write.' : 'Loading…')));
   rowsEl.replaceChildren(frag);
-  $('#log-count').textContent = filtering() ? `${n.toLocaleString()} of ${run.lines.length.toLocaleString()} lines` : `${run.lines.length.toLocaleString()} lines`;
   const firstSeq = run.lines.length ? run.lines[0].seq : null;
   const more = firstSeq != null && firstSeq > 0 && !run.noEarlier;
+  // The run's size as the index last said, or what is loaded if that is more (it streams on).
+  const total = Math.max(run.indexedEvents, run.lines.length);
+  const loaded = run.lines.length.toLocaleString();
+  const of = more ? `last ${loaded} of ${total.toLocaleString()} lines` : `${loaded} lines`;
+  $('#log-count').textContent = filtering() ? `${n.toLocaleString()} matching · ${of}` : of;
   $('#load-earlier').hidden = !more;
-  $('#log-range').textContent = run.lines.length && firstSeq > 0 ? `showing from line ${firstSeq.toLocaleString()}` : '';
+  $('#load-earlier').textContent = `Load ${Math.min(1000, firstSeq ?? 0).toLocaleString()} earlier lines`;
+  $('#log-range').textContent = more ? `showing from line ${firstSeq.toLocaleString()}` : '';
+  const errSeq = run.detail?.first_error_seq;
+  const fe = $('#first-error');
+  fe.hidden = !Number.isSafeInteger(errSeq);
+  if (!fe.hidden) fe.textContent = `First error (line ${errSeq.toLocaleString()})`;
   const nl = $('#newlines');
   nl.hidden = run.follow || !run.unseen;
   nl.textContent = `${run.unseen.toLocaleString()} new ↓`;
@@ -145,12 +154,38 @@ export function renderLog(geom = measureLog()) {
   if (scrollTo != null) { state.log.autoScrolling = true; logEl.scrollTop = scrollTo; }
 }
 
+/**
+ * Scrolls the log to the line with `seq` (if it is loaded), a few lines above the bottom so
+ * the output before it shows, and stops following the end. Filters that hide it are cleared.
+ */
+export function revealLine(seq) {
+  const run = state.run;
+  if (!run) return;
+  const at = (v) => (v ? v.findIndex((i) => run.lines[i].seq === seq) : run.lines.findIndex((l) => l.seq === seq));
+  let i = at(run.view);
+  if (i < 0 && run.view) {
+    for (const k of Object.keys(state.filt)) state.filt[k] = '';
+    for (const id of ['f-stage', 'f-stream', 'f-level', 'f-text']) $(`#${id}`).value = '';
+    rebuildView();
+    i = at(run.view);
+  }
+  if (i < 0) return;
+  run.follow = false;
+  const height = logEl.clientHeight || 400;
+  spacerEl.style.height = `${Math.max(viewLen() * ROW_H, 1)}px`;
+  state.log.autoScrolling = true;
+  logEl.scrollTop = Math.max(0, (i + 4) * ROW_H - height);
+  run.revealed = seq;
+  queueRender();
+}
+
 function logRow(l) {
   const text = state.filt.text;
   const cls = ['lr'];
   if (l.ev !== 'log') cls.push('ev');
   if (l.st === 'stderr') cls.push('stderr');
   if (l.lvl === 'error') cls.push('error'); else if (l.lvl === 'warn' && l.st !== 'stderr') cls.push('warn');
+  if (l.seq === state.run?.revealed) cls.push('revealed');
   const t = ts(l.t);
   const time = Number.isNaN(t) ? '' : new Date(t).toLocaleTimeString(undefined, { hour12: false, hour: '2-digit', minute: '2-digit', second: '2-digit' }) + '.' + String(new Date(t).getMilliseconds()).padStart(3, '0');
   const msgText = l.ev === 'log' ? l.msg

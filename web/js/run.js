@@ -16,17 +16,21 @@
 
 import { state } from './state.js';
 import { $, h, badge, frameQueue } from './dom.js';
-import { now, ts, fmtDur, fmtWhen, fmtAgo, fullTime, trigger, explain } from './format.js';
+import { now, ts, fmtDur, fmtWhen, fmtAgo, fullTime, trigger, explain, stageOutcome } from './format.js';
 import { api, errText } from './api.js';
 import { setConn } from './conn.js';
 import { openStream } from './stream.js';
 import { emptyRun, foldEvent } from './fold.js';
 import { RUN_FINAL_EVENTS, PIPELINE_STAGE } from './statuses.js';
-import { appendLine, measureLog, prependLines, queueRender, renderLog, resetLog } from './log.js';
+import { appendLine, measureLog, prependLines, queueRender, renderLog, resetLog, revealLine } from './log.js';
 import { cancelRun } from './runs.js';
 
 /** Events read when a run opens, and per "Load earlier lines". */
 const TAIL = 1000;
+/** The most events one read of the API gives. */
+const MAX_PAGE = 10000;
+/** Lines shown before a run's first error when the log opens there. */
+const ERROR_CONTEXT = 40;
 const isFinal = (status) => RUN_FINAL_EVENTS.includes(status);
 
 function newRun(id) {
@@ -35,7 +39,7 @@ function newRun(id) {
     /** The run as the API said, with the live events folded in since. */
     detail: null,
     /** The log (see log.js). */
-    lines: [], view: null, follow: true, unseen: 0, loaded: false, noEarlier: false,
+    lines: [], view: null, follow: true, unseen: 0, loaded: false, noEarlier: false, indexedEvents: 0,
     /** The last `seq` taken in: anything at or below it is a duplicate (counted for tests). */
     lastSeq: null, dupes: 0,
     /** The stream (stream.js), once the tail is read. */
@@ -109,6 +113,8 @@ async function loadDetail() {
     const d = await api(`/api/runs/${r.id}`);
     if (state.run !== r) return;
     r.detail = d;
+    // The run's size as the index says it (live events folded in later do not change it).
+    r.indexedEvents = Number.isSafeInteger(d.events) ? d.events : 0;
     $('#rv-msg').textContent = r.cancelMsg || '';
   } catch (e) {
     if (state.run !== r) return;
@@ -164,10 +170,14 @@ export function renderTimeline() {
     if (!Number.isNaN(a)) {
       const endT = !Number.isNaN(ts(x.finished_at)) ? ts(x.finished_at) : (st === 'running' || running ? now() : a);
       const left = pct(a), width = Math.max(0.4, pct(endT) - left);
+      // The stage's duration is what its bar spans: first attempt's start to its end.
       const dms = x.duration_ms ?? (endT - a);
+      const how = stageOutcome(x);
       const place = width > 40 ? ' in-label' : (left + width > 70 ? ' end-label' : '');
-      const bar = h('div', { class: `tl-bar${place}`, 'data-stage': x.name, 'data-status': st, style: `left:${left}%;width:${width}%`, title: `${x.name}: ${st}, ${fmtDur(dms)}${x.attempts > 1 ? `, ${x.attempts} attempts` : ''}${x.exit_code != null ? `, exit ${x.exit_code}` : ''}` },
-        h('span', { class: 'lbl' }, fmtDur(dms), x.attempts > 1 ? h('span', { class: 'att' }, ` · ↻ ${x.attempts} attempts`) : null));
+      const bar = h('div', { class: `tl-bar${place}`, 'data-stage': x.name, 'data-status': st, style: `left:${left}%;width:${width}%`, title: `${x.name}: ${st}${how ? ` (${how})` : ''}, ${fmtDur(dms)}${x.attempts > 1 ? `, ${x.attempts} attempts` : ''}` },
+        h('span', { class: 'lbl' }, fmtDur(dms),
+          x.attempts > 1 ? h('span', { class: 'att' }, ` · ↻ ${x.attempts} attempts`) : null,
+          how ? h('span', { class: 'how' }, ` · ${how}`) : null));
       track.append(bar);
       for (const rt of run.retries[x.name] || []) {
         const rtT = ts(rt);
@@ -175,7 +185,9 @@ export function renderTimeline() {
       }
     } else if (st === 'skipped' || st === 'cancelled') {
       const at = !Number.isNaN(ts(x.finished_at)) ? pct(ts(x.finished_at)) : 100;
-      track.append(h('div', { class: 'tl-skip', 'data-stage': x.name, 'data-status': st, style: `left:${Math.max(at, 12)}%` }, st === 'skipped' ? 'skipped' : 'cancelled before start'));
+      const how = stageOutcome(x);
+      const what = st === 'skipped' ? 'skipped' : 'cancelled before start';
+      track.append(h('div', { class: 'tl-skip', 'data-stage': x.name, 'data-status': st, style: `left:${Math.max(at, 12)}%` }, how ? `${what}: ${how}` : what));
     }
     return h('div', { class: 'tl-row' },
       h('div', { class: 'tl-label' }, badge(st), h('span', { class: 'name', title: x.name }, x.name)),
@@ -219,9 +231,15 @@ export async function openRun(id) {
   resetLog();
   setConn('run', 'connecting');
   renderHead(); renderTimeline(); renderLog();
-  loadDetail();
+  // The run first: a finished run with an error opens its log there, if one read reaches it.
+  await loadDetail();
+  if (state.run !== r) return;
+  const errSeq = firstError(r);
+  const total = r.indexedEvents;
+  const reach = errSeq != null && isFinal(r.detail.status) ? total - errSeq + ERROR_CONTEXT : 0;
+  const tail = reach > TAIL && reach <= MAX_PAGE ? reach : TAIL;
   try {
-    const evs = await api(`/api/runs/${id}/events?tail=${TAIL}`);
+    const evs = await api(`/api/runs/${id}/events?tail=${tail}`);
     if (state.run !== r) return;
     ingest(evs);
   } catch (e) {
@@ -229,8 +247,36 @@ export async function openRun(id) {
     if (e.status && e.status !== 404) $('#rv-msg').textContent = `Cannot read the run's events: ${errText(e)}`;
   }
   r.loaded = true;
+  if (errSeq != null && isFinal(r.detail.status) && r.lines.length && r.lines[0].seq <= errSeq) revealLine(errSeq);
   queueRender();
   openRunStream(r);
+}
+
+/** The `seq` of the open run's first error, if it has one. */
+function firstError(r) {
+  const seq = r.detail?.first_error_seq;
+  return Number.isSafeInteger(seq) ? seq : null;
+}
+
+/** Shows the run's first error in the log, reading the lines before the loaded ones if needed. */
+async function jumpToFirstError() {
+  const r = state.run;
+  const seq = r && firstError(r);
+  if (seq == null) return;
+  const btn = $('#first-error');
+  btn.disabled = true;
+  try {
+    // Earlier pages until the error and a little before it are in.
+    while (state.run === r && r.lines.length && r.lines[0].seq > Math.max(0, seq - ERROR_CONTEXT) && !r.noEarlier) {
+      const first = r.lines[0].seq;
+      const from = Math.max(0, seq - ERROR_CONTEXT, first - MAX_PAGE);
+      const evs = await api(from > 0 ? `/api/runs/${r.id}/events?since=${from - 1}&limit=${first - from}` : `/api/runs/${r.id}/events?limit=${first}`);
+      if (state.run !== r) return;
+      prependLines(evs);
+    }
+    if (state.run === r) revealLine(seq);
+  } catch (e) { $('#rv-msg').textContent = `Cannot load the lines before the first error: ${errText(e)}`; }
+  btn.disabled = false;
 }
 
 async function loadEarlier() {
@@ -251,5 +297,6 @@ async function loadEarlier() {
 
 export function initRun() {
   $('#load-earlier').addEventListener('click', loadEarlier);
+  $('#first-error').addEventListener('click', jumpToFirstError);
   $('#rv-cancel').addEventListener('click', () => { if (state.run) cancelRun(state.run.id, $('#rv-msg')); });
 }

@@ -135,7 +135,7 @@ pub async fn cancel_run(
             format!("run {id} is not running"),
         ));
     }
-    liveness::request_cancel(state_dir, &id, "cancelled by user")
+    liveness::request_cancel(state_dir, &id, "user")
         .map_err(|e| ApiError::unavailable(format!("cannot write the cancel request: {e}")))?;
     Ok((
         StatusCode::ACCEPTED,

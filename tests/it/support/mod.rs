@@ -190,6 +190,12 @@ pub fn has_seq(events: &[Value], seq: u64) -> bool {
     events.iter().any(|e| e["seq"] == seq)
 }
 
+/// A command's stdout as JSON (the test fails, showing it, if it is not).
+pub fn json_out(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
+}
+
 pub fn ev<'a>(events: &'a [Value], stage: &str, event: &str) -> Vec<&'a Value> {
     events
         .iter()
