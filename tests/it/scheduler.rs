@@ -662,6 +662,33 @@ fn systemd_units_of_two_projects_with_one_task_name_are_kept_apart() {
     assert_eq!(s["installed_schedule"], "*/5 * * * *", "{s}");
     assert_eq!(s["mismatch"], "other_config", "{s}");
 
+    // B's dashboard says the same, and its switch cannot turn A's timer off.
+    let d = Server::start_with(
+        &b,
+        Options {
+            env: vec![
+                ("PATH".into(), path.clone()),
+                ("XDG_CONFIG_HOME".into(), config_home.clone().into()),
+            ],
+            ..Options::default()
+        },
+    );
+    let r = d.get("/api/scheduler/status");
+    let (code, s) = (r.status, r.json());
+    assert_eq!(code, 200, "{s}");
+    assert_eq!(s["installed_for"], config_a.as_str(), "{s}");
+    assert_eq!(s["mismatch"], "other_config", "{s}");
+    assert!(s["warning"].as_str().unwrap().contains(&config_a), "{s}");
+    let r = d.post_json("/api/scheduler/disable", "{}");
+    let (code, body) = (r.status, r.json());
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains(&config_a),
+        "{body}"
+    );
+    drop(d);
+    assert_eq!(unit_files(), installed, "B's dashboard changed A's units");
+
     b.write_config(
         "[pipeline]\nname = \"p\"\nschedule = \"*/15 * * * *\"\n[[stages]]\nname = \"a\"\nrun = \"echo hi\"\n[scheduler]\nbackend = \"systemd\"\ntask_name = \"Pipeline Runner B\"\n",
     );
