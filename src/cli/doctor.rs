@@ -446,6 +446,27 @@ fn scheduler_task(
         ));
         return;
     }
+    // A task of this name that runs another configuration is that project's: whatever it
+    // says about being enabled or its runs, none of it is about this pipeline.
+    match (status.mismatch, &status.warning) {
+        (Some(scheduler::Mismatch::OtherConfig | scheduler::Mismatch::UnknownConfig), Some(w)) => {
+            out.push(Check::fail(
+                name,
+                format!("{backend_name}: {w}"),
+                format!(
+                    "give this pipeline a task of its own: set task_name under [scheduler] in {}, then `pipewatch scheduler install --backend {backend_name}`",
+                    status.config
+                ),
+            ));
+            return;
+        }
+        (Some(scheduler::Mismatch::Schedule), Some(w)) => out.push(Check::warn(
+            "scheduler schedule",
+            format!("{backend_name}: {w}"),
+            format!("`pipewatch scheduler install --backend {backend_name}`"),
+        )),
+        _ => {}
+    }
     if !status.enabled {
         out.push(Check::fail(
             name,

@@ -93,10 +93,18 @@ pub fn render(status: &Status) -> String {
         ("next run", or(&status.next_run)),
         ("last run", or(&status.last_run)),
         ("last result", or(&status.last_result)),
+        ("config", status.config.clone()),
+        ("installed for", or(&status.installed_for)),
+        ("installed schedule", or(&status.installed_schedule)),
     ];
-    rows.iter()
-        .map(|(k, v)| format!("{:<13}{v}\n", format!("{k}:")))
-        .collect()
+    let mut text: String = rows
+        .iter()
+        .map(|(k, v)| format!("{:<20}{v}\n", format!("{k}:")))
+        .collect();
+    if let Some(w) = &status.warning {
+        text.push_str(&format!("{:<20}{w}\n", "warning:"));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -115,18 +123,27 @@ mod tests {
             next_run: None,
             last_run: Some("2026-11-29T08:15:00+00:00".into()),
             last_result: None,
+            config: "/srv/b/pipewatch.toml".into(),
+            installed_for: Some("/srv/a/pipewatch.toml".into()),
+            installed_schedule: Some("*/5 * * * *".into()),
+            mismatch: Some(scheduler::Mismatch::OtherConfig),
+            warning: Some("it runs another configuration".into()),
         };
         assert_eq!(
             render(&status),
-            "backend:     cron\n\
-             task:        Pipeline Runner\n\
-             exists:      yes\n\
-             enabled:     no\n\
-             state:       disabled\n\
-             schedule:    */15 * * * *\n\
-             next run:    -\n\
-             last run:    2026-11-29T08:15:00+00:00\n\
-             last result: -\n"
+            "backend:            cron\n\
+             task:               Pipeline Runner\n\
+             exists:             yes\n\
+             enabled:            no\n\
+             state:              disabled\n\
+             schedule:           */15 * * * *\n\
+             next run:           -\n\
+             last run:           2026-11-29T08:15:00+00:00\n\
+             last result:        -\n\
+             config:             /srv/b/pipewatch.toml\n\
+             installed for:      /srv/a/pipewatch.toml\n\
+             installed schedule: */5 * * * *\n\
+             warning:            it runs another configuration\n"
         );
     }
 }

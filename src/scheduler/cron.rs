@@ -19,14 +19,20 @@
 //! look at it). Paths in the line are single-quoted for `/bin/sh` and `%` is escaped for
 //! cron ([`command_text`]).
 //!
+//! Which configuration a block runs is read back from its line ([`installed`]): the
+//! `--config` word of the command, unquoted as cron and `/bin/sh` read it, and the schedule
+//! fields before it. Install, uninstall, enable and disable refuse a block that runs another
+//! configuration, in the same read of the crontab they edit.
+//!
 //! Cron knows nothing of runs: the status's `last_run` and `last_result` are always `None`
-//! (the dashboard's run history has them), and `next_run` is computed from the schedule.
+//! (the dashboard's run history has them), and `next_run` is computed from the schedule
+//! in the crontab.
 //! Only 5-field expressions and the `@` nicknames can be installed: cron has no seconds.
 
 use std::ops::Range;
 
 use super::exec::{self, Tools};
-use super::{Backend, SchedulerError, Status, Task, fields, path_text, state};
+use super::{Backend, Installed, SchedulerError, Status, Task, fields, path_text, state};
 use crate::config;
 
 const BACKEND: &str = "cron";
@@ -60,11 +66,23 @@ impl Cron {
             .map(|_| ())
     }
 
+    /// Applies `f` to the crontab and writes the result back if it changed — unless the
+    /// task's block there runs another configuration: `action` is then refused.
     fn edit(
         &self,
+        action: &'static str,
         f: impl FnOnce(&str) -> Result<String, SchedulerError>,
     ) -> Result<Status, SchedulerError> {
         let before = self.read()?;
+        let name = &self.task.task_name;
+        let mine = installed(&before, name, self.task.schedule.expression())?;
+        self.task.check_owner(BACKEND, action, mine.as_ref(), || {
+            format!(
+                " (or, to remove that task, delete the lines from {:?} to {:?} with `crontab -e`)",
+                begin_marker(name),
+                end_marker(name)
+            )
+        })?;
         let after = f(&before)?;
         if after != before {
             self.write(&after)?;
@@ -77,19 +95,23 @@ impl Backend for Cron {
     fn install(&self) -> Result<Status, SchedulerError> {
         let line = entry_line(&self.task)?;
         let name = self.task.task_name.clone();
-        self.edit(|text| install_block(text, &name, &line))
+        self.edit("install over", |text| install_block(text, &name, &line))
     }
 
     fn uninstall(&self) -> Result<Status, SchedulerError> {
-        self.edit(|text| remove_block(text, &self.task.task_name))
+        self.edit("uninstall", |text| remove_block(text, &self.task.task_name))
     }
 
     fn enable(&self) -> Result<Status, SchedulerError> {
-        self.edit(|text| set_enabled(text, &self.task.task_name, true))
+        self.edit("enable", |text| {
+            set_enabled(text, &self.task.task_name, true)
+        })
     }
 
     fn disable(&self) -> Result<Status, SchedulerError> {
-        self.edit(|text| set_enabled(text, &self.task.task_name, false))
+        self.edit("disable", |text| {
+            set_enabled(text, &self.task.task_name, false)
+        })
     }
 
     fn status(&self) -> Result<Status, SchedulerError> {
@@ -104,12 +126,118 @@ impl Backend for Cron {
                 state::DISABLED
             }
             .to_string();
+            let found = read_line(&text[block.range.clone()]);
             if block.enabled {
-                s.next_run = self.task.next_from_schedule();
+                // When the crontab fires, not when the configuration says it would.
+                s.next_run = found
+                    .as_ref()
+                    .and_then(|i| i.schedule.as_deref())
+                    .and_then(|e| e.parse::<crate::config::schedule::Schedule>().ok())
+                    .and_then(|e| e.next_after(&chrono::Local::now()))
+                    .map(|t| super::rfc3339(&t));
             }
+            let found = with_match(found, self.task.schedule.expression());
+            self.task.describe(&mut s, &found);
         }
         Ok(s)
     }
+}
+
+/// What the task's block in `text` says about itself; `None` when there is no block.
+pub fn installed(
+    text: &str,
+    task_name: &str,
+    expression: &str,
+) -> Result<Option<Installed>, SchedulerError> {
+    Ok(find_block(text, task_name)?.map(|b| with_match(read_line(&text[b.range]), expression)))
+}
+
+/// `found` (or an empty record for a block without a line pipewatch can read), with whether
+/// its schedule is the one `expression` would be installed as.
+fn with_match(found: Option<Installed>, expression: &str) -> Installed {
+    let mut found = found.unwrap_or_default();
+    found.schedule_matches = match (&found.schedule, cron_schedule(expression)) {
+        (Some(theirs), Ok(ours)) => theirs.split_whitespace().eq(ours.split_whitespace()),
+        _ => false,
+    };
+    found
+}
+
+/// The first entry line of a block (commented out or not): its schedule fields and the
+/// `--config` of its command. `None` when the block holds no such line.
+fn read_line(block: &str) -> Option<Installed> {
+    let mut inner = block.split_inclusive('\n').map(bare);
+    inner.next();
+    let line = inner.find(|l| {
+        let l = l.trim_start().trim_start_matches('#').trim();
+        !l.is_empty() && !l.starts_with("END pipewatch ") && !l.starts_with("BEGIN pipewatch ")
+    })?;
+    let line = line.trim_start();
+    let line = line.strip_prefix('#').unwrap_or(line).trim_start();
+    let (schedule, command) = if line.starts_with('@') {
+        line.split_once(char::is_whitespace)?
+    } else {
+        // Five fields, then the command.
+        let mut rest = line;
+        for _ in 0..5 {
+            rest = rest.trim_start();
+            let end = rest.find(char::is_whitespace)?;
+            rest = &rest[end..];
+        }
+        (&line[..line.len() - rest.len()], rest)
+    };
+    let words = command_words(command)?;
+    let config = words
+        .iter()
+        .position(|w| w == "--config")
+        .and_then(|i| words.get(i + 1))
+        .filter(|_| words.iter().any(|w| w == "run"))
+        .map(std::path::PathBuf::from);
+    Some(Installed {
+        config,
+        schedule: Some(schedule.split_whitespace().collect::<Vec<_>>().join(" ")),
+        schedule_matches: false,
+    })
+}
+
+/// The words of a crontab command as cron and `/bin/sh` read them: cron turns `\%` into `%`,
+/// then sh joins single-quoted, double-quoted and backslash-escaped pieces into words. The
+/// reverse of [`command_text`] for what pipewatch writes; `None` for what it cannot read
+/// (an unescaped `%`, an open quote, a `$` or backquote that sh would expand).
+pub fn command_words(command: &str) -> Option<Vec<String>> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = command.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            // Cron: `\%` is a `%` for sh; a bare `%` ends the command.
+            '\\' if chars.peek() == Some(&'%') => {
+                chars.next();
+                word.get_or_insert_default().push('%');
+            }
+            '%' => return None,
+            '\'' => {
+                let w = word.get_or_insert_default();
+                loop {
+                    match chars.next()? {
+                        '\'' => break,
+                        '\\' if chars.peek() == Some(&'%') => {
+                            chars.next();
+                            w.push('%');
+                        }
+                        '%' => return None,
+                        c => w.push(c),
+                    }
+                }
+            }
+            '\\' => word.get_or_insert_default().push(chars.next()?),
+            '"' | '$' | '`' => return None,
+            c if c.is_whitespace() => words.extend(word.take()),
+            c => word.get_or_insert_default().push(c),
+        }
+    }
+    words.extend(word);
+    Some(words)
 }
 
 /// `# BEGIN pipewatch <task_name>`
@@ -325,7 +453,7 @@ pub fn remove_block(text: &str, task_name: &str) -> Result<String, SchedulerErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::test_support::task;
+    use crate::scheduler::test_support::{HOSTILE as HOSTILE_WORD, task};
     use proptest::prelude::*;
 
     const LINE: &str =
@@ -429,6 +557,93 @@ mod tests {
                 assert_eq!(b[i - 1], b'\\', "{line}");
             }
         }
+    }
+
+    // Unix paths, as `entry_line_quotes_hostile_paths`.
+    #[cfg(unix)]
+    #[test]
+    fn the_block_says_which_configuration_it_runs() {
+        let t = task("*/15 * * * *");
+        let line = entry_line(&t).unwrap();
+        let text = install_block("MAILTO=x\n", &t.task_name, &line).unwrap();
+        let found = installed(&text, &t.task_name, "*/15 * * * *")
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.config.as_deref(), Some(t.config_path.as_path()));
+        assert_eq!(found.schedule.as_deref(), Some("*/15 * * * *"));
+        assert!(found.schedule_matches);
+        // Disabled, it still says so; another schedule in the configuration is a mismatch.
+        let off = set_enabled(&text, &t.task_name, false).unwrap();
+        let found = installed(&off, &t.task_name, "*/5 * * * *")
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.config.as_deref(), Some(t.config_path.as_path()));
+        assert!(!found.schedule_matches);
+        assert_eq!(
+            crate::scheduler::Owner::This,
+            t.owner(&found),
+            "the same file"
+        );
+        assert_eq!(installed("", &t.task_name, "@daily").unwrap(), None);
+    }
+
+    #[test]
+    fn a_block_of_another_configuration_or_of_none_is_refused() {
+        let mut t = task("@daily");
+        t.config_path = std::env::temp_dir().join("b").join("pipewatch.toml");
+        let theirs = "# BEGIN pipewatch p\n@daily '/usr/bin/pipewatch' run --config '/srv/a/pipewatch.toml' --source scheduler\n# END pipewatch p\n";
+        let found = installed(theirs, "p", "@daily").unwrap().unwrap();
+        let err = t
+            .check_owner(BACKEND, "install over", Some(&found), String::new)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/srv/a/pipewatch.toml") && err.contains("task_name"),
+            "{err}"
+        );
+        assert!(err.contains(&t.config_path.display().to_string()), "{err}");
+        // Edited by hand: nothing says whose it is.
+        let hand = "# BEGIN pipewatch p\n0 3 * * * /usr/local/bin/etl.sh\n# END pipewatch p\n";
+        let found = installed(hand, "p", "@daily").unwrap().unwrap();
+        assert_eq!(found.config, None);
+        assert_eq!(found.schedule.as_deref(), Some("0 3 * * *"));
+        let err = t
+            .check_owner(BACKEND, "uninstall", Some(&found), String::new)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("names no pipewatch configuration"), "{err}");
+        // An empty block holds no line at all.
+        let empty = "# BEGIN pipewatch p\n# END pipewatch p\n";
+        assert_eq!(
+            installed(empty, "p", "@daily").unwrap().unwrap().config,
+            None
+        );
+    }
+
+    #[test]
+    fn command_words_read_back_what_command_text_writes() {
+        for w in [
+            HOSTILE_WORD,
+            "",
+            "%",
+            "\\%",
+            "\\\\%%",
+            "'",
+            "''",
+            "a b",
+            "\\",
+        ] {
+            let line = format!(
+                "{} run --config {}",
+                command_text("/bin/x"),
+                command_text(w)
+            );
+            let words = command_words(&line).unwrap();
+            assert_eq!(words, ["/bin/x", "run", "--config", w], "{line}");
+        }
+        assert_eq!(command_words("echo 50% done"), None);
+        assert_eq!(command_words("'open"), None);
+        assert_eq!(command_words("echo $HOME"), None);
     }
 
     #[test]

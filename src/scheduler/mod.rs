@@ -25,6 +25,16 @@
 //! [`SchedulerError::Unsupported`], never approximated; nothing is pasted into a shell string
 //! except the crontab line, which cron itself hands to `/bin/sh` and which [`cron`] quotes.
 //!
+//! A task belongs to the configuration its command runs. Task names are per user, not per
+//! project (every project's default is "Pipeline Runner"), so each backend reads back from
+//! what is installed the `--config` of its command and the schedule it was installed with
+//! ([`Installed`]); [`Task::check_owner`] refuses to install, uninstall, enable or disable a
+//! task that runs another configuration ([`SchedulerError::Taken`]), and the status reports
+//! what is installed, not what the configuration says ([`Task::describe`]). A task whose
+//! command names no configuration (edited by hand) cannot be told to be this project's, so it
+//! is treated like another's. Tasks installed by earlier versions already ran
+//! `--config <absolute path>` and are read the same way.
+//!
 //! Callers: the `scheduler` command and the dashboard's `/api/scheduler/*` handlers, through
 //! [`backend`]. The [`Backend`] methods block on external tools: async callers run them
 //! with `spawn_blocking`. [`SchedulerError::is_tool_error`] tells the API which errors are
@@ -85,6 +95,59 @@ pub struct Status {
     /// `success`, `running` or `failure: …`; `None` when unknown.
     #[schema(required = true)]
     pub last_result: Option<String>,
+    /// This configuration file, absolute: the one `install` installs the task for.
+    pub config: String,
+    /// The configuration file the installed task runs, read from the task itself; `None` when
+    /// nothing is installed or its command names none.
+    #[schema(required = true)]
+    pub installed_for: Option<String>,
+    /// The schedule the installed task fires on, as the task records it (the crontab line's
+    /// fields, the cron expression the systemd timer or Windows task was made from); `None`
+    /// when nothing is installed or the task does not say.
+    #[schema(required = true)]
+    pub installed_schedule: Option<String>,
+    /// `None` when the installed task is this configuration's and fires on its schedule (or
+    /// nothing is installed).
+    #[schema(required = true)]
+    pub mismatch: Option<Mismatch>,
+    /// What the mismatch means and what to do about it; `None` without one.
+    #[schema(required = true)]
+    pub warning: Option<String>,
+}
+
+/// How the installed task differs from what this configuration would install.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Mismatch {
+    /// It runs another configuration file (another project with the same `task_name`).
+    OtherConfig,
+    /// Its command names no configuration file: it cannot be told to be this one's.
+    UnknownConfig,
+    /// It is this configuration's, installed with another schedule: reinstall to apply it.
+    Schedule,
+}
+
+/// What an installed task says about itself, read back from the OS scheduler's copy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Installed {
+    /// The `--config` of its command; `None` when its command has none that can be read.
+    pub config: Option<PathBuf>,
+    /// The schedule as the task records it, for people to read.
+    pub schedule: Option<String>,
+    /// Whether the task fires when this configuration's schedule does, compared in the
+    /// backend's own terms (crontab fields, `OnCalendar=` values, the recorded expression).
+    pub schedule_matches: bool,
+}
+
+/// Whose task an installed one is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// It runs this configuration.
+    This,
+    /// It runs this other configuration file.
+    Other(PathBuf),
+    /// Its command names no configuration.
+    Unknown,
 }
 
 /// An OS scheduler. Every method blocks on external tools.
@@ -149,6 +212,9 @@ pub enum SchedulerError {
     },
     #[error("cannot find the pipewatch executable: {0}")]
     Exe(#[source] std::io::Error),
+    /// The task of this name runs another configuration.
+    #[error(transparent)]
+    Taken(Box<Taken>),
     #[error(
         "{config}: [scheduler] backend is {configured:?}, so the {configured} scheduler runs \
          this pipeline; a {asked} task would start every run a second time. To let {asked} run \
@@ -162,6 +228,37 @@ pub enum SchedulerError {
         /// What to do about the configured one.
         hint: String,
     },
+}
+
+/// A task of this name that runs another configuration than the one asking: refused, with
+/// the key to change and how to remove the other task.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the {backend} task {task_name:?} {}, not {config}: refusing to {action} it. \
+     To give this pipeline a task of its own, set task_name to another name under \
+     [scheduler] in {config}{}",
+    runs_what(.other.as_deref()),
+    .remove_hint
+)]
+pub struct Taken {
+    pub backend: &'static str,
+    pub task_name: String,
+    /// The configuration file the installed task runs, if its command names one.
+    pub other: Option<String>,
+    /// This configuration file.
+    pub config: String,
+    /// What was asked, as a verb before "it": `install over`, `uninstall`, `enable`, `disable`.
+    pub action: &'static str,
+    /// How to remove the other task by hand, when that is what the user wants.
+    pub remove_hint: String,
+}
+
+/// What a task runs, for messages: `other` is the configuration its command names.
+fn runs_what(other: Option<&str>) -> String {
+    match other {
+        Some(p) => format!("runs the pipeline of {p}"),
+        None => "runs a command that names no pipewatch configuration".to_string(),
+    }
 }
 
 /// One pipeline has exactly one active scheduler: its configuration's `[scheduler] backend`.
@@ -313,13 +410,125 @@ impl Task {
             next_run: None,
             last_run: None,
             last_result: None,
+            config: self.config_text(),
+            installed_for: None,
+            installed_schedule: None,
+            mismatch: None,
+            warning: None,
         }
+    }
+
+    /// This configuration file, absolute, for messages and the status.
+    fn config_text(&self) -> String {
+        std::path::absolute(&self.config_path)
+            .unwrap_or_else(|_| self.config_path.clone())
+            .display()
+            .to_string()
+    }
+
+    /// Whose task `installed` is: this configuration's when its `--config` is this file —
+    /// the same absolute path, or the same file once links are resolved.
+    pub fn owner(&self, installed: &Installed) -> Owner {
+        let Some(theirs) = &installed.config else {
+            return Owner::Unknown;
+        };
+        let ours =
+            std::path::absolute(&self.config_path).unwrap_or_else(|_| self.config_path.clone());
+        let same = same_path(&ours, theirs)
+            || matches!(
+                (std::fs::canonicalize(&ours), std::fs::canonicalize(theirs)),
+                (Ok(a), Ok(b)) if a == b
+            );
+        if same {
+            Owner::This
+        } else {
+            Owner::Other(theirs.clone())
+        }
+    }
+
+    /// Refuses `action` on an installed task that is not this configuration's; nothing
+    /// installed (`None`) is this configuration's to install.
+    pub(crate) fn check_owner(
+        &self,
+        backend: &'static str,
+        action: &'static str,
+        installed: Option<&Installed>,
+        remove_hint: impl FnOnce() -> String,
+    ) -> Result<(), SchedulerError> {
+        let other = match installed.map(|i| self.owner(i)) {
+            None | Some(Owner::This) => return Ok(()),
+            Some(Owner::Other(p)) => Some(p.display().to_string()),
+            Some(Owner::Unknown) => None,
+        };
+        Err(SchedulerError::Taken(Box::new(Taken {
+            backend,
+            task_name: self.task_name.clone(),
+            other,
+            config: self.config_text(),
+            action,
+            remove_hint: remove_hint(),
+        })))
+    }
+
+    /// Fills in what the installed task says about itself: the configuration it runs, the
+    /// schedule it has, and how either differs from this configuration.
+    pub(crate) fn describe(&self, status: &mut Status, installed: &Installed) {
+        status.installed_for = installed.config.as_ref().map(|p| p.display().to_string());
+        status.installed_schedule = installed.schedule.clone();
+        let config = status.config.clone();
+        let name = &self.task_name;
+        let (mismatch, warning) = match self.owner(installed) {
+            Owner::Other(p) => (
+                Mismatch::OtherConfig,
+                format!(
+                    "the task {name:?} runs the pipeline of {}, not this one ({config}): set \
+                     task_name to another name under [scheduler] in {config} and install again",
+                    p.display()
+                ),
+            ),
+            Owner::Unknown => (
+                Mismatch::UnknownConfig,
+                format!(
+                    "the task {name:?} runs a command that names no pipewatch configuration: \
+                     remove it, or set task_name to another name under [scheduler] in {config}"
+                ),
+            ),
+            Owner::This if !installed.schedule_matches => (
+                Mismatch::Schedule,
+                format!(
+                    "the task {name:?} was installed with the schedule {}, but {config} says \
+                     {:?}: run `pipewatch scheduler install` to apply it",
+                    installed
+                        .schedule
+                        .as_deref()
+                        .map_or_else(|| "pipewatch cannot read".to_string(), |s| format!("{s:?}")),
+                    self.schedule.expression()
+                ),
+            ),
+            Owner::This => return,
+        };
+        status.mismatch = Some(mismatch);
+        status.warning = Some(warning);
     }
 
     /// The next occurrence after now, computed from the schedule (for schedulers that do not
     /// say).
     pub(crate) fn next_from_schedule(&self) -> Option<String> {
         self.schedule.next_after(&Local::now()).map(|t| rfc3339(&t))
+    }
+}
+
+/// Whether two absolute paths name the same file as written: case-insensitively on Windows,
+/// whose file systems ignore case.
+fn same_path(a: &Path, b: &Path) -> bool {
+    #[cfg(windows)]
+    {
+        a.as_os_str().to_string_lossy().to_lowercase()
+            == b.as_os_str().to_string_lossy().to_lowercase()
+    }
+    #[cfg(not(windows))]
+    {
+        a == b
     }
 }
 
@@ -429,6 +638,11 @@ mod tests {
             "next_run",
             "last_run",
             "last_result",
+            "config",
+            "installed_for",
+            "installed_schedule",
+            "mismatch",
+            "warning",
         ];
         want.sort();
         let mut keys = keys;
@@ -437,6 +651,83 @@ mod tests {
         assert_eq!(v["backend"], "cron");
         assert_eq!(v["state"], "missing");
         assert!(v["last_run"].is_null());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_task_is_this_configurations_when_it_runs_the_same_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("pipewatch.toml");
+        std::fs::write(&real, "").unwrap();
+        let link = dir.path().join("link.toml");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let mut t = test_support::task("@daily");
+        t.config_path = link;
+        let runs = |p: &Path| Installed {
+            config: Some(p.to_path_buf()),
+            schedule: Some("@daily".into()),
+            schedule_matches: true,
+        };
+        assert_eq!(t.owner(&runs(&real)), Owner::This, "through the link");
+        assert_eq!(t.owner(&runs(&t.config_path.clone())), Owner::This);
+        let other = dir.path().join("other.toml");
+        assert_eq!(t.owner(&runs(&other)), Owner::Other(other.clone()));
+        assert_eq!(t.owner(&Installed::default()), Owner::Unknown);
+        assert!(
+            t.check_owner("cron", "uninstall", None, String::new)
+                .is_ok()
+        );
+        let err = t
+            .check_owner("cron", "uninstall", Some(&runs(&other)), String::new)
+            .unwrap_err();
+        assert_eq!(crate::exit::Code::exit_code(&err), crate::exit::USAGE);
+        assert!(!err.is_tool_error());
+    }
+
+    #[test]
+    fn the_status_says_whose_task_it_is_and_its_schedule() {
+        let t = test_support::task("*/15 * * * *");
+        let ours = std::path::absolute(&t.config_path).unwrap();
+        let mut s = t.status(config::Backend::Cron);
+        let installed = Installed {
+            config: Some(ours.clone()),
+            schedule: Some("*/5 * * * *".into()),
+            schedule_matches: false,
+        };
+        t.describe(&mut s, &installed);
+        assert_eq!(s.installed_for, Some(ours.display().to_string()));
+        assert_eq!(s.installed_schedule.as_deref(), Some("*/5 * * * *"));
+        assert_eq!(s.mismatch, Some(Mismatch::Schedule));
+        assert!(s.warning.as_deref().unwrap().contains("\"*/5 * * * *\""));
+
+        let mut s = t.status(config::Backend::Cron);
+        t.describe(
+            &mut s,
+            &Installed {
+                schedule_matches: true,
+                ..installed.clone()
+            },
+        );
+        assert_eq!((s.mismatch, s.warning), (None, None));
+
+        let mut s = t.status(config::Backend::Cron);
+        t.describe(
+            &mut s,
+            &Installed {
+                config: Some("/elsewhere/pipewatch.toml".into()),
+                ..installed
+            },
+        );
+        assert_eq!(s.mismatch, Some(Mismatch::OtherConfig));
+        let w = s.warning.unwrap();
+        assert!(
+            w.contains("/elsewhere/pipewatch.toml") && w.contains("task_name"),
+            "{w}"
+        );
+        assert_eq!(
+            serde_json::to_value(Mismatch::OtherConfig).unwrap(),
+            "other_config"
+        );
     }
 
     #[test]

@@ -17,6 +17,11 @@
 //!   run's timeout so that `pipewatch run` ends the run itself and journals why; systemd's
 //!   limit is the backstop. No timeout → `infinity`.
 //!
+//! Which configuration the units run is read back from the unit files ([`read_units`]): the
+//! `--config` word of the service's `ExecStart=`, and the timer's `OnCalendar=` lines with the
+//! cron expression they were made from (a `# pipewatch schedule:` comment). Install,
+//! uninstall, enable and disable refuse units that run another configuration.
+//!
 //! Invariants: unit texts are pure functions ([`service_unit`], [`timer_unit`],
 //! [`on_calendar`]), every `ExecStart=` word is quoted per systemd.syntax(7)
 //! ([`exec_word`]), and unit files are written whole (tmp + rename) before `daemon-reload`.
@@ -30,7 +35,8 @@ use chrono::{NaiveDateTime, TimeZone, Utc};
 use super::exec::{self, Tools};
 use super::fields::{self, Fields};
 use super::{
-    Backend, OsOptions, SchedulerError, Status, Task, path_text, rfc3339, state, write_atomic,
+    Backend, Installed, OsOptions, SchedulerError, Status, Task, path_text, rfc3339, state,
+    write_atomic,
 };
 use crate::config::{self, Catchup};
 
@@ -83,8 +89,47 @@ impl Systemd {
             .run_ok("systemctl", &systemctl_args(self.system, args), None)
     }
 
-    fn require_installed(&self) -> Result<(), SchedulerError> {
-        if self.dir()?.join(self.unit("timer")).exists() {
+    /// What the task's unit files say about themselves; `None` when its timer is not in the
+    /// unit folder.
+    fn installed(&self) -> Result<Option<Installed>, SchedulerError> {
+        let dir = self.dir()?;
+        let read = |suffix: &str| {
+            let path = dir.join(self.unit(suffix));
+            match std::fs::read_to_string(&path) {
+                Ok(text) => Ok(Some(text)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(source) => Err(SchedulerError::Io { path, source }),
+            }
+        };
+        let Some(timer) = read("timer")? else {
+            return Ok(None);
+        };
+        let service = read("service")?.unwrap_or_default();
+        Ok(Some(read_units(
+            &service,
+            &timer,
+            self.task.schedule.expression(),
+        )))
+    }
+
+    /// Refuses `action` on units that run another configuration; `Ok(false)` when the timer
+    /// is not there.
+    fn check_owner(&self, action: &'static str) -> Result<bool, SchedulerError> {
+        let found = self.installed()?;
+        self.task.check_owner(BACKEND, action, found.as_ref(), || {
+            let dir = self.dir().unwrap_or_default();
+            format!(
+                " (or, to remove that task, delete {} and {} and run `systemctl {} daemon-reload`)",
+                dir.join(self.unit("timer")).display(),
+                dir.join(self.unit("service")).display(),
+                if self.system { "--system" } else { "--user" }
+            )
+        })?;
+        Ok(found.is_some())
+    }
+
+    fn require_installed(&self, action: &'static str) -> Result<(), SchedulerError> {
+        if self.check_owner(action)? {
             Ok(())
         } else {
             Err(SchedulerError::NotInstalled {
@@ -124,6 +169,7 @@ impl Backend for Systemd {
         // Build both texts first: a refused schedule leaves nothing half-installed.
         let service = service_unit(&self.task)?;
         let timer = timer_unit(&self.task)?;
+        self.check_owner("install over")?;
         let dir = self.dir()?;
         std::fs::create_dir_all(&dir).map_err(|source| SchedulerError::Io {
             path: dir.clone(),
@@ -157,7 +203,7 @@ impl Backend for Systemd {
 
     fn uninstall(&self) -> Result<Status, SchedulerError> {
         let dir = self.dir()?;
-        if dir.join(self.unit("timer")).exists() {
+        if self.check_owner("uninstall")? {
             self.ctl(&["disable", "--now", &self.unit("timer")])?;
         }
         for suffix in ["timer", "service"] {
@@ -173,13 +219,13 @@ impl Backend for Systemd {
     }
 
     fn enable(&self) -> Result<Status, SchedulerError> {
-        self.require_installed()?;
+        self.require_installed("enable")?;
         self.ctl(&["enable", "--now", &self.unit("timer")])?;
         self.status()
     }
 
     fn disable(&self) -> Result<Status, SchedulerError> {
-        self.require_installed()?;
+        self.require_installed("disable")?;
         self.ctl(&["disable", "--now", &self.unit("timer")])?;
         self.status()
     }
@@ -209,8 +255,81 @@ impl Backend for Systemd {
         } else {
             BTreeMap::new()
         };
-        Ok(status_from(&self.task, &timer, &service))
+        let mut s = status_from(&self.task, &timer, &service);
+        if s.exists {
+            // Loaded from elsewhere than the unit folder: nothing says what it runs.
+            let found = self.installed()?.unwrap_or_default();
+            self.task.describe(&mut s, &found);
+        }
+        Ok(s)
     }
+}
+
+/// What a service and timer unit say about themselves: the `--config` of `ExecStart=`, the
+/// recorded cron expression (else the `OnCalendar=` values), and whether the `OnCalendar=`
+/// lines are those `expression` would be installed as.
+pub fn read_units(service: &str, timer: &str, expression: &str) -> Installed {
+    let values = |text: &str, key: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.trim().strip_prefix(key))
+            .filter_map(|l| l.trim_start().strip_prefix('='))
+            .map(|v| v.trim().to_string())
+            .collect()
+    };
+    let config = values(service, "ExecStart")
+        .first()
+        .and_then(|v| exec_words(v))
+        .and_then(|words| {
+            let at = words.iter().position(|w| w == "--config")?;
+            words.get(at + 1).map(PathBuf::from)
+        });
+    let calendars = values(timer, "OnCalendar");
+    let recorded = timer
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(SCHEDULE_COMMENT))
+        .map(|e| e.trim().to_string());
+    let schedule = recorded.or_else(|| (!calendars.is_empty()).then(|| calendars.join("; ")));
+    Installed {
+        config,
+        schedule,
+        schedule_matches: on_calendar(expression).is_ok_and(|ours| ours == calendars),
+    }
+}
+
+/// The comment in the timer that records the cron expression it was made from.
+const SCHEDULE_COMMENT: &str = "# pipewatch schedule:";
+
+/// The words of an `ExecStart=` value, unquoted per systemd.syntax(7): the reverse of
+/// [`exec_word`] (double or single quotes, `\` escapes, `$$` and `%%`). `None` for what
+/// pipewatch does not write (an open quote, a lone `$` or `%`).
+pub fn exec_words(value: &str) -> Option<Vec<String>> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut quote = None;
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' | '\'' if quote == Some(c) => quote = None,
+            '"' | '\'' if quote.is_none() => {
+                quote = Some(c);
+                word.get_or_insert_default();
+            }
+            '\\' => word.get_or_insert_default().push(chars.next()?),
+            '$' | '%' => {
+                if chars.next()? != c {
+                    return None;
+                }
+                word.get_or_insert_default().push(c);
+            }
+            c if c.is_whitespace() && quote.is_none() => words.extend(word.take()),
+            c => word.get_or_insert_default().push(c),
+        }
+    }
+    if quote.is_some() {
+        return None;
+    }
+    words.extend(word);
+    Some(words)
 }
 
 /// `pipewatch-<slug>`: the task name lower-cased, every run of characters outside
@@ -314,8 +433,11 @@ pub fn timer_unit(task: &Task) -> Result<String, SchedulerError> {
         on.push('\n');
     }
     let persistent = !matches!(task.catchup, Catchup::None);
+    // A line break would end the comment; croner accepts none, so this is only a guard.
+    let expression = task.schedule.expression().replace(char::is_control, " ");
     Ok(format!(
         "# Written by `pipewatch scheduler install`; reinstall rather than edit.\n\
+         {SCHEDULE_COMMENT} {expression}\n\
          [Unit]\n\
          Description=pipewatch schedule: {}\n\
          \n\
@@ -807,6 +929,7 @@ mod tests {
         assert_eq!(
             timer_unit(&t).unwrap(),
             "# Written by `pipewatch scheduler install`; reinstall rather than edit.\n\
+             # pipewatch schedule: */15 * * * *\n\
              [Unit]\n\
              Description=pipewatch schedule: Pipeline Runner\n\
              \n\
@@ -892,7 +1015,41 @@ mod tests {
             HOSTILE, "", "\\", "\"", "$$", "%%", "a b", "$HOME", "%h", "\\\"",
         ] {
             assert_eq!(systemd_unquote(&exec_word(w)), w);
+            let line = format!("{} {}", exec_word("/bin/x"), exec_word(w));
+            assert_eq!(exec_words(&line).unwrap(), ["/bin/x", w], "{line}");
         }
+        assert_eq!(exec_words("\"open"), None);
+        assert_eq!(exec_words("\"$HOME\""), None);
+    }
+
+    // The test task's paths are Unix paths (on Windows they are not absolute).
+    #[cfg(unix)]
+    #[test]
+    fn the_units_say_which_configuration_they_run() {
+        let mut t = task("0 0 13 * 5");
+        t.exe = Some("/opt/pipewatch".into());
+        let (service, timer) = (service_unit(&t).unwrap(), timer_unit(&t).unwrap());
+        let found = read_units(&service, &timer, "0 0 13 * 5");
+        assert_eq!(found.config.as_deref(), Some(t.config_path.as_path()));
+        assert_eq!(found.schedule.as_deref(), Some("0 0 13 * 5"));
+        assert!(found.schedule_matches);
+        // The same times written another way match; other times do not.
+        assert!(read_units(&service, &timer, "0 0 13 * fri").schedule_matches);
+        assert!(!read_units(&service, &timer, "0 1 13 * 5").schedule_matches);
+        // Units without the comment (an earlier pipewatch) show their OnCalendar= values.
+        let old: String = timer
+            .lines()
+            .filter(|l| !l.starts_with(SCHEDULE_COMMENT))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let found = read_units(&service, &old, "0 0 13 * 5");
+        assert_eq!(
+            found.schedule.as_deref(),
+            Some("Fri *-*-* 00:00:00; *-*-13 00:00:00")
+        );
+        assert!(found.schedule_matches);
+        // No service file: nothing says what runs.
+        assert_eq!(read_units("", &timer, "@daily").config, None);
     }
 
     #[test]

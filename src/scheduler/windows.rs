@@ -32,6 +32,11 @@
 //! French) cannot be told from a US one and is read as US when it can be. A missing task is
 //! recognised by the English "cannot find" only: elsewhere it is reported as the tool's error.
 //!
+//! Which configuration a task runs is read back from its definition (`schtasks /Query /XML`,
+//! [`read_definition`]): the `--config` of its action's `<Arguments>`, and the cron
+//! expression its `<Description>` records. Install, uninstall, enable and disable refuse a
+//! task that runs another configuration.
+//!
 //! Everything but [`Windows`]'s trait methods is a pure function and runs on any OS.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -43,7 +48,9 @@ use chrono::{Local, NaiveDate, NaiveDateTime, TimeZone};
 
 use super::exec::{self, Tools};
 use super::fields::{self, Fields};
-use super::{Backend, SchedulerError, Status, Task, path_text, rfc3339, state, write_atomic};
+use super::{
+    Backend, Installed, SchedulerError, Status, Task, path_text, rfc3339, state, write_atomic,
+};
 use crate::config::{self, Catchup, Overlap};
 
 const BACKEND: &str = "windows";
@@ -92,6 +99,7 @@ impl Windows {
 impl Backend for Windows {
     fn install(&self) -> Result<Status, SchedulerError> {
         let xml = task_xml(&self.task, Local::now().date_naive())?;
+        self.check_owner("install over")?;
         let file = temp_xml_path();
         write_atomic(&file, &utf16_with_bom(&xml))?;
         let created = self.schtasks(create_args(&self.task.task_name, &file));
@@ -102,20 +110,20 @@ impl Backend for Windows {
     }
 
     fn uninstall(&self) -> Result<Status, SchedulerError> {
-        if self.status()?.exists {
+        if self.check_owner("uninstall")? {
             self.schtasks(delete_args(&self.task.task_name))?;
         }
         self.status()
     }
 
     fn enable(&self) -> Result<Status, SchedulerError> {
-        self.require_installed()?;
+        self.require_installed("enable")?;
         self.schtasks(change_args(&self.task.task_name, true))?;
         self.status()
     }
 
     fn disable(&self) -> Result<Status, SchedulerError> {
-        self.require_installed()?;
+        self.require_installed("disable")?;
         self.schtasks(change_args(&self.task.task_name, false))?;
         self.status()
     }
@@ -135,12 +143,12 @@ impl Backend for Windows {
         };
         let fields = parse_query(&out.stdout, &self.task.task_name).map_err(unreadable)?;
         let mut status = status_from(&self.task, &fields);
+        // The definition says what the task runs, and — in words that are not translated —
+        // whether it is enabled.
+        let args = query_xml_args(&self.task.task_name);
+        let xml = self.tools.run_ok("schtasks", &args, None)?.stdout;
         if enabled_word(&fields).is_none() {
-            // Not an English Windows: the definition says whether the task is enabled in
-            // words that are not translated.
-            let args = query_xml_args(&self.task.task_name);
-            let out = self.tools.run_ok("schtasks", &args, None)?;
-            status.enabled = enabled_in_xml(&out.stdout).ok_or_else(|| {
+            status.enabled = enabled_in_xml(&xml).ok_or_else(|| {
                 unreadable(format!(
                     "no <Settings><Enabled> in the task's definition (`schtasks {}`)",
                     args_text(&args)
@@ -148,13 +156,54 @@ impl Backend for Windows {
             })?;
             status.state = state_from(&fields, status.enabled);
         }
+        let found = read_definition(&xml, self.task.schedule.expression());
+        self.task.describe(&mut status, &found);
         Ok(status)
     }
 }
 
 impl Windows {
-    fn require_installed(&self) -> Result<(), SchedulerError> {
-        if self.status()?.exists {
+    /// What the task's definition says about itself; `None` when there is no such task.
+    fn installed(&self) -> Result<Option<Installed>, SchedulerError> {
+        let args = query_xml_args(&self.task.task_name);
+        let out = self.tools.run("schtasks", &args, None)?;
+        if !out.status.success() {
+            if is_not_found(&out.stderr) {
+                return Ok(None);
+            }
+            return Err(exec::failed("schtasks", &args, &out));
+        }
+        if !out.stdout.contains("<Task") {
+            // Wine's schtasks answers nothing with exit 0: that is not a task, nor its absence.
+            return Err(SchedulerError::Output {
+                tool: "schtasks".to_string(),
+                reason: format!(
+                    "no task definition in its answer to `schtasks {}`",
+                    args_text(&args)
+                ),
+            });
+        }
+        Ok(Some(read_definition(
+            &out.stdout,
+            self.task.schedule.expression(),
+        )))
+    }
+
+    /// Refuses `action` on a task that runs another configuration; `Ok(false)` when there is
+    /// no task of that name.
+    fn check_owner(&self, action: &'static str) -> Result<bool, SchedulerError> {
+        let found = self.installed()?;
+        self.task.check_owner(BACKEND, action, found.as_ref(), || {
+            format!(
+                " (or, to remove that task, run `schtasks /Delete /TN {} /F`)",
+                windows_arg(&self.task.task_name)
+            )
+        })?;
+        Ok(found.is_some())
+    }
+
+    fn require_installed(&self, action: &'static str) -> Result<(), SchedulerError> {
+        if self.check_owner(action)? {
             Ok(())
         } else {
             Err(SchedulerError::NotInstalled {
@@ -523,6 +572,127 @@ fn trigger_xml(t: &Trigger, date: NaiveDate, out: &mut String) {
     let _ = writeln!(out, "    </{kind}>");
 }
 
+/// The text of the first `<name>` element in `xml`, unescaped.
+fn element(xml: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let close = format!("</{name}>");
+    let rest = xml.split_once(open.as_str())?.1;
+    Some(xml_unescape(rest.split_once(close.as_str())?.0))
+}
+
+/// The reverse of [`xml_escape`], with the numeric references Task Scheduler may write.
+pub fn xml_unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let Some(end) = rest.find(';') else { break };
+        let entity = &rest[1..end];
+        let c = match entity {
+            "amp" => Some('&'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            _ => entity
+                .strip_prefix("#x")
+                .or_else(|| entity.strip_prefix("#X"))
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                .or_else(|| entity.strip_prefix('#').and_then(|d| d.parse().ok()))
+                .and_then(char::from_u32),
+        };
+        match c {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The arguments of a Windows command line as the C runtime splits them: the reverse of
+/// [`windows_arg`]. `2n` backslashes before a quote are `n` and the quote opens or closes;
+/// `2n+1` are `n` and a literal quote; other backslashes are themselves.
+pub fn split_windows_args(line: &str) -> Vec<String> {
+    let mut args = Vec::new();
+    let mut word: Option<String> = None;
+    let mut quoted = false;
+    let mut backslashes = 0usize;
+    for c in line.chars() {
+        match c {
+            '\\' => {
+                backslashes += 1;
+                continue;
+            }
+            '"' => {
+                let w = word.get_or_insert_default();
+                w.extend(std::iter::repeat_n('\\', backslashes / 2));
+                if backslashes % 2 == 1 {
+                    w.push('"');
+                } else {
+                    quoted = !quoted;
+                }
+            }
+            c if (c == ' ' || c == '\t') && !quoted => {
+                if backslashes > 0 {
+                    word.get_or_insert_default()
+                        .extend(std::iter::repeat_n('\\', backslashes));
+                }
+                args.extend(word.take());
+            }
+            c => {
+                let w = word.get_or_insert_default();
+                w.extend(std::iter::repeat_n('\\', backslashes));
+                w.push(c);
+            }
+        }
+        backslashes = 0;
+    }
+    if backslashes > 0 {
+        word.get_or_insert_default()
+            .extend(std::iter::repeat_n('\\', backslashes));
+    }
+    args.extend(word);
+    args
+}
+
+/// The start of the `<Description>` [`task_xml`] writes; the configuration follows, then
+/// [`DESCRIPTION_SCHEDULE`] and the cron expression.
+const DESCRIPTION_PREFIX: &str = "pipewatch: runs the pipeline of ";
+const DESCRIPTION_SCHEDULE: &str = " on the schedule ";
+
+/// What a task definition says about itself: the `--config` of its action's arguments, the
+/// cron expression its description records, and whether that expression makes the triggers
+/// `expression` makes.
+pub fn read_definition(xml: &str, expression: &str) -> Installed {
+    let config = element(xml, "Arguments").and_then(|a| {
+        let words = split_windows_args(&a);
+        let at = words.iter().position(|w| w == "--config")?;
+        words.get(at + 1).map(PathBuf::from)
+    });
+    let schedule = element(xml, "Description").and_then(|d| {
+        d.strip_prefix(DESCRIPTION_PREFIX)?
+            .rsplit_once(DESCRIPTION_SCHEDULE)
+            .map(|(_, e)| e.trim().to_string())
+    });
+    let schedule_matches = schedule.as_deref().is_some_and(|theirs| {
+        theirs == expression
+            || matches!((triggers(theirs), triggers(expression)), (Ok(a), Ok(b)) if a == b)
+    });
+    Installed {
+        config,
+        schedule,
+        schedule_matches,
+    }
+}
+
 /// `MultipleInstancesPolicy` for an overlap policy.
 pub fn multiple_instances(o: Overlap) -> &'static str {
     match o {
@@ -551,7 +721,7 @@ pub fn task_xml(task: &Task, date: NaiveDate) -> Result<String, SchedulerError> 
         out,
         "  <RegistrationInfo>\n    <Description>{}</Description>\n  </RegistrationInfo>",
         xml_escape(&format!(
-            "pipewatch: runs the pipeline of {config} on the schedule {}",
+            "{DESCRIPTION_PREFIX}{config}{DESCRIPTION_SCHEDULE}{}",
             task.schedule.expression()
         ))
     );
@@ -1069,6 +1239,53 @@ mod tests {
     }
 
     #[test]
+    fn split_windows_args_reads_back_windows_arg() {
+        for w in [
+            HOSTILE,
+            "",
+            "a b",
+            "C:\\Program Files\\x\\",
+            "\\\\server\\share\\p.toml",
+            "a\\\"b",
+            "\"",
+            "\\\\\"",
+        ] {
+            let line = format!("run --config {} --source scheduler", windows_arg(w));
+            assert_eq!(
+                split_windows_args(&line),
+                ["run", "--config", w, "--source", "scheduler"],
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn xml_unescape_reverses_xml_escape() {
+        assert_eq!(xml_unescape(&xml_escape(HOSTILE)), HOSTILE);
+        assert_eq!(xml_unescape("&#34;&#x27;&bogus; & x"), "\"'&bogus; & x");
+    }
+
+    #[test]
+    fn the_definition_says_which_configuration_it_runs() {
+        let mut t = task("0 0 13 * 5");
+        t.exe = Some(r"C:\pipewatch\pipewatch.exe".into());
+        t.config_path = format!(r"C:\srv\{HOSTILE}\pipewatch.toml").into();
+        let date = NaiveDate::from_ymd_opt(2026, 11, 29).unwrap();
+        let xml = task_xml(&t, date).unwrap();
+        let found = read_definition(&xml, "0 0 13 * 5");
+        let inv = t.invocation().unwrap();
+        assert_eq!(found.config.as_deref(), Some(inv.config.as_path()));
+        assert_eq!(found.schedule.as_deref(), Some("0 0 13 * 5"));
+        assert!(found.schedule_matches);
+        assert!(read_definition(&xml, "0 0 13 * fri").schedule_matches);
+        assert!(!read_definition(&xml, "0 0 14 * 5").schedule_matches);
+        // A task made by hand or by another tool.
+        let other = "<Task><RegistrationInfo><Description>nightly</Description></RegistrationInfo><Actions><Exec><Command>etl.exe</Command></Exec></Actions></Task>";
+        let found = read_definition(other, "@daily");
+        assert_eq!((found.config, found.schedule), (None, None));
+    }
+
+    #[test]
     fn windows_command_line_quoting() {
         for (s, want) in [
             (r"C:\etl\p.toml", r"C:\etl\p.toml"),
@@ -1339,7 +1556,9 @@ echo -- >> '{log}'
 case "$1" in
   /Create) cp "$5" '{copy}'; touch '{dir}/exists' ;;
   /Delete) rm -f '{dir}/exists' ;;
-  /Query) if [ -e '{dir}/exists' ]; then cat '{sample}'; else echo 'ERROR: The system cannot find the file specified.' >&2; exit 1; fi ;;
+  /Query) if [ ! -e '{dir}/exists' ]; then echo 'ERROR: The system cannot find the file specified.' >&2; exit 1
+          elif [ "$4" = /XML ]; then iconv -f UTF-16 -t UTF-8 '{copy}'
+          else cat '{sample}'; fi ;;
 esac
 exit 0
 "#,
@@ -1383,19 +1602,31 @@ exit 0
             .map(|c| c.lines().map(str::to_string).collect())
             .collect();
         let q = vec!["/Query", "/TN", &name, "/FO", "LIST", "/V"];
-        let verbs: Vec<&str> = calls.iter().map(|c| c[0].as_str()).collect();
+        // Every change reads the definition first (whose task is it?), and every status
+        // reads it after the list (what does it run?).
+        let x = vec!["/Query", "/TN", &name, "/XML"];
+        let verbs: Vec<Vec<&str>> = calls
+            .iter()
+            .map(|c| c.iter().map(String::as_str).collect())
+            .collect();
+        let at = |i: usize| verbs[i].clone();
         assert_eq!(
-            verbs,
+            calls.iter().map(|c| c[0].as_str()).collect::<Vec<_>>(),
             [
-                "/Query", "/Query", "/Create", "/Query", "/Query", "/Change", "/Query", "/Query",
-                "/Change", "/Query", "/Query", "/Delete", "/Query"
+                "/Query", "/Query", "/Query", "/Create", "/Query", "/Query", "/Query", "/Change",
+                "/Query", "/Query", "/Query", "/Change", "/Query", "/Query", "/Query", "/Delete",
+                "/Query"
             ]
         );
         assert_eq!(calls[0], q);
-        assert_eq!(&calls[2][..4], &["/Create", "/TN", name.as_str(), "/XML"]);
-        assert_eq!(calls[2][5], "/F");
-        assert_eq!(calls[5], vec!["/Change", "/TN", &name, "/DISABLE"]);
-        assert_eq!(calls[8], vec!["/Change", "/TN", &name, "/ENABLE"]);
-        assert_eq!(calls[11], vec!["/Delete", "/TN", &name, "/F"]);
+        assert_eq!(at(1), x);
+        assert_eq!(at(2), x);
+        assert_eq!(&calls[3][..4], &["/Create", "/TN", name.as_str(), "/XML"]);
+        assert_eq!(calls[3][5], "/F");
+        assert_eq!((at(4), at(5)), (q.clone(), x.clone()));
+        assert_eq!(at(6), x);
+        assert_eq!(calls[7], vec!["/Change", "/TN", &name, "/DISABLE"]);
+        assert_eq!(calls[11], vec!["/Change", "/TN", &name, "/ENABLE"]);
+        assert_eq!(calls[15], vec!["/Delete", "/TN", &name, "/F"]);
     }
 }

@@ -251,8 +251,21 @@ fn a_failing_scheduler_tool_is_a_503_with_its_stderr() {
 }
 
 #[cfg(unix)]
-/// Restores root's crontab when dropped, whatever the test did.
+/// Restores the user's crontab when dropped, whatever the test did. The crontab is one per
+/// user, so the tests that change it hold [`CRONTAB`] throughout (through [`own_crontab`]).
 struct CrontabGuard(Option<Vec<u8>>);
+
+#[cfg(unix)]
+static CRONTAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The crontab to this test alone until the guards drop (the restore first, then the lock).
+#[cfg(unix)]
+fn own_crontab() -> (CrontabGuard, std::sync::MutexGuard<'static, ()>) {
+    let lock = CRONTAB
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    (CrontabGuard(crontab()), lock)
+}
 
 #[cfg(unix)]
 impl Drop for CrontabGuard {
@@ -302,7 +315,7 @@ fn cron_install_disable_enable_uninstall_leave_other_lines_intact() {
     if !tools::crontab() {
         return;
     }
-    let _restore = CrontabGuard(crontab());
+    let _restore = own_crontab();
     let mine = b"MAILTO=\"\"\n# my backups\n30 2 * * * /usr/local/bin/backup --all > /dev/null 2>&1\n@reboot echo 'hi %there'\n";
     set_crontab(mine);
     let p = project(
@@ -457,4 +470,236 @@ fn a_second_scheduler_for_the_same_pipeline_is_refused() {
     assert!(out.status.success(), "{}", stderr(&out));
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["backend"], "builtin");
+}
+
+#[cfg(unix)]
+/// `pipewatch ARGS` in `p` that must succeed, its `--json` answer.
+fn json_ok(p: &Project, args: &[&str]) -> Value {
+    let out = p.run(args);
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[cfg(unix)]
+/// `pipewatch ARGS` in `p` that must be refused as a usage error (exit 2) naming each of
+/// `needles`; its stderr.
+fn refused(p: &Project, args: &[&str], needles: &[&str]) -> String {
+    let out = p.run(args);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: no {n:?} in: {err}");
+    }
+    err
+}
+
+#[cfg(unix)]
+fn config_of(p: &Project) -> String {
+    p.path().join("pipewatch.toml").display().to_string()
+}
+
+/// Issue 14: every project's default task is "Pipeline Runner", so a second project's install
+/// replaced the first one's crontab block, the first one's status still showed its own
+/// schedule, and the second one's uninstall removed the first one's task. Now each block is
+/// the configuration's it runs: another configuration's is left alone, with a message naming
+/// it and the key to change, and status says what is installed.
+#[cfg(unix)]
+#[test]
+fn cron_blocks_of_two_projects_with_one_task_name_are_kept_apart() {
+    if !tools::crontab() {
+        return;
+    }
+    let _restore = own_crontab();
+    let mine = b"# my backups\n30 2 * * * /usr/local/bin/backup\n";
+    set_crontab(mine);
+    let a = project("schedule = \"*/5 * * * *\"", "backend = \"cron\"");
+    let b = project("schedule = \"*/15 * * * *\"", "backend = \"cron\"");
+    let (config_a, config_b) = (config_of(&a), config_of(&b));
+
+    let s = json_ok(&a, &["scheduler", "install", "--json"]);
+    assert_eq!(s["installed_for"], config_a.as_str(), "{s}");
+    assert_eq!(s["config"], config_a.as_str(), "{s}");
+    assert_eq!(s["installed_schedule"], "*/5 * * * *", "{s}");
+    assert!(s["mismatch"].is_null() && s["warning"].is_null(), "{s}");
+    let installed = crontab().unwrap();
+
+    // B may not install over A's task, nor remove or switch it.
+    let err = refused(
+        &b,
+        &["scheduler", "install"],
+        &[&config_a, &config_b, "task_name", "[scheduler]"],
+    );
+    assert!(err.contains("Pipeline Runner"), "{err}");
+    for action in ["uninstall", "disable", "enable"] {
+        refused(&b, &["scheduler", action], &[&config_a, "task_name"]);
+    }
+    assert_eq!(crontab().unwrap(), installed, "B changed the crontab");
+
+    // A's status is A's task; B's status says the task there is A's, with A's schedule.
+    let s = json_ok(&a, &["scheduler", "status", "--json"]);
+    assert_eq!(s["installed_schedule"], "*/5 * * * *", "{s}");
+    assert!(s["mismatch"].is_null(), "{s}");
+    let s = json_ok(&b, &["scheduler", "status", "--json"]);
+    assert_eq!(s["exists"], true, "{s}");
+    assert_eq!(s["schedule"], "*/15 * * * *", "{s}");
+    assert_eq!(s["installed_schedule"], "*/5 * * * *", "{s}");
+    assert_eq!(s["installed_for"], config_a.as_str(), "{s}");
+    assert_eq!(s["mismatch"], "other_config", "{s}");
+    assert!(s["warning"].as_str().unwrap().contains(&config_a), "{s}");
+    let out = b.run(&["scheduler", "status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("installed for:      {config_a}")) && text.contains("warning:"),
+        "{text}"
+    );
+
+    // B's doctor fails its scheduler check, naming A's configuration.
+    let out = b.run(&["doctor", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let checks: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let check = checks.iter().find(|c| c["check"] == "scheduler").unwrap();
+    assert_eq!(check["level"], "fail", "{check}");
+    assert!(
+        check["detail"].as_str().unwrap().contains(&config_a)
+            && check["fix"].as_str().unwrap().contains("task_name"),
+        "{check}"
+    );
+
+    // With a name of its own, B installs beside A; A's task stays as it was.
+    b.write_config(
+        "[pipeline]\nname = \"p\"\nschedule = \"*/15 * * * *\"\n[[stages]]\nname = \"a\"\nrun = \"echo hi\"\n[scheduler]\nbackend = \"cron\"\ntask_name = \"Pipeline Runner B\"\n",
+    );
+    let s = json_ok(&b, &["scheduler", "install", "--json"]);
+    assert_eq!(s["installed_for"], config_b.as_str(), "{s}");
+    assert_eq!(s["installed_schedule"], "*/15 * * * *", "{s}");
+    let both = String::from_utf8(crontab().unwrap()).unwrap();
+    assert!(
+        both.contains(&String::from_utf8(installed.clone()).unwrap()),
+        "A's block changed: {both}"
+    );
+    let s = json_ok(&a, &["scheduler", "status", "--json"]);
+    assert_eq!(s["installed_for"], config_a.as_str(), "{s}");
+    assert_eq!(s["installed_schedule"], "*/5 * * * *", "{s}");
+    assert!(s["mismatch"].is_null(), "{s}");
+
+    // A's configuration changes its schedule: status tells until A installs again, which
+    // replaces its own task.
+    a.write_config(
+        "[pipeline]\nname = \"p\"\nschedule = \"*/10 * * * *\"\n[[stages]]\nname = \"a\"\nrun = \"echo hi\"\n[scheduler]\nbackend = \"cron\"\n",
+    );
+    let s = json_ok(&a, &["scheduler", "status", "--json"]);
+    assert_eq!(s["schedule"], "*/10 * * * *", "{s}");
+    assert_eq!(s["installed_schedule"], "*/5 * * * *", "{s}");
+    assert_eq!(s["mismatch"], "schedule", "{s}");
+    let s = json_ok(&a, &["scheduler", "install", "--json"]);
+    assert_eq!(s["installed_schedule"], "*/10 * * * *", "{s}");
+    assert!(s["mismatch"].is_null(), "{s}");
+
+    json_ok(&a, &["scheduler", "uninstall", "--json"]);
+    let s = json_ok(&b, &["scheduler", "status", "--json"]);
+    assert_eq!(s["exists"], true, "A's uninstall removed B's task: {s}");
+    json_ok(&b, &["scheduler", "uninstall", "--json"]);
+    assert_eq!(
+        crontab().unwrap(),
+        mine,
+        "the user's crontab is back as it was"
+    );
+}
+
+/// The same for systemd units in one unit folder (a stand-in `systemctl`): B cannot install
+/// over, remove or switch A's units, and its status names A's configuration.
+#[cfg(unix)]
+#[test]
+fn systemd_units_of_two_projects_with_one_task_name_are_kept_apart() {
+    let a = project("schedule = \"*/5 * * * *\"", "backend = \"systemd\"");
+    let b = project("schedule = \"*/15 * * * *\"", "backend = \"systemd\"");
+    let (config_a, config_b) = (config_of(&a), config_of(&b));
+    let config_home = a.path().join("config-home");
+    let units = config_home.join("systemd/user");
+    let path = tools::stand_in(a.path(), "systemctl", ENABLED_SYSTEMCTL);
+    let run = |p: &Project, args: &[&str]| {
+        p.cmd(args)
+            .env("PATH", &path)
+            .env("XDG_CONFIG_HOME", &config_home)
+            .output()
+            .unwrap()
+    };
+    let unit_files = || {
+        let mut v: Vec<(String, String)> = std::fs::read_dir(&units)
+            .unwrap()
+            .flatten()
+            .map(|e| {
+                let text = std::fs::read_to_string(e.path()).unwrap();
+                (e.file_name().to_string_lossy().into_owned(), text)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let out = run(&a, &["scheduler", "install", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["installed_for"], config_a.as_str(), "{s}");
+    assert_eq!(s["installed_schedule"], "*/5 * * * *", "{s}");
+    assert!(s["mismatch"].is_null(), "{s}");
+    let installed = unit_files();
+
+    for action in ["install", "uninstall", "disable"] {
+        let out = run(&b, &["scheduler", action]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{action}: {err}");
+        assert!(
+            err.contains(&config_a) && err.contains(&config_b) && err.contains("task_name"),
+            "{action}: {err}"
+        );
+    }
+    assert_eq!(unit_files(), installed, "B changed A's units");
+
+    let out = run(&b, &["scheduler", "status", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["installed_for"], config_a.as_str(), "{s}");
+    assert_eq!(s["installed_schedule"], "*/5 * * * *", "{s}");
+    assert_eq!(s["mismatch"], "other_config", "{s}");
+
+    // B's dashboard says the same, and its switch cannot turn A's timer off.
+    let d = Server::start_with(
+        &b,
+        Options {
+            env: vec![
+                ("PATH".into(), path.clone()),
+                ("XDG_CONFIG_HOME".into(), config_home.clone().into()),
+            ],
+            ..Options::default()
+        },
+    );
+    let r = d.get("/api/scheduler/status");
+    let (code, s) = (r.status, r.json());
+    assert_eq!(code, 200, "{s}");
+    assert_eq!(s["installed_for"], config_a.as_str(), "{s}");
+    assert_eq!(s["mismatch"], "other_config", "{s}");
+    assert!(s["warning"].as_str().unwrap().contains(&config_a), "{s}");
+    let r = d.post_json("/api/scheduler/disable", "{}");
+    let (code, body) = (r.status, r.json());
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains(&config_a),
+        "{body}"
+    );
+    drop(d);
+    assert_eq!(unit_files(), installed, "B's dashboard changed A's units");
+
+    b.write_config(
+        "[pipeline]\nname = \"p\"\nschedule = \"*/15 * * * *\"\n[[stages]]\nname = \"a\"\nrun = \"echo hi\"\n[scheduler]\nbackend = \"systemd\"\ntask_name = \"Pipeline Runner B\"\n",
+    );
+    let out = run(&b, &["scheduler", "install", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["installed_for"], config_b.as_str(), "{s}");
+    let all = unit_files();
+    assert_eq!(all.len(), 4, "{all:?}");
+    assert!(
+        installed.iter().all(|f| all.contains(f)),
+        "A's units changed"
+    );
 }

@@ -1,7 +1,7 @@
 /**
  * The schedule panel: the scheduler's status (`/api/scheduler/status`: backend, task, next
- * and last run, cadence, and any field a backend adds), the enabled switch, and the panel's
- * message line (which "Run now" also writes to).
+ * and last run, cadence, what the installed task runs, and any field a backend adds), the
+ * enabled switch, and the panel's message line (which "Run now" also writes to).
  */
 
 import { state } from './state.js';
@@ -11,7 +11,10 @@ import { api, errText } from './api.js';
 import { RUN_STATUSES } from './statuses.js';
 
 /** Fields shown in their own rows; any other plain field of the status gets a row as it is. */
-const KNOWN = ['backend', 'task_name', 'exists', 'enabled', 'state', 'schedule', 'next_run', 'last_run', 'last_result', 'cadence'];
+const KNOWN = ['backend', 'task_name', 'exists', 'enabled', 'state', 'schedule', 'next_run', 'last_run', 'last_result', 'cadence', 'mismatch', 'warning'];
+
+/** A task of this name that runs another configuration: its switch is that project's. */
+const NOT_OURS = ['other_config', 'unknown_config'];
 
 /** Reads the status again soon (requests within 1.5 s make one read). */
 export function scheduleSched() {
@@ -68,12 +71,13 @@ export function renderSched() {
         cad.effective_interval_s != null ? ` · ${every(cad.effective_interval_s)} in practice` : '',
         cad.expected_last_day != null ? h('span', { class: 'muted block' }, `${cad.started_last_day ?? 0} of ${cad.expected_last_day} expected runs started in the last 24h`) : null));
     }
+    if (st.warning) add('Warning', h('span', { class: 'msg error' }, String(st.warning)));
     for (const [k, v] of Object.entries(st)) {
       if (KNOWN.includes(k) || v == null || typeof v === 'object') continue;
       add(k.replace(/_/g, ' ').replace(/^./, (c) => c.toUpperCase()), h('span', {}, String(v)));
     }
     sw.setAttribute('aria-checked', String(!!st.enabled));
-    sw.disabled = sched.busy || st.exists === false;
+    sw.disabled = sched.busy || st.exists === false || NOT_OURS.includes(st.mismatch);
     $('#sched-switch-label').textContent = st.enabled ? 'Schedule enabled' : 'Schedule disabled';
   } else {
     add('Status', h('span', { class: 'muted' }, sched.error ? 'unavailable' : 'loading…'));

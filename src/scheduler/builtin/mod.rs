@@ -152,6 +152,10 @@ impl Backend for Builtin {
         let s = State::load(&self.state_dir).map_err(|e| self.io(e))?;
         let mut status = self.task.status(config::Backend::Builtin);
         status.exists = true;
+        // Its state lives in this configuration's state folder: it is always this one's, on
+        // this one's schedule.
+        status.installed_for = Some(status.config.clone());
+        status.installed_schedule = Some(status.schedule.clone());
         status.enabled = s.enabled;
         status.state = if s.enabled {
             state::READY
