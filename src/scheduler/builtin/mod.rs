@@ -36,6 +36,11 @@ pub struct State {
     pub last_run: Option<DateTime<Utc>>,
     #[serde(default)]
     pub last_run_id: Option<String>,
+    /// When the schedule was last turned on (or first started, for a fresh setup): the
+    /// cadence counts the occurrences it was expected to fire from then. `None` while it is
+    /// off, and in a state file written before this field existed.
+    #[serde(default)]
+    pub enabled_since: Option<DateTime<Utc>>,
 }
 
 impl Default for State {
@@ -45,6 +50,7 @@ impl Default for State {
             last_occurrence: None,
             last_run: None,
             last_run_id: None,
+            enabled_since: None,
         }
     }
 }
@@ -123,7 +129,11 @@ impl Builtin {
             s.enabled = enabled;
             if enabled {
                 // Occurrences while it was off were not expected: count from now.
-                s.last_occurrence = Some(Utc::now());
+                let now = Utc::now();
+                s.last_occurrence = Some(now);
+                s.enabled_since = Some(now);
+            } else {
+                s.enabled_since = None;
             }
             s.save(&self.state_dir).map_err(|e| self.io(e))?;
         }
@@ -207,6 +217,7 @@ mod tests {
             last_occurrence: Some(t(9, 0)),
             last_run: Some(t(9, 0)),
             last_run_id: Some("r".into()),
+            enabled_since: Some(t(8, 0)),
         };
         s.save(dir.path()).unwrap();
         assert_eq!(State::load(dir.path()).unwrap(), s);

@@ -111,7 +111,12 @@ impl Timer {
         if self.load().last_occurrence.is_none() {
             // First start: nothing was expected before now.
             let now = clock.now();
-            self.update(|s| s.last_occurrence = Some(now));
+            self.update(|s| {
+                s.last_occurrence = Some(now);
+                if s.enabled {
+                    s.enabled_since = Some(now);
+                }
+            });
         }
         tracing::info!(schedule = %self.schedule.expression(), "built-in scheduler started");
         loop {
