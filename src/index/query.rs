@@ -184,6 +184,30 @@ impl Index {
             .map_err(db(p, "count scheduled runs"))
     }
 
+    /// The starts (sort keys, oldest first) of the runs started by a scheduler (`source`
+    /// `scheduler` or `catchup`) in `[from, to]` (RFC 3339), each with whether it is a recorded
+    /// `missed` occurrence (whose key is the occurrence itself): the scheduler status's
+    /// cadence measures its window and its intervals from them.
+    pub fn scheduled_starts(
+        &self,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<(String, bool)>, IndexError> {
+        let p = self.path.as_path();
+        self.conn
+            .prepare_cached(
+                "SELECT sort_key, status IS 'missed' FROM runs WHERE sort_key >= ?1 AND sort_key <= ?2
+                 AND source IN ('scheduler', 'catchup') ORDER BY sort_key",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![sort_key(from), sort_key(to)], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(db(p, "list scheduled runs"))
+    }
+
     /// How far into a run's file the index has read (the checkpoint's byte offset).
     pub fn offset_of(&self, id: &RunId) -> Result<Option<u64>, IndexError> {
         let p = self.path.as_path();
