@@ -225,4 +225,22 @@ mod tests {
         let e = State::load(dir.path()).unwrap_err();
         assert!(e.to_string().contains("scheduler.json"), "{e}");
     }
+
+    #[test]
+    fn turning_the_schedule_on_records_when() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Builtin::new(
+            crate::scheduler::test_support::task("@daily"),
+            dir.path().to_path_buf(),
+        );
+        b.disable().unwrap();
+        assert_eq!(State::load(dir.path()).unwrap().enabled_since, None);
+        let before = Utc::now();
+        b.enable().unwrap();
+        let since = State::load(dir.path()).unwrap().enabled_since.unwrap();
+        assert!(since >= before && since <= Utc::now(), "{since}");
+        // Enabling what is on already keeps the time it came on.
+        b.enable().unwrap();
+        assert_eq!(State::load(dir.path()).unwrap().enabled_since, Some(since));
+    }
 }

@@ -350,6 +350,11 @@ mod tests {
         let state = s.state();
         assert_eq!(state.last_occurrence, Some(t(10, 0, 0)));
         assert_eq!(state.last_run, Some(t(10, 0, 0)));
+        assert_eq!(
+            state.enabled_since,
+            Some(t(9, 0, 30)),
+            "a fresh setup is on from its first start"
+        );
         assert!(s.missed_files().is_empty());
     }
 
