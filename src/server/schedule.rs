@@ -164,17 +164,9 @@ async fn cadence(state: &Arc<AppState>, enabled: bool, now: DateTime<Utc>) -> Op
     let configured = schedule
         .next_after(&now)
         .and_then(|a| schedule.next_after(&a).map(|b| (b - a).num_seconds()));
-    let (from, to) = (format_timestamp(day_ago), format_timestamp(now));
-    let records: Vec<(DateTime<Utc>, bool)> = state
-        .with_index(move |idx| idx.scheduled_starts(&from, &to))
-        .await
-        .ok()?
-        .into_iter()
-        .filter_map(|(key, missed)| Some((parse_timestamp(&key)?, missed)))
-        .collect();
     // While the schedule is off nothing is expected; the runs of the last day still show.
     let window = if enabled {
-        let on = came_on(state, &records, now);
+        let on = came_on(state, day_ago, now).await?;
         Some(if on.at > day_ago {
             on
         } else {
@@ -195,22 +187,25 @@ async fn cadence(state: &Arc<AppState>, enabled: bool, now: DateTime<Utc>) -> Op
         };
         schedule.occurrences(after, now).len() as u64
     });
-    let from = window.map_or(day_ago, |w| w.at);
-    let started: Vec<DateTime<Utc>> = records
-        .iter()
-        .filter(|(at, missed)| !missed && *at >= from)
-        .map(|(at, _)| *at)
-        .collect();
-    let effective = match (started.first(), started.last()) {
-        (Some(first), Some(last)) if started.len() >= 2 => {
-            Some((*last - *first).num_seconds() / (started.len() as i64 - 1))
+    let from = format_timestamp(window.map_or(day_ago, |w| w.at));
+    let to = format_timestamp(now);
+    let (started, first, last) = state
+        .with_index(move |idx| idx.scheduled_span(&from, &to, false))
+        .await
+        .ok()?;
+    let effective = match (
+        first.as_deref().and_then(parse_timestamp),
+        last.as_deref().and_then(parse_timestamp),
+    ) {
+        (Some(first), Some(last)) if started >= 2 => {
+            Some((last - first).num_seconds() / (started as i64 - 1))
         }
         _ => None,
     };
     Some(Cadence {
         since: window.map(|w| format_timestamp(w.at)),
         expected_last_day: expected,
-        started_last_day: started.len() as u64,
+        started_last_day: started,
         configured_interval_s: configured,
         effective_interval_s: effective,
     })
@@ -231,41 +226,52 @@ struct Since {
 ///    started for a fresh setup);
 /// 2. otherwise (an OS task, whose scheduler pipewatch cannot ask when it was created or
 ///    turned on, or a state file older than that field) the occurrence answered by the first
-///    scheduled run or recorded miss in `records` (the last day's): nothing shows the schedule
-///    was on before it;
+///    scheduled run or recorded miss since `day_ago`: nothing shows the schedule was on
+///    before it;
 /// 3. otherwise when this dashboard started: from then on the auditor records every
 ///    occurrence that gets no run, so an occurrence due since would have left a record.
-fn came_on(state: &AppState, records: &[(DateTime<Utc>, bool)], now: DateTime<Utc>) -> Since {
+///
+/// `None` when the index cannot say.
+async fn came_on(
+    state: &Arc<AppState>,
+    day_ago: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<Since> {
     if state.config.scheduler.backend == Backend::Builtin
         && let Ok(s) = scheduler::builtin::State::load(&state.config.server.state_dir)
         && let Some(at) = s.enabled_since
     {
-        return Since {
+        return Some(Since {
             at,
             inclusive: false,
-        };
+        });
     }
-    if let Some((first, _)) = records.first() {
+    let (from, to) = (format_timestamp(day_ago), format_timestamp(now));
+    let (_, first, _) = state
+        .with_index(move |idx| idx.scheduled_span(&from, &to, true))
+        .await
+        .ok()?;
+    if let Some(first) = first.as_deref().and_then(parse_timestamp) {
         // A run starts at most `grace` after its occurrence; a miss is recorded at it.
         let grace = chrono::Duration::from_std(state.config.scheduler.grace)
             .unwrap_or(chrono::Duration::zero());
         let schedule = &state.config.pipeline.schedule;
         let at = schedule
-            .occurrences(*first - grace - chrono::Duration::milliseconds(1), *first)
+            .occurrences(first - grace - chrono::Duration::milliseconds(1), first)
             .last()
             .copied()
-            .unwrap_or(*first);
-        return Since {
+            .unwrap_or(first);
+        return Some(Since {
             at,
             inclusive: true,
-        };
+        });
     }
     let up =
         chrono::Duration::from_std(state.started.elapsed()).unwrap_or(chrono::Duration::zero());
-    Since {
+    Some(Since {
         at: now - up,
         inclusive: false,
-    }
+    })
 }
 
 /// Turns the schedule on or off (any backend) and wakes the built-in timer.
