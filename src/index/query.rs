@@ -202,6 +202,31 @@ impl Index {
             .map_err(db(p, "count scheduled runs"))
     }
 
+    /// The runs started by a scheduler (`source` `scheduler` or `catchup`) whose start lies in
+    /// `[from, to]` (RFC 3339): how many, and the first and last start (sort keys). With
+    /// `include_missed`, recorded `missed` occurrences count too (their key is the occurrence
+    /// itself). The scheduler status's cadence measures its window and intervals from them.
+    pub fn scheduled_span(
+        &self,
+        from: &str,
+        to: &str,
+        include_missed: bool,
+    ) -> Result<(u64, Option<String>, Option<String>), IndexError> {
+        let p = self.path.as_path();
+        self.conn
+            .prepare_cached(
+                "SELECT COUNT(*), MIN(sort_key), MAX(sort_key) FROM runs
+                 WHERE sort_key >= ?1 AND sort_key <= ?2
+                 AND source IN ('scheduler', 'catchup') AND (?3 OR status IS NOT 'missed')",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![sort_key(from), sort_key(to), include_missed], |r| {
+                    Ok((to_u64(r.get::<_, i64>(0)?), r.get(1)?, r.get(2)?))
+                })
+            })
+            .map_err(db(p, "measure scheduled runs"))
+    }
+
     /// How far into a run's file the index has read (the checkpoint's byte offset).
     pub fn offset_of(&self, id: &RunId) -> Result<Option<u64>, IndexError> {
         let p = self.path.as_path();

@@ -4,6 +4,10 @@
 //!
 //! The loops themselves live in `scheduler` and know nothing of HTTP; here they get the
 //! dashboard's launcher ([`DashboardLauncher`]) and its run index (`IndexRuns`).
+//!
+//! The cadence counts the occurrences expected since the schedule came on (at most the last
+//! 24 hours), so that a new or re-enabled schedule is not measured against a day it was off;
+//! [`came_on`] says where that time comes from for each backend.
 
 use std::sync::Arc;
 
@@ -15,7 +19,8 @@ use super::error::ApiError;
 use super::launch::DashboardLauncher;
 use super::state::AppState;
 use crate::config::Backend;
-use crate::event::format_timestamp;
+use crate::event::{format_timestamp, parse_timestamp};
+use crate::index::RunSummary;
 use crate::scheduler::builtin::timer::Timer;
 use crate::scheduler::clock::SystemClock;
 use crate::scheduler::{self, SchedulerError, Status, audit};
@@ -75,17 +80,24 @@ impl audit::Runs for IndexRuns {
     }
 }
 
-/// The effective cadence of the last day against the configured one.
+/// The effective cadence against the configured one, over the last 24 hours or, when the
+/// schedule came on later than that, since it came on (`since`).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Cadence {
-    /// Occurrences the schedule had in the last 24 hours.
+    /// RFC 3339: where the counts start, the later of 24 hours ago and when the schedule came
+    /// on ([`came_on`]); `null` while the schedule is off (nothing is expected of it then).
+    #[schema(required = true)]
+    pub since: Option<String>,
+    /// Occurrences of the schedule from `since` to now; 0 while the schedule is off.
     pub expected_last_day: u64,
-    /// Scheduled runs (scheduler or catch-up) that started in the last 24 hours.
+    /// Scheduled runs (scheduler or catch-up) that started from `since` to now (in the last
+    /// 24 hours while the schedule is off); recorded misses are not runs.
     pub started_last_day: u64,
     /// Seconds between occurrences as configured (from the next two), if periodic.
     #[schema(required = true)]
     pub configured_interval_s: Option<i64>,
-    /// 86,400 / started runs: the interval the runs really had on average.
+    /// The average interval between the starts of those runs, first to last; `null` with
+    /// fewer than two (one run has no interval).
     #[schema(required = true)]
     pub effective_interval_s: Option<i64>,
 }
@@ -98,6 +110,11 @@ pub struct StatusWithCadence {
     /// `null` when the index cannot say.
     #[schema(required = true)]
     pub cadence: Option<Cadence>,
+    /// The newest run of any source (`manual` and `cli` too; recorded misses left out), as
+    /// `/api/runs` lists it: `last_run` only knows the runs the scheduler started. `null` when
+    /// there is none or the index cannot say.
+    #[schema(required = true)]
+    pub latest_run: Option<RunSummary>,
 }
 
 /// Runs a backend operation off the async workers.
@@ -119,32 +136,141 @@ async fn call(
     Ok(result?)
 }
 
-/// The status of the configured backend, with the cadence of the last day.
+/// The status of the configured backend, with the cadence and the newest run.
 pub async fn status(state: &Arc<AppState>) -> Result<StatusWithCadence, ApiError> {
     let status = call(state, |b| b.status()).await?;
+    let now = Utc::now();
     Ok(StatusWithCadence {
+        cadence: cadence(state, status.enabled, now).await,
+        latest_run: latest_run(state).await,
         status,
-        cadence: cadence(state, Utc::now()).await,
     })
 }
 
-async fn cadence(state: &Arc<AppState>, now: DateTime<Utc>) -> Option<Cadence> {
+/// How many runs back the newest run that is not a recorded miss is looked for.
+const LATEST_LOOKBACK: usize = 20;
+
+async fn latest_run(state: &Arc<AppState>) -> Option<RunSummary> {
+    let runs = state
+        .with_index(|idx| idx.list_runs(LATEST_LOOKBACK, None, None))
+        .await
+        .ok()?;
+    runs.into_iter().find(|r| r.status != "missed")
+}
+
+async fn cadence(state: &Arc<AppState>, enabled: bool, now: DateTime<Utc>) -> Option<Cadence> {
     let schedule = &state.config.pipeline.schedule;
     let day_ago = now - chrono::Duration::days(1);
-    let expected = schedule.occurrences(day_ago, now).len() as u64;
     let configured = schedule
         .next_after(&now)
         .and_then(|a| schedule.next_after(&a).map(|b| (b - a).num_seconds()));
-    let (from, to) = (format_timestamp(day_ago), format_timestamp(now));
-    let started = state
-        .with_index(move |idx| idx.scheduled_runs_between(&from, &to, false))
+    // While the schedule is off nothing is expected; the runs of the last day still show.
+    let window = if enabled {
+        let on = came_on(state, day_ago, now).await?;
+        Some(if on.at > day_ago {
+            on
+        } else {
+            Since {
+                at: day_ago,
+                inclusive: false,
+            }
+        })
+    } else {
+        None
+    };
+    let expected = window.map_or(0, |w| {
+        // `occurrences` counts those strictly after its start.
+        let after = if w.inclusive {
+            w.at - chrono::Duration::milliseconds(1)
+        } else {
+            w.at
+        };
+        schedule.occurrences(after, now).len() as u64
+    });
+    let from = format_timestamp(window.map_or(day_ago, |w| w.at));
+    let to = format_timestamp(now);
+    let (started, first, last) = state
+        .with_index(move |idx| idx.scheduled_span(&from, &to, false))
         .await
         .ok()?;
+    let effective = match (
+        first.as_deref().and_then(parse_timestamp),
+        last.as_deref().and_then(parse_timestamp),
+    ) {
+        (Some(first), Some(last)) if started >= 2 => {
+            Some((last - first).num_seconds() / (started as i64 - 1))
+        }
+        _ => None,
+    };
     Some(Cadence {
+        since: window.map(|w| format_timestamp(w.at)),
         expected_last_day: expected,
         started_last_day: started,
         configured_interval_s: configured,
-        effective_interval_s: (started > 0).then(|| 86_400 / started as i64),
+        effective_interval_s: effective,
+    })
+}
+
+/// Where the cadence's window starts.
+#[derive(Debug, Clone, Copy)]
+struct Since {
+    at: DateTime<Utc>,
+    /// Whether an occurrence at `at` itself is expected (`at` is that occurrence), or only
+    /// those after it (`at` is when the schedule was turned on).
+    inclusive: bool,
+}
+
+/// When the schedule came on, from the best record there is:
+///
+/// 1. the built-in scheduler's state file (`enabled_since`: when it was turned on, or first
+///    started for a fresh setup);
+/// 2. otherwise (an OS task, whose scheduler pipewatch cannot ask when it was created or
+///    turned on, or a state file older than that field) the occurrence answered by the first
+///    scheduled run or recorded miss since `day_ago`: nothing shows the schedule was on
+///    before it;
+/// 3. otherwise when this dashboard started: from then on the auditor records every
+///    occurrence that gets no run, so an occurrence due since would have left a record.
+///
+/// `None` when the index cannot say.
+async fn came_on(
+    state: &Arc<AppState>,
+    day_ago: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<Since> {
+    if state.config.scheduler.backend == Backend::Builtin
+        && let Ok(s) = scheduler::builtin::State::load(&state.config.server.state_dir)
+        && let Some(at) = s.enabled_since
+    {
+        return Some(Since {
+            at,
+            inclusive: false,
+        });
+    }
+    let (from, to) = (format_timestamp(day_ago), format_timestamp(now));
+    let (_, first, _) = state
+        .with_index(move |idx| idx.scheduled_span(&from, &to, true))
+        .await
+        .ok()?;
+    if let Some(first) = first.as_deref().and_then(parse_timestamp) {
+        // A run starts at most `grace` after its occurrence; a miss is recorded at it.
+        let grace = chrono::Duration::from_std(state.config.scheduler.grace)
+            .unwrap_or(chrono::Duration::zero());
+        let schedule = &state.config.pipeline.schedule;
+        let at = schedule
+            .occurrences(first - grace - chrono::Duration::milliseconds(1), first)
+            .last()
+            .copied()
+            .unwrap_or(first);
+        return Some(Since {
+            at,
+            inclusive: true,
+        });
+    }
+    let up =
+        chrono::Duration::from_std(state.started.elapsed()).unwrap_or(chrono::Duration::zero());
+    Some(Since {
+        at: now - up,
+        inclusive: false,
     })
 }
 

@@ -545,6 +545,72 @@ fn schedule_switch_round_trips_through_the_builtin_backend() {
     });
 }
 
+/// A new built-in setup two minutes in, with one scheduled run from before it and a manual run
+/// since: the panel expects nothing yet (no "0 of 96"), has no OS task row, no interval "in
+/// practice" from one run, and says whose last run it shows.
+#[test]
+fn schedule_panel_on_a_fresh_builtin_setup_alarms_nothing() {
+    use chrono::DurationRound;
+    let Some(tools) = tools() else { return };
+    let _serial = serial();
+    // Clear of a quarter hour, so that no occurrence falls during the test.
+    let quarter = |t: DateTime<Utc>| {
+        t.duration_trunc(chrono::Duration::minutes(15))
+            .expect("truncate")
+    };
+    while Utc::now() + chrono::Duration::seconds(60)
+        >= quarter(Utc::now()) + chrono::Duration::minutes(15)
+    {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    rt().block_on(async {
+        let p = Project::with_config(
+            "schedule = \"*/15 * * * *\"\ncatchup = \"none\"\n\n[[stages]]\nname = \"work\"\nrun = \"echo hi\"\n\n\
+             [scheduler]\nbackend = \"builtin\"\ntask_name = \"Pipeline Runner\"\n",
+        );
+        let now = Utc::now();
+        for (n, source, ago) in [(1, "scheduler", 10), (2, "manual", 2)] {
+            let at = now - chrono::Duration::minutes(ago);
+            let mut f = RunFile::new(&p, &run_id_at(at, n), source);
+            f.push_at(at, "pipeline", "start", "info", "run started", json!({}));
+            f.push_at(at + chrono::Duration::seconds(3), "pipeline", "success", "info", "run succeeded", json!({}));
+        }
+        let server = Server::start(&p);
+        let b = Browser::start(&tools, 1280, 900).await;
+        b.goto(&format!("{}/", server.url())).await;
+        b.wait(
+            "the schedule panel with the manual run",
+            Duration::from_secs(10),
+            "document.querySelector('#sched-latest')?.textContent.includes('manual')",
+        )
+        .await;
+        let facts = b.js("return document.querySelector('#sched-facts').innerText").await;
+        let facts = facts.as_str().unwrap_or("");
+        assert!(!facts.contains("of 96"), "nothing was due yet: {facts}");
+        assert!(facts.contains("No run was due yet since"), "{facts}");
+        assert!(!facts.contains("in practice"), "one run has no interval: {facts}");
+        assert!(!facts.contains("Pipeline Runner"), "the built-in backend has no OS task: {facts}");
+        let labels = b
+            .js("return [...document.querySelectorAll('#sched-facts dt')].map((d) => d.textContent)")
+            .await;
+        let labels: Vec<&str> = labels.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        assert!(!labels.contains(&"Task"), "{labels:?}");
+        assert!(labels.contains(&"Last scheduled run"), "{labels:?}");
+        assert!(labels.contains(&"Last run"), "{labels:?}");
+        assert_eq!(
+            b.js("return document.querySelector('#sched-last').textContent").await,
+            "none yet",
+            "the built-in scheduler has started no run"
+        );
+        assert_eq!(
+            b.js("return document.querySelector('#sched-expected').classList.contains('sched-short')").await,
+            false,
+            "no alarm when nothing was due"
+        );
+        b.close().await;
+    });
+}
+
 /// The server restarts (killed, lines written meanwhile, started again on the same port) while
 /// a run page is open: the log goes on with every line once.
 #[test]

@@ -82,6 +82,87 @@ fn fires_on_schedule_and_the_switch_survives_a_restart() {
     });
 }
 
+/// A finished run's file, written as a runner would: `start` at `at`, `success` a second on.
+fn finished_run(p: &Project, n: u32, at: chrono::DateTime<Utc>, source: &str) {
+    let id = format!("{}-{n:04x}", at.format("%Y%m%dT%H%M%SZ"));
+    let stamp = |t: chrono::DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    let event = |event: &str, t| {
+        serde_json::json!({
+            "run_id": id, "stage": "pipeline", "event": event, "timestamp": stamp(t),
+            "msg": event, "pipeline": "p", "source": source,
+        })
+        .to_string()
+            + "\n"
+    };
+    let text = event("start", at) + &event("success", at + chrono::Duration::seconds(1));
+    append(&run_path(p, &id), &text);
+}
+
+/// A schedule turned on an hour ago is expected to have fired 4 times (every 15 minutes), not
+/// the 96 of a whole day; one scheduled run has no interval "in practice", two do; turning the
+/// schedule off expects nothing, and on again counts from then.
+#[test]
+fn the_cadence_counts_from_when_the_schedule_came_on() {
+    use chrono::DurationRound;
+    // Clear of a quarter hour, so that no occurrence falls during the test.
+    let quarter =
+        |t: chrono::DateTime<Utc>| t.duration_trunc(chrono::Duration::minutes(15)).unwrap();
+    while Utc::now() + chrono::Duration::seconds(30)
+        >= quarter(Utc::now()) + chrono::Duration::minutes(15)
+    {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let now = Utc::now();
+    let on = now - chrono::Duration::hours(1);
+    let p = project("schedule = \"*/15 * * * *\"\ncatchup = \"none\"", "");
+    std::fs::create_dir_all(p.state_dir()).unwrap();
+    std::fs::write(
+        p.state_dir().join("scheduler.json"),
+        serde_json::json!({ "enabled": true, "last_occurrence": now, "enabled_since": on })
+            .to_string(),
+    )
+    .unwrap();
+    // One scheduled run 40 minutes ago, and a manual one since.
+    let first = quarter(now) - chrono::Duration::minutes(30) + chrono::Duration::seconds(2);
+    finished_run(&p, 1, first, "scheduler");
+    finished_run(&p, 2, first + chrono::Duration::minutes(5), "manual");
+    let d = Server::start(&p);
+    let s = d.wait_json("/api/scheduler/status", "both runs indexed", LONG, |s| {
+        s["latest_run"]["source"] == "manual"
+    });
+    let cadence = &s["cadence"];
+    let since = chrono::DateTime::parse_from_rfc3339(cadence["since"].as_str().unwrap()).unwrap();
+    assert!(
+        (since.with_timezone(&Utc) - on).num_milliseconds().abs() < 1000,
+        "{s}"
+    );
+    assert_eq!(cadence["expected_last_day"], 4, "{s}");
+    assert_eq!(cadence["started_last_day"], 1, "{s}");
+    assert!(
+        cadence["effective_interval_s"].is_null(),
+        "one run has no interval: {s}"
+    );
+    assert_eq!(cadence["configured_interval_s"], 900, "{s}");
+    // `last_run` is the scheduler's; the manual run is the newest of any kind.
+    assert_eq!(s["latest_run"]["source"], "manual", "{s}");
+
+    finished_run(&p, 3, first + chrono::Duration::minutes(15), "scheduler");
+    let s = d.wait_json("/api/scheduler/status", "the second run", LONG, |s| {
+        s["cadence"]["started_last_day"] == 2
+    });
+    assert_eq!(s["cadence"]["effective_interval_s"], 900, "{s}");
+
+    let s = d.post_json("/api/scheduler/disable", "{}").json();
+    assert!(s["cadence"]["since"].is_null(), "{s}");
+    assert_eq!(s["cadence"]["expected_last_day"], 0, "{s}");
+    let s = d.post_json("/api/scheduler/enable", "{}").json();
+    let since =
+        chrono::DateTime::parse_from_rfc3339(s["cadence"]["since"].as_str().unwrap()).unwrap();
+    assert!(since.with_timezone(&Utc) >= now, "{s}");
+    assert_eq!(s["cadence"]["expected_last_day"], 0, "{s}");
+    assert_eq!(s["cadence"]["started_last_day"], 0, "{s}");
+}
+
 /// Starts the dashboard as if it had been down for the last few minutes, with a schedule
 /// whose four occurrences fell 5, 4, 3 and 2 minutes ago (the newest too long ago to count as
 /// on time): all four were missed.
@@ -209,6 +290,12 @@ fn an_occurrence_the_os_scheduler_never_ran_becomes_a_missed_run() {
     assert_eq!(status["backend"], "systemd");
     assert_eq!(status["enabled"], true);
     assert_eq!(status["cadence"]["started_last_day"], 0);
+    // Counted from the first occurrence the dashboard saw, not over a whole day (86,400).
+    assert!(status["cadence"]["since"].is_string(), "{status}");
+    assert!(
+        status["cadence"]["expected_last_day"].as_u64().unwrap() < 600,
+        "{status}"
+    );
 }
 
 #[cfg(unix)]

@@ -36,6 +36,11 @@ pub struct State {
     pub last_run: Option<DateTime<Utc>>,
     #[serde(default)]
     pub last_run_id: Option<String>,
+    /// When the schedule was last turned on (or first started, for a fresh setup): the
+    /// cadence counts the occurrences it was expected to fire from then. `None` while it is
+    /// off, and in a state file written before this field existed.
+    #[serde(default)]
+    pub enabled_since: Option<DateTime<Utc>>,
 }
 
 impl Default for State {
@@ -45,6 +50,7 @@ impl Default for State {
             last_occurrence: None,
             last_run: None,
             last_run_id: None,
+            enabled_since: None,
         }
     }
 }
@@ -123,7 +129,11 @@ impl Builtin {
             s.enabled = enabled;
             if enabled {
                 // Occurrences while it was off were not expected: count from now.
-                s.last_occurrence = Some(Utc::now());
+                let now = Utc::now();
+                s.last_occurrence = Some(now);
+                s.enabled_since = Some(now);
+            } else {
+                s.enabled_since = None;
             }
             s.save(&self.state_dir).map_err(|e| self.io(e))?;
         }
@@ -211,11 +221,30 @@ mod tests {
             last_occurrence: Some(t(9, 0)),
             last_run: Some(t(9, 0)),
             last_run_id: Some("r".into()),
+            enabled_since: Some(t(8, 0)),
         };
         s.save(dir.path()).unwrap();
         assert_eq!(State::load(dir.path()).unwrap(), s);
         std::fs::write(state_path(dir.path()), "{not json").unwrap();
         let e = State::load(dir.path()).unwrap_err();
         assert!(e.to_string().contains("scheduler.json"), "{e}");
+    }
+
+    #[test]
+    fn turning_the_schedule_on_records_when() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Builtin::new(
+            crate::scheduler::test_support::task("@daily"),
+            dir.path().to_path_buf(),
+        );
+        b.disable().unwrap();
+        assert_eq!(State::load(dir.path()).unwrap().enabled_since, None);
+        let before = Utc::now();
+        b.enable().unwrap();
+        let since = State::load(dir.path()).unwrap().enabled_since.unwrap();
+        assert!(since >= before && since <= Utc::now(), "{since}");
+        // Enabling what is on already keeps the time it came on.
+        b.enable().unwrap();
+        assert_eq!(State::load(dir.path()).unwrap().enabled_since, Some(since));
     }
 }

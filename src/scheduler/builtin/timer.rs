@@ -111,7 +111,12 @@ impl Timer {
         if self.load().last_occurrence.is_none() {
             // First start: nothing was expected before now.
             let now = clock.now();
-            self.update(|s| s.last_occurrence = Some(now));
+            self.update(|s| {
+                s.last_occurrence = Some(now);
+                if s.enabled {
+                    s.enabled_since = Some(now);
+                }
+            });
         }
         tracing::info!(schedule = %self.schedule.expression(), "built-in scheduler started");
         loop {
@@ -345,6 +350,11 @@ mod tests {
         let state = s.state();
         assert_eq!(state.last_occurrence, Some(t(10, 0, 0)));
         assert_eq!(state.last_run, Some(t(10, 0, 0)));
+        assert_eq!(
+            state.enabled_since,
+            Some(t(9, 0, 30)),
+            "a fresh setup is on from its first start"
+        );
         assert!(s.missed_files().is_empty());
     }
 
