@@ -46,6 +46,8 @@ impl Browser {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        // Its own process group, so that dropping the browser ends Chromium with the driver.
+        #[cfg(unix)]
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let mut b = Browser {
             client: None,
@@ -106,8 +108,13 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let pgid = nix::unistd::Pid::from_raw(self.driver.id() as i32);
-        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        #[cfg(unix)]
+        {
+            let pgid = nix::unistd::Pid::from_raw(self.driver.id() as i32);
+            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        }
+        #[cfg(not(unix))]
+        let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
 }
