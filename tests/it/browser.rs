@@ -595,6 +595,8 @@ fn schedule_panel_on_a_fresh_builtin_setup_alarms_nothing() {
             .await;
         let labels: Vec<&str> = labels.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
         assert!(!labels.contains(&"Task"), "{labels:?}");
+        // Nor what an installed task runs: there is none.
+        assert!(!facts.contains("pipewatch.toml"), "no configuration rows: {facts}");
         assert!(labels.contains(&"Last scheduled run"), "{labels:?}");
         assert!(labels.contains(&"Last run"), "{labels:?}");
         assert_eq!(

@@ -15,7 +15,7 @@ import { api, errText } from './api.js';
 import { RUN_STATUSES } from './statuses.js';
 
 /** Fields shown in their own rows; any other plain field of the status gets a row as it is. */
-const KNOWN = ['backend', 'task_name', 'exists', 'enabled', 'state', 'schedule', 'next_run', 'last_run', 'last_result', 'latest_run', 'cadence', 'mismatch', 'warning'];
+const KNOWN = ['backend', 'task_name', 'exists', 'enabled', 'state', 'schedule', 'next_run', 'last_run', 'last_result', 'latest_run', 'cadence', 'mismatch', 'warning', 'config', 'installed_for', 'installed_schedule'];
 
 /** A task of this name that runs another configuration: its switch is that project's. */
 const NOT_OURS = ['other_config', 'unknown_config'];
@@ -82,6 +82,11 @@ export function renderSched() {
     // The built-in scheduler runs inside this server: there is no OS task to name.
     if (!builtin) add('Task', h('span', { class: 'mono' }, st.task_name ?? '—'));
     add('Schedule', h('span', { class: 'mono' }, st.schedule ?? '—'));
+    // What an installed OS task really runs, where that is not simply this configuration.
+    if (!builtin && st.exists !== false) {
+      if (st.installed_for !== st.config) add('Task runs', h('span', { class: 'mono' }, st.installed_for ?? 'no pipewatch configuration'));
+      if (st.installed_schedule != null && st.installed_schedule !== st.schedule) add('Installed schedule', h('span', { class: 'mono' }, st.installed_schedule));
+    }
     if (st.state != null) add('State', String(st.state));
     const nextT = ts(st.next_run);
     add('Next run', st.next_run
