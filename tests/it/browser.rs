@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
@@ -1115,6 +1115,23 @@ fn screenshots_of_each_view() {
              [scheduler]\nbackend = \"builtin\"\ntask_name = \"Pipeline Runner\"\n",
         );
         let (failed, (running, _alive)) = seed_history(&p);
+        // The built-in scheduler came on just before the oldest run written and started the
+        // latest scheduled one, as it would have for the history just written.
+        let now = Utc::now();
+        let quarter = now - chrono::Duration::minutes(i64::from(now.minute() % 15));
+        let last = quarter.with_second(2).unwrap_or(quarter);
+        std::fs::create_dir_all(p.state_dir()).expect("state dir");
+        std::fs::write(
+            p.state_dir().join("scheduler.json"),
+            json!({
+                "enabled": true,
+                "last_occurrence": stamp(quarter.with_second(0).unwrap_or(quarter)),
+                "last_run": stamp(last),
+                "enabled_since": stamp(now - chrono::Duration::minutes(15 * 54 + 1)),
+            })
+            .to_string(),
+        )
+        .expect("scheduler state");
         let server = Server::start(&p);
         let b = Browser::start(&tools, 1280, 860).await;
         b.goto(&format!("{}/", server.url())).await;
