@@ -157,6 +157,28 @@ pub struct Event {
 }
 
 impl Event {
+    /// Appends the event as one line of a run's plain-text log (`GET /api/runs/{run_id}/log`,
+    /// `pipewatch runs show --log`): `time stage stream text`, where `stream` is `stdout` or
+    /// `stderr` for a line a stage printed and the event's name otherwise. Line breaks inside
+    /// the text (other writers' messages) become spaces: one event, one line.
+    pub fn write_log_line(&self, out: &mut String) {
+        use std::fmt::Write;
+        let stream = match self.data_str("stream") {
+            Some(s) if self.event == kind::LOG => s,
+            _ => self.event.as_str(),
+        };
+        let _ = write!(out, "{} {} {stream} ", self.timestamp, self.stage);
+        let mut rest = self.msg.as_str();
+        while let Some(i) = rest.find(['\r', '\n']) {
+            out.push_str(&rest[..i]);
+            out.push(' ');
+            rest = &rest[i..];
+            rest = rest.strip_prefix("\r\n").unwrap_or(&rest[1..]);
+        }
+        out.push_str(rest);
+        out.push('\n');
+    }
+
     /// A `data` field as a string, if present.
     pub fn data_str(&self, key: &str) -> Option<&str> {
         self.data.as_ref()?.get(key)?.as_str()

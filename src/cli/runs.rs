@@ -38,6 +38,10 @@ enum Action {
     Show {
         #[arg(value_parser = parse_run_id, value_name = "RUN_ID")]
         run_id: RunId,
+        /// Print the run's whole log instead, as plain text: one line per event, `time stage
+        /// stream text` (what GET /api/runs/{run_id}/log downloads).
+        #[arg(long, conflicts_with = "json")]
+        log: bool,
     },
 }
 
@@ -85,7 +89,11 @@ pub fn command(config: &Config, args: Args) -> Result<u8, CliError> {
                 super::out::stdout().text(&render_list(&runs, paint, now))?;
             }
         }
-        Some(Action::Show { run_id }) => {
+        Some(Action::Show { run_id, log: true }) => {
+            let mut out = super::out::stdout();
+            history.write_log(&run_id, |text| out.text(text))??;
+        }
+        Some(Action::Show { run_id, log: false }) => {
             let detail = history.get(&run_id)?;
             let failed: Vec<&str> = detail
                 .stages

@@ -237,6 +237,39 @@ impl History {
         Ok(detail)
     }
 
+    /// The run's plain-text log ([`crate::event::Event::write_log_line`]), a bounded batch of
+    /// its file at a time: `each` gets each batch's text, and its first error ends the read.
+    pub fn write_log<E>(
+        &self,
+        id: &RunId,
+        mut each: impl FnMut(&str) -> Result<(), E>,
+    ) -> Result<Result<(), E>, HistoryError> {
+        let mut replay = Replay::new(files::path(&self.events_dir, id), id.clone(), None);
+        let mut text = String::new();
+        loop {
+            let batch = match replay.next_batch() {
+                Ok(Some(b)) => b,
+                Ok(None) => return Ok(Ok(())),
+                Err(TailError::Read { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    return Err(HistoryError::UnknownRun {
+                        id: id.clone(),
+                        events_dir: self.events_dir.clone(),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            };
+            text.clear();
+            for p in &batch {
+                p.event.write_log_line(&mut text);
+            }
+            if let Err(e) = each(&text) {
+                return Ok(Err(e));
+            }
+        }
+    }
+
     /// The last `n` stderr lines of the last attempt of each of `stages` in the run's file
     /// (none when the file is gone): a stage's `start` begins a new attempt's output.
     pub fn stderr_tails(

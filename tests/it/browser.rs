@@ -955,6 +955,16 @@ fn a_failed_run_says_why_and_opens_its_log_at_the_first_error() {
         let count = b.js("return document.querySelector('#log-count').textContent").await;
         assert_eq!(count, format!("{} lines", fmt_thousands(near_total)), "the whole run is loaded");
         b.wait("the first error button", Duration::from_secs(5), "!document.querySelector('#first-error').hidden").await;
+        // "Download log" fetches the whole log as text.
+        let first_line = b
+            .js_async("const a = document.querySelector('#log-download');\
+                 const t = await (await fetch(a.href)).text();\
+                 return [a.getAttribute('download'), t.split('\\n').length - 1, t.split('\\n')[0]];")
+            .await;
+        assert_eq!(first_line[0], format!("{near}.log"));
+        assert_eq!(first_line[1], near_total, "one line per event");
+        let first = first_line[2].as_str().unwrap_or_default();
+        assert!(first.ends_with(" pipeline start run started"), "{first}");
 
         // A run whose first error is further back than one read: the tail, said as such, and
         // the button that fetches the lines back to the error.

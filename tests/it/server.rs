@@ -1337,8 +1337,14 @@ fn a_run_of_another_project_is_refused_by_the_dashboard_it_notifies() {
     assert!(stderr.contains("tails another events folder"), "{stderr}");
     // The second project's run was written to its own folder, never shown here.
     assert_eq!(b.journals().len(), 1);
+    let theirs = b.journal()[0]["run_id"].as_str().unwrap().to_string();
     std::thread::sleep(Duration::from_millis(500));
-    assert!(s.runs().is_empty(), "{:?}", s.runs());
+    // (The first project's own scheduler may start a run meanwhile, on a quarter hour.)
+    assert!(
+        !s.runs().iter().any(|r| r["run_id"] == theirs.as_str()),
+        "{:?}",
+        s.runs()
+    );
 
     // Through the API: another folder's id is a 409 naming both; this dashboard's own (what
     // `/api/health` says) is accepted.
@@ -1617,4 +1623,126 @@ fn a_deleted_index_is_rebuilt_without_republishing() {
         "old events published again"
     );
     assert_eq!(s.health()["events_ingested"], 1);
+}
+
+/// `GET /api/runs/{run_id}/log`: the run's whole output as text, one line per event (`time
+/// stage stream text`), streamed from the file — a run far larger than the server's memory
+/// budget downloads with the server's memory flat; an unknown run is a 404; `runs show --log`
+/// prints the same text.
+#[test]
+fn a_run_log_downloads_as_text_in_bounded_memory() {
+    use std::io::{BufRead, BufReader, Write};
+    const LINES: u64 = 15_000;
+    let p = Project::with_config(QUICK);
+    std::fs::create_dir_all(p.events_dir()).unwrap();
+    let id = "20261202T100000000Z-10a901";
+    let path = p.events_dir().join(format!("pipeline_{id}.jsonl"));
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let line = |f: &mut dyn Write, seq: u64, stage: &str, event: &str, msg: &str, data: &str| {
+        writeln!(
+            f,
+            r#"{{"seq":{seq},"run_id":"{id}","pipeline":"p","stage":"{stage}","event":"{event}","level":"info","timestamp":"2026-12-02T10:00:00.000Z","source":"cli","msg":"{msg}","data":{data}}}"#
+        )
+        .unwrap();
+    };
+    line(&mut f, 0, "pipeline", "start", "run started", "{}");
+    // 1.5 KB lines: 22 MB of output, 90 times the server's batch.
+    let pad = "x".repeat(1500);
+    for i in 1..=LINES {
+        let stream = if i % 3 == 0 { "stderr" } else { "stdout" };
+        line(
+            &mut f,
+            i,
+            "work",
+            "log",
+            &format!("line {i} {pad}"),
+            &format!(r#"{{"stream":"{stream}"}}"#),
+        );
+    }
+    line(
+        &mut f,
+        LINES + 1,
+        "pipeline",
+        "success",
+        "run succeeded",
+        "{}",
+    );
+    f.flush().unwrap();
+    drop(f);
+
+    let s = Server::start(&p);
+    s.wait_json(&format!("/api/runs/{id}"), "the run indexed", LONG, |r| {
+        r["status"] == "success"
+    });
+    assert_eq!(
+        s.get("/api/runs/20261202T100000000Z-000000/log").status,
+        404
+    );
+    assert_eq!(s.get("/api/runs/..%2Fetc/log").status, 400);
+
+    #[cfg(target_os = "linux")]
+    let before = s.rss();
+    let url = format!("http://127.0.0.1:{}/api/runs/{id}/log", s.port);
+    let res = ureq::get(&url).call().expect("the log download");
+    assert_eq!(res.status(), 200);
+    let ctype = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    assert!(ctype.starts_with("text/plain"), "{ctype}");
+    let disposition = res
+        .headers()
+        .get("content-disposition")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    assert_eq!(disposition, format!("attachment; filename=\"{id}.log\""));
+    let mut body = BufReader::new(res.into_body().into_reader());
+    let (mut n, mut peak, mut buf) = (0u64, 0u64, String::new());
+    while body.read_line(&mut buf).unwrap() > 0 {
+        match n {
+            0 => assert_eq!(buf, "2026-12-02T10:00:00.000Z pipeline start run started\n"),
+            3 => assert!(
+                buf.starts_with("2026-12-02T10:00:00.000Z work stderr line 3 xxx"),
+                "{buf}"
+            ),
+            1 => assert!(
+                buf.starts_with("2026-12-02T10:00:00.000Z work stdout line 1 xxx"),
+                "{buf}"
+            ),
+            _ => {}
+        }
+        n += 1;
+        #[cfg(target_os = "linux")]
+        if n % 2_000 == 0 {
+            peak = peak.max(s.rss());
+        }
+        if n == LINES + 2 {
+            assert_eq!(
+                buf,
+                "2026-12-02T10:00:00.000Z pipeline success run succeeded\n"
+            );
+        }
+        buf.clear();
+    }
+    assert_eq!(n, LINES + 2, "one line per event");
+    #[cfg(target_os = "linux")]
+    {
+        let grew = peak.saturating_sub(before);
+        assert!(
+            grew < 12 * 1024 * 1024,
+            "the server grew by {} MiB while sending a 22 MB log",
+            grew / (1024 * 1024)
+        );
+    }
+    let _ = peak;
+
+    // The terminal prints the same text.
+    let o = p.run(&["runs", "show", id, "--log"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(text.lines().count() as u64, LINES + 2);
+    assert!(text.ends_with("pipeline success run succeeded\n"));
+    let o = p.run(&["runs", "show", "20261202T100000000Z-000000", "--log"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }

@@ -227,6 +227,10 @@ export async function openRun(id) {
   closeRun();
   const r = state.run = newRun(id);
   $('#rv-id').textContent = id;
+  // The whole log as a text file, streamed by the server (however long the run).
+  const dl = $('#log-download');
+  dl.href = `/api/runs/${encodeURIComponent(id)}/log`;
+  dl.setAttribute('download', `${id}.log`);
   $('#rv-msg').textContent = '';
   resetLog();
   setConn('run', 'connecting');

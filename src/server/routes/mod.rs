@@ -8,6 +8,7 @@
 //! | [`openapi`] | `/api/openapi.json` (public): the API's description, `server::openapi` |
 //! | [`runs`] | `/api/runs`, `/api/runs/{run_id}`, its `/cancel` |
 //! | [`events`] | `/api/runs/{run_id}/events`, in pages |
+//! | [`log`] | `/api/runs/{run_id}/log`: the run's output as plain text, streamed |
 //! | [`pipeline`] | `/api/pipeline/run`, `/api/pipeline/notify-scheduled-run` |
 //! | [`scheduler`] | `/api/scheduler/status`, `/enable`, `/disable` |
 //! | [`streams`] | `/ws/events`, `/ws/events/{run_id}`, `/api/runs/{run_id}/events/stream` (SSE) |
@@ -25,6 +26,7 @@
 pub mod fallback;
 pub mod events;
 pub mod health;
+pub mod log;
 pub mod openapi;
 pub mod pipeline;
 pub mod runs;
@@ -57,6 +59,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/runs/{run_id}"),
     ("GET", "/api/runs/{run_id}/events"),
     ("GET", "/api/runs/{run_id}/events/stream"),
+    ("GET", "/api/runs/{run_id}/log"),
     ("POST", "/api/runs/{run_id}/cancel"),
     ("POST", "/api/pipeline/run"),
     ("POST", "/api/pipeline/notify-scheduled-run"),
@@ -93,6 +96,7 @@ pub fn api() -> Api {
         .routes(routes!(runs::list_runs))
         .routes(routes!(runs::get_run))
         .routes(routes!(events::run_events))
+        .routes(routes!(log::run_log))
         .routes(routes!(streams::run_sse))
         .routes(routes!(streams::all_sse))
         .routes(routes!(runs::cancel_run))
