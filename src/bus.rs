@@ -24,8 +24,9 @@ use tokio::sync::broadcast;
 
 use crate::event::{Json, Published, RunId};
 
-/// The default size of the ring of recent events, in bytes (what [`Fed::cost`] counts).
-pub const DEFAULT_RING_BYTES: usize = 16 * 1024 * 1024;
+/// The default size of the ring of recent events, in bytes (what [`Fed::cost`] counts): that
+/// of `[server] stream_buffer`.
+pub const DEFAULT_RING_BYTES: usize = crate::config::DEFAULT_STREAM_BUFFER;
 
 /// How far (in events) an all-runs subscriber may fall behind before it must catch up from
 /// the ring or the files. The channel holds this many events alive, so it is kept small.

@@ -16,7 +16,7 @@ use crate::config::{self, Config};
 use crate::exit;
 use crate::runner::invocation::Invocation;
 use crate::runner::shutdown;
-use crate::{bus, server};
+use crate::server;
 
 /// Seconds per step of the example's stages in the first run of `serve --example`: about
 /// 30 s in all, long enough to open the page and watch it (read by the example's scripts;
@@ -61,7 +61,7 @@ pub fn command(explicit: Option<&Path>, cwd: &Path, args: Args) -> Result<u8, Cl
         }
         let options = server::ServeOptions {
             exe,
-            ring_bytes: bus::DEFAULT_RING_BYTES,
+            ring_bytes: config.server.stream_buffer,
         };
         server::serve(listener, config, options, async {
             let sig = stop.await;

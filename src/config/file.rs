@@ -124,6 +124,7 @@ pub(super) struct RawServer {
     pub(super) events_dir: Option<String>,
     pub(super) state_dir: Option<String>,
     pub(super) poll_interval: Option<Dur>,
+    pub(super) stream_buffer: Option<Spanned<String>>,
     pub(super) token: Option<String>,
     #[serde(default)]
     pub(super) allowed_hosts: Vec<Spanned<String>>,

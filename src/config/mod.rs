@@ -38,6 +38,7 @@ use serde::Deserialize;
 
 pub use file::parse_duration;
 use schedule::Schedule;
+pub use validate::DEFAULT_STREAM_BUFFER;
 
 pub const FILE_NAME: &str = "pipewatch.toml";
 
@@ -150,6 +151,10 @@ pub struct Server {
     /// Absolute.
     pub state_dir: PathBuf,
     pub poll_interval: Duration,
+    /// `stream_buffer`: the bytes of recent events the dashboard keeps for its streams (the
+    /// bus's ring), whatever the number of clients. A reader further behind is caught up from
+    /// the run files instead.
+    pub stream_buffer: usize,
     /// Empty means no token.
     pub token: String,
     /// `allowed_hosts`: the names (and IPs) besides its own address and loopback that the
@@ -272,6 +277,24 @@ mod tests {
         }
     }
 
+    #[test]
+    fn stream_buffer_is_a_size_in_bounds() {
+        let with = |v: &str| format!("{MINIMAL}\n[server]\nstream_buffer = {v}\n");
+        for (v, bytes) in [
+            ("\"64MiB\"", 64 << 20),
+            ("\"2MB\"", 2_000_000),
+            ("\"1 gib\"", 1 << 30),
+            ("\"1048576\"", 1 << 20),
+        ] {
+            assert_eq!(parse(&with(v)).unwrap().server.stream_buffer, bytes, "{v}");
+        }
+        for bad in ["\"512KiB\"", "\"lots\"", "\"16 MiBs\"", "\"8GiB\"", "\"\""] {
+            let (line, key, message) = err(&with(bad));
+            assert_eq!((line, key.as_str()), (9, "server.stream_buffer"), "{bad}");
+            assert!(message.contains("1MiB to 4GiB"), "{message}");
+        }
+    }
+
     pub(super) const MINIMAL: &str =
         "[pipeline]\nname = \"p\"\n\n[[stages]]\nname = \"a\"\nrun = \"true\"\n";
 
@@ -290,6 +313,7 @@ mod tests {
         assert_eq!(c.server.events_dir, Path::new("/p/logs/events"));
         assert_eq!(c.server.state_dir, Path::new("/p/.pipewatch"));
         assert_eq!(c.server.poll_interval, Duration::from_secs(2));
+        assert_eq!(c.server.stream_buffer, 16 * 1024 * 1024);
         assert_eq!(c.retention.max_age, Some(Duration::from_secs(90 * 86_400)));
         assert_eq!(c.scheduler.backend, Backend::Builtin);
         assert_eq!(c.scheduler.task_name, "Pipeline Runner");

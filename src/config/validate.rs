@@ -254,6 +254,34 @@ fn no_cycle(src: &Source, stages: &[Stage], lines: &[usize]) -> Result<(), Confi
     ))
 }
 
+/// `[server] stream_buffer` when not set: 16 MiB.
+pub const DEFAULT_STREAM_BUFFER: usize = 16 * 1024 * 1024;
+/// The smallest `stream_buffer`: a few of the longest events (a line may be 1 MiB).
+const MIN_STREAM_BUFFER: usize = 1024 * 1024;
+/// The largest `stream_buffer`.
+const MAX_STREAM_BUFFER: usize = 4 * 1024 * 1024 * 1024;
+
+/// A size in bytes: a whole number with an optional unit (`B`, `KiB`, `MiB`, `GiB`, or `KB`,
+/// `MB`, `GB` in powers of 1000; any case, a space allowed before it). `None` if it does not
+/// parse or overflows.
+fn parse_size(text: &str) -> Option<usize> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => return None,
+    };
+    usize::try_from(n.checked_mul(mult)?).ok()
+}
+
 /// `[server]`: `bind` is an IP and a port; paths resolved against the file's folder; each of
 /// `allowed_hosts` a host name or IP with an optional port.
 fn server(src: &Source, raw: RawServer, base: &Path) -> Result<Server, ConfigError> {
@@ -278,6 +306,22 @@ fn server(src: &Source, raw: RawServer, base: &Path) -> Result<Server, ConfigErr
             .poll_interval
             .map_or(Duration::from_secs(2), |d| d.0)
             .max(Duration::from_millis(50)),
+        stream_buffer: match raw.stream_buffer {
+            None => DEFAULT_STREAM_BUFFER,
+            Some(b) => parse_size(b.get_ref())
+                .filter(|n| (MIN_STREAM_BUFFER..=MAX_STREAM_BUFFER).contains(n))
+                .ok_or_else(|| {
+                    src.err(
+                        b.span().start,
+                        "server.stream_buffer",
+                        format!(
+                            "invalid size {:?}: write a size from 1MiB to 4GiB, like \"16MiB\" \
+                             (units B, KiB, MiB, GiB; KB, MB, GB are powers of 1000)",
+                            b.get_ref()
+                        ),
+                    )
+                })?,
+        },
         token: raw.token.unwrap_or_default(),
         allowed_hosts: raw
             .allowed_hosts

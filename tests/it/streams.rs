@@ -255,3 +255,41 @@ fn a_finished_runs_stream_ends_after_its_final_event() {
         r.body
     );
 }
+
+/// `[server] stream_buffer` bounds the ring of recent events: with 1 MiB set, 4 MiB of
+/// events leave at most 1 MiB in memory (`/metrics`), and a reader from the start still gets
+/// every one of them, the older from the files.
+#[test]
+fn the_ring_holds_what_stream_buffer_says_and_no_more() {
+    let p = Project::with_config(&format!("{QUICK}\n[server]\nstream_buffer = \"1MiB\"\n"));
+    let s = Server::start(&p);
+    let id = "20261202T100000000Z-5b0f00";
+    let pad = "x".repeat(1000);
+    write_run(&p, id, 0, 4000, &pad);
+    s.wait_json(&format!("/api/runs/{id}"), "the run indexed", LONG, |r| {
+        r["events"] == 4000
+    });
+    let metric = |name: &str| -> u64 {
+        let m = s.get("/metrics").body;
+        m.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in /metrics:\n{m}"))
+    };
+    let held = metric("pipewatch_bus_ring_bytes");
+    assert!(
+        held > 0 && held <= 1024 * 1024,
+        "the ring holds {held} bytes"
+    );
+    let events = metric("pipewatch_bus_ring_events");
+    assert!(events < 4000, "the ring holds {events} of 4,000 events");
+    // From before the first event: every event once, the ones the ring let go read from
+    // the file.
+    let last = metric("pipewatch_bus_cursor");
+    let mut ws = s.ws(&format!("/ws/events?since={}", last - 4000));
+    let mut got = read_until(&mut ws, "every event", |got| got.len() >= 4000);
+    got.extend(read_for(&mut ws, Duration::from_millis(300)));
+    let seqs: BTreeSet<u64> = got.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    assert_eq!(seqs.len(), 4000, "every event, once");
+    assert_eq!(got.len(), 4000, "no event twice");
+}
