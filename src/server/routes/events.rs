@@ -161,32 +161,7 @@ pub async fn run_events(
     };
     let page = match read_page(&state, &id, ask, q.limit.is_some()).await {
         Ok(page) => page,
-        Err(PageError::Read(TailError::Read { source, .. }))
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("no events for run {id}"),
-            ));
-        }
-        // A FIFO or a link planted under the run file's name: no run file, never read.
-        Err(PageError::Read(TailError::Read { ref source, .. }))
-            if let Some(n) = fsx::not_regular(source) =>
-        {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "no events for run {id}: its run file is {}, not a regular file",
-                    n.what
-                ),
-            ));
-        }
-        Err(PageError::Read(e)) => return Err(ApiError::unavailable(e.to_string())),
-        Err(PageError::Task(e)) => {
-            return Err(ApiError::unavailable(format!(
-                "reading the run file failed: {e}"
-            )));
-        }
+        Err(PageError::Read(e)) => return Err(e.answer(&id)),
         Err(PageError::Busy) => {
             return Err(ApiError::unavailable(
                 "the server holds too much for other clients right now; try again",
@@ -209,10 +184,44 @@ pub async fn run_events(
 }
 
 enum PageError {
-    Read(TailError),
+    Read(ReadFailed),
+    Busy,
+}
+
+/// Why a run file could not be read for an answer (this route's and the log download's).
+pub(super) enum ReadFailed {
+    File(TailError),
     /// The read task failed (it panicked or was cancelled).
     Task(String),
-    Busy,
+}
+
+impl ReadFailed {
+    /// The answer: 404 for a run with no file (or a FIFO or a link planted under its name,
+    /// never read), 503 for a file that cannot be read.
+    pub(super) fn answer(self, id: &RunId) -> ApiError {
+        match self {
+            ReadFailed::File(TailError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                ApiError::new(StatusCode::NOT_FOUND, format!("no events for run {id}"))
+            }
+            ReadFailed::File(TailError::Read { ref source, .. })
+                if let Some(n) = fsx::not_regular(source) =>
+            {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "no events for run {id}: its run file is {}, not a regular file",
+                        n.what
+                    ),
+                )
+            }
+            ReadFailed::File(e) => ApiError::unavailable(e.to_string()),
+            ReadFailed::Task(e) => {
+                ApiError::unavailable(format!("reading the run file failed: {e}"))
+            }
+        }
+    }
 }
 
 /// Reads the page `ask` names, one bounded batch at a time on the blocking pool, reserving
@@ -237,7 +246,7 @@ async fn read_page(
         reserved: 0,
     };
     let mut full = false;
-    while let Some(batch) = next_batch(&mut replay).await? {
+    while let Some(batch) = next_batch(&mut replay).await.map_err(PageError::Read)? {
         if full {
             // The page was full at the end of the last batch: is there anything after it?
             r.page.more = !batch.is_empty();
@@ -267,15 +276,17 @@ async fn read_page(
     Ok(r.finish(limit_given.then_some(ask.limit)))
 }
 
-/// The next batch of the file, read on the blocking pool.
-async fn next_batch(replay: &mut Replay) -> Result<Option<Vec<Arc<Published>>>, PageError> {
+/// The next bounded batch of a run file, read on the blocking pool.
+pub(super) async fn next_batch(
+    replay: &mut Replay,
+) -> Result<Option<Vec<Arc<Published>>>, ReadFailed> {
     let mut r = replay.clone();
     let (r, batch) = tokio::task::spawn_blocking(move || {
         let batch = r.next_batch();
         (r, batch)
     })
     .await
-    .map_err(|e| PageError::Task(e.to_string()))?;
+    .map_err(|e| ReadFailed::Task(e.to_string()))?;
     *replay = r;
-    batch.map_err(PageError::Read)
+    batch.map_err(ReadFailed::File)
 }

@@ -12,16 +12,17 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::event::{Published, RunId};
-use crate::fsx;
 use crate::server::budget::Reserved;
 use crate::server::error::{ApiError, ErrorBody, run_id};
 use crate::server::extract::Path;
 use crate::server::state::AppState;
-use crate::tail::{Replay, TailError};
+use crate::tail::Replay;
+
+use super::events::{ReadFailed, next_batch};
 
 /// How long a batch waits for room in the server's budget before the download ends.
 const RESERVE_WITHIN: Duration = Duration::from_secs(10);
@@ -56,28 +57,7 @@ pub async fn run_log(
     let mut replay = Replay::new(state.run_file(&id), id.clone(), None);
     // The first batch is read before answering, so a run with no file is a 404, not an
     // empty 200.
-    let first = match next_batch(&mut replay).await {
-        Ok(b) => b,
-        Err(Some(TailError::Read { source, .. }))
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("no events for run {id}"),
-            ));
-        }
-        Err(Some(TailError::Read { ref source, .. })) if let Some(n) = fsx::not_regular(source) => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "no events for run {id}: its run file is {}, not a regular file",
-                    n.what
-                ),
-            ));
-        }
-        Err(Some(e)) => return Err(ApiError::unavailable(e.to_string())),
-        Err(None) => return Err(ApiError::unavailable("reading the run file failed")),
-    };
+    let first = next_batch(&mut replay).await.map_err(|e| e.answer(&id))?;
     let download = Download {
         state,
         id: id.clone(),
@@ -114,8 +94,10 @@ impl Download {
                 Ok(Some(b)) => b,
                 Ok(None) => return None,
                 Err(e) => {
-                    let why =
-                        e.map_or_else(|| "the read task failed".to_string(), |e| e.to_string());
+                    let why = match e {
+                        ReadFailed::File(e) => e.to_string(),
+                        ReadFailed::Task(e) => format!("the read task failed: {e}"),
+                    };
                     tracing::warn!("log download of {} ended early: {why}", self.id);
                     return None;
                 }
@@ -138,23 +120,6 @@ impl Download {
         self.held = Some(reserved);
         Some((Ok(Bytes::from(text)), self))
     }
-}
-
-/// The next bounded batch of the file on the blocking pool: `Ok(None)` at its end, `Err(None)`
-/// if the read task failed.
-async fn next_batch(replay: &mut Replay) -> Result<Option<Vec<Arc<Published>>>, Option<TailError>> {
-    let mut r = replay.clone();
-    let (r, batch) = tokio::task::spawn_blocking(move || {
-        let batch = r.next_batch();
-        (r, batch)
-    })
-    .await
-    .map_err(|e| {
-        tracing::warn!("reading a run file failed: {e}");
-        None
-    })?;
-    *replay = r;
-    batch.map_err(Some)
 }
 
 #[cfg(test)]
