@@ -28,9 +28,9 @@
 //! A task belongs to the configuration its command runs. Task names are per user, not per
 //! project (every project's default is "Pipeline Runner"), so each backend reads back from
 //! what is installed the `--config` of its command and the schedule it was installed with
-//! ([`Installed`]); [`Task::check_owner`] refuses to install, uninstall, enable or disable a
+//! ([`Installed`]); `Task::check_owner` refuses to install, uninstall, enable or disable a
 //! task that runs another configuration ([`SchedulerError::Taken`]), and the status reports
-//! what is installed, not what the configuration says ([`Task::describe`]). A task whose
+//! what is installed, not what the configuration says (`Task::describe`). A task whose
 //! command names no configuration (edited by hand) cannot be told to be this project's, so it
 //! is treated like another's. Tasks installed by earlier versions already ran
 //! `--config <absolute path>` and are read the same way.

@@ -7,7 +7,7 @@
 //!
 //! The cadence counts the occurrences expected since the schedule came on (at most the last
 //! 24 hours), so that a new or re-enabled schedule is not measured against a day it was off;
-//! [`came_on`] says where that time comes from for each backend.
+//! `came_on` says where that time comes from for each backend.
 
 use std::sync::Arc;
 
@@ -85,7 +85,7 @@ impl audit::Runs for IndexRuns {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Cadence {
     /// RFC 3339: where the counts start, the later of 24 hours ago and when the schedule came
-    /// on ([`came_on`]); `null` while the schedule is off (nothing is expected of it then).
+    /// on (`came_on`); `null` while the schedule is off (nothing is expected of it then).
     #[schema(required = true)]
     pub since: Option<String>,
     /// Occurrences of the schedule from `since` to now; 0 while the schedule is off.

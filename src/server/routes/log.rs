@@ -1,5 +1,5 @@
 //! `GET /api/runs/{run_id}/log`: a run's output as plain text, for download — one line per
-//! event ([`Event::log_line`]: `time stage stream text`), read from its file.
+//! event ([`Event::write_log_line`](crate::event::Event::write_log_line): `time stage stream text`), read from its file.
 //!
 //! The body is streamed a batch of the file at a time (the file reader's bounded batches, on
 //! the blocking pool): the next batch is read only when the client has taken the last, and
