@@ -80,15 +80,23 @@ pub(super) fn line_of(text: &str, at: usize) -> usize {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
+    /// Present in a workspace file, which names its pipeline files instead of holding one.
+    pub(super) workspace: Option<Spanned<RawWorkspace>>,
     pub(super) pipeline: Option<Spanned<RawPipeline>>,
     #[serde(default)]
     pub(super) stages: Vec<Spanned<RawStage>>,
+    /// Tables are spanned where a pipeline file of a workspace may not have them, so the
+    /// error can name their line.
+    pub(super) server: Option<Spanned<RawServer>>,
+    pub(super) retention: Option<Spanned<RawRetention>>,
+    pub(super) scheduler: Option<Spanned<RawScheduler>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWorkspace {
     #[serde(default)]
-    pub(super) server: RawServer,
-    #[serde(default)]
-    pub(super) retention: RawRetention,
-    #[serde(default)]
-    pub(super) scheduler: RawScheduler,
+    pub(super) pipelines: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -28,6 +28,7 @@ mod file;
 pub mod host;
 pub mod schedule;
 mod validate;
+mod workspace;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -39,6 +40,7 @@ use serde::Deserialize;
 pub use file::parse_duration;
 use schedule::Schedule;
 pub use validate::DEFAULT_STREAM_BUFFER;
+pub use workspace::Workspace;
 
 pub const FILE_NAME: &str = "pipewatch.toml";
 
@@ -54,6 +56,9 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
+    /// The pipeline asked for is not in the workspace, or one must be named.
+    #[error("{path}: {message}")]
+    Pipeline { path: PathBuf, message: String },
     #[error(
         "no {FILE_NAME} in {dir}: run `pipewatch init` to write an example, or pass --config PATH"
     )]
@@ -197,8 +202,15 @@ pub struct Scheduler {
 /// A loaded, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Absolute path of the file it came from.
+    /// Absolute path of the configuration file it came from: the workspace file for a
+    /// pipeline of a workspace. A task or a dashboard belongs to this file.
     pub path: PathBuf,
+    /// The file the pipeline is written in (`path` but in a workspace).
+    pub file: PathBuf,
+    /// What is this pipeline's own in the state: the overlap lock and the built-in
+    /// scheduler's switch. `[server] state_dir` for a single pipeline (where it always was),
+    /// `<state_dir>/pipelines/<name>` for a pipeline of a workspace.
+    pub pipeline_state_dir: PathBuf,
     pub pipeline: Pipeline,
     /// In file order; `needs` refer to indices here and form no cycle.
     pub stages: Vec<Stage>,
@@ -225,26 +237,27 @@ impl Config {
         }
     }
 
-    /// Reads and validates the file at `path`, then applies the environment layer.
+    /// Reads and validates the file at `path` as one pipeline (the only one of its
+    /// workspace: see [`Workspace::load`] for several), then applies the environment layer.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-        let mut config = Self::parse(&text, &abs)?;
-        if let Ok(token) = std::env::var("PIPEWATCH_TOKEN")
-            && !token.is_empty()
-        {
-            config.server.token = token;
-        }
-        Ok(config)
+        let ws = Workspace::load(path)?;
+        Ok(ws.select(None, "run")?.clone())
     }
 
     /// Parses and validates `text` as if read from `path` (used for messages and to resolve
-    /// relative paths).
+    /// relative paths): a file with `[pipeline]`.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let raw = file::read(text, path)?;
+        if let Some(ws) = &raw.workspace {
+            return Err(validate::error_at(
+                path,
+                text,
+                ws.span().start,
+                "workspace",
+                "a workspace of several pipelines, where one pipeline file was expected"
+                    .to_string(),
+            ));
+        }
         validate::validate(raw, text, path)
     }
 

@@ -53,17 +53,147 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config
     let base = resolve(path.parent().unwrap_or(Path::new(".")), "");
     let (pipeline, pipeline_at) = pipeline(&src, raw.pipeline)?;
     let stages = stages(&src, raw.stages, pipeline_at, &base)?;
-    let server = server(&src, raw.server, &base)?;
-    let retention = retention(raw.retention);
-    let scheduler = scheduler(&src, raw.scheduler)?;
+    let server = server(&src, inner(raw.server), &base)?;
+    let retention = retention(inner(raw.retention));
+    let scheduler = scheduler(&src, inner(raw.scheduler))?;
     Ok(Config {
         path: path.to_path_buf(),
+        file: path.to_path_buf(),
+        pipeline_state_dir: server.state_dir.clone(),
         pipeline,
         stages,
         server,
         retention,
         scheduler,
     })
+}
+
+/// A table as written, or its defaults when the file leaves it out.
+pub(super) fn inner<T: Default>(t: Option<Spanned<T>>) -> T {
+    t.map(Spanned::into_inner).unwrap_or_default()
+}
+
+/// The tables a workspace file shares with all its pipelines: `[server]`, `[retention]` (the
+/// default of each pipeline) and `[scheduler]`. `[pipeline]` and `[[stages]]` belong in the
+/// pipeline files.
+pub(super) fn shared(
+    raw: &mut RawConfig,
+    text: &str,
+    path: &Path,
+) -> Result<(Server, Retention, Scheduler), ConfigError> {
+    let src = Source { text, path };
+    let misplaced = raw
+        .pipeline
+        .as_ref()
+        .map(|p| (p.span().start, "pipeline"))
+        .or_else(|| raw.stages.first().map(|s| (s.span().start, "stages")));
+    if let Some((at, key)) = misplaced {
+        return Err(src.err(
+            at,
+            key,
+            "a workspace file names its pipeline files in [workspace] pipelines; \
+             move [pipeline] and [[stages]] into one of them"
+                .to_string(),
+        ));
+    }
+    let base = resolve(path.parent().unwrap_or(Path::new(".")), "");
+    let server = server(&src, inner(raw.server.take()), &base)?;
+    let retention = retention(inner(raw.retention.take()));
+    let scheduler = scheduler(&src, inner(raw.scheduler.take()))?;
+    Ok((server, retention, scheduler))
+}
+
+/// One pipeline file of a workspace (`file`, read as `text`): its `[pipeline]`, its
+/// `[[stages]]` (relative `workdir`s resolved against its own folder) and, if it has one, its
+/// own `[retention]`. The shared tables are the workspace's (`workspace`, the file that named
+/// it): a pipeline file that sets one is refused, naming both files.
+pub(super) fn member(
+    raw: RawConfig,
+    text: &str,
+    file: &Path,
+    workspace: &Path,
+) -> Result<Member, ConfigError> {
+    let src = Source { text, path: file };
+    let shared = [
+        raw.workspace
+            .as_ref()
+            .map(|t| (t.span().start, "workspace")),
+        raw.server.as_ref().map(|t| (t.span().start, "server")),
+        raw.scheduler
+            .as_ref()
+            .map(|t| (t.span().start, "scheduler")),
+    ];
+    if let Some((at, table)) = shared.into_iter().flatten().next() {
+        return Err(src.err(
+            at,
+            table,
+            format!(
+                "a pipeline file of the workspace {} cannot set [{table}]: it is shared by \
+                 every pipeline, set it there",
+                workspace.display()
+            ),
+        ));
+    }
+    if let Some(name) = raw
+        .pipeline
+        .as_ref()
+        .and_then(|p| p.get_ref().name.as_ref())
+        && !valid_pipeline_name(name.get_ref())
+    {
+        return Err(src.err(
+            name.span().start,
+            "pipeline.name",
+            format!(
+                "invalid pipeline name {:?} for a workspace: use 1 to 64 letters, digits, `_` \
+                 or `-` (it names the pipeline's task, timer and URL)",
+                name.get_ref()
+            ),
+        ));
+    }
+    let base = resolve(file.parent().unwrap_or(Path::new(".")), "");
+    let (pipeline, pipeline_at) = pipeline(&src, raw.pipeline)?;
+    let name_at = text[pipeline_at..]
+        .find("name")
+        .map_or(pipeline_at, |i| pipeline_at + i);
+    let stages = stages(&src, raw.stages, pipeline_at, &base)?;
+    let retention = raw.retention.map(|r| retention(r.into_inner()));
+    Ok(Member {
+        pipeline,
+        name_at,
+        stages,
+        retention,
+    })
+}
+
+/// A pipeline file of a workspace, validated.
+pub(super) struct Member {
+    pub(super) pipeline: Pipeline,
+    /// Where its name is written (for the duplicate-name error).
+    pub(super) name_at: usize,
+    pub(super) stages: Vec<Stage>,
+    /// Its own `[retention]`, if it has one.
+    pub(super) retention: Option<Retention>,
+}
+
+/// The name of a pipeline of a workspace: it becomes part of task, unit and file names and
+/// of URLs, so only what is safe in all of them.
+fn valid_pipeline_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+}
+
+/// The error for the byte offset `at` of `text` read from `path`: for the checks that span
+/// files (the workspace's globs and names).
+pub(super) fn error_at(
+    path: &Path,
+    text: &str,
+    at: usize,
+    key: &str,
+    message: String,
+) -> ConfigError {
+    Source { text, path }.err(at, key, message)
 }
 
 /// `[pipeline]`: present, with a usable `name`. Also returns where the table starts, for the
