@@ -140,7 +140,7 @@ fn example_config() -> Result<Config, CliError> {
 
 /// A first run to watch right away; it runs on its own, like any run.
 fn start_example_run(exe: &Path, config: &Config) -> Result<(), CliError> {
-    let mut cmd = Invocation::new(exe, &config.path, "manual")
+    let mut cmd = Invocation::of(exe, config, "manual")
         .from_dashboard(None)
         .command();
     // A test (or a user in a hurry) may set its own pace.

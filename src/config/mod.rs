@@ -211,6 +211,8 @@ pub struct Config {
     /// scheduler's switch. `[server] state_dir` for a single pipeline (where it always was),
     /// `<state_dir>/pipelines/<name>` for a pipeline of a workspace.
     pub pipeline_state_dir: PathBuf,
+    /// One of the pipelines of a `[workspace]`: commands that start it name it.
+    pub in_workspace: bool,
     pub pipeline: Pipeline,
     /// In file order; `needs` refer to indices here and form no cycle.
     pub stages: Vec<Stage>,
@@ -264,6 +266,12 @@ impl Config {
     /// The folder relative paths in the file are resolved against.
     pub fn base_dir(&self) -> &Path {
         self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// The name `pipewatch run` is given to run this pipeline: its name in a workspace,
+    /// nothing for a file of one pipeline.
+    pub fn run_name(&self) -> Option<&str> {
+        self.in_workspace.then_some(self.pipeline.name.as_str())
     }
 
     /// Names of the stages in file order.

@@ -60,6 +60,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config
         path: path.to_path_buf(),
         file: path.to_path_buf(),
         pipeline_state_dir: server.state_dir.clone(),
+        in_workspace: false,
         pipeline,
         stages,
         server,
@@ -103,9 +104,8 @@ pub(super) fn shared(
     Ok((server, retention, scheduler))
 }
 
-/// One pipeline file of a workspace (`file`, read as `text`): its `[pipeline]`, its
-/// `[[stages]]` (relative `workdir`s resolved against its own folder) and, if it has one, its
-/// own `[retention]`. The shared tables are the workspace's (`workspace`, the file that named
+/// One pipeline file of a workspace (`file`, read as `text`): its `[pipeline]` and its
+/// `[[stages]]` (relative `workdir`s resolved against its own folder). The shared tables are the workspace's (`workspace`, the file that named
 /// it): a pipeline file that sets one is refused, naming both files.
 pub(super) fn member(
     raw: RawConfig,
@@ -123,6 +123,17 @@ pub(super) fn member(
             .as_ref()
             .map(|t| (t.span().start, "scheduler")),
     ];
+    if let Some(r) = &raw.retention {
+        return Err(src.err(
+            r.span().start,
+            "retention",
+            format!(
+                "[retention] of one pipeline is not supported yet: set it for every pipeline in \
+                 the workspace file {}",
+                workspace.display()
+            ),
+        ));
+    }
     if let Some((at, table)) = shared.into_iter().flatten().next() {
         return Err(src.err(
             at,
@@ -156,12 +167,10 @@ pub(super) fn member(
         .find("name")
         .map_or(pipeline_at, |i| pipeline_at + i);
     let stages = stages(&src, raw.stages, pipeline_at, &base)?;
-    let retention = raw.retention.map(|r| retention(r.into_inner()));
     Ok(Member {
         pipeline,
         name_at,
         stages,
-        retention,
     })
 }
 
@@ -171,8 +180,6 @@ pub(super) struct Member {
     /// Where its name is written (for the duplicate-name error).
     pub(super) name_at: usize,
     pub(super) stages: Vec<Stage>,
-    /// Its own `[retention]`, if it has one.
-    pub(super) retention: Option<Retention>,
 }
 
 /// The name of a pipeline of a workspace: it becomes part of task, unit and file names and

@@ -2,8 +2,9 @@
 //!
 //! A [`Workspace`] is what every command loads. A file with `[pipeline]` is a workspace of
 //! one pipeline and behaves exactly as before; a file with `[workspace]` names pipeline files
-//! by glob (relative to its folder), each holding `[pipeline]`, `[[stages]]` and optionally
-//! its own `[retention]`, while `[server]`, `[retention]` and `[scheduler]` are shared.
+//! by glob (relative to its folder), each holding `[pipeline]` and `[[stages]]`, while
+//! `[server]`, `[retention]` and `[scheduler]` are shared. (A pipeline's own `[retention]` is
+//! refused for now, with a message: retention is applied to the whole events folder.)
 //!
 //! Each pipeline is handed to the rest of the program as a complete [`Config`], so the
 //! runner, the scheduler backends and retention keep reading one pipeline's view: its
@@ -120,10 +121,11 @@ impl Workspace {
                 path: path.to_path_buf(),
                 pipeline_state_dir: server.state_dir.join("pipelines").join(&pipeline.name),
                 file: f,
+                in_workspace: true,
                 pipeline,
                 stages: member.stages,
                 server: server.clone(),
-                retention: member.retention.unwrap_or_else(|| retention.clone()),
+                retention: retention.clone(),
                 scheduler: scheduler.clone(),
             });
         }
@@ -254,13 +256,7 @@ mod tests {
             ),
             ("pipelines/b.toml", &pipeline("sync", "*/15 * * * *")),
             ("pipelines/a.toml", &pipeline("export", "@daily")),
-            (
-                "extra.toml",
-                &format!(
-                    "{}\n[retention]\nmax_runs = 7\n",
-                    pipeline("report", "@hourly")
-                ),
-            ),
+            ("extra.toml", &pipeline("report", "@hourly")),
         ]);
         let ws = ws.unwrap();
         assert!(ws.is_workspace);
@@ -288,7 +284,7 @@ mod tests {
         );
         assert_eq!(by["report"].stages[0].workdir, root.join("jobs"));
         assert_eq!(by["sync"].retention.max_runs, 50);
-        assert_eq!(by["report"].retention.max_runs, 7);
+        assert_eq!(by["report"].retention.max_runs, 50);
         assert_eq!(by["export"].pipeline.schedule.expression(), "@daily");
         assert_eq!(
             ws.select(Some("sync"), "run").unwrap().pipeline.name,

@@ -16,6 +16,8 @@ use crate::event::RunId;
 pub struct Invocation {
     pub exe: PathBuf,
     pub config: PathBuf,
+    /// The pipeline of a workspace to run (`run NAME`); `None` for a file of one pipeline.
+    pub pipeline: Option<String>,
     /// Recorded as every event's `source` (`scheduler`, `catchup`, `manual`, ...).
     pub source: String,
     /// `--quiet`: no terminal output (nobody reads a background run's stdout).
@@ -32,11 +34,19 @@ impl Invocation {
         Invocation {
             exe: exe.into(),
             config: config.into(),
+            pipeline: None,
             source: source.to_string(),
             quiet: false,
             no_notify: false,
             run_id: None,
         }
+    }
+
+    /// A run of `config`'s pipeline: named when it is one of a workspace.
+    pub fn of(exe: impl Into<PathBuf>, config: &crate::config::Config, source: &str) -> Invocation {
+        let mut inv = Invocation::new(exe, &config.path, source);
+        inv.pipeline = config.run_name().map(str::to_string);
+        inv
     }
 
     /// A run the dashboard starts itself: quiet, not announced back to it, with the id given.
@@ -49,13 +59,16 @@ impl Invocation {
 
     /// The arguments after the executable.
     pub fn args(&self) -> Vec<OsString> {
-        let mut args: Vec<OsString> = vec![
-            "run".into(),
+        let mut args: Vec<OsString> = vec!["run".into()];
+        if let Some(name) = &self.pipeline {
+            args.push(name.into());
+        }
+        args.extend([
             "--config".into(),
             self.config.clone().into_os_string(),
             "--source".into(),
             self.source.clone().into(),
-        ];
+        ]);
         if self.quiet {
             args.push("--quiet".into());
         }
@@ -90,6 +103,24 @@ mod tests {
                 "run",
                 "--config",
                 "/srv/etl/pipewatch.toml",
+                "--source",
+                "scheduler"
+            ]
+            .map(OsString::from)
+        );
+    }
+
+    #[test]
+    fn a_pipeline_of_a_workspace_is_named() {
+        let mut inv = Invocation::new("pw", "/w/pipewatch.toml", "scheduler");
+        inv.pipeline = Some("sync".into());
+        assert_eq!(
+            inv.args(),
+            [
+                "run",
+                "sync",
+                "--config",
+                "/w/pipewatch.toml",
                 "--source",
                 "scheduler"
             ]

@@ -15,6 +15,9 @@
 //!   the next run of the pipeline, the dashboard) kills those groups that are provably still
 //!   the stages', so no stage outlives its run and no stranger that got a stage's id dies.
 //!   (On Windows the job objects do this by themselves: they close with the runner.)
+//! - `runs/<run_id>.pipeline`: the name of the run's pipeline, written before the lock is
+//!   taken, so that the runs of one pipeline of a workspace can be told from the others'
+//!   ([`alive_runs_of`]: overlap, "running now").
 //! - `pipeline.lock`: held exclusively by a running run under the `skip`, `queue` and `replace`
 //!   overlap policies; the next run tries it (skip), waits for it (queue), or cancels its
 //!   holders and then waits (replace).
@@ -50,6 +53,10 @@ fn cancel_path(state_dir: &Path, run_id: &RunId) -> PathBuf {
     runs_dir(state_dir).join(format!("{run_id}.cancel"))
 }
 
+fn pipeline_path(state_dir: &Path, run_id: &RunId) -> PathBuf {
+    runs_dir(state_dir).join(format!("{run_id}.pipeline"))
+}
+
 fn groups_path(state_dir: &Path, run_id: &RunId) -> PathBuf {
     runs_dir(state_dir).join(format!("{run_id}.groups"))
 }
@@ -70,9 +77,10 @@ pub struct RunLock {
 }
 
 impl RunLock {
-    /// Creates and locks `runs/<run_id>.lock`.
-    pub fn acquire(state_dir: &Path, run_id: &RunId) -> io::Result<RunLock> {
+    /// Creates and locks `runs/<run_id>.lock`, recording that it is a run of `pipeline`.
+    pub fn acquire(state_dir: &Path, run_id: &RunId, pipeline: &str) -> io::Result<RunLock> {
         std::fs::create_dir_all(runs_dir(state_dir))?;
+        fsx::replace(&pipeline_path(state_dir, run_id), pipeline.as_bytes())?;
         let lock = lock_path(state_dir, run_id);
         let file = fsx::open_lock(&lock)?;
         file.lock()?;
@@ -119,6 +127,7 @@ impl Drop for RunLock {
         // The runner drops its lock only after its stages have ended: no group is left.
         let _ = std::fs::remove_file(self.lock.with_extension("groups"));
         if self.clean {
+            let _ = std::fs::remove_file(self.lock.with_extension("pipeline"));
             let _ = std::fs::remove_file(&self.lock);
         }
         let _ = self.file.unlock();
@@ -168,6 +177,7 @@ pub fn liveness(state_dir: &Path, run_id: &RunId) -> Liveness {
 /// Removes the lock file a dead runner left behind (only if nobody holds it).
 pub fn remove_stale_lock(state_dir: &Path, run_id: &RunId) {
     if liveness(state_dir, run_id) == Liveness::Gone {
+        let _ = std::fs::remove_file(pipeline_path(state_dir, run_id));
         let _ = std::fs::remove_file(lock_path(state_dir, run_id));
     }
 }
@@ -238,6 +248,23 @@ pub fn alive_runs(state_dir: &Path) -> Vec<RunId> {
     ids
 }
 
+/// Run ids of `pipeline` whose runners are alive now. A run that recorded no pipeline (a
+/// runner of an earlier version) counts as everyone's.
+pub fn alive_runs_of(state_dir: &Path, pipeline: &str) -> Vec<RunId> {
+    alive_runs(state_dir)
+        .into_iter()
+        .filter(|id| {
+            let mut name = Vec::new();
+            match fsx::open_read(&pipeline_path(state_dir, id))
+                .and_then(|f| f.take(256).read_to_end(&mut name))
+            {
+                Ok(_) => name == pipeline.as_bytes(),
+                Err(_) => true,
+            }
+        })
+        .collect()
+}
+
 /// Asks the runner of `run_id` to stop, giving `reason`.
 pub fn request_cancel(state_dir: &Path, run_id: &RunId, reason: &str) -> io::Result<()> {
     std::fs::create_dir_all(runs_dir(state_dir))?;
@@ -290,7 +317,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let id = RunId::parse("r1").unwrap();
         assert_eq!(liveness(dir.path(), &id), Liveness::Gone);
-        let lock = RunLock::acquire(dir.path(), &id).unwrap();
+        let lock = RunLock::acquire(dir.path(), &id, "p").unwrap();
         assert_eq!(liveness(dir.path(), &id), Liveness::Alive);
         assert_eq!(alive_runs(dir.path()), vec![id.clone()]);
         assert_eq!(lock.cancel_requested(), None);
@@ -301,10 +328,24 @@ mod tests {
         assert!(!has_lock_file(dir.path(), &id));
         assert!(alive_runs(dir.path()).is_empty());
         // A run that ends without finishing leaves its (unlocked) lock file behind.
-        let lock = RunLock::acquire(dir.path(), &id).unwrap();
+        let lock = RunLock::acquire(dir.path(), &id, "p").unwrap();
         drop(lock);
         assert!(has_lock_file(dir.path(), &id));
         assert_eq!(liveness(dir.path(), &id), Liveness::Gone);
+    }
+
+    #[test]
+    fn the_runs_of_one_pipeline_are_told_from_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = |s: &str| RunId::parse(s).unwrap();
+        let _a = RunLock::acquire(dir.path(), &id("r1"), "sync").unwrap();
+        let _b = RunLock::acquire(dir.path(), &id("r2"), "export").unwrap();
+        let ended = RunLock::acquire(dir.path(), &id("r3"), "sync").unwrap();
+        ended.finished();
+        assert_eq!(alive_runs_of(dir.path(), "sync"), [id("r1")]);
+        assert_eq!(alive_runs_of(dir.path(), "export"), [id("r2")]);
+        assert_eq!(alive_runs(dir.path()), [id("r1"), id("r2")]);
+        assert!(!pipeline_path(dir.path(), &id("r3")).exists());
     }
 
     #[test]

@@ -193,7 +193,7 @@ pub async fn run(
     // 1. Overlap.
     let policy = config.pipeline.overlap;
     let (pipeline_lock, overlap_with) =
-        match overlap::admit(policy, state_dir, reporter.as_ref()).await? {
+        match overlap::admit(policy, &overlap::Scope::of(config), reporter.as_ref()).await? {
             Admission::Run(lock) => (lock, None),
             Admission::Skip { running } => (None, Some(running)),
             Admission::Interrupted => return Ok(RunOutcome::not_started()),
@@ -205,7 +205,8 @@ pub async fn run(
         .run_id
         .clone()
         .unwrap_or_else(|| RunId::generate(Utc::now()));
-    let run_lock = RunLock::acquire(state_dir, &run_id).map_err(|e| state_err(state_dir, e))?;
+    let run_lock = RunLock::acquire(state_dir, &run_id, &config.pipeline.name)
+        .map_err(|e| state_err(state_dir, e))?;
     let names = config.stage_names();
     let ctx = match Ctx::create(config, &run_id, &opts.source, reporter)
         .and_then(|ctx| journal_start(&ctx, config, &names, &opts.source).map(|()| ctx))

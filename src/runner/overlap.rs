@@ -1,7 +1,8 @@
 //! The overlap policy: what a new run does while another run of the same pipeline is running.
 //!
-//! Runs coordinate through the pipeline lock ([`PipelineLock`], `<state_dir>/pipeline.lock`),
-//! so the policy holds across processes whoever started them:
+//! Runs coordinate through the pipeline lock ([`PipelineLock`], `pipeline.lock` in the
+//! pipeline's own state folder), so the policy holds across processes whoever started them,
+//! and the pipelines of a workspace never hold each other up:
 //! - `parallel`: take no lock, run;
 //! - `skip`: run if the lock is free, otherwise record a `skipped` run;
 //! - `queue`: wait for the lock, then run;
@@ -12,6 +13,8 @@
 //! per run by [`super::run`], before the run has a journal.
 
 use std::path::Path;
+
+use crate::config::Config;
 
 use super::liveness::{self, PipelineLock};
 use super::progress::Reporter;
@@ -30,55 +33,78 @@ pub(super) enum Admission {
     Interrupted,
 }
 
-/// Applies `policy` against the other runs whose state lives in `state_dir`.
+/// Where the runs of one pipeline meet: the folder of its lock, and the runs folder of the
+/// whole configuration with the pipeline's name to pick its runs out.
+pub(super) struct Scope<'a> {
+    pub(super) lock_dir: &'a Path,
+    pub(super) state_dir: &'a Path,
+    pub(super) pipeline: &'a str,
+}
+
+impl<'a> Scope<'a> {
+    pub(super) fn of(config: &'a Config) -> Scope<'a> {
+        Scope {
+            lock_dir: &config.pipeline_state_dir,
+            state_dir: &config.server.state_dir,
+            pipeline: &config.pipeline.name,
+        }
+    }
+
+    fn running(&self) -> Vec<RunId> {
+        liveness::alive_runs_of(self.state_dir, self.pipeline)
+    }
+}
+
+/// Applies `policy` against the other runs of the pipeline.
 pub(super) async fn admit(
     policy: Overlap,
-    state_dir: &Path,
+    scope: &Scope<'_>,
     reporter: &dyn Reporter,
 ) -> Result<Admission, RunError> {
     match policy {
         Overlap::Parallel => Ok(Admission::Run(None)),
-        Overlap::Skip => skip(state_dir),
-        Overlap::Queue => queue(state_dir, reporter).await,
-        Overlap::Replace => replace(state_dir, reporter).await,
+        Overlap::Skip => skip(scope),
+        Overlap::Queue => queue(scope, reporter).await,
+        Overlap::Replace => replace(scope, reporter).await,
     }
 }
 
-fn skip(state_dir: &Path) -> Result<Admission, RunError> {
-    if let Some(lock) = try_lock(state_dir)? {
+fn skip(scope: &Scope) -> Result<Admission, RunError> {
+    if let Some(lock) = try_lock(scope.lock_dir)? {
         return Ok(Admission::Run(Some(lock)));
     }
-    let running = liveness::alive_runs(state_dir);
+    let running = scope.running();
     Ok(Admission::Skip {
         running: names(&running).join(","),
     })
 }
 
-async fn queue(state_dir: &Path, reporter: &dyn Reporter) -> Result<Admission, RunError> {
-    if let Some(lock) = try_lock(state_dir)? {
+async fn queue(scope: &Scope<'_>, reporter: &dyn Reporter) -> Result<Admission, RunError> {
+    if let Some(lock) = try_lock(scope.lock_dir)? {
         return Ok(Admission::Run(Some(lock)));
     }
-    let running = liveness::alive_runs(state_dir);
+    let running = scope.running();
     reporter.note(&format!(
         "waiting for the running run {} to finish (overlap = \"queue\")",
         names(&running).join(", ")
     ));
-    wait_for_lock(state_dir, reporter).await
+    wait_for_lock(scope.lock_dir, reporter).await
 }
 
-async fn replace(state_dir: &Path, reporter: &dyn Reporter) -> Result<Admission, RunError> {
-    if let Some(lock) = try_lock(state_dir)? {
+async fn replace(scope: &Scope<'_>, reporter: &dyn Reporter) -> Result<Admission, RunError> {
+    if let Some(lock) = try_lock(scope.lock_dir)? {
         return Ok(Admission::Run(Some(lock)));
     }
-    let running = liveness::alive_runs(state_dir);
+    let running = scope.running();
     for id in &running {
-        liveness::request_cancel(state_dir, id, "replaced").map_err(|e| state_err(state_dir, e))?;
+        liveness::request_cancel(scope.state_dir, id, "replaced")
+            .map_err(|e| state_err(scope.state_dir, e))?;
     }
     reporter.note(&format!(
         "replacing the running run {} (overlap = \"replace\")",
         names(&running).join(", ")
     ));
-    wait_for_lock(state_dir, reporter).await
+    wait_for_lock(scope.lock_dir, reporter).await
 }
 
 /// Takes the pipeline lock if no other run holds it.
@@ -112,31 +138,50 @@ mod tests {
     use super::*;
     use crate::runner::progress::Quiet;
 
+    fn scope(dir: &Path) -> Scope<'_> {
+        Scope {
+            lock_dir: dir,
+            state_dir: dir,
+            pipeline: "p",
+        }
+    }
+
     #[tokio::test]
     async fn a_free_lock_admits_and_a_held_one_skips() {
         let dir = tempfile::tempdir().unwrap();
-        let first = admit(Overlap::Skip, dir.path(), &Quiet).await.unwrap();
+        let first = admit(Overlap::Skip, &scope(dir.path()), &Quiet)
+            .await
+            .unwrap();
         assert!(matches!(first, Admission::Run(Some(_))));
-        let second = admit(Overlap::Skip, dir.path(), &Quiet).await.unwrap();
+        let second = admit(Overlap::Skip, &scope(dir.path()), &Quiet)
+            .await
+            .unwrap();
         // No run lock is held here, so no run is named.
         assert!(
             matches!(&second, Admission::Skip { running } if running.is_empty()),
             "{second:?}"
         );
-        let parallel = admit(Overlap::Parallel, dir.path(), &Quiet).await.unwrap();
+        let parallel = admit(Overlap::Parallel, &scope(dir.path()), &Quiet)
+            .await
+            .unwrap();
         assert!(matches!(parallel, Admission::Run(None)));
     }
 
     #[tokio::test]
     async fn skip_names_the_running_runs_without_spaces() {
         let dir = tempfile::tempdir().unwrap();
-        let _held = admit(Overlap::Skip, dir.path(), &Quiet).await.unwrap();
+        let _held = admit(Overlap::Skip, &scope(dir.path()), &Quiet)
+            .await
+            .unwrap();
         let ids = [RunId::parse("r1").unwrap(), RunId::parse("r2").unwrap()];
         let _locks: Vec<_> = ids
             .iter()
-            .map(|id| liveness::RunLock::acquire(dir.path(), id).unwrap())
+            .map(|id| liveness::RunLock::acquire(dir.path(), id, "p").unwrap())
             .collect();
-        match admit(Overlap::Skip, dir.path(), &Quiet).await.unwrap() {
+        match admit(Overlap::Skip, &scope(dir.path()), &Quiet)
+            .await
+            .unwrap()
+        {
             Admission::Skip { running } => assert_eq!(running, "r1,r2"),
             other => panic!("{other:?}"),
         }

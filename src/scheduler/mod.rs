@@ -352,7 +352,7 @@ pub fn backend(kind: config::Backend, config: &Config, opts: OsOptions) -> Box<d
         Some(b) => b,
         None => Box::new(builtin::Builtin::new(
             Task::from_config(config, None),
-            config.server.state_dir.clone(),
+            config,
         )),
     }
 }
@@ -368,19 +368,27 @@ pub struct Task {
     pub timeout: Option<Duration>,
     /// The configuration file (made absolute when the command is built).
     pub config_path: PathBuf,
+    /// The pipeline of a workspace the task runs (`run NAME`).
+    pub pipeline: Option<String>,
     /// `None`: the running executable, resolved when the command is built.
     pub exe: Option<PathBuf>,
 }
 
 impl Task {
     pub fn from_config(config: &Config, exe: Option<PathBuf>) -> Task {
+        // In a workspace each pipeline has a task of its own (§7: `<task_name> - <pipeline>`).
+        let task_name = match config.run_name() {
+            Some(p) => format!("{} - {p}", config.scheduler.task_name),
+            None => config.scheduler.task_name.clone(),
+        };
         Task {
-            task_name: config.scheduler.task_name.clone(),
+            task_name,
             schedule: config.pipeline.schedule.clone(),
             overlap: config.pipeline.overlap,
             catchup: config.pipeline.catchup,
             timeout: config.pipeline.timeout,
             config_path: config.path.clone(),
+            pipeline: config.run_name().map(str::to_string),
             exe,
         }
     }
@@ -391,11 +399,9 @@ impl Task {
             Some(p) => p.clone(),
             None => std::env::current_exe().map_err(SchedulerError::Exe)?,
         };
-        Ok(Invocation::new(
-            absolute(&exe)?,
-            absolute(&self.config_path)?,
-            "scheduler",
-        ))
+        let mut inv = Invocation::new(absolute(&exe)?, absolute(&self.config_path)?, "scheduler");
+        inv.pipeline = self.pipeline.clone();
+        Ok(inv)
     }
 
     /// A status with this task's name and schedule; the backend fills in the rest.
@@ -592,6 +598,7 @@ pub(crate) mod test_support {
             catchup: Catchup::Last,
             timeout: Some(Duration::from_secs(1800)),
             config_path: PathBuf::from(format!("/srv/{HOSTILE}/pipewatch.toml")),
+            pipeline: None,
             exe: Some(PathBuf::from(format!("/opt/{HOSTILE}/pipewatch"))),
         }
     }

@@ -81,7 +81,7 @@ impl Systemd {
     }
 
     fn unit(&self, suffix: &str) -> String {
-        format!("{}.{suffix}", unit_name(&self.task.task_name))
+        format!("{}.{suffix}", task_unit(&self.task))
     }
 
     fn ctl(&self, args: &[&str]) -> Result<exec::Output, SchedulerError> {
@@ -332,6 +332,15 @@ pub fn exec_words(value: &str) -> Option<Vec<String>> {
     Some(words)
 }
 
+/// The units' name without suffix: `pipewatch-<pipeline>` for a pipeline of a workspace
+/// (its name is already safe in a unit name), else from the task name ([`unit_name`]).
+fn task_unit(task: &Task) -> String {
+    match &task.pipeline {
+        Some(p) => format!("pipewatch-{p}"),
+        None => unit_name(&task.task_name),
+    }
+}
+
 /// `pipewatch-<slug>`: the task name lower-cased, every run of characters outside
 /// `[a-z0-9]` made one `-` (unit names allow few characters, and a file name must not be
 /// able to climb out of the unit folder).
@@ -450,7 +459,7 @@ pub fn timer_unit(task: &Task) -> Result<String, SchedulerError> {
          [Install]\n\
          WantedBy=timers.target\n",
         text_value(&task.task_name),
-        unit_name(&task.task_name),
+        task_unit(task),
     ))
 }
 

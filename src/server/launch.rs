@@ -25,7 +25,7 @@ pub async fn launch(
 ) -> Result<(RunId, JoinHandle<()>), ApiError> {
     let id = RunId::generate(chrono::Utc::now());
     let mut cmd = tokio::process::Command::from(
-        Invocation::new(&state.exe, &state.config.path, source)
+        Invocation::of(&state.exe, &state.config, source)
             .from_dashboard(Some(id.clone()))
             .command(),
     );

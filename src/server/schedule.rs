@@ -73,7 +73,7 @@ impl audit::Runs for IndexRuns {
 
     async fn enabled(&self) -> bool {
         match self.0.config.scheduler.backend {
-            Backend::Builtin => scheduler::builtin::State::load(&self.0.config.server.state_dir)
+            Backend::Builtin => scheduler::builtin::State::load(&self.0.config.pipeline_state_dir)
                 .is_ok_and(|s| s.enabled),
             _ => call(&self.0, |b| b.status()).await.is_ok_and(|s| s.enabled),
         }
@@ -238,7 +238,7 @@ async fn came_on(
     now: DateTime<Utc>,
 ) -> Option<Since> {
     if state.config.scheduler.backend == Backend::Builtin
-        && let Ok(s) = scheduler::builtin::State::load(&state.config.server.state_dir)
+        && let Ok(s) = scheduler::builtin::State::load(&state.config.pipeline_state_dir)
         && let Some(at) = s.enabled_since
     {
         return Some(Since {

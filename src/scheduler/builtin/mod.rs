@@ -108,12 +108,21 @@ impl State {
 /// once when the change comes through its API).
 pub struct Builtin {
     task: Task,
+    /// The pipeline's own state folder: its `scheduler.json`.
     state_dir: PathBuf,
+    /// The configuration's: the run index and the runs' locks.
+    shared_dir: PathBuf,
+    pipeline: String,
 }
 
 impl Builtin {
-    pub fn new(task: Task, state_dir: PathBuf) -> Builtin {
-        Builtin { task, state_dir }
+    pub fn new(task: Task, config: &config::Config) -> Builtin {
+        Builtin {
+            task,
+            state_dir: config.pipeline_state_dir.clone(),
+            shared_dir: config.server.state_dir.clone(),
+            pipeline: config.pipeline.name.clone(),
+        }
     }
 
     fn io(&self, e: StateError) -> SchedulerError {
@@ -184,8 +193,10 @@ impl Backend for Builtin {
         status.last_result = s
             .last_run_id
             .as_deref()
-            .and_then(|id| last_result(&self.state_dir, id));
-        if s.enabled && !crate::runner::liveness::alive_runs(&self.state_dir).is_empty() {
+            .and_then(|id| last_result(&self.shared_dir, id));
+        if s.enabled
+            && !crate::runner::liveness::alive_runs_of(&self.shared_dir, &self.pipeline).is_empty()
+        {
             status.state = state::RUNNING.to_string();
         }
         Ok(status)
@@ -233,10 +244,16 @@ mod tests {
     #[test]
     fn turning_the_schedule_on_records_when() {
         let dir = tempfile::tempdir().unwrap();
-        let b = Builtin::new(
-            crate::scheduler::test_support::task("@daily"),
-            dir.path().to_path_buf(),
-        );
+        let config = config::Config::parse(
+            &format!(
+                "[pipeline]\nname = \"p\"\n[[stages]]\nname = \"a\"\nrun = \"true\"\n\
+                 [server]\nstate_dir = {:?}\n",
+                dir.path().display().to_string()
+            ),
+            &dir.path().join("pipewatch.toml"),
+        )
+        .unwrap();
+        let b = Builtin::new(crate::scheduler::test_support::task("@daily"), &config);
         b.disable().unwrap();
         assert_eq!(State::load(dir.path()).unwrap().enabled_since, None);
         let before = Utc::now();

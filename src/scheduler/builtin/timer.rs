@@ -62,7 +62,7 @@ impl Timer {
             schedule: config.pipeline.schedule.clone(),
             catchup: config.pipeline.catchup,
             catchup_window: config.pipeline.catchup_window,
-            state_dir: config.server.state_dir.clone(),
+            state_dir: config.pipeline_state_dir.clone(),
             events_dir: config.server.events_dir.clone(),
             pipeline: config.pipeline.name.clone(),
         }

@@ -37,15 +37,16 @@ use crate::server::state::AppState;
 )]
 pub async fn start_run(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let config = &state.config;
-    let state_dir = &config.server.state_dir;
+    let state_dir = &config.pipeline_state_dir;
     if config.pipeline.overlap == Overlap::Skip {
         match PipelineLock::try_acquire(state_dir) {
             Ok(Some(lock)) => drop(lock),
             Ok(None) => {
-                let running: Vec<String> = liveness::alive_runs(state_dir)
-                    .iter()
-                    .map(|r| r.to_string())
-                    .collect();
+                let running: Vec<String> =
+                    liveness::alive_runs_of(&config.server.state_dir, &config.pipeline.name)
+                        .iter()
+                        .map(|r| r.to_string())
+                        .collect();
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
                     format!(
