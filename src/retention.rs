@@ -250,7 +250,10 @@ pub fn prune_at(
     }
     let state_dir = &config.server.state_dir;
     let history = History::open(config)?;
-    let runs = candidates(history.list(usize::MAX, None)?, &config.server.events_dir)?;
+    let runs = candidates(
+        history.list(usize::MAX, None, None)?,
+        &config.server.events_dir,
+    )?;
     drop(history);
     let (chosen, kept) = plan(rules, runs, alive(state_dir), now);
     let db = crate::index::path(state_dir);
@@ -278,7 +281,7 @@ pub fn prune_index(
     }
     let state_dir = &config.server.state_dir;
     let runs = match candidates(
-        index.list_runs(usize::MAX, None, None)?,
+        index.list_runs(usize::MAX, None, &crate::index::RunFilter::default())?,
         &config.server.events_dir,
     ) {
         Ok(r) => r,

@@ -8,6 +8,7 @@
 //! |---|---|
 //! | [`init`] | `init`: the example configuration and pipeline |
 //! | [`run`](mod@run) | `run`: one run of the pipeline, now |
+//! | [`pipelines`] | `pipelines`: the pipelines of the workspace and how each is doing |
 //! | [`serve`] | `serve`: the dashboard (and `serve --example`) |
 //! | [`scheduler`] | `scheduler install\|uninstall\|enable\|disable\|status` |
 //! | [`reindex`] | `reindex`: the run index rebuilt from the run files |
@@ -26,6 +27,7 @@ mod error;
 pub mod init;
 pub mod openapi;
 pub mod out;
+pub mod pipelines;
 pub mod prune;
 pub mod reindex;
 pub mod run;
@@ -42,7 +44,7 @@ use clap::{Parser, Subcommand};
 
 pub use error::CliError;
 
-use crate::config::Config;
+use crate::config::{Config, Workspace};
 use crate::event::RunId;
 
 #[derive(Parser)]
@@ -71,8 +73,10 @@ enum Command {
     Scheduler(scheduler::Args),
     /// Write a commented example pipewatch.toml and the pipeline it runs into the current folder.
     Init,
-    /// Run the pipeline once, now.
+    /// Run the pipeline once, now (in a workspace of several: the one named).
     Run(run::Args),
+    /// The pipelines of the workspace: schedule, whether it is on, last run, next run.
+    Pipelines(pipelines::Args),
     /// The history of runs, newest first (list), or one run with its stages (show RUN_ID).
     #[command(args_conflicts_with_subcommands = true)]
     Runs(runs::Args),
@@ -111,15 +115,18 @@ pub fn run(cli: Cli) -> ExitCode {
 
 fn dispatch(cli: Cli) -> Result<u8, CliError> {
     let cwd = std::env::current_dir()?;
-    let config = || load_config(cli.config.as_deref(), &cwd);
+    let workspace = || load_workspace(cli.config.as_deref(), &cwd);
+    // The settings every pipeline shares: for the commands about the whole configuration.
+    let config = || workspace().map(|ws| ws.shared().clone());
     match cli.command {
         Command::Init => init::command(&cwd),
         Command::Serve(args) => serve::command(cli.config.as_deref(), &cwd, args),
-        Command::Scheduler(args) => scheduler::command(&config()?, args),
+        Command::Scheduler(args) => scheduler::command(&workspace()?, args),
         Command::Reindex => reindex::command(&config()?),
-        Command::Run(args) => run::command(&config()?, args),
+        Command::Run(args) => run::command(&workspace()?, args),
         Command::Runs(args) => runs::command(&config()?, args),
-        Command::Tail(args) => tail::command(&config()?, args),
+        Command::Tail(args) => tail::command(&workspace()?, args),
+        Command::Pipelines(args) => pipelines::command(&workspace()?, args),
         Command::Doctor(args) => {
             let config =
                 Config::locate(cli.config.as_deref(), &cwd).and_then(|path| Config::load(&path));
@@ -152,9 +159,9 @@ fn init_logging(serving: bool) {
         .init();
 }
 
-fn load_config(explicit: Option<&Path>, cwd: &Path) -> Result<Config, CliError> {
+fn load_workspace(explicit: Option<&Path>, cwd: &Path) -> Result<Workspace, CliError> {
     let path = Config::locate(explicit, cwd)?;
-    Ok(Config::load(&path)?)
+    Ok(Workspace::load(&path)?)
 }
 
 fn parse_run_id(s: &str) -> Result<RunId, String> {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::{CliError, parse_run_id};
-use crate::config::Config;
+use crate::config::Workspace;
 use crate::event::RunId;
 use crate::exit;
 use crate::runner::progress::{self, Reporter};
@@ -11,6 +11,9 @@ use crate::runner::{self, RunOptions, RunStatus};
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The pipeline to run: required in a workspace of several pipelines.
+    #[arg(value_name = "PIPELINE")]
+    pipeline: Option<String>,
     /// Recorded as the `source` of every event (cli, scheduler, manual, ...).
     #[arg(long, default_value = "cli")]
     source: String,
@@ -27,7 +30,8 @@ pub struct Args {
 
 /// Exit code 0 for success (or a run skipped by the overlap policy), 1 for a failed or
 /// cancelled one.
-pub fn command(config: &Config, args: Args) -> Result<u8, CliError> {
+pub fn command(ws: &Workspace, args: Args) -> Result<u8, CliError> {
+    let config = ws.select(args.pipeline.as_deref(), "run")?;
     let reporter: Arc<dyn Reporter> = Arc::from(progress::for_terminal(args.quiet));
     let rt = tokio::runtime::Runtime::new()?;
     let outcome = rt.block_on(runner::run(

@@ -50,6 +50,9 @@ struct ListArgs {
     /// Only runs with this status.
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(RUN_STATUSES))]
     status: Option<String>,
+    /// Only runs of this pipeline (also one no longer in the configuration).
+    #[arg(long, value_name = "NAME")]
+    pipeline: Option<String>,
     /// At most this many runs.
     #[arg(long, default_value_t = 20)]
     limit: usize,
@@ -82,7 +85,8 @@ pub fn command(config: &Config, args: Args) -> Result<u8, CliError> {
                 Some(Action::List(a)) => a,
                 _ => args.list,
             };
-            let runs = history.list(list.limit, list.status.as_deref())?;
+            let runs =
+                history.list(list.limit, list.status.as_deref(), list.pipeline.as_deref())?;
             if args.json {
                 super::out::stdout().json(&runs)?;
             } else {

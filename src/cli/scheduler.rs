@@ -1,8 +1,10 @@
 //! `pipewatch scheduler install|uninstall|enable|disable|status`: the task that starts the
 //! pipeline on its schedule, in whichever backend, and its status for a person or as JSON.
+//! In a workspace each pipeline has its own task (`--pipeline` picks one); the JSON is then
+//! an array of statuses, one per pipeline.
 
 use super::CliError;
-use crate::config::{Backend, Config};
+use crate::config::{Backend, Config, Workspace};
 use crate::exit;
 use crate::scheduler::{self, Status};
 
@@ -19,6 +21,10 @@ pub struct Args {
     /// systemd: a system unit (systemctl --system) instead of the user's.
     #[arg(long, global = true)]
     system: bool,
+    /// In a workspace: only this pipeline's task (install, uninstall and status default to
+    /// every pipeline's; enable and disable need a name when there are several).
+    #[arg(long, global = true, value_name = "NAME")]
+    pipeline: Option<String>,
 }
 
 #[derive(clap::Subcommand, Clone, Copy)]
@@ -54,7 +60,37 @@ impl From<BackendArg> for Backend {
     }
 }
 
-pub fn command(config: &Config, args: Args) -> Result<u8, CliError> {
+pub fn command(ws: &Workspace, args: Args) -> Result<u8, CliError> {
+    let every = matches!(
+        args.action,
+        Action::Install | Action::Uninstall | Action::Status
+    );
+    let pipelines: Vec<&Config> = match (&args.pipeline, every) {
+        (None, true) => ws.pipelines.iter().collect(),
+        (name, _) => vec![ws.select(name.as_deref(), "scheduler --pipeline")?],
+    };
+    let mut statuses = Vec::with_capacity(pipelines.len());
+    for config in pipelines {
+        statuses.push((config, one(config, &args)?));
+    }
+    let mut out = super::out::stdout();
+    match (args.json, ws.is_workspace) {
+        (true, false) => out.json(&statuses[0].1)?,
+        (true, true) => out.json(&statuses.iter().map(|(_, s)| s).collect::<Vec<_>>())?,
+        (false, false) => out.text(&render(&statuses[0].1))?,
+        (false, true) => {
+            let text: Vec<String> = statuses
+                .iter()
+                .map(|(c, s)| format!("{:<20}{}\n{}", "pipeline:", c.pipeline.name, render(s)))
+                .collect();
+            out.text(&text.join("\n"))?
+        }
+    }
+    Ok(exit::SUCCESS)
+}
+
+/// The action on one pipeline's task.
+fn one(config: &Config, args: &Args) -> Result<Status, CliError> {
     let kind = args.backend.map_or(config.scheduler.backend, Into::into);
     let options = scheduler::OsOptions {
         system: args.system,
@@ -64,19 +100,13 @@ pub fn command(config: &Config, args: Args) -> Result<u8, CliError> {
         scheduler::check_active(config, kind)?;
     }
     let b = scheduler::backend(kind, config, options);
-    let status = match args.action {
+    Ok(match args.action {
         Action::Install => b.install(),
         Action::Uninstall => b.uninstall(),
         Action::Enable => b.enable(),
         Action::Disable => b.disable(),
         Action::Status => b.status(),
-    }?;
-    if args.json {
-        super::out::stdout().json(&status)?;
-    } else {
-        super::out::stdout().text(&render(&status))?;
-    }
-    Ok(exit::SUCCESS)
+    }?)
 }
 
 /// The status as aligned `name: value` lines.

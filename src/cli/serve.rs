@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::{CliError, init, load_config};
+use super::{CliError, init, load_workspace};
 use crate::config::{self, Config};
 use crate::exit;
 use crate::runner::invocation::Invocation;
@@ -36,14 +36,17 @@ pub struct Args {
 }
 
 pub fn command(explicit: Option<&Path>, cwd: &Path, args: Args) -> Result<u8, CliError> {
-    let mut config = if args.example {
-        example_config()?
+    let mut workspace = if args.example {
+        example_config()?.into()
     } else {
-        load_config(explicit, cwd)?
+        load_workspace(explicit, cwd)?
     };
     if let Some(b) = args.bind {
-        config.server.bind = b;
+        for c in &mut workspace.pipelines {
+            c.server.bind = b;
+        }
     }
+    let config = workspace.shared().clone();
     server::check_bind(config.server.bind, &config.server.token)?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
@@ -57,13 +60,13 @@ pub fn command(explicit: Option<&Path>, cwd: &Path, args: Args) -> Result<u8, Cl
         super::out::stdout().line(format_args!("pipewatch dashboard: http://{addr}/"))?;
         let exe = std::env::current_exe()?;
         if args.example {
-            start_example_run(&exe, &config)?;
+            start_example_run(&exe, workspace.shared())?;
         }
         let options = server::ServeOptions {
             exe,
             ring_bytes: config.server.stream_buffer,
         };
-        server::serve(listener, config, options, async {
+        server::serve(listener, workspace, options, async {
             let sig = stop.await;
             tracing::info!("{sig} received");
         })

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use tungstenite::{Message, WebSocket};
 
 use crate::cli::dashboard::{connect, timed_out};
-use crate::config::Config;
+use crate::config::{Config, Workspace};
 use crate::event::{Event, Published, RunId, kind};
 use crate::runner::liveness::{self, Liveness};
 use crate::tail::{Replay, TailError};
@@ -360,8 +360,10 @@ pub fn follow(
 /// The run `tail --latest` follows: the newest run whose runner is alive; if none, waits for
 /// the next run to start (a runner taking its lock, or a new run file that is not a `missed`
 /// record), calling `on_wait` once before waiting.
+/// With `pipeline`, only that pipeline's runs count.
 pub fn latest(
     config: &Config,
+    pipeline: Option<&str>,
     poll: Duration,
     on_wait: &mut dyn FnMut(),
 ) -> Result<RunId, FollowError> {
@@ -380,12 +382,21 @@ pub fn latest(
     let mut seen: HashSet<RunId> = files(&mut HashSet::new()).into_iter().collect();
     let mut waiting = false;
     loop {
-        if let Some(id) = liveness::alive_runs(state_dir).into_iter().max() {
+        let alive = match pipeline {
+            Some(p) => liveness::alive_runs_of(state_dir, p),
+            None => liveness::alive_runs(state_dir),
+        };
+        if let Some(id) = alive.into_iter().max() {
             return Ok(id);
         }
         for id in files(&mut seen).into_iter().rev() {
-            if is_missed_record(&events_dir.join(id.file_name()), &id) {
-                seen.insert(id);
+            let (missed, of) = first_facts(&events_dir.join(id.file_name()), &id);
+            // A file too new to name its pipeline yet is looked at again next time.
+            if pipeline.is_some() && of.is_none() && !missed {
+                continue;
+            }
+            seen.insert(id.clone());
+            if missed || pipeline.is_some_and(|p| of.as_deref() != Some(p)) {
                 continue;
             }
             return Ok(id);
@@ -399,15 +410,21 @@ pub fn latest(
 }
 
 /// Whether a run file is the dashboard's record of a missed occurrence (not a run to follow).
-fn is_missed_record(path: &std::path::Path, id: &RunId) -> bool {
+/// What a new run file says so far: whether it is a `missed` record (no run at all), and
+/// the pipeline its events name.
+fn first_facts(path: &std::path::Path, id: &RunId) -> (bool, Option<String>) {
     let mut missed = false;
+    let mut pipeline = None;
     let _ = crate::index::history::read_batches(path, id, |b| {
-        missed |= b
-            .events
-            .iter()
-            .any(|p: &Arc<Published>| p.event.is_run_terminal() && p.event.event == kind::MISSED);
+        for p in &b.events {
+            let p: &Arc<Published> = p;
+            missed |= p.event.is_run_terminal() && p.event.event == kind::MISSED;
+            if pipeline.is_none() {
+                pipeline = p.event.pipeline.clone();
+            }
+        }
     });
-    missed
+    (missed, pipeline)
 }
 
 /// One event for a person: `time  stage  kind  msg`, stderr and errors in red.
@@ -456,6 +473,9 @@ pub struct Args {
     /// Follow the newest running run, or wait for the next one to start.
     #[arg(long, conflicts_with = "run_id")]
     latest: bool,
+    /// Follow the newest run of this pipeline of the workspace (with --latest, the default).
+    #[arg(long, value_name = "NAME", conflicts_with = "run_id")]
+    pipeline: Option<String>,
     /// Print each event as its raw JSON line.
     #[arg(long)]
     json: bool,
@@ -465,7 +485,11 @@ pub struct Args {
 }
 
 /// `pipewatch tail`: follows the run and exits with its result.
-pub fn command(config: &Config, args: Args) -> Result<u8, super::CliError> {
+pub fn command(ws: &Workspace, args: Args) -> Result<u8, super::CliError> {
+    let config = match &args.pipeline {
+        Some(name) => ws.select(Some(name), "tail --latest --pipeline")?,
+        None => ws.shared(),
+    };
     use super::out;
     use std::io::Write;
     let paint = super::stdout_paint();
@@ -476,16 +500,17 @@ pub fn command(config: &Config, args: Args) -> Result<u8, super::CliError> {
     };
     let id = match args.run_id {
         Some(id) => id,
-        None => latest(config, opts.poll, &mut || {
+        None => latest(config, args.pipeline.as_deref(), opts.poll, &mut || {
             out::note(
                 note.dim("no run is going: waiting for the next one to start (Ctrl-C to stop)"),
             );
         })?,
     };
     let target = Target::new(config, id.clone());
-    let width = config
-        .stages
+    let width = ws
+        .pipelines
         .iter()
+        .flat_map(|c| &c.stages)
         .map(|s| s.name.chars().count())
         .chain([crate::event::PIPELINE_STAGE.len()])
         .max()

@@ -181,6 +181,17 @@ impl Workspace {
     }
 }
 
+impl From<Config> for Workspace {
+    /// A file of one pipeline.
+    fn from(config: Config) -> Workspace {
+        Workspace {
+            path: config.path.clone(),
+            is_workspace: config.in_workspace,
+            pipelines: vec![config],
+        }
+    }
+}
+
 fn read(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
         path: path.to_path_buf(),

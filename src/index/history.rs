@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Config;
 use crate::event::RunId;
-use crate::index::{Index, IndexError, RunDetail, RunSummary};
+use crate::index::{Index, IndexError, RunDetail, RunFilter, RunSummary};
 use crate::journal::files::{self, RunFile};
 use crate::runner::liveness::{self, Liveness};
 use crate::tail::{Batch, Replay, TailError};
@@ -174,11 +174,13 @@ impl History {
         &self.source
     }
 
-    /// Runs newest first, at most `limit`, only those with `status` if given.
+    /// Runs newest first, at most `limit`, only those with `status` and of `pipeline` if
+    /// given.
     pub fn list(
         &self,
         limit: usize,
         status: Option<&str>,
+        pipeline: Option<&str>,
     ) -> Result<Vec<RunSummary>, HistoryError> {
         if let Some(s) = status
             && !crate::index::RUN_STATUSES.contains(&s)
@@ -193,14 +195,18 @@ impl History {
         let want = limit.saturating_add(self.stale.len());
         let mut runs = Vec::new();
         for s in &asked {
+            let filter = RunFilter {
+                status: s.map(str::to_string),
+                pipeline: pipeline.map(str::to_string),
+            };
             if let Some(disk) = &self.disk {
                 runs.extend(
-                    disk.list_runs(want, None, *s)?
+                    disk.list_runs(want, None, &filter)?
                         .into_iter()
                         .filter(|r| !self.stale.contains(&r.run_id)),
                 );
             }
-            runs.extend(self.fresh.list_runs(usize::MAX, None, *s)?);
+            runs.extend(self.fresh.list_runs(usize::MAX, None, &filter)?);
         }
         for r in &mut runs {
             self.adjust(r);

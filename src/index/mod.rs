@@ -30,6 +30,7 @@
 //! | `write.rs` | applying batches: load rows, fold, write back, with the checkpoint |
 //! | `feed.rs` | the all-runs stream's cursors: which events of which file each stretch went to |
 //! | `query.rs` | runs listed and looked up, counts, checkpoints |
+//! | `pipelines.rs` | the pipelines with runs; one pipeline's last run, running runs, figures |
 //! | `rebuild.rs` | [`rebuild()`] and [`Index::resync_run`], reading through the tailer's reader |
 //! | [`history`] | the index read-only, caught up with the files (`pipewatch runs`) |
 //!
@@ -54,6 +55,7 @@ pub mod history;
 
 mod feed;
 mod fold;
+mod pipelines;
 mod query;
 mod rebuild;
 mod schema;
@@ -62,7 +64,8 @@ mod testing;
 mod write;
 
 pub use feed::{Segment, epoch_start};
-pub use query::{RunDetail, RunStatus, RunSummary, StageStatus, StageSummary};
+pub use pipelines::{PipelineRuns, WindowStats};
+pub use query::{RunDetail, RunFilter, RunStatus, RunSummary, StageStatus, StageSummary};
 pub use rebuild::{RebuildStats, rebuild};
 pub use schema::Opened;
 

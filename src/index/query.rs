@@ -18,6 +18,24 @@ use super::{Index, IndexError, RUN_STATUSES, RUNNING, STAGE_STATUSES, db, parse_
 use crate::event::RunId;
 use crate::tail::Checkpoint;
 
+/// Which runs a list keeps: all by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunFilter {
+    /// Only runs with this status.
+    pub status: Option<String>,
+    /// Only runs of this pipeline.
+    pub pipeline: Option<String>,
+}
+
+impl RunFilter {
+    pub fn status(status: Option<&str>) -> RunFilter {
+        RunFilter {
+            status: status.map(str::to_string),
+            pipeline: None,
+        }
+    }
+}
+
 /// One run as `/api/runs` lists it (`docs/api.md`).
 ///
 /// Keys whose value is unknown are `null`, not left out (but `reason` and `scheduled_for`,
@@ -180,49 +198,43 @@ impl Index {
 
     /// Runs started by a scheduler (`source` `scheduler` or `catchup`) whose start lies in
     /// `[from, to]` (RFC 3339); with `include_missed`, recorded `missed` ones count too (the
-    /// occurrence auditor), without, only runs that really started (the cadence).
+    /// occurrence auditor), without, only runs that really started (the cadence). With
+    /// `pipeline`, only that pipeline's runs.
     pub fn scheduled_runs_between(
         &self,
         from: &str,
         to: &str,
         include_missed: bool,
+        pipeline: Option<&str>,
     ) -> Result<u64, IndexError> {
-        let p = self.path.as_path();
-        self.conn
-            .prepare_cached(
-                "SELECT COUNT(*) FROM runs WHERE sort_key >= ?1 AND sort_key <= ?2
-                 AND source IN ('scheduler', 'catchup') AND (?3 OR status IS NOT 'missed')",
-            )
-            .and_then(|mut s| {
-                s.query_row(params![sort_key(from), sort_key(to), include_missed], |r| {
-                    r.get::<_, i64>(0)
-                })
-            })
-            .map(to_u64)
-            .map_err(db(p, "count scheduled runs"))
+        Ok(self.scheduled_span(from, to, include_missed, pipeline)?.0)
     }
 
     /// The runs started by a scheduler (`source` `scheduler` or `catchup`) whose start lies in
     /// `[from, to]` (RFC 3339): how many, and the first and last start (sort keys). With
     /// `include_missed`, recorded `missed` occurrences count too (their key is the occurrence
     /// itself). The scheduler status's cadence measures its window and intervals from them.
+    /// With `pipeline`, only that pipeline's runs.
     pub fn scheduled_span(
         &self,
         from: &str,
         to: &str,
         include_missed: bool,
+        pipeline: Option<&str>,
     ) -> Result<(u64, Option<String>, Option<String>), IndexError> {
         let p = self.path.as_path();
         self.conn
             .prepare_cached(
                 "SELECT COUNT(*), MIN(sort_key), MAX(sort_key) FROM runs
                  WHERE sort_key >= ?1 AND sort_key <= ?2
-                 AND source IN ('scheduler', 'catchup') AND (?3 OR status IS NOT 'missed')",
+                 AND source IN ('scheduler', 'catchup') AND (?3 OR status IS NOT 'missed')
+                 AND (?4 IS NULL OR pipeline = ?4)",
             )
             .and_then(|mut s| {
-                s.query_row(params![sort_key(from), sort_key(to), include_missed], |r| {
-                    Ok((to_u64(r.get::<_, i64>(0)?), r.get(1)?, r.get(2)?))
-                })
+                s.query_row(
+                    params![sort_key(from), sort_key(to), include_missed, pipeline],
+                    |r| Ok((to_u64(r.get::<_, i64>(0)?), r.get(1)?, r.get(2)?)),
+                )
             })
             .map_err(db(p, "measure scheduled runs"))
     }
@@ -241,17 +253,14 @@ impl Index {
     }
 
     /// Runs newest first: by start time, then run id, both descending. `before` pages back:
-    /// only runs strictly older than that run (none if it is not in the index); `status`
-    /// keeps only runs with that status.
+    /// only runs strictly older than that run (none if it is not in the index); `filter`
+    /// keeps only runs with its status and of its pipeline.
     pub fn list_runs(
         &self,
         limit: usize,
         before: Option<&RunId>,
-        status: Option<&str>,
+        filter: &RunFilter,
     ) -> Result<Vec<RunSummary>, IndexError> {
-        const COLS: &str = "SELECT run_id, pipeline, status, source, started_at, finished_at,
-            duration_ms, reason, scheduled_for, failed_stages, events, first_error_seq FROM runs";
-        const ORDER: &str = "ORDER BY sort_key DESC, run_id DESC LIMIT ?";
         let p = self.path.as_path();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let cursor = match before {
@@ -268,37 +277,38 @@ impl Index {
                 }
             }
         };
-        let what = "list runs";
-        let rows = match (status, &cursor) {
-            (None, None) => {
-                let sql = format!("{COLS} WHERE status IS NOT NULL {ORDER}");
-                let mut stmt = self.conn.prepare_cached(&sql).map_err(db(p, what))?;
-                stmt.query_map(params![limit], summary_row)
-                    .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            }
-            (Some(s), None) => {
-                let sql = format!("{COLS} WHERE status = ? {ORDER}");
-                let mut stmt = self.conn.prepare_cached(&sql).map_err(db(p, what))?;
-                stmt.query_map(params![s, limit], summary_row)
-                    .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            }
-            (None, Some((key, id))) => {
-                let sql = format!(
-                    "{COLS} WHERE status IS NOT NULL AND (sort_key, run_id) < (?, ?) {ORDER}"
-                );
-                let mut stmt = self.conn.prepare_cached(&sql).map_err(db(p, what))?;
-                stmt.query_map(params![key, id, limit], summary_row)
-                    .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            }
-            (Some(s), Some((key, id))) => {
-                let sql =
-                    format!("{COLS} WHERE status = ? AND (sort_key, run_id) < (?, ?) {ORDER}");
-                let mut stmt = self.conn.prepare_cached(&sql).map_err(db(p, what))?;
-                stmt.query_map(params![s, key, id, limit], summary_row)
-                    .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            }
+        // One statement per combination of conditions, each a range scan of an index that
+        // ends in (sort_key, run_id): runs_by_start, runs_by_status or runs_by_pipeline.
+        let mut sql = String::from(
+            "SELECT run_id, pipeline, status, source, started_at, finished_at, duration_ms, \
+             reason, scheduled_for, failed_stages, events, first_error_seq FROM runs \
+             WHERE status IS NOT NULL",
+        );
+        let mut args: Vec<&dyn rusqlite::ToSql> = Vec::new();
+        if let Some(s) = &filter.status {
+            sql.push_str(" AND status = ?");
+            args.push(s);
         }
-        .map_err(db(p, what))?;
+        if let Some(name) = &filter.pipeline {
+            sql.push_str(" AND pipeline = ?");
+            args.push(name);
+        }
+        if let Some((key, id)) = &cursor {
+            sql.push_str(" AND (sort_key, run_id) < (?, ?)");
+            args.push(key);
+            args.push(id);
+        }
+        sql.push_str(" ORDER BY sort_key DESC, run_id DESC LIMIT ?");
+        args.push(&limit);
+        let what = "list runs";
+        let rows = self
+            .conn
+            .prepare_cached(&sql)
+            .and_then(|mut stmt| {
+                stmt.query_map(rusqlite::params_from_iter(args), summary_row)
+                    .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            })
+            .map_err(db(p, what))?;
         rows.into_iter().map(|r| r.into_summary(p)).collect()
     }
 
@@ -475,7 +485,9 @@ mod tests {
         let mut seen = Vec::new();
         let mut before = None;
         loop {
-            let page = ix.list_runs(128, before.as_ref(), None).unwrap();
+            let page = ix
+                .list_runs(128, before.as_ref(), &crate::index::RunFilter::default())
+                .unwrap();
             if page.is_empty() {
                 break;
             }
@@ -485,24 +497,42 @@ mod tests {
         assert_eq!(seen, expected);
 
         let failed: Vec<_> = ix
-            .list_runs(n, None, Some("failure"))
+            .list_runs(n, None, &crate::index::RunFilter::status(Some("failure")))
             .unwrap()
             .into_iter()
             .map(|r| r.run_id)
             .collect();
         assert_eq!(failed.len(), n / 3);
         let cursor = &failed[99];
-        let page = ix.list_runs(50, Some(cursor), Some("failure")).unwrap();
+        let page = ix
+            .list_runs(
+                50,
+                Some(cursor),
+                &crate::index::RunFilter::status(Some("failure")),
+            )
+            .unwrap();
         let ids: Vec<_> = page.iter().map(|r| r.run_id.clone()).collect();
         assert_eq!(ids, failed[100..150]);
         assert!(page.iter().all(|r| r.status == "failure"));
-        assert!(ix.list_runs(10, None, Some("running")).unwrap().is_empty());
         assert!(
-            ix.list_runs(10, Some(&id("unknown")), None)
+            ix.list_runs(10, None, &crate::index::RunFilter::status(Some("running")))
                 .unwrap()
                 .is_empty()
         );
-        assert!(ix.list_runs(0, None, None).unwrap().is_empty());
+        assert!(
+            ix.list_runs(
+                10,
+                Some(&id("unknown")),
+                &crate::index::RunFilter::default()
+            )
+            .unwrap()
+            .is_empty()
+        );
+        assert!(
+            ix.list_runs(0, None, &crate::index::RunFilter::default())
+                .unwrap()
+                .is_empty()
+        );
 
         ix.remove_runs(&failed).unwrap();
         assert_eq!(ix.count_runs().unwrap(), (n - n / 3) as u64);

@@ -289,8 +289,11 @@ mod tests {
         assert_eq!(live.get_run(&r1).unwrap(), Some(d));
         assert_eq!(live.checkpoints().unwrap(), rebuilt.checkpoints().unwrap());
         assert_eq!(
-            live.list_runs(10, None, None).unwrap(),
-            rebuilt.list_runs(10, None, None).unwrap()
+            live.list_runs(10, None, &crate::index::RunFilter::default())
+                .unwrap(),
+            rebuilt
+                .list_runs(10, None, &crate::index::RunFilter::default())
+                .unwrap()
         );
         let count = |ix: &Index| -> (i64, i64) {
             ix.conn

@@ -22,7 +22,7 @@ use rusqlite::{Connection, OpenFlags};
 use super::{Index, IndexError, db};
 
 /// Bumped whenever the schema changes; an index with another version is rebuilt.
-const SCHEMA_VERSION: i32 = 3;
+const SCHEMA_VERSION: i32 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE runs (
@@ -53,6 +53,7 @@ CREATE TABLE runs (
 ) WITHOUT ROWID;
 CREATE INDEX runs_by_start ON runs (sort_key, run_id);
 CREATE INDEX runs_by_status ON runs (status, sort_key, run_id);
+CREATE INDEX runs_by_pipeline ON runs (pipeline, sort_key, run_id);
 CREATE TABLE stages (
     run_id      TEXT NOT NULL,
     name        TEXT NOT NULL,

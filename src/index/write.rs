@@ -544,7 +544,9 @@ mod tests {
             )],
         ))
         .unwrap();
-        let runs = ix.list_runs(10, None, None).unwrap();
+        let runs = ix
+            .list_runs(10, None, &crate::index::RunFilter::default())
+            .unwrap();
         let ids: Vec<_> = runs.iter().map(|r| r.run_id.as_str()).collect();
         assert_eq!(ids, ["c", "b", "a"]);
         assert_eq!(runs[1].status, "missed");
@@ -599,7 +601,7 @@ mod tests {
         ))
         .unwrap();
         let ids: Vec<_> = ix
-            .list_runs(10, None, None)
+            .list_runs(10, None, &crate::index::RunFilter::default())
             .unwrap()
             .into_iter()
             .map(|r| r.run_id)
@@ -641,7 +643,16 @@ mod tests {
         assert_eq!(stage(&d, "load").status, "abandoned");
         assert_eq!(stage(&d, "load").finished_at.as_deref(), Some(at));
         assert!(ix.running_runs().unwrap().is_empty());
-        assert_eq!(ix.list_runs(10, None, Some("abandoned")).unwrap().len(), 1);
+        assert_eq!(
+            ix.list_runs(
+                10,
+                None,
+                &crate::index::RunFilter::status(Some("abandoned"))
+            )
+            .unwrap()
+            .len(),
+            1
+        );
 
         // The runner was alive after all.
         ix.apply(&batch("r1", 8, rest)).unwrap();
@@ -706,7 +717,12 @@ mod tests {
         // A run with no event is not a run yet.
         assert!(ix.get_run(&id("empty")).unwrap().is_none());
         assert_eq!(ix.count_runs().unwrap(), 1);
-        assert_eq!(ix.list_runs(10, None, None).unwrap().len(), 1);
+        assert_eq!(
+            ix.list_runs(10, None, &crate::index::RunFilter::default())
+                .unwrap()
+                .len(),
+            1
+        );
         let mode: String = ix
             .conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))

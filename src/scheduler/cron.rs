@@ -256,8 +256,15 @@ pub fn entry_line(task: &Task) -> Result<String, SchedulerError> {
     let inv = task.invocation()?;
     let exe = path_text(BACKEND, &inv.exe)?;
     let config = path_text(BACKEND, &inv.config)?;
+    // A pipeline of a workspace is named after `run`: its name is letters, digits, `_` and
+    // `-` only (checked with the configuration), so it needs no quoting.
+    let pipeline = inv
+        .pipeline
+        .as_deref()
+        .map(|p| format!(" {p}"))
+        .unwrap_or_default();
     Ok(format!(
-        "{when} {} run --config {} --source scheduler",
+        "{when} {} run{pipeline} --config {} --source scheduler",
         command_text(exe),
         command_text(config)
     ))

@@ -13,19 +13,21 @@ use tokio::task::JoinHandle;
 
 use super::error::ApiError;
 use super::state::{AppState, Stats};
+use crate::config::Config;
 use crate::event::{RunId, now_timestamp};
 use crate::runner::invocation::Invocation;
 use crate::scheduler::builtin::timer::Launcher;
 
-/// Starts `pipewatch run --source SOURCE`. Returns its run id and a handle that resolves when
-/// the process has exited.
+/// Starts `pipewatch run [PIPELINE] --source SOURCE` for `config`'s pipeline. Returns its
+/// run id and a handle that resolves when the process has exited.
 pub async fn launch(
     state: &Arc<AppState>,
+    config: &Config,
     source: &str,
 ) -> Result<(RunId, JoinHandle<()>), ApiError> {
     let id = RunId::generate(chrono::Utc::now());
     let mut cmd = tokio::process::Command::from(
-        Invocation::of(&state.exe, &state.config, source)
+        Invocation::of(&state.exe, config, source)
             .from_dashboard(Some(id.clone()))
             .command(),
     );
@@ -69,11 +71,13 @@ pub async fn launch(
     Ok((id, exited))
 }
 
-/// The built-in scheduler starts its runs the way "Run now" does.
-pub struct DashboardLauncher(pub Arc<AppState>);
+/// The built-in scheduler starts its pipeline's runs the way "Run now" does.
+pub struct DashboardLauncher(pub Arc<AppState>, pub Config);
 
 impl Launcher for DashboardLauncher {
     async fn launch(&self, source: &'static str) -> Result<(RunId, JoinHandle<()>), String> {
-        launch(&self.0, source).await.map_err(|e| e.message)
+        launch(&self.0, &self.1, source)
+            .await
+            .map_err(|e| e.message)
     }
 }

@@ -56,7 +56,7 @@ pub use routes::{MAX_BODY_BYTES, ROUTES, router};
 pub use state::{AppState, Stats};
 
 use crate::bus::{self, Bus};
-use crate::config::Config;
+use crate::config::Workspace;
 use crate::index::{self, Index, Opened};
 use crate::tail::{self, TailConfig, Tailer};
 
@@ -118,28 +118,33 @@ pub struct ServeOptions {
 
 /// A state for driving [`router`] without a socket or a tailer: an in-memory index, nothing
 /// running in the background (tests and fuzzing).
-pub fn detached_state(config: Config, exe: PathBuf) -> Result<Arc<AppState>, ServeError> {
+pub fn detached_state(
+    config: impl Into<Workspace>,
+    exe: PathBuf,
+) -> Result<Arc<AppState>, ServeError> {
     let idx = Index::open_in_memory()?;
     let bus = Bus::new(
         bus::DEFAULT_RING_BYTES,
         bus::DEFAULT_LAG,
         idx.next_cursor()?,
     );
-    Ok(Arc::new(AppState::new(config, idx, bus, exe, None)))
+    Ok(Arc::new(AppState::new(config.into(), idx, bus, exe, None)))
 }
 
 /// Runs the dashboard on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
-    mut config: Config,
+    mut workspace: Workspace,
     opts: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let addr = listener.local_addr().map_err(ServeError::Accept)?;
     // The address bound (its real port, when asked for port 0) is the one requests must name.
-    config.server.bind = addr;
-    let state_dir = config.server.state_dir.clone();
-    let events_dir = config.server.events_dir.clone();
+    for c in &mut workspace.pipelines {
+        c.server.bind = addr;
+    }
+    let state_dir = workspace.shared().server.state_dir.clone();
+    let events_dir = workspace.shared().server.events_dir.clone();
     let db_path = index::path(&state_dir);
     // The folder runs will write to; creating it now lets the watch start at once. A failure
     // is not fatal: the tailer polls for the folder until it appears.
@@ -164,7 +169,7 @@ pub async fn serve(
         index::epoch_start()
     });
     let bus = Bus::new(opts.ring_bytes, bus::DEFAULT_LAG, first);
-    let state = Arc::new(AppState::new(config, idx, bus, opts.exe, Some(close_rx)));
+    let state = Arc::new(AppState::new(workspace, idx, bus, opts.exe, Some(close_rx)));
 
     let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(256);
     let tailer = Tailer::start(

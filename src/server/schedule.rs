@@ -1,6 +1,6 @@
-//! The dashboard's side of scheduling: it runs the built-in timer (with `[scheduler] backend =
-//! "builtin"`) and the occurrence auditor (every backend) on the wall clock, and answers the
-//! scheduler status with the cadence of the last day.
+//! The dashboard's side of scheduling: for every pipeline it runs the built-in timer (with
+//! `[scheduler] backend = "builtin"`) and the occurrence auditor (every backend) on the wall
+//! clock, and answers the pipeline's scheduler status with the cadence of the last day.
 //!
 //! The loops themselves live in `scheduler` and know nothing of HTTP; here they get the
 //! dashboard's launcher ([`DashboardLauncher`]) and its run index (`IndexRuns`).
@@ -18,45 +18,55 @@ use tokio::task::JoinHandle;
 use super::error::ApiError;
 use super::launch::DashboardLauncher;
 use super::state::AppState;
-use crate::config::Backend;
+use crate::config::{Backend, Config};
 use crate::event::{format_timestamp, parse_timestamp};
-use crate::index::RunSummary;
+use crate::index::{RunFilter, RunSummary};
 use crate::scheduler::builtin::timer::Timer;
 use crate::scheduler::clock::SystemClock;
 use crate::scheduler::{self, SchedulerError, Status, audit};
 
-/// Starts the built-in timer (if it is the configured backend) and the auditor; both stop
-/// when the dashboard closes.
+/// Starts, for every pipeline, the built-in timer (if it is the configured backend) and the
+/// auditor; all stop when the dashboard closes.
 pub fn start(state: &Arc<AppState>) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
-    if state.config.scheduler.backend == Backend::Builtin {
-        let timer = Timer::from_config(&state.config);
-        tasks.push(tokio::spawn(timer.run(
-            SystemClock,
-            Arc::new(DashboardLauncher(state.clone())),
-            state.timer_wake.clone(),
-            state.closed(),
-        )));
+    for config in &state.workspace.pipelines {
+        if config.scheduler.backend == Backend::Builtin
+            && let Some(wake) = state.timer_wakes.get(&config.pipeline.name)
+        {
+            let timer = Timer::from_config(config);
+            tasks.push(tokio::spawn(timer.run(
+                SystemClock,
+                Arc::new(DashboardLauncher(state.clone(), config.clone())),
+                wake.clone(),
+                state.closed(),
+            )));
+        }
+        let auditor = state.clone();
+        let config = config.clone();
+        tasks.push(tokio::spawn(async move {
+            audit::audit(
+                config.pipeline.schedule.clone(),
+                config.scheduler.grace,
+                &config.server.events_dir,
+                &config.pipeline.name,
+                SystemClock,
+                IndexRuns(auditor.clone(), config.clone()),
+                auditor.closed(),
+            )
+            .await;
+        }));
     }
-    let auditor = state.clone();
-    tasks.push(tokio::spawn(async move {
-        let config = &auditor.config;
-        audit::audit(
-            config.pipeline.schedule.clone(),
-            config.scheduler.grace,
-            &config.server.events_dir,
-            &config.pipeline.name,
-            SystemClock,
-            IndexRuns(auditor.clone()),
-            auditor.closed(),
-        )
-        .await;
-    }));
     tasks
 }
 
-/// The auditor's view of runs: the run index, and the configured backend's on/off.
-struct IndexRuns(Arc<AppState>);
+/// The runs of `config`'s pipeline in the index: all of them for a file of one pipeline
+/// (whatever name other tools' runs carry), the pipeline's own in a workspace.
+fn runs_of(config: &Config) -> Option<String> {
+    config.run_name().map(str::to_string)
+}
+
+/// The auditor's view of one pipeline's runs: the run index, and its backend's on/off.
+struct IndexRuns(Arc<AppState>, Config);
 
 impl audit::Runs for IndexRuns {
     async fn scheduled_between(
@@ -65,17 +75,23 @@ impl audit::Runs for IndexRuns {
         to: DateTime<Utc>,
     ) -> Result<u64, String> {
         let (from, to) = (format_timestamp(from), format_timestamp(to));
+        let pipeline = runs_of(&self.1);
         self.0
-            .with_index(move |idx| idx.scheduled_runs_between(&from, &to, true))
+            .with_index(move |idx| {
+                idx.scheduled_runs_between(&from, &to, true, pipeline.as_deref())
+            })
             .await
             .map_err(|e| e.to_string())
     }
 
     async fn enabled(&self) -> bool {
-        match self.0.config.scheduler.backend {
-            Backend::Builtin => scheduler::builtin::State::load(&self.0.config.pipeline_state_dir)
+        match self.1.scheduler.backend {
+            Backend::Builtin => {
+                scheduler::builtin::State::load(&self.1.pipeline_state_dir).is_ok_and(|s| s.enabled)
+            }
+            _ => call(&self.0, &self.1, |b| b.status())
+                .await
                 .is_ok_and(|s| s.enabled),
-            _ => call(&self.0, |b| b.status()).await.is_ok_and(|s| s.enabled),
         }
     }
 }
@@ -117,14 +133,15 @@ pub struct StatusWithCadence {
     pub latest_run: Option<RunSummary>,
 }
 
-/// Runs a backend operation off the async workers.
+/// Runs a backend operation on `config`'s task off the async workers.
 async fn call(
     state: &Arc<AppState>,
+    config: &Config,
     op: fn(&dyn scheduler::Backend) -> Result<Status, SchedulerError>,
 ) -> Result<Status, ApiError> {
     let b = scheduler::backend(
-        state.config.scheduler.backend,
-        &state.config,
+        config.scheduler.backend,
+        config,
         scheduler::OsOptions {
             exe: Some(state.exe.clone()),
             ..scheduler::OsOptions::default()
@@ -136,13 +153,13 @@ async fn call(
     Ok(result?)
 }
 
-/// The status of the configured backend, with the cadence and the newest run.
-pub async fn status(state: &Arc<AppState>) -> Result<StatusWithCadence, ApiError> {
-    let status = call(state, |b| b.status()).await?;
+/// The status of `config`'s task in its backend, with the cadence and the newest run.
+pub async fn status(state: &Arc<AppState>, config: &Config) -> Result<StatusWithCadence, ApiError> {
+    let status = call(state, config, |b| b.status()).await?;
     let now = Utc::now();
     Ok(StatusWithCadence {
-        cadence: cadence(state, status.enabled, now).await,
-        latest_run: latest_run(state).await,
+        cadence: cadence(state, config, status.enabled, now).await,
+        latest_run: latest_run(state, config).await,
         status,
     })
 }
@@ -150,23 +167,32 @@ pub async fn status(state: &Arc<AppState>) -> Result<StatusWithCadence, ApiError
 /// How many runs back the newest run that is not a recorded miss is looked for.
 const LATEST_LOOKBACK: usize = 20;
 
-async fn latest_run(state: &Arc<AppState>) -> Option<RunSummary> {
+async fn latest_run(state: &Arc<AppState>, config: &Config) -> Option<RunSummary> {
+    let filter = RunFilter {
+        status: None,
+        pipeline: runs_of(config),
+    };
     let runs = state
-        .with_index(|idx| idx.list_runs(LATEST_LOOKBACK, None, None))
+        .with_index(move |idx| idx.list_runs(LATEST_LOOKBACK, None, &filter))
         .await
         .ok()?;
     runs.into_iter().find(|r| r.status != "missed")
 }
 
-async fn cadence(state: &Arc<AppState>, enabled: bool, now: DateTime<Utc>) -> Option<Cadence> {
-    let schedule = &state.config.pipeline.schedule;
+async fn cadence(
+    state: &Arc<AppState>,
+    config: &Config,
+    enabled: bool,
+    now: DateTime<Utc>,
+) -> Option<Cadence> {
+    let schedule = &config.pipeline.schedule;
     let day_ago = now - chrono::Duration::days(1);
     let configured = schedule
         .next_after(&now)
         .and_then(|a| schedule.next_after(&a).map(|b| (b - a).num_seconds()));
     // While the schedule is off nothing is expected; the runs of the last day still show.
     let window = if enabled {
-        let on = came_on(state, day_ago, now).await?;
+        let on = came_on(state, config, day_ago, now).await?;
         Some(if on.at > day_ago {
             on
         } else {
@@ -189,8 +215,9 @@ async fn cadence(state: &Arc<AppState>, enabled: bool, now: DateTime<Utc>) -> Op
     });
     let from = format_timestamp(window.map_or(day_ago, |w| w.at));
     let to = format_timestamp(now);
+    let pipeline = runs_of(config);
     let (started, first, last) = state
-        .with_index(move |idx| idx.scheduled_span(&from, &to, false))
+        .with_index(move |idx| idx.scheduled_span(&from, &to, false, pipeline.as_deref()))
         .await
         .ok()?;
     let effective = match (
@@ -234,11 +261,12 @@ struct Since {
 /// `None` when the index cannot say.
 async fn came_on(
     state: &Arc<AppState>,
+    config: &Config,
     day_ago: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Option<Since> {
-    if state.config.scheduler.backend == Backend::Builtin
-        && let Ok(s) = scheduler::builtin::State::load(&state.config.pipeline_state_dir)
+    if config.scheduler.backend == Backend::Builtin
+        && let Ok(s) = scheduler::builtin::State::load(&config.pipeline_state_dir)
         && let Some(at) = s.enabled_since
     {
         return Some(Since {
@@ -247,15 +275,16 @@ async fn came_on(
         });
     }
     let (from, to) = (format_timestamp(day_ago), format_timestamp(now));
+    let pipeline = runs_of(config);
     let (_, first, _) = state
-        .with_index(move |idx| idx.scheduled_span(&from, &to, true))
+        .with_index(move |idx| idx.scheduled_span(&from, &to, true, pipeline.as_deref()))
         .await
         .ok()?;
     if let Some(first) = first.as_deref().and_then(parse_timestamp) {
         // A run starts at most `grace` after its occurrence; a miss is recorded at it.
-        let grace = chrono::Duration::from_std(state.config.scheduler.grace)
-            .unwrap_or(chrono::Duration::zero());
-        let schedule = &state.config.pipeline.schedule;
+        let grace =
+            chrono::Duration::from_std(config.scheduler.grace).unwrap_or(chrono::Duration::zero());
+        let schedule = &config.pipeline.schedule;
         let at = schedule
             .occurrences(first - grace - chrono::Duration::milliseconds(1), first)
             .last()
@@ -274,16 +303,17 @@ async fn came_on(
     })
 }
 
-/// Turns the schedule on or off (any backend) and wakes the built-in timer.
+/// Turns `config`'s schedule on or off (any backend) and wakes its built-in timer.
 pub async fn set_enabled(
     state: &Arc<AppState>,
+    config: &Config,
     enabled: bool,
 ) -> Result<StatusWithCadence, ApiError> {
     if enabled {
-        call(state, |b| b.enable()).await?;
+        call(state, config, |b| b.enable()).await?;
     } else {
-        call(state, |b| b.disable()).await?;
+        call(state, config, |b| b.disable()).await?;
     }
-    state.timer_wake.notify_one();
-    status(state).await
+    state.wake_timer(&config.pipeline.name);
+    status(state, config).await
 }

@@ -2,6 +2,7 @@
 //! one place ([`AppState::new`]) whether `serve` runs it or a test drives the router without
 //! a socket.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,8 +12,9 @@ use tokio::sync::{Notify, watch};
 
 use super::auth::AllowedHosts;
 use super::budget::Budget;
+use super::error::ApiError;
 use crate::bus::Bus;
-use crate::config::Config;
+use crate::config::{Config, Workspace};
 use crate::event::RunId;
 use crate::index::{Index, IndexError};
 use crate::tail::{TailStats, Tailer};
@@ -41,6 +43,11 @@ impl Stats {
 
 /// Everything the handlers share.
 pub struct AppState {
+    /// Every pipeline the dashboard serves, in file order.
+    pub workspace: Workspace,
+    /// What the pipelines share (`[server]`, `[scheduler]`, the configuration file): read
+    /// those here. What is one pipeline's (its schedule, stages, overlap) comes from
+    /// [`AppState::pipeline`].
     pub config: Config,
     pub bus: Bus,
     /// The one SQLite connection; only ever locked inside `spawn_blocking`.
@@ -61,8 +68,8 @@ pub struct AppState {
     /// Wakes the ingest task when an index operation found the database corrupt: it rebuilds
     /// the index from the files (`ingest::run`).
     pub index_repair: Notify,
-    /// Wakes the built-in scheduler when its state changed (enabled or disabled).
-    pub timer_wake: Arc<Notify>,
+    /// Wakes a pipeline's built-in scheduler when its state changed (enabled or disabled).
+    pub timer_wakes: HashMap<String, Arc<Notify>>,
     /// The `Host` values that name this server (`[server] bind` and `allowed_hosts`): every
     /// request is checked against them, against DNS rebinding.
     pub allowed_hosts: AllowedHosts,
@@ -74,12 +81,12 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// A state over `index`, answering to the `Host` names of `config.server.bind` (the
-    /// address actually bound: `serve` sets it). `closing` is the shutdown signal's receiver;
+    /// A state over `index` for `workspace`, answering to the `Host` names of its
+    /// `[server] bind` (the address actually bound: `serve` sets it). `closing` is the shutdown signal's receiver;
     /// without one (a test driving the router) the state keeps a signal of its own that never
     /// fires.
     pub fn new(
-        config: Config,
+        workspace: Workspace,
         index: Index,
         bus: Bus,
         exe: PathBuf,
@@ -92,9 +99,16 @@ impl AppState {
                 (Some(tx), rx)
             }
         };
+        let config = workspace.shared().clone();
         AppState {
             allowed_hosts: AllowedHosts::new(config.server.bind, &config.server.allowed_hosts),
             budget: Budget::default(),
+            timer_wakes: workspace
+                .names()
+                .into_iter()
+                .map(|n| (n.to_string(), Arc::new(Notify::new())))
+                .collect(),
+            workspace,
             config,
             bus,
             index: Mutex::new(index),
@@ -107,7 +121,6 @@ impl AppState {
             started: Instant::now(),
             closing,
             index_repair: Notify::new(),
-            timer_wake: Arc::new(Notify::new()),
             _keep_open: keep_open,
         }
     }
@@ -148,6 +161,33 @@ impl AppState {
     pub fn index_problem(&self) -> Option<String> {
         let last = |m: &Mutex<Option<String>>| m.lock().unwrap_or_else(|p| p.into_inner()).clone();
         last(&self.index_error).or_else(|| last(&self.ingest_error))
+    }
+
+    /// The pipeline a request is about: the one `name`d (404 if the workspace has no such
+    /// pipeline), or the only one; with several and no name, 400 listing them.
+    pub fn pipeline(&self, name: Option<&str>) -> Result<&Config, ApiError> {
+        match name {
+            Some(n) => self.workspace.get(n).ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "no pipeline {n:?}; the pipelines are: {}",
+                    self.workspace.names().join(", ")
+                ))
+            }),
+            None if self.workspace.pipelines.len() == 1 => Ok(self.workspace.shared()),
+            None => Err(ApiError::bad_request(format!(
+                "this dashboard serves {} pipelines: name one with ?pipeline=NAME or \
+                 {{\"pipeline\": NAME}} (one of {})",
+                self.workspace.pipelines.len(),
+                self.workspace.names().join(", ")
+            ))),
+        }
+    }
+
+    /// Wakes `pipeline`'s built-in scheduler, if it has one.
+    pub fn wake_timer(&self, pipeline: &str) {
+        if let Some(w) = self.timer_wakes.get(pipeline) {
+            w.notify_one();
+        }
     }
 
     /// The path of a run's file (the id is already validated).

@@ -99,6 +99,7 @@ async fn call(
 
 fn concrete(path: &str) -> String {
     path.replace("{run_id}", "20261129T081500Z-3f9a2c")
+        .replace("{name}", "p")
 }
 
 /// A route added without its description, or a description of no route, fails here: the

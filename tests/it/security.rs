@@ -59,6 +59,7 @@ async fn status_of(state: &Arc<AppState>, req: Request<Body>) -> StatusCode {
 
 fn concrete(path: &str) -> String {
     path.replace("{run_id}", "20261129T081500Z-3f9a2c")
+        .replace("{name}", "p")
 }
 
 #[tokio::test]
@@ -710,7 +711,10 @@ fn clients_that_never_read_are_bounded_in_bytes_and_time() {
         "{clients} clients that never read: the server grew by {} MiB at most",
         peak >> 20
     );
-    let bound = clients * (4 << 20) + (128 << 20);
+    // The allowance is measured, not derived: the bus's ring (`[server] stream_buffer`,
+    // 16 MiB), one batch buffer per blocking read in flight, and what the allocator keeps
+    // after a burst come to about 150–190 MiB on this 60 MB run. Unbounded is ten times that.
+    let bound = clients * (4 << 20) + (256 << 20);
     assert!(
         peak < bound,
         "{clients} clients that never read made the server grow by {} MiB (bound {} MiB)",

@@ -26,8 +26,10 @@ pub struct Health {
     pub status: HealthStatus,
     /// pipewatch's version.
     pub version: &'static str,
-    /// The pipeline's name.
+    /// The pipeline's name (in a workspace, the first pipeline's: see `pipelines`).
     pub pipeline: String,
+    /// Every pipeline the dashboard serves, in file order.
+    pub pipelines: Vec<String>,
     /// Seconds since the dashboard started.
     pub uptime_s: u64,
     /// The folder of run files it tails: only to a request with the token, when one is
@@ -135,6 +137,12 @@ pub async fn health(
         },
         version: env!("CARGO_PKG_VERSION"),
         pipeline: state.config.pipeline.name.clone(),
+        pipelines: state
+            .workspace
+            .names()
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
         uptime_s: state.started.elapsed().as_secs(),
         events_dir: full.then(|| state.config.server.events_dir.clone()),
         events_id: state.config.server.events_id(),

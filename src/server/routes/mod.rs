@@ -10,6 +10,7 @@
 //! | [`events`] | `/api/runs/{run_id}/events`, in pages |
 //! | [`log`] | `/api/runs/{run_id}/log`: the run's output as plain text, streamed |
 //! | [`pipeline`] | `/api/pipeline/run`, `/api/pipeline/notify-scheduled-run` |
+//! | [`pipelines`] | `/api/pipelines`, `/api/pipelines/{name}`, its `/run` and `/scheduler/...` |
 //! | [`scheduler`] | `/api/scheduler/status`, `/enable`, `/disable` |
 //! | [`streams`] | `/ws/events`, `/ws/events/{run_id}`, `/api/runs/{run_id}/events/stream` (SSE) |
 //!
@@ -29,6 +30,7 @@ pub mod health;
 pub mod log;
 pub mod openapi;
 pub mod pipeline;
+pub mod pipelines;
 pub mod runs;
 pub mod scheduler;
 pub mod streams;
@@ -50,7 +52,7 @@ use crate::event::RunId;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Every route of [`router`] but the page ([`ASSETS`](super::assets::ASSETS), public) and the
-/// fallback, as (method, path with `{run_id}`): the security tests walk this list, and the
+/// fallback, as (method, path with `{run_id}` or `{name}`): the security tests walk this list, and the
 /// OpenAPI tests check it against the document and the router both ways.
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/health"),
@@ -66,6 +68,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/scheduler/status"),
     ("POST", "/api/scheduler/enable"),
     ("POST", "/api/scheduler/disable"),
+    ("GET", "/api/pipelines"),
+    ("GET", "/api/pipelines/{name}"),
+    ("POST", "/api/pipelines/{name}/run"),
+    ("GET", "/api/pipelines/{name}/scheduler/status"),
+    ("POST", "/api/pipelines/{name}/scheduler/enable"),
+    ("POST", "/api/pipelines/{name}/scheduler/disable"),
     ("GET", "/api/events/stream"),
     ("GET", "/ws/events"),
     ("GET", "/ws/events/{run_id}"),
@@ -105,6 +113,12 @@ pub fn api() -> Api {
         .routes(routes!(scheduler::scheduler_status))
         .routes(routes!(scheduler::scheduler_enable))
         .routes(routes!(scheduler::scheduler_disable))
+        .routes(routes!(pipelines::list_pipelines))
+        .routes(routes!(pipelines::get_pipeline))
+        .routes(routes!(pipelines::run_pipeline))
+        .routes(routes!(pipelines::pipeline_scheduler_status))
+        .routes(routes!(pipelines::pipeline_scheduler_enable))
+        .routes(routes!(pipelines::pipeline_scheduler_disable))
         .routes(routes!(streams::all_events))
         .routes(routes!(streams::run_events))
         .routes(routes!(health::metrics));

@@ -12,10 +12,14 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::{AcceptedStatus, RunAccepted};
-use crate::config::Overlap;
+use axum::body::Bytes;
+
+use super::pipelines::{PipelineBody, Which};
+use crate::config::{Config, Overlap};
 use crate::event::{RunId, now_timestamp};
 use crate::runner::liveness::{self, PipelineLock};
 use crate::server::error::{ApiError, ErrorBody, run_id};
+use crate::server::extract::Query;
 use crate::server::launch::launch;
 use crate::server::state::AppState;
 
@@ -28,15 +32,32 @@ use crate::server::state::AppState;
     path = "/api/pipeline/run",
     operation_id = "startRun",
     tag = "pipeline",
+    params(Which),
+    request_body(content = Option<PipelineBody>, description = "In a workspace of several \
+        pipelines, which one (or `?pipeline=`)."),
     responses(
         (status = 202, description = "A run was started (`source: manual`).", body = RunAccepted),
+        (status = 400, description = "Several pipelines and none named, a body that is not \
+            this object, or the query and the body naming different pipelines.",
+            body = ErrorBody),
+        (status = 404, description = "No such pipeline.", body = ErrorBody),
         (status = 409, description = "A run is going and `overlap = \"skip\"`.", body = ErrorBody),
         (status = 503, description = "Whether a run is going cannot be checked, or the run \
             cannot be started.", body = ErrorBody),
     ),
 )]
-pub async fn start_run(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let config = &state.config;
+pub async fn start_run(
+    State(state): State<Arc<AppState>>,
+    Query(which): Query<Which>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let name = which.name(Some(&body))?;
+    let config = state.pipeline(name.as_deref())?.clone();
+    start(&state, &config).await
+}
+
+/// Starts a run of `config`'s pipeline, unless its overlap policy is `skip` and one is going.
+pub async fn start(state: &Arc<AppState>, config: &Config) -> Result<Response, ApiError> {
     let state_dir = &config.pipeline_state_dir;
     if config.pipeline.overlap == Overlap::Skip {
         match PipelineLock::try_acquire(state_dir) {
@@ -63,7 +84,7 @@ pub async fn start_run(State(state): State<Arc<AppState>>) -> Result<Response, A
             }
         }
     }
-    let (id, _exited) = launch(&state, "manual").await?;
+    let (id, _exited) = launch(state, config, "manual").await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(RunAccepted {

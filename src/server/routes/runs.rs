@@ -1,4 +1,5 @@
-//! The runs: `GET /api/runs` (newest first, paged with `before`, filtered by `status`),
+//! The runs: `GET /api/runs` (newest first, paged with `before`, filtered by `status` and
+//! `pipeline`),
 //! `GET /api/runs/{run_id}` (with its stages), and `POST /api/runs/{run_id}/cancel`. A run's
 //! events are [`events`](super::events).
 //!
@@ -17,7 +18,7 @@ use utoipa::IntoParams;
 
 use super::{AcceptedStatus, RunAccepted};
 use crate::event::RunId;
-use crate::index::{RUN_STATUSES, RunDetail, RunStatus, RunSummary};
+use crate::index::{RUN_STATUSES, RunDetail, RunFilter, RunStatus, RunSummary};
 use crate::runner::liveness::{self, Liveness};
 use crate::server::error::{ApiError, ErrorBody, parse_u64, run_id};
 use crate::server::extract::{Path, Query};
@@ -37,11 +38,16 @@ pub struct ListQuery {
     /// Only runs with this status.
     #[param(value_type = Option<RunStatus>)]
     status: Option<String>,
+    /// Only runs of this pipeline (its `pipeline`, as the run's events name it; a pipeline
+    /// no longer configured keeps its history).
+    #[param(max_length = 256)]
+    pipeline: Option<String>,
 }
 
 /// Runs, newest first.
 ///
-/// Paged back with `before` (the last `run_id` of the page before), filtered by `status`.
+/// Paged back with `before` (the last `run_id` of the page before), filtered by `status`
+/// and `pipeline`.
 #[utoipa::path(
     get,
     path = "/api/runs",
@@ -51,7 +57,8 @@ pub struct ListQuery {
     responses(
         (status = 200, description = "Runs, newest first.", body = Vec<RunSummary>),
         (status = 400, description = "A `limit` that is not a whole number, a `before` that is \
-            not a run id, or an unknown `status`.", body = ErrorBody),
+            not a run id, an unknown `status`, or a `pipeline` too long to be a name.",
+            body = ErrorBody),
         (status = 503, description = "The run index is unavailable.", body = ErrorBody),
     ),
 )]
@@ -72,8 +79,17 @@ pub async fn list_runs(
         }
         other => other.map(str::to_string),
     };
+    let pipeline = match q.pipeline {
+        Some(p) if p.len() > 256 => {
+            return Err(ApiError::bad_request(
+                "pipeline must be a name of at most 256 bytes",
+            ));
+        }
+        other => other,
+    };
+    let filter = RunFilter { status, pipeline };
     let runs = state
-        .with_index(move |idx| idx.list_runs(limit, before.as_ref(), status.as_deref()))
+        .with_index(move |idx| idx.list_runs(limit, before.as_ref(), &filter))
         .await?;
     Ok(Json(serde_json::to_value(runs).unwrap_or_default()))
 }

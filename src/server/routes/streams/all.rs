@@ -40,12 +40,21 @@ pub struct CursorQuery {
     /// no gap and no duplicate.
     #[param(value_type = Option<u64>)]
     since: Option<String>,
+    /// Only the events of this pipeline (the cursors stay those of the whole stream).
+    #[param(max_length = 256)]
+    pipeline: Option<String>,
 }
 
-/// The all-runs follower: the cursor of the last event sent.
+/// The all-runs follower: the cursor of the last event taken, and the pipeline it keeps.
 struct AllFollower {
     state: Arc<AppState>,
     last: u64,
+    pipeline: Option<Arc<str>>,
+}
+
+/// Whether `e` is one of `pipeline`'s events (every event is, without a filter).
+fn kept(pipeline: Option<&str>, e: &Fed) -> bool {
+    pipeline.is_none_or(|p| e.event.event.pipeline.as_deref() == Some(p))
 }
 
 /// An all-runs frame: the cursor and the event's JSON with it.
@@ -65,9 +74,9 @@ impl Follow for AllFollower {
         }
     }
 
-    fn advance(&mut self, e: &Fed) -> Frame {
+    fn advance(&mut self, e: &Fed) -> Option<Frame> {
         self.last = e.cursor;
-        frame(e)
+        kept(self.pipeline.as_deref(), e).then(|| frame(e))
     }
 
     /// Sends everything published after `last`: from the ring if it still holds it all, else
@@ -76,7 +85,7 @@ impl Follow for AllFollower {
         loop {
             if let Some(events) = self.state.bus.after(self.last) {
                 for chunk in events.chunks(FOLLOW_BUFFER) {
-                    let frames = chunk.iter().map(|e| self.advance(e)).collect();
+                    let frames = chunk.iter().filter_map(|e| self.advance(e)).collect();
                     if !out.send(frames).await {
                         return false;
                     }
@@ -128,7 +137,7 @@ impl AllFollower {
                     let frames = events
                         .iter()
                         .filter(|e| e.cursor > last)
-                        .map(|e| self.advance(e))
+                        .filter_map(|e| self.advance(e))
                         .collect();
                     if !out.send(frames).await {
                         return false;
@@ -148,15 +157,21 @@ impl AllFollower {
 /// Follows every run from after cursor `since` (or from the ring without one). A cursor this
 /// server never gave (from an index since deleted and rebuilt: cursors only grow otherwise) is
 /// treated as none.
-fn start(state: &Arc<AppState>, since: Option<u64>) -> mpsc::Receiver<Item> {
+fn start(
+    state: &Arc<AppState>,
+    since: Option<u64>,
+    pipeline: Option<String>,
+) -> mpsc::Receiver<Item> {
     let (out, rx) = Out::new(state);
     let state = state.clone();
+    let pipeline: Option<Arc<str>> = pipeline.map(Arc::from);
     match since.filter(|&c| c <= state.bus.last_cursor()) {
         Some(last) => {
             let live = state.bus.subscribe_live();
             let follower = AllFollower {
                 state: state.clone(),
                 last,
+                pipeline,
             };
             tokio::spawn(follow(state, follower, live, out));
         }
@@ -165,10 +180,16 @@ fn start(state: &Arc<AppState>, since: Option<u64>) -> mpsc::Receiver<Item> {
             let follower = AllFollower {
                 state: state.clone(),
                 last: sub.last,
+                pipeline: pipeline.clone(),
             };
             tokio::spawn(async move {
                 for chunk in sub.backlog.chunks(FOLLOW_BUFFER) {
-                    if !out.send(chunk.iter().map(|e| frame(e)).collect()).await {
+                    let frames = chunk
+                        .iter()
+                        .filter(|e| kept(pipeline.as_deref(), e))
+                        .map(|e| frame(e))
+                        .collect();
+                    if !out.send(frames).await {
                         return;
                     }
                 }
@@ -177,6 +198,16 @@ fn start(state: &Arc<AppState>, since: Option<u64>) -> mpsc::Receiver<Item> {
         }
     }
     rx
+}
+
+/// `?pipeline=`: any name (a pipeline no longer configured has its events too), bounded.
+fn pipeline_filter(p: Option<String>) -> Result<Option<String>, ApiError> {
+    match p {
+        Some(p) if p.len() > 256 => Err(ApiError::bad_request(
+            "pipeline must be a name of at most 256 bytes",
+        )),
+        other => Ok(other),
+    }
 }
 
 /// Every run's events, live, over WebSocket.
@@ -192,13 +223,14 @@ fn start(state: &Arc<AppState>, since: Option<u64>) -> mpsc::Receiver<Item> {
         needed), with no gap and no duplicate, across restarts of the server. A client that \
         falls behind is caught up, never cut off; one that stops reading is closed with code \
         4000 (`lagged`) and resumes with `since`. Closed with 1001 on shutdown. A browser's \
-        `Origin` must be this server (403 otherwise).",
+        `Origin` must be this server (403 otherwise). With `pipeline`, only that pipeline's \
+        events (their cursors are still the whole stream's).",
     params(CursorQuery),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol: the events follow as \
             text frames."),
-        (status = 400, description = "A `since` that is not a whole number, or not a WebSocket \
-            handshake.", body = ErrorBody),
+        (status = 400, description = "A `since` that is not a whole number, a `pipeline` too \
+            long to be a name, or not a WebSocket handshake.", body = ErrorBody),
         (status = 403, description = "Cross-origin: the browser's `Origin` is not this server.", body = ErrorBody),
         (status = 426, description = "The connection cannot be upgraded.", body = ErrorBody),
     ),
@@ -209,8 +241,9 @@ pub async fn all_events(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let since = parse_u64("since", q.since.as_deref())?;
+    let pipeline = pipeline_filter(q.pipeline)?;
     Ok(handshake(ws)?.on_upgrade(move |socket| async move {
-        let rx = start(&state, since);
+        let rx = start(&state, since, pipeline);
         serve_socket(state, socket, rx).await;
     }))
 }
@@ -235,8 +268,8 @@ pub async fn all_events(
             `id:` its cursor and `data:` the `Event` object with `cursor`, as JSON; a comment \
             line now and then keeps the connection alive.",
             content_type = "text/event-stream", body = String),
-        (status = 400, description = "A `since` or `Last-Event-ID` that is not a whole number.",
-            body = ErrorBody),
+        (status = 400, description = "A `since` or `Last-Event-ID` that is not a whole number, \
+            or a `pipeline` too long to be a name.", body = ErrorBody),
     ),
 )]
 pub async fn all_sse(
@@ -245,6 +278,6 @@ pub async fn all_sse(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     let since = resume_after(&headers, q.since.as_deref())?;
-    let rx = start(&state, since);
+    let rx = start(&state, since, pipeline_filter(q.pipeline)?);
     Ok(sse_body(state, rx, None))
 }

@@ -163,8 +163,9 @@ enum Place {
 /// What a stream's follower knows: where it is, and how to read again what it missed.
 trait Follow {
     fn place(&self, e: &Fed) -> Place;
-    /// Takes `e` as sent: its frame.
-    fn advance(&mut self, e: &Fed) -> Frame;
+    /// Takes `e` as sent: its frame, or `None` for an event this stream passes over (not
+    /// of the pipeline it is filtered to).
+    fn advance(&mut self, e: &Fed) -> Option<Frame>;
     /// Sends what it missed up to now; false if the client is gone.
     async fn catch_up(&mut self, out: &Out) -> bool;
     /// Whether the stream has sent all there will be.
@@ -214,8 +215,10 @@ async fn follow<F: Follow>(
                     {
                         return;
                     }
-                    if f.place(&e) != Place::Sent {
-                        batch.push(f.advance(&e));
+                    if f.place(&e) != Place::Sent
+                        && let Some(frame) = f.advance(&e)
+                    {
+                        batch.push(frame);
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {

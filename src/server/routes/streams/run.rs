@@ -59,10 +59,10 @@ impl Follow for RunFollower {
         }
     }
 
-    fn advance(&mut self, e: &Fed) -> Frame {
+    fn advance(&mut self, e: &Fed) -> Option<Frame> {
         self.last = Some(e.event.seq);
         self.done |= e.event.event.is_run_terminal();
-        frame(&e.event)
+        Some(frame(&e.event))
     }
 
     fn finished(&self) -> bool {
