@@ -112,6 +112,21 @@ impl AsRef<Path> for Project {
 /// the tests whose subject is not the shell; each fits in a TOML literal string (`'''…'''`).
 /// `echo hi` needs no entry: both shells print `hi`.
 pub mod stage {
+    /// The command for this platform's shell: `unix` for `sh -c`, `windows` for
+    /// `cmd /d /s /c` (the whole string after `/c`, as `src/runner/process.rs` passes it).
+    pub fn sh(unix: &str, windows: &str) -> String {
+        if cfg!(windows) { windows } else { unix }.to_string()
+    }
+
+    /// Waits `secs` seconds, then succeeds. cmd.exe has no sleep of its own (`timeout` wants a
+    /// console): `ping -n N` on the loopback address waits a second between its N echoes.
+    pub fn sleep(secs: u32) -> String {
+        sh(
+            &format!("sleep {secs}"),
+            &format!("ping -n {} 127.0.0.1 >nul", secs + 1),
+        )
+    }
+
     /// Succeeds, printing nothing.
     #[cfg(unix)]
     pub const OK: &str = "true";
