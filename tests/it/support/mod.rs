@@ -317,8 +317,6 @@ impl Rng {
     }
 
     /// A duration between `from` and `to` milliseconds.
-    // Only the fault suite uses it, and that suite is Unix-only (see tests/it/faults.rs).
-    #[cfg_attr(not(unix), allow(dead_code))]
     pub fn millis(&mut self, from: u64, to: u64) -> Duration {
         Duration::from_millis(from + self.below(to - from + 1))
     }
