@@ -153,6 +153,29 @@ fn long_lines_are_capped_and_bad_utf8_replaced() {
     assert_eq!(lines[2]["msg"], "after");
 }
 
+/// What a stage leaves running in the background when it exits is ended with it: the run
+/// does not wait for it (it holds the stage's output open). The Unix tests in [`unix`] also
+/// check the process itself is gone.
+#[test]
+fn a_background_process_left_by_a_stage_does_not_hold_the_run() {
+    let script = stage::sh(
+        "sleep 300 & echo done",
+        // Its lines go to the stage's output, which it holds open.
+        "start /b ping -n 300 127.0.0.1& echo done",
+    );
+    let p = Project::with_config(&stage("a", &script, ""));
+    let started = Instant::now();
+    let out = p.run(&["run", "--no-notify"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    let out = logs(&p.journal(), "a", "stdout");
+    assert!(out.iter().any(|l| l == "done"), "{out:?}");
+}
+
 #[test]
 fn retries_then_failure_skips_dependents_but_not_independents() {
     let config = [
