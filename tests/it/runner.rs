@@ -112,11 +112,16 @@ fn order_is_kept_per_stream() {
 #[test]
 fn a_million_lines_neither_deadlock_nor_get_lost() {
     // Both streams at once, so a runner that drained one pipe before the other would block.
+    // The lines come from files the test writes: a loop in cmd.exe prints a million lines in
+    // minutes under Wine.
     let script = stage::sh(
-        "seq 1 1000000; seq 1 1000 >&2",
-        "@echo off& (for /l %i in (1,1,1000000) do echo %i)& for /l %i in (1,1,1000) do >&2 echo %i",
+        "cat lines.txt; cat err.txt >&2",
+        "type lines.txt& >&2 type err.txt",
     );
     let p = Project::with_config(&stage("a", &script, ""));
+    let numbers = |n: u32| (1..=n).map(|i| format!("{i}\n")).collect::<String>();
+    std::fs::write(p.path().join("lines.txt"), numbers(1_000_000)).unwrap();
+    std::fs::write(p.path().join("err.txt"), numbers(1000)).unwrap();
     let out = p.run(&["run", "--no-notify", "--quiet"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let events = p.journal();
@@ -129,6 +134,19 @@ fn a_million_lines_neither_deadlock_nor_get_lost() {
             .all(|(i, l)| *l == (i + 1).to_string())
     );
     assert_eq!(logs(&events, "a", "stderr").len(), 1000);
+    // All of it journaled before the stage's end, and the run's end last: a stage that
+    // printed faster than its lines could be journaled once had a quarter of its output
+    // before its `success` and the rest after the run's.
+    let last_line = events.iter().rposition(|e| e["event"] == "log").unwrap();
+    let a_end = events
+        .iter()
+        .position(|e| e["stage"] == "a" && e["event"] == "success")
+        .expect("stage a's success");
+    assert!(
+        last_line < a_end,
+        "a line at {last_line} after the stage's end at {a_end}"
+    );
+    assert_eq!(run_end(&events)["event"], "success");
 }
 
 #[test]
