@@ -1010,9 +1010,9 @@ mod unix {
     use super::{LONG, Rng, Writer, index_fault, watch_health};
     use crate::support::*;
 
-    // Unix-only: grandchildren left by `sleep 300 &`, found through /proc, and process groups
-    // killed by signal (on Windows a stage's job object holds its processes).
-    // 2. kill -9 runners mid-stage
+    // 2. kill -9 runners mid-stage. Unix-only: grandchildren left by `sleep 300 &`, found
+    // through /proc, and process groups killed by signal (on Windows a stage's job object
+    // holds its processes).
 
     /// A project whose one stage starts a background `sleep 300` (the grandchild), prints its pid,
     /// and waits for it; runs may overlap.
@@ -1216,7 +1216,6 @@ mod unix {
         assert!(!forged.exists(), "{} is still there", forged.display());
     }
 
-
     /// The index database and its journal files.
     fn index_files(p: &Project) -> Vec<PathBuf> {
         std::fs::read_dir(p.state_dir())
@@ -1231,8 +1230,8 @@ mod unix {
             .collect()
     }
 
-    // Unix-only: a file another process has open can be deleted only on Unix (Windows refuses
-    // while SQLite holds the index open).
+    // 5. Unix-only: a file another process has open can be deleted only on Unix (Windows
+    // refuses while SQLite holds the index open).
     #[test]
     fn index_deleted_while_serving() {
         index_fault("deleted", |p| {
@@ -1242,8 +1241,7 @@ mod unix {
         });
     }
 
-
-    // Unix-only: permission bits (chmod 0444 / 0555) on the open index and its folder.
+    // 5. Unix-only: permission bits (chmod 0444 / 0555) on the open index and its folder.
     /// Whether permissions bind this process (they do not for root).
     fn permissions_bind(dir: &Path) -> bool {
         use std::os::unix::fs::PermissionsExt;
@@ -1304,9 +1302,8 @@ mod unix {
         );
     }
 
-
-    // Linux-only means: a full disk is a 1 MiB tmpfs mounted for the test.
-    // 6. The disk full while the runner writes
+    // 6. The disk full while the runner writes. Unix-only: the full disk is a 1 MiB tmpfs
+    // mounted for the test (Linux, as root).
 
     /// A 1 MiB tmpfs, unmounted on drop.
     struct SmallDisk(PathBuf);
@@ -1435,5 +1432,4 @@ mod unix {
         assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
         assert!(stderr(&out).contains("No space left"), "{}", stderr(&out));
     }
-
 }
