@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use process_wrap::tokio::ChildWrapper;
 use tokio::task::JoinSet;
 
-use super::capture::pump;
+use super::capture::{StopReading, pump};
 use super::groups::StageGroup;
 use super::progress::Ending;
 use super::stop::{Stop, StopRx, stopped};
@@ -36,7 +36,8 @@ use crate::config::Stage;
 use crate::event::{Data, Level, Stream, kind};
 use crate::journal::OutputLine;
 
-/// How long to wait for a stage's output after its process tree has been killed.
+/// How long to keep reading a stage's output after its process tree has been killed (what was
+/// read by then is journaled, however long that takes).
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// While waiting for the output, how often to look for processes that left the stage's group
 /// and still hold its pipes.
@@ -342,7 +343,8 @@ async fn run_attempt(
     if let Some(g) = &group {
         ctx.track_group(g, true);
     }
-    let pumps = capture(ctx, stage, &mut child);
+    let stop_reading = StopReading::new();
+    let pumps = capture(ctx, stage, &mut child, &stop_reading);
     let spawned = Instant::now();
     let result = wait(&mut child, stage.timeout, stop).await;
     // Kill the whole group: on timeout or stop this ends the stage; after a normal exit it
@@ -355,7 +357,7 @@ async fn run_attempt(
     if let Some(g) = &group {
         ctx.track_group(g, false);
     }
-    drain(pumps, &stage.name).await;
+    drain(pumps, &stop_reading, &stage.name).await;
     (result, took)
 }
 
@@ -387,13 +389,32 @@ fn spawn(ctx: &Ctx, stage: &Stage, attempt: u32) -> Result<Box<dyn ChildWrapper>
 }
 
 /// Starts capturing the child's stdout and stderr, each on its own task.
-fn capture(ctx: &Arc<Ctx>, stage: &Stage, child: &mut Box<dyn ChildWrapper>) -> JoinSet<()> {
+fn capture(
+    ctx: &Arc<Ctx>,
+    stage: &Stage,
+    child: &mut Box<dyn ChildWrapper>,
+    stop: &StopReading,
+) -> JoinSet<()> {
     let mut pumps = JoinSet::new();
     if let Some(out) = child.stdout().take() {
-        pumps.spawn(pump(out, ctx.clone(), stage.name.clone(), Stream::Stdout));
+        let name = stage.name.clone();
+        pumps.spawn(pump(
+            out,
+            ctx.clone(),
+            name,
+            Stream::Stdout,
+            stop.subscribe(),
+        ));
     }
     if let Some(err) = child.stderr().take() {
-        pumps.spawn(pump(err, ctx.clone(), stage.name.clone(), Stream::Stderr));
+        let name = stage.name.clone();
+        pumps.spawn(pump(
+            err,
+            ctx.clone(),
+            name,
+            Stream::Stderr,
+            stop.subscribe(),
+        ));
     }
     pumps
 }
@@ -423,20 +444,22 @@ async fn wait(
     }
 }
 
-/// Waits for the output of a finished attempt to be journaled, within [`DRAIN_GRACE`], ending
-/// meanwhile the stage's processes that left its group (they hold its pipes open, and are
-/// re-parented to the runner as their parents die), and once more when the output is done
-/// (one that let go of the pipes is ended too).
-async fn drain(mut pumps: JoinSet<()>, stage: &str) {
+/// Waits for the output of a finished attempt to be journaled, ending meanwhile the stage's
+/// processes that left its group (they hold its pipes open, and are re-parented to the runner
+/// as their parents die), and once more when the output is done (one that let go of the pipes
+/// is ended too). Reading stops after [`DRAIN_GRACE`]; journaling what was read does not: the
+/// attempt's end is journaled after all of its output.
+async fn drain(mut pumps: JoinSet<()>, stop: &StopReading, stage: &str) {
     let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
     loop {
         match tokio::time::timeout(ESCAPED_EVERY, pumps.join_next()).await {
             Ok(None) => break,
             Ok(Some(_)) => {}
             Err(_) if tokio::time::Instant::now() >= deadline => {
-                // Something still holds the pipe that nothing here can end; stop reading
-                // rather than hang.
-                pumps.abort_all();
+                // Something may still hold a pipe that nothing here can end; stop reading
+                // rather than hang, and wait for what was read to be journaled.
+                stop.stop();
+                while pumps.join_next().await.is_some() {}
                 break;
             }
             Err(_) => kill_escaped(stage).await,

@@ -6,6 +6,10 @@
 //! neither pipe can fill up and block the stage; the bound means a stage that outruns the
 //! journal by more than [`READ_AHEAD_BYTES`] waits on its pipe instead of growing memory.
 //!
+//! Reading can be stopped ([`StopReading`]: a pipe still held open after the stage has ended);
+//! what was read by then is journaled all the same, so everything journaled for an attempt is
+//! in the journal before the caller writes the attempt's end.
+//!
 //! Invariants: lines of one stream are journaled in the order printed; a line is at most
 //! [`MAX_LINE_BYTES`] (cut on a UTF-8 boundary and marked truncated); an unterminated last
 //! line is still a line. Called by [`super::attempt`] for every attempt it starts. This is
@@ -27,7 +31,27 @@ const READ_AHEAD_BYTES: usize = 16 * 1024 * 1024;
 /// Size of each read from a pipe.
 const CHUNK: usize = 64 * 1024;
 
-/// Reads one output stream to its end and journals each line as soon as it is complete.
+/// Tells the [`pump`]s of an attempt to stop reading their pipes (and so end once what they
+/// read is journaled).
+pub(super) struct StopReading(tokio::sync::watch::Sender<bool>);
+
+impl StopReading {
+    pub(super) fn new() -> StopReading {
+        StopReading(tokio::sync::watch::channel(false).0)
+    }
+
+    pub(super) fn stop(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// What a [`pump`] watches.
+    pub(super) fn subscribe(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.0.subscribe()
+    }
+}
+
+/// Reads one output stream to its end, or until told to stop reading, and journals each line
+/// as soon as it is complete; returns once every line read is journaled.
 ///
 /// Two tasks: a reader that drains the pipe into a queue bounded by bytes, and a writer that
 /// splits the chunks into lines and journals everything of a chunk in one write. Each line is
@@ -37,25 +61,34 @@ pub(super) async fn pump<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
     ctx: Arc<Ctx>,
     stage: String,
     stream: Stream,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     let budget = Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_BYTES));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Vec<u8>, OwnedSemaphorePermit)>();
     let read_budget = budget.clone();
     let read = tokio::spawn(async move {
         let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = match reader.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            // n <= CHUNK < READ_AHEAD_BYTES, so the permits always exist; the semaphore is
-            // never closed, so acquiring only fails if the run is being torn down.
-            let Ok(permit) = read_budget.clone().acquire_many_owned(n as u32).await else {
-                return;
-            };
-            if tx.send((buf[..n].to_vec(), permit)).is_err() {
-                return;
+        let read_all = async move {
+            loop {
+                let n = match reader.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                // n <= CHUNK < READ_AHEAD_BYTES, so the permits always exist; the semaphore is
+                // never closed, so acquiring only fails if the run is being torn down.
+                let Ok(permit) = read_budget.clone().acquire_many_owned(n as u32).await else {
+                    return;
+                };
+                if tx.send((buf[..n].to_vec(), permit)).is_err() {
+                    return;
+                }
             }
+        };
+        // Stopping (or the attempt's end, which drops the sender) drops the pipe and the
+        // queue's sender: the writer ends with what was read.
+        tokio::select! {
+            () = read_all => {}
+            _ = stopped.wait_for(|stop| *stop) => {}
         }
     });
     // The writer is CPU work (splitting, JSON) plus blocking file writes: it runs on the

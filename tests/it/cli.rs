@@ -751,6 +751,10 @@ fn ended_runs(dir: &Path) -> usize {
         .count()
 }
 
+/// How long a run of the example may take: its stages are real programs (the shell's, and
+/// under Windows cmd.exe's), several seconds under Wine on a loaded machine.
+const EXAMPLE_RUN_WITHIN: Duration = Duration::from_secs(90);
+
 #[test]
 fn serve_example_lives_in_the_data_folder_and_is_reused() {
     let p = Project::new();
@@ -771,7 +775,7 @@ fn serve_example_lives_in_the_data_folder_and_is_reused() {
         second.contains(&format!("http://127.0.0.1:{port}/")),
         "{second:?}"
     );
-    wait_until(LONG, "the example's first run ends", || {
+    wait_until(EXAMPLE_RUN_WITHIN, "the example's first run ends", || {
         ended_runs(&dir) == 1
     });
     let _ = child.kill();
@@ -785,7 +789,7 @@ fn serve_example_lives_in_the_data_folder_and_is_reused() {
         first.trim(),
         format!("serving the example pipeline in {}", dir.display())
     );
-    wait_until(LONG, "the second start's run ends", || {
+    wait_until(EXAMPLE_RUN_WITHIN, "the second start's run ends", || {
         ended_runs(&dir) == 2
     });
     let _ = child.kill();

@@ -112,6 +112,21 @@ impl AsRef<Path> for Project {
 /// the tests whose subject is not the shell; each fits in a TOML literal string (`'''…'''`).
 /// `echo hi` needs no entry: both shells print `hi`.
 pub mod stage {
+    /// The command for this platform's shell: `unix` for `sh -c`, `windows` for
+    /// `cmd /d /s /c` (the whole string after `/c`, as `src/runner/process.rs` passes it).
+    pub fn sh(unix: &str, windows: &str) -> String {
+        if cfg!(windows) { windows } else { unix }.to_string()
+    }
+
+    /// Waits `secs` seconds, then succeeds. cmd.exe has no sleep of its own (`timeout` wants a
+    /// console): `ping -n N` on the loopback address waits a second between its N echoes.
+    pub fn sleep(secs: u32) -> String {
+        sh(
+            &format!("sleep {secs}"),
+            &format!("ping -n {} 127.0.0.1 >nul", secs + 1),
+        )
+    }
+
     /// Succeeds, printing nothing.
     #[cfg(unix)]
     pub const OK: &str = "true";
@@ -302,8 +317,6 @@ impl Rng {
     }
 
     /// A duration between `from` and `to` milliseconds.
-    // Only the fault suite uses it, and that suite is Unix-only (see tests/it/faults.rs).
-    #[cfg_attr(not(unix), allow(dead_code))]
     pub fn millis(&mut self, from: u64, to: u64) -> Duration {
         Duration::from_millis(from + self.below(to - from + 1))
     }

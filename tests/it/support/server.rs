@@ -213,7 +213,7 @@ impl Server {
         self.child.as_mut().expect("pipewatch serve is running")
     }
 
-    // Only the Unix-only suites (runner, faults) signal the server by its pid.
+    // Used on Unix only: `stop` signals it, `rss` and the benchmark read /proc.
     #[cfg_attr(not(unix), allow(dead_code))]
     pub fn pid(&self) -> u32 {
         self.child
