@@ -17,7 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, Local, Utc};
 use serde::Serialize;
 
-use crate::config::{Backend, Config, ConfigError};
+use crate::config::{Backend, Config, ConfigError, Workspace};
 use crate::scheduler::{self, SchedulerError};
 
 /// How long the dashboard may take to answer.
@@ -77,22 +77,28 @@ pub fn failed(checks: &[Check]) -> bool {
 }
 
 /// Runs every check for the configuration at `config` (or the error loading it).
-pub fn run(config: Result<Config, ConfigError>, opts: &scheduler::OsOptions) -> Vec<Check> {
+pub fn run(workspace: Result<Workspace, ConfigError>, opts: &scheduler::OsOptions) -> Vec<Check> {
     let mut out = Vec::new();
-    let config = match config {
-        Ok(c) => {
+    let workspace = match workspace {
+        Ok(ws) => {
+            let pipelines: Vec<String> = ws
+                .pipelines
+                .iter()
+                .map(|c| {
+                    format!(
+                        "pipeline {:?}, {} stage{}, schedule {}",
+                        c.pipeline.name,
+                        c.stages.len(),
+                        if c.stages.len() == 1 { "" } else { "s" },
+                        c.pipeline.schedule.expression()
+                    )
+                })
+                .collect();
             out.push(Check::pass(
                 "config",
-                format!(
-                    "{} is valid: pipeline {:?}, {} stage{}, schedule {}",
-                    c.path.display(),
-                    c.pipeline.name,
-                    c.stages.len(),
-                    if c.stages.len() == 1 { "" } else { "s" },
-                    c.pipeline.schedule.expression()
-                ),
+                format!("{} is valid: {}", ws.path.display(), pipelines.join("; ")),
             ));
-            c
+            ws
         }
         Err(e) => {
             let fix = match &e {
@@ -109,22 +115,31 @@ pub fn run(config: Result<Config, ConfigError>, opts: &scheduler::OsOptions) -> 
             return out;
         }
     };
-    let folder_ok = events_folder(&config, &mut out);
+    // The events folder, the dashboard and the WebSocket are the workspace's; each pipeline
+    // has its own scheduler task.
+    let config = workspace.shared();
+    let folder_ok = events_folder(config, &mut out);
     if folder_ok {
-        run_files(&config, &mut out);
+        run_files(config, &mut out);
     } else {
         out.push(Check::skip("run files", "not checked: no events folder"));
     }
-    let up = dashboard(&config, &mut out);
+    let up = dashboard(config, &mut out);
     if up {
-        websocket(&config, &mut out);
+        websocket(config, &mut out);
     } else {
         out.push(Check::skip(
             "websocket",
             "not checked: no dashboard of this configuration answers",
         ));
     }
-    scheduler_task(&config, opts, up, &mut out);
+    for c in &workspace.pipelines {
+        let check = match c.run_name() {
+            Some(name) => format!("scheduler ({name})"),
+            None => "scheduler".to_string(),
+        };
+        scheduler_task(c, opts, up, &check, &mut out);
+    }
     inotify(&mut out);
     out
 }
@@ -406,9 +421,9 @@ fn scheduler_task(
     config: &Config,
     opts: &scheduler::OsOptions,
     dashboard_up: bool,
+    name: &str,
     out: &mut Vec<Check>,
 ) {
-    let name = "scheduler";
     let kind = config.scheduler.backend;
     let backend_name = serde_json::to_value(kind)
         .ok()
@@ -569,8 +584,11 @@ pub struct Args {
 }
 
 /// `pipewatch doctor`: exit code 1 if a check failed.
-pub fn command(config: Result<Config, ConfigError>, args: Args) -> Result<u8, super::CliError> {
-    let checks = run(config, &scheduler::OsOptions::default());
+pub fn command(
+    workspace: Result<Workspace, ConfigError>,
+    args: Args,
+) -> Result<u8, super::CliError> {
+    let checks = run(workspace, &scheduler::OsOptions::default());
     if args.json {
         super::out::stdout().json(&checks)?;
     } else {

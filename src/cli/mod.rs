@@ -128,9 +128,9 @@ fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Tail(args) => tail::command(&workspace()?, args),
         Command::Pipelines(args) => pipelines::command(&workspace()?, args),
         Command::Doctor(args) => {
-            let config =
-                Config::locate(cli.config.as_deref(), &cwd).and_then(|path| Config::load(&path));
-            doctor::command(config, args)
+            let workspace =
+                Config::locate(cli.config.as_deref(), &cwd).and_then(|path| Workspace::load(&path));
+            doctor::command(workspace, args)
         }
         Command::Prune(args) => prune::command(&config()?, args),
         Command::Openapi => openapi::command(),

@@ -93,3 +93,14 @@ pub fn parse_u64(name: &str, raw: Option<&str>) -> Result<Option<u64>, ApiError>
     })
     .transpose()
 }
+
+/// A `?pipeline=` filter (on runs and streams): any name, since a pipeline no longer
+/// configured keeps its history, but bounded.
+pub fn pipeline_filter(p: Option<String>) -> Result<Option<String>, ApiError> {
+    match p {
+        Some(p) if p.len() > 256 => Err(ApiError::bad_request(
+            "pipeline must be a name of at most 256 bytes",
+        )),
+        other => Ok(other),
+    }
+}

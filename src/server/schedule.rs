@@ -134,7 +134,7 @@ pub struct StatusWithCadence {
 }
 
 /// Runs a backend operation on `config`'s task off the async workers.
-async fn call(
+pub(crate) async fn call(
     state: &Arc<AppState>,
     config: &Config,
     op: fn(&dyn scheduler::Backend) -> Result<Status, SchedulerError>,

@@ -14,3 +14,4 @@ mod scheduler;
 mod security;
 mod server;
 mod streams;
+mod workspace;

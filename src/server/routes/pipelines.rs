@@ -305,7 +305,8 @@ async fn summary(
 }
 
 /// Whether the pipeline's schedule is on and its next run: from the built-in scheduler's
-/// state file directly, or from the OS backend's status (off the async workers).
+/// state file directly (its full status also opens the run index for the last result, which
+/// the list does not show), or from the OS backend's status.
 async fn switch(state: &Arc<AppState>, config: &Config) -> (bool, Option<String>, Option<String>) {
     let next = |c: &Config| {
         c.pipeline
@@ -319,17 +320,8 @@ async fn switch(state: &Arc<AppState>, config: &Config) -> (bool, Option<String>
             Err(e) => (false, None, Some(e.to_string())),
         };
     }
-    let b = scheduler::backend(
-        config.scheduler.backend,
-        config,
-        scheduler::OsOptions {
-            exe: Some(state.exe.clone()),
-            ..scheduler::OsOptions::default()
-        },
-    );
-    match tokio::task::spawn_blocking(move || b.status()).await {
-        Ok(Ok(s)) => (s.enabled, s.next_run, None),
-        Ok(Err(e)) => (false, None, Some(e.to_string())),
-        Err(e) => (false, None, Some(e.to_string())),
+    match schedule::call(state, config, |b| b.status()).await {
+        Ok(s) => (s.enabled, s.next_run, None),
+        Err(e) => (false, None, Some(e.message)),
     }
 }

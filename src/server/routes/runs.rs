@@ -20,7 +20,7 @@ use super::{AcceptedStatus, RunAccepted};
 use crate::event::RunId;
 use crate::index::{RUN_STATUSES, RunDetail, RunFilter, RunStatus, RunSummary};
 use crate::runner::liveness::{self, Liveness};
-use crate::server::error::{ApiError, ErrorBody, parse_u64, run_id};
+use crate::server::error::{ApiError, ErrorBody, parse_u64, pipeline_filter, run_id};
 use crate::server::extract::{Path, Query};
 use crate::server::state::AppState;
 
@@ -79,15 +79,10 @@ pub async fn list_runs(
         }
         other => other.map(str::to_string),
     };
-    let pipeline = match q.pipeline {
-        Some(p) if p.len() > 256 => {
-            return Err(ApiError::bad_request(
-                "pipeline must be a name of at most 256 bytes",
-            ));
-        }
-        other => other,
+    let filter = RunFilter {
+        status,
+        pipeline: pipeline_filter(q.pipeline)?,
     };
-    let filter = RunFilter { status, pipeline };
     let runs = state
         .with_index(move |idx| idx.list_runs(limit, before.as_ref(), &filter))
         .await?;

@@ -24,7 +24,7 @@ use super::{
     serve_socket, sse_body,
 };
 use crate::bus::Fed;
-use crate::server::error::{ApiError, ErrorBody, parse_u64};
+use crate::server::error::{ApiError, ErrorBody, parse_u64, pipeline_filter};
 use crate::server::extract::Query;
 use crate::server::feed::SegmentReader;
 use crate::server::state::AppState;
@@ -198,16 +198,6 @@ fn start(
         }
     }
     rx
-}
-
-/// `?pipeline=`: any name (a pipeline no longer configured has its events too), bounded.
-fn pipeline_filter(p: Option<String>) -> Result<Option<String>, ApiError> {
-    match p {
-        Some(p) if p.len() > 256 => Err(ApiError::bad_request(
-            "pipeline must be a name of at most 256 bytes",
-        )),
-        other => Ok(other),
-    }
 }
 
 /// Every run's events, live, over WebSocket.
