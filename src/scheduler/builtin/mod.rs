@@ -89,6 +89,21 @@ impl State {
         }
     }
 
+    /// Holds the state's lock file until dropped: every read-modify-write of the state (the
+    /// dashboard's loop, the API, `pipewatch scheduler`) takes it, so that one never writes
+    /// back a copy read before another's change — an enable or disable is never lost.
+    pub fn lock(state_dir: &Path) -> Result<std::fs::File, StateError> {
+        let path = state_dir.join("scheduler.json.lock");
+        let err = |e: std::io::Error| StateError {
+            path: path.clone(),
+            message: e.to_string(),
+        };
+        std::fs::create_dir_all(state_dir).map_err(err)?;
+        let file = fsx::open_lock(&path).map_err(err)?;
+        file.lock().map_err(err)?;
+        Ok(file)
+    }
+
     /// Writes the state atomically.
     pub fn save(&self, state_dir: &Path) -> Result<(), StateError> {
         let path = state_path(state_dir);
@@ -133,6 +148,7 @@ impl Builtin {
     }
 
     fn set(&self, enabled: bool) -> Result<Status, SchedulerError> {
+        let lock = State::lock(&self.state_dir).map_err(|e| self.io(e))?;
         let mut s = State::load(&self.state_dir).map_err(|e| self.io(e))?;
         if s.enabled != enabled {
             s.enabled = enabled;
@@ -146,6 +162,7 @@ impl Builtin {
             }
             s.save(&self.state_dir).map_err(|e| self.io(e))?;
         }
+        drop(lock);
         self.status()
     }
 }
@@ -239,6 +256,41 @@ mod tests {
         std::fs::write(state_path(dir.path()), "{not json").unwrap();
         let e = State::load(dir.path()).unwrap_err();
         assert!(e.to_string().contains("scheduler.json"), "{e}");
+    }
+
+    #[test]
+    fn changes_made_at_once_under_the_lock_are_all_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = t(9, 0);
+        State {
+            last_occurrence: Some(start),
+            ..State::default()
+        }
+        .save(dir.path())
+        .unwrap();
+        let change = |f: fn(&mut State)| {
+            let dir = dir.path().to_path_buf();
+            move || {
+                for _ in 0..100 {
+                    let _lock = State::lock(&dir).unwrap();
+                    let mut s = State::load(&dir).unwrap();
+                    f(&mut s);
+                    s.save(&dir).unwrap();
+                }
+            }
+        };
+        let ticks = std::thread::spawn(change(|s| {
+            s.last_occurrence = s.last_occurrence.map(|t| t + chrono::Duration::seconds(1))
+        }));
+        let toggles = std::thread::spawn(change(|s| s.enabled = !s.enabled));
+        ticks.join().unwrap();
+        toggles.join().unwrap();
+        let s = State::load(dir.path()).unwrap();
+        assert_eq!(
+            s.last_occurrence,
+            Some(start + chrono::Duration::seconds(100))
+        );
+        assert!(s.enabled, "100 toggles of an enabled schedule");
     }
 
     #[test]

@@ -79,9 +79,13 @@ impl Timer {
         })
     }
 
-    /// Changes the fields the loop owns on a fresh copy of the state, so that an enable or
-    /// disable written meanwhile (by the API or `pipewatch scheduler`) is never overwritten.
+    /// Changes the fields the loop owns on a fresh copy of the state, read and written under
+    /// the state's lock, so that an enable or disable written meanwhile (by the API or
+    /// `pipewatch scheduler`) is never overwritten.
     fn update(&self, change: impl FnOnce(&mut State)) {
+        let _lock = State::lock(&self.state_dir)
+            .inspect_err(|e| tracing::error!("{e}"))
+            .ok();
         let mut s = self.load();
         change(&mut s);
         if let Err(e) = s.save(&self.state_dir) {
