@@ -52,7 +52,8 @@ pub fn command(explicit: Option<&Path>, cwd: &Path, args: Args) -> Result<u8, Cl
     rt.block_on(async move {
         // Listening for the signals before anything else: one sent during start-up is a
         // clean shutdown once the server is up, not an abrupt end.
-        let stop = shutdown::signalled();
+        let stop = shutdown::stop_signalled();
+        let hangups = shutdown::Hangups::new();
         let listener = tokio::net::TcpListener::bind(config.server.bind)
             .await
             .map_err(|e| listen_error(config.server.bind, &config.path, e))?;
@@ -65,6 +66,7 @@ pub fn command(explicit: Option<&Path>, cwd: &Path, args: Args) -> Result<u8, Cl
         let options = server::ServeOptions {
             exe,
             ring_bytes: config.server.stream_buffer,
+            hangups: Some(hangups),
         };
         server::serve(listener, workspace, options, async {
             let sig = stop.await;

@@ -124,7 +124,7 @@ pub enum Command {
     Argv(Vec<String>),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Pipeline {
     pub name: String,
     pub schedule: Schedule,
@@ -134,7 +134,7 @@ pub struct Pipeline {
     pub timeout: Option<Duration>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Stage {
     pub name: String,
     pub run: Command,
@@ -148,7 +148,7 @@ pub struct Stage {
     pub workdir: PathBuf,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Server {
     pub bind: SocketAddr,
     /// Absolute.
@@ -182,7 +182,7 @@ impl Server {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Retention {
     /// `None` keeps files regardless of age.
     pub max_age: Option<Duration>,
@@ -190,7 +190,7 @@ pub struct Retention {
     pub max_runs: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Scheduler {
     pub backend: Backend,
     pub task_name: String,
@@ -200,7 +200,7 @@ pub struct Scheduler {
 }
 
 /// A loaded, validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Absolute path of the configuration file it came from: the workspace file for a
     /// pipeline of a workspace. A task or a dashboard belongs to this file.

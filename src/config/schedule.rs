@@ -28,6 +28,13 @@ pub struct Schedule {
     cron: Cron,
 }
 
+/// Two schedules are the same when they are written the same.
+impl PartialEq for Schedule {
+    fn eq(&self, other: &Schedule) -> bool {
+        self.expression == other.expression
+    }
+}
+
 impl Schedule {
     /// The expression as written.
     pub fn expression(&self) -> &str {

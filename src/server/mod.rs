@@ -26,6 +26,7 @@
 //! | [`auth`] | the Host, token, Origin, body size and content-type guards |
 //! | [`budget`] | the bytes clients may have queued, each and all together |
 //! | [`openapi`] | the API's OpenAPI 3.1 description, made from the routes |
+//! | [`reload`] | reading the configuration again (`POST /api/reload`, SIGHUP) |
 //! | [`routes`] | the router, one module per group of routes |
 
 pub mod assets;
@@ -37,6 +38,7 @@ mod feed;
 mod ingest;
 pub mod launch;
 pub mod openapi;
+pub mod reload;
 pub mod routes;
 pub mod schedule;
 pub mod state;
@@ -114,6 +116,9 @@ pub struct ServeOptions {
     pub exe: PathBuf,
     /// The size of the bus's ring of recent events, in bytes.
     pub ring_bytes: usize,
+    /// SIGHUP, which reads the configuration again (made before the server starts, so one
+    /// sent during start-up waits for it); `None` leaves SIGHUP alone.
+    pub hangups: Option<crate::runner::shutdown::Hangups>,
 }
 
 /// A state for driving [`router`] without a socket or a tailer: an in-memory index, nothing
@@ -191,7 +196,10 @@ pub async fn serve(
 
     let ingest = tokio::spawn(ingest::run(state.clone(), batch_rx));
     let watchdog = tokio::spawn(ingest::watch_liveness(state.clone()));
-    let scheduling = schedule::start(&state);
+    schedule::apply(&state, &state.workspace());
+    let reloader = opts
+        .hangups
+        .map(|h| tokio::spawn(reload::on_hangup(state.clone(), h)));
     let pruner = tokio::spawn(prune_hourly(state.clone()));
 
     tracing::info!("dashboard listening on http://{addr}");
@@ -210,9 +218,10 @@ pub async fn serve(
     }
     watchdog.abort();
     pruner.abort();
-    for task in scheduling {
-        task.abort();
+    if let Some(r) = reloader {
+        r.abort();
     }
+    state.schedules.stop();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, ingest).await;
     tracing::info!("dashboard stopped");
     Ok(())
@@ -255,7 +264,7 @@ async fn prune_hourly(state: Arc<AppState>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let config = state.config.clone();
+        let config = state.workspace().shared().clone();
         let pruned = state
             .with_index(move |idx| {
                 crate::retention::prune_index(&config, idx, false, chrono::Utc::now())

@@ -9,54 +9,116 @@
 //! 24 hours), so that a new or re-enabled schedule is not measured against a day it was off;
 //! `came_on` says where that time comes from for each backend.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::error::ApiError;
 use super::launch::DashboardLauncher;
 use super::state::AppState;
-use crate::config::{Backend, Config};
+use crate::config::{Backend, Config, Workspace};
 use crate::event::{format_timestamp, parse_timestamp};
 use crate::index::{RunFilter, RunSummary};
 use crate::scheduler::builtin::timer::Timer;
 use crate::scheduler::clock::SystemClock;
 use crate::scheduler::{self, SchedulerError, Status, audit};
 
-/// Starts, for every pipeline, the built-in timer (if it is the configured backend) and the
-/// auditor; all stop when the dashboard closes.
-pub fn start(state: &Arc<AppState>) -> Vec<JoinHandle<()>> {
-    let mut tasks = Vec::new();
-    for config in &state.workspace.pipelines {
-        if config.scheduler.backend == Backend::Builtin
-            && let Some(wake) = state.timer_wakes.get(&config.pipeline.name)
-        {
-            let timer = Timer::from_config(config);
-            tasks.push(tokio::spawn(timer.run(
-                SystemClock,
-                Arc::new(DashboardLauncher(state.clone(), config.clone())),
-                wake.clone(),
-                state.closed(),
-            )));
+/// The scheduling tasks of each pipeline, by name: started with the dashboard, started again
+/// for a pipeline whose configuration a reload changed, stopped for one it removed.
+#[derive(Default)]
+pub struct Schedules(Mutex<HashMap<String, Tasks>>);
+
+/// One pipeline's built-in timer (with that backend) and auditor; dropping them stops them.
+struct Tasks {
+    /// The configuration they were started with.
+    config: Config,
+    /// Wakes the timer when the pipeline's state changed (enabled or disabled).
+    wake: Arc<Notify>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        // The timer records an occurrence as handled before it starts its run, so one stopped
+        // at any point neither loses nor repeats an occurrence: its successor goes on from
+        // the state file.
+        for h in &self.handles {
+            h.abort();
         }
-        let auditor = state.clone();
-        let config = config.clone();
-        tasks.push(tokio::spawn(async move {
-            audit::audit(
-                config.pipeline.schedule.clone(),
-                config.scheduler.grace,
-                &config.server.events_dir,
-                &config.pipeline.name,
-                SystemClock,
-                IndexRuns(auditor.clone(), config.clone()),
-                auditor.closed(),
-            )
-            .await;
-        }));
     }
-    tasks
+}
+
+impl Schedules {
+    fn tasks(&self) -> std::sync::MutexGuard<'_, HashMap<String, Tasks>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes `pipeline`'s built-in timer, if it has one.
+    pub fn wake(&self, pipeline: &str) {
+        if let Some(t) = self.tasks().get(pipeline) {
+            t.wake.notify_one();
+        }
+    }
+
+    /// Stops every pipeline's tasks (the dashboard is closing).
+    pub fn stop(&self) {
+        self.tasks().clear();
+    }
+}
+
+/// Brings the scheduling tasks in line with `workspace`: for every pipeline the built-in timer
+/// (if it is the configured backend) and the auditor, left running for a pipeline whose
+/// configuration is unchanged, started again for a changed one, stopped for one no longer
+/// there. All stop when the dashboard closes.
+pub fn apply(state: &Arc<AppState>, workspace: &Workspace) {
+    let mut tasks = state.schedules.tasks();
+    tasks.retain(|name, _| workspace.get(name).is_some());
+    for config in &workspace.pipelines {
+        let name = &config.pipeline.name;
+        if tasks.get(name).is_some_and(|t| t.config == *config) {
+            continue;
+        }
+        // The old ones stop before the new ones start.
+        tasks.remove(name);
+        tasks.insert(name.clone(), start(state, config));
+    }
+}
+
+fn start(state: &Arc<AppState>, config: &Config) -> Tasks {
+    let wake = Arc::new(Notify::new());
+    let mut handles = Vec::new();
+    if config.scheduler.backend == Backend::Builtin {
+        let timer = Timer::from_config(config);
+        handles.push(tokio::spawn(timer.run(
+            SystemClock,
+            Arc::new(DashboardLauncher(state.clone(), config.clone())),
+            wake.clone(),
+            state.closed(),
+        )));
+    }
+    let auditor = state.clone();
+    let audited = config.clone();
+    handles.push(tokio::spawn(async move {
+        audit::audit(
+            audited.pipeline.schedule.clone(),
+            audited.scheduler.grace,
+            &audited.server.events_dir,
+            &audited.pipeline.name,
+            SystemClock,
+            IndexRuns(auditor.clone(), audited.clone()),
+            auditor.closed(),
+        )
+        .await;
+    }));
+    Tasks {
+        config: config.clone(),
+        wake,
+        handles,
+    }
 }
 
 /// The runs of `config`'s pipeline in the index: all of them for a file of one pipeline
@@ -316,4 +378,44 @@ pub async fn set_enabled(
     }
     state.wake_timer(&config.pipeline.name);
     status(state, config).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &std::path::Path, schedule: &str) -> Config {
+        let text = format!(
+            "[pipeline]\nname = \"p\"\nschedule = \"{schedule}\"\n\
+             [server]\nevents_dir = \"events\"\nstate_dir = \"state\"\n\
+             [[stages]]\nname = \"a\"\nrun = \"true\"\n"
+        );
+        Config::parse(&text, &dir.join("pipewatch.toml")).unwrap()
+    }
+
+    fn wake(state: &AppState) -> Arc<Notify> {
+        state.schedules.tasks()["p"].wake.clone()
+    }
+
+    #[tokio::test]
+    async fn only_a_changed_pipeline_gets_new_tasks() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::server::detached_state(config(dir.path(), "@daily"), "pw".into())
+            .unwrap();
+        apply(&state, &state.workspace());
+        let first = wake(&state);
+
+        apply(&state, &state.workspace());
+        assert!(Arc::ptr_eq(&first, &wake(&state)), "unchanged: kept");
+
+        state.replace_workspace(config(dir.path(), "@hourly").into());
+        apply(&state, &state.workspace());
+        assert!(!Arc::ptr_eq(&first, &wake(&state)), "changed: started again");
+        // The old timer and auditor are gone: only the new tasks hold their wake.
+        tokio::task::yield_now().await;
+        assert_eq!(Arc::strong_count(&first), 1);
+
+        state.schedules.stop();
+        assert!(state.schedules.tasks().is_empty());
+    }
 }

@@ -2,10 +2,9 @@
 //! one place ([`AppState::new`]) whether `serve` runs it or a test drives the router without
 //! a socket.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use tokio::sync::{Notify, watch};
@@ -13,6 +12,7 @@ use tokio::sync::{Notify, watch};
 use super::auth::AllowedHosts;
 use super::budget::Budget;
 use super::error::ApiError;
+use super::schedule::Schedules;
 use crate::bus::Bus;
 use crate::config::{Config, Workspace};
 use crate::event::RunId;
@@ -43,11 +43,13 @@ impl Stats {
 
 /// Everything the handlers share.
 pub struct AppState {
-    /// Every pipeline the dashboard serves, in file order.
-    pub workspace: Workspace,
-    /// What the pipelines share (`[server]`, `[scheduler]`, the configuration file): read
-    /// those here. What is one pipeline's (its schedule, stages, overlap) comes from
-    /// [`AppState::pipeline`].
+    /// Every pipeline the dashboard serves, in file order: replaced whole when the
+    /// configuration is read again (`reload`), so read it through [`AppState::workspace`].
+    workspace: RwLock<Arc<Workspace>>,
+    /// `[server]` and the configuration file, as the dashboard started with them (a reload
+    /// keeps them: the address, folders and token need a restart). What may change on a
+    /// reload — the pipelines, `[retention]`, `[scheduler]` — comes from
+    /// [`AppState::workspace`] and [`AppState::pipeline`].
     pub config: Config,
     pub bus: Bus,
     /// The one SQLite connection; only ever locked inside `spawn_blocking`.
@@ -68,8 +70,10 @@ pub struct AppState {
     /// Wakes the ingest task when an index operation found the database corrupt: it rebuilds
     /// the index from the files (`ingest::run`).
     pub index_repair: Notify,
-    /// Wakes a pipeline's built-in scheduler when its state changed (enabled or disabled).
-    pub timer_wakes: HashMap<String, Arc<Notify>>,
+    /// Every pipeline's built-in timer and auditor.
+    pub schedules: Schedules,
+    /// Held while the configuration is read again: one reload at a time.
+    pub reloading: tokio::sync::Mutex<()>,
     /// The `Host` values that name this server (`[server] bind` and `allowed_hosts`): every
     /// request is checked against them, against DNS rebinding.
     pub allowed_hosts: AllowedHosts,
@@ -103,12 +107,9 @@ impl AppState {
         AppState {
             allowed_hosts: AllowedHosts::new(config.server.bind, &config.server.allowed_hosts),
             budget: Budget::default(),
-            timer_wakes: workspace
-                .names()
-                .into_iter()
-                .map(|n| (n.to_string(), Arc::new(Notify::new())))
-                .collect(),
-            workspace,
+            schedules: Schedules::default(),
+            reloading: tokio::sync::Mutex::new(()),
+            workspace: RwLock::new(Arc::new(workspace)),
             config,
             bus,
             index: Mutex::new(index),
@@ -163,31 +164,44 @@ impl AppState {
         last(&self.index_error).or_else(|| last(&self.ingest_error))
     }
 
+    /// The pipelines as configured now.
+    pub fn workspace(&self) -> Arc<Workspace> {
+        self.workspace
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts a configuration read again in place; returns the one it replaces.
+    pub fn replace_workspace(&self, workspace: Workspace) -> Arc<Workspace> {
+        let mut slot = self.workspace.write().unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut *slot, Arc::new(workspace))
+    }
+
     /// The pipeline a request is about: the one `name`d (404 if the workspace has no such
     /// pipeline), or the only one; with several and no name, 400 listing them.
-    pub fn pipeline(&self, name: Option<&str>) -> Result<&Config, ApiError> {
+    pub fn pipeline(&self, name: Option<&str>) -> Result<Config, ApiError> {
+        let workspace = self.workspace();
         match name {
-            Some(n) => self.workspace.get(n).ok_or_else(|| {
+            Some(n) => workspace.get(n).cloned().ok_or_else(|| {
                 ApiError::not_found(format!(
                     "no pipeline {n:?}; the pipelines are: {}",
-                    self.workspace.names().join(", ")
+                    workspace.names().join(", ")
                 ))
             }),
-            None if self.workspace.pipelines.len() == 1 => Ok(self.workspace.shared()),
+            None if workspace.pipelines.len() == 1 => Ok(workspace.shared().clone()),
             None => Err(ApiError::bad_request(format!(
                 "this dashboard serves {} pipelines: name one with ?pipeline=NAME or \
                  {{\"pipeline\": NAME}} (one of {})",
-                self.workspace.pipelines.len(),
-                self.workspace.names().join(", ")
+                workspace.pipelines.len(),
+                workspace.names().join(", ")
             ))),
         }
     }
 
     /// Wakes `pipeline`'s built-in scheduler, if it has one.
     pub fn wake_timer(&self, pipeline: &str) {
-        if let Some(w) = self.timer_wakes.get(pipeline) {
-            w.notify_one();
-        }
+        self.schedules.wake(pipeline);
     }
 
     /// The path of a run's file (the id is already validated).

@@ -176,3 +176,160 @@ fn one_dashboard_serves_every_pipeline_and_keeps_a_removed_ones_history() {
     assert_eq!(list[1]["last_run"]["run_id"], export_id.as_str());
     assert_eq!(s.post_json("/api/pipelines/export/run", "").status, 404);
 }
+
+/// Writes the pipeline file `pipelines/NAME.toml` of [`workspace`]'s layout.
+fn pipeline_file(p: &Project, name: &str, schedule: &str) {
+    std::fs::write(
+        p.path().join("pipelines").join(format!("{name}.toml")),
+        format!(
+            "[pipeline]\nname = \"{name}\"\nschedule = \"{schedule}\"\n\n\
+             [[stages]]\nname = \"work\"\nrun = \"echo {name}-done\"\n"
+        ),
+    )
+    .unwrap();
+}
+
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_reload_applies_new_changed_and_removed_pipelines_without_losing_a_stream() {
+    let p = workspace();
+    let s = Server::start(&p);
+    let mut ws = s.ws("/ws/events");
+
+    // A new pipeline and a changed schedule.
+    pipeline_file(&p, "report", "@hourly");
+    pipeline_file(&p, "sync", "*/5 * * * *");
+    let r = s.post_json("/api/reload", "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let changes = r.json();
+    assert_eq!(strings(&changes["pipelines"]), ["export", "report", "sync"]);
+    assert_eq!(strings(&changes["added"]), ["report"]);
+    assert_eq!(strings(&changes["changed"]), ["sync"]);
+    assert!(strings(&changes["removed"]).is_empty(), "{changes}");
+    assert!(strings(&changes["restart_needed"]).is_empty(), "{changes}");
+    let list = s.json("/api/pipelines");
+    assert_eq!(names(&list), ["export", "report", "sync"]);
+    assert_eq!(list[2]["schedule"], "*/5 * * * *");
+    assert_eq!(s.health()["pipelines"].as_array().unwrap().len(), 3);
+
+    // The new pipeline runs, and its events come on the stream opened before the reload.
+    let started = s.post_json("/api/pipelines/report/run", "");
+    assert_eq!(started.status, 202, "{}", started.body);
+    let id = started.json()["run_id"].as_str().unwrap().to_string();
+    let got = read_until(&mut ws, "the new pipeline's run end", |got| {
+        got.iter().any(|e| {
+            e["run_id"] == id.as_str() && e["stage"] == "pipeline" && e["event"] == "success"
+        })
+    });
+    assert!(
+        got.iter()
+            .any(|e| e["pipeline"] == "report" && e["msg"] == "report-done"),
+        "{got:?}"
+    );
+
+    // A file that does not load changes nothing, and says where it is wrong.
+    let broken = p.path().join("pipelines").join("sync.toml");
+    std::fs::write(
+        &broken,
+        "[pipeline]\nname = \"sync\"\nschedule = \"every day\"\n",
+    )
+    .unwrap();
+    let r = s.post_json("/api/reload", "");
+    assert_eq!(r.status, 422, "{}", r.body);
+    let error = r.json()["error"].as_str().unwrap().to_string();
+    assert!(error.contains("sync.toml:3"), "{error}");
+    assert!(error.contains("unchanged"), "{error}");
+    assert_eq!(s.json("/api/pipelines")[2]["schedule"], "*/5 * * * *");
+
+    // A removed pipeline stops being served; a changed [server] waits for a restart.
+    pipeline_file(&p, "sync", "*/5 * * * *");
+    std::fs::remove_file(p.path().join("pipelines").join("export.toml")).unwrap();
+    p.write_config(
+        "[workspace]\npipelines = [\"pipelines/*.toml\"]\n\n[server]\npoll_interval = \"1s\"\n",
+    );
+    let r = s.post_json("/api/reload", "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let changes = r.json();
+    assert_eq!(strings(&changes["removed"]), ["export"]);
+    assert_eq!(
+        strings(&changes["restart_needed"]),
+        ["[server] poll_interval"]
+    );
+    assert_eq!(s.post_json("/api/pipelines/export/run", "").status, 404);
+    let list = s.json("/api/pipelines");
+    assert_eq!(names(&list), ["report", "sync"]);
+    assert!(
+        s.stderr()
+            .contains("apply when pipewatch serve is restarted")
+    );
+
+    // Nothing was lost or repeated on the stream across the reloads.
+    let again = s.post_json("/api/pipelines/sync/run", "");
+    assert_eq!(again.status, 202, "{}", again.body);
+    let sync_id = again.json()["run_id"].as_str().unwrap().to_string();
+    let more = read_until(&mut ws, "the sync run's end", |got| {
+        got.iter().any(|e| {
+            e["run_id"] == sync_id.as_str() && e["stage"] == "pipeline" && e["event"] == "success"
+        })
+    });
+    let mut seen = std::collections::HashSet::new();
+    for e in got.iter().chain(&more) {
+        assert!(
+            seen.insert((e["run_id"].to_string(), e["seq"].as_u64())),
+            "delivered twice: {e}"
+        );
+    }
+    assert_eq!(
+        more.iter()
+            .filter(|e| e["run_id"] == sync_id.as_str())
+            .count(),
+        s.all_events(&sync_id).len()
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn sighup_reads_the_configuration_again_and_the_dashboard_keeps_serving() {
+    let p = workspace();
+    let mut s = Server::start(&p);
+    pipeline_file(&p, "report", "@hourly");
+    let pid = s.pid().to_string();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    s.wait_json(
+        "/api/pipelines",
+        "the new pipeline",
+        Duration::from_secs(10),
+        |list| names(list) == ["export", "report", "sync"],
+    );
+    assert!(s.alive(), "SIGHUP stopped the dashboard:\n{}", s.stderr());
+    assert!(s.stderr().contains("SIGHUP received"), "{}", s.stderr());
+
+    // A bad file on SIGHUP is logged and changes nothing.
+    std::fs::write(
+        p.path().join("pipelines").join("report.toml"),
+        "[pipeline\n",
+    )
+    .unwrap();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    wait_until(Duration::from_secs(10), "the refused reload logged", || {
+        s.stderr().contains("reload refused")
+    });
+    assert!(s.stderr().contains("report.toml:1"), "{}", s.stderr());
+    assert!(s.alive());
+    assert_eq!(names(&s.json("/api/pipelines")).len(), 3);
+}

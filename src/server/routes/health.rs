@@ -112,6 +112,7 @@ pub async fn health(
     uri: Uri,
 ) -> Json<Health> {
     let full = auth::authorized(&state, &headers, uri.query());
+    let workspace = state.workspace();
     let shown = |e: Option<String>| {
         if full {
             e
@@ -136,13 +137,8 @@ pub async fn health(
             HealthStatus::Degraded
         },
         version: env!("CARGO_PKG_VERSION"),
-        pipeline: state.config.pipeline.name.clone(),
-        pipelines: state
-            .workspace
-            .names()
-            .into_iter()
-            .map(str::to_string)
-            .collect(),
+        pipeline: workspace.shared().pipeline.name.clone(),
+        pipelines: workspace.names().into_iter().map(str::to_string).collect(),
         uptime_s: state.started.elapsed().as_secs(),
         events_dir: full.then(|| state.config.server.events_dir.clone()),
         events_id: state.config.server.events_id(),

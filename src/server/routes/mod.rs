@@ -11,6 +11,7 @@
 //! | [`log`] | `/api/runs/{run_id}/log`: the run's output as plain text, streamed |
 //! | [`pipeline`] | `/api/pipeline/run`, `/api/pipeline/notify-scheduled-run` |
 //! | [`pipelines`] | `/api/pipelines`, `/api/pipelines/{name}`, its `/run` and `/scheduler/...` |
+//! | [`reload`] | `/api/reload`: the configuration read again |
 //! | [`scheduler`] | `/api/scheduler/status`, `/enable`, `/disable` |
 //! | [`streams`] | `/ws/events`, `/ws/events/{run_id}`, `/api/runs/{run_id}/events/stream` (SSE) |
 //!
@@ -31,6 +32,7 @@ pub mod log;
 pub mod openapi;
 pub mod pipeline;
 pub mod pipelines;
+pub mod reload;
 pub mod runs;
 pub mod scheduler;
 pub mod streams;
@@ -74,6 +76,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/pipelines/{name}/scheduler/status"),
     ("POST", "/api/pipelines/{name}/scheduler/enable"),
     ("POST", "/api/pipelines/{name}/scheduler/disable"),
+    ("POST", "/api/reload"),
     ("GET", "/api/events/stream"),
     ("GET", "/ws/events"),
     ("GET", "/ws/events/{run_id}"),
@@ -119,6 +122,7 @@ pub fn api() -> Api {
         .routes(routes!(pipelines::pipeline_scheduler_status))
         .routes(routes!(pipelines::pipeline_scheduler_enable))
         .routes(routes!(pipelines::pipeline_scheduler_disable))
+        .routes(routes!(reload::reload_configuration))
         .routes(routes!(streams::all_events))
         .routes(routes!(streams::run_events))
         .routes(routes!(health::metrics));

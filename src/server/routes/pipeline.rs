@@ -52,7 +52,7 @@ pub async fn start_run(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let name = which.name(Some(&body))?;
-    let config = state.pipeline(name.as_deref())?.clone();
+    let config = state.pipeline(name.as_deref())?;
     start(&state, &config).await
 }
 

@@ -126,15 +126,16 @@ pub struct PipelineSummary {
 )]
 pub async fn list_pipelines(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let known = state.with_index(|idx| idx.pipeline_names()).await?;
+    let workspace = state.workspace();
     let mut out = Vec::new();
-    for config in &state.workspace.pipelines {
+    for config in &workspace.pipelines {
         out.push(summary(&state, Some(config), &config.pipeline.name).await?);
     }
     // Outside a workspace, runs of other tools may name any pipeline: they are the one
     // pipeline's history, not removed pipelines.
-    if state.workspace.is_workspace {
+    if workspace.is_workspace {
         for name in known {
-            if state.workspace.get(&name).is_none() {
+            if workspace.get(&name).is_none() {
                 out.push(summary(&state, None, &name).await?);
             }
         }
@@ -160,13 +161,14 @@ pub async fn get_pipeline(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let config = state.workspace.get(&name);
+    let workspace = state.workspace();
+    let config = workspace.get(&name);
     if config.is_none() {
         let known = state.with_index(|idx| idx.pipeline_names()).await?;
-        if !state.workspace.is_workspace || !known.contains(&name) {
+        if !workspace.is_workspace || !known.contains(&name) {
             return Err(ApiError::not_found(format!(
                 "no pipeline {name:?}; the pipelines are: {}",
-                state.workspace.names().join(", ")
+                workspace.names().join(", ")
             )));
         }
     }
@@ -193,7 +195,7 @@ pub async fn run_pipeline(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let config = state.pipeline(Some(&name))?.clone();
+    let config = state.pipeline(Some(&name))?;
     start(&state, &config).await
 }
 
@@ -216,7 +218,7 @@ pub async fn pipeline_scheduler_status(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let config = state.pipeline(Some(&name))?.clone();
+    let config = state.pipeline(Some(&name))?;
     Ok(Json(schedule::status(&state, &config).await?).into_response())
 }
 
@@ -240,7 +242,7 @@ pub async fn pipeline_scheduler_enable(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let config = state.pipeline(Some(&name))?.clone();
+    let config = state.pipeline(Some(&name))?;
     Ok(Json(schedule::set_enabled(&state, &config, true).await?).into_response())
 }
 
@@ -265,7 +267,7 @@ pub async fn pipeline_scheduler_disable(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let config = state.pipeline(Some(&name))?.clone();
+    let config = state.pipeline(Some(&name))?;
     Ok(Json(schedule::set_enabled(&state, &config, false).await?).into_response())
 }
 

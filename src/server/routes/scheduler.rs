@@ -36,7 +36,7 @@ pub async fn scheduler_status(
     State(state): State<Arc<AppState>>,
     Query(which): Query<Which>,
 ) -> Result<Response, ApiError> {
-    let config = state.pipeline(which.name(None)?.as_deref())?.clone();
+    let config = state.pipeline(which.name(None)?.as_deref())?;
     let s = schedule::status(&state, &config).await?;
     Ok(Json(s).into_response())
 }
@@ -66,7 +66,7 @@ pub async fn scheduler_enable(
     Query(which): Query<Which>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let config = state.pipeline(which.name(Some(&body))?.as_deref())?.clone();
+    let config = state.pipeline(which.name(Some(&body))?.as_deref())?;
     let s = schedule::set_enabled(&state, &config, true).await?;
     Ok(Json(s).into_response())
 }
@@ -96,7 +96,7 @@ pub async fn scheduler_disable(
     Query(which): Query<Which>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let config = state.pipeline(which.name(Some(&body))?.as_deref())?.clone();
+    let config = state.pipeline(which.name(Some(&body))?.as_deref())?;
     let s = schedule::set_enabled(&state, &config, false).await?;
     Ok(Json(s).into_response())
 }
