@@ -65,7 +65,9 @@ mod write;
 
 pub use feed::{Segment, epoch_start};
 pub use pipelines::{PipelineRuns, WindowStats};
-pub use query::{RunDetail, RunFilter, RunStatus, RunSummary, StageStatus, StageSummary};
+pub use query::{
+    PipelineFigures, RunDetail, RunFilter, RunStatus, RunSummary, StageStatus, StageSummary,
+};
 pub use rebuild::{RebuildStats, rebuild};
 pub use schema::Opened;
 

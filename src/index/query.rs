@@ -36,6 +36,15 @@ impl RunFilter {
     }
 }
 
+/// What `/metrics` says of each pipeline ([`Index::pipeline_figures`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PipelineFigures {
+    /// `(pipeline, status, runs)`.
+    pub counts: Vec<(String, String, u64)>,
+    /// `(pipeline, finished_at)` of its newest successful run.
+    pub last_success: Vec<(String, String)>,
+}
+
 /// One run as `/api/runs` lists it (`docs/api.md`).
 ///
 /// Keys whose value is unknown are `null`, not left out (but `reason` and `scheduled_for`,
@@ -180,20 +189,38 @@ impl Index {
         Ok(out)
     }
 
-    /// The number of listed runs per status, for metrics.
-    pub fn status_counts(&self) -> Result<Vec<(String, u64)>, IndexError> {
+    /// The runs of each pipeline by status (`""` for runs that name none), and when each
+    /// pipeline's newest successful run finished (RFC 3339, as written): `/metrics`.
+    pub fn pipeline_figures(&self) -> Result<PipelineFigures, IndexError> {
         let p = self.path.as_path();
-        self.conn
+        let counts = self
+            .conn
             .prepare_cached(
-                "SELECT status, COUNT(*) FROM runs WHERE status IS NOT NULL GROUP BY status",
+                "SELECT COALESCE(pipeline, ''), status, COUNT(*) FROM runs \
+                 WHERE status IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2",
             )
             .and_then(|mut s| {
                 s.query_map([], |r| {
-                    Ok((r.get::<_, String>(0)?, to_u64(r.get::<_, i64>(1)?)))
+                    Ok((r.get(0)?, r.get(1)?, to_u64(r.get::<_, i64>(2)?)))
                 })?
                 .collect::<Result<Vec<_>, _>>()
             })
-            .map_err(db(p, "count runs by status"))
+            .map_err(db(p, "count runs by pipeline and status"))?;
+        let last_success = self
+            .conn
+            .prepare_cached(
+                "SELECT COALESCE(pipeline, ''), MAX(finished_at) FROM runs \
+                 WHERE status = 'success' AND finished_at IS NOT NULL GROUP BY 1 ORDER BY 1",
+            )
+            .and_then(|mut s| {
+                s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(db(p, "find each pipeline's last success"))?;
+        Ok(PipelineFigures {
+            counts,
+            last_success,
+        })
     }
 
     /// Runs started by a scheduler (`source` `scheduler` or `catchup`) whose start lies in

@@ -400,8 +400,8 @@ mod tests {
     #[tokio::test]
     async fn only_a_changed_pipeline_gets_new_tasks() {
         let dir = tempfile::tempdir().unwrap();
-        let state = crate::server::detached_state(config(dir.path(), "@daily"), "pw".into())
-            .unwrap();
+        let state =
+            crate::server::detached_state(config(dir.path(), "@daily"), "pw".into()).unwrap();
         apply(&state, &state.workspace());
         let first = wake(&state);
 
@@ -410,7 +410,10 @@ mod tests {
 
         state.replace_workspace(config(dir.path(), "@hourly").into());
         apply(&state, &state.workspace());
-        assert!(!Arc::ptr_eq(&first, &wake(&state)), "changed: started again");
+        assert!(
+            !Arc::ptr_eq(&first, &wake(&state)),
+            "changed: started again"
+        );
         // The old timer and auditor are gone: only the new tasks hold their wake.
         tokio::task::yield_now().await;
         assert_eq!(Arc::strong_count(&first), 1);

@@ -158,6 +158,17 @@ fn one_dashboard_serves_every_pipeline_and_keeps_a_removed_ones_history() {
     assert_eq!(export["stats_24h"]["success"], 1);
     assert_eq!(export["removed"], false);
 
+    // Metrics, one series per pipeline.
+    let metrics = s.get("/metrics").body;
+    for series in [
+        "pipewatch_runs{pipeline=\"export\",status=\"success\"} 1",
+        "pipewatch_runs{pipeline=\"sync\",status=\"success\"} 1",
+        "pipewatch_last_success_timestamp_seconds{pipeline=\"export\"} ",
+        "pipewatch_last_success_timestamp_seconds{pipeline=\"sync\"} ",
+    ] {
+        assert!(metrics.contains(series), "no {series} in:\n{metrics}");
+    }
+
     // One pipeline's schedule off leaves the other's on.
     let off = s.post_json("/api/pipelines/sync/scheduler/disable", "");
     assert_eq!(off.status, 200, "{}", off.body);

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::index::PipelineFigures;
 use crate::server::auth;
 use crate::server::state::{AppState, Stats};
 use crate::tail::TailStatsSnapshot;
@@ -240,12 +241,82 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         let _ = writeln!(out, "# TYPE pipewatch_{name} {kind}");
         let _ = writeln!(out, "pipewatch_{name} {}", value(&figures));
     }
-    if let Ok(counts) = state.with_index(|idx| idx.status_counts()).await {
-        let _ = writeln!(out, "# HELP pipewatch_runs Runs in the index by status.");
-        let _ = writeln!(out, "# TYPE pipewatch_runs gauge");
-        for (status, n) in counts {
-            let _ = writeln!(out, "pipewatch_runs{{status=\"{status}\"}} {n}");
-        }
+    if let Ok(figures) = state.with_index(|idx| idx.pipeline_figures()).await {
+        write_pipeline_figures(&mut out, &figures);
     }
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], out).into_response()
+}
+
+/// The index's figures, one series per pipeline (`pipeline=""` for runs that name none).
+fn write_pipeline_figures(out: &mut String, figures: &PipelineFigures) {
+    let _ = writeln!(
+        out,
+        "# HELP pipewatch_runs Runs in the index by pipeline and status."
+    );
+    let _ = writeln!(out, "# TYPE pipewatch_runs gauge");
+    for (pipeline, status, n) in &figures.counts {
+        let _ = writeln!(
+            out,
+            "pipewatch_runs{{pipeline=\"{}\",status=\"{}\"}} {n}",
+            label(pipeline),
+            label(status)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP pipewatch_last_success_timestamp_seconds When the pipeline's newest successful \
+         run finished (Unix time)."
+    );
+    let _ = writeln!(out, "# TYPE pipewatch_last_success_timestamp_seconds gauge");
+    for (pipeline, finished_at) in &figures.last_success {
+        if let Some(t) = crate::event::parse_timestamp(finished_at) {
+            let _ = writeln!(
+                out,
+                "pipewatch_last_success_timestamp_seconds{{pipeline=\"{}\"}} {:.3}",
+                label(pipeline),
+                t.timestamp_millis() as f64 / 1000.0
+            );
+        }
+    }
+}
+
+/// A label value as the Prometheus text format writes it: `\`, `"` and line feeds escaped
+/// (run files of other tools may name any pipeline).
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipeline_series_escape_what_a_label_cannot_hold() {
+        let mut out = String::new();
+        write_pipeline_figures(
+            &mut out,
+            &PipelineFigures {
+                counts: vec![
+                    ("nightly".into(), "success".into(), 3),
+                    ("a \"b\"\\\nc".into(), "failure".into(), 1),
+                ],
+                last_success: vec![
+                    ("nightly".into(), "2026-12-03T04:00:01.500Z".into()),
+                    ("garbled".into(), "yesterday".into()),
+                ],
+            },
+        );
+        assert!(out.contains("pipewatch_runs{pipeline=\"nightly\",status=\"success\"} 3\n"));
+        assert!(
+            out.contains("pipewatch_runs{pipeline=\"a \\\"b\\\"\\\\\\nc\",status=\"failure\"} 1\n"),
+            "{out}"
+        );
+        assert!(out.contains(
+            "pipewatch_last_success_timestamp_seconds{pipeline=\"nightly\"} 1796270401.500\n"
+        ));
+        assert!(!out.contains("garbled"), "{out}");
+    }
 }
