@@ -4,9 +4,10 @@
 //! an array of statuses, one per pipeline.
 
 use super::CliError;
+use super::out::note;
 use crate::config::{Backend, Config, Workspace};
 use crate::exit;
-use crate::scheduler::{self, Status};
+use crate::scheduler::{self, Status, record};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -70,9 +71,10 @@ pub fn command(ws: &Workspace, args: Args) -> Result<u8, CliError> {
         (name, _) => vec![ws.select(name.as_deref(), "scheduler --pipeline")?],
     };
     let mut statuses = Vec::with_capacity(pipelines.len());
-    for config in pipelines {
-        statuses.push((config, one(config, &args)?));
+    for config in &pipelines {
+        statuses.push((*config, one(config, &args)?));
     }
+    keep_record(ws, &pipelines, &args, every && args.pipeline.is_none())?;
     let mut out = super::out::stdout();
     match (args.json, ws.is_workspace) {
         (true, false) => out.json(&statuses[0].1)?,
@@ -87,6 +89,60 @@ pub fn command(ws: &Workspace, args: Args) -> Result<u8, CliError> {
         }
     }
     Ok(exit::SUCCESS)
+}
+
+/// Keeps `<state_dir>/scheduler-tasks.json` in step with what was installed or uninstalled,
+/// and — when every pipeline's task was (re)installed or uninstalled — removes the tasks of
+/// pipelines that are no longer in the configuration, saying so on stderr.
+fn keep_record(ws: &Workspace, done: &[&Config], args: &Args, all: bool) -> Result<(), CliError> {
+    let kind = args
+        .backend
+        .map_or(ws.shared().scheduler.backend, Into::into);
+    if kind == Backend::Builtin || !matches!(args.action, Action::Install | Action::Uninstall) {
+        return Ok(());
+    }
+    let state_dir = &ws.shared().server.state_dir;
+    let mut entries = record::load(state_dir)?;
+    for config in done {
+        let e = record::entry(config, kind, args.system);
+        entries.retain(|x| *x != e);
+        if matches!(args.action, Action::Install) {
+            entries.push(e);
+        }
+    }
+    if all {
+        let mut kept = Vec::with_capacity(entries.len());
+        for e in entries {
+            if e.backend != kind || !record::is_left_over(&e, ws) {
+                kept.push(e);
+                continue;
+            }
+            let which = e.pipeline.as_deref().unwrap_or("(the single pipeline)");
+            match record::remove(&e, ws, scheduler::OsOptions::default()) {
+                record::Removed::Gone => note(format_args!(
+                    "removed the {} task of pipeline {which}: it is no longer in {}",
+                    kind.as_str(),
+                    ws.path.display()
+                )),
+                record::Removed::NotOurs(why) => note(format_args!(
+                    "left the {} task of pipeline {which} alone: {why}",
+                    kind.as_str()
+                )),
+                record::Removed::Failed(why) => {
+                    note(format_args!(
+                        "could not remove the {} task of pipeline {which}, no longer in {} \
+                         (tried again at the next install): {why}",
+                        kind.as_str(),
+                        ws.path.display()
+                    ));
+                    kept.push(e);
+                }
+            }
+        }
+        entries = kept;
+    }
+    record::save(state_dir, &entries)?;
+    Ok(())
 }
 
 /// The action on one pipeline's task.

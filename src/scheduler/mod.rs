@@ -46,6 +46,7 @@ pub mod clock;
 pub mod cron;
 pub mod exec;
 mod fields;
+pub mod record;
 pub mod systemd;
 pub mod windows;
 

@@ -790,3 +790,79 @@ fn systemd_units_of_two_projects_with_one_task_name_are_kept_apart() {
         "A's units changed"
     );
 }
+
+/// A pipeline removed from a workspace loses its OS task at the next install: a left-over
+/// crontab line would start `pipewatch run NAME` for a pipeline that is no more, failing at
+/// every occurrence.
+#[cfg(unix)]
+#[test]
+fn install_removes_the_cron_line_of_a_pipeline_that_left_the_workspace() {
+    if !tools::crontab() {
+        return;
+    }
+    let _restore = own_crontab();
+    let mine = b"# my backups\n30 2 * * * /usr/local/bin/backup\n";
+    set_crontab(mine);
+    let p = Project::new();
+    p.write_config(
+        "[workspace]\npipelines = [\"pipelines/*.toml\"]\n[scheduler]\nbackend = \"cron\"\n",
+    );
+    let dir = p.path().join("pipelines");
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["export", "report", "sync"] {
+        std::fs::write(
+            dir.join(format!("{name}.toml")),
+            format!(
+                "[pipeline]\nname = \"{name}\"\nschedule = \"@hourly\"\n\
+                 [[stages]]\nname = \"a\"\nrun = \"echo hi\"\n"
+            ),
+        )
+        .unwrap();
+    }
+    let blocks = || {
+        let text = String::from_utf8(crontab().unwrap()).unwrap();
+        let mut names: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# BEGIN pipewatch "))
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        names
+    };
+    let install = p.run(&["scheduler", "install", "--json"]);
+    assert!(install.status.success(), "{}", stderr(&install));
+    assert_eq!(
+        blocks(),
+        [
+            "Pipeline Runner - export",
+            "Pipeline Runner - report",
+            "Pipeline Runner - sync"
+        ]
+    );
+
+    std::fs::remove_file(dir.join("report.toml")).unwrap();
+    let again = p.run(&["scheduler", "install", "--json"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("removed the cron task of pipeline report"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(
+        json_out(&again).as_array().unwrap().len(),
+        2,
+        "the statuses are the pipelines'"
+    );
+    assert_eq!(
+        blocks(),
+        ["Pipeline Runner - export", "Pipeline Runner - sync"]
+    );
+
+    // Installing one pipeline's task leaves the others; uninstalling all leaves the user's.
+    let one = p.run(&["scheduler", "install", "--pipeline", "sync"]);
+    assert!(one.status.success(), "{}", stderr(&one));
+    assert_eq!(blocks().len(), 2);
+    let gone = p.run(&["scheduler", "uninstall"]);
+    assert!(gone.status.success(), "{}", stderr(&gone));
+    assert_eq!(crontab().unwrap(), mine);
+}
