@@ -12,6 +12,11 @@
 //!   event; a pipewatch runner that died is `abandoned`, not `running`).
 //! - A run's age is its start (its first event's time), or its file's mtime when the start
 //!   is not known. `max_runs` counts runs newest first by that same time.
+//! - In a workspace each pipeline's runs are counted and aged apart, by its own `[retention]`
+//!   or the workspace's: a run every minute never pushes a nightly pipeline's history out.
+//!   Runs that name no configured pipeline (a removed one, another tool's) follow the
+//!   workspace's rules, each name apart. A file of one pipeline applies its rules to every run
+//!   of the folder together, as it always did.
 //! - The file goes first, then the index row: a file that cannot be deleted (on Windows, one
 //!   another process holds open without sharing delete) keeps its row, is reported in
 //!   [`Report::failed`] and is tried again next time. Nothing here panics or stops the
@@ -24,7 +29,7 @@ use std::time::SystemTime;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::config::{Config, Retention};
+use crate::config::{Retention, Workspace};
 use crate::event::RunId;
 use crate::index::history::{History, HistoryError, run_files};
 use crate::index::{Index, IndexError, RunSummary};
@@ -45,6 +50,9 @@ pub enum Why {
 #[derive(Debug, Clone, Serialize)]
 pub struct Removed {
     pub run_id: RunId,
+    /// Its pipeline, whose rules removed it (`None` outside a workspace, or for a run that
+    /// names none).
+    pub pipeline: Option<String>,
     pub started_at: Option<String>,
     pub why: Why,
     pub file: Option<PathBuf>,
@@ -89,6 +97,7 @@ impl crate::exit::Code for RetentionError {
 #[derive(Debug, Clone)]
 struct Candidate {
     run_id: RunId,
+    pipeline: Option<String>,
     started_at: Option<String>,
     status: Option<String>,
     file: Option<PathBuf>,
@@ -106,6 +115,7 @@ fn candidates(
         .map(|r| {
             let c = Candidate {
                 run_id: r.run_id.clone(),
+                pipeline: r.pipeline,
                 time: r
                     .started_at
                     .as_deref()
@@ -122,6 +132,7 @@ fn candidates(
         let mtime = meta.modified().ok();
         let c = by_id.entry(id.clone()).or_insert_with(|| Candidate {
             run_id: id,
+            pipeline: None,
             started_at: None,
             status: None,
             file: None,
@@ -173,6 +184,49 @@ fn plan(
     (remove, kept)
 }
 
+/// The rules for the runs of `pipeline`: its own in a workspace, else the workspace's.
+pub fn rules_for<'a>(ws: &'a Workspace, pipeline: Option<&str>) -> &'a Retention {
+    match pipeline.and_then(|p| ws.get(p)) {
+        Some(c) if ws.is_workspace => &c.retention,
+        _ => &ws.retention,
+    }
+}
+
+/// [`plan`] for every pipeline apart in a workspace, for the whole folder otherwise.
+fn plan_all(
+    ws: &Workspace,
+    runs: Vec<Candidate>,
+    alive: impl Fn(&RunId) -> bool,
+    now: DateTime<Utc>,
+) -> (Vec<(Candidate, Why)>, Vec<RunId>) {
+    let mut groups: std::collections::BTreeMap<Option<String>, Vec<Candidate>> =
+        std::collections::BTreeMap::new();
+    for c in runs {
+        let key = if ws.is_workspace {
+            c.pipeline.clone()
+        } else {
+            None
+        };
+        groups.entry(key).or_default().push(c);
+    }
+    let (mut remove, mut kept) = (Vec::new(), Vec::new());
+    for (pipeline, group) in groups {
+        let rules = rules_for(ws, pipeline.as_deref());
+        if disabled(rules) {
+            continue;
+        }
+        let (r, k) = plan(rules, group, &alive, now);
+        remove.extend(r);
+        kept.extend(k);
+    }
+    (remove, kept)
+}
+
+/// Whether no rule of `ws` removes anything.
+pub fn nothing_to_do(ws: &Workspace) -> bool {
+    disabled(&ws.retention) && ws.pipelines.iter().all(|c| disabled(&c.retention))
+}
+
 /// Removes what `plan` chose: files first, then the rows of the runs whose file is gone.
 fn execute(
     state_dir: &Path,
@@ -205,6 +259,7 @@ fn execute(
         gone.push(c.run_id.clone());
         report.removed.push(Removed {
             run_id: c.run_id,
+            pipeline: c.pipeline,
             started_at: c.started_at,
             why,
             file: c.file,
@@ -231,23 +286,23 @@ fn alive(state_dir: &Path) -> impl Fn(&RunId) -> bool + '_ {
 /// `pipewatch prune`: applies `[retention]` now, to the run files and to the index at
 /// `<state_dir>/index.db` if there is one (the dashboard may be running: SQLite serializes the
 /// writes). On a dry run nothing is removed and the report says what would be.
-pub fn prune(config: &Config, dry_run: bool) -> Result<Report, RetentionError> {
-    prune_at(config, dry_run, Utc::now())
+pub fn prune(ws: &Workspace, dry_run: bool) -> Result<Report, RetentionError> {
+    prune_at(ws, dry_run, Utc::now())
 }
 
 /// [`prune`] as if it were `now`.
 pub fn prune_at(
-    config: &Config,
+    ws: &Workspace,
     dry_run: bool,
     now: DateTime<Utc>,
 ) -> Result<Report, RetentionError> {
-    let rules = &config.retention;
-    if disabled(rules) {
+    if nothing_to_do(ws) {
         return Ok(Report {
             dry_run,
             ..Report::default()
         });
     }
+    let config = ws.shared();
     let state_dir = &config.server.state_dir;
     let history = History::open(config)?;
     let runs = candidates(
@@ -255,7 +310,7 @@ pub fn prune_at(
         &config.server.events_dir,
     )?;
     drop(history);
-    let (chosen, kept) = plan(rules, runs, alive(state_dir), now);
+    let (chosen, kept) = plan_all(ws, runs, alive(state_dir), now);
     let db = crate::index::path(state_dir);
     let mut index = if !dry_run && !chosen.is_empty() && db.is_file() {
         Some(Index::open(&db)?)
@@ -267,18 +322,18 @@ pub fn prune_at(
 
 /// The dashboard's hourly prune, with its own index (which is up to date with the files).
 pub fn prune_index(
-    config: &Config,
+    ws: &Workspace,
     index: &mut Index,
     dry_run: bool,
     now: DateTime<Utc>,
 ) -> Result<Report, IndexError> {
-    let rules = &config.retention;
-    if disabled(rules) {
+    if nothing_to_do(ws) {
         return Ok(Report {
             dry_run,
             ..Report::default()
         });
     }
+    let config = ws.shared();
     let state_dir = &config.server.state_dir;
     let runs = match candidates(
         index.list_runs(usize::MAX, None, &crate::index::RunFilter::default())?,
@@ -291,7 +346,7 @@ pub fn prune_index(
             return Ok(Report::default());
         }
     };
-    let (chosen, kept) = plan(rules, runs, alive(state_dir), now);
+    let (chosen, kept) = plan_all(ws, runs, alive(state_dir), now);
     execute(state_dir, chosen, kept, Some(index), dry_run)
 }
 
@@ -315,6 +370,7 @@ mod tests {
     fn cand(id: &str, t: &str, status: &str) -> Candidate {
         Candidate {
             run_id: RunId::parse(id).unwrap(),
+            pipeline: None,
             started_at: Some(t.to_string()),
             status: Some(status.to_string()),
             file: None,
@@ -351,8 +407,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let text = "[pipeline]\nname = \"p\"\n[[stages]]\nname = \"a\"\nrun = \"x\"\n\
                     [retention]\nmax_age = \"0\"\nmax_runs = 1\n";
-        let config = Config::parse(text, &dir.path().join("pipewatch.toml")).unwrap();
+        let config =
+            crate::config::Config::parse(text, &dir.path().join("pipewatch.toml")).unwrap();
         let events = &config.server.events_dir;
+        let ws: Workspace = config.clone().into();
         std::fs::create_dir_all(events).unwrap();
         for (id, t) in [
             ("r1", "2026-11-28T08:00:00Z"),
@@ -368,14 +426,14 @@ mod tests {
         crate::index::rebuild(&mut idx, events).unwrap();
         let now = Utc::now();
 
-        let dry = prune_index(&config, &mut idx, true, now).unwrap();
+        let dry = prune_index(&ws, &mut idx, true, now).unwrap();
         assert_eq!(dry.removed.len(), 1);
         assert_eq!(dry.removed[0].run_id.as_str(), "r1");
         assert_eq!(dry.removed[0].why, Why::Count);
         assert_eq!(idx.count_runs().unwrap(), 2);
         assert!(events.join("pipeline_r1.jsonl").exists());
 
-        let done = prune_index(&config, &mut idx, false, now).unwrap();
+        let done = prune_index(&ws, &mut idx, false, now).unwrap();
         assert_eq!(done.removed.len(), 1);
         assert!(done.failed.is_empty());
         assert!(!events.join("pipeline_r1.jsonl").exists());
@@ -383,7 +441,7 @@ mod tests {
         assert_eq!(idx.count_runs().unwrap(), 1);
         // Nothing left to do: a second prune removes nothing.
         assert!(
-            prune_index(&config, &mut idx, false, now)
+            prune_index(&ws, &mut idx, false, now)
                 .unwrap()
                 .removed
                 .is_empty()

@@ -132,7 +132,7 @@ fn dispatch(cli: Cli) -> Result<u8, CliError> {
                 Config::locate(cli.config.as_deref(), &cwd).and_then(|path| Workspace::load(&path));
             doctor::command(workspace, args)
         }
-        Command::Prune(args) => prune::command(&config()?, args),
+        Command::Prune(args) => prune::command(&workspace()?, args),
         Command::Openapi => openapi::command(),
         Command::Completions { shell } => {
             use clap::CommandFactory;

@@ -2,7 +2,7 @@
 //! `--dry-run` only said.
 
 use super::{CliError, term};
-use crate::config::{Config, Retention};
+use crate::config::Workspace;
 use crate::exit;
 use crate::retention::{self, Report, Why};
 
@@ -17,12 +17,12 @@ pub struct Args {
 }
 
 /// Exit code 3 when a run could not be removed (it is tried again next time).
-pub fn command(config: &Config, args: Args) -> Result<u8, CliError> {
-    let report = retention::prune(config, args.dry_run)?;
+pub fn command(ws: &Workspace, args: Args) -> Result<u8, CliError> {
+    let report = retention::prune(ws, args.dry_run)?;
     if args.json {
         super::out::stdout().json(&report)?;
     } else {
-        super::out::stdout().text(&render(&report, &config.retention))?;
+        super::out::stdout().text(&render(&report, ws))?;
     }
     Ok(if report.failed.is_empty() {
         exit::SUCCESS
@@ -32,7 +32,7 @@ pub fn command(config: &Config, args: Args) -> Result<u8, CliError> {
 }
 
 /// One line per run removed (or that would be), then a summary.
-pub fn render(report: &Report, rules: &Retention) -> String {
+pub fn render(report: &Report, ws: &Workspace) -> String {
     let verb = if report.dry_run {
         "would remove"
     } else {
@@ -40,6 +40,7 @@ pub fn render(report: &Report, rules: &Retention) -> String {
     };
     let mut out = String::new();
     for r in &report.removed {
+        let rules = retention::rules_for(ws, r.pipeline.as_deref());
         let why = match r.why {
             Why::Age => format!(
                 "older than {}",
@@ -66,7 +67,7 @@ pub fn render(report: &Report, rules: &Retention) -> String {
             f.run_id, f.error
         ));
     }
-    if retention::disabled(rules) {
+    if retention::nothing_to_do(ws) {
         out.push_str(
             "retention is off ([retention] max_age = \"0\" and max_runs = 0): nothing to remove\n",
         );

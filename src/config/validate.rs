@@ -123,17 +123,6 @@ pub(super) fn member(
             .as_ref()
             .map(|t| (t.span().start, "scheduler")),
     ];
-    if let Some(r) = &raw.retention {
-        return Err(src.err(
-            r.span().start,
-            "retention",
-            format!(
-                "[retention] of one pipeline is not supported yet: set it for every pipeline in \
-                 the workspace file {}",
-                workspace.display()
-            ),
-        ));
-    }
     if let Some((at, table)) = shared.into_iter().flatten().next() {
         return Err(src.err(
             at,
@@ -171,6 +160,7 @@ pub(super) fn member(
         pipeline,
         name_at,
         stages,
+        retention: raw.retention.map(|r| retention(r.into_inner())),
     })
 }
 
@@ -180,6 +170,8 @@ pub(super) struct Member {
     /// Where its name is written (for the duplicate-name error).
     pub(super) name_at: usize,
     pub(super) stages: Vec<Stage>,
+    /// Its own `[retention]`, for its runs instead of the workspace's.
+    pub(super) retention: Option<Retention>,
 }
 
 /// The name of a pipeline of a workspace: it becomes part of task, unit and file names and

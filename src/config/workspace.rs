@@ -3,8 +3,8 @@
 //! A [`Workspace`] is what every command loads. A file with `[pipeline]` is a workspace of
 //! one pipeline and behaves exactly as before; a file with `[workspace]` names pipeline files
 //! by glob (relative to its folder), each holding `[pipeline]` and `[[stages]]`, while
-//! `[server]`, `[retention]` and `[scheduler]` are shared. (A pipeline's own `[retention]` is
-//! refused for now, with a message: retention is applied to the whole events folder.)
+//! `[server]`, `[retention]` and `[scheduler]` are shared. A pipeline file may set its own
+//! `[retention]`, for its runs; the workspace's applies to the others.
 //!
 //! Each pipeline is handed to the rest of the program as a complete [`Config`], so the
 //! runner, the scheduler backends and retention keep reading one pipeline's view: its
@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use super::file::{self, RawConfig};
 use super::validate;
-use super::{Config, ConfigError};
+use super::{Config, ConfigError, Retention};
 
 /// Every pipeline of one configuration file, in file order (globs in the order written,
 /// each glob's matches sorted by path).
@@ -32,6 +32,10 @@ pub struct Workspace {
     pub is_workspace: bool,
     /// Never empty.
     pub pipelines: Vec<Config>,
+    /// The workspace file's `[retention]`: the rules for the runs of a pipeline without its
+    /// own (and of pipelines no longer configured). A pipeline's own is in its
+    /// [`Config::retention`].
+    pub retention: Retention,
 }
 
 impl Workspace {
@@ -59,6 +63,7 @@ impl Workspace {
             return Ok(Workspace {
                 path: path.to_path_buf(),
                 is_workspace: false,
+                retention: config.retention.clone(),
                 pipelines: vec![config],
             });
         };
@@ -125,7 +130,7 @@ impl Workspace {
                 pipeline,
                 stages: member.stages,
                 server: server.clone(),
-                retention: retention.clone(),
+                retention: member.retention.unwrap_or_else(|| retention.clone()),
                 scheduler: scheduler.clone(),
             });
         }
@@ -133,6 +138,7 @@ impl Workspace {
             path: path.to_path_buf(),
             is_workspace: true,
             pipelines,
+            retention,
         })
     }
 
@@ -187,6 +193,7 @@ impl From<Config> for Workspace {
         Workspace {
             path: config.path.clone(),
             is_workspace: config.in_workspace,
+            retention: config.retention.clone(),
             pipelines: vec![config],
         }
     }

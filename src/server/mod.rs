@@ -264,10 +264,10 @@ async fn prune_hourly(state: Arc<AppState>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let config = state.workspace().shared().clone();
+        let workspace = state.workspace();
         let pruned = state
             .with_index(move |idx| {
-                crate::retention::prune_index(&config, idx, false, chrono::Utc::now())
+                crate::retention::prune_index(&workspace, idx, false, chrono::Utc::now())
             })
             .await;
         match pruned {

@@ -344,3 +344,53 @@ fn sighup_reads_the_configuration_again_and_the_dashboard_keeps_serving() {
     assert!(s.alive());
     assert_eq!(names(&s.json("/api/pipelines")).len(), 3);
 }
+
+#[test]
+fn a_pipelines_own_retention_counts_its_runs_apart_from_the_others() {
+    let p = Project::new();
+    p.write_config(
+        "[workspace]\npipelines = [\"pipelines/*.toml\"]\n\n[retention]\nmax_runs = 5\n",
+    );
+    let dir = p.path().join("pipelines");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("fast.toml"),
+        "[pipeline]\nname = \"fast\"\n\n[retention]\nmax_runs = 2\n\n\
+         [[stages]]\nname = \"a\"\nrun = \"echo fast\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("nightly.toml"),
+        "[pipeline]\nname = \"nightly\"\n\n[[stages]]\nname = \"a\"\nrun = \"echo nightly\"\n",
+    )
+    .unwrap();
+    for name in [
+        "nightly", "nightly", "nightly", "fast", "fast", "fast", "fast",
+    ] {
+        let out = p.run(&["run", name, "--quiet"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+
+    let dry = p.run(&["prune", "--dry-run"]);
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    let text = String::from_utf8_lossy(&dry.stdout).into_owned();
+    assert!(text.contains("beyond the newest 2 runs"), "{text}");
+    assert!(text.contains("would remove 2 runs"), "{text}");
+
+    let done = json_out(&p.run(&["prune", "--json"]));
+    let removed = done["removed"].as_array().unwrap();
+    assert_eq!(removed.len(), 2, "{done}");
+    assert!(removed.iter().all(|r| r["pipeline"] == "fast"), "{done}");
+    let count = |name: &str| {
+        json_out(&p.run(&["runs", "--pipeline", name, "--json"]))
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(count("fast"), 2);
+    assert_eq!(
+        count("nightly"),
+        3,
+        "the workspace's max_runs = 5 keeps them all"
+    );
+}
