@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 pub enum InitError {
     #[error(
         "{} already {}; pipewatch init never overwrites files (remove {} or init in another folder)",
-        list(.0),
+        joined(.0),
         if .0.len() == 1 { "exists" } else { "exist" },
         if .0.len() == 1 { "it" } else { "them" }
     )]
@@ -32,7 +32,7 @@ pub enum InitError {
     },
 }
 
-fn list(paths: &[PathBuf]) -> String {
+fn joined(paths: &[PathBuf]) -> String {
     let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     names.join(", ")
 }
@@ -121,9 +121,11 @@ pub fn command(dir: &Path, args: Args) -> Result<u8, super::CliError> {
         ))?;
     }
     if args.workspace {
+        let names = workspace::names();
         out.line(format_args!(
-            "next: pipewatch pipelines, then pipewatch run {}   (or pipewatch serve to watch them live)",
-            workspace::NAMES.join(" | ")
+            "next: pipewatch run {}   (or {}; pipewatch pipelines lists them, pipewatch serve watches them live)",
+            names[0],
+            names[1..].join(", ")
         ))?;
     } else {
         out.line("next: pipewatch run   (or pipewatch serve to watch it live)")?;

@@ -17,8 +17,44 @@ use std::path::PathBuf;
 
 use crate::config::FILE_NAME;
 
+/// A stage's `run` value, as TOML: the pipeline's script called with the one argument given.
+type Run<'a> = &'a dyn Fn(&str) -> String;
+
+/// One pipeline of the example: its file's text (given how a stage calls the script) and
+/// its script for each shell.
+struct Pipeline {
+    name: &'static str,
+    toml: fn(Run) -> String,
+    sh: &'static str,
+    cmd: &'static str,
+}
+
 /// The example's pipelines, in the order the text presents them.
-pub(super) const NAMES: [&str; 3] = ["sync", "report", "export"];
+const PIPELINES: [Pipeline; 3] = [
+    Pipeline {
+        name: "sync",
+        toml: sync_toml,
+        sh: SYNC_SH,
+        cmd: SYNC_CMD,
+    },
+    Pipeline {
+        name: "report",
+        toml: report_toml,
+        sh: REPORT_SH,
+        cmd: REPORT_CMD,
+    },
+    Pipeline {
+        name: "export",
+        toml: export_toml,
+        sh: EXPORT_SH,
+        cmd: EXPORT_CMD,
+    },
+];
+
+/// The pipelines' names, in the order the text presents them.
+pub(super) fn names() -> Vec<&'static str> {
+    PIPELINES.iter().map(|p| p.name).collect()
+}
 
 const DIR: &str = "pipelines";
 
@@ -48,40 +84,22 @@ impl Shell {
         }
     }
 
-    fn script(self, name: &str) -> (String, &'static str) {
+    /// The file name and text of `p`'s script.
+    fn script(self, p: &Pipeline) -> (String, &'static str) {
         match self {
-            Shell::Sh => (
-                format!("{name}.sh"),
-                match name {
-                    "sync" => SYNC_SH,
-                    "report" => REPORT_SH,
-                    _ => EXPORT_SH,
-                },
-            ),
-            Shell::Cmd => (
-                format!("{name}.cmd"),
-                match name {
-                    "sync" => SYNC_CMD,
-                    "report" => REPORT_CMD,
-                    _ => EXPORT_CMD,
-                },
-            ),
+            Shell::Sh => (format!("{}.sh", p.name), p.sh),
+            Shell::Cmd => (format!("{}.cmd", p.name), p.cmd),
         }
     }
 }
 
 fn files_for(shell: Shell) -> Vec<(PathBuf, String)> {
     let dir = PathBuf::from(DIR);
-    let run = |script: &str, arg: &str| shell.run(script, arg);
     let mut files = vec![(PathBuf::from(FILE_NAME), WORKSPACE_TOML.to_string())];
-    let pipelines = [
-        ("sync", sync_toml(&run)),
-        ("report", report_toml(&run)),
-        ("export", export_toml(&run)),
-    ];
-    for (name, text) in pipelines {
-        files.push((dir.join(format!("{name}.toml")), text));
-        let (script, body) = shell.script(name);
+    for p in &PIPELINES {
+        let run = |stage: &str| shell.run(p.name, stage);
+        files.push((dir.join(format!("{}.toml", p.name)), (p.toml)(&run)));
+        let (script, body) = shell.script(p);
         files.push((dir.join(script), body.to_string()));
     }
     files
@@ -115,7 +133,7 @@ backend = "builtin"
 task_name = "Pipeline Runner"
 "#;
 
-fn sync_toml(run: &dyn Fn(&str, &str) -> String) -> String {
+fn sync_toml(run: Run) -> String {
     format!(
         r#"# Every 15 minutes: the orders and customers changed since the last run are
 # copied to the CRM. The upload fails in runs started in minutes 40-49 of the
@@ -145,13 +163,13 @@ name = "upload"
 run = {upload}
 needs = ["orders", "customers"]
 "#,
-        orders = run("sync", "orders"),
-        customers = run("sync", "customers"),
-        upload = run("sync", "upload"),
+        orders = run("orders"),
+        customers = run("customers"),
+        upload = run("upload"),
     )
 }
 
-fn report_toml(run: &dyn Fn(&str, &str) -> String) -> String {
+fn report_toml(run: Run) -> String {
     format!(
         r#"# Every hour: the last hour's orders, summed up.
 
@@ -172,12 +190,12 @@ run = {render}
 needs = ["aggregate"]
 env = {{ REPORT_FORMAT = "text" }}
 "#,
-        aggregate = run("report", "aggregate"),
-        render = run("report", "render"),
+        aggregate = run("aggregate"),
+        render = run("render"),
     )
 }
 
-fn export_toml(run: &dyn Fn(&str, &str) -> String) -> String {
+fn export_toml(run: Run) -> String {
     format!(
         r#"# Every night at 02:30: the day's orders, dumped, compressed and published.
 
@@ -207,9 +225,9 @@ needs = ["compress"]
 retries = 1
 retry_delay = "5s"
 "#,
-        dump = run("export", "dump"),
-        compress = run("export", "compress"),
-        publish = run("export", "publish"),
+        dump = run("dump"),
+        compress = run("compress"),
+        publish = run("publish"),
     )
 }
 
@@ -430,11 +448,11 @@ mod tests {
             assert_eq!(schedules, ["30 2 * * *", "@hourly", "*/15 * * * *"]);
             for c in &ws.pipelines {
                 let name = &c.pipeline.name;
-                assert!(NAMES.contains(&name.as_str()));
+                let p = PIPELINES.iter().find(|p| p.name == name).unwrap();
                 for stage in &c.stages {
                     assert_eq!(stage.workdir, root.join(DIR), "{name}");
                     let run = format!("{:?}", stage.run);
-                    let (script, _) = shell.script(name);
+                    let (script, _) = shell.script(p);
                     assert!(run.contains(&script), "{name}: {run}");
                     assert!(files.iter().any(|f| f.ends_with(&script)), "{script}");
                 }
@@ -445,8 +463,8 @@ mod tests {
     #[test]
     fn every_script_reads_the_step_seconds_and_batch_files_have_crlf_line_ends() {
         for shell in [Shell::Sh, Shell::Cmd] {
-            for name in NAMES {
-                let (script, body) = shell.script(name);
+            for p in &PIPELINES {
+                let (script, body) = shell.script(p);
                 assert!(body.contains(STEP_SECONDS_VAR), "{script}");
                 if matches!(shell, Shell::Cmd) {
                     assert_eq!(
