@@ -6,7 +6,7 @@
 //!
 //! | module | command |
 //! |---|---|
-//! | [`init`] | `init`: the example configuration and pipeline |
+//! | [`init`] | `init`: the example configuration and pipeline (`--workspace`: three pipelines) |
 //! | [`run`](mod@run) | `run`: one run of the pipeline, now |
 //! | [`pipelines`] | `pipelines`: the pipelines of the workspace and how each is doing |
 //! | [`serve`] | `serve`: the dashboard (and `serve --example`) |
@@ -71,8 +71,9 @@ enum Command {
     Reindex,
     /// Install, remove, turn on or off, or show the task that runs the pipeline on its schedule.
     Scheduler(scheduler::Args),
-    /// Write a commented example pipewatch.toml and the pipeline it runs into the current folder.
-    Init,
+    /// Write a commented example pipewatch.toml and the pipeline it runs into the current folder
+    /// (with --workspace: a workspace of three pipelines).
+    Init(init::Args),
     /// Run the pipeline once, now (in a workspace of several: the one named).
     Run(run::Args),
     /// The pipelines of the workspace: schedule, whether it is on, last run, next run.
@@ -119,7 +120,7 @@ fn dispatch(cli: Cli) -> Result<u8, CliError> {
     // The settings every pipeline shares: for the commands about the whole configuration.
     let config = || workspace().map(|ws| ws.shared().clone());
     match cli.command {
-        Command::Init => init::command(&cwd),
+        Command::Init(args) => init::command(&cwd, args),
         Command::Serve(args) => serve::command(cli.config.as_deref(), &cwd, args),
         Command::Scheduler(args) => scheduler::command(&workspace()?, args),
         Command::Reindex => reindex::command(&config()?),

@@ -1,10 +1,13 @@
 //! `pipewatch serve`: the dashboard on `[server] bind` (or `--bind`), until Ctrl-C or SIGTERM;
-//! `--example` serves the example pipeline and starts one run of it to watch.
+//! `--example` serves the example workspace and starts one run of each of its pipelines to
+//! watch.
 //!
 //! The example lives in the user's data folder ([`example_dir`]), not in the current folder:
 //! started from a checkout it would otherwise leave an untracked folder behind. The folder is
 //! the same on every start, so a second `serve --example` serves the same example and its
-//! history.
+//! history. A folder that already holds a `pipewatch.toml` is served as it is: one written by
+//! an earlier version holds the one-pipeline example, and keeps serving it (with its history)
+//! until the user removes it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,14 +15,14 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::{CliError, init, load_workspace};
-use crate::config::{self, Config};
+use crate::config::{self, Config, Workspace};
 use crate::exit;
 use crate::runner::invocation::Invocation;
 use crate::runner::shutdown;
 use crate::server;
 
-/// Seconds per step of the example's stages in the first run of `serve --example`: about
-/// 30 s in all, long enough to open the page and watch it (read by the example's scripts;
+/// Seconds per step of the example's stages in the first runs of `serve --example`: 10 to
+/// 20 s a run, long enough to open the page and watch it (read by the example's scripts;
 /// unset, as in a plain `pipewatch run`, a step takes a fraction of a second).
 const EXAMPLE_STEP_SECONDS: &str = "2";
 
@@ -28,16 +31,16 @@ pub struct Args {
     /// Listen on this address instead of [server] bind (for example 127.0.0.1:9000).
     #[arg(long, value_name = "ADDR")]
     bind: Option<SocketAddr>,
-    /// Serve the example pipeline from the user's data folder (pipewatch/example in it;
-    /// written there if missing, the path is printed) and start one run of it at once, slow
-    /// enough to watch (about 30 s).
+    /// Serve the example workspace of three pipelines from the user's data folder
+    /// (pipewatch/example in it; written there if missing, the path is printed) and start one
+    /// run of each at once, slow enough to watch (10 to 20 s).
     #[arg(long, conflicts_with = "config")]
     example: bool,
 }
 
 pub fn command(explicit: Option<&Path>, cwd: &Path, args: Args) -> Result<u8, CliError> {
     let mut workspace = if args.example {
-        example_config()?.into()
+        example_workspace()?
     } else {
         load_workspace(explicit, cwd)?
     };
@@ -61,7 +64,9 @@ pub fn command(explicit: Option<&Path>, cwd: &Path, args: Args) -> Result<u8, Cl
         super::out::stdout().line(format_args!("pipewatch dashboard: http://{addr}/"))?;
         let exe = std::env::current_exe()?;
         if args.example {
-            start_example_run(&exe, workspace.shared())?;
+            for config in &workspace.pipelines {
+                start_example_run(&exe, config)?;
+            }
         }
         let options = server::ServeOptions {
             exe,
@@ -124,26 +129,35 @@ pub fn example_dir() -> Result<PathBuf, CliError> {
     Ok(data.join("pipewatch").join("example"))
 }
 
-/// The example's configuration, written by `init` first if it is not there yet.
-fn example_config() -> Result<Config, CliError> {
+/// The example's workspace: written by `init --workspace` first if the folder has no
+/// configuration yet, else what is there (an earlier version's one-pipeline example too).
+fn example_workspace() -> Result<Workspace, CliError> {
     let dir = example_dir()?;
+    let path = dir.join(config::FILE_NAME);
     let mut out = super::out::stdout();
-    if dir.join(config::FILE_NAME).exists() {
+    if path.exists() {
+        let workspace = Workspace::load(&path)?;
+        let what = if workspace.is_workspace {
+            "workspace"
+        } else {
+            "pipeline"
+        };
         out.line(format_args!(
-            "serving the example pipeline in {}",
+            "serving the example {what} in {}",
             dir.display()
         ))?;
+        Ok(workspace)
     } else {
-        init::write_example(&dir)?;
+        init::write_workspace_example(&dir)?;
         out.line(format_args!(
-            "wrote the example pipeline into {} (edit it there; pipewatch serve --example serves it again)",
+            "wrote the example workspace into {} (edit it there; pipewatch serve --example serves it again)",
             dir.display()
         ))?;
+        Ok(Workspace::load(&path)?)
     }
-    Ok(Config::load(&dir.join(config::FILE_NAME))?)
 }
 
-/// A first run to watch right away; it runs on its own, like any run.
+/// A first run of one pipeline to watch right away; it runs on its own, like any run.
 fn start_example_run(exe: &Path, config: &Config) -> Result<(), CliError> {
     let mut cmd = Invocation::of(exe, config, "manual")
         .from_dashboard(None)

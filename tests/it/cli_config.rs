@@ -186,7 +186,12 @@ fn init_writes_a_runnable_example_and_never_overwrites() {
     std::fs::write(p.path().join("pipewatch.toml"), "mine").unwrap();
     let out = p.run(&["init"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+    // Every file in the way is named.
+    let err = stderr(&out);
+    assert!(
+        err.contains("pipewatch.toml") && err.contains("extract") && err.contains("already exist"),
+        "{err}"
+    );
     assert_eq!(
         std::fs::read_to_string(p.path().join("pipewatch.toml")).unwrap(),
         "mine"

@@ -7,6 +7,7 @@ mod support;
 mod browser;
 mod cli;
 mod cli_config;
+mod example;
 mod faults;
 mod openapi;
 mod runner;

@@ -1,84 +1,31 @@
-//! `pipewatch init`: a commented `pipewatch.toml` and the example pipeline it runs.
+//! `pipewatch init`'s one-pipeline example: a commented `pipewatch.toml` and the pipeline it
+//! runs.
 //!
 //! The example needs nothing but what every machine has: POSIX `sh` on Linux and macOS,
 //! `cmd.exe` on Windows, where the `report` stage is a PowerShell script when Windows
 //! PowerShell is found to work (the scripts for the current OS are chosen in one place,
 //! `scripts`). It is made to be worth watching: five stages, two of them at the same time,
 //! output on stdout and stderr, a few seconds of runtime (about 30 s with
-//! [`STEP_SECONDS_VAR`] at 2, as `serve --example`'s first run has it; each step prints its
-//! progress), and a stage that fails once and succeeds on its retry. Existing files are never overwritten: if any target exists, nothing
-//! is written.
+//! [`super::STEP_SECONDS_VAR`] at 2, as `serve --example`'s first run has it; each step prints its
+//! progress), and a stage that fails once and succeeds on its retry.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::config::FILE_NAME;
 
-/// `init` refused or failed.
-#[derive(Debug, thiserror::Error)]
-pub enum InitError {
-    #[error(
-        "{} already exists; pipewatch init never overwrites files (remove it or init in another folder)",
-        .0.display()
-    )]
-    Exists(PathBuf),
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-impl crate::exit::Code for InitError {
-    fn exit_code(&self) -> u8 {
-        match self {
-            InitError::Exists(_) => crate::exit::USAGE,
-            _ => crate::exit::ENVIRONMENT,
-        }
-    }
-}
-
 const SCRIPTS_DIR: &str = "pipeline";
 
-/// The environment variable the example's stages read for the seconds each of their steps
-/// takes (about 15 steps a run): unset, a run takes a few seconds; `serve --example` sets it
-/// for its first run, to be watched.
-pub const STEP_SECONDS_VAR: &str = "EXAMPLE_STEP_SECONDS";
-
-/// Writes the example into `dir`; returns the files written.
-pub fn write_example(dir: &Path) -> Result<Vec<PathBuf>, InitError> {
-    write(dir, scripts())
+/// The example's files for this OS, relative to the folder it is written into.
+pub(super) fn files() -> Vec<(PathBuf, String)> {
+    files_of(scripts())
 }
 
-fn write(dir: &Path, Example { runs, scripts }: Example) -> Result<Vec<PathBuf>, InitError> {
-    let mut files: Vec<(PathBuf, String)> = vec![(dir.join(FILE_NAME), config_text(&runs))];
+fn files_of(Example { runs, scripts }: Example) -> Vec<(PathBuf, String)> {
+    let mut files = vec![(PathBuf::from(FILE_NAME), config_text(&runs))];
     for (name, body) in scripts {
-        files.push((dir.join(SCRIPTS_DIR).join(name), body.to_string()));
+        files.push((PathBuf::from(SCRIPTS_DIR).join(name), body.to_string()));
     }
-    if let Some((p, _)) = files.iter().find(|(p, _)| p.exists()) {
-        return Err(InitError::Exists(p.clone()));
-    }
-    let mut written = Vec::new();
-    for (path, body) in files {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| InitError::Write {
-                path: parent.to_path_buf(),
-                source,
-            })?;
-        }
-        // create_new: a file that appeared since the check above is still not overwritten.
-        let result = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, body.as_bytes()));
-        result.map_err(|source| InitError::Write {
-            path: path.clone(),
-            source,
-        })?;
-        written.push(path);
-    }
-    Ok(written)
+    files
 }
 
 /// The `run` value of each example stage, as TOML.
@@ -394,23 +341,10 @@ Start-Sleep -Milliseconds ([int]($step * 1000))
 Write-Output "run $($env:PIPEWATCH_RUN_ID): 250 documents, 2 languages, 500 rows ($($env:REPORT_FORMAT) report)"
 "#;
 
-/// `pipewatch init`: writes the example into `dir` and says what to do next.
-pub fn command(dir: &Path) -> Result<u8, super::CliError> {
-    let files = write_example(dir)?;
-    let mut out = super::out::stdout();
-    for f in &files {
-        out.line(format_args!(
-            "wrote {}",
-            f.strip_prefix(dir).unwrap_or(f).display()
-        ))?;
-    }
-    out.line("next: pipewatch run   (or pipewatch serve to watch it live)")?;
-    Ok(crate::exit::SUCCESS)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::init::STEP_SECONDS_VAR;
     use crate::config::Config;
 
     /// Every example (each OS's, with and without PowerShell) is valid and worth watching,
@@ -424,7 +358,7 @@ mod tests {
             ("this OS", scripts()),
         ] {
             let dir = tempfile::tempdir().unwrap();
-            let files = write(dir.path(), example).unwrap();
+            let files = super::super::write(dir.path(), files_of(example)).unwrap();
             assert!(files.len() >= 5, "{what}");
             let c = Config::load(&dir.path().join(FILE_NAME)).unwrap();
             assert!(c.stages.len() >= 4, "{what}");
@@ -473,20 +407,5 @@ mod tests {
                 assert!(body.starts_with("@echo off\r\n"), "{name}");
             }
         }
-    }
-
-    #[test]
-    fn never_overwrites() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(FILE_NAME), "mine").unwrap();
-        assert!(matches!(
-            write_example(dir.path()),
-            Err(InitError::Exists(_))
-        ));
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap(),
-            "mine"
-        );
-        assert!(!dir.path().join(SCRIPTS_DIR).exists());
     }
 }
