@@ -310,13 +310,19 @@ fn a_reload_applies_new_changed_and_removed_pipelines_without_losing_a_stream() 
 fn sighup_reads_the_configuration_again_and_the_dashboard_keeps_serving() {
     let p = workspace();
     let mut s = Server::start(&p);
-    pipeline_file(&p, "report", "@hourly");
+    let mut ws = s.ws("/ws/events");
     let pid = s.pid().to_string();
-    let hup = std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap();
-    assert!(hup.success());
+    let hangup = || {
+        let hup = std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap();
+        assert!(hup.success());
+    };
+
+    // Added during a stream: served, run, and its events on the stream already open.
+    pipeline_file(&p, "report", "@hourly");
+    hangup();
     s.wait_json(
         "/api/pipelines",
         "the new pipeline",
@@ -325,6 +331,32 @@ fn sighup_reads_the_configuration_again_and_the_dashboard_keeps_serving() {
     );
     assert!(s.alive(), "SIGHUP stopped the dashboard:\n{}", s.stderr());
     assert!(s.stderr().contains("SIGHUP received"), "{}", s.stderr());
+    let started = s.post_json("/api/pipelines/report/run", "");
+    assert_eq!(started.status, 202, "{}", started.body);
+    let id = started.json()["run_id"].as_str().unwrap().to_string();
+    read_until(&mut ws, "the new pipeline's run end", |got| {
+        got.iter().any(|e| {
+            e["run_id"] == id.as_str() && e["stage"] == "pipeline" && e["event"] == "success"
+        })
+    });
+
+    // Removed during the same stream: no longer served, the stream goes on.
+    std::fs::remove_file(p.path().join("pipelines").join("export.toml")).unwrap();
+    hangup();
+    s.wait_json(
+        "/api/pipelines",
+        "the pipeline removed",
+        Duration::from_secs(10),
+        |list| names(list) == ["report", "sync"],
+    );
+    let started = s.post_json("/api/pipelines/sync/run", "");
+    assert_eq!(started.status, 202, "{}", started.body);
+    let id = started.json()["run_id"].as_str().unwrap().to_string();
+    read_until(&mut ws, "a run after the removal", |got| {
+        got.iter().any(|e| {
+            e["run_id"] == id.as_str() && e["stage"] == "pipeline" && e["event"] == "success"
+        })
+    });
 
     // A bad file on SIGHUP is logged and changes nothing.
     std::fs::write(
@@ -342,7 +374,7 @@ fn sighup_reads_the_configuration_again_and_the_dashboard_keeps_serving() {
     });
     assert!(s.stderr().contains("report.toml:1"), "{}", s.stderr());
     assert!(s.alive());
-    assert_eq!(names(&s.json("/api/pipelines")).len(), 3);
+    assert_eq!(names(&s.json("/api/pipelines")), ["report", "sync"]);
 }
 
 #[test]
