@@ -426,3 +426,63 @@ fn a_pipelines_own_retention_counts_its_runs_apart_from_the_others() {
         "the workspace's max_runs = 5 keeps them all"
     );
 }
+
+#[test]
+fn doctor_judges_each_pipelines_runs_by_its_own_schedule() {
+    let p = Project::new();
+    p.write_config("[workspace]\npipelines = [\"pipelines/*.toml\"]\n");
+    std::fs::create_dir_all(p.path().join("pipelines")).unwrap();
+    for (name, schedule) in [
+        ("nightly", "30 2 * * *"),
+        ("sync", "*/15 * * * *"),
+        ("fresh", "@hourly"),
+    ] {
+        pipeline_file(&p, name, schedule);
+    }
+    // sync's newest run started three hours ago: six occurrences missed. nightly ran now.
+    let events = p.events_dir();
+    std::fs::create_dir_all(&events).unwrap();
+    let three_hours_ago = (chrono::Utc::now() - chrono::Duration::hours(3)).to_rfc3339();
+    std::fs::write(
+        events.join("pipeline_old-sync.jsonl"),
+        format!(
+            "{{\"run_id\":\"old-sync\",\"pipeline\":\"sync\",\"stage\":\"pipeline\",\"event\":\"start\",\"timestamp\":\"{three_hours_ago}\",\"msg\":\"go\"}}\n\
+             {{\"run_id\":\"old-sync\",\"pipeline\":\"sync\",\"stage\":\"pipeline\",\"event\":\"success\",\"timestamp\":\"{three_hours_ago}\",\"msg\":\"ok\"}}\n"
+        ),
+    )
+    .unwrap();
+    let ran = p.run(&["run", "nightly", "--quiet"]);
+    assert!(ran.status.success(), "{}", stderr(&ran));
+
+    let out = p.run(&["doctor", "--json"]);
+    let checks = json_out(&out);
+    let check = |name: &str| {
+        checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == name)
+            .unwrap_or_else(|| panic!("no {name} check in {checks}"))
+            .clone()
+    };
+    let sync = check("run files (sync)");
+    assert_eq!(sync["ok"], false, "{sync}");
+    assert!(
+        sync["detail"].as_str().unwrap().contains("a run every 15m"),
+        "{sync}"
+    );
+    assert!(
+        sync["fix"].as_str().unwrap().contains("pipewatch run sync"),
+        "{sync}"
+    );
+    assert_eq!(check("run files (nightly)")["ok"], true);
+    let fresh = check("run files (fresh)");
+    assert!(
+        fresh["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no run of fresh yet"),
+        "{fresh}"
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
