@@ -280,13 +280,9 @@ async fn read_page(
 pub(super) async fn next_batch(
     replay: &mut Replay,
 ) -> Result<Option<Vec<Arc<Published>>>, ReadFailed> {
-    let mut r = replay.clone();
-    let (r, batch) = tokio::task::spawn_blocking(move || {
-        let batch = r.next_batch();
-        (r, batch)
-    })
-    .await
-    .map_err(|e| ReadFailed::Task(e.to_string()))?;
+    let (r, batch) = super::read_off_the_workers(replay.clone(), Replay::next_batch)
+        .await
+        .map_err(|e| ReadFailed::Task(e.to_string()))?;
     *replay = r;
     batch.map_err(ReadFailed::File)
 }

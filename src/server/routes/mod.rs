@@ -129,6 +129,24 @@ pub fn api() -> Api {
     Api { public, protected }
 }
 
+/// One bounded read of a file `reader` (a batch of a run file, of the all-runs stream) on
+/// the blocking pool, handing the reader back with what it read: every route that reads run
+/// files reads them through this, never on the async workers.
+async fn read_off_the_workers<R, T>(
+    mut reader: R,
+    read: fn(&mut R) -> T,
+) -> Result<(R, T), tokio::task::JoinError>
+where
+    R: Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        let batch = read(&mut reader);
+        (reader, batch)
+    })
+    .await
+}
+
 /// The HTTP surface.
 pub fn router(state: Arc<AppState>) -> Router {
     let Api { public, protected } = api();

@@ -135,17 +135,14 @@ impl Out {
 /// One bounded read of a file `reader` (a batch), on the blocking pool, handing the reader
 /// back with what it read. `None` if the read task failed (logged): the caller stops catching
 /// up, and live events and later re-reads fill in.
-async fn read_blocking<R, T>(mut reader: R, read: fn(&mut R) -> T) -> Option<(R, T)>
+async fn read_blocking<R, T>(reader: R, read: fn(&mut R) -> T) -> Option<(R, T)>
 where
     R: Send + 'static,
     T: Send + 'static,
 {
-    let done = tokio::task::spawn_blocking(move || {
-        let batch = read(&mut reader);
-        (reader, batch)
-    })
-    .await;
-    done.inspect_err(|e| tracing::warn!("reading a run file failed: {e}"))
+    super::read_off_the_workers(reader, read)
+        .await
+        .inspect_err(|e| tracing::warn!("reading a run file failed: {e}"))
         .ok()
 }
 
