@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -30,7 +31,12 @@ use crate::scheduler::{self, SchedulerError, Status, audit};
 /// The scheduling tasks of each pipeline, by name: started with the dashboard, started again
 /// for a pipeline whose configuration a reload changed, stopped for one it removed.
 #[derive(Default)]
-pub struct Schedules(Mutex<HashMap<String, Tasks>>);
+pub struct Schedules {
+    tasks: Mutex<HashMap<String, Tasks>>,
+    /// What an OS scheduler last said about each pipeline's task, and when: see
+    /// [`recent_status`].
+    seen: Mutex<HashMap<String, (Instant, Status)>>,
+}
 
 /// One pipeline's built-in timer (with that backend) and auditor; dropping them stops them.
 struct Tasks {
@@ -54,7 +60,11 @@ impl Drop for Tasks {
 
 impl Schedules {
     fn tasks(&self) -> std::sync::MutexGuard<'_, HashMap<String, Tasks>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Status)>> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Wakes `pipeline`'s built-in timer, if it has one.
@@ -82,8 +92,9 @@ pub fn apply(state: &Arc<AppState>, workspace: &Workspace) {
         if tasks.get(name).is_some_and(|t| t.config == *config) {
             continue;
         }
-        // The old ones stop before the new ones start.
+        // The old ones stop before the new ones start; what its old task said is forgotten.
         tasks.remove(name);
+        state.schedules.seen().remove(name);
         tasks.insert(name.clone(), start(state, config));
     }
 }
@@ -215,9 +226,36 @@ pub(crate) async fn call(
     Ok(result?)
 }
 
+/// How long the pipeline list reuses what an OS scheduler said about a pipeline's task: the
+/// overview asks about every pipeline at each refresh, and an OS scheduler's tool takes from
+/// milliseconds (crontab) to a tenth of a second or more (Task Scheduler) per task. A change
+/// made through the dashboard shows at once; one made from a terminal within this.
+pub const STATUS_FRESH: Duration = Duration::from_secs(10);
+
+/// `config`'s task status as its OS scheduler said it within [`STATUS_FRESH`], else asked now.
+pub async fn recent_status(state: &Arc<AppState>, config: &Config) -> Result<Status, ApiError> {
+    let name = &config.pipeline.name;
+    if let Some((at, s)) = state.schedules.seen().get(name)
+        && at.elapsed() < STATUS_FRESH
+    {
+        return Ok(s.clone());
+    }
+    let s = call(state, config, |b| b.status()).await?;
+    remember(state, config, &s);
+    Ok(s)
+}
+
+fn remember(state: &AppState, config: &Config, status: &Status) {
+    state
+        .schedules
+        .seen()
+        .insert(config.pipeline.name.clone(), (Instant::now(), status.clone()));
+}
+
 /// The status of `config`'s task in its backend, with the cadence and the newest run.
 pub async fn status(state: &Arc<AppState>, config: &Config) -> Result<StatusWithCadence, ApiError> {
     let status = call(state, config, |b| b.status()).await?;
+    remember(state, config, &status);
     let now = Utc::now();
     Ok(StatusWithCadence {
         cadence: cadence(state, config, status.enabled, now).await,
@@ -371,10 +409,15 @@ pub async fn set_enabled(
     config: &Config,
     enabled: bool,
 ) -> Result<StatusWithCadence, ApiError> {
-    if enabled {
-        call(state, config, |b| b.enable()).await?;
+    let switched = if enabled {
+        call(state, config, |b| b.enable()).await
     } else {
-        call(state, config, |b| b.disable()).await?;
+        call(state, config, |b| b.disable()).await
+    };
+    if let Err(e) = switched {
+        // Whatever the task is now, the status seen before may no longer be it.
+        state.schedules.seen().remove(&config.pipeline.name);
+        return Err(e);
     }
     state.wake_timer(&config.pipeline.name);
     status(state, config).await
