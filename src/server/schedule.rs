@@ -246,10 +246,10 @@ pub async fn recent_status(state: &Arc<AppState>, config: &Config) -> Result<Sta
 }
 
 fn remember(state: &AppState, config: &Config, status: &Status) {
-    state
-        .schedules
-        .seen()
-        .insert(config.pipeline.name.clone(), (Instant::now(), status.clone()));
+    state.schedules.seen().insert(
+        config.pipeline.name.clone(),
+        (Instant::now(), status.clone()),
+    );
 }
 
 /// The status of `config`'s task in its backend, with the cadence and the newest run.

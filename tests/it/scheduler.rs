@@ -34,12 +34,6 @@ fn with_status<'a>(runs: &'a [Value], status: &str) -> Vec<&'a Value> {
 
 #[test]
 fn fires_on_schedule_and_the_switch_survives_a_restart() {
-    if under_wine(
-        "fires_on_schedule_and_the_switch_survives_a_restart",
-        "under Wine a disable during one-second firing answered enabled: not yet explained",
-    ) {
-        return;
-    }
     let p = project("schedule = \"*/1 * * * * *\"", "grace = \"30s\"");
     let mut d = Server::start(&p);
     wait_until(LONG, "two scheduled runs to succeed", || {
@@ -948,12 +942,6 @@ fn each_pipeline_gets_its_own_systemd_units_and_a_removed_one_loses_them() {
 /// pipeline's switch leaves the other's alone.
 #[test]
 fn the_builtin_scheduler_fires_each_pipeline_of_a_workspace_on_its_own() {
-    if under_wine(
-        "the_builtin_scheduler_fires_each_pipeline_of_a_workspace_on_its_own",
-        "under Wine a disable during one-second firing answered enabled: not yet explained",
-    ) {
-        return;
-    }
     let p = Project::new();
     p.write_config(
         "[workspace]\npipelines = [\"pipelines/*.toml\"]\n[scheduler]\ngrace = \"30s\"\n",

@@ -75,6 +75,29 @@ pub fn drain_until_closed(ws: &mut Ws, into: &mut Vec<Value>) -> Option<u16> {
     }
 }
 
+/// Reads until the socket closes or nothing has come for `quiet`: what a client of a server
+/// that was killed still receives. (A socket of a killed server under Wine is never closed:
+/// the quiet ends it there.)
+pub fn drain_until_quiet(ws: &mut Ws, into: &mut Vec<Value>, quiet: Duration) {
+    let deadline = Instant::now() + LONG;
+    let mut last = Instant::now();
+    loop {
+        match next(ws) {
+            Next::Event(e) => {
+                into.push(e);
+                last = Instant::now();
+            }
+            Next::Closed(_) => return,
+            Next::Idle if last.elapsed() >= quiet => return,
+            Next::Idle => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "events kept coming from a stopped server"
+        );
+    }
+}
+
 /// Reads for `d` (or until the socket closes): what arrived.
 pub fn read_for(ws: &mut Ws, d: Duration) -> Vec<Value> {
     let end = Instant::now() + d;
