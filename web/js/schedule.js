@@ -46,7 +46,11 @@ export async function refreshSched() {
     sched.error = null;
   } catch (e) {
     if (path !== schedPath('status')) return;
-    sched.error = e.status === 404 ? 'The scheduler status is not available from this server (404).' : `Scheduler status: ${errText(e)}`;
+    const pipeline = state.scope.pipeline;
+    // A pipeline's page answers 404 for a pipeline that left the configuration (its history stays).
+    sched.error = e.status === 404
+      ? (pipeline ? `${pipeline} is not in the configuration: it has no schedule, only its history.` : 'The scheduler status is not available from this server (404).')
+      : `Scheduler status: ${errText(e)}`;
   }
   renderSched();
 }
