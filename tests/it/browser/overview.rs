@@ -366,6 +366,14 @@ fn a_pipeline_page_by_a_click_and_by_its_bookmark() {
         // Back to the overview, then a bookmark of gamma's page in a fresh load.
         b.click("#pipe-head .pipe-crumbs a").await;
         b.wait("the overview again", Duration::from_secs(10), "location.hash === '#/' && document.querySelectorAll('#pipes li.pipe').length === 4").await;
+        // By keyboard: a row's name is a link; Enter on it opens the pipeline.
+        let link = b
+            .c()
+            .find(fantoccini::Locator::Css("#pipes li.pipe[data-pipeline='gamma'] .pname a"))
+            .await
+            .expect("gamma's link");
+        link.send_keys("\u{E007}").await.expect("Enter");
+        b.wait("gamma's page by keyboard", Duration::from_secs(10), "location.hash === '#/pipelines/gamma' && document.querySelector('#runs .empty') && !document.querySelector('#runs .empty').textContent.includes('Loading')").await;
         // A fresh load, not a hash change of the page already open.
         b.goto("about:blank").await;
         b.goto(&format!("{}/#/pipelines/alpha", server.url())).await;
@@ -384,6 +392,18 @@ fn a_pipeline_page_by_a_click_and_by_its_bookmark() {
         assert_eq!(b.js(&format!("return !!document.querySelector(\"#runs li.run[data-run-id='{other}']\")")).await, false);
         let errors = b.console_errors().await;
         assert!(errors.is_empty(), "console errors: {errors:?}");
+
+        // A removed pipeline's page: its history, and a schedule panel that says why it has none.
+        b.goto(&format!("{}/#/pipelines/old", server.url())).await;
+        let old = ids_of(&api_runs(&server, "&pipeline=old"));
+        assert_eq!(old.len(), 2);
+        b.wait(
+            "old's history",
+            Duration::from_secs(10),
+            &format!("JSON.stringify([...document.querySelectorAll('#runs li.run')].map(r => r.dataset.runId)) === {}", json!(json!(old).to_string())),
+        )
+        .await;
+        b.wait("why it has no schedule", Duration::from_secs(10), "document.querySelector('#sched-msg').textContent.includes('not in the configuration')").await;
         b.close().await;
     });
 }
