@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use super::{Browser, QUIET, RunFile, rt, run_id_at, serial, tools};
+use super::{Browser, QUIET, RunFile, rt, run_id_at, serial, start_work, tools};
 use crate::support::{Project, Server};
 
 /// The configured pipelines, in file order.
@@ -251,6 +251,23 @@ fn the_overview_shows_every_pipeline_with_its_last_runs_and_its_day() {
         assert_eq!(shown, want, "all runs, newest first, each with its pipeline");
         assert_eq!(b.js("return document.querySelector('#runs-pipe-col').hidden").await, false);
 
+        // A run of beta going now (its runner's lock held): "running" in its row, and its
+        // square, newest right.
+        let live = run_id_at(Utc::now(), 0xbeef);
+        let mut f = RunFile::new(&p, &live, "manual");
+        f.pipeline = "beta".into();
+        let _alive = f.hold_lock(&p);
+        start_work(&mut f);
+        b.wait(
+            "beta running",
+            Duration::from_secs(10),
+            &format!(
+                "document.querySelector('#pipes li.pipe[data-pipeline=\"beta\"] .now a.badge')?.getAttribute('href') === '#/runs/{live}' \
+                 && [...document.querySelectorAll('#pipes li.pipe[data-pipeline=\"beta\"] .sq')].pop()?.dataset.status === 'running'"
+            ),
+        )
+        .await;
+
         b.js("document.activeElement.blur(); window.scrollTo(0, 0); return true").await;
         b.screenshot("overview", None).await;
         // On a phone: no sideways scrolling.
@@ -269,7 +286,7 @@ fn the_overview_shows_every_pipeline_with_its_last_runs_and_its_day() {
             &format!("JSON.stringify([...document.querySelectorAll('#runs li.run')].map(r => r.dataset.runId)) === {}", json!(json!(beta).to_string())),
         )
         .await;
-        assert_eq!(beta.len(), 4);
+        assert_eq!(beta.len(), 5, "beta's four runs and the one going");
         let errors = b.console_errors().await;
         assert!(errors.is_empty(), "console errors: {errors:?}");
         b.close().await;
