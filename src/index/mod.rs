@@ -64,7 +64,7 @@ mod testing;
 mod write;
 
 pub use feed::{Segment, epoch_start};
-pub use pipelines::{PipelineRuns, WindowStats};
+pub use pipelines::{PipelineRuns, RecentRun, WindowStats};
 pub use query::{
     PipelineFigures, RunDetail, RunFilter, RunStatus, RunSummary, StageStatus, StageSummary,
 };

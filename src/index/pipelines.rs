@@ -1,6 +1,7 @@
 //! The index's view of pipelines: which pipelines have runs (a pipeline removed from the
-//! configuration keeps its history), and for one pipeline its last run, its runs going now
-//! and its figures over a window (`/api/pipelines`, `pipewatch pipelines`).
+//! configuration keeps its history), and for one pipeline its last run, its last few runs
+//! (the dashboard's status strip), its runs going now and its figures over a window
+//! (`/api/pipelines`, `pipewatch pipelines`).
 //!
 //! Every query here is a range scan of `runs_by_pipeline (pipeline, sort_key, run_id)`, so
 //! its cost grows with the pipeline's runs in the window, not with the history.
@@ -10,7 +11,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::fold::sort_key;
-use super::{Index, IndexError, RunFilter, RunSummary, db, to_u64};
+use super::{Index, IndexError, RunFilter, RunSummary, db, parse_id, to_i64, to_u64};
+use crate::event::RunId;
 
 /// A pipeline's runs over a window (the last 24 hours for the API).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
@@ -26,11 +28,21 @@ pub struct WindowStats {
     pub median_duration_ms: Option<u64>,
 }
 
+/// One run of a pipeline's status strip.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct RecentRun {
+    pub run_id: RunId,
+    #[schema(value_type = crate::index::RunStatus)]
+    pub status: String,
+}
+
 /// What the index says of one pipeline.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PipelineRuns {
     /// Its newest run, recorded misses left out.
     pub last_run: Option<RunSummary>,
+    /// Its last [`RECENT`] runs, recorded misses included, oldest first.
+    pub recent: Vec<RecentRun>,
     /// Its runs whose status is `running`, newest first.
     pub running: Vec<RunSummary>,
     pub stats: WindowStats,
@@ -41,6 +53,8 @@ pub struct PipelineRuns {
 const MAX_RUNNING: usize = 100;
 /// How many runs back the newest one that is not a recorded miss is looked for.
 const LAST_LOOKBACK: usize = 20;
+/// How many runs the status strip shows.
+pub const RECENT: usize = 20;
 
 impl Index {
     /// The names of the pipelines that have at least one run, sorted: a loose index scan,
@@ -78,9 +92,39 @@ impl Index {
         let running = self.list_runs(MAX_RUNNING, None, &of(Some("running")))?;
         Ok(PipelineRuns {
             last_run,
+            recent: self.recent_runs(pipeline)?,
             running,
             stats: self.window_stats(pipeline, since)?,
         })
+    }
+
+    /// The pipeline's last [`RECENT`] runs, oldest first: one range scan from the newest end
+    /// of `runs_by_pipeline`.
+    fn recent_runs(&self, pipeline: &str) -> Result<Vec<RecentRun>, IndexError> {
+        let p = self.path.as_path();
+        let rows: Vec<(String, String)> = self
+            .conn
+            .prepare_cached(
+                "SELECT run_id, status FROM runs
+                 WHERE pipeline = ?1 AND status IS NOT NULL
+                 ORDER BY sort_key DESC, run_id DESC LIMIT ?2",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![pipeline, to_i64(RECENT as u64)], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            })
+            .map_err(db(p, "list a pipeline's recent runs"))?;
+        rows.into_iter()
+            .rev()
+            .map(|(id, status)| {
+                Ok(RecentRun {
+                    run_id: parse_id(p, &id)?,
+                    status,
+                })
+            })
+            .collect()
     }
 
     fn window_stats(&self, pipeline: &str, since: &str) -> Result<WindowStats, IndexError> {
@@ -168,6 +212,21 @@ mod tests {
 
         let sync = ix.pipeline_runs("sync", "2026-11-29T08:01:00Z").unwrap();
         assert_eq!(sync.last_run.unwrap().run_id.as_str(), "a4");
+        let strip: Vec<_> = sync
+            .recent
+            .iter()
+            .map(|r| (r.run_id.as_str(), r.status.as_str()))
+            .collect();
+        assert_eq!(
+            strip,
+            [
+                ("old", "failure"),
+                ("a1", "success"),
+                ("a2", "failure"),
+                ("a3", "success"),
+                ("a4", "running")
+            ]
+        );
         assert_eq!(sync.running.len(), 1);
         assert_eq!(
             sync.stats,
@@ -185,6 +244,29 @@ mod tests {
         assert!(export.running.is_empty());
         let none = ix.pipeline_runs("gone", "2026-11-29T00:00:00Z").unwrap();
         assert_eq!(none, PipelineRuns::default());
+    }
+
+    #[test]
+    fn the_strip_keeps_the_last_runs_oldest_first() {
+        let mut ix = Index::open_in_memory().unwrap();
+        for i in 0..RECENT + 5 {
+            let t = format!("2026-11-29T09:{i:02}:00.000Z");
+            let events = vec![
+                ev("pipeline", "start", &t, serde_json::Value::Null),
+                ev("pipeline", "success", &t, serde_json::Value::Null),
+            ];
+            apply(&mut ix, &format!("r{i:02}"), "sync", events);
+        }
+        let recent = ix
+            .pipeline_runs("sync", "2026-11-29T00:00:00Z")
+            .unwrap()
+            .recent;
+        assert_eq!(recent.len(), RECENT);
+        assert_eq!(recent[0].run_id.as_str(), "r05");
+        assert_eq!(
+            recent[RECENT - 1].run_id.as_str(),
+            format!("r{:02}", RECENT + 4)
+        );
     }
 
     #[test]

@@ -88,7 +88,7 @@ macro_rules! web_file {
 }
 
 /// Everything the page is made of.
-pub static ASSETS: [Asset; 19] = [
+pub static ASSETS: [Asset; 21] = [
     Asset {
         path: "/",
         content_type: HTML,
@@ -108,6 +108,8 @@ pub static ASSETS: [Asset; 19] = [
     web_file!("js/conn.js", JS),
     web_file!("js/stream.js", JS),
     web_file!("js/fold.js", JS),
+    web_file!("js/scope.js", JS),
+    web_file!("js/overview.js", JS),
     web_file!("js/runs.js", JS),
     web_file!("js/trend.js", JS),
     web_file!("js/schedule.js", JS),

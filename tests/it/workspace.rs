@@ -157,6 +157,10 @@ fn one_dashboard_serves_every_pipeline_and_keeps_a_removed_ones_history() {
     assert_eq!(export["last_run"]["run_id"], export_id.as_str());
     assert_eq!(export["stats_24h"]["success"], 1);
     assert_eq!(export["removed"], false);
+    assert_eq!(
+        export["recent"],
+        serde_json::json!([{ "run_id": export_id, "status": "success" }])
+    );
 
     // Metrics, one series per pipeline.
     let metrics = s.get("/metrics").body;

@@ -11,6 +11,11 @@
  * WebSocket does not get through), so no event between the drop and the reconnect is missed.
  * Frames without a cursor (an older server) leave it unset: the stream then starts afresh,
  * and the full re-read on reconnecting is what catches up.
+ *
+ * With several pipelines the list is narrowed to the open pipeline (`#/pipelines/NAME`: the
+ * list, the stream and "Run now" are that pipeline's), or on the overview shows every
+ * pipeline's runs with a pipeline column and a pipeline filter; the overview gets every event
+ * of the stream too (`notePipelineEvent`).
  */
 
 import { state } from './state.js';
@@ -22,9 +27,25 @@ import { setConn } from './conn.js';
 import { openStream } from './stream.js';
 import { scheduleTrend } from './trend.js';
 import { scheduleSched, panelMsg } from './schedule.js';
+import { notePipelineEvent, refreshOverview } from './overview.js';
+import { onOverview, runsPipeline, runPath, withPipeline, seg } from './scope.js';
 
 const PAGE = 50;
 const RUN_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** The pipeline filter, on the overview's list of every pipeline's runs only. */
+export function renderPipelineFilter() {
+  const box = $('#pipeline-filter-box');
+  box.hidden = !onOverview();
+  if (box.hidden) return;
+  const sel = $('#pipeline-filter');
+  const names = state.scope.names;
+  if (state.runs.pipeline && !names.includes(state.runs.pipeline)) state.runs.pipeline = '';
+  const have = [...sel.options].map((o) => o.value).join('\n');
+  const want = ['', ...names];
+  if (have !== want.join('\n')) sel.replaceChildren(...want.map((n) => h('option', { value: n }, n || 'All pipelines')));
+  sel.value = state.runs.pipeline;
+}
 
 export function renderFilters() {
   const box = $('#status-filter');
@@ -46,6 +67,7 @@ function runRow(r) {
       h('a', { href: `#/runs/${r.run_id}` }, r.run_id),
       why ? h('span', { class: 'why' }, why) : null),
     h('span', { class: 'meta' },
+      onOverview() ? h('span', { class: 'pipe-name' }, r.pipeline ? h('a', { href: `#/pipelines/${seg(r.pipeline)}`, class: 'pipe-link' }, r.pipeline) : '—') : null,
       h('span', { class: 'trig trigger', title: r.source ? `source: ${r.source}` : null }, trigger(r.source)),
       h('span', { class: 'start', title: fullTime(r.started_at || r.scheduled_for) }, fmtWhen(r.started_at || r.scheduled_for)),
       h('span', { class: 'dur' }, dur)),
@@ -61,7 +83,7 @@ export function renderRuns() {
   const keep = new Map();
   const kids = runs.list.map((r) => {
     let li = runs.rows.get(r.run_id);
-    const key = JSON.stringify(r);
+    const key = JSON.stringify([r, onOverview()]);
     if (!li || li._key !== key) { li = runRow(r); li._key = key; }
     keep.set(r.run_id, li);
     return li;
@@ -79,7 +101,7 @@ export async function refreshRuns() {
   const runs = state.runs;
   const gen = ++runs.gen;
   runs.loading = true;
-  const q = new URLSearchParams({ limit: String(Math.max(PAGE, Math.min(1000, runs.list.length || PAGE))) });
+  const q = withPipeline(new URLSearchParams({ limit: String(Math.max(PAGE, Math.min(1000, runs.list.length || PAGE))) }));
   if (runs.filter) q.set('status', runs.filter);
   try {
     const list = await api(`/api/runs?${q}`);
@@ -100,7 +122,7 @@ async function loadOlder() {
   if (!last) return;
   const btn = $('#older');
   btn.disabled = true;
-  const q = new URLSearchParams({ limit: String(PAGE), before: last.run_id });
+  const q = withPipeline(new URLSearchParams({ limit: String(PAGE), before: last.run_id }));
   if (runs.filter) q.set('status', runs.filter);
   try {
     const more = await api(`/api/runs?${q}`);
@@ -120,7 +142,8 @@ function upsertRun(r) {
   const runs = state.runs;
   const list = runs.list;
   const i = list.findIndex((x) => x.run_id === r.run_id);
-  const fits = !runs.filter || runs.filter === r.status;
+  const pipeline = runsPipeline();
+  const fits = (!runs.filter || runs.filter === r.status) && (!pipeline || r.pipeline === pipeline);
   if (i >= 0) {
     if (fits) list[i] = r; else list.splice(i, 1);
   } else if (fits) {
@@ -170,6 +193,7 @@ function noteCursor(e, id) {
 function onGlobalEvent(e, id) {
   noteCursor(e, id);
   if (!e || typeof e.run_id !== 'string' || !RUN_ID.test(e.run_id)) return;
+  notePipelineEvent(e);
   // Already to be read again: nothing more to decide.
   if (state.runs.pending.has(e.run_id)) return;
   const known = state.runs.list.find((x) => x.run_id === e.run_id) || state.trend.list.find((x) => x.run_id === e.run_id);
@@ -184,16 +208,24 @@ function onGlobalEvent(e, id) {
  */
 export function openGlobalStream() {
   state.globalStream?.close();
-  const since = () => (state.runs.cursor != null ? `?since=${state.runs.cursor}` : '');
+  // The open pipeline's events only; the overview (and one pipeline) gets them all.
+  const pipeline = state.scope.pipeline;
+  const since = () => {
+    const q = new URLSearchParams();
+    if (pipeline) q.set('pipeline', pipeline);
+    if (state.runs.cursor != null) q.set('since', String(state.runs.cursor));
+    const qs = q.toString();
+    return qs ? `?${qs}` : '';
+  };
   state.globalStream = openStream({
     wsPath: () => `/ws/events${since()}`,
     ssePath: () => `/api/events/stream${since()}`,
-    poll: () => { refreshRuns(); },
+    poll: () => { refreshRuns(); if (onOverview()) refreshOverview(); },
     onEvent: onGlobalEvent,
     onState: (st) => setConn('global', st),
     // Resuming by cursor misses nothing; reading the list again is a safety net (and all an
     // older server, without cursors, gets).
-    onReopen: () => { refreshRuns(); scheduleTrend(); scheduleSched(); },
+    onReopen: () => { refreshRuns(); scheduleTrend(); scheduleSched(); if (onOverview()) refreshOverview(); },
   });
 }
 
@@ -201,9 +233,9 @@ async function runNow() {
   const btn = $('#run-now');
   btn.disabled = true;
   try {
-    const r = await api('/api/pipeline/run', { method: 'POST', body: {} });
+    const r = await api(runPath(), { method: 'POST', body: {} });
     panelMsg(['Started run ', h('a', { href: `#/runs/${r.run_id}`, class: 'mono' }, r.run_id), '.'], 'ok');
-    upsertRun({ run_id: r.run_id, status: 'running', source: 'manual', started_at: new Date(now()).toISOString(), duration_ms: null });
+    upsertRun({ run_id: r.run_id, pipeline: state.scope.pipeline || undefined, status: 'running', source: 'manual', started_at: new Date(now()).toISOString(), duration_ms: null });
     renderRuns();
     touchRun(r.run_id);
   } catch (e) {
@@ -228,6 +260,13 @@ export async function cancelRun(id, msgEl) {
 
 export function initRuns() {
   $('#older').addEventListener('click', loadOlder);
+  $('#pipeline-filter').addEventListener('change', (ev) => {
+    if (state.runs.pipeline === ev.target.value) return;
+    state.runs.pipeline = ev.target.value;
+    state.runs.list = [];
+    state.runs.exhausted = false;
+    refreshRuns();
+  });
   // "Run now" sits in the schedule card; what it does is start a run and list it.
   $('#run-now').addEventListener('click', runNow);
 }

@@ -5,7 +5,8 @@
  * "Run now" also writes to).
  *
  * Rows that do not apply to the backend are left out: the built-in scheduler has no OS task,
- * and cron keeps no record of its runs.
+ * and cron keeps no record of its runs. On a pipeline's page (`#/pipelines/NAME`) the panel
+ * is that pipeline's (`/api/pipelines/NAME/scheduler/...`).
  */
 
 import { state } from './state.js';
@@ -13,6 +14,7 @@ import { $, h, badge } from './dom.js';
 import { now, ts, fmtDur, fmtCountdown, fmtWhen, fullTime, trigger } from './format.js';
 import { api, errText } from './api.js';
 import { RUN_STATUSES } from './statuses.js';
+import { onOverview, schedPath } from './scope.js';
 
 /** Fields shown in their own rows; any other plain field of the status gets a row as it is. */
 const KNOWN = ['backend', 'task_name', 'exists', 'enabled', 'state', 'schedule', 'next_run', 'last_run', 'last_result', 'latest_run', 'cadence', 'mismatch', 'warning', 'config', 'installed_for', 'installed_schedule'];
@@ -34,11 +36,21 @@ export function scheduleSched() {
 
 export async function refreshSched() {
   const sched = state.sched;
+  // The overview of several pipelines has no schedule panel; each pipeline's page has its own.
+  if (onOverview()) return;
+  const path = schedPath('status');
   try {
-    sched.status = await api('/api/scheduler/status');
+    const st = await api(path);
+    if (path !== schedPath('status')) return;
+    sched.status = st;
     sched.error = null;
   } catch (e) {
-    sched.error = e.status === 404 ? 'The scheduler status is not available from this server (404).' : `Scheduler status: ${errText(e)}`;
+    if (path !== schedPath('status')) return;
+    const pipeline = state.scope.pipeline;
+    // A pipeline's page answers 404 for a pipeline that left the configuration (its history stays).
+    sched.error = e.status === 404
+      ? (pipeline ? `${pipeline} is not in the configuration: it has no schedule, only its history.` : 'The scheduler status is not available from this server (404).')
+      : `Scheduler status: ${errText(e)}`;
   }
   renderSched();
 }
@@ -151,7 +163,7 @@ async function toggle() {
   const want = sw.getAttribute('aria-checked') !== 'true';
   sched.busy = true; sw.disabled = true;
   try {
-    const st = await api(`/api/scheduler/${want ? 'enable' : 'disable'}`, { method: 'POST', body: {} });
+    const st = await api(schedPath(want ? 'enable' : 'disable'), { method: 'POST', body: {} });
     if (st && typeof st === 'object' && 'enabled' in st) sched.status = st; else await refreshSched();
     sched.error = null;
     panelMsg(want ? 'Schedule enabled.' : 'Schedule disabled.', 'ok');

@@ -22,10 +22,35 @@ export const state = {
   /** The all-runs stream (`stream.js`) feeding the runs list. */
   globalStream: null,
 
-  /** The runs list: what is shown, its filter and paging, and the rows already built. */
+  /**
+   * The pipelines the server serves (`/api/health`'s `pipelines`: with one, the page is the
+   * one pipeline's as it always was), whether that answer is in (`ready`: the home view's
+   * reads wait for it), and the one the home view is narrowed to (`#/pipelines/NAME`; null on
+   * `#/`).
+   */
+  scope: { names: [], ready: false, pipeline: null },
+
+  /** The overview of several pipelines: their summaries, the rows built, live re-reads. */
+  pipes: {
+    list: [],
+    /** pipeline name → its `<li>`, reused while its summary has not changed. */
+    rows: new Map(),
+    /** Bumped by each full read, so an older answer arriving late is dropped. */
+    gen: 0,
+    loaded: false,
+    /** Pipelines touched by live events, re-read together (throttled). */
+    pending: new Set(),
+    pendingTimer: null,
+    /** Pipelines whose switch or "Run now" is waiting for the server. */
+    busy: new Set(),
+  },
+
+  /** The runs list: what is shown, its filters and paging, and the rows already built. */
   runs: {
     list: [],
     filter: '',
+    /** The pipeline filter of the list of all pipelines' runs ('' for all). */
+    pipeline: '',
     exhausted: false,
     loading: false,
     /** run id → its `<li>`, reused while the run has not changed. */

@@ -1,7 +1,8 @@
 /**
  * The duration trend: the last 50 runs as bars (oldest left), coloured by status, with their
  * median. One hung run must not flatten the rest, so bars beyond four times the median are cut
- * and marked. A bar links to its run.
+ * and marked. A bar links to its run. On a pipeline's page (`#/pipelines/NAME`), that
+ * pipeline's runs.
  */
 
 import { state } from './state.js';
@@ -9,6 +10,7 @@ import { $, h, s } from './dom.js';
 import { now, ts, fmtDur, fmtWhen } from './format.js';
 import { api } from './api.js';
 import { RUN_STATUSES } from './statuses.js';
+import { onOverview } from './scope.js';
 
 /** The statuses that have a colour of their own (`--<status>` in style.css). */
 const COLOURED = new Set(RUN_STATUSES);
@@ -21,7 +23,15 @@ export function scheduleTrend() {
 }
 
 export async function refreshTrend() {
-  try { state.trend.list = await api('/api/runs?limit=50'); } catch { /* keep the last */ }
+  // The overview of several pipelines has no trend; a pipeline's page has its own.
+  if (onOverview()) return;
+  const q = new URLSearchParams({ limit: '50' });
+  if (state.scope.pipeline) q.set('pipeline', state.scope.pipeline);
+  const scope = state.scope.pipeline;
+  try {
+    const list = await api(`/api/runs?${q}`);
+    if (scope === state.scope.pipeline) state.trend.list = list;
+  } catch { /* keep the last */ }
   renderTrend();
 }
 

@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::config::{Backend, Config, Overlap};
 use crate::event::{RunId, format_timestamp};
-use crate::index::{PipelineRuns, WindowStats};
+use crate::index::{PipelineRuns, RecentRun, WindowStats};
 use crate::scheduler;
 use crate::server::error::{ApiError, ErrorBody};
 use crate::server::extract::Path;
@@ -100,6 +100,8 @@ pub struct PipelineSummary {
     /// Its newest run (recorded misses left out); `null` before its first.
     #[schema(required = true)]
     pub last_run: Option<LastRun>,
+    /// Its last 20 runs (recorded misses included), oldest first: the page's status strip.
+    pub recent: Vec<RecentRun>,
     /// The run ids of its runs going now, newest first.
     pub running: Vec<RunId>,
     /// Its runs of the last 24 hours.
@@ -299,6 +301,7 @@ async fn summary(
             started_at: r.started_at,
             duration_ms: r.duration_ms,
         }),
+        recent: runs.recent,
         running: runs.running.into_iter().map(|r| r.run_id).collect(),
         stats_24h: runs.stats,
         removed: config.is_none(),
