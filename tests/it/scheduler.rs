@@ -852,6 +852,24 @@ fn install_removes_the_cron_line_of_a_pipeline_that_left_the_workspace() {
         ["Pipeline Runner - export", "Pipeline Runner - sync"]
     );
 
+    // The dashboard's pipeline list asks cron about each, and sees its own switch at once.
+    let d = Server::start(&p);
+    let enabled = |list: &Value| -> Vec<bool> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["enabled"].as_bool().unwrap())
+            .collect()
+    };
+    assert_eq!(enabled(&d.json("/api/pipelines")), [true, true]);
+    let off = d.post_json("/api/pipelines/sync/scheduler/disable", "");
+    assert_eq!(off.status, 200, "{}", off.body);
+    assert_eq!(enabled(&d.json("/api/pipelines")), [true, false]);
+    let on = d.post_json("/api/pipelines/sync/scheduler/enable", "");
+    assert_eq!(on.status, 200, "{}", on.body);
+    assert_eq!(enabled(&d.json("/api/pipelines")), [true, true]);
+    drop(d);
+
     // Installing one pipeline's task leaves the others; uninstalling all leaves the user's.
     let one = p.run(&["scheduler", "install", "--pipeline", "sync"]);
     assert!(one.status.success(), "{}", stderr(&one));

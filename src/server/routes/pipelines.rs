@@ -129,10 +129,14 @@ pub struct PipelineSummary {
 pub async fn list_pipelines(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let known = state.with_index(|idx| idx.pipeline_names()).await?;
     let workspace = state.workspace();
-    let mut out = Vec::new();
-    for config in &workspace.pipelines {
-        out.push(summary(&state, Some(config), &config.pipeline.name).await?);
-    }
+    // Together: with an OS scheduler each pipeline's switch is a question to its tool.
+    let mut out = futures_util::future::try_join_all(
+        workspace
+            .pipelines
+            .iter()
+            .map(|config| summary(&state, Some(config), &config.pipeline.name)),
+    )
+    .await?;
     // Outside a workspace, runs of other tools may name any pipeline: they are the one
     // pipeline's history, not removed pipelines.
     if workspace.is_workspace {
@@ -325,7 +329,7 @@ async fn switch(state: &Arc<AppState>, config: &Config) -> (bool, Option<String>
             Err(e) => (false, None, Some(e.to_string())),
         };
     }
-    match schedule::call(state, config, |b| b.status()).await {
+    match schedule::recent_status(state, config).await {
         Ok(s) => (s.enabled, s.next_run, None),
         Err(e) => (false, None, Some(e.message)),
     }
