@@ -484,3 +484,54 @@ fn the_switch_and_run_now_act_on_their_own_pipeline() {
         b.close().await;
     });
 }
+
+/// The browser's back button retraces the way in: overview → a pipeline's page → one of its
+/// runs, then back to the pipeline's page (still narrowed to it) and back to the overview.
+#[test]
+fn the_back_button_retraces_overview_pipeline_and_run() {
+    let Some(tools) = tools() else { return };
+    let _serial = serial();
+    rt().block_on(async {
+        let (p, ids) = seeded_workspace();
+        let server = Server::start(&p);
+        let b = Browser::start(&tools, 1280, 860).await;
+        open_overview(&b, &server, 4).await;
+        b.click("#pipes li.pipe[data-pipeline='beta'] .rate").await;
+        b.wait("beta's page", Duration::from_secs(5), "location.hash === '#/pipelines/beta'").await;
+        let beta = &ids.iter().find(|(n, _)| *n == "beta").expect("beta's runs").1;
+        let run = beta.last().expect("a run of beta");
+        let link = format!("#runs li.run[data-run-id='{run}'] a");
+        b.wait("beta's runs", Duration::from_secs(10), &format!("document.querySelector(\"{link}\")")).await;
+        b.click(&link).await;
+        b.wait("the run's page", Duration::from_secs(10), &format!("location.hash === '#/runs/{run}' && !document.querySelector('#view-run').hidden")).await;
+
+        b.c().back().await.expect("back");
+        b.wait(
+            "beta's page again, only its runs",
+            Duration::from_secs(10),
+            &format!(
+                "location.hash === '#/pipelines/beta' && document.querySelector('#view-run').hidden \
+                 && document.querySelectorAll('#runs li.run').length === {} \
+                 && document.querySelector('#pipe-name').textContent === 'beta'",
+                beta.len()
+            ),
+        )
+        .await;
+        b.c().back().await.expect("back");
+        b.wait(
+            "the overview again",
+            Duration::from_secs(10),
+            "location.hash === '#/' || location.hash === ''",
+        )
+        .await;
+        b.wait(
+            "its rows",
+            Duration::from_secs(10),
+            "!document.querySelector('#pipes-card').hidden && document.querySelectorAll('#pipes li.pipe').length === 4",
+        )
+        .await;
+        let errors = b.console_errors().await;
+        assert!(errors.is_empty(), "console errors: {errors:?}");
+        b.close().await;
+    });
+}
