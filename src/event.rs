@@ -92,6 +92,9 @@ pub struct Data<'a> {
     pub failed_stages: Option<&'a [&'a str]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub needs: Option<&'a str>,
+    /// The run's dependency graph, on its `start`: each stage's `needs`, by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage_needs: Option<&'a std::collections::BTreeMap<&'a str, Vec<&'a str>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub running: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]

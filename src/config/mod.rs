@@ -274,6 +274,21 @@ impl Config {
         self.in_workspace.then_some(self.pipeline.name.as_str())
     }
 
+    /// Each stage's `needs`, by name: the pipeline's dependency graph.
+    pub fn stage_needs(&self) -> std::collections::BTreeMap<&str, Vec<&str>> {
+        self.stages
+            .iter()
+            .map(|s| {
+                let needs = s
+                    .needs
+                    .iter()
+                    .filter_map(|&i| self.stages.get(i).map(|n| n.name.as_str()))
+                    .collect();
+                (s.name.as_str(), needs)
+            })
+            .collect()
+    }
+
     /// Names of the stages in file order.
     pub fn stage_names(&self) -> Vec<&str> {
         self.stages.iter().map(|s| s.name.as_str()).collect()

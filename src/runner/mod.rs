@@ -268,6 +268,7 @@ pub async fn run(
 /// The run-level `start` event.
 fn journal_start(ctx: &Ctx, config: &Config, names: &[&str], source: &str) -> Result<(), RunError> {
     let host = hostname();
+    let graph = config.stage_needs();
     ctx.journal.emit(
         PIPELINE_STAGE,
         kind::START,
@@ -279,6 +280,7 @@ fn journal_start(ctx: &Ctx, config: &Config, names: &[&str], source: &str) -> Re
         ),
         &Data {
             stages: Some(names),
+            stage_needs: Some(&graph),
             schedule: Some(config.pipeline.schedule.expression()),
             pid: Some(std::process::id()),
             host: host.as_deref(),

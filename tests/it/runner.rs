@@ -214,6 +214,11 @@ fn retries_then_failure_skips_dependents_but_not_independents() {
     let out = p.run(&["run", "--no-notify"]);
     assert_eq!(out.status.code(), Some(1));
     let events = p.journal();
+    assert_eq!(
+        ev(&events, "pipeline", "start")[0]["data"]["stage_needs"],
+        serde_json::json!({"flaky": [], "after": ["flaky"], "after_after": ["after"], "free": []}),
+        "the start event carries the dependency graph"
+    );
     assert_eq!(ev(&events, "flaky", "start").len(), 3);
     let retries = ev(&events, "flaky", "retry");
     assert_eq!(retries.len(), 2);
