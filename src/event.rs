@@ -92,6 +92,15 @@ pub struct Data<'a> {
     pub failed_stages: Option<&'a [&'a str]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub needs: Option<&'a str>,
+    /// A stage a retry reused: the run it succeeded in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_run: Option<&'a str>,
+    /// On a retry's `start`: the run it retries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<&'a str>,
+    /// On a run's `start`: the value of each parameter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub params: Option<&'a std::collections::BTreeMap<String, String>>,
     /// The run's dependency graph, on its `start`: each stage's `needs`, by name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stage_needs: Option<&'a std::collections::BTreeMap<&'a str, Vec<&'a str>>>,

@@ -180,3 +180,33 @@ fn stdout_paint() -> term::Paint {
     use std::io::IsTerminal;
     term::Paint::new(term::colour_for(std::io::stdout().is_terminal()))
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::runner::invocation::Invocation;
+
+    /// Every flag the dashboard and the schedulers put on a `pipewatch run` command line is
+    /// one `run` accepts.
+    #[test]
+    fn every_invocation_is_a_command_line_run_parses() {
+        let id = RunId::parse("20260101T000000Z-abcd").unwrap();
+        let mut inv =
+            Invocation::new("pw", "/w/pipewatch.toml", "manual").from_dashboard(Some(id.clone()));
+        inv.pipeline = Some("sync".into());
+        inv.params = vec![("region".into(), "us=east".into())];
+        inv.stages = vec!["load".into(), "report".into()];
+        let parse = |inv: &Invocation| {
+            let mut argv = vec![std::ffi::OsString::from("pipewatch")];
+            argv.extend(inv.args());
+            Cli::try_parse_from(argv)
+        };
+        assert!(parse(&inv).is_ok(), "{:?}", parse(&inv).err());
+        inv.stages.clear();
+        inv.params.clear();
+        inv.retry = Some((id, true));
+        assert!(parse(&inv).is_ok(), "{:?}", parse(&inv).err());
+    }
+}

@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use super::{CliError, parse_run_id};
-use crate::config::Workspace;
+use crate::config::{Workspace, params};
 use crate::event::RunId;
 use crate::exit;
 use crate::runner::progress::{self, Reporter};
-use crate::runner::{self, RunOptions, RunStatus};
+use crate::runner::{self, RunOptions, RunStatus, plan};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -26,12 +26,48 @@ pub struct Args {
     /// Use this run id instead of generating one (used by the dashboard's "Run now").
     #[arg(long, hide = true, value_parser = parse_run_id)]
     run_id: Option<RunId>,
+    /// A parameter's value for this run (repeatable); see [pipeline.params].
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = params::parse_pair)]
+    params: Vec<(String, String)>,
+    /// Run only this stage (repeatable): the others are recorded `skipped` (not_selected) and
+    /// count as done for the stages that need them.
+    #[arg(long = "stage", value_name = "NAME", conflicts_with = "retry")]
+    stages: Vec<String>,
+    /// Retry RUN_ID from where it failed: reuse the stages that succeeded in it, run the rest,
+    /// with its parameters.
+    #[arg(long, value_name = "RUN_ID", value_parser = parse_run_id, conflicts_with = "params")]
+    retry: Option<RunId>,
+    /// With --retry: retry even though the pipeline's stages or parameters changed since.
+    #[arg(long, requires = "retry")]
+    force: bool,
 }
 
 /// Exit code 0 for success (or a run skipped by the overlap policy), 1 for a failed or
 /// cancelled one.
 pub fn command(ws: &Workspace, args: Args) -> Result<u8, CliError> {
-    let config = ws.select(args.pipeline.as_deref(), "run")?;
+    // A retry is of the pipeline its run was a run of.
+    let named = match (&args.pipeline, &args.retry) {
+        (None, Some(id)) if ws.pipelines.len() > 1 => {
+            plan::pipeline_of(&ws.shared().server.events_dir, id)?
+        }
+        (name, _) => name.clone(),
+    };
+    let config = ws.select(named.as_deref(), "run")?;
+    let (plan, params, retry_of) = match &args.retry {
+        Some(id) => {
+            let retry = plan::retry(config, id, args.force)?;
+            (retry.plan, retry.params, Some(retry.of))
+        }
+        None => (
+            if args.stages.is_empty() {
+                plan::Plan::default()
+            } else {
+                plan::only(config, &args.stages)?
+            },
+            params::resolve(&config.pipeline.params, &args.params)?,
+            None,
+        ),
+    };
     let reporter: Arc<dyn Reporter> = Arc::from(progress::for_terminal(args.quiet));
     let rt = tokio::runtime::Runtime::new()?;
     let outcome = rt.block_on(runner::run(
@@ -40,6 +76,9 @@ pub fn command(ws: &Workspace, args: Args) -> Result<u8, CliError> {
             source: args.source,
             announce: !args.no_notify,
             run_id: args.run_id,
+            params,
+            plan,
+            retry_of,
         },
         reporter,
     ))?;

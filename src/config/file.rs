@@ -108,6 +108,8 @@ pub(super) struct RawPipeline {
     pub(super) catchup: Option<Catchup>,
     pub(super) catchup_window: Option<Dur>,
     pub(super) timeout: Option<Dur>,
+    #[serde(default)]
+    pub(super) params: BTreeMap<Spanned<String>, Spanned<super::params::RawParam>>,
 }
 
 #[derive(Deserialize)]

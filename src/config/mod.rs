@@ -26,6 +26,7 @@
 
 mod file;
 pub mod host;
+pub mod params;
 pub mod schedule;
 mod validate;
 mod workspace;
@@ -132,6 +133,8 @@ pub struct Pipeline {
     pub catchup: Catchup,
     pub catchup_window: Duration,
     pub timeout: Option<Duration>,
+    /// `[pipeline.params]`, by name.
+    pub params: Vec<params::Param>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

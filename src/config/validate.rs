@@ -218,6 +218,8 @@ fn pipeline(
         ));
     };
     let name = plain_name(src, name, "pipeline.name")?;
+    let params = super::params::declared(rp.params)
+        .map_err(|(at, key, message)| src.err(at, &key, message))?;
     let pipeline = Pipeline {
         name,
         schedule: rp.schedule.unwrap_or_default(),
@@ -227,6 +229,7 @@ fn pipeline(
             .catchup_window
             .map_or(Duration::from_secs(6 * 3600), |d| d.0),
         timeout: non_zero(rp.timeout),
+        params,
     };
     Ok((pipeline, at))
 }

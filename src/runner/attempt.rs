@@ -369,6 +369,9 @@ fn spawn(ctx: &Ctx, stage: &Stage, attempt: u32) -> Result<Box<dyn ChildWrapper>
     env.insert("PIPEWATCH_PIPELINE".into(), ctx.pipeline.clone());
     env.insert("PIPEWATCH_STAGE".into(), stage.name.clone());
     env.insert("PIPEWATCH_ATTEMPT".into(), attempt.to_string());
+    for (name, value) in &ctx.params {
+        env.insert(crate::config::params::env_name(name), value.clone());
+    }
     let mut cmd = process::build(&stage.run, &stage.workdir, &env);
     process::spawn(&mut cmd).map_err(|e| {
         let msg = format!(

@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 
 use super::attempt::{StageEnd, run_stage};
 use super::liveness::RunLock;
+use super::plan::{Passed, Plan};
 use super::progress::Ending;
 use super::stop::{Stop, StopRx, Watcher};
 use super::{Ctx, RunStatus};
@@ -41,6 +42,16 @@ enum State {
     Running,
     Done(StageEnd),
     Skipped,
+    /// Left out of this run by its plan (reused, or not selected): done, for the stages that
+    /// need it and for the run's status.
+    Passed,
+}
+
+impl State {
+    /// Whether the stages that need it may start.
+    fn satisfies(self) -> bool {
+        matches!(self, State::Done(StageEnd::Success) | State::Passed)
+    }
 }
 
 impl State {
@@ -62,9 +73,20 @@ enum Unstarted<'a> {
 }
 
 /// Runs the DAG until every stage has ended.
-pub(super) async fn run_stages(config: &Config, ctx: &Arc<Ctx>, run_lock: &RunLock) -> Settled {
+pub(super) async fn run_stages(
+    config: &Config,
+    ctx: &Arc<Ctx>,
+    run_lock: &RunLock,
+    plan: &Plan,
+) -> Settled {
     let stages = &config.stages;
     let mut state = vec![State::Pending; stages.len()];
+    for (&i, why) in &plan.passed {
+        if let Some(stage) = stages.get(i) {
+            state[i] = State::Passed;
+            pass_stage(ctx, stage, why);
+        }
+    }
     let mut stops = Watcher::new(config.pipeline.timeout);
     let stop_rx = stops.subscribe();
     let mut tasks: JoinSet<(usize, StageEnd)> = JoinSet::new();
@@ -119,10 +141,7 @@ fn start_ready(
                 state[i] = State::Skipped;
                 changed = true;
                 skip_stage(ctx, &stages[i], &stages[bad].name);
-            } else if needs
-                .iter()
-                .all(|&n| state[n] == State::Done(StageEnd::Success))
-            {
+            } else if needs.iter().all(|&n| state[n].satisfies()) {
                 if stops.check_journal(&ctx.journal) {
                     return;
                 }
@@ -160,7 +179,7 @@ fn status(state: &[State], why: Option<&Stop>) -> RunStatus {
     match why {
         Some(Stop::Cancel(_) | Stop::Interrupted(_)) => RunStatus::Cancelled,
         Some(Stop::Timeout | Stop::Journal) => RunStatus::Failure,
-        None if state.iter().all(|s| *s == State::Done(StageEnd::Success)) => RunStatus::Success,
+        None if state.iter().all(|s| s.satisfies()) => RunStatus::Success,
         None => RunStatus::Failure,
     }
 }
@@ -172,6 +191,37 @@ fn failed(stages: &[Stage], state: &[State]) -> Vec<String> {
         .filter(|(_, s)| **s == State::Done(StageEnd::Failure))
         .map(|(i, _)| stages[i].name.clone())
         .collect()
+}
+
+/// Records a stage the plan leaves out, before anything runs.
+fn pass_stage(ctx: &Ctx, stage: &Stage, why: &Passed) {
+    let (msg, reason, from_run, note) = match why {
+        Passed::Reused { from_run } => (
+            format!("skipped: reused, it succeeded in run {from_run}"),
+            "reused",
+            Some(from_run.as_str()),
+            format!("reused from {from_run}"),
+        ),
+        Passed::NotSelected => (
+            "skipped: not selected (--stage)".to_string(),
+            "not_selected",
+            None,
+            "not selected".to_string(),
+        ),
+    };
+    let _ = ctx.journal.emit(
+        &stage.name,
+        kind::SKIPPED,
+        Level::Info,
+        &msg,
+        &Data {
+            reason: Some(reason),
+            from_run,
+            ..Data::default()
+        },
+    );
+    ctx.reporter
+        .stage_finished(&stage.name, Ending::Skipped, Duration::ZERO, &note);
 }
 
 fn skip_stage(ctx: &Ctx, stage: &Stage, needed: &str) {
@@ -242,6 +292,7 @@ mod tests {
         assert_eq!(status(&[OK, OK], None), RunStatus::Success);
         assert_eq!(status(&[OK, FAILED], None), RunStatus::Failure);
         assert_eq!(status(&[OK, State::Skipped], None), RunStatus::Failure);
+        assert_eq!(status(&[State::Passed, OK], None), RunStatus::Success);
         assert_eq!(status(&[OK, OK], Some(&cancel)), RunStatus::Cancelled);
         assert_eq!(status(&[OK, OK], Some(&Stop::Timeout)), RunStatus::Failure);
         assert_eq!(status(&[OK], Some(&Stop::Journal)), RunStatus::Failure);
@@ -255,5 +306,7 @@ mod tests {
         assert!(!OK.blocks_dependents());
         assert!(!State::Running.blocks_dependents());
         assert!(!State::Pending.blocks_dependents());
+        assert!(!State::Passed.blocks_dependents());
+        assert!(State::Passed.satisfies() && OK.satisfies() && !FAILED.satisfies());
     }
 }

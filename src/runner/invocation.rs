@@ -26,6 +26,12 @@ pub struct Invocation {
     pub no_notify: bool,
     /// `--run-id`: the id the starter has shown before the run wrote anything.
     pub run_id: Option<RunId>,
+    /// `--param NAME=VALUE` each.
+    pub params: Vec<(String, String)>,
+    /// `--stage NAME` each: only these stages.
+    pub stages: Vec<String>,
+    /// `--retry RUN_ID`, with `--force`.
+    pub retry: Option<(RunId, bool)>,
 }
 
 impl Invocation {
@@ -39,6 +45,9 @@ impl Invocation {
             quiet: false,
             no_notify: false,
             run_id: None,
+            params: Vec::new(),
+            stages: Vec::new(),
+            retry: None,
         }
     }
 
@@ -78,6 +87,21 @@ impl Invocation {
         if let Some(id) = &self.run_id {
             args.push("--run-id".into());
             args.push(id.as_str().into());
+        }
+        for (name, value) in &self.params {
+            args.push("--param".into());
+            args.push(format!("{name}={value}").into());
+        }
+        for stage in &self.stages {
+            args.push("--stage".into());
+            args.push(stage.into());
+        }
+        if let Some((id, force)) = &self.retry {
+            args.push("--retry".into());
+            args.push(id.as_str().into());
+            if *force {
+                args.push("--force".into());
+            }
         }
         args
     }

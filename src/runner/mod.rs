@@ -25,6 +25,7 @@ pub mod groups;
 pub mod invocation;
 pub mod liveness;
 mod overlap;
+pub mod plan;
 pub mod process;
 #[cfg(target_os = "linux")]
 mod procfs;
@@ -115,6 +116,12 @@ pub struct RunOptions {
     pub announce: bool,
     /// The run id to use (the dashboard picks it for runs it starts); generated if `None`.
     pub run_id: Option<RunId>,
+    /// The value of every parameter (`config::params::resolve`).
+    pub params: std::collections::BTreeMap<String, String>,
+    /// The stages left out: reused by a retry, or not chosen with `--stage`.
+    pub plan: plan::Plan,
+    /// The run this one retries.
+    pub retry_of: Option<RunId>,
 }
 
 /// What every stage task shares.
@@ -128,6 +135,8 @@ struct Ctx {
     reporter: Arc<dyn Reporter>,
     run_id: RunId,
     pipeline: String,
+    /// Given to every stage as `PIPEWATCH_PARAM_<NAME>`.
+    params: std::collections::BTreeMap<String, String>,
 }
 
 impl Ctx {
@@ -136,6 +145,7 @@ impl Ctx {
         config: &Config,
         run_id: &RunId,
         source: &str,
+        params: std::collections::BTreeMap<String, String>,
         reporter: Arc<dyn Reporter>,
     ) -> Result<Ctx, RunError> {
         let journal = Journal::create(
@@ -151,6 +161,7 @@ impl Ctx {
             reporter,
             run_id: run_id.clone(),
             pipeline: config.pipeline.name.clone(),
+            params,
         })
     }
 
@@ -208,8 +219,8 @@ pub async fn run(
     let run_lock = RunLock::acquire(state_dir, &run_id, &config.pipeline.name)
         .map_err(|e| state_err(state_dir, e))?;
     let names = config.stage_names();
-    let ctx = match Ctx::create(config, &run_id, &opts.source, reporter)
-        .and_then(|ctx| journal_start(&ctx, config, &names, &opts.source).map(|()| ctx))
+    let ctx = match Ctx::create(config, &run_id, &opts.source, opts.params.clone(), reporter)
+        .and_then(|ctx| journal_start(&ctx, config, &names, &opts).map(|()| ctx))
     {
         Ok(ctx) => Arc::new(ctx),
         Err(e) => {
@@ -237,7 +248,7 @@ pub async fn run(
         Some(running) => journal_overlap_skip(&ctx, &running)?,
         None => {
             ctx.reporter.run_started(run_id.as_str(), &names);
-            let settled = dag::run_stages(config, &ctx, &run_lock).await;
+            let settled = dag::run_stages(config, &ctx, &run_lock, &opts.plan).await;
             // Every stage has ended: whatever they orphaned is this process's child now, and
             // goes before the run's final event.
             let _ = tokio::task::spawn_blocking(|| process::kill_escaped(None)).await;
@@ -266,21 +277,34 @@ pub async fn run(
 }
 
 /// The run-level `start` event.
-fn journal_start(ctx: &Ctx, config: &Config, names: &[&str], source: &str) -> Result<(), RunError> {
+fn journal_start(
+    ctx: &Ctx,
+    config: &Config,
+    names: &[&str],
+    opts: &RunOptions,
+) -> Result<(), RunError> {
     let host = hostname();
     let graph = config.stage_needs();
+    let source = &opts.source;
+    let retry = opts
+        .retry_of
+        .as_ref()
+        .map(|id| format!(", retrying {id}"))
+        .unwrap_or_default();
     ctx.journal.emit(
         PIPELINE_STAGE,
         kind::START,
         Level::Info,
         &format!(
-            "run of {} started ({} stages, source {source})",
+            "run of {} started ({} stages, source {source}{retry})",
             config.pipeline.name,
             names.len(),
         ),
         &Data {
             stages: Some(names),
             stage_needs: Some(&graph),
+            params: (!opts.params.is_empty()).then_some(&opts.params),
+            retry_of: opts.retry_of.as_ref().map(RunId::as_str),
             schedule: Some(config.pipeline.schedule.expression()),
             pid: Some(std::process::id()),
             host: host.as_deref(),

@@ -18,19 +18,30 @@ use crate::event::{RunId, now_timestamp};
 use crate::runner::invocation::Invocation;
 use crate::scheduler::builtin::timer::Launcher;
 
-/// Starts `pipewatch run [PIPELINE] --source SOURCE` for `config`'s pipeline. Returns its
-/// run id and a handle that resolves when the process has exited.
+/// What a run started from the dashboard is asked to do beyond a plain run: its
+/// parameters, only some stages, or a retry (`--param`, `--stage`, `--retry [--force]`).
+#[derive(Debug, Clone, Default)]
+pub struct Asked {
+    pub params: Vec<(String, String)>,
+    pub stages: Vec<String>,
+    pub retry: Option<(RunId, bool)>,
+}
+
+/// Starts `pipewatch run [PIPELINE] --source SOURCE` for `config`'s pipeline, with what was
+/// `asked`. Returns its run id and a handle that resolves when the process has exited.
 pub async fn launch(
     state: &Arc<AppState>,
     config: &Config,
     source: &str,
+    asked: Asked,
 ) -> Result<(RunId, JoinHandle<()>), ApiError> {
     let id = RunId::generate(chrono::Utc::now());
-    let mut cmd = tokio::process::Command::from(
-        Invocation::of(&state.exe, config, source)
-            .from_dashboard(Some(id.clone()))
-            .command(),
-    );
+    let mut invocation =
+        Invocation::of(&state.exe, config, source).from_dashboard(Some(id.clone()));
+    invocation.params = asked.params;
+    invocation.stages = asked.stages;
+    invocation.retry = asked.retry;
+    let mut cmd = tokio::process::Command::from(invocation.command());
     cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
@@ -76,7 +87,7 @@ pub struct DashboardLauncher(pub Arc<AppState>, pub Config);
 
 impl Launcher for DashboardLauncher {
     async fn launch(&self, source: &'static str) -> Result<(RunId, JoinHandle<()>), String> {
-        launch(&self.0, &self.1, source)
+        launch(&self.0, &self.1, source, Asked::default())
             .await
             .map_err(|e| e.message)
     }

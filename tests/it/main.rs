@@ -10,6 +10,7 @@ mod cli_config;
 mod example;
 mod faults;
 mod openapi;
+mod operating;
 mod runner;
 mod scheduler;
 mod security;

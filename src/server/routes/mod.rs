@@ -7,6 +7,7 @@
 //! | [`health`] | `/api/health` (public), `/metrics` |
 //! | [`openapi`] | `/api/openapi.json` (public): the API's description, `server::openapi` |
 //! | [`runs`] | `/api/runs`, `/api/runs/{run_id}`, its `/cancel` |
+//! | [`retry`] | `/api/runs/{run_id}/retry`: the run again from its failed stages |
 //! | [`events`] | `/api/runs/{run_id}/events`, in pages |
 //! | [`log`] | `/api/runs/{run_id}/log`: the run's output as plain text, streamed |
 //! | [`pipeline`] | `/api/pipeline/run`, `/api/pipeline/notify-scheduled-run` |
@@ -33,6 +34,7 @@ pub mod openapi;
 pub mod pipeline;
 pub mod pipelines;
 pub mod reload;
+pub mod retry;
 pub mod runs;
 pub mod scheduler;
 pub mod streams;
@@ -65,6 +67,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/runs/{run_id}/events/stream"),
     ("GET", "/api/runs/{run_id}/log"),
     ("POST", "/api/runs/{run_id}/cancel"),
+    ("POST", "/api/runs/{run_id}/retry"),
     ("POST", "/api/pipeline/run"),
     ("POST", "/api/pipeline/notify-scheduled-run"),
     ("GET", "/api/scheduler/status"),
@@ -111,6 +114,7 @@ pub fn api() -> Api {
         .routes(routes!(streams::run_sse))
         .routes(routes!(streams::all_sse))
         .routes(routes!(runs::cancel_run))
+        .routes(routes!(retry::retry_run))
         .routes(routes!(pipeline::start_run))
         .routes(routes!(pipeline::notify_scheduled_run))
         .routes(routes!(scheduler::scheduler_status))
@@ -173,6 +177,9 @@ pub fn router(state: Arc<AppState>) -> Router {
 pub struct RunAccepted {
     pub run_id: RunId,
     pub status: AcceptedStatus,
+    /// For a retry: the run it retries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<RunId>,
 }
 
 /// What happens to the run now: it is `running` (started or announced), or `cancelling`.

@@ -14,13 +14,13 @@ use utoipa::ToSchema;
 use super::{AcceptedStatus, RunAccepted};
 use axum::body::Bytes;
 
-use super::pipelines::{PipelineBody, Which};
+use super::pipelines::Which;
 use crate::config::{Config, Overlap};
 use crate::event::{RunId, now_timestamp};
 use crate::runner::liveness::{self, PipelineLock};
 use crate::server::error::{ApiError, ErrorBody, run_id};
 use crate::server::extract::Query;
-use crate::server::launch::launch;
+use crate::server::launch::{Asked, launch};
 use crate::server::state::AppState;
 
 /// Start a run now ("Run now").
@@ -33,13 +33,14 @@ use crate::server::state::AppState;
     operation_id = "startRun",
     tag = "pipeline",
     params(Which),
-    request_body(content = Option<PipelineBody>, description = "In a workspace of several \
-        pipelines, which one (or `?pipeline=`)."),
+    request_body(content = Option<RunBody>, description = "Its parameters, only some \
+        stages, and in a workspace of several pipelines which one (or `?pipeline=`)."),
     responses(
         (status = 202, description = "A run was started (`source: manual`).", body = RunAccepted),
         (status = 400, description = "Several pipelines and none named, a body that is not \
-            this object, or the query and the body naming different pipelines.",
-            body = ErrorBody),
+            this object, the query and the body naming different pipelines, a parameter the \
+            pipeline does not declare or a value outside its choices, or a stage it does not \
+            have.", body = ErrorBody),
         (status = 404, description = "No such pipeline.", body = ErrorBody),
         (status = 409, description = "A run is going and `overlap = \"skip\"`.", body = ErrorBody),
         (status = 503, description = "Whether a run is going cannot be checked, or the run \
@@ -51,13 +52,63 @@ pub async fn start_run(
     Query(which): Query<Which>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let name = which.name(Some(&body))?;
+    let body = RunBody::parse(&body)?;
+    let name = which.or_body(body.pipeline.clone())?;
     let config = state.pipeline(name.as_deref())?;
-    start(&state, &config).await
+    let asked = body.asked(&config)?;
+    start(&state, &config, asked).await
 }
 
-/// Starts a run of `config`'s pipeline, unless its overlap policy is `skip` and one is going.
-pub async fn start(state: &Arc<AppState>, config: &Config) -> Result<Response, ApiError> {
+/// The optional body of the routes that start a run.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RunBody {
+    /// The pipeline (needed when the dashboard serves several; `?pipeline=` does as well).
+    #[schema(max_length = 64)]
+    pub pipeline: Option<String>,
+    /// A value for some of the pipeline's parameters (`[pipeline.params]`); the others take
+    /// their defaults.
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, String>,
+    /// Run only these stages (the others are recorded `skipped`, `not_selected`).
+    #[serde(default)]
+    pub stages: Vec<String>,
+}
+
+impl RunBody {
+    /// The body, or the default one for an empty body.
+    pub fn parse(body: &Bytes) -> Result<RunBody, ApiError> {
+        if body.is_empty() {
+            return Ok(RunBody::default());
+        }
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))
+    }
+
+    /// What the run is asked to do, checked against `config`'s pipeline.
+    pub fn asked(self, config: &Config) -> Result<Asked, ApiError> {
+        let params: Vec<(String, String)> = self.params.into_iter().collect();
+        crate::config::params::resolve(&config.pipeline.params, &params)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if !self.stages.is_empty() {
+            crate::runner::plan::only(config, &self.stages)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        }
+        Ok(Asked {
+            params,
+            stages: self.stages,
+            retry: None,
+        })
+    }
+}
+
+/// Starts a run of `config`'s pipeline as `asked`, unless its overlap policy is `skip` and
+/// one is going.
+pub async fn start(
+    state: &Arc<AppState>,
+    config: &Config,
+    asked: Asked,
+) -> Result<Response, ApiError> {
     let state_dir = &config.pipeline_state_dir;
     if config.pipeline.overlap == Overlap::Skip {
         match PipelineLock::try_acquire(state_dir) {
@@ -84,12 +135,14 @@ pub async fn start(state: &Arc<AppState>, config: &Config) -> Result<Response, A
             }
         }
     }
-    let (id, _exited) = launch(state, config, "manual").await?;
+    let retry_of = asked.retry.as_ref().map(|(id, _)| id.clone());
+    let (id, _exited) = launch(state, config, "manual", asked).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(RunAccepted {
             run_id: id,
             status: AcceptedStatus::Running,
+            retry_of,
         }),
     )
         .into_response())
@@ -189,6 +242,7 @@ pub async fn notify_scheduled_run(
         Json(RunAccepted {
             run_id: id,
             status: AcceptedStatus::Running,
+            retry_of: None,
         }),
     )
         .into_response())

@@ -23,7 +23,7 @@ use crate::index::{PipelineRuns, RecentRun, WindowStats};
 use crate::scheduler;
 use crate::server::error::{ApiError, ErrorBody};
 use crate::server::extract::Path;
-use crate::server::routes::pipeline::start;
+use crate::server::routes::pipeline::{RunBody, start};
 use crate::server::schedule::{self, StatusWithCadence};
 use crate::server::state::AppState;
 
@@ -57,6 +57,12 @@ impl Which {
             }
             _ => None,
         };
+        self.or_body(from_body)
+    }
+
+    /// The pipeline named by the query or by a body's `pipeline` (read by the caller); both
+    /// naming different pipelines is a 400.
+    pub fn or_body(self, from_body: Option<String>) -> Result<Option<String>, ApiError> {
         match (self.pipeline, from_body) {
             (Some(q), Some(b)) if q != b => Err(ApiError::bad_request(format!(
                 "?pipeline={q} and the body's \"pipeline\": {b:?} name different pipelines"
@@ -108,9 +114,22 @@ pub struct PipelineSummary {
     pub stats_24h: WindowStats,
     /// It is no longer in the configuration: only its history is left.
     pub removed: bool,
+    /// Its parameters (`[pipeline.params]`, by name): what a run may be given. Empty for a
+    /// removed pipeline.
+    pub params: Vec<crate::config::params::Param>,
+    /// Its stages in file order, each with the stages it needs: the dependency graph. Empty
+    /// for a removed pipeline.
+    pub stages: Vec<StageNeeds>,
     /// The backend's error, when it could not tell whether the schedule is on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scheduler_error: Option<String>,
+}
+
+/// A stage and the stages it needs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StageNeeds {
+    pub name: String,
+    pub needs: Vec<String>,
 }
 
 /// The pipelines, in file order, then those with history no longer configured.
@@ -188,9 +207,14 @@ pub async fn get_pipeline(
     operation_id = "startPipelineRun",
     tag = "pipelines",
     params(("name" = String, Path, description = "The pipeline.")),
+    request_body(content = Option<RunBody>, description = "Its parameters and only some \
+        stages (a `pipeline`, if given, must be this one)."),
     responses(
         (status = 202, description = "A run was started (`source: manual`).",
             body = crate::server::routes::RunAccepted),
+        (status = 400, description = "A body that is not this object, another pipeline named \
+            in it, a parameter the pipeline does not declare or a value outside its choices, \
+            or a stage it does not have.", body = ErrorBody),
         (status = 404, description = "No such pipeline in the configuration.", body = ErrorBody),
         (status = 409, description = "A run is going and `overlap = \"skip\"`.", body = ErrorBody),
         (status = 503, description = "Whether a run is going cannot be checked, or the run \
@@ -200,9 +224,17 @@ pub async fn get_pipeline(
 pub async fn run_pipeline(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
+    let body = RunBody::parse(&body)?;
+    if let Some(other) = body.pipeline.as_ref().filter(|o| **o != name) {
+        return Err(ApiError::bad_request(format!(
+            "the body names pipeline {other:?}, the path {name:?}"
+        )));
+    }
     let config = state.pipeline(Some(&name))?;
-    start(&state, &config).await
+    let asked = body.asked(&config)?;
+    start(&state, &config, asked).await
 }
 
 /// The pipeline's schedule: its task, and the cadence of the last day.
@@ -309,6 +341,24 @@ async fn summary(
         running: runs.running.into_iter().map(|r| r.run_id).collect(),
         stats_24h: runs.stats,
         removed: config.is_none(),
+        params: config
+            .map(|c| c.pipeline.params.clone())
+            .unwrap_or_default(),
+        stages: config
+            .map(|c| {
+                c.stages
+                    .iter()
+                    .map(|st| StageNeeds {
+                        name: st.name.clone(),
+                        needs: st
+                            .needs
+                            .iter()
+                            .filter_map(|&i| c.stages.get(i).map(|n| n.name.clone()))
+                            .collect(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
         scheduler_error,
     })
 }

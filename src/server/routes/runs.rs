@@ -153,6 +153,7 @@ pub async fn cancel_run(
         Json(RunAccepted {
             run_id: id,
             status: AcceptedStatus::Cancelling,
+            retry_of: None,
         }),
     )
         .into_response())
