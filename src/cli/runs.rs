@@ -143,6 +143,8 @@ fn stage_outcome(s: &StageSummary) -> Option<String> {
             None => "a needed stage did not succeed".to_string(),
         },
         ("skipped", Some("run_stopped")) => "the run stopped first".to_string(),
+        ("skipped", Some("reused")) => "reused from an earlier run".to_string(),
+        ("skipped", Some("not_selected")) => "not selected".to_string(),
         ("cancelled", Some(r)) => cancelled_by(r),
         ("running", _) => return None,
         _ => match s.exit_code {

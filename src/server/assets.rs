@@ -88,7 +88,7 @@ macro_rules! web_file {
 }
 
 /// Everything the page is made of.
-pub static ASSETS: [Asset; 21] = [
+pub static ASSETS: [Asset; 22] = [
     Asset {
         path: "/",
         content_type: HTML,
@@ -111,6 +111,7 @@ pub static ASSETS: [Asset; 21] = [
     web_file!("js/scope.js", JS),
     web_file!("js/overview.js", JS),
     web_file!("js/runs.js", JS),
+    web_file!("js/params.js", JS),
     web_file!("js/trend.js", JS),
     web_file!("js/schedule.js", JS),
     web_file!("js/run.js", JS),

@@ -94,6 +94,8 @@ export function stageOutcome(s) {
     case 'spawn': return 'could not start';
     case 'needs_failed': return s.needs ? `${s.needs} did not succeed` : 'a stage it needs did not succeed';
     case 'run_stopped': return 'the run stopped first';
+    case 'reused': return 'reused from an earlier run';
+    case 'not_selected': return 'not selected';
     case 'user': return 'cancelled by a user';
     case 'interrupted': return 'the runner was interrupted';
     case 'replaced': return 'replaced by a newer run';

@@ -23,7 +23,9 @@ import { openStream } from './stream.js';
 import { emptyRun, foldEvent } from './fold.js';
 import { RUN_FINAL_EVENTS, PIPELINE_STAGE } from './statuses.js';
 import { appendLine, measureLog, prependLines, queueRender, renderLog, resetLog, revealLine } from './log.js';
-import { cancelRun } from './runs.js';
+import { cancelRun, retryRun } from './runs.js';
+
+const RUN_ID = /^[A-Za-z0-9_-]{1,64}$/;
 
 /** Events read when a run opens, and per "Load earlier lines". */
 const TAIL = 1000;
@@ -96,6 +98,7 @@ function applyEvent(e) {
   foldEvent(d, e);
   const data = e.data && typeof e.data === 'object' ? e.data : {};
   if (e.stage === PIPELINE_STAGE && e.event === 'start' && Array.isArray(data.stages)) run.planned = data.stages.map(String);
+  if (e.stage === PIPELINE_STAGE && e.event === 'start' && typeof data.retry_of === 'string') run.retryOf = data.retry_of;
   if (e.event === 'retry') (run.retries[e.stage] ||= []).push(e.timestamp);
   return e.stage === PIPELINE_STAGE && isFinal(e.event) ? 50 : 400;
 }
@@ -138,6 +141,7 @@ function renderHead() {
   add('Pipeline', d.pipeline || '—');
   add('Started', h('span', { title: fullTime(d.started_at) }, d.started_at ? `${fmtWhen(d.started_at)} (${fmtAgo(d.started_at)})` : '—'));
   add('Finished', h('span', { title: fullTime(d.finished_at) }, d.finished_at ? fmtWhen(d.finished_at) : (running ? 'still running' : '—')));
+  if (run.retryOf && RUN_ID.test(run.retryOf)) add('Retry of', h('a', { href: `#/runs/${run.retryOf}`, class: 'mono' }, run.retryOf));
   const why = explain(d);
   if (why) add('Why', why);
   $('#rv-facts').replaceChildren(...facts);
@@ -145,6 +149,9 @@ function renderHead() {
   if (running && d.started_at) { dur.dataset.since = d.started_at; dur.textContent = fmtDur(now() - ts(d.started_at)); }
   else { delete dur.dataset.since; dur.textContent = fmtDur(d.duration_ms ?? (d.finished_at && d.started_at ? ts(d.finished_at) - ts(d.started_at) : null)); }
   $('#rv-cancel').hidden = !running;
+  const retryable = st === 'failure' || st === 'cancelled' || st === 'abandoned';
+  $('#rv-retry').hidden = !retryable;
+  if (!retryable) $('#rv-retry-force').hidden = true;
   document.title = `${st} · ${run.id} · pipewatch`;
 }
 
@@ -303,4 +310,10 @@ export function initRun() {
   $('#load-earlier').addEventListener('click', loadEarlier);
   $('#first-error').addEventListener('click', jumpToFirstError);
   $('#rv-cancel').addEventListener('click', () => { if (state.run) cancelRun(state.run.id, $('#rv-msg')); });
+  const retry = async (force) => {
+    if (!state.run) return;
+    $('#rv-retry-force').hidden = !(await retryRun(state.run.id, force, $('#rv-msg')));
+  };
+  $('#rv-retry').addEventListener('click', () => retry(false));
+  $('#rv-retry-force').addEventListener('click', () => retry(true));
 }

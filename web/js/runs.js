@@ -29,6 +29,7 @@ import { scheduleTrend } from './trend.js';
 import { scheduleSched, panelMsg } from './schedule.js';
 import { notePipelineEvent, refreshOverview } from './overview.js';
 import { onOverview, runsPipeline, runPath, withPipeline, seg } from './scope.js';
+import { paramsOfPipeline, openParamsForm, closeParamsForm } from './params.js';
 
 const PAGE = 50;
 const RUN_ID = /^[A-Za-z0-9_-]{1,64}$/;
@@ -229,11 +230,22 @@ export function openGlobalStream() {
   });
 }
 
+/** "Run now": with declared parameters it opens their form first; the form starts the run. */
 async function runNow() {
+  const params = await paramsOfPipeline();
+  if (params.length) {
+    openParamsForm(params, (values) => startRun({ params: values }));
+    return;
+  }
+  await startRun({});
+}
+
+async function startRun(body) {
   const btn = $('#run-now');
   btn.disabled = true;
   try {
-    const r = await api(runPath(), { method: 'POST', body: {} });
+    const r = await api(runPath(), { method: 'POST', body });
+    closeParamsForm();
     panelMsg(['Started run ', h('a', { href: `#/runs/${r.run_id}`, class: 'mono' }, r.run_id), '.'], 'ok');
     upsertRun({ run_id: r.run_id, pipeline: state.scope.pipeline || undefined, status: 'running', source: 'manual', started_at: new Date(now()).toISOString(), duration_ms: null });
     renderRuns();
@@ -243,6 +255,24 @@ async function runNow() {
     panelMsg(`${what}: ${errText(e)}`, 'error', true);
   }
   btn.disabled = false;
+}
+
+/**
+ * Asks the server to retry a run from its failed stages (`force`: even though its pipeline
+ * changed since) and opens the new run; the outcome goes to `msgEl`. Returns whether the
+ * server refused only because the pipeline changed, which a forced retry would get past.
+ */
+export async function retryRun(id, force, msgEl) {
+  try {
+    const r = await api(`/api/runs/${id}/retry`, { method: 'POST', body: force ? { force: true } : {} });
+    touchRun(r.run_id);
+    location.hash = `#/runs/${r.run_id}`;
+    return false;
+  } catch (e) {
+    msgEl.className = 'msg error';
+    msgEl.textContent = `Could not retry ${id}: ${errText(e)}`;
+    return e.status === 409 && /--force|"force"/.test(e.message || '');
+  }
 }
 
 /** Asks the server to cancel a run; the outcome goes to `msgEl`. */

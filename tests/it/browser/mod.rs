@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 use crate::support::tools::{Chromium as Tools, chromium as tools};
 use crate::support::{Options, Project, Resp, Server, free_port};
 
+mod operating;
 mod overview;
 
 /// One browser test at a time.
