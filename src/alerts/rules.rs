@@ -84,10 +84,13 @@ pub fn decide(
         Ending::Success => {
             let was_failing = memory.failing;
             *memory = Memory::default();
-            was_failing.then(|| wants(AlertKind::Recovery)).flatten().map(|kind| Decision {
-                kind,
-                failed_runs: 0,
-            })
+            was_failing
+                .then(|| wants(AlertKind::Recovery))
+                .flatten()
+                .map(|kind| Decision {
+                    kind,
+                    failed_runs: 0,
+                })
         }
         Ending::Missed => wants(AlertKind::Missed).map(|kind| Decision {
             kind,
@@ -123,22 +126,34 @@ mod tests {
             })
         );
         for t in [15, 30, 45] {
-            assert_eq!(decide(&mut m, Ending::Failure, &DEFAULT_ON, HOUR, at(t)), None);
+            assert_eq!(
+                decide(&mut m, Ending::Failure, &DEFAULT_ON, HOUR, at(t)),
+                None
+            );
         }
         let again = decide(&mut m, Ending::Failure, &DEFAULT_ON, HOUR, at(60));
         assert_eq!(again.map(|d| d.failed_runs), Some(4));
-        assert_eq!(decide(&mut m, Ending::Failure, &DEFAULT_ON, HOUR, at(75)), None);
+        assert_eq!(
+            decide(&mut m, Ending::Failure, &DEFAULT_ON, HOUR, at(75)),
+            None
+        );
     }
 
     #[test]
     fn the_first_success_after_failures_is_a_recovery_and_forgets_them() {
         let mut m = Memory::default();
-        assert_eq!(decide(&mut m, Ending::Success, &DEFAULT_ON, HOUR, at(0)), None);
+        assert_eq!(
+            decide(&mut m, Ending::Success, &DEFAULT_ON, HOUR, at(0)),
+            None
+        );
         decide(&mut m, Ending::Failure, &DEFAULT_ON, HOUR, at(1));
         let r = decide(&mut m, Ending::Success, &DEFAULT_ON, HOUR, at(2));
         assert_eq!(r.map(|d| d.kind), Some(AlertKind::Recovery));
         assert_eq!(m, Memory::default());
-        assert_eq!(decide(&mut m, Ending::Success, &DEFAULT_ON, HOUR, at(3)), None);
+        assert_eq!(
+            decide(&mut m, Ending::Success, &DEFAULT_ON, HOUR, at(3)),
+            None
+        );
         // A new failure after the recovery alerts at once, whatever repeat_every says.
         let f = decide(&mut m, Ending::Failure, &DEFAULT_ON, HOUR, at(4));
         assert_eq!(f.map(|d| d.failed_runs), Some(1));
@@ -148,11 +163,17 @@ mod tests {
     fn kinds_not_asked_for_are_not_made_but_still_remembered() {
         let only_recovery = [AlertKind::Recovery];
         let mut m = Memory::default();
-        assert_eq!(decide(&mut m, Ending::Failure, &only_recovery, HOUR, at(0)), None);
+        assert_eq!(
+            decide(&mut m, Ending::Failure, &only_recovery, HOUR, at(0)),
+            None
+        );
         assert!(m.failing);
         let r = decide(&mut m, Ending::Success, &only_recovery, HOUR, at(1));
         assert_eq!(r.map(|d| d.kind), Some(AlertKind::Recovery));
-        assert_eq!(decide(&mut m, Ending::Missed, &only_recovery, HOUR, at(2)), None);
+        assert_eq!(
+            decide(&mut m, Ending::Missed, &only_recovery, HOUR, at(2)),
+            None
+        );
     }
 
     #[test]

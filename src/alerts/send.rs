@@ -87,7 +87,9 @@ fn run(argv: &[String], alert: &AlertObject) -> Result<(), String> {
             Ok(None) if started.elapsed() >= COMMAND_TIMEOUT => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("{shown}: still running after {COMMAND_TIMEOUT:?}; killed"));
+                return Err(format!(
+                    "{shown}: still running after {COMMAND_TIMEOUT:?}; killed"
+                ));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => return Err(format!("{shown}: {e}")),
@@ -96,11 +98,16 @@ fn run(argv: &[String], alert: &AlertObject) -> Result<(), String> {
     if status.success() {
         return Ok(());
     }
-    let err = stderr
-        .and_then(|h| h.join().ok())
-        .unwrap_or_default();
+    let err = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
     let tail = super::bounded_tail(err.trim());
-    let tail: String = tail.chars().rev().take(300).collect::<Vec<_>>().into_iter().rev().collect();
+    let tail: String = tail
+        .chars()
+        .rev()
+        .take(300)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     Err(if tail.is_empty() {
         format!("{shown} exited with {status}")
     } else {
@@ -163,8 +170,7 @@ mod tests {
             retry_for: Duration::ZERO,
         };
         send(&ok, &alert()).unwrap();
-        let got: AlertObject =
-            serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        let got: AlertObject = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
         assert_eq!(got, alert());
         let bad = Alert {
             destination: Destination::Command(vec![

@@ -90,9 +90,9 @@ pub struct Alert {
 impl Alert {
     /// Whether this destination watches `pipeline`.
     pub fn watches(&self, pipeline: &str) -> bool {
-        self.pipelines.iter().any(|p| {
-            p == pipeline || glob::Pattern::new(p).is_ok_and(|g| g.matches(pipeline))
-        })
+        self.pipelines
+            .iter()
+            .any(|p| p == pipeline || glob::Pattern::new(p).is_ok_and(|g| g.matches(pipeline)))
     }
 
     /// Whether this destination is told about `kind`.
@@ -128,13 +128,19 @@ pub(super) fn validate(
         let at = table.span().start;
         let r = table.into_inner();
         let Some(name) = r.name else {
-            return Err(err(at, "alerts", "missing `name`: every destination needs one".into()));
+            return Err(err(
+                at,
+                "alerts",
+                "missing `name`: every destination needs one".into(),
+            ));
         };
         let name_at = name.span().start;
         let name = name.into_inner();
         if name.is_empty()
             || name.len() > 64
-            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
         {
             return Err(err(
                 name_at,
@@ -154,7 +160,8 @@ pub(super) fn validate(
             Some(kinds) => {
                 let mut on = Vec::new();
                 for k in kinds {
-                    let kind = kind(k.get_ref()).map_err(|m| err(k.span().start, "alerts.on", m))?;
+                    let kind =
+                        kind(k.get_ref()).map_err(|m| err(k.span().start, "alerts.on", m))?;
                     if !on.contains(&kind) {
                         on.push(kind);
                     }
@@ -326,17 +333,15 @@ mod tests {
 
     #[test]
     fn refusals_name_line_and_key() {
-        let (line, key, m) = refused(
-            "[[alerts]]\nname = \"a\"\non = [\"late\"]\nwebhook = \"http://h/\"\n",
-        );
+        let (line, key, m) =
+            refused("[[alerts]]\nname = \"a\"\non = [\"late\"]\nwebhook = \"http://h/\"\n");
         assert_eq!((line, key.as_str()), (9, "alerts.on"));
         assert!(m.contains("not supported yet"), "{m}");
         let (line, key, m) = refused("[[alerts]]\nname = \"a\"\nemail = [\"o@x\"]\n");
         assert_eq!((line, key.as_str()), (9, "alerts.email"));
         assert!(m.contains("not supported yet"), "{m}");
-        let (_, key, m) = refused(
-            "[[alerts]]\nname = \"a\"\nwebhook = \"http://h/\"\ncommand = [\"x\"]\n",
-        );
+        let (_, key, m) =
+            refused("[[alerts]]\nname = \"a\"\nwebhook = \"http://h/\"\ncommand = [\"x\"]\n");
         assert_eq!(key, "alerts.command");
         assert!(m.contains("exactly one"), "{m}");
         let (_, key, m) = refused("[[alerts]]\nname = \"a\"\n");
@@ -346,9 +351,8 @@ mod tests {
         assert_eq!(key, "alerts.command");
         let (_, key, _) = refused("[[alerts]]\nname = \"a\"\nwebhook = \"ftp://h\"\n");
         assert_eq!(key, "alerts.webhook");
-        let (_, key, _) = refused(
-            "[[alerts]]\nname = \"a\"\ncommand = [\"x\"]\nformat = \"xml\"\n",
-        );
+        let (_, key, _) =
+            refused("[[alerts]]\nname = \"a\"\ncommand = [\"x\"]\nformat = \"xml\"\n");
         assert_eq!(key, "alerts.format");
         let (line, key, m) = refused(
             "[[alerts]]\nname = \"a\"\ncommand = [\"x\"]\n[[alerts]]\nname = \"a\"\ncommand = [\"y\"]\n",
