@@ -79,6 +79,27 @@ pub fn bounded_tail(text: &str) -> String {
     text[start..].to_string()
 }
 
+/// A test alert for destination `name` (`pipewatch alerts test`, `POST
+/// /api/alerts/{name}/test`): kind `test`, about no real run, linking to the dashboard.
+pub fn test_alert(name: &str, base_url: &str, now: chrono::DateTime<chrono::Utc>) -> AlertObject {
+    let at = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    AlertObject {
+        id: alert_id(name, AlertKind::Test, &at),
+        kind: AlertKind::Test.as_str().to_string(),
+        pipeline: String::new(),
+        run_id: String::new(),
+        status: String::new(),
+        started_at: None,
+        finished_at: None,
+        duration_ms: None,
+        failed_stages: Vec::new(),
+        stderr_tail: String::new(),
+        url: format!("{base_url}/"),
+        at,
+        failed_runs: 0,
+    }
+}
+
 impl AlertObject {
     /// The text of a Slack-format message: pipeline, kind, run, failed stages and the link.
     pub fn slack_text(&self) -> String {
@@ -90,6 +111,12 @@ impl AlertObject {
             "recovery" => "recovered".to_string(),
             "missed" => "missed a scheduled run".to_string(),
             "abandoned" => "run abandoned (its runner died)".to_string(),
+            "test" => {
+                return format!(
+                    "pipewatch: a test alert; the dashboard is at <{}>",
+                    self.url
+                );
+            }
             other => format!("{other} alert"),
         };
         let mut text = format!("pipewatch: {} {what}: run {}", self.pipeline, self.run_id);
