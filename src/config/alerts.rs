@@ -1,7 +1,7 @@
 //! `[[alerts]]`: where `serve` tells people that a run failed, was missed or abandoned, or
 //! that a pipeline recovered (`docs/alerts.md`).
 //!
-//! Owns the destinations as written ([`RawAlert`]) and validated ([`Alert`]). In a workspace
+//! Owns the destinations as written (`RawAlert`) and validated ([`Alert`]). In a workspace
 //! the destinations are shared, like `[server]`: they are read from the workspace file only
 //! (a pipeline file with `[[alerts]]` is refused in `validate::member`). Every error names
 //! the file, the line and the key. Called by [`super::Workspace::parse`].

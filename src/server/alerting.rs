@@ -8,7 +8,7 @@
 //! from [`FIRST_RETRY`] up to [`MAX_RETRY`], until `retry_for` after the alert was recorded,
 //! when the row is `failed`. Rows still `retrying` when `serve` stops (or is killed) are sent
 //! by the next start. A task wakes when ingest records alerts, and otherwise every
-//! [`POLL`]; destinations added by a reload get a task within [`POLL`], and a task whose
+//! half a second; destinations added by a reload get a task within that, and a task whose
 //! destination was removed ends.
 
 use std::collections::HashMap;
