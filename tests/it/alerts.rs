@@ -405,3 +405,86 @@ fn configuration_errors_name_file_line_and_key() {
     let out = w.run(&["alerts", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+#[test]
+fn history_read_at_start_makes_no_alert_but_a_live_failure_does() {
+    let sink = Sink::start();
+    let p = project(&webhook(&sink, ""));
+    std::fs::write(p.path().join("fail"), "").unwrap();
+    assert_eq!(p.run(&["run"]).status.code(), Some(1));
+    let s = Server::start(p.path());
+    wait_until(LONG, "the old run indexed", || s.runs().len() == 1);
+    let id = run_once(&p, &s, true);
+    let got = sink.wait_for(1, "the live failure's alert");
+    assert_eq!(got[0].body["run_id"], id.as_str());
+    assert_eq!(alerts_api(&s).len(), 1);
+}
+
+#[test]
+fn a_delivery_still_failing_after_retry_for_is_given_up() {
+    let sink = Sink::start();
+    *sink.otherwise.lock().unwrap() = 500;
+    let p = project(&webhook(&sink, "retry_for = \"2s\"\n"));
+    let s = Server::start(p.path());
+    run_once(&p, &s, true);
+    wait_until(LONG, "the alert given up", || {
+        alerts_api(&s)
+            .first()
+            .is_some_and(|r| r["status"] == "failed")
+    });
+    let row = &alerts_api(&s)[0];
+    assert!(row["attempts"].as_u64().unwrap() >= 2, "{row}");
+    assert!(
+        row["last_error"].as_str().unwrap().contains("HTTP 500"),
+        "{row}"
+    );
+    let n = sink.received().len();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(sink.received().len(), n, "no attempt after giving up");
+}
+
+#[test]
+fn a_slow_destination_does_not_hold_up_another() {
+    let sink = Sink::start();
+    let p = project(&format!(
+        "[[alerts]]\nname = \"slow\"\ncommand = [\"sleep\", \"25\"]\n{}",
+        webhook(&sink, "")
+    ));
+    let s = Server::start(p.path());
+    run_once(&p, &s, true);
+    let started = std::time::Instant::now();
+    sink.wait_for(1, "the webhook's alert while the command still runs");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let rows = alerts_api(&s);
+    let slow = rows.iter().find(|r| r["destination"] == "slow").unwrap();
+    assert_eq!(slow["status"], "retrying", "{rows:?}");
+    // Nor does it hold up stopping the dashboard.
+    let stopping = std::time::Instant::now();
+    let mut s = s;
+    s.stop();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        stopping.elapsed()
+    );
+}
+
+#[test]
+fn a_runner_killed_mid_run_is_alerted_as_abandoned() {
+    let sink = Sink::start();
+    let p = Project::with_config(&format!(
+        "[[stages]]\nname = \"a\"\nrun = [\"sleep\", \"30\"]\n{}",
+        webhook(&sink, "")
+    ));
+    let s = Server::start(p.path());
+    let mut runner = p.spawn(&["run", "--no-notify", "--quiet"]);
+    wait_until(LONG, "the run running in the dashboard", || {
+        s.runs().iter().any(|r| r["status"] == "running")
+    });
+    runner.kill().unwrap();
+    let _ = runner.wait();
+    let got = sink.wait_for(1, "the abandoned alert");
+    assert_eq!(got[0].body["kind"], "abandoned");
+    assert_eq!(got[0].body["status"], "abandoned");
+    assert_eq!(got[0].body["failed_stages"], serde_json::json!(["a"]));
+}
