@@ -55,10 +55,22 @@ fn post(url: &str, format: Format, alert: &AlertObject) -> Result<(), String> {
         .header("Idempotency-Key", &alert.id)
         .send(&webhook_body(format, alert))
         .map(|_| ())
-        .map_err(|e| match e {
-            ureq::Error::StatusCode(code) => format!("{url} answered HTTP {code}"),
-            other => format!("{url}: {other}"),
+        .map_err(|e| {
+            let shown = shown_url(url);
+            match e {
+                ureq::Error::StatusCode(code) => format!("{shown} answered HTTP {code}"),
+                other => format!("{shown}: {other}"),
+            }
         })
+}
+
+/// A webhook's URL as errors show it: the scheme and host only, since a webhook's path often
+/// holds its secret (Slack's do), and errors are logged and served by the API.
+pub fn shown_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = host.rsplit('@').next().unwrap_or(host);
+    format!("{scheme}://{host}/…")
 }
 
 fn run(argv: &[String], alert: &AlertObject) -> Result<(), String> {
@@ -135,6 +147,14 @@ mod tests {
             at: "2026-12-03T00:00:00Z".into(),
             failed_runs: 1,
         }
+    }
+
+    #[test]
+    fn errors_show_no_secret_of_the_url() {
+        assert_eq!(
+            shown_url("http://u:p@hooks.example:8080/services/T0/B0/secret?x=1"),
+            "http://hooks.example:8080/…"
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use super::history::stderr_tails;
 use super::{Index, IndexError, db};
 use crate::alerts::rules::{self, Ending, Memory};
 use crate::alerts::{self, AlertObject};
-use crate::config::{Alert, AlertKind};
+use crate::config::Alert;
 use crate::event::{RunId, parse_timestamp};
 
 /// A run that reached a final status.
@@ -126,7 +126,7 @@ pub(super) fn record(
                 stderr_tail,
                 url: format!("{}/#/runs/{}", ctx.base_url, e.run_id.as_str()),
                 at: stamp(ctx.now),
-                failed_runs: d.failed_runs.max(u64::from(d.kind == AlertKind::Failure)),
+                failed_runs: d.failed_runs,
             };
             let body = serde_json::to_string(&object).unwrap_or_default();
             let at = stamp(ctx.now);
@@ -570,5 +570,14 @@ mod tests {
         assert_eq!(rows[0].last_error.as_deref(), Some("HTTP 502"));
         assert_eq!(rows[1].status, SENT);
         assert!(ix.due_alerts("ops", ctx(100).now, 10).unwrap().is_empty());
+        // Retention forgets the alerts of the runs it removes.
+        ix.remove_runs(&[crate::index::testing::id("r1")]).unwrap();
+        let left: Vec<String> = ix
+            .list_alerts(10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.run_id)
+            .collect();
+        assert_eq!(left, ["r2"]);
     }
 }

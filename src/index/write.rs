@@ -141,7 +141,8 @@ impl Index {
         Ok(true)
     }
 
-    /// Forgets runs (their summaries, stages and checkpoints), for retention.
+    /// Forgets runs (their summaries, stages, checkpoints and delivered or given-up alerts),
+    /// for retention.
     pub fn remove_runs(&mut self, ids: &[RunId]) -> Result<(), IndexError> {
         let p = self.path.as_path();
         let what = "remove runs";
@@ -156,10 +157,15 @@ impl Index {
             let mut feed = tx
                 .prepare_cached("DELETE FROM feed WHERE run_id = ?")
                 .map_err(db(p, what))?;
+            // The alerts about the run go with it, but for one still to be delivered.
+            let mut alerts = tx
+                .prepare_cached("DELETE FROM alerts WHERE run_id = ? AND status != 'retrying'")
+                .map_err(db(p, what))?;
             for id in ids {
                 runs.execute([id.as_str()]).map_err(db(p, what))?;
                 stages.execute([id.as_str()]).map_err(db(p, what))?;
                 feed.execute([id.as_str()]).map_err(db(p, what))?;
+                alerts.execute([id.as_str()]).map_err(db(p, what))?;
             }
         }
         tx.commit().map_err(db(p, what))
