@@ -1,5 +1,7 @@
 //! The ingest task (tailer batches → index → bus) and the liveness watchdog that turns runs
-//! whose runner died into `abandoned` ones.
+//! whose runner died into `abandoned` ones. Both are the live path of alerts: the runs they
+//! end are handed to the index's outbox with an [`AlertContext`](crate::index::AlertContext)
+//! (in the batch's transaction), and the delivery tasks (`alerting`) are woken.
 
 use std::collections::HashMap;
 use std::sync::Arc;

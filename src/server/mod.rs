@@ -2,8 +2,9 @@
 //!
 //! ```text
 //!  events_dir ──► Tailer (own thread) ──bounded──► ingest task ──► Index (SQLite)
-//!                                                       │  (checkpoint + summaries, one commit)
-//!                                                       └──► Bus (ring + broadcast) ──► WS / SSE
+//!                                                       │  (checkpoint + summaries + alerts' outbox, one commit)
+//!                                                       ├──► Bus (ring + broadcast) ──► WS / SSE
+//!                                                       └──► wakes alert delivery (a task per destination)
 //! ```
 //!
 //! Each batch the tailer reads is committed to the index together with its checkpoint, then
