@@ -68,9 +68,17 @@ pub fn command(workspace: &Workspace, args: Args) -> Result<u8, CliError> {
 
 fn list(workspace: &Workspace, limit: usize, json: bool) -> Result<u8, CliError> {
     let db = index::path(&workspace.shared().server.state_dir);
-    // No index yet: nothing was ever recorded.
+    // No index yet, or one of another version (the next `serve` starts it afresh): no
+    // alerts recorded in it.
     let rows = if db.is_file() {
-        Index::open(&db)?.list_alerts(limit)?
+        match Index::open(&db) {
+            Ok(idx) => idx.list_alerts(limit)?,
+            Err(e) if e.needs_rebuild() => {
+                super::out::note(format_args!("pipewatch: {e}; no alerts recorded in it"));
+                Vec::new()
+            }
+            Err(e) => return Err(e.into()),
+        }
     } else {
         Vec::new()
     };

@@ -488,3 +488,21 @@ fn a_runner_killed_mid_run_is_alerted_as_abandoned() {
     assert_eq!(got[0].body["status"], "abandoned");
     assert_eq!(got[0].body["failed_stages"], serde_json::json!(["a"]));
 }
+
+#[test]
+fn alerts_over_an_index_of_another_version_lists_none() {
+    let p = project("");
+    std::fs::create_dir_all(p.state_dir()).unwrap();
+    let db = rusqlite::Connection::open(p.state_dir().join("index.db")).unwrap();
+    db.execute_batch("CREATE TABLE runs (run_id TEXT); PRAGMA user_version = 4;")
+        .unwrap();
+    drop(db);
+    let out = p.run(&["alerts", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json_out(&out), serde_json::json!([]));
+    assert!(
+        stderr(&out).contains("no alerts recorded"),
+        "{}",
+        stderr(&out)
+    );
+}
