@@ -506,3 +506,20 @@ fn alerts_over_an_index_of_another_version_lists_none() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_destination_added_by_a_reload_gets_alerts() {
+    let sink = Sink::start();
+    let p = project("");
+    let s = Server::start(p.path());
+    run_once(&p, &s, true);
+    assert!(alerts_api(&s).is_empty());
+    let text = std::fs::read_to_string(p.path().join("pipewatch.toml")).unwrap();
+    p.write_config(&format!("{text}{}", webhook(&sink, "")));
+    let r = s.post_json("/api/reload", "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let id = run_once(&p, &s, true);
+    let got = sink.wait_for(1, "the alert to the new destination");
+    assert_eq!(got[0].body["run_id"], id.as_str());
+    assert_eq!(got[0].body["failed_runs"], 1);
+}
