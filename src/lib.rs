@@ -13,6 +13,7 @@
 //! | [`journal`] | the events folder: writing run files (whole lines, `seq` from 0), their names, listing and identity; `missed` records |
 //! | [`runner`] | `pipewatch run`: overlap, the stage DAG, retries, timeouts, output capture, run locks, the one `Invocation` |
 //! | [`tail`] | reading run files (the only reader) and following the events folder: each line handed on once |
+//! | [`alerts`] | alerts: the alert object, the rules (storm suppression, recovery), sending to a webhook or a command |
 //! | [`index`] | the run index (SQLite): run and stage summaries, the tailer's checkpoints, rebuilt through the tail reader |
 //! | [`bus`] | the event bus: ring buffer + broadcast, subscribe with no gap |
 //! | [`retention`] | `[retention]`: which runs to remove, removing them (`prune`, hourly in `serve`) |
@@ -33,6 +34,7 @@ pub mod config;
 pub mod journal;
 pub mod runner;
 pub mod tail;
+pub mod alerts;
 pub mod index;
 pub mod bus;
 pub mod retention;

@@ -14,6 +14,7 @@
 //! | [`reindex`] | `reindex`: the run index rebuilt from the run files |
 //! | [`runs`] | `runs` and `runs show`: history for a terminal |
 //! | [`tail`] | `tail`: one run's events as they are written |
+//! | [`alerts`] | `alerts` (list) and `alerts test NAME` |
 //! | [`doctor`] | `doctor`: the troubleshooting checks |
 //! | [`prune`] | `prune`: `[retention]` applied now |
 //! | [`openapi`] | `openapi`: the API's description, as the dashboard serves it |
@@ -21,6 +22,7 @@
 //! | [`term`] | colour, times and durations for a terminal |
 //! | [`out`] | stdout and stderr: one writing path, a closed reader is a quiet exit 0 |
 
+pub mod alerts;
 pub mod dashboard;
 pub mod doctor;
 mod error;
@@ -90,6 +92,9 @@ enum Command {
     /// Remove run files and index rows older than [retention] max_age or beyond max_runs
     /// (never a running run).
     Prune(prune::Args),
+    /// The alerts the dashboard recorded, newest first, with their delivery (list), or a test
+    /// alert sent to one [[alerts]] destination now (test NAME).
+    Alerts(alerts::Args),
     /// Print the dashboard API's OpenAPI 3.1 description (what GET /api/openapi.json serves),
     /// for generating a client.
     Openapi,
@@ -134,6 +139,7 @@ fn dispatch(cli: Cli) -> Result<u8, CliError> {
             doctor::command(workspace, args)
         }
         Command::Prune(args) => prune::command(&workspace()?, args),
+        Command::Alerts(args) => alerts::command(&workspace()?, args),
         Command::Openapi => openapi::command(),
         Command::Completions { shell } => {
             use clap::CommandFactory;

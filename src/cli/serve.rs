@@ -52,7 +52,7 @@ pub fn command(explicit: Option<&Path>, cwd: &Path, args: Args) -> Result<u8, Cl
     let config = workspace.shared().clone();
     server::check_bind(config.server.bind, &config.server.token)?;
     let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(async move {
+    let served = rt.block_on(async move {
         // Listening for the signals before anything else: one sent during start-up is a
         // clean shutdown once the server is up, not an abrupt end.
         let stop = shutdown::stop_signalled();
@@ -79,7 +79,12 @@ pub fn command(explicit: Option<&Path>, cwd: &Path, args: Args) -> Result<u8, Cl
         })
         .await?;
         Ok(exit::SUCCESS)
-    })
+    });
+    // Everything serve commits is done when it returns; an alert delivery still under way (a
+    // slow webhook or command, on a blocking thread) is not waited for: its row stays
+    // `retrying` and the next start sends it again, with the same Idempotency-Key.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    served
 }
 
 /// Why the dashboard cannot listen, with what to do when the address is taken.

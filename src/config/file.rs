@@ -90,6 +90,9 @@ pub(super) struct RawConfig {
     pub(super) server: Option<Spanned<RawServer>>,
     pub(super) retention: Option<Spanned<RawRetention>>,
     pub(super) scheduler: Option<Spanned<RawScheduler>>,
+    /// `[[alerts]]`: read from the workspace file only (`super::alerts`).
+    #[serde(default)]
+    pub(super) alerts: Vec<Spanned<super::alerts::RawAlert>>,
 }
 
 #[derive(Deserialize)]

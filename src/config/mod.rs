@@ -17,6 +17,7 @@
 //! - `file.rs`: the file as written — the raw TOML tables with spans, durations,
 //!   commands, and the line and key of a byte offset;
 //! - `validate.rs`: the checks, each a small function, and the defaults;
+//! - [`alerts`]: the `[[alerts]]` destinations;
 //! - [`schedule`]: the cron expression;
 //! - [`host`]: a host name or IP and port (`[server] allowed_hosts`, and the `Host` header
 //!   the dashboard compares with it).
@@ -24,6 +25,7 @@
 //! Used by every command: `cli` loads it; `runner`, `server`, `scheduler` and `retention` read
 //! the validated values and never the file.
 
+pub mod alerts;
 mod file;
 pub mod host;
 pub mod params;
@@ -38,6 +40,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use alerts::{Alert, AlertKind, Destination, Format};
 pub use file::parse_duration;
 use schedule::Schedule;
 pub use validate::DEFAULT_STREAM_BUFFER;

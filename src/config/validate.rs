@@ -122,6 +122,7 @@ pub(super) fn member(
         raw.scheduler
             .as_ref()
             .map(|t| (t.span().start, "scheduler")),
+        raw.alerts.first().map(|t| (t.span().start, "alerts")),
     ];
     if let Some((at, table)) = shared.into_iter().flatten().next() {
         return Err(src.err(

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use super::file::{self, RawConfig};
 use super::validate;
-use super::{Config, ConfigError, Retention};
+use super::{Alert, Config, ConfigError, Retention};
 
 /// Every pipeline of one configuration file, in file order (globs in the order written,
 /// each glob's matches sorted by path).
@@ -36,6 +36,8 @@ pub struct Workspace {
     /// own (and of pipelines no longer configured). A pipeline's own is in its
     /// [`Config::retention`].
     pub retention: Retention,
+    /// `[[alerts]]`: the destinations `serve` tells about runs, shared by every pipeline.
+    pub alerts: Vec<Alert>,
 }
 
 impl Workspace {
@@ -58,6 +60,7 @@ impl Workspace {
     /// Parses `text` as read from `path`, reading the pipeline files it names.
     pub fn parse(text: &str, path: &Path) -> Result<Workspace, ConfigError> {
         let mut raw = file::read(text, path)?;
+        let raw_alerts = std::mem::take(&mut raw.alerts);
         let Some(globs) = raw.workspace.take() else {
             let config = validate::validate(raw, text, path)?;
             return Ok(Workspace {
@@ -65,9 +68,11 @@ impl Workspace {
                 is_workspace: false,
                 retention: config.retention.clone(),
                 pipelines: vec![config],
+                alerts: super::alerts::validate(raw_alerts, text, path)?,
             });
         };
         let (server, retention, scheduler) = validate::shared(&mut raw, text, path)?;
+        let alerts = super::alerts::validate(raw_alerts, text, path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let globs = globs.into_inner().pipelines;
         if globs.is_empty() {
@@ -139,6 +144,7 @@ impl Workspace {
             is_workspace: true,
             pipelines,
             retention,
+            alerts,
         })
     }
 
@@ -195,6 +201,7 @@ impl From<Config> for Workspace {
             is_workspace: config.in_workspace,
             retention: config.retention.clone(),
             pipelines: vec![config],
+            alerts: Vec::new(),
         }
     }
 }

@@ -277,55 +277,14 @@ impl History {
     }
 
     /// The last `n` stderr lines of the last attempt of each of `stages` in the run's file
-    /// (none when the file is gone): a stage's `start` begins a new attempt's output.
+    /// (none when the file is gone): see [`stderr_tails`].
     pub fn stderr_tails(
         &self,
         id: &RunId,
         stages: &[&str],
         n: usize,
     ) -> Result<HashMap<String, StderrTail>, HistoryError> {
-        // Per stage: starts seen, the current attempt, its last lines.
-        let mut tails: HashMap<String, (u32, u32, VecDeque<String>)> = stages
-            .iter()
-            .map(|s| (s.to_string(), (0, 1, VecDeque::new())))
-            .collect();
-        let path = files::path(&self.events_dir, id);
-        let read = read_batches(&path, id, |batch| {
-            for p in &batch.events {
-                let e = &p.event;
-                let Some((starts, attempt, lines)) = tails.get_mut(&e.stage) else {
-                    continue;
-                };
-                if e.event == crate::event::kind::START {
-                    *starts += 1;
-                    *attempt = e
-                        .data_i64("attempt")
-                        .and_then(|a| u32::try_from(a).ok())
-                        .unwrap_or(*starts);
-                    lines.clear();
-                } else if e.event == crate::event::kind::LOG
-                    && e.data_str("stream") == Some("stderr")
-                {
-                    lines.push_back(e.msg.clone());
-                    if lines.len() > n {
-                        lines.pop_front();
-                    }
-                }
-            }
-        });
-        match read {
-            Ok(()) => {}
-            Err(TailError::Read { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
-        }
-        Ok(tails
-            .into_iter()
-            .map(|(k, (_, attempt, lines))| {
-                let lines = lines.into_iter().collect();
-                (k, StderrTail { attempt, lines })
-            })
-            .collect())
+        stderr_tails(&self.events_dir, id, stages, n)
     }
 
     /// A `running` run whose runner died is `abandoned`, as the dashboard would say.
@@ -337,6 +296,56 @@ impl History {
             run.status = "abandoned".to_string();
         }
     }
+}
+
+/// The last `n` stderr lines of the last attempt of each of `stages` in the run's file
+/// of `events_dir` (none when the file is gone): a stage's `start` begins a new attempt's
+/// output. Used by `pipewatch runs` and by the alerts' `stderr_tail`.
+pub fn stderr_tails(
+    events_dir: &Path,
+    id: &RunId,
+    stages: &[&str],
+    n: usize,
+) -> Result<HashMap<String, StderrTail>, HistoryError> {
+    // Per stage: starts seen, the current attempt, its last lines.
+    let mut tails: HashMap<String, (u32, u32, VecDeque<String>)> = stages
+        .iter()
+        .map(|s| (s.to_string(), (0, 1, VecDeque::new())))
+        .collect();
+    let path = files::path(events_dir, id);
+    let read = read_batches(&path, id, |batch| {
+        for p in &batch.events {
+            let e = &p.event;
+            let Some((starts, attempt, lines)) = tails.get_mut(&e.stage) else {
+                continue;
+            };
+            if e.event == crate::event::kind::START {
+                *starts += 1;
+                *attempt = e
+                    .data_i64("attempt")
+                    .and_then(|a| u32::try_from(a).ok())
+                    .unwrap_or(*starts);
+                lines.clear();
+            } else if e.event == crate::event::kind::LOG && e.data_str("stream") == Some("stderr") {
+                lines.push_back(e.msg.clone());
+                if lines.len() > n {
+                    lines.pop_front();
+                }
+            }
+        }
+    });
+    match read {
+        Ok(()) => {}
+        Err(TailError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(tails
+        .into_iter()
+        .map(|(k, (_, attempt, lines))| {
+            let lines = lines.into_iter().collect();
+            (k, StderrTail { attempt, lines })
+        })
+        .collect())
 }
 
 /// The end of a stage's stderr, from its last attempt.

@@ -29,6 +29,7 @@
 //! | `fold.rs` | the pure event → run/stage summary fold (no SQL) |
 //! | `write.rs` | applying batches: load rows, fold, write back, with the checkpoint |
 //! | `feed.rs` | the all-runs stream's cursors: which events of which file each stretch went to |
+//! | `outbox.rs` | the alerts' outbox and what each destination remembers of each pipeline |
 //! | `query.rs` | runs listed and looked up, counts, checkpoints |
 //! | `pipelines.rs` | the pipelines with runs; one pipeline's last run, running runs, figures |
 //! | `rebuild.rs` | [`rebuild()`] and [`Index::resync_run`], reading through the tailer's reader |
@@ -55,6 +56,7 @@ pub mod history;
 
 mod feed;
 mod fold;
+mod outbox;
 mod pipelines;
 mod query;
 mod rebuild;
@@ -64,6 +66,7 @@ mod testing;
 mod write;
 
 pub use feed::{Segment, epoch_start};
+pub use outbox::{AlertContext, AlertRecord, Ended, Pending};
 pub use pipelines::{PipelineRuns, RecentRun, WindowStats};
 pub use query::{
     PipelineFigures, RunDetail, RunFilter, RunStatus, RunSummary, StageStatus, StageSummary,
@@ -111,7 +114,7 @@ pub const STAGE_STATUSES: [&str; 6] = [
 
 /// Run and stage statuses the index writes besides the event names themselves.
 pub const RUNNING: &str = "running";
-const ABANDONED: &str = "abandoned";
+pub const ABANDONED: &str = "abandoned";
 
 /// The reason of a run announced to the dashboard whose file never appeared (and that no
 /// runner holds): `abandoned`, until its file does appear.

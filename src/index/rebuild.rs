@@ -127,6 +127,7 @@ fn ingest_file(
             chunk.push(event);
         }
         if chunk.len() >= REBUILD_CHUNK {
+            // History read again makes no alerts: only the live path does (`outbox.rs`).
             ingest(tx, path, chunk.iter().map(|p| &**p), None)?;
             chunk.clear();
         }

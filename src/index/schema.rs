@@ -22,7 +22,7 @@ use rusqlite::{Connection, OpenFlags};
 use super::{Index, IndexError, db};
 
 /// Bumped whenever the schema changes; an index with another version is rebuilt.
-const SCHEMA_VERSION: i32 = 4;
+const SCHEMA_VERSION: i32 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE runs (
@@ -85,6 +85,35 @@ CREATE TABLE feed (
     lines     INTEGER NOT NULL
 );
 CREATE INDEX feed_by_run ON feed (run_id);
+-- The alerts' outbox (`outbox.rs`): one row per alert per destination, recorded with the
+-- batch that made it; `seq` orders them.
+CREATE TABLE alerts (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          TEXT NOT NULL UNIQUE,
+    destination TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    pipeline    TEXT NOT NULL,
+    run_id      TEXT NOT NULL,
+    -- The alert object, as sent.
+    body        TEXT NOT NULL,
+    -- retrying (not delivered yet), sent, failed.
+    status      TEXT NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT,
+    at          TEXT NOT NULL,
+    -- When the next attempt is due (UTC with milliseconds: sorts as text).
+    next_at     TEXT NOT NULL
+);
+CREATE INDEX alerts_due ON alerts (destination, status, next_at);
+-- What each destination remembers of each pipeline: storm suppression and recovery.
+CREATE TABLE alert_memory (
+    destination   TEXT NOT NULL,
+    pipeline      TEXT NOT NULL,
+    failing       INTEGER NOT NULL,
+    last_alert_at TEXT,
+    held_back     INTEGER NOT NULL,
+    PRIMARY KEY (destination, pipeline)
+) WITHOUT ROWID;
 ";
 
 /// How [`Index::open_or_reset`] found the database.

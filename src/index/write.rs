@@ -13,6 +13,7 @@ use std::sync::Arc;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::fold::{RunFold, RunRow, StageRow, Stages, elapsed_ms, sort_key};
+use super::outbox::{AlertContext, Ended};
 use super::{ABANDONED, Index, IndexError, RUNNING, Segment, db};
 use crate::event::{Published, RunId};
 use crate::tail::{Batch, Checkpoint};
@@ -48,21 +49,39 @@ impl Index {
         batches: &[Arc<Batch>],
         segments: &[Segment],
     ) -> Result<(), IndexError> {
+        self.apply_alerting(batches, segments, None).map(|_| ())
+    }
+
+    /// [`Index::apply_fed`], and when `alerting` is given, the alerts the runs that ended
+    /// make, recorded in the outbox in the same transaction (`outbox.rs`): the live path of
+    /// `serve`. Returns how many alerts were recorded.
+    pub fn apply_alerting(
+        &mut self,
+        batches: &[Arc<Batch>],
+        segments: &[Segment],
+        alerting: Option<&AlertContext>,
+    ) -> Result<usize, IndexError> {
         let path = &self.path;
         let tx = self
             .conn
             .transaction()
             .map_err(db(path, "begin a transaction"))?;
         super::feed::write_segments(&tx, path, segments)?;
+        let mut ended = Vec::new();
         for batch in batches {
-            ingest(
+            ended.extend(ingest(
                 &tx,
                 path,
                 batch.events.iter().map(|p| &**p),
                 Some(&batch.checkpoint),
-            )?;
+            )?);
         }
-        tx.commit().map_err(db(path, "commit batches"))
+        let recorded = match alerting {
+            Some(ctx) => super::outbox::record(&tx, path, &ended, ctx)?,
+            None => 0,
+        };
+        tx.commit().map_err(db(path, "commit batches"))?;
+        Ok(recorded)
     }
 
     /// Records a run announced by its runner before its file has been read, so that it shows
@@ -122,7 +141,8 @@ impl Index {
         Ok(true)
     }
 
-    /// Forgets runs (their summaries, stages and checkpoints), for retention.
+    /// Forgets runs (their summaries, stages, checkpoints and delivered or given-up alerts),
+    /// for retention.
     pub fn remove_runs(&mut self, ids: &[RunId]) -> Result<(), IndexError> {
         let p = self.path.as_path();
         let what = "remove runs";
@@ -137,10 +157,15 @@ impl Index {
             let mut feed = tx
                 .prepare_cached("DELETE FROM feed WHERE run_id = ?")
                 .map_err(db(p, what))?;
+            // The alerts about the run go with it, but for one still to be delivered.
+            let mut alerts = tx
+                .prepare_cached("DELETE FROM alerts WHERE run_id = ? AND status != 'retrying'")
+                .map_err(db(p, what))?;
             for id in ids {
                 runs.execute([id.as_str()]).map_err(db(p, what))?;
                 stages.execute([id.as_str()]).map_err(db(p, what))?;
                 feed.execute([id.as_str()]).map_err(db(p, what))?;
+                alerts.execute([id.as_str()]).map_err(db(p, what))?;
             }
         }
         tx.commit().map_err(db(p, what))
@@ -148,19 +173,25 @@ impl Index {
 }
 
 /// Applies events (in `seq` order per run) and a checkpoint inside an open transaction: loads
-/// each run's rows, folds the events into them, writes them back.
+/// each run's rows, folds the events into them, writes them back. Returns the runs that
+/// reached a final status with these events (for the alerts).
 pub(super) fn ingest<'a>(
     tx: &Transaction,
     path: &Path,
     events: impl Iterator<Item = &'a Published>,
     checkpoint: Option<&Checkpoint>,
-) -> Result<(), IndexError> {
+) -> Result<Vec<Ended>, IndexError> {
     // A batch is one file, so this holds one run; more are handled all the same.
     let mut runs: Vec<RunFold> = Vec::with_capacity(1);
+    // Each run's status as stored before the batch, by position in `runs`.
+    let mut before: Vec<Option<String>> = Vec::with_capacity(1);
     let mut current = 0;
     for p in events {
         if runs.get(current).is_none_or(|r| r.row.run_id != p.run_id) {
             current = fold_of(tx, path, &mut runs, &p.run_id)?;
+            if before.len() < runs.len() {
+                before.push(runs[current].row.status.clone());
+            }
         }
         let run = &mut runs[current];
         if run.needs_stages(p) {
@@ -175,7 +206,23 @@ pub(super) fn ingest<'a>(
     for run in &runs {
         write_run(tx, path, run)?;
     }
-    Ok(())
+    Ok(runs
+        .iter()
+        .zip(before)
+        .filter_map(|(run, was)| {
+            let now = run.row.status.as_deref()?;
+            ended(was.as_deref(), now).then(|| Ended {
+                run_id: run.row.run_id.clone(),
+                status: now.to_string(),
+            })
+        })
+        .collect())
+}
+
+/// Whether a run that was `was` and now is `now` has just ended: it was running (or not
+/// known) and now has a final status, or an `abandoned` run's late final event arrived.
+fn ended(was: Option<&str>, now: &str) -> bool {
+    now != RUNNING && was != Some(now) && matches!(was, None | Some(RUNNING) | Some(ABANDONED))
 }
 
 /// The position of run `id` in `runs`, loading it if it is not there.

@@ -1,5 +1,7 @@
 //! The ingest task (tailer batches → index → bus) and the liveness watchdog that turns runs
-//! whose runner died into `abandoned` ones.
+//! whose runner died into `abandoned` ones. Both are the live path of alerts: the runs they
+//! end are handed to the index's outbox with an [`AlertContext`](crate::index::AlertContext)
+//! (in the batch's transaction), and the delivery tasks (`alerting`) are woken.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use tokio::sync::mpsc;
 use super::feed::Feeder;
 use super::state::{AppState, Stats};
 use crate::event::{RunId, now_timestamp};
-use crate::index::{IndexError, NO_RUN_FILE, Segment};
+use crate::index::{ABANDONED, Ended, IndexError, NO_RUN_FILE, Segment};
 use crate::runner::liveness::{self, Liveness};
 use crate::tail::{Batch, Checkpoint};
 
@@ -121,11 +123,17 @@ pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>) {
 /// logged and shown in health.
 async fn commit(state: &Arc<AppState>, batches: &[Arc<Batch>], segments: Vec<Segment>) -> bool {
     let batches = batches.to_vec();
+    let alerting = state.alert_context();
     match state
-        .with_index(move |idx| idx.apply_fed(&batches, &segments))
+        .with_index(move |idx| idx.apply_alerting(&batches, &segments, alerting.as_ref()))
         .await
     {
-        Ok(()) => true,
+        Ok(recorded) => {
+            if recorded > 0 {
+                state.alerts_recorded.notify_waiters();
+            }
+            true
+        }
         Err(e) => {
             tracing::error!(
                 "cannot update the run index: {e}; streaming goes on, the index will catch up"
@@ -235,6 +243,7 @@ pub async fn watch_liveness(state: Arc<AppState>) {
         let state_dir = state.config.server.state_dir.clone();
         let events_dir = state.config.server.events_dir.clone();
         let seen = std::mem::take(&mut fileless);
+        let alerting = state.alert_context();
         let result = state
             .with_index(move |idx| {
                 let mut marked = Vec::new();
@@ -268,11 +277,31 @@ pub async fn watch_liveness(state: Arc<AppState>) {
                         marked.push((id, "its runner is gone without a final event"));
                     }
                 }
-                Ok((marked, still))
+                // Alerts about the runs just abandoned, recorded before any is sent.
+                let ended: Vec<Ended> = marked
+                    .iter()
+                    .map(|(id, _)| Ended {
+                        run_id: id.clone(),
+                        status: ABANDONED.to_string(),
+                    })
+                    .collect();
+                let recorded = match &alerting {
+                    Some(ctx) if !ended.is_empty() => {
+                        idx.record_alerts(&ended, ctx).unwrap_or_else(|e| {
+                            tracing::error!("cannot record the alerts of abandoned runs: {e}");
+                            0
+                        })
+                    }
+                    _ => 0,
+                };
+                Ok((marked, still, recorded))
             })
             .await;
         match result {
-            Ok((marked, still)) => {
+            Ok((marked, still, recorded)) => {
+                if recorded > 0 {
+                    state.alerts_recorded.notify_waiters();
+                }
                 fileless = still;
                 for (id, why) in &marked {
                     tracing::warn!(run_id = %id, "run abandoned: {why}");

@@ -2,8 +2,9 @@
 //!
 //! ```text
 //!  events_dir ──► Tailer (own thread) ──bounded──► ingest task ──► Index (SQLite)
-//!                                                       │  (checkpoint + summaries, one commit)
-//!                                                       └──► Bus (ring + broadcast) ──► WS / SSE
+//!                                                       │  (checkpoint + summaries + alerts' outbox, one commit)
+//!                                                       ├──► Bus (ring + broadcast) ──► WS / SSE
+//!                                                       └──► wakes alert delivery (a task per destination)
 //! ```
 //!
 //! Each batch the tailer reads is committed to the index together with its checkpoint, then
@@ -20,6 +21,7 @@
 //! | [`error`] | [`ApiError`]: a status and `{"error": ...}` |
 //! | [`extract`] | the path and query extractors, whose rejections are `ApiError`s |
 //! | `ingest` | tailer batches → index → bus; the liveness watchdog (`abandoned`) |
+//! | [`alerting`] | delivering the alerts of the outbox: one task per destination, with back-off |
 //! | [`launch`] | starting `pipewatch run` ("Run now", the built-in scheduler) |
 //! | [`schedule`] | the built-in timer and the auditor on the wall clock; the status |
 //! | [`assets`] | the page: every file of `web/`, from one table |
@@ -29,6 +31,7 @@
 //! | [`reload`] | reading the configuration again (`POST /api/reload`, SIGHUP) |
 //! | [`routes`] | the router, one module per group of routes |
 
+pub mod alerting;
 pub mod assets;
 pub mod auth;
 pub mod budget;
@@ -201,6 +204,7 @@ pub async fn serve(
         .hangups
         .map(|h| tokio::spawn(reload::on_hangup(state.clone(), h)));
     let pruner = tokio::spawn(prune_hourly(state.clone()));
+    let alerter = tokio::spawn(alerting::run(state.clone()));
 
     tracing::info!("dashboard listening on http://{addr}");
     let app = router(state.clone());
@@ -218,6 +222,8 @@ pub async fn serve(
     }
     watchdog.abort();
     pruner.abort();
+    // The manager ends its destinations' tasks once it sees the shutdown.
+    let _ = tokio::time::timeout(Duration::from_secs(1), alerter).await;
     if let Some(r) = reloader {
         r.abort();
     }

@@ -112,6 +112,10 @@ const TAGS: &[(&str, &str)] = &[
         "The schedule: the built-in scheduler or an OS scheduler's task.",
     ),
     (
+        "alerts",
+        "Alerts sent about runs (`[[alerts]]`): their history and a test per destination.",
+    ),
+    (
         "streams",
         "Live events: Server-Sent Events and WebSocket (the WebSocket routes answer an upgrade \
          only; a client that cannot speak WebSocket uses the SSE route).",

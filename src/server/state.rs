@@ -2,6 +2,7 @@
 //! one place ([`AppState::new`]) whether `serve` runs it or a test drives the router without
 //! a socket.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -79,6 +80,11 @@ pub struct AppState {
     pub allowed_hosts: AllowedHosts,
     /// The bytes every client may have queued, and all of them together.
     pub budget: Budget,
+    /// Wakes the alerts' delivery tasks when alerts were recorded (`server::alerting`).
+    pub alerts_recorded: Notify,
+    /// Delivery attempts by destination and outcome (`sent`, `retrying`, `failed`), for
+    /// `/metrics`.
+    pub alert_counts: Mutex<BTreeMap<(String, String), u64>>,
     /// For a detached state (no accept loop owns the close signal): keeps the signal's sender
     /// alive, so streams do not see "closing" at once.
     _keep_open: Option<watch::Sender<bool>>,
@@ -122,6 +128,8 @@ impl AppState {
             started: Instant::now(),
             closing,
             index_repair: Notify::new(),
+            alerts_recorded: Notify::new(),
+            alert_counts: Mutex::new(BTreeMap::new()),
             _keep_open: keep_open,
         }
     }
@@ -202,6 +210,30 @@ impl AppState {
     /// Wakes `pipeline`'s built-in scheduler, if it has one.
     pub fn wake_timer(&self, pipeline: &str) {
         self.schedules.wake(pipeline);
+    }
+
+    /// What recording alerts needs now, or `None` when no destination is configured.
+    pub fn alert_context(&self) -> Option<crate::index::AlertContext> {
+        let alerts = self.workspace().alerts.clone();
+        (!alerts.is_empty()).then(|| crate::index::AlertContext {
+            alerts,
+            base_url: self.base_url(),
+            events_dir: self.config.server.events_dir.clone(),
+            now: chrono::Utc::now(),
+        })
+    }
+
+    /// `http://<bind>`: where the dashboard's pages are, for links in alerts.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.config.server.bind)
+    }
+
+    /// Counts a delivery attempt to `destination` that ended `status`.
+    pub fn count_alert(&self, destination: &str, status: &str) {
+        let mut counts = self.alert_counts.lock().unwrap_or_else(|p| p.into_inner());
+        *counts
+            .entry((destination.to_string(), status.to_string()))
+            .or_default() += 1;
     }
 
     /// The path of a run's file (the id is already validated).

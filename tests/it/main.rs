@@ -4,6 +4,9 @@
 
 mod support;
 
+// The receivers and the failing stage are written for a POSIX shell.
+#[cfg(unix)]
+mod alerts;
 mod browser;
 mod cli;
 mod cli_config;

@@ -1,5 +1,5 @@
 //! `pipewatch init`: an example configuration written into the current folder — one pipeline
-//! ([`pipeline`]), or with `--workspace` a workspace of three ([`workspace`]) — and
+//! (`pipeline.rs`), or with `--workspace` a workspace of three (`workspace.rs`) — and
 //! `serve --example`'s copy of it in the user's data folder.
 //!
 //! Both examples need nothing but what every machine has: POSIX `sh` on Linux and macOS,

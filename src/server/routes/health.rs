@@ -241,10 +241,34 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         let _ = writeln!(out, "# TYPE pipewatch_{name} {kind}");
         let _ = writeln!(out, "pipewatch_{name} {}", value(&figures));
     }
+    write_alert_counts(&mut out, &state);
     if let Ok(figures) = state.with_index(|idx| idx.pipeline_figures()).await {
         write_pipeline_figures(&mut out, &figures);
     }
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], out).into_response()
+}
+
+/// Delivery attempts by destination and outcome since the dashboard started.
+fn write_alert_counts(out: &mut String, state: &AppState) {
+    let _ = writeln!(
+        out,
+        "# HELP pipewatch_alerts_total Alert delivery attempts by destination and outcome \
+         (sent, retrying: failed and tried again later, failed: given up)."
+    );
+    let _ = writeln!(out, "# TYPE pipewatch_alerts_total counter");
+    let counts = state
+        .alert_counts
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    for ((destination, status), n) in counts {
+        let _ = writeln!(
+            out,
+            "pipewatch_alerts_total{{destination=\"{}\",status=\"{}\"}} {n}",
+            label(&destination),
+            label(&status)
+        );
+    }
 }
 
 /// The index's figures, one series per pipeline (`pipeline=""` for runs that name none).

@@ -3,6 +3,7 @@
 //!
 //! | module | routes |
 //! |---|---|
+//! | [`alerts`] | `/api/alerts`, `/api/alerts/{name}/test` |
 //! | [`fallback`] | the 404 for every path no route serves, the 405 for a method a route does not answer |
 //! | [`health`] | `/api/health` (public), `/metrics` |
 //! | [`openapi`] | `/api/openapi.json` (public): the API's description, `server::openapi` |
@@ -26,6 +27,7 @@
 //! `#[utoipa::path]` on its handler); `server::openapi` makes the document from the same
 //! registration, so a route cannot be served undescribed.
 
+pub mod alerts;
 pub mod fallback;
 pub mod events;
 pub mod health;
@@ -80,6 +82,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/pipelines/{name}/scheduler/enable"),
     ("POST", "/api/pipelines/{name}/scheduler/disable"),
     ("POST", "/api/reload"),
+    ("GET", "/api/alerts"),
+    ("POST", "/api/alerts/{name}/test"),
     ("GET", "/api/events/stream"),
     ("GET", "/ws/events"),
     ("GET", "/ws/events/{run_id}"),
@@ -127,6 +131,8 @@ pub fn api() -> Api {
         .routes(routes!(pipelines::pipeline_scheduler_enable))
         .routes(routes!(pipelines::pipeline_scheduler_disable))
         .routes(routes!(reload::reload_configuration))
+        .routes(routes!(alerts::list_alerts))
+        .routes(routes!(alerts::test_alert))
         .routes(routes!(streams::all_events))
         .routes(routes!(streams::run_events))
         .routes(routes!(health::metrics));

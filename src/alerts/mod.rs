@@ -1,0 +1,157 @@
+//! Alerts: telling people that a run failed, was missed or abandoned, or that a pipeline
+//! recovered, as `docs/alerts.md` describes.
+//!
+//! # Layout
+//!
+//! | file | owns |
+//! |---|---|
+//! | this module | [`AlertObject`], what every destination is sent, and its stable id |
+//! | [`rules`] | which run endings become alerts, storm suppression and recovery (pure) |
+//! | [`send`] | delivering one alert to one destination: a webhook POST or a command |
+//!
+//! The alerts of a batch are recorded in the index's outbox in the same transaction as the
+//! batch (`index::outbox`), and only then sent (`server::alerting`): an alert is never lost
+//! between the commit and the send, and one marked sent is never sent again.
+
+pub mod rules;
+pub mod send;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::AlertKind;
+
+/// At most this many stderr lines per failed stage go into an alert.
+pub const STDERR_LINES: usize = 20;
+
+/// At most this many bytes of stderr go into an alert: the end is kept.
+pub const STDERR_BYTES: usize = 4096;
+
+/// What a destination is sent about a run (`docs/alerts.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AlertObject {
+    /// Stable: the same destination, kind and run always give the same id (the webhook's
+    /// `Idempotency-Key`).
+    pub id: String,
+    /// `failure`, `recovery`, `missed`, `abandoned` or `test`.
+    pub kind: String,
+    pub pipeline: String,
+    pub run_id: String,
+    /// The run's status.
+    pub status: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub failed_stages: Vec<String>,
+    /// The last lines of the failed stages' stderr (each prefixed with `[stage]`), at most
+    /// 4 KiB.
+    pub stderr_tail: String,
+    /// The run's page on the dashboard.
+    pub url: String,
+    /// When the alert was made.
+    pub at: String,
+    /// For `failure`: how many runs failed since the destination's last alert about the
+    /// pipeline, this one included (more than 1 when alerts were held back by
+    /// `repeat_every`). 1 otherwise.
+    pub failed_runs: u64,
+}
+
+/// The id of the alert of `kind` about `run_id` for `destination`: 16 hex digits of FNV-1a,
+/// so the same alert keeps its id across restarts and rebuilds.
+pub fn alert_id(destination: &str, kind: AlertKind, run_id: &str) -> String {
+    use std::hash::Hasher;
+    let mut h = fnv::FnvHasher::default();
+    for part in [destination, kind.as_str(), run_id] {
+        h.write(part.as_bytes());
+        h.write_u8(0);
+    }
+    format!("{:016x}", h.finish())
+}
+
+/// The end of `text`, at most [`STDERR_BYTES`], cut at a character boundary.
+pub fn bounded_tail(text: &str) -> String {
+    if text.len() <= STDERR_BYTES {
+        return text.to_string();
+    }
+    let mut start = text.len() - STDERR_BYTES;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text[start..].to_string()
+}
+
+/// A test alert for destination `name` (`pipewatch alerts test`, `POST
+/// /api/alerts/{name}/test`): kind `test`, about no real run, linking to the dashboard.
+pub fn test_alert(name: &str, base_url: &str, now: chrono::DateTime<chrono::Utc>) -> AlertObject {
+    let at = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    AlertObject {
+        id: alert_id(name, AlertKind::Test, &at),
+        kind: AlertKind::Test.as_str().to_string(),
+        pipeline: String::new(),
+        run_id: String::new(),
+        status: String::new(),
+        started_at: None,
+        finished_at: None,
+        duration_ms: None,
+        failed_stages: Vec::new(),
+        stderr_tail: String::new(),
+        url: format!("{base_url}/"),
+        at,
+        failed_runs: 0,
+    }
+}
+
+impl AlertObject {
+    /// The text of a Slack-format message: pipeline, kind, run, failed stages and the link.
+    pub fn slack_text(&self) -> String {
+        let what = match self.kind.as_str() {
+            "failure" if self.failed_runs > 1 => {
+                format!("failed ({} runs since the last alert)", self.failed_runs)
+            }
+            "failure" => "failed".to_string(),
+            "recovery" => "recovered".to_string(),
+            "missed" => "missed a scheduled run".to_string(),
+            "abandoned" => "run abandoned (its runner died)".to_string(),
+            "test" => {
+                return format!(
+                    "pipewatch: a test alert; the dashboard is at <{}>",
+                    self.url
+                );
+            }
+            other => format!("{other} alert"),
+        };
+        let mut text = format!("pipewatch: {} {what}: run {}", self.pipeline, self.run_id);
+        if !self.failed_stages.is_empty() {
+            text.push_str(&format!(
+                "\nfailed stages: {}",
+                self.failed_stages.join(", ")
+            ));
+        }
+        if !self.stderr_tail.is_empty() {
+            text.push_str(&format!("\n```\n{}\n```", self.stderr_tail));
+        }
+        text.push_str(&format!("\n<{}>", self.url));
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_stable_and_distinct() {
+        let a = alert_id("ops", AlertKind::Failure, "r1");
+        assert_eq!(a, alert_id("ops", AlertKind::Failure, "r1"));
+        assert_eq!(a.len(), 16);
+        assert_ne!(a, alert_id("ops", AlertKind::Recovery, "r1"));
+        assert_ne!(a, alert_id("dev", AlertKind::Failure, "r1"));
+    }
+
+    #[test]
+    fn tails_keep_the_end_on_a_boundary() {
+        let long = "é".repeat(STDERR_BYTES);
+        let t = bounded_tail(&long);
+        assert!(t.len() <= STDERR_BYTES && t.chars().all(|c| c == 'é'));
+        assert_eq!(bounded_tail("short"), "short");
+    }
+}
