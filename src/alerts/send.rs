@@ -64,6 +64,61 @@ fn post(url: &str, format: Format, alert: &AlertObject) -> Result<(), String> {
         })
 }
 
+/// Whether `dest` could be delivered to, without sending anything: a webhook's host accepts
+/// a connection within [`REACH_TIMEOUT`]; a command's program exists (a path, or found on
+/// `PATH`). `Ok` says what was checked, for `pipewatch doctor`.
+pub fn reachable(dest: &Destination) -> Result<String, String> {
+    match dest {
+        Destination::Webhook(url) => {
+            let shown = shown_url(url);
+            let (_, rest) = url.split_once("://").unwrap_or(("", url));
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+            let host_port = authority.rsplit('@').next().unwrap_or(authority);
+            let with_port = if host_port
+                .rsplit_once(':')
+                .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+                && !host_port.ends_with(']')
+            {
+                host_port.to_string()
+            } else {
+                format!("{host_port}:80")
+            };
+            let addrs = std::net::ToSocketAddrs::to_socket_addrs(&with_port)
+                .map_err(|e| format!("{shown}: cannot resolve its host: {e}"))?;
+            let mut last = format!("{shown}: its host has no address");
+            for addr in addrs {
+                match std::net::TcpStream::connect_timeout(&addr, REACH_TIMEOUT) {
+                    Ok(_) => return Ok(format!("{shown} accepts connections")),
+                    Err(e) => last = format!("{shown}: cannot connect to {addr}: {e}"),
+                }
+            }
+            Err(last)
+        }
+        Destination::Command(argv) => {
+            let program = argv
+                .first()
+                .ok_or_else(|| "the command is empty".to_string())?;
+            let path = std::path::Path::new(program);
+            let found = if path.components().count() > 1 {
+                path.is_file().then(|| path.to_path_buf())
+            } else {
+                std::env::var_os("PATH").and_then(|paths| {
+                    std::env::split_paths(&paths).find_map(|dir| {
+                        let candidates = [dir.join(program), dir.join(format!("{program}.exe"))];
+                        candidates.into_iter().find(|c| c.is_file())
+                    })
+                })
+            };
+            found
+                .map(|p| format!("{} is {}", program, p.display()))
+                .ok_or_else(|| format!("{program} was not found (as a path, or on PATH)"))
+        }
+    }
+}
+
+/// How long [`reachable`] waits for a webhook's host.
+pub const REACH_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// A webhook's URL as errors show it: the scheme and host only, since a webhook's path often
 /// holds its secret (Slack's do), and errors are logged and served by the API.
 pub fn shown_url(url: &str) -> String {
@@ -130,6 +185,30 @@ fn run(argv: &[String], alert: &AlertObject) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reachable_connects_or_finds_the_program_and_sends_nothing() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Destination::Webhook(format!("http://127.0.0.1:{port}/hooks/secret"));
+        let ok = reachable(&up).unwrap();
+        assert!(
+            ok.contains("accepts connections") && !ok.contains("secret"),
+            "{ok}"
+        );
+        drop(listener);
+        let down = reachable(&up).unwrap_err();
+        assert!(
+            down.contains("cannot connect") && !down.contains("secret"),
+            "{down}"
+        );
+
+        let exe = std::env::current_exe().unwrap();
+        let path = Destination::Command(vec![exe.display().to_string(), "-x".into()]);
+        assert!(reachable(&path).is_ok());
+        let missing = Destination::Command(vec!["pipewatch-no-such-program".into()]);
+        assert!(reachable(&missing).unwrap_err().contains("not found"));
+    }
 
     fn alert() -> AlertObject {
         AlertObject {

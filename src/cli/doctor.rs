@@ -142,6 +142,22 @@ pub fn run(workspace: Result<Workspace, ConfigError>, opts: &scheduler::OsOption
         };
         scheduler_task(c, opts, up, &check, &mut out);
     }
+    for alert in &workspace.alerts {
+        out.push(match crate::alerts::send::reachable(&alert.destination) {
+            Ok(detail) => Check::pass(&format!("alerts ({})", alert.name), detail),
+            Err(why) => Check::fail(
+                &format!("alerts ({})", alert.name),
+                why,
+                format!(
+                    "fix [[alerts]] {:?} in {}, or start what it points to; `pipewatch \
+                         alerts test {}` sends a test alert",
+                    alert.name,
+                    workspace.path.display(),
+                    alert.name
+                ),
+            ),
+        });
+    }
     inotify(&mut out);
     out
 }

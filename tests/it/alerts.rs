@@ -523,3 +523,49 @@ fn a_destination_added_by_a_reload_gets_alerts() {
     assert_eq!(got[0].body["run_id"], id.as_str());
     assert_eq!(got[0].body["failed_runs"], 1);
 }
+
+#[test]
+fn doctor_checks_each_destination_without_sending_anything() {
+    let sink = Sink::start();
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let p = project(&format!(
+        "{}\n[[alerts]]\nname = \"down\"\nwebhook = \"http://127.0.0.1:{closed}/hook\"\n\n\
+         [[alerts]]\nname = \"nowhere\"\ncommand = [\"pipewatch-no-such-program\"]\n",
+        webhook(&sink, "")
+    ));
+    let out = p.run(&["doctor", "--json"]);
+    let checks = json_out(&out);
+    let check = |name: &str| {
+        checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {checks}"))
+            .clone()
+    };
+    assert_eq!(check("alerts (ops)")["ok"], true, "{checks}");
+    let down = check("alerts (down)");
+    assert_eq!(down["ok"], false);
+    assert!(
+        down["detail"].as_str().unwrap().contains("cannot connect"),
+        "{down}"
+    );
+    assert!(
+        down["fix"]
+            .as_str()
+            .unwrap()
+            .contains("pipewatch alerts test down"),
+        "{down}"
+    );
+    let nowhere = check("alerts (nowhere)");
+    assert!(
+        nowhere["detail"].as_str().unwrap().contains("not found"),
+        "{nowhere}"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(sink.got.lock().unwrap().is_empty(), "doctor sent something");
+}
