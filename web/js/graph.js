@@ -12,7 +12,9 @@
  * moved toward the mean place of its neighbours in the layer before, then after) reorder them,
  * keeping the order with the fewest crossings between adjacent layers. Each layer's column is
  * as wide as its longest name (within bounds; longer names are cut with an ellipsis and keep
- * their full name in a `<title>`), so no text overlaps.
+ * their full name in a `<title>`), so no text overlaps. Several edges into or out of one node
+ * meet it at points spread down its side. An edge that skips layers is one curve drawn
+ * behind the nodes of the layers it crosses (no bends are routed around them).
  *
  * Live: the SVG is built again only when the graph's shape changes (a stage appears); each
  * render otherwise rewrites the nodes' status, text and the failed path in place, so a running
