@@ -88,7 +88,7 @@ macro_rules! web_file {
 }
 
 /// Everything the page is made of.
-pub static ASSETS: [Asset; 22] = [
+pub static ASSETS: [Asset; 23] = [
     Asset {
         path: "/",
         content_type: HTML,
@@ -116,6 +116,7 @@ pub static ASSETS: [Asset; 22] = [
     web_file!("js/schedule.js", JS),
     web_file!("js/run.js", JS),
     web_file!("js/log.js", JS),
+    web_file!("js/graph.js", JS),
     Asset {
         path: "/js/statuses.js",
         content_type: JS,

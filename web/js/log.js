@@ -75,6 +75,26 @@ export function resetLog() {
   rebuildView();
 }
 
+/**
+ * Shows one stage's lines: the stage filter set to it (the other filters kept), the log
+ * following that stage's newest line, and the log brought into view with the focus on it.
+ */
+export function showStage(name) {
+  const run = state.run;
+  if (!run) return;
+  const sel = $('#f-stage');
+  // A stage that has written nothing yet has no option: it gets one now.
+  if (![...sel.options].some((o) => o.value === name)) { run.stages.add(name); sel.append(h('option', { value: name }, name)); }
+  sel.value = name;
+  state.filt.stage = name;
+  rebuildView();
+  run.follow = true;
+  run.unseen = 0;
+  queueRender();
+  logEl.scrollIntoView({ block: 'start' });
+  logEl.focus({ preventScroll: true });
+}
+
 /** Appends an event of the open run (the caller has dropped any seq it already has). */
 export function appendLine(e) {
   const run = state.run;

@@ -3,7 +3,8 @@
  * its elements, boots (asks `/api/health` which pipelines there are, then reads runs, trend,
  * schedule — or, with several pipelines, the overview — and opens the all-runs stream),
  * routes between the home view (`#/`), a pipeline's page (`#/pipelines/{name}`, with several
- * pipelines) and a run's page (`#/runs/{run_id}`), and ticks the clocks once a second.
+ * pipelines) and a run's page (`#/runs/{run_id}`, `?view=graph` for its stages as a graph),
+ * and ticks the clocks once a second.
  *
  * With one pipeline `#/` is that pipeline's runs list, schedule and trend; with several it is
  * the overview of the pipelines above the list of all their runs, and `#/pipelines/{name}` is
@@ -27,7 +28,7 @@ import { refreshTrend, renderTrend } from './trend.js';
 import { initSchedule, refreshSched, renderSched, scheduleSched } from './schedule.js';
 import { initOverview, refreshOverview, renderOverview } from './overview.js';
 import { PIPELINE_NAME, multi, onOverview } from './scope.js';
-import { initRun, openRun, closeRun, renderTimeline } from './run.js';
+import { initRun, openRun, closeRun, renderStages, setRunView } from './run.js';
 import { initLog } from './log.js';
 import { initParams } from './params.js';
 
@@ -41,9 +42,11 @@ function hashPipeline() {
 }
 
 function route() {
-  const m = location.hash.match(/^#\/runs\/([A-Za-z0-9_-]{1,64})$/);
+  const m = location.hash.match(/^#\/runs\/([A-Za-z0-9_-]{1,64})(?:\?([^#]*))?$/);
   const wasRun = !$('#view-run').hidden;
   if (m) {
+    // The stages' view travels in the address (`?view=graph`), so a bookmark keeps it.
+    setRunView(new URLSearchParams(m[2] || '').get('view'));
     $('#view-home').hidden = true;
     $('#view-run').hidden = false;
     openRun(m[1]);
@@ -110,12 +113,12 @@ function refreshAll() {
   else { refreshTrend(); refreshSched(); }
 }
 
-/** Once a second: running durations, countdowns, a running run's timeline, a due schedule. */
+/** Once a second: running durations, countdowns, a running run's stages, a due schedule. */
 function tick() {
   const t = now();
   for (const el of document.querySelectorAll('[data-since]')) { const a = ts(el.dataset.since); if (!Number.isNaN(a)) el.textContent = fmtDur(t - a); }
   for (const el of document.querySelectorAll('[data-until]')) { const a = ts(el.dataset.until); if (!Number.isNaN(a)) el.textContent = fmtCountdown(a - t); }
-  if (state.run && state.run.detail && state.run.detail.status === 'running') renderTimeline();
+  if (state.run && state.run.detail && state.run.detail.status === 'running') renderStages();
   const nr = state.sched.status && ts(state.sched.status.next_run);
   if (nr && !Number.isNaN(nr) && nr < t - 5000 && !state.sched.timer) scheduleSched();
 }

@@ -1,6 +1,7 @@
 /**
- * A run's page: its header (status, trigger, times, duration, cancel), its stage timeline
- * and its live log.
+ * A run's page: its header (status, trigger, times, duration, cancel), its stages (as a
+ * timeline, or as their dependency graph: `graph.js`; the view is `?view=graph` in the
+ * page's address, so it survives a reload and a bookmark) and its live log.
  *
  * Opening a run reads its last 1000 events, then streams the rest (`/ws/events/{run_id}`
  * with `?since=`, or Server-Sent Events where WebSocket does not get through), dropping any
@@ -24,6 +25,7 @@ import { emptyRun, foldEvent } from './fold.js';
 import { RUN_FINAL_EVENTS, PIPELINE_STAGE } from './statuses.js';
 import { appendLine, measureLog, prependLines, queueRender, renderLog, resetLog, revealLine } from './log.js';
 import { cancelRun, retryRun } from './runs.js';
+import { initGraph, parseNeeds, renderGraph } from './graph.js';
 
 const RUN_ID = /^[A-Za-z0-9_-]{1,64}$/;
 
@@ -49,6 +51,13 @@ function newRun(id) {
     closed: false,
     /** Stage names seen (for the stage filter), retries per stage, stages the start planned. */
     stages: new Set(), retries: {}, planned: null,
+    /**
+     * The graph from the start event (`data.stage_needs`; null when it has none), whether the
+     * start event is known (a run whose file has no graph then says so), whether the first
+     * read looked for it (the graph waits for that), and the shape the graph view last drew
+     * (graph.js).
+     */
+    needs: null, startKnown: false, startRead: false, graphKey: null,
     detailTimer: null,
     /** Streamed events not yet taken in, and the frame that takes them in and paints. */
     frame: null,
@@ -84,7 +93,7 @@ function ingest(events) {
     if (e.event !== 'log') detailIn = applyEvent(e);
   }
   if (detailIn == null) return;
-  renderHead(); renderTimeline();
+  renderHead(); renderStages();
   scheduleDetail(detailIn);
 }
 
@@ -97,10 +106,42 @@ function applyEvent(e) {
   const d = run.detail || (run.detail = emptyRun(run.id));
   foldEvent(d, e);
   const data = e.data && typeof e.data === 'object' ? e.data : {};
-  if (e.stage === PIPELINE_STAGE && e.event === 'start' && Array.isArray(data.stages)) run.planned = data.stages.map(String);
-  if (e.stage === PIPELINE_STAGE && e.event === 'start' && typeof data.retry_of === 'string') run.retryOf = data.retry_of;
+  if (e.stage === PIPELINE_STAGE && e.event === 'start') takeStart(run, data);
   if (e.event === 'retry') (run.retries[e.stage] ||= []).push(e.timestamp);
   return e.stage === PIPELINE_STAGE && isFinal(e.event) ? 50 : 400;
+}
+
+/** What a run's `start` says about its stages: their file order and their graph. */
+function takeStart(run, data) {
+  if (Array.isArray(data.stages)) run.planned = data.stages.map(String);
+  if (typeof data.retry_of === 'string') run.retryOf = data.retry_of;
+  run.needs = parseNeeds(data.stage_needs);
+  run.startKnown = true;
+}
+
+/**
+ * The run's start event when the first read did not reach it (a run of more lines than the
+ * tail read): its stages and graph are there only. Then the graph view may draw: before, it
+ * would draw the stages without their edges and redraw them a moment later.
+ */
+async function loadStart(r) {
+  let known = true;
+  if (r.lines.length && !r.startKnown && r.lines[0].seq > 0) {
+    try {
+      const [first] = await api(`/api/runs/${r.id}/events?limit=1`);
+      if (state.run !== r) return;
+      if (first && first.stage === PIPELINE_STAGE && first.event === 'start') takeStart(r, first.data && typeof first.data === 'object' ? first.data : {});
+    } catch {
+      if (state.run !== r) return;
+      // Not known after all: the stages still show, from the run's events, without edges
+      // and without a claim that the file has no graph.
+      known = false;
+    }
+  }
+  // A file with lines and no start has no graph (one with no lines yet may still start).
+  if (known && r.lines.length) r.startKnown = true;
+  r.startRead = true;
+  renderStages();
 }
 
 function scheduleDetail(ms) {
@@ -124,7 +165,7 @@ async function loadDetail() {
     if (e.status === 404 && !r.detail) $('#rv-msg').textContent = `No run ${r.id} in the index yet — waiting for its events.`;
     else if (e.status !== 404) $('#rv-msg').textContent = `Cannot load the run: ${errText(e)}`;
   }
-  renderHead(); renderTimeline();
+  renderHead(); renderStages();
 }
 
 function renderHead() {
@@ -155,7 +196,36 @@ function renderHead() {
   document.title = `${st} · ${run.id} · pipewatch`;
 }
 
-export function renderTimeline() {
+/**
+ * Shows the stages as the view asks (`state.runView`): the switch's state, the view's box,
+ * and the view drawn. Called where the run moves, once a frame at most, and once a second.
+ */
+export function renderStages() {
+  const graph = state.runView === 'graph';
+  $('#view-timeline').setAttribute('aria-pressed', String(!graph));
+  $('#view-graph').setAttribute('aria-pressed', String(graph));
+  $('#timeline').hidden = graph;
+  $('#graph-view').hidden = !graph;
+  if (graph) renderGraph(); else renderTimeline();
+}
+
+/** The stages view the address asks for (`route` in main.js): `graph` or the timeline. */
+export function setRunView(view) {
+  const v = view === 'graph' ? 'graph' : 'timeline';
+  if (state.runView === v) return;
+  state.runView = v;
+  if (state.run) renderStages();
+}
+
+/** The switch: the view changes, and the address says so without a new history entry. */
+function pickView(view) {
+  const r = state.run;
+  if (!r) return;
+  history.replaceState(history.state, '', `#/runs/${r.id}${view === 'graph' ? '?view=graph' : ''}`);
+  setRunView(view);
+}
+
+function renderTimeline() {
   const run = state.run;
   if (!run) return;
   const box = $('#timeline');
@@ -241,7 +311,7 @@ export async function openRun(id) {
   $('#rv-msg').textContent = '';
   resetLog();
   setConn('run', 'connecting');
-  renderHead(); renderTimeline(); renderLog();
+  renderHead(); renderStages(); renderLog();
   // The run first: a finished run with an error opens its log there, if one read reaches it.
   await loadDetail();
   if (state.run !== r) return;
@@ -258,6 +328,8 @@ export async function openRun(id) {
     if (e.status && e.status !== 404) $('#rv-msg').textContent = `Cannot read the run's events: ${errText(e)}`;
   }
   r.loaded = true;
+  await loadStart(r);
+  if (state.run !== r) return;
   if (errSeq != null && isFinal(r.detail.status) && r.lines.length && r.lines[0].seq <= errSeq) revealLine(errSeq);
   queueRender();
   openRunStream(r);
@@ -316,4 +388,7 @@ export function initRun() {
   };
   $('#rv-retry').addEventListener('click', () => retry(false));
   $('#rv-retry-force').addEventListener('click', () => retry(true));
+  $('#view-timeline').addEventListener('click', () => pickView('timeline'));
+  $('#view-graph').addEventListener('click', () => pickView('graph'));
+  initGraph();
 }

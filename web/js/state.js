@@ -70,6 +70,8 @@ export const state = {
   /** The schedule panel. */
   sched: { status: null, error: null, busy: false, timer: null },
 
+  /** How a run's page shows its stages: `timeline` or `graph` (the address's `?view=`). */
+  runView: 'timeline',
   /** The open run (see `newRun` in `run.js`), or null on the runs list. */
   run: null,
   /** The run log's filters. */

@@ -6,12 +6,13 @@
 //! `PIPEWATCH_REQUIRE_TOOLS=1` is set, which turns the skip into a failure (CI sets it).
 //!
 //! Screenshots of each view go to `target/screenshots/`; with `PIPEWATCH_UPDATE_SCREENSHOTS=1`
-//! one of each (runs, run, schedule, mobile, run-dark, and the overview of several pipelines)
-//! is also copied to `docs/screenshots/`.
+//! one of each (runs, run, schedule, mobile, run-dark, the overview of several pipelines, and
+//! a run's stages as a graph) is also copied to `docs/screenshots/`.
 //!
 //! The tests run one at a time (one browser at a time keeps timings honest on small machines).
 //! The page of a workspace of several pipelines (the overview, a pipeline's page) has its
-//! tests in [`overview`], on this module's harness.
+//! tests in [`overview`], and a run's stages drawn as their dependency graph in [`graph`], on
+//! this module's harness.
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -27,6 +28,7 @@ use serde_json::{Value, json};
 use crate::support::tools::{Chromium as Tools, chromium as tools};
 use crate::support::{Options, Project, Resp, Server, free_port};
 
+mod graph;
 mod operating;
 mod overview;
 
@@ -270,7 +272,9 @@ fn save_screenshot(name: &str, png: &[u8]) {
     std::fs::write(&path, png).expect("write screenshot");
     eprintln!("screenshot: {}", path.display());
     // One of each view goes to the docs (the rest stay test artifacts).
-    const IN_DOCS: [&str; 6] = ["runs", "run", "schedule", "mobile", "run-dark", "overview"];
+    const IN_DOCS: [&str; 7] = [
+        "runs", "run", "schedule", "mobile", "run-dark", "overview", "graph",
+    ];
     if std::env::var("PIPEWATCH_UPDATE_SCREENSHOTS").as_deref() == Ok("1")
         && IN_DOCS.contains(&name)
     {
