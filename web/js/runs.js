@@ -266,6 +266,17 @@ export async function retryRun(id, force, msgEl) {
   try {
     const r = await api(`/api/runs/${id}/retry`, { method: 'POST', body: force ? { force: true } : {} });
     touchRun(r.run_id);
+    msgEl.className = 'msg ok';
+    msgEl.textContent = `Starting the retry ${r.run_id}…`;
+    // Opened once its file has its first events (a second or so at most): its page reads
+    // them from the file.
+    for (let waited = 0; waited < 3000; waited += 100) {
+      try {
+        const run = await api(`/api/runs/${r.run_id}`);
+        if (run && run.events > 0) break;
+      } catch { /* not indexed yet */ }
+      await new Promise((done) => setTimeout(done, 100));
+    }
     location.hash = `#/runs/${r.run_id}`;
     return false;
   } catch (e) {
