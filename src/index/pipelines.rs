@@ -41,7 +41,7 @@ pub struct RecentRun {
 pub struct PipelineRuns {
     /// Its newest run, recorded misses left out.
     pub last_run: Option<RunSummary>,
-    /// Its last [`RECENT`] runs, recorded misses included, oldest first.
+    /// Its last runs (20, `RECENT`), recorded misses included, oldest first.
     pub recent: Vec<RecentRun>,
     /// Its runs whose status is `running`, newest first.
     pub running: Vec<RunSummary>,
