@@ -49,6 +49,8 @@ function matches(l) {
 const filtering = () => { const f = state.filt; return !!(f.stage || f.stream || f.level || f.text); };
 
 function rebuildView() {
+  // "Run this stage" is offered while the log shows one stage.
+  $('#run-stage').hidden = !state.filt.stage;
   const run = state.run;
   if (!run) return;
   if (!filtering()) { run.view = null; return; }

@@ -24,7 +24,7 @@ import { openStream } from './stream.js';
 import { emptyRun, foldEvent } from './fold.js';
 import { RUN_FINAL_EVENTS, PIPELINE_STAGE } from './statuses.js';
 import { appendLine, measureLog, prependLines, queueRender, renderLog, resetLog, revealLine } from './log.js';
-import { cancelRun, retryRun } from './runs.js';
+import { cancelRun, retryRun, runStage } from './runs.js';
 import { initGraph, parseNeeds, renderGraph } from './graph.js';
 
 const RUN_ID = /^[A-Za-z0-9_-]{1,64}$/;
@@ -388,6 +388,10 @@ export function initRun() {
   };
   $('#rv-retry').addEventListener('click', () => retry(false));
   $('#rv-retry-force').addEventListener('click', () => retry(true));
+  $('#run-stage').addEventListener('click', () => {
+    const run = state.run;
+    if (run && run.detail && run.detail.pipeline && state.filt.stage) runStage(run.detail.pipeline, state.filt.stage, $('#rv-msg'));
+  });
   $('#view-timeline').addEventListener('click', () => pickView('timeline'));
   $('#view-graph').addEventListener('click', () => pickView('graph'));
   initGraph();

@@ -28,7 +28,7 @@ import { openStream } from './stream.js';
 import { scheduleTrend } from './trend.js';
 import { scheduleSched, panelMsg } from './schedule.js';
 import { notePipelineEvent, refreshOverview } from './overview.js';
-import { onOverview, runsPipeline, runPath, withPipeline, seg } from './scope.js';
+import { onOverview, runsPipeline, runPath, withPipeline, seg, multi } from './scope.js';
 import { paramsOfPipeline, openParamsForm, closeParamsForm } from './params.js';
 
 const PAGE = 50;
@@ -258,6 +258,24 @@ async function startRun(body) {
 }
 
 /**
+ * Opens the page of run `id`, just started, once its file has its first events (a second or
+ * so at most: its page reads them from the file); `msgEl` says what is happening meanwhile.
+ */
+async function openWhenStarted(id, what, msgEl) {
+  touchRun(id);
+  msgEl.className = 'msg ok';
+  msgEl.textContent = `Starting ${what} ${id}…`;
+  for (let waited = 0; waited < 3000; waited += 100) {
+    try {
+      const run = await api(`/api/runs/${id}`);
+      if (run && run.events > 0) break;
+    } catch { /* not indexed yet */ }
+    await new Promise((done) => setTimeout(done, 100));
+  }
+  location.hash = `#/runs/${id}`;
+}
+
+/**
  * Asks the server to retry a run from its failed stages (`force`: even though its pipeline
  * changed since) and opens the new run; the outcome goes to `msgEl`. Returns whether the
  * server refused only because the pipeline changed, which a forced retry would get past.
@@ -265,24 +283,24 @@ async function startRun(body) {
 export async function retryRun(id, force, msgEl) {
   try {
     const r = await api(`/api/runs/${id}/retry`, { method: 'POST', body: force ? { force: true } : {} });
-    touchRun(r.run_id);
-    msgEl.className = 'msg ok';
-    msgEl.textContent = `Starting the retry ${r.run_id}…`;
-    // Opened once its file has its first events (a second or so at most): its page reads
-    // them from the file.
-    for (let waited = 0; waited < 3000; waited += 100) {
-      try {
-        const run = await api(`/api/runs/${r.run_id}`);
-        if (run && run.events > 0) break;
-      } catch { /* not indexed yet */ }
-      await new Promise((done) => setTimeout(done, 100));
-    }
-    location.hash = `#/runs/${r.run_id}`;
+    await openWhenStarted(r.run_id, 'the retry', msgEl);
     return false;
   } catch (e) {
     msgEl.className = 'msg error';
     msgEl.textContent = `Could not retry ${id}: ${errText(e)}`;
     return e.status === 409 && /--force|"force"/.test(e.message || '');
+  }
+}
+
+/** Starts a run of `pipeline` with only `stage`, and opens it; the outcome goes to `msgEl`. */
+export async function runStage(pipeline, stage, msgEl) {
+  const path = multi() ? `/api/pipelines/${seg(pipeline)}/run` : '/api/pipeline/run';
+  try {
+    const r = await api(path, { method: 'POST', body: { stages: [stage] } });
+    await openWhenStarted(r.run_id, `a run of ${stage}`, msgEl);
+  } catch (e) {
+    msgEl.className = 'msg error';
+    msgEl.textContent = `Could not run ${stage}: ${errText(e)}`;
   }
 }
 

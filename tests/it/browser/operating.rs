@@ -1,6 +1,7 @@
 //! Operating runs on the page, in the real Chromium against the real `pipewatch serve`: the
 //! Retry button of a failed run (and "Retry anyway" when the pipeline changed since), the
-//! link between a retry and the run it retries, and the parameters form "Run now" opens.
+//! link between a retry and the run it retries, the parameters form "Run now" opens, and "Run
+//! this stage" on a run's log narrowed to one stage.
 
 use std::time::Duration;
 
@@ -161,6 +162,50 @@ fn run_now_asks_for_the_parameters_and_starts_the_run_with_them() {
         b.click("#params-cancel").await;
         b.wait("closed", LONG, "document.querySelector('#params-form').hidden").await;
         assert_eq!(server.json("/api/runs").as_array().map(Vec::len), Some(1));
+        let errors = b.console_errors().await;
+        assert!(errors.is_empty(), "console errors: {errors:?}");
+        b.close().await;
+    });
+}
+
+#[test]
+fn run_this_stage_starts_a_run_of_that_stage_alone() {
+    let Some(tools) = tools() else { return };
+    let _serial = serial();
+    rt().block_on(async {
+        let p = Project::new();
+        p.write_config(&pipeline("report"));
+        std::fs::write(p.path().join("fixed"), "").expect("fixed");
+        let out = p.run(&["run", "--no-notify", "--quiet"]);
+        assert!(out.status.success());
+        let runs: Value = serde_json::from_slice(&p.run(&["runs", "--json"]).stdout).expect("runs");
+        let first = runs[0]["run_id"].as_str().expect("run id").to_string();
+        let server = Server::start(&p);
+        let b = Browser::start(&tools, 1280, 860).await;
+        b.goto(&format!("{}/#/runs/{first}", server.url())).await;
+        b.wait("the run's page", LONG, "document.querySelector('#rv-status').dataset.status === 'success'").await;
+        assert_eq!(b.js("return document.querySelector('#run-stage').hidden").await, true, "offered only for one stage");
+        b.wait("the stage filter", LONG, "[...document.querySelectorAll('#f-stage option')].some(o => o.value === 'load')").await;
+        b.js("const s = document.querySelector('#f-stage'); s.value = 'load'; s.dispatchEvent(new Event('change')); return true").await;
+        b.wait("the action", LONG, "!document.querySelector('#run-stage').hidden").await;
+        b.click("#run-stage").await;
+        b.wait(
+            "the new run's page, ended",
+            LONG,
+            &format!("location.hash !== '#/runs/{first}' && document.querySelector('#rv-status').dataset.status === 'success'"),
+        )
+        .await;
+        let hash = b.js("return location.hash").await;
+        let id = hash.as_str().unwrap_or("").trim_start_matches("#/runs/").to_string();
+        let events = server.all_events(&id);
+        let not_selected: Vec<&str> = events
+            .iter()
+            .filter(|e| e["event"] == "skipped" && e["data"]["reason"] == "not_selected")
+            .filter_map(|e| e["stage"].as_str())
+            .collect();
+        assert_eq!(not_selected, ["extract", "report"]);
+        let ran = std::fs::read_to_string(p.path().join("ran")).expect("ran");
+        assert_eq!(ran.lines().collect::<Vec<_>>(), ["extract", "load", "report", "load"]);
         let errors = b.console_errors().await;
         assert!(errors.is_empty(), "console errors: {errors:?}");
         b.close().await;
