@@ -115,6 +115,7 @@ function applyEvent(e) {
 function takeStart(run, data) {
   if (Array.isArray(data.stages)) run.planned = data.stages.map(String);
   if (typeof data.retry_of === 'string') run.retryOf = data.retry_of;
+  if (data.params && typeof data.params === 'object') run.params = Object.entries(data.params).map(([k, v]) => `${k}=${v}`);
   run.needs = parseNeeds(data.stage_needs);
   run.startKnown = true;
 }
@@ -183,6 +184,7 @@ function renderHead() {
   add('Started', h('span', { title: fullTime(d.started_at) }, d.started_at ? `${fmtWhen(d.started_at)} (${fmtAgo(d.started_at)})` : '—'));
   add('Finished', h('span', { title: fullTime(d.finished_at) }, d.finished_at ? fmtWhen(d.finished_at) : (running ? 'still running' : '—')));
   if (run.retryOf && RUN_ID.test(run.retryOf)) add('Retry of', h('a', { href: `#/runs/${run.retryOf}`, class: 'mono' }, run.retryOf));
+  if (run.params && run.params.length) add('Parameters', h('span', { class: 'mono', id: 'rv-params' }, run.params.join(' ')));
   const why = explain(d);
   if (why) add('Why', why);
   $('#rv-facts').replaceChildren(...facts);

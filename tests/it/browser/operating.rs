@@ -155,6 +155,16 @@ fn run_now_asks_for_the_parameters_and_starts_the_run_with_them() {
         let events = server.all_events(&id);
         assert_eq!(events[0]["data"]["params"], serde_json::json!({"region": "us", "day": "2026-12-01"}));
         assert!(events.iter().any(|e| e["msg"] == "us/2026-12-01"), "{events:?}");
+        // The run's page shows them.
+        b.goto(&format!("{}/#/runs/{id}", server.url())).await;
+        b.wait(
+            "the parameters on the run's page",
+            LONG,
+            "document.querySelector('#rv-params') && document.querySelector('#rv-params').textContent === 'day=2026-12-01 region=us'",
+        )
+        .await;
+        b.goto(&format!("{}/#/", server.url())).await;
+        b.wait("the home page again", LONG, "!document.querySelector('#view-home').hidden && document.querySelector('#conn').dataset.state === 'live'").await;
 
         // Cancel closes the form and starts nothing.
         b.click("#run-now").await;
