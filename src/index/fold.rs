@@ -44,6 +44,8 @@ pub(super) struct RunRow {
     pub(super) failed_stages: Option<String>,
     /// The `seq` of the run's first event at level `error`.
     pub(super) first_error_seq: Option<i64>,
+    /// `data.retry_of` of the run's start: the run it retries.
+    pub(super) retry_of: Option<String>,
     pub(super) events: i64,
     pub(super) last_seq: Option<i64>,
     pub(super) sort_key: String,
@@ -69,6 +71,7 @@ impl RunRow {
             reason: None,
             failed_stages: None,
             first_error_seq: None,
+            retry_of: None,
             events: 0,
             last_seq: None,
             sort_key: String::new(),
@@ -233,6 +236,7 @@ impl RunRow {
                 }
                 self.sort_key = sort_key(&e.timestamp);
                 self.started_at = Some(e.timestamp.clone());
+                self.retry_of = e.data_str("retry_of").map(str::to_string);
             }
             kind::SUCCESS | kind::FAILURE | kind::CANCELLED | kind::SKIPPED => {
                 self.status = Some(e.event.clone());

@@ -151,6 +151,12 @@ pub struct RunDetail {
     #[serde(flatten)]
     pub run: RunSummary,
     pub stages: Vec<StageSummary>,
+    /// The run this one retries (`data.retry_of` of its start), if it is a retry.
+    #[schema(required = true, value_type = Option<RunId>)]
+    pub retry_of: Option<String>,
+    /// The retries of this run, newest first (at most 100).
+    #[schema(value_type = Vec<RunId>)]
+    pub retried_by: Vec<String>,
 }
 
 impl Index {
@@ -386,7 +392,28 @@ impl Index {
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(db(p, "read a run's stages"))?;
-        Ok(Some(RunDetail { run, stages }))
+        let retry_of: Option<String> = self
+            .conn
+            .prepare_cached("SELECT retry_of FROM runs WHERE run_id = ?")
+            .and_then(|mut s| s.query_row([id.as_str()], |r| r.get(0)))
+            .map_err(db(p, "read what a run retries"))?;
+        let retried_by = self
+            .conn
+            .prepare_cached(
+                "SELECT run_id FROM runs WHERE retry_of = ? AND status IS NOT NULL
+                 ORDER BY sort_key DESC LIMIT 100",
+            )
+            .and_then(|mut s| {
+                s.query_map([id.as_str()], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(db(p, "read a run's retries"))?;
+        Ok(Some(RunDetail {
+            run,
+            stages,
+            retry_of,
+            retried_by,
+        }))
     }
 
     /// The runs whose status is `running`, for the liveness check.

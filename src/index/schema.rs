@@ -40,6 +40,8 @@ CREATE TABLE runs (
     failed_stages TEXT,
     -- seq of the run's first event at level error.
     first_error_seq INTEGER,
+    -- data.retry_of of the run's start: the run it retries.
+    retry_of      TEXT,
     events        INTEGER NOT NULL DEFAULT 0,
     last_seq      INTEGER,
     -- started_at normalized to UTC with milliseconds: sorts as text.
@@ -54,6 +56,7 @@ CREATE TABLE runs (
 CREATE INDEX runs_by_start ON runs (sort_key, run_id);
 CREATE INDEX runs_by_status ON runs (status, sort_key, run_id);
 CREATE INDEX runs_by_pipeline ON runs (pipeline, sort_key, run_id);
+CREATE INDEX runs_by_retry_of ON runs (retry_of, sort_key) WHERE retry_of IS NOT NULL;
 CREATE TABLE stages (
     run_id      TEXT NOT NULL,
     name        TEXT NOT NULL,

@@ -313,6 +313,12 @@ fn the_api_retries_runs_with_parameters_and_one_stage() {
         ]
     );
     assert_eq!(s.all_events(&second)[0]["data"]["params"]["region"], "us");
+    // Each run names the other.
+    assert_eq!(run["retry_of"], failed.as_str());
+    assert_eq!(
+        s.json(&format!("/api/runs/{failed}"))["retried_by"],
+        serde_json::json!([second.clone()])
+    );
 
     let again = s.post_json(&format!("/api/runs/{second}/retry"), "");
     assert_eq!(again.status, 409, "{}", again.body);

@@ -183,7 +183,10 @@ function renderHead() {
   add('Pipeline', d.pipeline || '—');
   add('Started', h('span', { title: fullTime(d.started_at) }, d.started_at ? `${fmtWhen(d.started_at)} (${fmtAgo(d.started_at)})` : '—'));
   add('Finished', h('span', { title: fullTime(d.finished_at) }, d.finished_at ? fmtWhen(d.finished_at) : (running ? 'still running' : '—')));
-  if (run.retryOf && RUN_ID.test(run.retryOf)) add('Retry of', h('a', { href: `#/runs/${run.retryOf}`, class: 'mono' }, run.retryOf));
+  const retryOf = run.retryOf || d.retry_of;
+  if (typeof retryOf === 'string' && RUN_ID.test(retryOf)) add('Retry of', h('a', { href: `#/runs/${retryOf}`, class: 'mono' }, retryOf));
+  const retries = Array.isArray(d.retried_by) ? d.retried_by.filter((x) => typeof x === 'string' && RUN_ID.test(x)) : [];
+  if (retries.length) add('Retried by', h('span', { id: 'rv-retried-by' }, ...retries.flatMap((x, i) => [i ? ', ' : null, h('a', { href: `#/runs/${x}`, class: 'mono' }, x)])));
   if (run.params && run.params.length) add('Parameters', h('span', { class: 'mono', id: 'rv-params' }, run.params.join(' ')));
   const why = explain(d);
   if (why) add('Why', why);

@@ -81,6 +81,14 @@ fn retry_from_failure_opens_the_new_run_which_links_back() {
         assert_eq!(ran.lines().collect::<Vec<_>>(), ["extract", "load", "load", "report"]);
         let started = server.all_events(&retry)[0].clone();
         assert_eq!(started["data"]["retry_of"], failed.as_str());
+        // The run it retries links to it.
+        b.click(&format!("#rv-facts a[href='#/runs/{failed}']")).await;
+        b.wait(
+            "the failed run's page, naming its retry",
+            LONG,
+            &format!("location.hash === '#/runs/{failed}' && !!document.querySelector(\"#rv-retried-by a[href='#/runs/{retry}']\")"),
+        )
+        .await;
         let errors = b.console_errors().await;
         assert!(errors.is_empty(), "console errors: {errors:?}");
         b.close().await;
