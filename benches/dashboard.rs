@@ -46,6 +46,7 @@ use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 
 #[path = "../tests/it/support/http.rs"]
 mod http;
+#[allow(dead_code)] // the benches use part of the tests' server harness
 #[path = "../tests/it/support/server.rs"]
 mod server;
 #[allow(dead_code)] // the bench needs only `chromium`

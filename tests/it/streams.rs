@@ -269,13 +269,7 @@ fn the_ring_holds_what_stream_buffer_says_and_no_more() {
     s.wait_json(&format!("/api/runs/{id}"), "the run indexed", LONG, |r| {
         r["events"] == 4000
     });
-    let metric = |name: &str| -> u64 {
-        let m = s.get("/metrics").body;
-        m.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{name} in /metrics:\n{m}"))
-    };
+    let metric = |name: &str| s.metric(name);
     let held = metric("pipewatch_bus_ring_bytes");
     assert!(
         held > 0 && held <= 1024 * 1024,

@@ -279,6 +279,16 @@ impl Server {
         self.json("/api/health")
     }
 
+    /// A series of `/metrics` without labels (`pipewatch_bus_cursor`); panics when it is not
+    /// there.
+    pub fn metric(&self, name: &str) -> u64 {
+        let m = self.get("/metrics").body;
+        m.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in /metrics:\n{m}"))
+    }
+
     /// The JSON document at `path` once it answers 200 and `cond` holds; panics after `within`.
     pub fn wait_json(
         &self,
