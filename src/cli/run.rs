@@ -45,20 +45,22 @@ pub struct Args {
 /// Exit code 0 for success (or a run skipped by the overlap policy), 1 for a failed or
 /// cancelled one.
 pub fn command(ws: &Workspace, args: Args) -> Result<u8, CliError> {
+    let recorded = match &args.retry {
+        Some(id) => Some(plan::Recorded::read(&ws.shared().server.events_dir, id)?),
+        None => None,
+    };
     // A retry is of the pipeline its run was a run of.
-    let named = match (&args.pipeline, &args.retry) {
-        (None, Some(id)) if ws.pipelines.len() > 1 => {
-            plan::pipeline_of(&ws.shared().server.events_dir, id)?
-        }
+    let named = match (&args.pipeline, &recorded) {
+        (None, Some(r)) if ws.pipelines.len() > 1 => r.pipeline().map(str::to_string),
         (name, _) => name.clone(),
     };
     let config = ws.select(named.as_deref(), "run")?;
-    let (plan, params, retry_of) = match &args.retry {
-        Some(id) => {
-            let retry = plan::retry(config, id, args.force)?;
+    let (plan, params, retry_of) = match (&args.retry, &recorded) {
+        (Some(id), Some(r)) => {
+            let retry = plan::retry(config, id, r, args.force)?;
             (retry.plan, retry.params, Some(retry.of))
         }
-        None => (
+        _ => (
             if args.stages.is_empty() {
                 plan::Plan::default()
             } else {

@@ -90,9 +90,10 @@ pub struct Retry {
     pub params: BTreeMap<String, String>,
 }
 
-/// What a run file says about the run, as far as a retry needs it.
+/// What a run file says about the run, as far as a retry needs it: read once
+/// ([`Recorded::read`]), then asked which pipeline it ran and planned from ([`retry`]).
 #[derive(Debug, Default)]
-struct Recorded {
+pub struct Recorded {
     pipeline: Option<String>,
     /// `data.stages` of its start, in order.
     stages: Option<Vec<String>>,
@@ -106,7 +107,10 @@ struct Recorded {
 }
 
 impl Recorded {
-    fn read(path: &Path, id: &RunId) -> Result<Recorded, PlanError> {
+    /// Reads run `id`'s file in `events_dir`.
+    pub fn read(events_dir: &Path, id: &RunId) -> Result<Recorded, PlanError> {
+        let path = events_dir.join(id.file_name());
+        let path = path.as_path();
         let mut r = Recorded::default();
         read_batches(path, id, |batch| {
             for e in &batch.events {
@@ -194,19 +198,19 @@ impl Recorded {
     }
 }
 
-/// The pipeline run `id` (in `events_dir`) is a run of, as its start event says: what
-/// `pipewatch run --retry` runs in a workspace when no pipeline is named.
-pub fn pipeline_of(events_dir: &Path, id: &RunId) -> Result<Option<String>, PlanError> {
-    Ok(Recorded::read(&events_dir.join(id.file_name()), id)?.pipeline)
+impl Recorded {
+    /// The pipeline the run is a run of, as its start event says: what `pipewatch run
+    /// --retry` runs in a workspace when no pipeline is named.
+    pub fn pipeline(&self) -> Option<&str> {
+        self.pipeline.as_deref()
+    }
 }
 
-/// Plans a retry of run `id` of `config`'s pipeline: its stages that succeeded (or that it
+/// Plans a retry of run `id` (as `r` read it) of `config`'s pipeline: its stages that succeeded (or that it
 /// reused itself) are reused, the rest run again, with its parameters. Refused for a run that
 /// succeeded, is still running, is another pipeline's, or — unless `force` — whose pipeline's
 /// stages or parameters changed since.
-pub fn retry(config: &Config, id: &RunId, force: bool) -> Result<Retry, PlanError> {
-    let path = config.server.events_dir.join(id.file_name());
-    let r = Recorded::read(&path, id)?;
+pub fn retry(config: &Config, id: &RunId, r: &Recorded, force: bool) -> Result<Retry, PlanError> {
     if r.pipeline.is_none() && r.stages.is_none() {
         return Err(PlanError::NoRun(format!(
             "run {id} has no start event: there is nothing to retry"

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use crate::runner::plan::{self, PlanError};
 use crate::server::error::{ApiError, ErrorBody, run_id};
-use crate::server::extract::Path;
+use crate::server::extract::{Path, optional_body};
 use crate::server::launch::Asked;
 use crate::server::routes::pipeline::start;
 use crate::server::state::AppState;
@@ -57,21 +57,15 @@ pub async fn retry_run(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let id = run_id(&raw)?;
-    let force = if body.is_empty() {
-        false
-    } else {
-        serde_json::from_slice::<RetryBody>(&body)
-            .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?
-            .force
-    };
+    let force = optional_body::<RetryBody>(&body)?.force;
     let events_dir = state.config.server.events_dir.clone();
     let of = id.clone();
-    let pipeline = tokio::task::spawn_blocking(move || plan::pipeline_of(&events_dir, &of))
+    let recorded = tokio::task::spawn_blocking(move || plan::Recorded::read(&events_dir, &of))
         .await
         .map_err(|e| ApiError::unavailable(format!("reading the run failed: {e}")))?
         .map_err(answer)?;
     let workspace = state.workspace();
-    let config = match pipeline.as_deref() {
+    let config = match recorded.pipeline() {
         Some(name) if workspace.is_workspace => workspace.get(name).cloned().ok_or_else(|| {
             ApiError::conflict(format!(
                 "run {id} is a run of pipeline {name}, which is no longer in the configuration"
@@ -79,12 +73,9 @@ pub async fn retry_run(
         })?,
         _ => workspace.shared().clone(),
     };
-    let checked = config.clone();
-    let of = id.clone();
-    tokio::task::spawn_blocking(move || plan::retry(&checked, &of, force))
-        .await
-        .map_err(|e| ApiError::unavailable(format!("reading the run failed: {e}")))?
-        .map_err(answer)?;
+    // Checked here, from what was read, so that a refusal is this request's answer; the
+    // run started checks again from its file.
+    plan::retry(&config, &id, &recorded, force).map_err(answer)?;
     let asked = Asked {
         retry: Some((id, force)),
         ..Asked::default()
