@@ -1,4 +1,4 @@
-//! The extractors the handlers use for the path and the query: axum's, with their rejections
+//! The extractors the handlers use for the path, the query and an optional JSON body: axum's, with their rejections
 //! turned into [`ApiError`]s, so that a request axum cannot take apart is answered like every
 //! other error, `{"error": "..."}` as JSON, not axum's plain text. (The schema fuzzer found
 //! `?status=a&status=b` answered with a `text/plain` 400.)
@@ -8,6 +8,15 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+
+/// The optional JSON body of a POST route: its default when empty, a 400 naming what is
+/// wrong when it is not that object.
+pub fn optional_body<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))
+}
 
 /// `axum::extract::Query`, rejected with an [`ApiError`] (400).
 pub struct Query<T>(pub T);

@@ -19,7 +19,7 @@ use crate::config::{Config, Overlap};
 use crate::event::{RunId, now_timestamp};
 use crate::runner::liveness::{self, PipelineLock};
 use crate::server::error::{ApiError, ErrorBody, run_id};
-use crate::server::extract::Query;
+use crate::server::extract::{Query, optional_body};
 use crate::server::launch::{Asked, launch};
 use crate::server::state::AppState;
 
@@ -78,11 +78,7 @@ pub struct RunBody {
 impl RunBody {
     /// The body, or the default one for an empty body.
     pub fn parse(body: &Bytes) -> Result<RunBody, ApiError> {
-        if body.is_empty() {
-            return Ok(RunBody::default());
-        }
-        serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))
+        optional_body(body)
     }
 
     /// What the run is asked to do, checked against `config`'s pipeline.

@@ -22,7 +22,7 @@ use crate::event::{RunId, format_timestamp};
 use crate::index::{PipelineRuns, RecentRun, WindowStats};
 use crate::scheduler;
 use crate::server::error::{ApiError, ErrorBody};
-use crate::server::extract::Path;
+use crate::server::extract::{Path, optional_body};
 use crate::server::routes::pipeline::{RunBody, start};
 use crate::server::schedule::{self, StatusWithCadence};
 use crate::server::state::AppState;
@@ -50,12 +50,8 @@ impl Which {
     /// empty); both naming different pipelines is a 400.
     pub fn name(self, body: Option<&Bytes>) -> Result<Option<String>, ApiError> {
         let from_body = match body {
-            Some(b) if !b.is_empty() => {
-                serde_json::from_slice::<PipelineBody>(b)
-                    .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?
-                    .pipeline
-            }
-            _ => None,
+            Some(b) => optional_body::<PipelineBody>(b)?.pipeline,
+            None => None,
         };
         self.or_body(from_body)
     }
