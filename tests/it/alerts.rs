@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Project, Server, json_out, stderr, wait_until};
+use crate::support::{Project, Server, doctor_check, json_out, stderr, wait_until};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -538,15 +538,7 @@ fn doctor_checks_each_destination_without_sending_anything() {
     ));
     let out = p.run(&["doctor", "--json"]);
     let checks = json_out(&out);
-    let check = |name: &str| {
-        checks
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["check"] == name)
-            .unwrap_or_else(|| panic!("no {name} in {checks}"))
-            .clone()
-    };
+    let check = |name: &str| doctor_check(&checks, name).clone();
     assert_eq!(check("alerts (ops)")["ok"], true, "{checks}");
     let down = check("alerts (down)");
     assert_eq!(down["ok"], false);

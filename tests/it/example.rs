@@ -15,21 +15,13 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::{
-    Project, ev, free_port, http, json_out, logs, read_events, run_end, run_path, server, stderr,
-    wait_until,
+    Project, ev, free_port, http, json_out, logs, pipeline_names, read_events, run_end, run_path,
+    server, stderr, wait_until,
 };
 
 /// A run id whose start time is in minute `minute` of the hour.
 fn run_id_at(minute: u32) -> String {
     format!("20261203T04{minute:02}12345Z-abcdef")
-}
-
-fn names(list: &Value) -> Vec<&str> {
-    list.as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect()
 }
 
 #[test]
@@ -42,7 +34,7 @@ fn init_workspace_writes_three_pipelines_that_run_by_name() {
     assert!(config.contains("# "), "the config is commented");
 
     let list = json_out(&p.run(&["pipelines", "--json"]));
-    assert_eq!(names(&list), ["export", "report", "sync"]);
+    assert_eq!(pipeline_names(&list), ["export", "report", "sync"]);
     let schedules: Vec<&str> = list
         .as_array()
         .unwrap()
@@ -221,7 +213,7 @@ fn serve_example_serves_a_workspace_from_the_data_folder_and_reuses_it() {
         assert_eq!(r.status, 200, "{}", r.body);
         r.json()
     };
-    assert_eq!(names(&pipelines()), ["export", "report", "sync"]);
+    assert_eq!(pipeline_names(&pipelines()), ["export", "report", "sync"]);
     wait_until(EXAMPLE_RUN_WITHIN, "the example's first runs end", || {
         ended_first_runs(&dir) == 3
     });
@@ -273,7 +265,7 @@ fn serve_example_keeps_serving_an_earlier_one_pipeline_example() {
     // The second line: listening.
     out.read_line(&mut String::new()).unwrap();
     let r = http::request(port, "GET", "/api/pipelines", &[], b"").unwrap();
-    assert_eq!(names(&r.json()), ["translation"]);
+    assert_eq!(pipeline_names(&r.json()), ["translation"]);
     wait_until(EXAMPLE_RUN_WITHIN, "the example's first run ends", || {
         ended_first_runs(&dir) == 1
     });

@@ -797,22 +797,15 @@ fn install_removes_the_cron_line_of_a_pipeline_that_left_the_workspace() {
     let _restore = own_crontab();
     let mine = b"# my backups\n30 2 * * * /usr/local/bin/backup\n";
     set_crontab(mine);
-    let p = Project::new();
-    p.write_config(
-        "[workspace]\npipelines = [\"pipelines/*.toml\"]\n[scheduler]\nbackend = \"cron\"\n",
+    let p = Project::workspace(
+        "[scheduler]\nbackend = \"cron\"\n",
+        &[
+            ("export", "@hourly"),
+            ("report", "@hourly"),
+            ("sync", "@hourly"),
+        ],
     );
     let dir = p.path().join("pipelines");
-    std::fs::create_dir_all(&dir).unwrap();
-    for name in ["export", "report", "sync"] {
-        std::fs::write(
-            dir.join(format!("{name}.toml")),
-            format!(
-                "[pipeline]\nname = \"{name}\"\nschedule = \"@hourly\"\n\
-                 [[stages]]\nname = \"a\"\nrun = \"echo hi\"\n"
-            ),
-        )
-        .unwrap();
-    }
     let blocks = || {
         let text = String::from_utf8(crontab().unwrap()).unwrap();
         let mut names: Vec<String> = text
@@ -885,22 +878,11 @@ fn install_removes_the_cron_line_of_a_pipeline_that_left_the_workspace() {
 #[cfg(unix)]
 #[test]
 fn each_pipeline_gets_its_own_systemd_units_and_a_removed_one_loses_them() {
-    let p = Project::new();
-    p.write_config(
-        "[workspace]\npipelines = [\"pipelines/*.toml\"]\n[scheduler]\nbackend = \"systemd\"\n",
+    let p = Project::workspace(
+        "[scheduler]\nbackend = \"systemd\"\n",
+        &[("export", "30 2 * * *"), ("sync", "*/15 * * * *")],
     );
     let dir = p.path().join("pipelines");
-    std::fs::create_dir_all(&dir).unwrap();
-    for (name, schedule) in [("export", "30 2 * * *"), ("sync", "*/15 * * * *")] {
-        std::fs::write(
-            dir.join(format!("{name}.toml")),
-            format!(
-                "[pipeline]\nname = \"{name}\"\nschedule = \"{schedule}\"\n\
-                 [[stages]]\nname = \"a\"\nrun = \"echo hi\"\n"
-            ),
-        )
-        .unwrap();
-    }
     let config_home = p.path().join("config-home");
     let units = config_home.join("systemd/user");
     let path = tools::stand_in(p.path(), "systemctl", ENABLED_SYSTEMCTL);
@@ -960,22 +942,10 @@ fn each_pipeline_gets_its_own_systemd_units_and_a_removed_one_loses_them() {
 /// pipeline's switch leaves the other's alone.
 #[test]
 fn the_builtin_scheduler_fires_each_pipeline_of_a_workspace_on_its_own() {
-    let p = Project::new();
-    p.write_config(
-        "[workspace]\npipelines = [\"pipelines/*.toml\"]\n[scheduler]\ngrace = \"30s\"\n",
+    let p = Project::workspace(
+        "[scheduler]\ngrace = \"30s\"\n",
+        &[("fast", "*/1 * * * * *"), ("slow", "*/2 * * * * *")],
     );
-    let dir = p.path().join("pipelines");
-    std::fs::create_dir_all(&dir).unwrap();
-    for (name, schedule) in [("fast", "*/1 * * * * *"), ("slow", "*/2 * * * * *")] {
-        std::fs::write(
-            dir.join(format!("{name}.toml")),
-            format!(
-                "[pipeline]\nname = \"{name}\"\nschedule = \"{schedule}\"\n\
-                 [[stages]]\nname = \"a\"\nrun = \"echo hi\"\n"
-            ),
-        )
-        .unwrap();
-    }
     let d = Server::start(&p);
     let scheduled = |name: &str| {
         d.json(&format!("/api/runs?pipeline={name}&limit=1000"))

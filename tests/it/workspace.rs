@@ -28,14 +28,6 @@ fn workspace() -> Project {
     p
 }
 
-fn names(list: &Value) -> Vec<&str> {
-    list.as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect()
-}
-
 #[test]
 fn each_pipeline_of_a_workspace_runs_by_name_from_the_terminal() {
     let p = workspace();
@@ -63,7 +55,7 @@ fn each_pipeline_of_a_workspace_runs_by_name_from_the_terminal() {
     assert_eq!(logs(&events, "work", "stdout"), ["sync-done"]);
 
     let list = json_out(&p.run(&["pipelines", "--json"]));
-    assert_eq!(names(&list), ["export", "sync"]);
+    assert_eq!(pipeline_names(&list), ["export", "sync"]);
     assert_eq!(list[0]["last_run"], Value::Null);
     assert_eq!(list[1]["last_run"]["status"], "success");
     assert_eq!(list[1]["schedule"], "@daily");
@@ -115,7 +107,10 @@ fn a_duplicate_pipeline_name_names_both_files() {
 fn one_dashboard_serves_every_pipeline_and_keeps_a_removed_ones_history() {
     let p = workspace();
     let mut s = Server::start(&p);
-    assert_eq!(names(&s.json("/api/pipelines")), ["export", "sync"]);
+    assert_eq!(
+        pipeline_names(&s.json("/api/pipelines")),
+        ["export", "sync"]
+    );
 
     // The one-pipeline route needs a name when there are several.
     let refused = s.post_json("/api/pipeline/run", "{}");
@@ -186,7 +181,7 @@ fn one_dashboard_serves_every_pipeline_and_keeps_a_removed_ones_history() {
     std::fs::remove_file(p.path().join("pipelines").join("export.toml")).unwrap();
     s.spawn();
     let list = s.json("/api/pipelines");
-    assert_eq!(names(&list), ["sync", "export"]);
+    assert_eq!(pipeline_names(&list), ["sync", "export"]);
     assert_eq!(list[1]["removed"], true);
     assert_eq!(list[1]["last_run"]["run_id"], export_id.as_str());
     assert_eq!(s.post_json("/api/pipelines/export/run", "").status, 404);
@@ -230,7 +225,7 @@ fn a_reload_applies_new_changed_and_removed_pipelines_without_losing_a_stream() 
     assert!(strings(&changes["removed"]).is_empty(), "{changes}");
     assert!(strings(&changes["restart_needed"]).is_empty(), "{changes}");
     let list = s.json("/api/pipelines");
-    assert_eq!(names(&list), ["export", "report", "sync"]);
+    assert_eq!(pipeline_names(&list), ["export", "report", "sync"]);
     assert_eq!(list[2]["schedule"], "*/5 * * * *");
     assert_eq!(s.health()["pipelines"].as_array().unwrap().len(), 3);
 
@@ -279,7 +274,7 @@ fn a_reload_applies_new_changed_and_removed_pipelines_without_losing_a_stream() 
     );
     assert_eq!(s.post_json("/api/pipelines/export/run", "").status, 404);
     let list = s.json("/api/pipelines");
-    assert_eq!(names(&list), ["report", "sync"]);
+    assert_eq!(pipeline_names(&list), ["report", "sync"]);
     assert!(
         s.stderr()
             .contains("apply when pipewatch serve is restarted")
@@ -331,7 +326,7 @@ fn sighup_reads_the_configuration_again_and_the_dashboard_keeps_serving() {
         "/api/pipelines",
         "the new pipeline",
         Duration::from_secs(10),
-        |list| names(list) == ["export", "report", "sync"],
+        |list| pipeline_names(list) == ["export", "report", "sync"],
     );
     assert!(s.alive(), "SIGHUP stopped the dashboard:\n{}", s.stderr());
     assert!(s.stderr().contains("SIGHUP received"), "{}", s.stderr());
@@ -351,7 +346,7 @@ fn sighup_reads_the_configuration_again_and_the_dashboard_keeps_serving() {
         "/api/pipelines",
         "the pipeline removed",
         Duration::from_secs(10),
-        |list| names(list) == ["report", "sync"],
+        |list| pipeline_names(list) == ["report", "sync"],
     );
     let started = s.post_json("/api/pipelines/sync/run", "");
     assert_eq!(started.status, 202, "{}", started.body);
@@ -378,7 +373,10 @@ fn sighup_reads_the_configuration_again_and_the_dashboard_keeps_serving() {
     });
     assert!(s.stderr().contains("report.toml:1"), "{}", s.stderr());
     assert!(s.alive());
-    assert_eq!(names(&s.json("/api/pipelines")), ["report", "sync"]);
+    assert_eq!(
+        pipeline_names(&s.json("/api/pipelines")),
+        ["report", "sync"]
+    );
 }
 
 #[test]
@@ -460,15 +458,7 @@ fn doctor_judges_each_pipelines_runs_by_its_own_schedule() {
 
     let out = p.run(&["doctor", "--json"]);
     let checks = json_out(&out);
-    let check = |name: &str| {
-        checks
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["check"] == name)
-            .unwrap_or_else(|| panic!("no {name} check in {checks}"))
-            .clone()
-    };
+    let check = |name: &str| doctor_check(&checks, name).clone();
     let sync = check("run files (sync)");
     assert_eq!(sync["ok"], false, "{sync}");
     assert!(

@@ -47,6 +47,29 @@ impl Project {
         p
     }
 
+    /// A workspace: `[workspace] pipelines = ["pipelines/*.toml"]` then `shared` (its
+    /// `[server]`, `[scheduler]`, ...) in `pipewatch.toml`, and for each `(name, schedule)` a
+    /// file `pipelines/NAME.toml` whose one stage, `a`, prints `hi`.
+    pub fn workspace(shared: &str, pipelines: &[(&str, &str)]) -> Project {
+        let p = Project::new();
+        p.write_config(&format!(
+            "[workspace]\npipelines = [\"pipelines/*.toml\"]\n{shared}"
+        ));
+        let dir = p.path().join("pipelines");
+        std::fs::create_dir_all(&dir).expect("pipelines folder");
+        for (name, schedule) in pipelines {
+            std::fs::write(
+                dir.join(format!("{name}.toml")),
+                format!(
+                    "[pipeline]\nname = \"{name}\"\nschedule = \"{schedule}\"\n\
+                     [[stages]]\nname = \"a\"\nrun = \"echo hi\"\n"
+                ),
+            )
+            .expect("pipeline file");
+        }
+        p
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -235,6 +258,22 @@ pub fn run_end(events: &[Value]) -> &Value {
         "last event is not run-level: {last}"
     );
     last
+}
+
+/// The `name` of each pipeline in a list of them (`/api/pipelines`, `pipewatch pipelines
+/// --json`).
+pub fn pipeline_names(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .map(|all| all.iter().filter_map(|p| p["name"].as_str()).collect())
+        .unwrap_or_default()
+}
+
+/// The check `name` of `pipewatch doctor --json`'s answer; panics when it has none.
+pub fn doctor_check<'a>(checks: &'a Value, name: &str) -> &'a Value {
+    checks
+        .as_array()
+        .and_then(|all| all.iter().find(|c| c["check"] == name))
+        .unwrap_or_else(|| panic!("no {name} check in {checks}"))
 }
 
 pub fn stderr(o: &Output) -> String {
