@@ -443,6 +443,9 @@ fn events_folder_deleted_and_recreated_while_serving() {
             .map(key),
     );
     assert!(duplicates(&everything).is_empty(), "{everything:?}");
+    // This test's runs only: the built-in scheduler may have started one of its own at a
+    // quarter hour meanwhile.
+    everything.retain(|(id, _)| id.starts_with("gone-") || id.starts_with("back-"));
     assert_eq!(everything.len(), CYCLES * 6);
     let h = s.health();
     assert_eq!(h["status"], "ok", "{h}");
