@@ -525,6 +525,8 @@ fn a_run_without_a_recorded_graph_shows_its_stages_in_file_order() {
         // A run with the graph has no such note.
         let other = run_id_at(Utc::now(), 6);
         failed_dag_run(&p, &other);
+        // Opened once the dashboard has read it, as a user finds it in the list.
+        server.wait_run(&other, Duration::from_secs(10), |_| true);
         open_graph(&b, &server, &other, DAG.len()).await;
         assert_eq!(
             b.js("return document.querySelector('#graph-note').textContent")
@@ -562,6 +564,7 @@ fn a_run_without_a_recorded_graph_shows_its_stages_in_file_order() {
             "succeeded",
             json!({ "attempt": 1, "exit_code": 0 }),
         );
+        server.wait_run(&long, Duration::from_secs(10), |r| r["events"] == 1503);
         open_graph(&b, &server, &long, 3).await;
         b.wait(
             "the long run's edges",
