@@ -21,10 +21,10 @@ use crate::runner::invocation::Invocation;
 use crate::runner::shutdown;
 use crate::server;
 
-/// Seconds per step of the example's stages in the first runs of `serve --example`: 10 to
-/// 20 s a run, long enough to open the page and watch it (read by the example's scripts;
+/// Seconds per step of the example's stages in the first runs of `serve --example`: 15 to
+/// 30 s a run, long enough to open the page and watch it (read by the example's scripts;
 /// unset, as in a plain `pipewatch run`, a step takes a fraction of a second).
-const EXAMPLE_STEP_SECONDS: &str = "2";
+const EXAMPLE_STEP_SECONDS: &str = "3";
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -33,7 +33,7 @@ pub struct Args {
     bind: Option<SocketAddr>,
     /// Serve the example workspace of three pipelines from the user's data folder
     /// (pipewatch/example in it; written there if missing, the path is printed) and start one
-    /// run of each at once, slow enough to watch (10 to 20 s).
+    /// run of each at once, slow enough to watch (15 to 30 s).
     #[arg(long, conflicts_with = "config")]
     example: bool,
 }

@@ -6,8 +6,7 @@
 //! PowerShell is found to work (the scripts for the current OS are chosen in one place,
 //! `scripts`). It is made to be worth watching: five stages, two of them at the same time,
 //! output on stdout and stderr, a few seconds of runtime (about 30 s with
-//! [`super::STEP_SECONDS_VAR`] at 2, as `serve --example`'s first run has it; each step prints its
-//! progress), and a stage that fails once and succeeds on its retry.
+//! [`super::STEP_SECONDS_VAR`] at 2; each step prints its progress), and a stage that fails once and succeeds on its retry.
 
 use std::path::PathBuf;
 
