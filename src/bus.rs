@@ -111,12 +111,43 @@ impl Bus {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Publishes `events`, in order (their cursors follow each other).
+    /// Publishes `events`, in order (their cursors follow each other), to every stream:
+    /// [`Bus::publish_to_runs`] then [`Bus::publish_to_all`].
     pub fn publish(&self, events: &[Arc<Fed>]) {
+        self.publish_to_runs(events);
+        self.publish_to_all(events);
+    }
+
+    /// Hands `events` to the followers of their runs. A run's stream is keyed by `seq`, which
+    /// the file fixes, so this may come before the batch is committed to the index: a
+    /// follower that gets an event again after a restart knows it by its `seq`.
+    pub fn publish_to_runs(&self, events: &[Arc<Fed>]) {
+        let mut inner = self.lock();
+        if inner.runs.is_empty() {
+            return;
+        }
+        let mut run: Option<(&RunId, Option<&broadcast::Sender<Arc<Fed>>>)> = None;
+        for e in events {
+            // Events come in runs of one file: one lookup per change of run.
+            let id = &e.event.run_id;
+            if run.is_none_or(|(r, _)| r != id) {
+                run = Some((id, inner.runs.get(id)));
+            }
+            if let Some((_, Some(tx))) = run {
+                // No receivers is not an error: nobody is watching.
+                let _ = tx.send(e.clone());
+            }
+        }
+        // A run whose followers have all left keeps no channel.
+        inner.runs.retain(|_, tx| tx.receiver_count() > 0);
+    }
+
+    /// Puts `events` in the ring and on the all-runs stream. Their cursors are only given
+    /// out once the batch is committed (`server::ingest`): a cursor must name the same event
+    /// after a restart.
+    pub fn publish_to_all(&self, events: &[Arc<Fed>]) {
         let Some(end) = events.last() else { return };
         let mut inner = self.lock();
-        let inner = &mut *inner;
-        let mut run: Option<(&RunId, Option<&broadcast::Sender<Arc<Fed>>>)> = None;
         for e in events {
             if inner.max_ring_bytes > 0 {
                 inner.ring_bytes += e.cost();
@@ -130,20 +161,8 @@ impl Bus {
             }
             // No receivers is not an error: nobody is watching.
             let _ = self.tx.send(e.clone());
-            // Events come in runs of one file: one lookup per change of run.
-            let id = &e.event.run_id;
-            if run.is_none_or(|(r, _)| r != id) {
-                run = Some((id, inner.runs.get(id)));
-            }
-            if let Some((_, Some(tx))) = run {
-                let _ = tx.send(e.clone());
-            }
         }
         inner.last = end.cursor;
-        // A run whose followers have all left keeps no channel.
-        if !inner.runs.is_empty() {
-            inner.runs.retain(|_, tx| tx.receiver_count() > 0);
-        }
     }
 
     /// Subscribes: the ring's events so far, and every event published after them.
@@ -314,6 +333,30 @@ mod tests {
             slow.try_recv(),
             Err(broadcast::error::TryRecvError::Lagged(_))
         ));
+    }
+
+    #[test]
+    fn a_runs_followers_get_its_events_before_the_all_runs_stream_does() {
+        let bus = Bus::new(usize::MAX, 16, 0);
+        let a = RunId::parse("r").unwrap();
+        let mut run = bus.subscribe_run(&a);
+        let mut all = bus.subscribe_live();
+        let events: Vec<Arc<Fed>> = (0..3).map(fed).collect();
+        bus.publish_to_runs(&events);
+        let got: Vec<u64> = std::iter::from_fn(|| run.try_recv().ok())
+            .map(|e| e.cursor)
+            .collect();
+        assert_eq!(got, vec![0, 1, 2]);
+        // Not committed yet: no cursor given out, nothing in the ring.
+        assert!(all.try_recv().is_err());
+        assert_eq!(bus.ring_size().0, 0);
+        bus.publish_to_all(&events);
+        assert_eq!(all.try_recv().map(|e| e.cursor).ok(), Some(0));
+        assert_eq!(bus.last_cursor(), 2);
+        assert!(
+            run.try_recv().is_err(),
+            "a run's followers get each event once"
+        );
     }
 
     #[test]

@@ -105,6 +105,8 @@ pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>) {
         // While the index is behind, batches are not committed (the resync catches up from
         // the checkpoints); otherwise a failed commit puts their runs behind.
         let fed: Vec<_> = batches.iter().flat_map(|b| feeder.feed(b)).collect();
+        // A run's followers know its events by `seq`: they need not wait for the commit.
+        state.bus.publish_to_runs(&fed);
         let committed = behind.is_empty() && commit(&state, &batches, feeder.to_write()).await;
         if committed {
             feeder.committed();
@@ -115,7 +117,7 @@ pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>) {
         }
         Stats::add(&state.stats.batches, batches.len() as u64);
         Stats::add(&state.stats.events_published, events as u64);
-        state.bus.publish(&fed);
+        state.bus.publish_to_all(&fed);
     }
 }
 
