@@ -56,6 +56,23 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// [`budget`](crate::server::budget) first; this is also the most frames in one batch.
 const FOLLOW_BUFFER: usize = 1024;
 
+/// At a high event rate, a follower hands its client a batch, and a socket is written, at
+/// most once per this: what arrives meanwhile goes with it. A stream quieter than this is
+/// not held back at all (the first event after a pause goes at once); a busy one costs a
+/// wake-up and a write per this per client instead of per event, which is what lets one
+/// server feed hundreds of clients of a fast run.
+const COALESCE: Duration = Duration::from_millis(2);
+
+/// Waits until [`COALESCE`] has passed since `last` (not at all if it has, or if there was
+/// none).
+async fn coalesce(last: Option<tokio::time::Instant>) {
+    if let Some(last) = last
+        && last + COALESCE > tokio::time::Instant::now()
+    {
+        tokio::time::sleep_until(last + COALESCE).await;
+    }
+}
+
 /// The most a socket buffers for a client before sends fail.
 const MAX_WRITE_BUFFER: usize = 8 * 1024 * 1024;
 
@@ -184,6 +201,7 @@ async fn follow<F: Follow>(
         return;
     }
     let mut closing = state.closing.clone();
+    let mut last_sent = None;
     loop {
         if f.finished() {
             let _ = out.tx.send(Item::End(Ending::Finished)).await;
@@ -200,6 +218,8 @@ async fn follow<F: Follow>(
             }
             _ = out.tx.closed() => return,
         };
+        // Right after a batch, what else arrives within the coalescing time goes with this one.
+        coalesce(last_sent).await;
         let mut batch = Vec::new();
         let mut next = Some(first);
         while let Some(received) = next.take() {
@@ -238,6 +258,7 @@ async fn follow<F: Follow>(
         if !out.send(batch).await {
             return;
         }
+        last_sent = Some(tokio::time::Instant::now());
     }
 }
 
@@ -301,12 +322,14 @@ async fn serve_socket(state: Arc<AppState>, socket: WebSocket, mut rx: mpsc::Rec
         }
         let _ = gone_tx.send(());
     });
+    let mut last_write = None;
     let outcome: Result<(), (u16, &'static str)> = loop {
         let item = tokio::select! {
             item = rx.recv() => item,
             _ = &mut gone => break Ok(()),
         };
         let Some(item) = item else { break Ok(()) };
+        coalesce(last_write).await;
         let mut batches = Vec::new();
         let mut end = None;
         let mut frames = 0;
@@ -335,6 +358,7 @@ async fn serve_socket(state: Arc<AppState>, socket: WebSocket, mut rx: mpsc::Rec
             sink.flush().await
         };
         let sent = tokio::time::timeout(SEND_TIMEOUT, send).await;
+        last_write = Some(tokio::time::Instant::now());
         // Written (or given up on): the bytes leave the client's budget.
         drop(batches);
         match sent {
