@@ -11,8 +11,8 @@
 //!
 //! The tests run one at a time (one browser at a time keeps timings honest on small machines).
 //! The page of a workspace of several pipelines (the overview, a pipeline's page) has its
-//! tests in [`overview`], and a run's stages drawn as their dependency graph in [`graph`], on
-//! this module's harness.
+//! tests in [`overview`], a run's stages drawn as their dependency graph in [`graph`], and the
+//! Alerts view in `alerts`, on this module's harness.
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -28,6 +28,9 @@ use serde_json::{Value, json};
 use crate::support::tools::{Chromium as Tools, chromium as tools};
 use crate::support::{Options, Project, Resp, Server, free_port};
 
+// The alert receiver and the failing stage are written for a POSIX shell.
+#[cfg(unix)]
+mod alerts;
 mod graph;
 mod operating;
 mod overview;
