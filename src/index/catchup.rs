@@ -25,8 +25,8 @@ use super::outbox::{
     FAILED, HELD, RETRYING, SUMMARIZED, load_memory, load_run, save_memory, stamp,
 };
 use super::{Index, IndexError, db};
-use crate::alerts::summary::{self, Held, NewestRun};
 use crate::alerts::AlertObject;
+use crate::alerts::summary::{self, Held, NewestRun};
 use crate::event::RunId;
 
 /// What folding did for one destination.
@@ -195,7 +195,10 @@ fn newest_run(
              WHERE pipeline = ?1 AND status IS NOT NULL AND status != 'running'
              ORDER BY sort_key DESC, run_id DESC LIMIT 1",
         )
-        .and_then(|mut s| s.query_row([pipeline], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .and_then(|mut s| {
+            s.query_row([pipeline], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
         .map_err(db(p, "read a pipeline's newest run"))?;
     let Some((run_id, status)) = row else {
         return Ok(None);
@@ -283,18 +286,27 @@ mod tests {
         batches.push(run("report", "r2", "success", 41));
         // Recorded while catching up: held, nothing due.
         let n = ix.apply_alerting(&batches, &[], Some(&ctx(true))).unwrap();
-        assert_eq!(n, 6, "etl's first failure, report's failure and recovery, per destination");
+        assert_eq!(
+            n, 6,
+            "etl's first failure, report's failure and recovery, per destination"
+        );
         assert!(statuses(&ix).iter().all(|(_, _, s)| s == HELD));
         assert!(ix.due_alerts("ops", ctx(true).now, 10).unwrap().is_empty());
 
         let now = DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::hours(1);
         let folded = ix.fold_held("http://127.0.0.1:8001", now).unwrap();
         assert_eq!(folded.len(), 2);
-        assert!(folded.iter().all(|f| f.summary && f.alerts == 3), "{folded:?}");
+        assert!(
+            folded.iter().all(|f| f.summary && f.alerts == 3),
+            "{folded:?}"
+        );
         let due = ix.due_alerts("ops", now, 10).unwrap();
         assert_eq!(due.len(), 1, "one summary, nothing else");
         let s = &due[0].body;
-        assert_eq!((s.kind.as_str(), s.id.as_str()), ("summary", folded[1].id.as_str()));
+        assert_eq!(
+            (s.kind.as_str(), s.id.as_str()),
+            ("summary", folded[1].id.as_str())
+        );
         let sum = s.summary.as_ref().unwrap();
         assert_eq!(sum.alerts, 3);
         let etl = &sum.pipelines[0];
@@ -314,7 +326,11 @@ mod tests {
         assert_eq!(summarized, 6);
 
         // Folding again finds nothing held: no second summary.
-        assert!(ix.fold_held("http://127.0.0.1:8001", now).unwrap().is_empty());
+        assert!(
+            ix.fold_held("http://127.0.0.1:8001", now)
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(ix.due_alerts("dev", now, 10).unwrap().len(), 1);
 
         // The held-back failures were told: a failure after the summary and repeat_every
@@ -340,20 +356,33 @@ mod tests {
         assert!(!folded[0].summary);
         let due = ix.due_alerts("ops", one.now, 10).unwrap();
         assert_eq!(due.len(), 1);
-        assert_eq!((due[0].body.kind.as_str(), due[0].body.run_id.as_str()), ("failure", "e1"));
+        assert_eq!(
+            (due[0].body.kind.as_str(), due[0].body.run_id.as_str()),
+            ("failure", "e1")
+        );
     }
 
     #[test]
     fn a_fold_rolled_back_folds_again_into_the_same_summary() {
         let mut ix = Index::open_in_memory().unwrap();
-        let batches = [run("etl", "e1", "failure", 1), run("etl", "e2", "success", 2)];
+        let batches = [
+            run("etl", "e1", "failure", 1),
+            run("etl", "e2", "success", 2),
+        ];
         ix.apply_alerting(&batches, &[], Some(&ctx(true))).unwrap();
         // A crash before the fold's commit is a transaction that never committed.
         let first = {
             let tx = ix.conn.transaction().unwrap();
             let rows: Vec<(String, AlertObject)> = ix_held(&tx, "ops");
-            let f = fold_one(&tx, Path::new(":memory:"), "ops", rows, "http://h", ctx(true).now)
-                .unwrap();
+            let f = fold_one(
+                &tx,
+                Path::new(":memory:"),
+                "ops",
+                rows,
+                "http://h",
+                ctx(true).now,
+            )
+            .unwrap();
             drop(tx);
             f
         };
@@ -365,14 +394,16 @@ mod tests {
     }
 
     fn ix_held(tx: &Transaction, destination: &str) -> Vec<(String, AlertObject)> {
-        tx.prepare("SELECT id, body FROM alerts WHERE status = 'held' AND destination = ? ORDER BY seq")
-            .unwrap()
-            .query_map([destination], |r| {
-                let body: String = r.get(1)?;
-                Ok((r.get(0)?, serde_json::from_str(&body).unwrap()))
-            })
-            .unwrap()
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .unwrap()
+        tx.prepare(
+            "SELECT id, body FROM alerts WHERE status = 'held' AND destination = ? ORDER BY seq",
+        )
+        .unwrap()
+        .query_map([destination], |r| {
+            let body: String = r.get(1)?;
+            Ok((r.get(0)?, serde_json::from_str(&body).unwrap()))
+        })
+        .unwrap()
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .unwrap()
     }
 }

@@ -67,8 +67,8 @@ mod schema;
 mod testing;
 mod write;
 
-pub use feed::{Segment, epoch_start};
 pub use catchup::Folded;
+pub use feed::{Segment, epoch_start};
 pub use outbox::{
     AlertContext, AlertRecord, Ended, FAILED, HELD, Pending, RETRYING, SENT, SUMMARIZED,
     alert_stderr_tail,

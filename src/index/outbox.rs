@@ -426,10 +426,8 @@ impl Index {
                 "SELECT destination, status, count(*) FROM alerts GROUP BY destination, status",
             )
             .and_then(|mut s| {
-                s.query_map([], |r| {
-                    Ok((r.get(0)?, r.get(1)?, super::to_u64(r.get(2)?)))
-                })?
-                .collect()
+                s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, super::to_u64(r.get(2)?))))?
+                    .collect()
             })
             .map_err(db(&self.path, "count the alerts"))
     }

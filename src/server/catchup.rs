@@ -94,6 +94,8 @@ pub async fn finish(state: &Arc<AppState>) {
             }
             tracing::info!("caught up on the run files: alerts are live");
         }
-        Err(e) => tracing::error!("cannot fold the alerts held while catching up: {e}; trying again"),
+        Err(e) => {
+            tracing::error!("cannot fold the alerts held while catching up: {e}; trying again")
+        }
     }
 }

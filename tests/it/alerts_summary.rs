@@ -145,7 +145,10 @@ fn check_summary(ops: &Received, dev: &Received, s: &Server) {
     };
     let etl = of("etl");
     assert_eq!(etl["alerts"], json!({"failure": 1}), "{etl:#}");
-    assert_eq!(etl["failed_runs"], 30, "the first alert and the 29 held back: {etl:#}");
+    assert_eq!(
+        etl["failed_runs"], 30,
+        "the first alert and the 29 held back: {etl:#}"
+    );
     let newest = &etl["newest_run"];
     assert_eq!(newest["status"], "failure");
     assert_eq!(newest["failed_stages"], json!(["a"]));
@@ -174,7 +177,10 @@ fn check_summary(ops: &Received, dev: &Received, s: &Server) {
 
     // The history keeps what the summaries stand for, summarized and never sent.
     let rows = alerts_api(s);
-    let summarized: Vec<&Value> = rows.iter().filter(|r| r["status"] == "summarized").collect();
+    let summarized: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["status"] == "summarized")
+        .collect();
     assert_eq!(summarized.len(), 8, "{rows:#?}");
     assert!(summarized.iter().all(|r| r["attempts"] == 0));
     assert_eq!(rows.len(), 10, "{rows:#?}");
@@ -275,7 +281,10 @@ fn held_alerts_left_by_a_crash_are_folded_by_the_next_start() {
         catching_up: true,
     };
     let held = idx.apply_alerting(&batches, &[], Some(&ctx)).unwrap();
-    assert_eq!(held, 4, "etl's and report's first failures, per destination");
+    assert_eq!(
+        held, 4,
+        "etl's and report's first failures, per destination"
+    );
     let rows = idx.list_alerts(100).unwrap();
     assert!(rows.iter().all(|r| r.status == "held"), "{rows:?}");
     let expected = |dest: &str| {
