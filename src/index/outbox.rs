@@ -579,6 +579,30 @@ mod tests {
     }
 
     #[test]
+    fn the_stderr_tail_is_left_to_delivery_and_kept_once_filled() {
+        let mut ix = Index::open_in_memory().unwrap();
+        ix.apply_alerting(&[run("r1", "failure")], &[], Some(&ctx(0)))
+            .unwrap();
+        let mut due = ix.due_alerts("ops", ctx(0).now, 10).unwrap();
+        assert_eq!(
+            due[0].body.stderr_tail, "",
+            "not read inside the transaction"
+        );
+        due[0].body.stderr_tail = "[a] boom".into();
+        ix.fill_alert_tail(&due[0].id, &due[0].body).unwrap();
+        let again = ix.due_alerts("ops", ctx(0).now, 10).unwrap();
+        assert_eq!(again[0].body.stderr_tail, "[a] boom");
+        // Only before the first attempt: a later fill changes nothing.
+        ix.alert_attempted(&again[0].id, Err("HTTP 500"), Some(ctx(0).now))
+            .unwrap();
+        let mut body = again[0].body.clone();
+        body.stderr_tail = "other".into();
+        ix.fill_alert_tail(&again[0].id, &body).unwrap();
+        let kept = ix.due_alerts("ops", ctx(0).now, 10).unwrap();
+        assert_eq!(kept[0].body.stderr_tail, "[a] boom");
+    }
+
+    #[test]
     fn attempts_mark_sent_retry_later_or_give_up() {
         let mut ix = Index::open_in_memory().unwrap();
         let missed = Arc::new(batch(
