@@ -27,7 +27,6 @@ use super::outbox::{
 use super::{Index, IndexError, db};
 use crate::alerts::AlertObject;
 use crate::alerts::summary::{self, Held, NewestRun};
-use crate::event::RunId;
 
 /// What folding did for one destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,7 +205,7 @@ fn newest_run(
     let id = super::parse_id(p, &run_id)?;
     let facts = load_run(tx, p, &id)?;
     Ok(Some(NewestRun {
-        url: format!("{base_url}/#/runs/{}", RunId::as_str(&id)),
+        url: format!("{base_url}/#/runs/{}", id.as_str()),
         run_id,
         status,
         finished_at: facts.as_ref().and_then(|f| f.finished_at.clone()),

@@ -7,13 +7,13 @@
 //! restart); a failure records the error and the next attempt, after a back-off that doubles
 //! from [`FIRST_RETRY`] up to [`MAX_RETRY`], until `retry_for` after the alert was recorded,
 //! when the row is `failed`. Rows still `retrying` when `serve` stops (or is killed) are sent
-//! by the next start.
+//! by the next start. A task wakes when ingest records alerts, and otherwise every half a
+//! second; destinations added by a reload get a task within that, and a task whose
+//! destination was removed ends.
 //!
 //! Before a row's first attempt its run's stderr tail is read from the run file, here, outside
 //! the index's lock (ingest records the row without it, see `index::outbox`), and stored in
-//! the row, so the history and later attempts have it. A task wakes when ingest records alerts, and otherwise every
-//! half a second; destinations added by a reload get a task within that, and a task whose
-//! destination was removed ends.
+//! the row, so the history and later attempts have it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
