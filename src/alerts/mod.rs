@@ -8,6 +8,7 @@
 //! | this module | [`AlertObject`], what every destination is sent, and its stable id |
 //! | [`rules`] | which run endings become alerts, storm suppression and recovery (pure) |
 //! | [`send`] | delivering one alert to one destination: a webhook POST or a command |
+//! | [`summary`] | the one alert that stands for the alerts held while `serve` caught up (pure) |
 //!
 //! The alerts of a batch are recorded in the index's outbox in the same transaction as the
 //! batch (`index::outbox`), and only then sent (`server::alerting`): an alert is never lost
@@ -15,10 +16,13 @@
 
 pub mod rules;
 pub mod send;
+pub mod summary;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::AlertKind;
+
+pub use summary::{NewestRun, PipelineSummary, SUMMARY, Summary, summary_id};
 
 /// At most this many stderr lines per failed stage go into an alert.
 pub const STDERR_LINES: usize = 20;
@@ -32,7 +36,7 @@ pub struct AlertObject {
     /// Stable: the same destination, kind and run always give the same id (the webhook's
     /// `Idempotency-Key`).
     pub id: String,
-    /// `failure`, `recovery`, `missed`, `abandoned` or `test`.
+    /// `failure`, `recovery`, `missed`, `abandoned`, `summary` or `test`.
     pub kind: String,
     pub pipeline: String,
     pub run_id: String,
@@ -51,8 +55,12 @@ pub struct AlertObject {
     pub at: String,
     /// For `failure`: how many runs failed since the destination's last alert about the
     /// pipeline, this one included (more than 1 when alerts were held back by
-    /// `repeat_every`). 1 otherwise.
+    /// `repeat_every`). 0 for `recovery`, `missed`, `abandoned` and `test`; for `summary`,
+    /// the failed runs of every pipeline it covers.
     pub failed_runs: u64,
+    /// For `summary` only: what the alerts it stands for were about ([`Summary`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Summary>,
 }
 
 /// The id of the alert of `kind` about `run_id` for `destination`: 16 hex digits of FNV-1a,
@@ -97,6 +105,7 @@ pub fn test_alert(name: &str, base_url: &str, now: chrono::DateTime<chrono::Utc>
         url: format!("{base_url}/"),
         at,
         failed_runs: 0,
+        summary: None,
     }
 }
 
@@ -117,6 +126,7 @@ impl AlertObject {
                     self.url
                 );
             }
+            SUMMARY => return summary::text(self),
             other => format!("{other} alert"),
         };
         let mut text = format!("pipewatch: {} {what}: run {}", self.pipeline, self.run_id);

@@ -30,6 +30,7 @@
 //! | `write.rs` | applying batches: load rows, fold, write back, with the checkpoint |
 //! | `feed.rs` | the all-runs stream's cursors: which events of which file each stretch went to |
 //! | `outbox.rs` | the alerts' outbox and what each destination remembers of each pipeline |
+//! | `catchup.rs` | the alerts held while `serve` caught up, folded into one summary per destination |
 //! | `query.rs` | runs listed and looked up, counts, checkpoints |
 //! | `pipelines.rs` | the pipelines with runs; one pipeline's last run, running runs, figures |
 //! | `rebuild.rs` | [`rebuild()`] and [`Index::resync_run`], reading through the tailer's reader |
@@ -54,6 +55,7 @@
 
 pub mod history;
 
+mod catchup;
 mod feed;
 mod fold;
 mod outbox;
@@ -65,8 +67,12 @@ mod schema;
 mod testing;
 mod write;
 
+pub use catchup::Folded;
 pub use feed::{Segment, epoch_start};
-pub use outbox::{AlertContext, AlertRecord, Ended, Pending};
+pub use outbox::{
+    AlertContext, AlertRecord, Ended, FAILED, HELD, Pending, RETRYING, SENT, SUMMARIZED,
+    alert_stderr_tail,
+};
 pub use pipelines::{PipelineRuns, RecentRun, WindowStats};
 pub use query::{
     PipelineFigures, RunDetail, RunFilter, RunStatus, RunSummary, StageStatus, StageSummary,

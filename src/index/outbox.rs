@@ -8,7 +8,14 @@
 //! so reading a run again never makes a second row. Delivery (`server::alerting`) takes the
 //! due rows and marks each `sent`, or tries again later, or gives up (`failed`).
 //!
-//! A run's stderr tail is read from its file here, through the one reader of run files.
+//! While `serve` catches up on runs that ended while it was down ([`AlertContext::catching_up`])
+//! the rows are recorded `held` instead: never sent as such, they are folded into one
+//! `summary` per destination once the catch-up is over (`catchup.rs`).
+//!
+//! A row is recorded with an empty `stderr_tail`: reading a long run file here would hold the
+//! index (and with it ingest) for as long as the read takes. The delivery task reads it
+//! ([`alert_stderr_tail`], through the one reader of run files) outside the index before the
+//! first attempt and stores it in the row ([`Index::fill_alert_tail`]).
 
 use std::path::{Path, PathBuf};
 
@@ -30,7 +37,7 @@ pub struct Ended {
 }
 
 /// What recording alerts needs besides the runs: the destinations, the dashboard's address
-/// for the run's link, the events folder for the stderr tail, and the time.
+/// for the run's link, the events folder, the time, and whether `serve` is catching up.
 #[derive(Debug, Clone)]
 pub struct AlertContext {
     pub alerts: Vec<Alert>,
@@ -38,12 +45,19 @@ pub struct AlertContext {
     pub base_url: String,
     pub events_dir: PathBuf,
     pub now: DateTime<Utc>,
+    /// `serve` has not caught up yet on the runs that ended while it was down: the alerts are
+    /// recorded [`HELD`], to be folded into one summary per destination.
+    pub catching_up: bool,
 }
 
 /// The statuses of an outbox row (`docs/alerts.md`).
 pub const RETRYING: &str = "retrying";
 pub const SENT: &str = "sent";
 pub const FAILED: &str = "failed";
+/// Recorded while catching up: waits to be folded into a summary, never sent as such.
+pub const HELD: &str = "held";
+/// Folded into a summary (the summary is sent instead): kept as history, never sent.
+pub const SUMMARIZED: &str = "summarized";
 
 /// An alert waiting to be sent to one destination.
 #[derive(Debug, Clone)]
@@ -64,7 +78,9 @@ pub struct AlertRecord {
     pub run_id: String,
     /// The `[[alerts]]` name.
     pub destination: String,
-    /// `sent`, `retrying` (not delivered yet) or `failed` (given up after `retry_for`).
+    /// `sent`, `retrying` (not delivered yet), `failed` (given up after `retry_for`),
+    /// `held` (recorded while catching up, to be summarized) or `summarized` (stood for by a
+    /// `summary` alert, never sent itself).
     pub status: String,
     pub attempts: u64,
     pub last_error: Option<String>,
@@ -97,21 +113,12 @@ pub(super) fn record(
         let Some(run) = load_run(tx, path, &e.run_id)? else {
             continue;
         };
-        let mut tail: Option<String> = None;
         for dest in ctx.alerts.iter().filter(|a| a.watches(&run.pipeline)) {
             let mut memory = load_memory(tx, path, &dest.name, &run.pipeline)?;
             let decision = rules::decide(&mut memory, ending, &dest.on, dest.repeat_every, ctx.now);
             save_memory(tx, path, &dest.name, &run.pipeline, &memory)?;
             let Some(d) = decision else {
                 continue;
-            };
-            let stderr_tail = match &tail {
-                Some(t) => t.clone(),
-                None => {
-                    let t = stderr_tail(&ctx.events_dir, &e.run_id, &run.failed_stages);
-                    tail = Some(t.clone());
-                    t
-                }
             };
             let object = AlertObject {
                 id: alerts::alert_id(&dest.name, d.kind, e.run_id.as_str()),
@@ -123,10 +130,12 @@ pub(super) fn record(
                 finished_at: run.finished_at.clone(),
                 duration_ms: run.duration_ms,
                 failed_stages: run.failed_stages.clone(),
-                stderr_tail,
+                // Read by the delivery task, outside the index (see the module doc).
+                stderr_tail: String::new(),
                 url: format!("{}/#/runs/{}", ctx.base_url, e.run_id.as_str()),
                 at: stamp(ctx.now),
                 failed_runs: d.failed_runs,
+                summary: None,
             };
             let body = serde_json::to_string(&object).unwrap_or_default();
             let at = stamp(ctx.now);
@@ -145,7 +154,7 @@ pub(super) fn record(
                         object.pipeline,
                         object.run_id,
                         body,
-                        RETRYING,
+                        if ctx.catching_up { HELD } else { RETRYING },
                         at
                     ])
                 })
@@ -156,15 +165,19 @@ pub(super) fn record(
 }
 
 /// What an alert says about a run, as the index has it.
-struct RunFacts {
-    pipeline: String,
+pub(super) struct RunFacts {
+    pub(super) pipeline: String,
     started_at: Option<String>,
-    finished_at: Option<String>,
+    pub(super) finished_at: Option<String>,
     duration_ms: Option<i64>,
-    failed_stages: Vec<String>,
+    pub(super) failed_stages: Vec<String>,
 }
 
-fn load_run(tx: &Transaction, path: &Path, id: &RunId) -> Result<Option<RunFacts>, IndexError> {
+pub(super) fn load_run(
+    tx: &Transaction,
+    path: &Path,
+    id: &RunId,
+) -> Result<Option<RunFacts>, IndexError> {
     let what = "read a run for its alert";
     let row = tx
         .prepare_cached(
@@ -215,8 +228,9 @@ fn load_run(tx: &Transaction, path: &Path, id: &RunId) -> Result<Option<RunFacts
 }
 
 /// The end of the failed stages' stderr, each line prefixed with its stage; empty when the
-/// file cannot be read (the alert is still worth sending).
-fn stderr_tail(events_dir: &Path, id: &RunId, stages: &[String]) -> String {
+/// file cannot be read (the alert is still worth sending). Reads the run file: called outside
+/// the index's lock, by the delivery task.
+pub fn alert_stderr_tail(events_dir: &Path, id: &RunId, stages: &[String]) -> String {
     if stages.is_empty() {
         return String::new();
     }
@@ -240,7 +254,7 @@ fn stderr_tail(events_dir: &Path, id: &RunId, stages: &[String]) -> String {
     alerts::bounded_tail(&text)
 }
 
-fn load_memory(
+pub(super) fn load_memory(
     tx: &Transaction,
     path: &Path,
     destination: &str,
@@ -272,7 +286,7 @@ fn load_memory(
     })
 }
 
-fn save_memory(
+pub(super) fn save_memory(
     tx: &Transaction,
     path: &Path,
     destination: &str,
@@ -394,6 +408,30 @@ impl Index {
         Ok(())
     }
 
+    /// Stores the stderr tail the delivery task read for alert `id` into its body, before the
+    /// row's first attempt (so the history and later attempts have it).
+    pub fn fill_alert_tail(&self, id: &str, body: &AlertObject) -> Result<(), IndexError> {
+        let body = serde_json::to_string(body).unwrap_or_default();
+        self.conn
+            .prepare_cached("UPDATE alerts SET body = ?2 WHERE id = ?1 AND attempts = 0")
+            .and_then(|mut s| s.execute(params![id, body]))
+            .map_err(db(&self.path, "store an alert's stderr tail"))?;
+        Ok(())
+    }
+
+    /// How many alerts each destination has in each status, as (destination, status, count).
+    pub fn count_alerts(&self) -> Result<Vec<(String, String, u64)>, IndexError> {
+        self.conn
+            .prepare_cached(
+                "SELECT destination, status, count(*) FROM alerts GROUP BY destination, status",
+            )
+            .and_then(|mut s| {
+                s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, super::to_u64(r.get(2)?))))?
+                    .collect()
+            })
+            .map_err(db(&self.path, "count the alerts"))
+    }
+
     /// The newest `limit` alerts, newest first.
     pub fn list_alerts(&self, limit: usize) -> Result<Vec<AlertRecord>, IndexError> {
         let p = self.path.as_path();
@@ -448,6 +486,7 @@ mod tests {
             base_url: "http://127.0.0.1:8001".into(),
             events_dir: PathBuf::from("/nonexistent"),
             now: DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::minutes(minute),
+            catching_up: false,
         }
     }
 
@@ -537,6 +576,30 @@ mod tests {
         assert_eq!(due[0].body.failed_stages, ["a"]);
         assert_eq!(due[0].body.url, "http://127.0.0.1:8001/#/runs/r1");
         assert!(ix.due_alerts("other", ctx(62).now, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_stderr_tail_is_left_to_delivery_and_kept_once_filled() {
+        let mut ix = Index::open_in_memory().unwrap();
+        ix.apply_alerting(&[run("r1", "failure")], &[], Some(&ctx(0)))
+            .unwrap();
+        let mut due = ix.due_alerts("ops", ctx(0).now, 10).unwrap();
+        assert_eq!(
+            due[0].body.stderr_tail, "",
+            "not read inside the transaction"
+        );
+        due[0].body.stderr_tail = "[a] boom".into();
+        ix.fill_alert_tail(&due[0].id, &due[0].body).unwrap();
+        let again = ix.due_alerts("ops", ctx(0).now, 10).unwrap();
+        assert_eq!(again[0].body.stderr_tail, "[a] boom");
+        // Only before the first attempt: a later fill changes nothing.
+        ix.alert_attempted(&again[0].id, Err("HTTP 500"), Some(ctx(0).now))
+            .unwrap();
+        let mut body = again[0].body.clone();
+        body.stderr_tail = "other".into();
+        ix.fill_alert_tail(&again[0].id, &body).unwrap();
+        let kept = ix.due_alerts("ops", ctx(0).now, 10).unwrap();
+        assert_eq!(kept[0].body.stderr_tail, "[a] boom");
     }
 
     #[test]

@@ -157,9 +157,12 @@ impl Index {
             let mut feed = tx
                 .prepare_cached("DELETE FROM feed WHERE run_id = ?")
                 .map_err(db(p, what))?;
-            // The alerts about the run go with it, but for one still to be delivered.
+            // The alerts about the run go with it, but for one still to be delivered (or
+            // summarized).
             let mut alerts = tx
-                .prepare_cached("DELETE FROM alerts WHERE run_id = ? AND status != 'retrying'")
+                .prepare_cached(
+                    "DELETE FROM alerts WHERE run_id = ? AND status NOT IN ('retrying', 'held')",
+                )
                 .map_err(db(p, what))?;
             for id in ids {
                 runs.execute([id.as_str()]).map_err(db(p, what))?;

@@ -7,9 +7,13 @@
 //! restart); a failure records the error and the next attempt, after a back-off that doubles
 //! from [`FIRST_RETRY`] up to [`MAX_RETRY`], until `retry_for` after the alert was recorded,
 //! when the row is `failed`. Rows still `retrying` when `serve` stops (or is killed) are sent
-//! by the next start. A task wakes when ingest records alerts, and otherwise every
-//! half a second; destinations added by a reload get a task within that, and a task whose
+//! by the next start. A task wakes when ingest records alerts, and otherwise every half a
+//! second; destinations added by a reload get a task within that, and a task whose
 //! destination was removed ends.
+//!
+//! Before a row's first attempt its run's stderr tail is read from the run file, here, outside
+//! the index's lock (ingest records the row without it, see `index::outbox`), and stored in
+//! the row, so the history and later attempts have it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,7 +24,8 @@ use chrono::{DateTime, Utc};
 use super::state::AppState;
 use crate::alerts::send;
 use crate::config::Alert;
-use crate::index::Pending;
+use crate::event::RunId;
+use crate::index::{Pending, alert_stderr_tail};
 
 /// The wait before the second attempt; each further one waits twice as long.
 pub const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -95,6 +100,7 @@ async fn destination(state: Arc<AppState>, name: String) {
 
 /// One attempt at sending `p` to `dest`, and its outcome recorded.
 async fn deliver(state: &Arc<AppState>, dest: &Alert, p: Pending) {
+    let p = with_stderr_tail(state, p).await;
     let result = {
         let dest = dest.clone();
         let body = p.body.clone();
@@ -135,6 +141,37 @@ async fn deliver(state: &Arc<AppState>, dest: &Alert, p: Pending) {
         // The row stays due: it is sent again, which the Idempotency-Key lets a receiver see.
         tracing::error!(destination = %dest.name, id = %p.id, "cannot record an alert's delivery: {e}");
     }
+}
+
+/// `p` with its run's stderr tail, read before its first attempt from the run file on a
+/// blocking thread (the index is not locked meanwhile) and stored back into its row.
+async fn with_stderr_tail(state: &Arc<AppState>, mut p: Pending) -> Pending {
+    let body = &p.body;
+    if p.attempts > 0 || !body.stderr_tail.is_empty() || body.failed_stages.is_empty() {
+        return p;
+    }
+    let Ok(run_id) = RunId::parse(&body.run_id) else {
+        return p;
+    };
+    let events_dir = state.config.server.events_dir.clone();
+    let stages = body.failed_stages.clone();
+    let tail =
+        tokio::task::spawn_blocking(move || alert_stderr_tail(&events_dir, &run_id, &stages))
+            .await
+            .unwrap_or_default();
+    if tail.is_empty() {
+        return p;
+    }
+    p.body.stderr_tail = tail;
+    let (id, body) = (p.id.clone(), p.body.clone());
+    if let Err(e) = state
+        .with_index(move |idx| idx.fill_alert_tail(&id, &body))
+        .await
+    {
+        // Sent with the tail all the same; the history's copy lacks it.
+        tracing::warn!(id = %p.id, "cannot store an alert's stderr tail: {e}");
+    }
+    p
 }
 
 /// When to try again after the `attempts`th failed attempt at an alert recorded at `at`, or

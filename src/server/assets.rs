@@ -88,7 +88,7 @@ macro_rules! web_file {
 }
 
 /// Everything the page is made of.
-pub static ASSETS: [Asset; 23] = [
+pub static ASSETS: [Asset; 24] = [
     Asset {
         path: "/",
         content_type: HTML,
@@ -117,6 +117,7 @@ pub static ASSETS: [Asset; 23] = [
     web_file!("js/run.js", JS),
     web_file!("js/log.js", JS),
     web_file!("js/graph.js", JS),
+    web_file!("js/alerts.js", JS),
     Asset {
         path: "/js/statuses.js",
         content_type: JS,

@@ -33,6 +33,9 @@ const NO_FILE_GRACE: Duration = Duration::from_secs(8);
 /// How often runs the index fell behind on are retried while nothing else arrives.
 const RESYNC_EVERY: Duration = Duration::from_secs(2);
 
+/// How often ingest looks, while catching up, whether the tailer's first scan is all committed.
+const CATCH_UP_CHECK: Duration = Duration::from_millis(50);
+
 /// Gives the batches' events their cursors ([`Feeder`]), commits the batches (summaries,
 /// checkpoints and the feed's segments together), then publishes the events. Batches
 /// already waiting are taken together into one transaction: at a high write rate the commit
@@ -53,12 +56,23 @@ pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>) {
     let mut feeder = Feeder::new(state.bus.last_cursor() + 1);
     let mut retry = tokio::time::interval(RESYNC_EVERY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut catching_up = tokio::time::interval(CATCH_UP_CHECK);
     loop {
         let first = tokio::select! {
             b = rx.recv() => match b {
                 Some(b) => b,
                 None => return,
             },
+            // Everything received is committed here: once the tailer's first scan is done
+            // and nothing of it is left queued, the run files are read (`catchup`).
+            _ = catching_up.tick(), if !state.catch_up.is_read() => {
+                if state.tail_stats.first_scan_done.load(std::sync::atomic::Ordering::Acquire)
+                    && rx.is_empty()
+                {
+                    state.catch_up.note_read();
+                }
+                continue;
+            }
             _ = state.index_repair.notified(), if resyncing.is_none() => {
                 if repair(&state).await {
                     // The rebuild read every file to its end: nothing is behind any more, and
@@ -125,9 +139,13 @@ pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>) {
 /// logged and shown in health.
 async fn commit(state: &Arc<AppState>, batches: &[Arc<Batch>], segments: Vec<Segment>) -> bool {
     let batches = batches.to_vec();
-    let alerting = state.alert_context();
+    let s = state.clone();
     match state
-        .with_index(move |idx| idx.apply_alerting(&batches, &segments, alerting.as_ref()))
+        .with_index(move |idx| {
+            // Under the index's lock: held or not agrees with the catch-up's fold.
+            let alerting = s.alert_context();
+            idx.apply_alerting(&batches, &segments, alerting.as_ref())
+        })
         .await
     {
         Ok(recorded) => {
@@ -238,16 +256,23 @@ pub async fn watch_liveness(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(LIVENESS_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            // Catching up: the pass that ends it runs as soon as the files are read.
+            _ = state.catch_up.read_notified(), if !state.catch_up.is_read() => {}
+        }
+        // Read before the pass: the pass that ends the catch-up must start after the read.
+        let read = state.catch_up.is_read();
         let dir = state.config.server.state_dir.clone();
         // Stages left running by runners that died end with them.
         let _ = tokio::task::spawn_blocking(move || liveness::reap_orphans(&dir)).await;
         let state_dir = state.config.server.state_dir.clone();
         let events_dir = state.config.server.events_dir.clone();
         let seen = std::mem::take(&mut fileless);
-        let alerting = state.alert_context();
+        let s = state.clone();
         let result = state
             .with_index(move |idx| {
+                let alerting = s.alert_context();
                 let mut marked = Vec::new();
                 let mut still = HashMap::new();
                 for id in idx.running_runs()? {
@@ -312,6 +337,9 @@ pub async fn watch_liveness(state: Arc<AppState>) {
                 Stats::add(&state.stats.abandoned, marked.len() as u64);
             }
             Err(e) => tracing::error!("liveness check failed: {e}"),
+        }
+        if read && !state.catch_up.is_over() {
+            super::catchup::finish(&state).await;
         }
     }
 }

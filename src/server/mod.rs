@@ -22,6 +22,7 @@
 //! | [`extract`] | the path and query extractors, whose rejections are `ApiError`s |
 //! | `ingest` | tailer batches → index → bus; the liveness watchdog (`abandoned`) |
 //! | [`alerting`] | delivering the alerts of the outbox: one task per destination, with back-off |
+//! | [`catchup`] | catching up after an outage: alerts held, then one summary per destination |
 //! | [`launch`] | starting `pipewatch run` ("Run now", the built-in scheduler) |
 //! | [`schedule`] | the built-in timer and the auditor on the wall clock; the status |
 //! | [`assets`] | the page: every file of `web/`, from one table |
@@ -35,6 +36,7 @@ pub mod alerting;
 pub mod assets;
 pub mod auth;
 pub mod budget;
+pub mod catchup;
 pub mod error;
 pub mod extract;
 mod feed;

@@ -85,6 +85,9 @@ pub struct AppState {
     /// Delivery attempts by destination and outcome (`sent`, `retrying`, `failed`), for
     /// `/metrics`.
     pub alert_counts: Mutex<BTreeMap<(String, String), u64>>,
+    /// Whether the dashboard is still catching up on the runs that ended while it was down:
+    /// its alerts are held, then summarized (`server::catchup`).
+    pub catch_up: super::catchup::CatchUp,
     /// For a detached state (no accept loop owns the close signal): keeps the signal's sender
     /// alive, so streams do not see "closing" at once.
     _keep_open: Option<watch::Sender<bool>>,
@@ -130,6 +133,7 @@ impl AppState {
             index_repair: Notify::new(),
             alerts_recorded: Notify::new(),
             alert_counts: Mutex::new(BTreeMap::new()),
+            catch_up: Default::default(),
             _keep_open: keep_open,
         }
     }
@@ -212,7 +216,9 @@ impl AppState {
         self.schedules.wake(pipeline);
     }
 
-    /// What recording alerts needs now, or `None` when no destination is configured.
+    /// What recording alerts needs now, or `None` when no destination is configured. Called
+    /// with the index's lock held, so that whether the alerts are held agrees with the fold
+    /// that ends the catch-up (`server::catchup`).
     pub fn alert_context(&self) -> Option<crate::index::AlertContext> {
         let alerts = self.workspace().alerts.clone();
         (!alerts.is_empty()).then(|| crate::index::AlertContext {
@@ -220,6 +226,7 @@ impl AppState {
             base_url: self.base_url(),
             events_dir: self.config.server.events_dir.clone(),
             now: chrono::Utc::now(),
+            catching_up: !self.catch_up.is_over(),
         })
     }
 

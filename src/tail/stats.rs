@@ -23,6 +23,9 @@ pub struct TailStats {
     pub rescans: AtomicU64,
     /// Whether notifications are coming (else the tailer is polling only).
     pub watching: AtomicBool,
+    /// The first full scan is done: every run file there at the start has been read to its
+    /// end and handed on (`server::catchup` waits for it).
+    pub first_scan_done: AtomicBool,
     /// Why the events folder cannot be read right now, if it cannot.
     pub folder_error: std::sync::Mutex<Option<String>>,
 }

@@ -315,6 +315,8 @@ impl Worker {
 
     fn loop_until_stopped(&mut self) -> Result<(), Stopped> {
         self.full_scan(true)?;
+        // Released after the scan's last send: who sees it set sees those batches queued.
+        self.stats.first_scan_done.store(true, Ordering::Release);
         let poll = self.config.poll_interval;
         let mut next_scan = Instant::now() + poll;
         loop {

@@ -15,15 +15,15 @@ const LONG: Duration = Duration::from_secs(30);
 
 /// One request the sink received, and the status it answered.
 #[derive(Debug, Clone)]
-struct Received {
-    path: String,
+pub(crate) struct Received {
+    pub(crate) path: String,
     headers: Vec<(String, String)>,
-    body: Value,
+    pub(crate) body: Value,
     answered: u16,
 }
 
 impl Received {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -32,17 +32,17 @@ impl Received {
 }
 
 /// An HTTP receiver on a loopback port: records every request, answers the queued statuses
-/// first, then `otherwise`.
+/// first, then `otherwise`. The summary and browser tests use it too.
 #[derive(Clone)]
-struct Sink {
-    port: u16,
+pub(crate) struct Sink {
+    pub(crate) port: u16,
     got: Arc<Mutex<Vec<Received>>>,
     queued: Arc<Mutex<VecDeque<u16>>>,
     otherwise: Arc<Mutex<u16>>,
 }
 
 impl Sink {
-    fn start() -> Sink {
+    pub(crate) fn start() -> Sink {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let sink = Sink {
             port: listener.local_addr().unwrap().port(),
@@ -103,11 +103,11 @@ impl Sink {
         );
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/hook", self.port)
     }
 
-    fn received(&self) -> Vec<Received> {
+    pub(crate) fn received(&self) -> Vec<Received> {
         self.got.lock().unwrap().clone()
     }
 
@@ -119,7 +119,7 @@ impl Sink {
             .collect()
     }
 
-    fn wait_for(&self, n: usize, what: &str) -> Vec<Received> {
+    pub(crate) fn wait_for(&self, n: usize, what: &str) -> Vec<Received> {
         wait_until(LONG, what, || self.received().len() >= n);
         self.received()
     }

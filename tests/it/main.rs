@@ -7,6 +7,8 @@ mod support;
 // The receivers and the failing stage are written for a POSIX shell.
 #[cfg(unix)]
 mod alerts;
+#[cfg(unix)]
+mod alerts_summary;
 mod browser;
 mod cli;
 mod cli_config;

@@ -70,6 +70,25 @@ export const state = {
   /** The schedule panel. */
   sched: { status: null, error: null, busy: false, timer: null },
 
+  /**
+   * The Alerts view (`#/alerts`): the destinations and the history as last read, their read
+   * errors, the refresh timer while the view is open, and each destination's Test: those
+   * waiting for the server, and the last outcome by name.
+   */
+  alerts: {
+    open: false,
+    loaded: false,
+    destinations: [],
+    list: [],
+    destError: null,
+    listError: null,
+    /** Bumped by each read, so an older answer arriving late is dropped. */
+    gen: 0,
+    timer: null,
+    testing: new Set(),
+    tests: new Map(),
+  },
+
   /** How a run's page shows its stages: `timeline` or `graph` (the address's `?view=`). */
   runView: 'timeline',
   /** The open run (see `newRun` in `run.js`), or null on the runs list. */

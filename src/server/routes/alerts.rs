@@ -1,5 +1,7 @@
-//! The alerts (`docs/alerts.md`): `GET /api/alerts`, the outbox's history newest first, and
-//! `POST /api/alerts/{name}/test`, a test alert sent to one destination at once.
+//! The alerts (`docs/alerts.md`): `GET /api/alerts`, the outbox's history newest first,
+//! `GET /api/alerts/destinations`, the destinations as configured (shown safely) with their
+//! alerts counted by status, and `POST /api/alerts/{name}/test`, a test alert sent to one
+//! destination at once.
 
 use std::sync::Arc;
 
@@ -10,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::alerts::{self, send};
+use crate::config::{Alert, Destination, Format};
 use crate::index::AlertRecord;
 use crate::server::error::{ApiError, ErrorBody, parse_u64};
 use crate::server::extract::{Path, Query};
@@ -47,6 +50,102 @@ pub async fn list_alerts(
         .clamp(1, 1000) as usize;
     Ok(Json(
         state.with_index(move |idx| idx.list_alerts(limit)).await?,
+    ))
+}
+
+/// One `[[alerts]]` destination, as the dashboard shows it: nothing secret in it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DestinationInfo {
+    /// The `[[alerts]]` name.
+    pub name: String,
+    /// How it is reached: `webhook` or `command` (a client reads it rather than assuming those
+    /// are all there are).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Where it is reached, shown safely: a webhook's scheme and host only (its path often is
+    /// its secret), a command's program.
+    pub target: String,
+    /// A webhook's body: `json` or `slack`.
+    pub format: String,
+    /// What it is told about (`on`).
+    pub on: Vec<String>,
+    /// The pipeline names or globs it watches.
+    pub pipelines: Vec<String>,
+    /// Its alerts in the history, by status.
+    pub counts: AlertCounts,
+}
+
+/// A destination's alerts in the history, by status (`GET /api/alerts` lists them).
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct AlertCounts {
+    pub sent: u64,
+    pub retrying: u64,
+    pub failed: u64,
+    pub held: u64,
+    pub summarized: u64,
+}
+
+/// What a destination's `type` and `target` are.
+fn reached(dest: &Destination) -> (&'static str, String) {
+    match dest {
+        Destination::Webhook(url) => ("webhook", send::shown_url(url)),
+        Destination::Command(argv) => ("command", argv.first().cloned().unwrap_or_default()),
+    }
+}
+
+impl DestinationInfo {
+    fn of(dest: &Alert, counts: &[(String, String, u64)]) -> DestinationInfo {
+        let (kind, target) = reached(&dest.destination);
+        let mut c = AlertCounts::default();
+        for (_, status, n) in counts.iter().filter(|(d, _, _)| *d == dest.name) {
+            match status.as_str() {
+                "sent" => c.sent = *n,
+                "retrying" => c.retrying = *n,
+                "failed" => c.failed = *n,
+                "held" => c.held = *n,
+                "summarized" => c.summarized = *n,
+                _ => {}
+            }
+        }
+        DestinationInfo {
+            name: dest.name.clone(),
+            kind: kind.to_string(),
+            target,
+            format: match dest.format {
+                Format::Json => "json",
+                Format::Slack => "slack",
+            }
+            .to_string(),
+            on: dest.on.iter().map(|k| k.as_str().to_string()).collect(),
+            pipelines: dest.pipelines.clone(),
+            counts: c,
+        }
+    }
+}
+
+/// The alert destinations, in configuration order, with their alerts counted.
+#[utoipa::path(
+    get,
+    path = "/api/alerts/destinations",
+    operation_id = "listAlertDestinations",
+    tag = "alerts",
+    responses(
+        (status = 200, description = "The `[[alerts]]` destinations, in configuration order \
+            (a webhook shown as its scheme and host only).", body = Vec<DestinationInfo>),
+        (status = 503, description = "The run index is unavailable.", body = ErrorBody),
+    ),
+)]
+pub async fn list_destinations(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<Vec<DestinationInfo>>, ApiError> {
+    let counts = state.with_index(|idx| idx.count_alerts()).await?;
+    Ok(Json(
+        state
+            .workspace()
+            .alerts
+            .iter()
+            .map(|d| DestinationInfo::of(d, &counts))
+            .collect(),
     ))
 }
 

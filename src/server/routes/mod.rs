@@ -3,7 +3,7 @@
 //!
 //! | module | routes |
 //! |---|---|
-//! | [`alerts`] | `/api/alerts`, `/api/alerts/{name}/test` |
+//! | [`alerts`] | `/api/alerts`, `/api/alerts/destinations`, `/api/alerts/{name}/test` |
 //! | [`fallback`] | the 404 for every path no route serves, the 405 for a method a route does not answer |
 //! | [`health`] | `/api/health` (public), `/metrics` |
 //! | [`openapi`] | `/api/openapi.json` (public): the API's description, `server::openapi` |
@@ -83,6 +83,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/pipelines/{name}/scheduler/disable"),
     ("POST", "/api/reload"),
     ("GET", "/api/alerts"),
+    ("GET", "/api/alerts/destinations"),
     ("POST", "/api/alerts/{name}/test"),
     ("GET", "/api/events/stream"),
     ("GET", "/ws/events"),
@@ -132,6 +133,7 @@ pub fn api() -> Api {
         .routes(routes!(pipelines::pipeline_scheduler_disable))
         .routes(routes!(reload::reload_configuration))
         .routes(routes!(alerts::list_alerts))
+        .routes(routes!(alerts::list_destinations))
         .routes(routes!(alerts::test_alert))
         .routes(routes!(streams::all_events))
         .routes(routes!(streams::run_events))

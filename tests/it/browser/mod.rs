@@ -6,13 +6,13 @@
 //! `PIPEWATCH_REQUIRE_TOOLS=1` is set, which turns the skip into a failure (CI sets it).
 //!
 //! Screenshots of each view go to `target/screenshots/`; with `PIPEWATCH_UPDATE_SCREENSHOTS=1`
-//! one of each (runs, run, schedule, mobile, run-dark, the overview of several pipelines, and
-//! a run's stages as a graph) is also copied to `docs/screenshots/`.
+//! one of each (runs, run, schedule, mobile, run-dark, the overview of several pipelines, a
+//! run's stages as a graph, and the Alerts view) is also copied to `docs/screenshots/`.
 //!
 //! The tests run one at a time (one browser at a time keeps timings honest on small machines).
 //! The page of a workspace of several pipelines (the overview, a pipeline's page) has its
-//! tests in [`overview`], and a run's stages drawn as their dependency graph in [`graph`], on
-//! this module's harness.
+//! tests in [`overview`], a run's stages drawn as their dependency graph in [`graph`], and the
+//! Alerts view in `alerts`, on this module's harness.
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -28,6 +28,9 @@ use serde_json::{Value, json};
 use crate::support::tools::{Chromium as Tools, chromium as tools};
 use crate::support::{Options, Project, Resp, Server, free_port};
 
+// The alert receiver and the failing stage are written for a POSIX shell.
+#[cfg(unix)]
+mod alerts;
 mod graph;
 mod operating;
 mod overview;
@@ -272,8 +275,8 @@ fn save_screenshot(name: &str, png: &[u8]) {
     std::fs::write(&path, png).expect("write screenshot");
     eprintln!("screenshot: {}", path.display());
     // One of each view goes to the docs (the rest stay test artifacts).
-    const IN_DOCS: [&str; 7] = [
-        "runs", "run", "schedule", "mobile", "run-dark", "overview", "graph",
+    const IN_DOCS: [&str; 8] = [
+        "runs", "run", "schedule", "mobile", "run-dark", "overview", "graph", "alerts",
     ];
     if std::env::var("PIPEWATCH_UPDATE_SCREENSHOTS").as_deref() == Ok("1")
         && IN_DOCS.contains(&name)
