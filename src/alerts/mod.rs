@@ -7,12 +7,14 @@
 //! |---|---|
 //! | this module | [`AlertObject`], what every destination is sent, and its stable id |
 //! | [`rules`] | which run endings become alerts, storm suppression and recovery (pure) |
+//! | [`overdue`] | the `late` and `long` rules: overdue occurrences, long runs (pure) |
 //! | [`send`] | delivering one alert to one destination: a webhook POST or a command |
 //!
 //! The alerts of a batch are recorded in the index's outbox in the same transaction as the
 //! batch (`index::outbox`), and only then sent (`server::alerting`): an alert is never lost
 //! between the commit and the send, and one marked sent is never sent again.
 
+pub mod overdue;
 pub mod rules;
 pub mod send;
 
@@ -53,6 +55,17 @@ pub struct AlertObject {
     /// pipeline, this one included (more than 1 when alerts were held back by
     /// `repeat_every`). 1 otherwise.
     pub failed_runs: u64,
+    /// For `late`: the scheduled occurrence no run started for (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<String>,
+    /// For `long`: the running time the run passed, in milliseconds:
+    /// `max(long_min, long_factor × median_ms)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold_ms: Option<i64>,
+    /// For `long`: the median duration of the pipeline's last 20 successful runs, in
+    /// milliseconds; absent when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub median_ms: Option<i64>,
 }
 
 /// The id of the alert of `kind` about `run_id` for `destination`: 16 hex digits of FNV-1a,
@@ -97,6 +110,9 @@ pub fn test_alert(name: &str, base_url: &str, now: chrono::DateTime<chrono::Utc>
         url: format!("{base_url}/"),
         at,
         failed_runs: 0,
+        scheduled_at: None,
+        threshold_ms: None,
+        median_ms: None,
     }
 }
 
@@ -111,6 +127,7 @@ impl AlertObject {
             "recovery" => "recovered".to_string(),
             "missed" => "missed a scheduled run".to_string(),
             "abandoned" => "run abandoned (its runner died)".to_string(),
+            "late" | "long" => return overdue::slack_text(self),
             "test" => {
                 return format!(
                     "pipewatch: a test alert; the dashboard is at <{}>",

@@ -225,6 +225,9 @@ mod tests {
             url: "http://127.0.0.1:8001/#/runs/r1".into(),
             at: "2026-12-03T00:00:00Z".into(),
             failed_runs: 1,
+            scheduled_at: None,
+            threshold_ms: None,
+            median_ms: None,
         }
     }
 
@@ -267,6 +270,7 @@ mod tests {
             format: Format::Json,
             repeat_every: Duration::ZERO,
             retry_for: Duration::ZERO,
+            overdue: Default::default(),
         };
         send(&ok, &alert()).unwrap();
         let got: AlertObject = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();

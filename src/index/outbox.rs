@@ -127,6 +127,9 @@ pub(super) fn record(
                 url: format!("{}/#/runs/{}", ctx.base_url, e.run_id.as_str()),
                 at: stamp(ctx.now),
                 failed_runs: d.failed_runs,
+                scheduled_at: None,
+                threshold_ms: None,
+                median_ms: None,
             };
             let body = serde_json::to_string(&object).unwrap_or_default();
             let at = stamp(ctx.now);
@@ -444,6 +447,7 @@ mod tests {
                 format: Format::Json,
                 repeat_every: Duration::from_secs(3600),
                 retry_for: Duration::from_secs(60),
+                overdue: Default::default(),
             }],
             base_url: "http://127.0.0.1:8001".into(),
             events_dir: PathBuf::from("/nonexistent"),
