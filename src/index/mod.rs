@@ -57,6 +57,7 @@ pub mod history;
 mod feed;
 mod fold;
 mod outbox;
+mod overdue;
 mod pipelines;
 mod query;
 mod rebuild;
