@@ -41,13 +41,15 @@ pub fn overdue_occurrence(
     since: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
-    let until = now - chrono::Duration::from_std(late_after).ok()?;
+    let until = now.checked_sub_signed(chrono::Duration::from_std(late_after).ok()?)?;
     if until < since {
         return None;
     }
     // `occurrences` lists those strictly after its start: one millisecond before `since`
     // keeps an occurrence at `since` itself.
-    let floor = since - chrono::Duration::milliseconds(1);
+    let floor = since
+        .checked_sub_signed(chrono::Duration::milliseconds(1))
+        .unwrap_or(since);
     let mut back = chrono::Duration::from_std(FIRST_LOOK_BACK).ok()?;
     loop {
         let from = until
@@ -75,7 +77,7 @@ pub fn late_occurrence(
 ) -> Option<DateTime<Utc>> {
     let t = overdue_occurrence(schedule, late_after, since, now)?;
     let slack = chrono::Duration::from_std(START_SLACK).ok()?;
-    let answered = newest_start.is_some_and(|s| s >= t - slack);
+    let answered = newest_start.is_some_and(|s| s >= t.checked_sub_signed(slack).unwrap_or(t));
     (!answered).then_some(t)
 }
 
@@ -295,6 +297,15 @@ mod tests {
                 t(9, 0, 0)
             ),
             Some(Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap())
+        );
+        // No lower bound at all: still found, and no overflow on the way.
+        assert_eq!(
+            overdue_occurrence(&every_15, TEN_MIN, DateTime::<Utc>::MIN_UTC, t(9, 25, 0)),
+            Some(t(9, 15, 0))
+        );
+        assert_eq!(
+            overdue_occurrence(&every_15, TEN_MIN, since, DateTime::<Utc>::MIN_UTC),
+            None
         );
     }
 

@@ -15,15 +15,15 @@ const LONG: Duration = Duration::from_secs(30);
 
 /// One request the sink received, and the status it answered.
 #[derive(Debug, Clone)]
-struct Received {
-    path: String,
+pub(super) struct Received {
+    pub(super) path: String,
     headers: Vec<(String, String)>,
-    body: Value,
+    pub(super) body: Value,
     answered: u16,
 }
 
 impl Received {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(super) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -34,15 +34,15 @@ impl Received {
 /// An HTTP receiver on a loopback port: records every request, answers the queued statuses
 /// first, then `otherwise`.
 #[derive(Clone)]
-struct Sink {
-    port: u16,
+pub(super) struct Sink {
+    pub(super) port: u16,
     got: Arc<Mutex<Vec<Received>>>,
     queued: Arc<Mutex<VecDeque<u16>>>,
     otherwise: Arc<Mutex<u16>>,
 }
 
 impl Sink {
-    fn start() -> Sink {
+    pub(super) fn start() -> Sink {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let sink = Sink {
             port: listener.local_addr().unwrap().port(),
@@ -107,7 +107,7 @@ impl Sink {
         format!("http://127.0.0.1:{}/hook", self.port)
     }
 
-    fn received(&self) -> Vec<Received> {
+    pub(super) fn received(&self) -> Vec<Received> {
         self.got.lock().unwrap().clone()
     }
 

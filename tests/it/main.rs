@@ -7,6 +7,9 @@ mod support;
 // The receivers and the failing stage are written for a POSIX shell.
 #[cfg(unix)]
 mod alerts;
+// Uses the alerts tests' sink, a POSIX-shell stage and a stand-in `systemctl`.
+#[cfg(unix)]
+mod alerts_overdue;
 mod browser;
 mod cli;
 mod cli_config;
