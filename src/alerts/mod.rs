@@ -34,9 +34,10 @@ pub struct AlertObject {
     /// Stable: the same destination, kind and run always give the same id (the webhook's
     /// `Idempotency-Key`).
     pub id: String,
-    /// `failure`, `recovery`, `missed`, `abandoned` or `test`.
+    /// `failure`, `recovery`, `missed`, `abandoned`, `late`, `long` or `test`.
     pub kind: String,
     pub pipeline: String,
+    /// Empty for `late` (no run started).
     pub run_id: String,
     /// The run's status.
     pub status: String,
