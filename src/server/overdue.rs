@@ -211,8 +211,12 @@ async fn late(
 /// scheduler said lately.
 async fn schedule_on(state: &Arc<AppState>, config: &Config) -> bool {
     match config.scheduler.backend {
-        Backend::Builtin => crate::scheduler::builtin::State::load(&config.pipeline_state_dir)
-            .is_ok_and(|s| s.enabled),
+        Backend::Builtin => {
+            let dir = config.pipeline_state_dir.clone();
+            tokio::task::spawn_blocking(move || crate::scheduler::builtin::State::load(&dir))
+                .await
+                .is_ok_and(|s| s.is_ok_and(|s| s.enabled))
+        }
         _ => schedule::recent_status(state, config)
             .await
             .is_ok_and(|s| s.enabled),
