@@ -157,11 +157,11 @@ fn occurrences_whose_runs_start_on_time_are_not_late() {
 #[test]
 fn a_run_past_its_usual_duration_alerts_once_while_it_runs() {
     let sink = Sink::start();
-    // A second a run, usually; 20 while the file `slow` is there. Long after 2 × the median
+    // A second a run, usually; 30 while the file `slow` is there. Long after 2 × the median
     // (about 2 seconds): more than `long_min`, so the median rule is the one that fires.
     let p = Project::with_config(&format!(
         "[[stages]]\nname = \"a\"\n\
-         run = [\"sh\", \"-c\", \"if [ -e slow ]; then sleep 20; else sleep 1; fi\"]\n\
+         run = [\"sh\", \"-c\", \"if [ -e slow ]; then sleep 30; else sleep 1; fi\"]\n\
          [[alerts]]\nname = \"ops\"\non = [\"long\"]\nlong_min = \"1s\"\nlong_factor = 2\n\
          webhook = \"http://127.0.0.1:{}/ops\"\n",
         sink.port
