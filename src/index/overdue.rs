@@ -8,7 +8,7 @@
 //! their stable id and inserted only once, all of a round in one transaction.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::outbox::{RETRYING, stamp};
 use super::{Index, IndexError, RUNNING, db, to_i64, to_u64};
@@ -131,6 +131,21 @@ impl Index {
         tx.commit().map_err(db(p, what))?;
         Ok(added)
     }
+}
+
+/// Forgets the delivered (or given-up) `late` alerts older than their pipeline's oldest run
+/// left: they are about no run, so retention cannot remove them with one; this way the alert
+/// history reaches as far back as the run history. A pipeline with no run left keeps its own.
+/// Called by `remove_runs`, in its transaction.
+pub(super) fn forget_late(tx: &Transaction, path: &std::path::Path) -> Result<(), IndexError> {
+    tx.prepare_cached(
+        "DELETE FROM alerts WHERE kind = 'late' AND status != ?1
+         AND at < (SELECT MIN(sort_key) FROM runs
+                   WHERE runs.pipeline = alerts.pipeline AND sort_key > '')",
+    )
+    .and_then(|mut s| s.execute([RETRYING]))
+    .map_err(db(path, "forget old late alerts"))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -260,5 +275,59 @@ mod tests {
         );
         let due = ix.due_alerts("ops", now, 10).unwrap();
         assert_eq!(due[0].body, a);
+    }
+
+    #[test]
+    fn retention_forgets_late_alerts_older_than_the_runs_it_keeps() {
+        let mut ix = Index::open_in_memory().unwrap();
+        run(
+            &mut ix,
+            "r1",
+            "etl",
+            "2026-12-03T09:00:00.000Z",
+            Some(("success", 1)),
+        );
+        run(
+            &mut ix,
+            "r2",
+            "etl",
+            "2026-12-03T11:00:00.000Z",
+            Some(("success", 1)),
+        );
+        let late = |occurrence: &str, made: &str| {
+            let a = late_alert("ops", "etl", t(occurrence), "http://h", t(made));
+            ("ops".to_string(), a)
+        };
+        let old = late("2026-12-03T09:15:00Z", "2026-12-03T09:30:00Z");
+        let newer = late("2026-12-03T11:15:00Z", "2026-12-03T11:30:00Z");
+        let pending = late("2026-12-03T09:45:00Z", "2026-12-03T10:00:00Z");
+        ix.record_overdue(std::slice::from_ref(&old), t("2026-12-03T09:30:00Z"))
+            .unwrap();
+        ix.record_overdue(std::slice::from_ref(&pending), t("2026-12-03T10:00:00Z"))
+            .unwrap();
+        ix.record_overdue(std::slice::from_ref(&newer), t("2026-12-03T11:30:00Z"))
+            .unwrap();
+        for (_, a) in [&old, &newer] {
+            ix.alert_attempted(&a.id, Ok(()), None).unwrap();
+        }
+        let ids = |ix: &Index| -> Vec<String> {
+            let mut v: Vec<String> = ix
+                .list_alerts(10)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect();
+            v.sort();
+            v
+        };
+        // r1 goes: the delivered alert from before r2 goes with it; the one still to be sent
+        // and the one after r2 stay.
+        ix.remove_runs(&[crate::index::testing::id("r1")]).unwrap();
+        let mut want = vec![pending.1.id.clone(), newer.1.id.clone()];
+        want.sort();
+        assert_eq!(ids(&ix), want);
+        // With no run left, a pipeline keeps its late alerts.
+        ix.remove_runs(&[crate::index::testing::id("r2")]).unwrap();
+        assert_eq!(ids(&ix), want);
     }
 }
