@@ -7,6 +7,7 @@
 //! |---|---|
 //! | this module | [`AlertObject`], what every destination is sent, and its stable id |
 //! | [`rules`] | which run endings become alerts, storm suppression and recovery (pure) |
+//! | [`overdue`] | the `late` and `long` rules: overdue occurrences, long runs (pure) |
 //! | [`send`] | delivering one alert to one destination: a webhook POST or a command |
 //! | [`summary`] | the one alert that stands for the alerts held while `serve` caught up (pure) |
 //!
@@ -14,6 +15,7 @@
 //! batch (`index::outbox`), and only then sent (`server::alerting`): an alert is never lost
 //! between the commit and the send, and one marked sent is never sent again.
 
+pub mod overdue;
 pub mod rules;
 pub mod send;
 pub mod summary;
@@ -36,9 +38,10 @@ pub struct AlertObject {
     /// Stable: the same destination, kind and run always give the same id (the webhook's
     /// `Idempotency-Key`).
     pub id: String,
-    /// `failure`, `recovery`, `missed`, `abandoned`, `summary` or `test`.
+    /// `failure`, `recovery`, `missed`, `abandoned`, `late`, `long`, `summary` or `test`.
     pub kind: String,
     pub pipeline: String,
+    /// Empty for `late` (no run started) and `summary`.
     pub run_id: String,
     /// The run's status.
     pub status: String,
@@ -61,6 +64,17 @@ pub struct AlertObject {
     /// For `summary` only: what the alerts it stands for were about ([`Summary`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<Summary>,
+    /// For `late`: the scheduled occurrence no run started for (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<String>,
+    /// For `long`: the running time the run passed, in milliseconds:
+    /// `max(long_min, long_factor × median_ms)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold_ms: Option<i64>,
+    /// For `long`: the median duration of the pipeline's last 20 successful runs, in
+    /// milliseconds; absent when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub median_ms: Option<i64>,
 }
 
 /// The id of the alert of `kind` about `run_id` for `destination`: 16 hex digits of FNV-1a,
@@ -106,6 +120,9 @@ pub fn test_alert(name: &str, base_url: &str, now: chrono::DateTime<chrono::Utc>
         at,
         failed_runs: 0,
         summary: None,
+        scheduled_at: None,
+        threshold_ms: None,
+        median_ms: None,
     }
 }
 
@@ -120,6 +137,7 @@ impl AlertObject {
             "recovery" => "recovered".to_string(),
             "missed" => "missed a scheduled run".to_string(),
             "abandoned" => "run abandoned (its runner died)".to_string(),
+            "late" | "long" => return overdue::slack_text(self),
             "test" => {
                 return format!(
                     "pipewatch: a test alert; the dashboard is at <{}>",

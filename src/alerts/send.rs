@@ -226,6 +226,9 @@ mod tests {
             at: "2026-12-03T00:00:00Z".into(),
             failed_runs: 1,
             summary: None,
+            scheduled_at: None,
+            threshold_ms: None,
+            median_ms: None,
         }
     }
 
@@ -268,6 +271,7 @@ mod tests {
             format: Format::Json,
             repeat_every: Duration::ZERO,
             retry_for: Duration::ZERO,
+            overdue: Default::default(),
         };
         send(&ok, &alert()).unwrap();
         let got: AlertObject = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();

@@ -143,6 +143,9 @@ pub fn summarize(destination: &str, held: &Held, url: &str, now: DateTime<Utc>) 
         url: url.to_string(),
         at: stamp(&now),
         failed_runs: pipelines.iter().map(|p| p.failed_runs).sum(),
+        scheduled_at: None,
+        threshold_ms: None,
+        median_ms: None,
         summary: Some(Summary {
             alerts: ids.len() as u64,
             first_at: times.iter().min().map(stamp),
@@ -204,6 +207,9 @@ mod tests {
             url: format!("http://h/#/runs/{run}"),
             at: "2026-12-03T09:00:00.000Z".into(),
             failed_runs,
+            scheduled_at: None,
+            threshold_ms: None,
+            median_ms: None,
             summary: None,
         }
     }

@@ -1,5 +1,5 @@
-//! `[[alerts]]`: where `serve` tells people that a run failed, was missed or abandoned, or
-//! that a pipeline recovered (`docs/alerts.md`).
+//! `[[alerts]]`: where `serve` tells people that a run failed, was missed or abandoned, that
+//! a pipeline recovered, or that a run is late or long (`docs/alerts.md`).
 //!
 //! Owns the destinations as written (`RawAlert`) and validated ([`Alert`]). In a workspace
 //! the destinations are shared, like `[server]`: they are read from the workspace file only
@@ -28,6 +28,10 @@ pub enum AlertKind {
     Missed,
     /// A run's runner died without a final event.
     Abandoned,
+    /// No run has started `late_after` after a scheduled occurrence.
+    Late,
+    /// A run is still running past its usual duration.
+    Long,
     /// Sent on request (`pipewatch alerts test`, `POST /api/alerts/{name}/test`).
     Test,
 }
@@ -40,6 +44,8 @@ impl AlertKind {
             AlertKind::Recovery => "recovery",
             AlertKind::Missed => "missed",
             AlertKind::Abandoned => "abandoned",
+            AlertKind::Late => "late",
+            AlertKind::Long => "long",
             AlertKind::Test => "test",
         }
     }
@@ -85,6 +91,30 @@ pub struct Alert {
     pub repeat_every: Duration,
     /// A delivery still failing this long after the alert was recorded is given up.
     pub retry_for: Duration,
+    /// When the `late` and `long` rules fire.
+    pub overdue: Overdue,
+}
+
+/// The thresholds of the `late` and `long` rules (`crate::alerts::overdue`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Overdue {
+    /// An occurrence with no run started this long after it is late.
+    pub late_after: Duration,
+    /// A run is long once it has run past this, at least.
+    pub long_min: Duration,
+    /// ... or past this many times the median of its pipeline's recent successful
+    /// durations, whichever is longer. Finite and above 0.
+    pub long_factor: f64,
+}
+
+impl Default for Overdue {
+    fn default() -> Overdue {
+        Overdue {
+            late_after: Duration::from_secs(600),
+            long_min: Duration::from_secs(300),
+            long_factor: 3.0,
+        }
+    }
 }
 
 impl Alert {
@@ -114,6 +144,9 @@ pub(super) struct RawAlert {
     format: Option<Spanned<String>>,
     repeat_every: Option<Dur>,
     retry_for: Option<Dur>,
+    late_after: Option<Spanned<Dur>>,
+    long_min: Option<Dur>,
+    long_factor: Option<Spanned<f64>>,
 }
 
 /// Checks every `[[alerts]]` table of `text` (read from `path`).
@@ -240,6 +273,29 @@ pub(super) fn validate(
                 }
             },
         };
+        let defaults = Overdue::default();
+        let late_after = match r.late_after {
+            None => defaults.late_after,
+            Some(d) if d.get_ref().0.is_zero() => {
+                return Err(err(
+                    d.span().start,
+                    "alerts.late_after",
+                    "must be more than 0: a run needs some time to start".into(),
+                ));
+            }
+            Some(d) => d.into_inner().0,
+        };
+        let long_factor = match r.long_factor {
+            None => defaults.long_factor,
+            Some(f) if !(f.get_ref().is_finite() && *f.get_ref() > 0.0) => {
+                return Err(err(
+                    f.span().start,
+                    "alerts.long_factor",
+                    format!("{} is not a number above 0, like 3 or 1.5", f.get_ref()),
+                ));
+            }
+            Some(f) => f.into_inner(),
+        };
         alerts.push(Alert {
             name,
             on,
@@ -248,6 +304,11 @@ pub(super) fn validate(
             format,
             repeat_every: r.repeat_every.map_or(Duration::from_secs(3600), |d| d.0),
             retry_for: r.retry_for.map_or(Duration::from_secs(24 * 3600), |d| d.0),
+            overdue: Overdue {
+                late_after,
+                long_min: r.long_min.map_or(defaults.long_min, |d| d.0),
+                long_factor,
+            },
         });
     }
     Ok(alerts)
@@ -260,11 +321,10 @@ fn kind(k: &str) -> Result<AlertKind, String> {
         "recovery" => Ok(AlertKind::Recovery),
         "missed" => Ok(AlertKind::Missed),
         "abandoned" => Ok(AlertKind::Abandoned),
-        "late" | "long" => Err(format!(
-            "{k:?} alerts are not supported yet: use failure, recovery, missed, abandoned"
-        )),
+        "late" => Ok(AlertKind::Late),
+        "long" => Ok(AlertKind::Long),
         other => Err(format!(
-            "unknown alert kind {other:?}: one of failure, recovery, missed, abandoned"
+            "unknown alert kind {other:?}: one of failure, recovery, missed, abandoned, late, long"
         )),
     }
 }
@@ -315,6 +375,10 @@ mod tests {
         assert_eq!(a[0].format, Format::Json);
         assert_eq!(a[0].repeat_every, Duration::from_secs(3600));
         assert_eq!(a[0].retry_for, Duration::from_secs(86_400));
+        assert_eq!(a[0].overdue, Overdue::default());
+        assert_eq!(a[0].overdue.late_after, Duration::from_secs(600));
+        assert_eq!(a[0].overdue.long_min, Duration::from_secs(300));
+        assert_eq!(a[0].overdue.long_factor, 3.0);
         assert!(a[0].watches("anything"));
         let a = parse(
             "[[alerts]]\nname = \"c\"\non = [\"failure\"]\npipelines = [\"etl-*\"]\n\
@@ -329,14 +393,53 @@ mod tests {
         );
         assert!(a[0].watches("etl-nightly") && !a[0].watches("web"));
         assert_eq!(a[0].repeat_every, Duration::from_secs(300));
+        let a = parse(
+            "[[alerts]]\nname = \"o\"\non = [\"late\", \"long\"]\ncommand = [\"x\"]\n\
+             late_after = \"2s\"\nlong_min = \"1s\"\nlong_factor = 1.5\n",
+        )
+        .unwrap();
+        assert_eq!(a[0].on, vec![AlertKind::Late, AlertKind::Long]);
+        assert_eq!(
+            a[0].overdue,
+            Overdue {
+                late_after: Duration::from_secs(2),
+                long_min: Duration::from_secs(1),
+                long_factor: 1.5
+            }
+        );
+        let a = parse("[[alerts]]\nname = \"o\"\ncommand = [\"x\"]\nlong_factor = 2\n").unwrap();
+        assert_eq!(a[0].overdue.long_factor, 2.0);
+    }
+
+    #[test]
+    fn late_and_long_keys_are_checked() {
+        let base = "[[alerts]]\nname = \"a\"\ncommand = [\"x\"]\n";
+        for (extra, key) in [
+            ("long_factor = 0\n", "alerts.long_factor"),
+            ("long_factor = -1.5\n", "alerts.long_factor"),
+            ("long_factor = nan\n", "alerts.long_factor"),
+            ("late_after = \"0\"\n", "alerts.late_after"),
+        ] {
+            let (line, k, m) = refused(&format!("{base}{extra}"));
+            assert_eq!((line, k.as_str()), (10, key), "{extra}: {m}");
+        }
+        for extra in [
+            "late_after = \"soon\"\n",
+            "long_min = 5\n",
+            "long_factor = \"3\"\n",
+        ] {
+            let (line, k, m) = refused(&format!("{base}{extra}"));
+            let key = extra.split(' ').next().unwrap();
+            assert_eq!(line, 10, "{extra}: {m}");
+            assert!(k.ends_with(key), "{extra}: {k} {m}");
+        }
+        let (_, key, m) = refused("[[alerts]]\nname = \"a\"\non = [\"slow\"]\ncommand = [\"x\"]\n");
+        assert_eq!(key, "alerts.on");
+        assert!(m.contains("late, long"), "{m}");
     }
 
     #[test]
     fn refusals_name_line_and_key() {
-        let (line, key, m) =
-            refused("[[alerts]]\nname = \"a\"\non = [\"late\"]\nwebhook = \"http://h/\"\n");
-        assert_eq!((line, key.as_str()), (9, "alerts.on"));
-        assert!(m.contains("not supported yet"), "{m}");
         let (line, key, m) = refused("[[alerts]]\nname = \"a\"\nemail = [\"o@x\"]\n");
         assert_eq!((line, key.as_str()), (9, "alerts.email"));
         assert!(m.contains("not supported yet"), "{m}");

@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use alerts::{Alert, AlertKind, Destination, Format};
+pub use alerts::{Alert, AlertKind, Destination, Format, Overdue};
 pub use file::parse_duration;
 use schedule::Schedule;
 pub use validate::DEFAULT_STREAM_BUFFER;

@@ -236,6 +236,7 @@ mod tests {
             format: Format::Json,
             repeat_every: Duration::from_secs(3600),
             retry_for: Duration::from_secs(60),
+            overdue: Default::default(),
         };
         AlertContext {
             alerts: vec![dest("ops"), dest("dev")],

@@ -59,6 +59,7 @@ mod catchup;
 mod feed;
 mod fold;
 mod outbox;
+mod overdue;
 mod pipelines;
 mod query;
 mod rebuild;

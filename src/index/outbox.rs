@@ -136,6 +136,9 @@ pub(super) fn record(
                 at: stamp(ctx.now),
                 failed_runs: d.failed_runs,
                 summary: None,
+                scheduled_at: None,
+                threshold_ms: None,
+                median_ms: None,
             };
             let body = serde_json::to_string(&object).unwrap_or_default();
             let at = stamp(ctx.now);
@@ -482,6 +485,7 @@ mod tests {
                 format: Format::Json,
                 repeat_every: Duration::from_secs(3600),
                 retry_for: Duration::from_secs(60),
+                overdue: Default::default(),
             }],
             base_url: "http://127.0.0.1:8001".into(),
             events_dir: PathBuf::from("/nonexistent"),

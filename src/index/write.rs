@@ -141,8 +141,8 @@ impl Index {
         Ok(true)
     }
 
-    /// Forgets runs (their summaries, stages, checkpoints and delivered or given-up alerts),
-    /// for retention.
+    /// Forgets runs (their summaries, stages, checkpoints and delivered or given-up alerts,
+    /// and the `late` alerts older than the runs left), for retention.
     pub fn remove_runs(&mut self, ids: &[RunId]) -> Result<(), IndexError> {
         let p = self.path.as_path();
         let what = "remove runs";
@@ -171,6 +171,7 @@ impl Index {
                 alerts.execute([id.as_str()]).map_err(db(p, what))?;
             }
         }
+        super::overdue::forget_late(&tx, p)?;
         tx.commit().map_err(db(p, what))
     }
 }

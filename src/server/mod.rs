@@ -23,6 +23,7 @@
 //! | `ingest` | tailer batches → index → bus; the liveness watchdog (`abandoned`) |
 //! | [`alerting`] | delivering the alerts of the outbox: one task per destination, with back-off |
 //! | [`catchup`] | catching up after an outage: alerts held, then one summary per destination |
+//! | `overdue` | the `late` and `long` alerts: asking their rules every few seconds |
 //! | [`launch`] | starting `pipewatch run` ("Run now", the built-in scheduler) |
 //! | [`schedule`] | the built-in timer and the auditor on the wall clock; the status |
 //! | [`assets`] | the page: every file of `web/`, from one table |
@@ -42,6 +43,7 @@ pub mod extract;
 mod feed;
 mod ingest;
 pub mod launch;
+mod overdue;
 pub mod openapi;
 pub mod reload;
 pub mod routes;
@@ -207,6 +209,7 @@ pub async fn serve(
         .map(|h| tokio::spawn(reload::on_hangup(state.clone(), h)));
     let pruner = tokio::spawn(prune_hourly(state.clone()));
     let alerter = tokio::spawn(alerting::run(state.clone()));
+    let overdue = tokio::spawn(overdue::run(state.clone()));
 
     tracing::info!("dashboard listening on http://{addr}");
     let app = router(state.clone());
@@ -226,6 +229,8 @@ pub async fn serve(
     pruner.abort();
     // The manager ends its destinations' tasks once it sees the shutdown.
     let _ = tokio::time::timeout(Duration::from_secs(1), alerter).await;
+    // It ends once it sees the shutdown; recording is one short transaction.
+    let _ = tokio::time::timeout(Duration::from_secs(1), overdue).await;
     if let Some(r) = reloader {
         r.abort();
     }

@@ -338,6 +338,23 @@ async fn cadence(
     })
 }
 
+/// The first moment an occurrence of `config`'s schedule is expected, as the cadence counts
+/// them: when the schedule came on ([`came_on`]), looking back a day at most for an OS
+/// scheduler's; `None` when the index cannot say. The `late` alerts (`server::overdue`) use
+/// it, so that an occurrence the cadence does not expect is never late.
+pub(crate) async fn expected_from(
+    state: &Arc<AppState>,
+    config: &Config,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let on = came_on(state, config, now - chrono::Duration::days(1), now).await?;
+    Some(if on.inclusive {
+        on.at
+    } else {
+        on.at + chrono::Duration::milliseconds(1)
+    })
+}
+
 /// Where the cadence's window starts.
 #[derive(Debug, Clone, Copy)]
 struct Since {

@@ -368,12 +368,17 @@ fn test_alerts_from_the_cli_and_the_api() {
 
 #[test]
 fn configuration_errors_name_file_line_and_key() {
-    let p = project("[[alerts]]\nname = \"a\"\non = [\"failure\", \"late\"]\ncommand = [\"x\"]\n");
+    let p = project("[[alerts]]\nname = \"a\"\non = [\"failure\", \"slow\"]\ncommand = [\"x\"]\n");
     let out = p.run(&["alerts"]);
     assert_eq!(out.status.code(), Some(2));
     let e = stderr(&out);
     assert!(e.contains("pipewatch.toml:8: alerts.on:"), "{e}");
-    assert!(e.contains("not supported yet"), "{e}");
+    assert!(e.contains("unknown alert kind"), "{e}");
+
+    let p =
+        project("[[alerts]]\nname = \"a\"\non = [\"long\"]\ncommand = [\"x\"]\nlong_factor = 0\n");
+    let e = stderr(&p.run(&["alerts"]));
+    assert!(e.contains("pipewatch.toml:10: alerts.long_factor:"), "{e}");
 
     let p = project("[[alerts]]\nname = \"a\"\nemail = [\"ops@example.com\"]\n");
     let e = stderr(&p.run(&["alerts"]));

@@ -9,6 +9,9 @@ mod support;
 mod alerts;
 #[cfg(unix)]
 mod alerts_summary;
+// Uses the alerts tests' sink, a POSIX-shell stage and a stand-in `systemctl`.
+#[cfg(unix)]
+mod alerts_overdue;
 mod browser;
 mod cli;
 mod cli_config;
