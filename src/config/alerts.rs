@@ -14,6 +14,7 @@ use toml::Spanned;
 
 use super::ConfigError;
 use super::file::Dur;
+use super::smtp::{RawSmtp, Smtp};
 use super::validate::error_at;
 
 /// What a destination is told about.
@@ -56,10 +57,16 @@ pub const DEFAULT_ON: [AlertKind; 4] = [
 /// Where an alert goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destination {
-    /// POSTed to this `http://` URL.
+    /// POSTed to this `http://` or `https://` URL.
     Webhook(String),
     /// This program started with these arguments (no shell), the alert on its stdin.
     Command(Vec<String>),
+    /// A message to these addresses, sent through `[smtp]` (each e-mail destination holds
+    /// a copy, so sending one needs nothing but the destination).
+    Email {
+        to: Vec<lettre::message::Mailbox>,
+        smtp: Smtp,
+    },
 }
 
 /// How a webhook's body is written.
@@ -110,19 +117,21 @@ pub(super) struct RawAlert {
     pipelines: Option<Vec<Spanned<String>>>,
     webhook: Option<Spanned<String>>,
     command: Option<Spanned<Vec<String>>>,
-    email: Option<Spanned<toml::Value>>,
+    email: Option<Spanned<Vec<Spanned<String>>>>,
     format: Option<Spanned<String>>,
     repeat_every: Option<Dur>,
     retry_for: Option<Dur>,
 }
 
-/// Checks every `[[alerts]]` table of `text` (read from `path`).
+/// Checks every `[[alerts]]` table of `text` (read from `path`), and its `[smtp]`.
 pub(super) fn validate(
     raw: Vec<Spanned<RawAlert>>,
+    raw_smtp: Option<Spanned<RawSmtp>>,
     text: &str,
     path: &Path,
 ) -> Result<Vec<Alert>, ConfigError> {
     let err = |at: usize, key: &str, message: String| error_at(path, text, at, key, message);
+    let smtp = super::smtp::validate(raw_smtp, text, path)?;
     let mut alerts: Vec<Alert> = Vec::with_capacity(raw.len());
     for table in raw {
         let at = table.span().start;
@@ -186,22 +195,16 @@ pub(super) fn validate(
                 out
             }
         };
-        if let Some(e) = &r.email {
-            return Err(err(
-                e.span().start,
-                "alerts.email",
-                "e-mail destinations are not supported yet: use `webhook` or `command`".into(),
-            ));
-        }
-        let destination = match (r.webhook, r.command) {
-            (Some(w), None) => {
+        let destination = match (r.webhook, r.email, r.command) {
+            (Some(w), None, None) => {
                 let url = w.get_ref().trim();
                 if let Some(m) = webhook_problem(url) {
                     return Err(err(w.span().start, "alerts.webhook", m));
                 }
                 Destination::Webhook(url.to_string())
             }
-            (None, Some(c)) => {
+            (None, Some(e), None) => email(e, smtp.as_ref(), &err)?,
+            (None, None, Some(c)) => {
                 if c.get_ref().first().is_none_or(|p| p.is_empty()) {
                     return Err(err(
                         c.span().start,
@@ -211,18 +214,28 @@ pub(super) fn validate(
                 }
                 Destination::Command(c.into_inner())
             }
-            (Some(_), Some(c)) => {
-                return Err(err(
-                    c.span().start,
-                    "alerts.command",
-                    "set exactly one of `webhook` or `command`, not both".into(),
-                ));
-            }
-            (None, None) => {
+            (None, None, None) => {
                 return Err(err(
                     at,
                     "alerts",
-                    format!("{name:?} has no destination: set `webhook` or `command`"),
+                    format!("{name:?} has no destination: set `webhook`, `email` or `command`"),
+                ));
+            }
+            (w, e, c) => {
+                // Several: the one written last is refused.
+                let (at, key) = [
+                    w.map(|w| (w.span().start, "webhook")),
+                    e.map(|e| (e.span().start, "email")),
+                    c.map(|c| (c.span().start, "command")),
+                ]
+                .into_iter()
+                .flatten()
+                .max()
+                .unwrap_or((at, "alerts"));
+                return Err(err(
+                    at,
+                    &format!("alerts.{key}"),
+                    "set exactly one of `webhook`, `email` or `command`, not several".into(),
                 ));
             }
         };
@@ -269,16 +282,48 @@ fn kind(k: &str) -> Result<AlertKind, String> {
     }
 }
 
-/// Why `url` cannot be a webhook, if it cannot.
-fn webhook_problem(url: &str) -> Option<String> {
-    if url.starts_with("https://") {
-        return Some(format!(
-            "{url:?}: https webhooks are not supported yet (this build has no TLS); use an \
-             http:// URL (a local relay) or a `command`"
+/// An `email` destination: the addresses of `list`, sent through `smtp` (the file's
+/// `[smtp]`, which it needs).
+fn email(
+    list: Spanned<Vec<Spanned<String>>>,
+    smtp: Option<&Smtp>,
+    err: &impl Fn(usize, &str, String) -> ConfigError,
+) -> Result<Destination, ConfigError> {
+    let at = list.span().start;
+    let Some(smtp) = smtp else {
+        return Err(err(
+            at,
+            "alerts.email",
+            "e-mail needs an [smtp] table in this file (host, from, ...) to send through".into(),
+        ));
+    };
+    let list = list.into_inner();
+    if list.is_empty() {
+        return Err(err(
+            at,
+            "alerts.email",
+            "no address: list one or more, like [\"ops@example.com\"]".into(),
         ));
     }
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Some(format!("{url:?} is not an http:// URL"));
+    let mut to = Vec::with_capacity(list.len());
+    for a in list {
+        let mailbox = super::smtp::address(a.get_ref())
+            .map_err(|m| err(a.span().start, "alerts.email", m))?;
+        to.push(mailbox);
+    }
+    Ok(Destination::Email {
+        to,
+        smtp: smtp.clone(),
+    })
+}
+
+/// Why `url` cannot be a webhook, if it cannot.
+fn webhook_problem(url: &str) -> Option<String> {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return Some(format!("{url:?} is not an http:// or https:// URL"));
     };
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
     if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -339,7 +384,7 @@ mod tests {
         assert!(m.contains("not supported yet"), "{m}");
         let (line, key, m) = refused("[[alerts]]\nname = \"a\"\nemail = [\"o@x\"]\n");
         assert_eq!((line, key.as_str()), (9, "alerts.email"));
-        assert!(m.contains("not supported yet"), "{m}");
+        assert!(m.contains("[smtp]"), "{m}");
         let (_, key, m) =
             refused("[[alerts]]\nname = \"a\"\nwebhook = \"http://h/\"\ncommand = [\"x\"]\n");
         assert_eq!(key, "alerts.command");
