@@ -53,7 +53,7 @@ pub fn send(smtp: &Smtp, to: &[Mailbox], alert: &AlertObject) -> Result<(), Stri
     let transport = transport(smtp)?;
     lettre::Transport::send(&transport, &message)
         .map(|_| ())
-        .map_err(|e| format!("{}: {e}", shown(smtp)))
+        .map_err(|e| failure(smtp, &e))
 }
 
 /// Connects to the server of `smtp` and logs in (when `username` is set), sending nothing.
@@ -71,8 +71,30 @@ pub fn check(smtp: &Smtp) -> Result<String, String> {
             "{}: the connection closed right after it opened",
             shown(smtp)
         )),
-        Err(e) => Err(format!("{}: {e}", shown(smtp))),
+        Err(e) => Err(failure(smtp, &e)),
     }
+}
+
+/// Why talking to the server of `smtp` failed: its answer (`permanent error (535): ...`), or
+/// the connection's error, or that it did not answer in time.
+fn failure(smtp: &Smtp, e: &lettre::transport::smtp::Error) -> String {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            )
+        {
+            return format!(
+                "{}: no answer within {} s",
+                shown(smtp),
+                SMTP_TIMEOUT.as_secs()
+            );
+        }
+        source = err.source();
+    }
+    format!("{}: {e}", shown(smtp))
 }
 
 /// The server as errors and the doctor show it.
@@ -104,7 +126,7 @@ fn transport(smtp: &Smtp) -> Result<SmtpTransport, String> {
             .ok_or_else(|| {
                 format!(
                     "{}: {PASSWORD_ENV} is not set: [smtp] username {:?} needs its password \
-                     in that environment variable (of `pipewatch serve`)",
+                     in that environment variable",
                     shown(smtp),
                     smtp.username
                 )

@@ -7,6 +7,9 @@ mod support;
 // The receivers and the failing stage are written for a POSIX shell.
 #[cfg(unix)]
 mod alerts;
+// The SMTP server is a Python script; the failing stage is written for a POSIX shell.
+#[cfg(unix)]
+mod alerts_email;
 mod browser;
 mod cli;
 mod cli_config;
