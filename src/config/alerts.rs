@@ -4,7 +4,8 @@
 //! Owns the destinations as written (`RawAlert`) and validated ([`Alert`]). In a workspace
 //! the destinations are shared, like `[server]`: they are read from the workspace file only
 //! (a pipeline file with `[[alerts]]` is refused in `validate::member`). Every error names
-//! the file, the line and the key. Called by [`super::Workspace::parse`].
+//! the file, the line and the key. An `email` destination carries a copy of the same file's
+//! `[smtp]` ([`super::smtp`]). Called by [`super::Workspace::parse`].
 
 use std::path::Path;
 use std::time::Duration;
