@@ -1,12 +1,12 @@
 //! `[smtp]`: the mail server `email` alert destinations are sent through (`docs/alerts.md`).
 //!
-//! Owns the table as written ([`RawSmtp`]) and validated ([`Smtp`]). Like `[[alerts]]`, it is
+//! Owns the table as written (`RawSmtp`) and validated ([`Smtp`]). Like `[[alerts]]`, it is
 //! read from the workspace file only (a pipeline file with `[smtp]` is refused in
 //! `validate::member`). Every error names the file, the line and the key; addresses are
 //! parsed here, once, so sending never meets an invalid one. The password is not part of
 //! the file nor of [`Smtp`]: it is read from `PIPEWATCH_SMTP_PASSWORD` when a message is sent,
 //! so it is never in the configuration, its errors, the log or the API. Called by
-//! [`super::alerts::validate`].
+//! `alerts::validate`.
 
 use std::path::Path;
 
