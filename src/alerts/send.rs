@@ -246,6 +246,16 @@ mod tests {
         assert!(reachable(&missing).unwrap_err().contains("not found"));
     }
 
+    #[test]
+    fn an_https_webhook_without_a_port_is_checked_on_443() {
+        let dest = Destination::Webhook("https://127.0.0.1/hooks/secret".into());
+        // Whatever listens on this machine's port 443, the check is made there.
+        match reachable(&dest) {
+            Ok(ok) => assert!(ok.contains("https://127.0.0.1/"), "{ok}"),
+            Err(e) => assert!(e.contains("127.0.0.1:443") && !e.contains("secret"), "{e}"),
+        }
+    }
+
     fn alert() -> AlertObject {
         AlertObject {
             id: "0123456789abcdef".into(),
