@@ -110,6 +110,7 @@ fn shown(smtp: &Smtp) -> String {
 /// The SMTP client for `smtp`: its security, port, timeout and, with a `username`, the
 /// login (the password from [`PASSWORD_ENV`], which must then be set).
 fn transport(smtp: &Smtp) -> Result<SmtpTransport, String> {
+    let login = login(smtp, std::env::var(PASSWORD_ENV).ok())?;
     let tls = match smtp.tls {
         SmtpTls::None => Tls::None,
         SmtpTls::StartTls => Tls::Required(tls_parameters(smtp)?),
@@ -119,21 +120,27 @@ fn transport(smtp: &Smtp) -> Result<SmtpTransport, String> {
         .port(smtp.port)
         .tls(tls)
         .timeout(Some(SMTP_TIMEOUT));
-    if !smtp.username.is_empty() {
-        let password = std::env::var(PASSWORD_ENV)
-            .ok()
-            .filter(|p| !p.is_empty())
-            .ok_or_else(|| {
-                format!(
-                    "{}: {PASSWORD_ENV} is not set: [smtp] username {:?} needs its password \
-                     in that environment variable",
-                    shown(smtp),
-                    smtp.username
-                )
-            })?;
-        builder = builder.credentials(Credentials::new(smtp.username.clone(), password));
+    if let Some(credentials) = login {
+        builder = builder.credentials(credentials);
     }
     Ok(builder.build())
+}
+
+/// The login for `smtp` with `password` (the value of [`PASSWORD_ENV`], if set): none
+/// without a `username`; an error naming the variable when a `username` has no password.
+fn login(smtp: &Smtp, password: Option<String>) -> Result<Option<Credentials>, String> {
+    if smtp.username.is_empty() {
+        return Ok(None);
+    }
+    let password = password.filter(|p| !p.is_empty()).ok_or_else(|| {
+        format!(
+            "{}: {PASSWORD_ENV} is not set: [smtp] username {:?} needs its password in that \
+             environment variable",
+            shown(smtp),
+            smtp.username
+        )
+    })?;
+    Ok(Some(Credentials::new(smtp.username.clone(), password)))
 }
 
 fn tls_parameters(smtp: &Smtp) -> Result<TlsParameters, String> {
@@ -253,21 +260,22 @@ mod tests {
 
     #[test]
     fn a_login_without_the_password_says_which_variable_to_set() {
-        // Only the variable's absence is read here; no test sets it in this process.
-        if std::env::var_os(PASSWORD_ENV).is_some() {
-            return;
-        }
-        let smtp = Smtp {
+        let mut smtp = Smtp {
             host: "127.0.0.1".into(),
             port: 1,
             tls: SmtpTls::None,
             from: mailbox("p@example.com"),
             username: "pipewatch".into(),
         };
-        let e = check(&smtp).unwrap_err();
-        assert!(
-            e.contains(PASSWORD_ENV) && e.contains("smtp://127.0.0.1:1"),
-            "{e}"
-        );
+        for unset in [None, Some(String::new())] {
+            let e = login(&smtp, unset).err().unwrap();
+            assert!(
+                e.contains(PASSWORD_ENV) && e.contains("smtp://127.0.0.1:1"),
+                "{e}"
+            );
+        }
+        assert!(login(&smtp, Some("pw".into())).unwrap().is_some());
+        smtp.username.clear();
+        assert!(login(&smtp, Some("pw".into())).unwrap().is_none());
     }
 }
