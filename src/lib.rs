@@ -13,7 +13,7 @@
 //! | [`journal`] | the events folder: writing run files (whole lines, `seq` from 0), their names, listing and identity; `missed` records |
 //! | [`runner`] | `pipewatch run`: overlap, the stage DAG, retries, timeouts, output capture, run locks, the one `Invocation` |
 //! | [`tail`] | reading run files (the only reader) and following the events folder: each line handed on once |
-//! | [`alerts`] | alerts: the alert object, the rules (storm suppression, recovery), the summary after an outage, sending to a webhook or a command |
+//! | [`alerts`] | alerts: the alert object, the rules (storm suppression, recovery, late, long), the summary after an outage, sending to a webhook, a command or an e-mail |
 //! | [`index`] | the run index (SQLite): run and stage summaries, the tailer's checkpoints, rebuilt through the tail reader |
 //! | [`bus`] | the event bus: ring buffer + broadcast, subscribe with no gap |
 //! | [`retention`] | `[retention]`: which runs to remove, removing them (`prune`, hourly in `serve`) |

@@ -8,13 +8,15 @@
 //! | this module | [`AlertObject`], what every destination is sent, and its stable id |
 //! | [`rules`] | which run endings become alerts, storm suppression and recovery (pure) |
 //! | [`overdue`] | the `late` and `long` rules: overdue occurrences, long runs (pure) |
-//! | [`send`] | delivering one alert to one destination: a webhook POST or a command |
+//! | [`send`] | delivering one alert to one destination: a webhook POST, a command or an e-mail |
+//! | [`email`] | an alert as an e-mail message, and sending it through `[smtp]` |
 //! | [`summary`] | the one alert that stands for the alerts held while `serve` caught up (pure) |
 //!
 //! The alerts of a batch are recorded in the index's outbox in the same transaction as the
 //! batch (`index::outbox`), and only then sent (`server::alerting`): an alert is never lost
 //! between the commit and the send, and one marked sent is never sent again.
 
+pub mod email;
 pub mod overdue;
 pub mod rules;
 pub mod send;
@@ -126,10 +128,31 @@ pub fn test_alert(name: &str, base_url: &str, now: chrono::DateTime<chrono::Utc>
     }
 }
 
+/// How [`AlertObject::text`] marks up the stderr tail and the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Markup {
+    /// Slack's (and Mattermost's) mrkdwn: the stderr tail in a code block, the link in `<>`.
+    Slack,
+    /// Plain text, as in an e-mail: the stderr tail indented, the link bare.
+    Plain,
+}
+
+impl Markup {
+    /// A link to `url`, as this markup writes one.
+    pub fn link(self, url: &str) -> String {
+        match self {
+            Markup::Slack => format!("<{url}>"),
+            Markup::Plain => url.to_string(),
+        }
+    }
+}
+
 impl AlertObject {
-    /// The text of a Slack-format message: pipeline, kind, run, failed stages and the link.
-    pub fn slack_text(&self) -> String {
-        let what = match self.kind.as_str() {
+    /// What happened to a run, as the words after the pipeline's name ("failed",
+    /// "recovered", ...); `None` for the kinds with words of their own: `test` (about no
+    /// run), `late`, `long` and `summary`.
+    pub fn what(&self) -> Option<String> {
+        Some(match self.kind.as_str() {
             "failure" if self.failed_runs > 1 => {
                 format!("failed ({} runs since the last alert)", self.failed_runs)
             }
@@ -137,15 +160,40 @@ impl AlertObject {
             "recovery" => "recovered".to_string(),
             "missed" => "missed a scheduled run".to_string(),
             "abandoned" => "run abandoned (its runner died)".to_string(),
-            "late" | "long" => return overdue::slack_text(self),
-            "test" => {
-                return format!(
-                    "pipewatch: a test alert; the dashboard is at <{}>",
-                    self.url
-                );
-            }
-            SUMMARY => return summary::text(self),
+            "test" | "late" | "long" | SUMMARY => return None,
             other => format!("{other} alert"),
+        })
+    }
+
+    /// One line saying what happened: `pipewatch: nightly-etl failed (run ID)` (an e-mail's
+    /// subject).
+    pub fn headline(&self) -> String {
+        match self.kind.as_str() {
+            "late" => format!("pipewatch: {} is late (no run started)", self.pipeline),
+            "long" => format!(
+                "pipewatch: {} is running long (run {})",
+                self.pipeline, self.run_id
+            ),
+            SUMMARY => summary::headline(self),
+            _ => match self.what() {
+                Some(what) => format!("pipewatch: {} {what} (run {})", self.pipeline, self.run_id),
+                None => "pipewatch: a test alert".to_string(),
+            },
+        }
+    }
+
+    /// The alert in words, for a person: what happened to which pipeline and run, the
+    /// failed stages, the stderr tail and the link to the run's page. One text for every
+    /// destination that shows words (Slack's `text`, an e-mail's body), marked up for it.
+    pub fn text(&self, markup: Markup) -> String {
+        match self.kind.as_str() {
+            "late" | "long" => return overdue::text(self, markup),
+            SUMMARY => return summary::text(self, markup),
+            _ => {}
+        }
+        let link = markup.link(&self.url);
+        let Some(what) = self.what() else {
+            return format!("pipewatch: a test alert; the dashboard is at {link}");
         };
         let mut text = format!("pipewatch: {} {what}: run {}", self.pipeline, self.run_id);
         if !self.failed_stages.is_empty() {
@@ -155,10 +203,23 @@ impl AlertObject {
             ));
         }
         if !self.stderr_tail.is_empty() {
-            text.push_str(&format!("\n```\n{}\n```", self.stderr_tail));
+            match markup {
+                Markup::Slack => text.push_str(&format!("\n```\n{}\n```", self.stderr_tail)),
+                Markup::Plain => {
+                    text.push_str("\n\nstderr (the last lines):\n");
+                    for line in self.stderr_tail.lines() {
+                        text.push_str(&format!("    {line}\n"));
+                    }
+                }
+            }
         }
-        text.push_str(&format!("\n<{}>", self.url));
+        text.push_str(&format!("\n{link}"));
         text
+    }
+
+    /// The text of a Slack-format message ([`AlertObject::text`] in Slack's markup).
+    pub fn slack_text(&self) -> String {
+        self.text(Markup::Slack)
     }
 }
 

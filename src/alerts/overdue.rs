@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use super::{AlertObject, alert_id};
+use super::{AlertObject, Markup, alert_id};
 use crate::config::schedule::Schedule;
 use crate::config::{AlertKind, Overdue};
 
@@ -187,8 +187,8 @@ pub fn long_alert(
     })
 }
 
-/// The Slack text of a `late` or `long` alert.
-pub(super) fn slack_text(a: &AlertObject) -> String {
+/// The words of a `late` or `long` alert, marked up for its destination.
+pub(super) fn text(a: &AlertObject, markup: Markup) -> String {
     let parse = |t: &Option<String>| t.as_deref().and_then(crate::event::parse_timestamp);
     let what = match a.kind.as_str() {
         "late" => {
@@ -224,8 +224,10 @@ pub(super) fn slack_text(a: &AlertObject) -> String {
         }
     };
     format!(
-        "pipewatch: {} is {}: {what}\n<{}>",
-        a.pipeline, a.kind, a.url
+        "pipewatch: {} is {}: {what}\n{}",
+        a.pipeline,
+        a.kind,
+        markup.link(&a.url)
     )
 }
 

@@ -1,11 +1,16 @@
 //! Delivering one alert to one destination, blocking (callers run it on a blocking thread):
-//! a webhook POST with `Idempotency-Key`, or a command started without a shell with the
-//! alert on its stdin. The request and the command line are built by pure functions
-//! ([`webhook_body`], [`command`]), tested as values; [`send`] is the one place that runs
-//! them.
+//! a webhook POST with `Idempotency-Key`, a command started without a shell with the
+//! alert on its stdin, or an e-mail ([`super::email`]). The request and the command line are
+//! built by pure functions ([`webhook_body`], [`command`]), tested as values; [`send`] is the
+//! one place that runs them.
+//!
+//! `https://` webhooks are spoken with rustls on the ring provider, trusting the system's
+//! roots as rustls-native-certs reads them: `SSL_CERT_FILE` / `SSL_CERT_DIR` when set (a
+//! corporate CA, a test's own), else the platform's store.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::AlertObject;
@@ -41,12 +46,36 @@ pub fn send(dest: &Alert, alert: &AlertObject) -> Result<(), String> {
     match &dest.destination {
         Destination::Webhook(url) => post(url, dest.format, alert),
         Destination::Command(argv) => run(argv, alert),
+        Destination::Email { to, smtp } => super::email::send(smtp, to, alert),
     }
+}
+
+/// The TLS settings of every webhook request: rustls with the ring provider (ureq is built
+/// without a provider of its own) and the system's roots, read once per process.
+fn tls_config() -> ureq::tls::TlsConfig {
+    static ROOTS: OnceLock<ureq::tls::RootCerts> = OnceLock::new();
+    let roots = ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        for e in &found.errors {
+            tracing::warn!("cannot read a trusted root certificate for https webhooks: {e}");
+        }
+        found
+            .certs
+            .iter()
+            .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+            .into()
+    });
+    ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .root_certs(roots.clone())
+        .build()
 }
 
 fn post(url: &str, format: Format, alert: &AlertObject) -> Result<(), String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(WEBHOOK_TIMEOUT))
+        .tls_config(tls_config())
         .build()
         .into();
     agent
@@ -66,12 +95,18 @@ fn post(url: &str, format: Format, alert: &AlertObject) -> Result<(), String> {
 
 /// Whether `dest` could be delivered to, without sending anything: a webhook's host accepts
 /// a connection within [`REACH_TIMEOUT`]; a command's program exists (a path, or found on
-/// `PATH`). `Ok` says what was checked, for `pipewatch doctor`.
+/// `PATH`); an e-mail's server accepts a connection and the login ([`super::email::check`]).
+/// `Ok` says what was checked, for `pipewatch doctor`.
 pub fn reachable(dest: &Destination) -> Result<String, String> {
     match dest {
         Destination::Webhook(url) => {
             let shown = shown_url(url);
-            let (_, rest) = url.split_once("://").unwrap_or(("", url));
+            let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+            let default_port = if scheme.eq_ignore_ascii_case("https") {
+                443
+            } else {
+                80
+            };
             let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
             let host_port = authority.rsplit('@').next().unwrap_or(authority);
             let with_port = if host_port
@@ -81,7 +116,7 @@ pub fn reachable(dest: &Destination) -> Result<String, String> {
             {
                 host_port.to_string()
             } else {
-                format!("{host_port}:80")
+                format!("{host_port}:{default_port}")
             };
             let addrs = std::net::ToSocketAddrs::to_socket_addrs(&with_port)
                 .map_err(|e| format!("{shown}: cannot resolve its host: {e}"))?;
@@ -113,6 +148,7 @@ pub fn reachable(dest: &Destination) -> Result<String, String> {
                 .map(|p| format!("{} is {}", program, p.display()))
                 .ok_or_else(|| format!("{program} was not found (as a path, or on PATH)"))
         }
+        Destination::Email { smtp, .. } => super::email::check(smtp),
     }
 }
 
@@ -208,6 +244,16 @@ mod tests {
         assert!(reachable(&path).is_ok());
         let missing = Destination::Command(vec!["pipewatch-no-such-program".into()]);
         assert!(reachable(&missing).unwrap_err().contains("not found"));
+    }
+
+    #[test]
+    fn an_https_webhook_without_a_port_is_checked_on_443() {
+        let dest = Destination::Webhook("https://127.0.0.1/hooks/secret".into());
+        // Whatever listens on this machine's port 443, the check is made there.
+        match reachable(&dest) {
+            Ok(ok) => assert!(ok.contains("https://127.0.0.1/"), "{ok}"),
+            Err(e) => assert!(e.contains("127.0.0.1:443") && !e.contains("secret"), "{e}"),
+        }
     }
 
     fn alert() -> AlertObject {

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::AlertObject;
+use super::{AlertObject, Markup};
 use crate::event::parse_timestamp;
 
 /// The kind of a summary alert. Not a value of `on`: a destination gets the summary of
@@ -157,9 +157,9 @@ pub fn summarize(destination: &str, held: &Held, url: &str, now: DateTime<Utc>) 
 
 /// The Slack text of a summary: how many alerts over which time, then a line per pipeline
 /// with its counts and its newest run.
-pub(super) fn text(alert: &AlertObject) -> String {
+pub(super) fn text(alert: &AlertObject, markup: Markup) -> String {
     let Some(s) = &alert.summary else {
-        return format!("pipewatch: a summary of alerts <{}>", alert.url);
+        return format!("pipewatch: a summary of alerts {}", markup.link(&alert.url));
     };
     let span = match (&s.first_at, &s.last_at) {
         (Some(a), Some(b)) if a != b => format!(" from {a} to {b}"),
@@ -181,11 +181,22 @@ pub(super) fn text(alert: &AlertObject) -> String {
             if !r.failed_stages.is_empty() {
                 text.push_str(&format!(" (failed stages: {})", r.failed_stages.join(", ")));
             }
-            text.push_str(&format!(" <{}>", r.url));
+            text.push_str(&format!(" {}", markup.link(&r.url)));
         }
     }
-    text.push_str(&format!("\n<{}>", alert.url));
+    text.push_str(&format!("\n{}", markup.link(&alert.url)));
     text
+}
+
+/// A summary's one line (an e-mail's subject): how many alerts it stands for.
+pub(super) fn headline(alert: &AlertObject) -> String {
+    match &alert.summary {
+        Some(s) => format!(
+            "pipewatch: {} alerts while the dashboard was away, summarized",
+            s.alerts
+        ),
+        None => "pipewatch: a summary of alerts".to_string(),
+    }
 }
 
 #[cfg(test)]

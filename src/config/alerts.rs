@@ -4,7 +4,8 @@
 //! Owns the destinations as written (`RawAlert`) and validated ([`Alert`]). In a workspace
 //! the destinations are shared, like `[server]`: they are read from the workspace file only
 //! (a pipeline file with `[[alerts]]` is refused in `validate::member`). Every error names
-//! the file, the line and the key. Called by [`super::Workspace::parse`].
+//! the file, the line and the key. An `email` destination carries a copy of the same file's
+//! `[smtp]` ([`super::smtp`]). Called by [`super::Workspace::parse`].
 
 use std::path::Path;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use toml::Spanned;
 
 use super::ConfigError;
 use super::file::Dur;
+use super::smtp::{RawSmtp, Smtp};
 use super::validate::error_at;
 
 /// What a destination is told about.
@@ -62,10 +64,16 @@ pub const DEFAULT_ON: [AlertKind; 4] = [
 /// Where an alert goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destination {
-    /// POSTed to this `http://` URL.
+    /// POSTed to this `http://` or `https://` URL.
     Webhook(String),
     /// This program started with these arguments (no shell), the alert on its stdin.
     Command(Vec<String>),
+    /// A message to these addresses, sent through `[smtp]` (each e-mail destination holds
+    /// a copy, so sending one needs nothing but the destination).
+    Email {
+        to: Vec<lettre::message::Mailbox>,
+        smtp: Smtp,
+    },
 }
 
 /// How a webhook's body is written.
@@ -140,7 +148,7 @@ pub(super) struct RawAlert {
     pipelines: Option<Vec<Spanned<String>>>,
     webhook: Option<Spanned<String>>,
     command: Option<Spanned<Vec<String>>>,
-    email: Option<Spanned<toml::Value>>,
+    email: Option<Spanned<Vec<Spanned<String>>>>,
     format: Option<Spanned<String>>,
     repeat_every: Option<Dur>,
     retry_for: Option<Dur>,
@@ -149,13 +157,15 @@ pub(super) struct RawAlert {
     long_factor: Option<Spanned<f64>>,
 }
 
-/// Checks every `[[alerts]]` table of `text` (read from `path`).
+/// Checks every `[[alerts]]` table of `text` (read from `path`), and its `[smtp]`.
 pub(super) fn validate(
     raw: Vec<Spanned<RawAlert>>,
+    raw_smtp: Option<Spanned<RawSmtp>>,
     text: &str,
     path: &Path,
 ) -> Result<Vec<Alert>, ConfigError> {
     let err = |at: usize, key: &str, message: String| error_at(path, text, at, key, message);
+    let smtp = super::smtp::validate(raw_smtp, text, path)?;
     let mut alerts: Vec<Alert> = Vec::with_capacity(raw.len());
     for table in raw {
         let at = table.span().start;
@@ -219,22 +229,16 @@ pub(super) fn validate(
                 out
             }
         };
-        if let Some(e) = &r.email {
-            return Err(err(
-                e.span().start,
-                "alerts.email",
-                "e-mail destinations are not supported yet: use `webhook` or `command`".into(),
-            ));
-        }
-        let destination = match (r.webhook, r.command) {
-            (Some(w), None) => {
+        let destination = match (r.webhook, r.email, r.command) {
+            (Some(w), None, None) => {
                 let url = w.get_ref().trim();
                 if let Some(m) = webhook_problem(url) {
                     return Err(err(w.span().start, "alerts.webhook", m));
                 }
                 Destination::Webhook(url.to_string())
             }
-            (None, Some(c)) => {
+            (None, Some(e), None) => email(e, smtp.as_ref(), &err)?,
+            (None, None, Some(c)) => {
                 if c.get_ref().first().is_none_or(|p| p.is_empty()) {
                     return Err(err(
                         c.span().start,
@@ -244,18 +248,28 @@ pub(super) fn validate(
                 }
                 Destination::Command(c.into_inner())
             }
-            (Some(_), Some(c)) => {
-                return Err(err(
-                    c.span().start,
-                    "alerts.command",
-                    "set exactly one of `webhook` or `command`, not both".into(),
-                ));
-            }
-            (None, None) => {
+            (None, None, None) => {
                 return Err(err(
                     at,
                     "alerts",
-                    format!("{name:?} has no destination: set `webhook` or `command`"),
+                    format!("{name:?} has no destination: set `webhook`, `email` or `command`"),
+                ));
+            }
+            (w, e, c) => {
+                // Several: the one written last is refused.
+                let (at, key) = [
+                    w.map(|w| (w.span().start, "webhook")),
+                    e.map(|e| (e.span().start, "email")),
+                    c.map(|c| (c.span().start, "command")),
+                ]
+                .into_iter()
+                .flatten()
+                .max()
+                .unwrap_or((at, "alerts"));
+                return Err(err(
+                    at,
+                    &format!("alerts.{key}"),
+                    "set exactly one of `webhook`, `email` or `command`, not several".into(),
                 ));
             }
         };
@@ -329,16 +343,48 @@ fn kind(k: &str) -> Result<AlertKind, String> {
     }
 }
 
-/// Why `url` cannot be a webhook, if it cannot.
-fn webhook_problem(url: &str) -> Option<String> {
-    if url.starts_with("https://") {
-        return Some(format!(
-            "{url:?}: https webhooks are not supported yet (this build has no TLS); use an \
-             http:// URL (a local relay) or a `command`"
+/// An `email` destination: the addresses of `list`, sent through `smtp` (the file's
+/// `[smtp]`, which it needs).
+fn email(
+    list: Spanned<Vec<Spanned<String>>>,
+    smtp: Option<&Smtp>,
+    err: &impl Fn(usize, &str, String) -> ConfigError,
+) -> Result<Destination, ConfigError> {
+    let at = list.span().start;
+    let Some(smtp) = smtp else {
+        return Err(err(
+            at,
+            "alerts.email",
+            "e-mail needs an [smtp] table in this file (host, from, ...) to send through".into(),
+        ));
+    };
+    let list = list.into_inner();
+    if list.is_empty() {
+        return Err(err(
+            at,
+            "alerts.email",
+            "no address: list one or more, like [\"ops@example.com\"]".into(),
         ));
     }
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Some(format!("{url:?} is not an http:// URL"));
+    let mut to = Vec::with_capacity(list.len());
+    for a in list {
+        let mailbox = super::smtp::address(a.get_ref())
+            .map_err(|m| err(a.span().start, "alerts.email", m))?;
+        to.push(mailbox);
+    }
+    Ok(Destination::Email {
+        to,
+        smtp: smtp.clone(),
+    })
+}
+
+/// Why `url` cannot be a webhook, if it cannot.
+fn webhook_problem(url: &str) -> Option<String> {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return Some(format!("{url:?} is not an http:// or https:// URL"));
     };
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
     if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -442,7 +488,7 @@ mod tests {
     fn refusals_name_line_and_key() {
         let (line, key, m) = refused("[[alerts]]\nname = \"a\"\nemail = [\"o@x\"]\n");
         assert_eq!((line, key.as_str()), (9, "alerts.email"));
-        assert!(m.contains("not supported yet"), "{m}");
+        assert!(m.contains("[smtp]"), "{m}");
         let (_, key, m) =
             refused("[[alerts]]\nname = \"a\"\nwebhook = \"http://h/\"\ncommand = [\"x\"]\n");
         assert_eq!(key, "alerts.command");

@@ -93,6 +93,8 @@ pub(super) struct RawConfig {
     /// `[[alerts]]`: read from the workspace file only (`super::alerts`).
     #[serde(default)]
     pub(super) alerts: Vec<Spanned<super::alerts::RawAlert>>,
+    /// `[smtp]`: read from the workspace file only, with `[[alerts]]` (`super::smtp`).
+    pub(super) smtp: Option<Spanned<super::smtp::RawSmtp>>,
 }
 
 #[derive(Deserialize)]

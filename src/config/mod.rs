@@ -18,6 +18,7 @@
 //!   commands, and the line and key of a byte offset;
 //! - `validate.rs`: the checks, each a small function, and the defaults;
 //! - [`alerts`]: the `[[alerts]]` destinations;
+//! - [`smtp`]: the `[smtp]` mail server of e-mail destinations;
 //! - [`schedule`]: the cron expression;
 //! - [`host`]: a host name or IP and port (`[server] allowed_hosts`, and the `Host` header
 //!   the dashboard compares with it).
@@ -30,6 +31,7 @@ mod file;
 pub mod host;
 pub mod params;
 pub mod schedule;
+pub mod smtp;
 mod validate;
 mod workspace;
 
@@ -43,6 +45,7 @@ use serde::Deserialize;
 pub use alerts::{Alert, AlertKind, Destination, Format, Overdue};
 pub use file::parse_duration;
 use schedule::Schedule;
+pub use smtp::{Smtp, SmtpTls};
 pub use validate::DEFAULT_STREAM_BUFFER;
 pub use workspace::Workspace;
 

@@ -123,6 +123,7 @@ pub(super) fn member(
             .as_ref()
             .map(|t| (t.span().start, "scheduler")),
         raw.alerts.first().map(|t| (t.span().start, "alerts")),
+        raw.smtp.as_ref().map(|t| (t.span().start, "smtp")),
     ];
     if let Some((at, table)) = shared.into_iter().flatten().next() {
         return Err(src.err(

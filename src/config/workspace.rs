@@ -61,6 +61,7 @@ impl Workspace {
     pub fn parse(text: &str, path: &Path) -> Result<Workspace, ConfigError> {
         let mut raw = file::read(text, path)?;
         let raw_alerts = std::mem::take(&mut raw.alerts);
+        let raw_smtp = raw.smtp.take();
         let Some(globs) = raw.workspace.take() else {
             let config = validate::validate(raw, text, path)?;
             return Ok(Workspace {
@@ -68,11 +69,11 @@ impl Workspace {
                 is_workspace: false,
                 retention: config.retention.clone(),
                 pipelines: vec![config],
-                alerts: super::alerts::validate(raw_alerts, text, path)?,
+                alerts: super::alerts::validate(raw_alerts, raw_smtp, text, path)?,
             });
         };
         let (server, retention, scheduler) = validate::shared(&mut raw, text, path)?;
-        let alerts = super::alerts::validate(raw_alerts, text, path)?;
+        let alerts = super::alerts::validate(raw_alerts, raw_smtp, text, path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let globs = globs.into_inner().pipelines;
         if globs.is_empty() {

@@ -147,17 +147,29 @@ pub fn run(workspace: Result<Workspace, ConfigError>, opts: &scheduler::OsOption
     for alert in &workspace.alerts {
         out.push(match crate::alerts::send::reachable(&alert.destination) {
             Ok(detail) => Check::pass(&format!("alerts ({})", alert.name), detail),
-            Err(why) => Check::fail(
-                &format!("alerts ({})", alert.name),
-                why,
-                format!(
-                    "fix [[alerts]] {:?} in {}, or start what it points to; `pipewatch \
-                         alerts test {}` sends a test alert",
-                    alert.name,
-                    workspace.path.display(),
-                    alert.name
-                ),
-            ),
+            Err(why) => {
+                let what = match alert.destination {
+                    crate::config::Destination::Email { .. } => format!(
+                        "fix [smtp] in {}, or set {} (the password of its username) where \
+                         `pipewatch serve` runs",
+                        workspace.path.display(),
+                        crate::config::smtp::PASSWORD_ENV
+                    ),
+                    _ => format!(
+                        "fix [[alerts]] {:?} in {}, or start what it points to",
+                        alert.name,
+                        workspace.path.display()
+                    ),
+                };
+                Check::fail(
+                    &format!("alerts ({})", alert.name),
+                    why,
+                    format!(
+                        "{what}; `pipewatch alerts test {}` sends a test alert",
+                        alert.name
+                    ),
+                )
+            }
         });
     }
     inotify(&mut out);

@@ -58,12 +58,12 @@ pub async fn list_alerts(
 pub struct DestinationInfo {
     /// The `[[alerts]]` name.
     pub name: String,
-    /// How it is reached: `webhook` or `command` (a client reads it rather than assuming those
-    /// are all there are).
+    /// How it is reached: `webhook`, `email` or `command` (a client reads it rather than
+    /// assuming those are all there are).
     #[serde(rename = "type")]
     pub kind: String,
     /// Where it is reached, shown safely: a webhook's scheme and host only (its path often is
-    /// its secret), a command's program.
+    /// its secret), an e-mail's recipients, a command's program.
     pub target: String,
     /// A webhook's body: `json` or `slack`.
     pub format: String,
@@ -90,6 +90,13 @@ fn reached(dest: &Destination) -> (&'static str, String) {
     match dest {
         Destination::Webhook(url) => ("webhook", send::shown_url(url)),
         Destination::Command(argv) => ("command", argv.first().cloned().unwrap_or_default()),
+        Destination::Email { to, .. } => (
+            "email",
+            to.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
     }
 }
 

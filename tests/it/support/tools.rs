@@ -2,7 +2,8 @@
 //!
 //! A test whose tool is missing says so loudly and passes, unless `PIPEWATCH_REQUIRE_TOOLS=1`
 //! is set (`.ci/run` sets it, after installing every tool), which makes the skip a failure.
-//! Debian packages: `chromium` and `chromium-driver` (the page tests), `cron` (`crontab`).
+//! Debian packages: `chromium` and `chromium-driver` (the page tests), `cron` (`crontab`),
+//! `python3-aiosmtpd` (the SMTP server of the e-mail alert tests).
 //! (`systemd-analyze`, for the unit files, is probed by the unit tests in
 //! `src/scheduler/systemd.rs`, the same way.)
 
@@ -85,6 +86,33 @@ pub fn crontab() -> bool {
         &["crontab"]
     };
     present(missing, "Debian's `cron`")
+}
+
+/// A Python 3 that has aiosmtpd (see the module doc): Debian's `/usr/bin/python3`, where
+/// `python3-aiosmtpd` installs it, or else the `python3` on `PATH` (which may be another).
+#[cfg(unix)]
+pub fn python_with_aiosmtpd() -> Option<PathBuf> {
+    let found = [PathBuf::from("/usr/bin/python3")]
+        .into_iter()
+        .chain(which("python3"))
+        .filter(|p| p.is_file())
+        .find(|p| {
+            std::process::Command::new(p)
+                .args(["-c", "import aiosmtpd"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+    let missing: &[&str] = if found.is_some() {
+        &[]
+    } else {
+        &["python3 with aiosmtpd"]
+    };
+    if !present(missing, "Debian's `python3-aiosmtpd`") {
+        return None;
+    }
+    found
 }
 
 /// Writes `script` as an executable `bin/NAME` in `dir`; a `PATH` that finds it before the
