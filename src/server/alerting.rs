@@ -55,14 +55,21 @@ pub async fn run(state: Arc<AppState>) {
             _ = state.closed() => break,
         }
     }
-    for t in tasks.values() {
-        t.abort();
+    // Each task ends after the delivery it is in (if any) is recorded: aborted between a
+    // receiver's answer and the row being marked, the alert would go out again at the next
+    // start. `serve` waits for this a short while, then stops regardless.
+    for t in tasks.into_values() {
+        let _ = t.await;
     }
 }
 
 /// Sends the alerts of destination `name` as they fall due, while it is configured.
 async fn destination(state: Arc<AppState>, name: String) {
+    let mut closing = state.closing.clone();
     loop {
+        if *closing.borrow() {
+            return;
+        }
         // Read each time: a reload may change the destination or remove it.
         let Some(dest) = state
             .workspace()
@@ -94,6 +101,7 @@ async fn destination(state: Arc<AppState>, name: String) {
         tokio::select! {
             _ = woken => {}
             _ = tokio::time::sleep(POLL) => {}
+            _ = super::state::closed(&mut closing) => return,
         }
     }
 }
