@@ -127,27 +127,7 @@ fn fold_one(
         }
     }
     let object = summary::summarize(destination, &held, &format!("{base_url}/#/alerts"), now);
-    let body = serde_json::to_string(&object).unwrap_or_default();
-    let at = stamp(now);
-    tx.prepare_cached(
-        "INSERT INTO alerts (id, destination, kind, pipeline, run_id, body, status, attempts,
-                             at, next_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?8)
-         ON CONFLICT (id) DO NOTHING",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            object.id,
-            destination,
-            object.kind,
-            object.pipeline,
-            object.run_id,
-            body,
-            RETRYING,
-            at
-        ])
-    })
-    .map_err(db(p, "record a summary alert"))?;
+    super::outbox::insert(tx, p, destination, &object, RETRYING, now)?;
     for (id, _) in &held.alerts {
         set_status(tx, p, id, SUMMARIZED, None)?;
     }

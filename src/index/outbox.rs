@@ -104,7 +104,6 @@ pub(super) fn record(
     if ctx.alerts.is_empty() {
         return Ok(0);
     }
-    let what = "record alerts";
     let mut added = 0;
     for e in ended {
         let Some(ending) = Ending::of_status(&e.status) else {
@@ -140,31 +139,43 @@ pub(super) fn record(
                 threshold_ms: None,
                 median_ms: None,
             };
-            let body = serde_json::to_string(&object).unwrap_or_default();
-            let at = stamp(ctx.now);
-            added += tx
-                .prepare_cached(
-                    "INSERT INTO alerts (id, destination, kind, pipeline, run_id, body, status,
-                                         attempts, at, next_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?8)
-                     ON CONFLICT (id) DO NOTHING",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        object.id,
-                        dest.name,
-                        object.kind,
-                        object.pipeline,
-                        object.run_id,
-                        body,
-                        if ctx.catching_up { HELD } else { RETRYING },
-                        at
-                    ])
-                })
-                .map_err(db(path, what))?;
+            let status = if ctx.catching_up { HELD } else { RETRYING };
+            added += insert(tx, path, &dest.name, &object, status, ctx.now)?;
         }
     }
     Ok(added)
+}
+
+/// Records `object` for `destination` with `status`, due at once; an alert already recorded
+/// (the same stable id) is left as it is. Returns how many rows were added (0 or 1).
+pub(super) fn insert(
+    tx: &Transaction,
+    path: &Path,
+    destination: &str,
+    object: &AlertObject,
+    status: &str,
+    now: DateTime<Utc>,
+) -> Result<usize, IndexError> {
+    let body = serde_json::to_string(object).unwrap_or_default();
+    tx.prepare_cached(
+        "INSERT INTO alerts (id, destination, kind, pipeline, run_id, body, status, attempts,
+                             at, next_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?8)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            object.id,
+            destination,
+            object.kind,
+            object.pipeline,
+            object.run_id,
+            body,
+            status,
+            stamp(now)
+        ])
+    })
+    .map_err(db(path, "record an alert"))
 }
 
 /// What an alert says about a run, as the index has it.

@@ -10,7 +10,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::outbox::{RETRYING, stamp};
+use super::outbox::RETRYING;
 use super::{Index, IndexError, RUNNING, db, to_i64, to_u64};
 use crate::alerts::AlertObject;
 use crate::alerts::overdue::{HISTORY, Running};
@@ -103,30 +103,9 @@ impl Index {
         let p = self.path.as_path();
         let what = "record late and long alerts";
         let tx = self.conn.transaction().map_err(db(p, what))?;
-        let at = stamp(now);
         let mut added = 0;
         for (destination, a) in alerts {
-            let body = serde_json::to_string(a).unwrap_or_default();
-            added += tx
-                .prepare_cached(
-                    "INSERT INTO alerts (id, destination, kind, pipeline, run_id, body, status,
-                                         attempts, at, next_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?8)
-                     ON CONFLICT (id) DO NOTHING",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        a.id,
-                        destination,
-                        a.kind,
-                        a.pipeline,
-                        a.run_id,
-                        body,
-                        RETRYING,
-                        at
-                    ])
-                })
-                .map_err(db(p, what))?;
+            added += super::outbox::insert(&tx, p, destination, a, RETRYING, now)?;
         }
         tx.commit().map_err(db(p, what))?;
         Ok(added)
@@ -168,7 +147,7 @@ mod tests {
             events.push(ev(
                 "pipeline",
                 status,
-                &stamp(at),
+                &crate::index::outbox::stamp(at),
                 json!({"duration_ms": secs * 1000}),
             ));
         }
