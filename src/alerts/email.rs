@@ -167,10 +167,7 @@ mod tests {
             url: "http://127.0.0.1:8001/#/runs/20261203T021500Z-a1b2c3".into(),
             at: "2026-12-03T02:16:42.004Z".into(),
             failed_runs: 1,
-            summary: None,
-            scheduled_at: None,
-            threshold_ms: None,
-            median_ms: None,
+            ..AlertObject::default()
         }
     }
 

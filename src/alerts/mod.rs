@@ -35,7 +35,7 @@ pub const STDERR_LINES: usize = 20;
 pub const STDERR_BYTES: usize = 4096;
 
 /// What a destination is sent about a run (`docs/alerts.md`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AlertObject {
     /// Stable: the same destination, kind and run always give the same id (the webhook's
     /// `Idempotency-Key`).
@@ -110,21 +110,9 @@ pub fn test_alert(name: &str, base_url: &str, now: chrono::DateTime<chrono::Utc>
     AlertObject {
         id: alert_id(name, AlertKind::Test, &at),
         kind: AlertKind::Test.as_str().to_string(),
-        pipeline: String::new(),
-        run_id: String::new(),
-        status: String::new(),
-        started_at: None,
-        finished_at: None,
-        duration_ms: None,
-        failed_stages: Vec::new(),
-        stderr_tail: String::new(),
         url: format!("{base_url}/"),
         at,
-        failed_runs: 0,
-        summary: None,
-        scheduled_at: None,
-        threshold_ms: None,
-        median_ms: None,
+        ..AlertObject::default()
     }
 }
 

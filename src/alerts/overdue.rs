@@ -135,20 +135,10 @@ pub fn late_alert(
         ),
         kind: AlertKind::Late.as_str().to_string(),
         pipeline: pipeline.to_string(),
-        run_id: String::new(),
-        status: String::new(),
-        started_at: None,
-        finished_at: None,
-        duration_ms: None,
-        failed_stages: Vec::new(),
-        stderr_tail: String::new(),
         url: format!("{base_url}/#/pipelines/{pipeline}"),
         at: now.to_rfc3339_opts(SecondsFormat::Millis, true),
-        failed_runs: 0,
-        summary: None,
         scheduled_at: Some(scheduled_at),
-        threshold_ms: None,
-        median_ms: None,
+        ..AlertObject::default()
     }
 }
 
@@ -173,17 +163,12 @@ pub fn long_alert(
         run_id: run.run_id.clone(),
         status: "running".to_string(),
         started_at: Some(run.started_at.clone()),
-        finished_at: None,
         duration_ms: Some(ms(elapsed)),
-        failed_stages: Vec::new(),
-        stderr_tail: String::new(),
         url: format!("{base_url}/#/runs/{}", run.run_id),
         at: now.to_rfc3339_opts(SecondsFormat::Millis, true),
-        failed_runs: 0,
-        summary: None,
-        scheduled_at: None,
         threshold_ms: Some(ms(limit)),
         median_ms: median_ms.map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
+        ..AlertObject::default()
     })
 }
 

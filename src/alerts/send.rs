@@ -271,10 +271,7 @@ mod tests {
             url: "http://127.0.0.1:8001/#/runs/r1".into(),
             at: "2026-12-03T00:00:00Z".into(),
             failed_runs: 1,
-            summary: None,
-            scheduled_at: None,
-            threshold_ms: None,
-            median_ms: None,
+            ..AlertObject::default()
         }
     }
 

@@ -134,24 +134,16 @@ pub fn summarize(destination: &str, held: &Held, url: &str, now: DateTime<Utc>) 
         kind: SUMMARY.to_string(),
         pipeline,
         run_id: newest.unwrap_or_default(),
-        status: String::new(),
-        started_at: None,
-        finished_at: None,
-        duration_ms: None,
-        failed_stages: Vec::new(),
-        stderr_tail: String::new(),
         url: url.to_string(),
         at: stamp(&now),
         failed_runs: pipelines.iter().map(|p| p.failed_runs).sum(),
-        scheduled_at: None,
-        threshold_ms: None,
-        median_ms: None,
         summary: Some(Summary {
             alerts: ids.len() as u64,
             first_at: times.iter().min().map(stamp),
             last_at: times.iter().max().map(stamp),
             pipelines,
         }),
+        ..AlertObject::default()
     }
 }
 

@@ -134,10 +134,7 @@ pub(super) fn record(
                 url: format!("{}/#/runs/{}", ctx.base_url, e.run_id.as_str()),
                 at: stamp(ctx.now),
                 failed_runs: d.failed_runs,
-                summary: None,
-                scheduled_at: None,
-                threshold_ms: None,
-                median_ms: None,
+                ..AlertObject::default()
             };
             let status = if ctx.catching_up { HELD } else { RETRYING };
             added += insert(tx, path, &dest.name, &object, status, ctx.now)?;
