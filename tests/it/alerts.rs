@@ -2,7 +2,7 @@
 //! by the tests (an HTTP sink recording every request, a command writing what it read).
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,7 +19,7 @@ pub(crate) struct Received {
     pub(crate) path: String,
     headers: Vec<(String, String)>,
     pub(crate) body: Value,
-    answered: u16,
+    pub(crate) answered: u16,
 }
 
 impl Received {
@@ -29,6 +29,39 @@ impl Received {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// Reads one HTTP request (its line, headers and a `Content-Length` body) from `reader`;
+/// `None` if the connection ends first. `answered` is left 0 for the caller to set.
+pub(crate) fn read_request(reader: &mut impl BufRead) -> Option<Received> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).ok()? == 0 || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.trim().split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let len = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).ok()?;
+    Some(Received {
+        path,
+        headers,
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        answered: 0,
+    })
 }
 
 /// An HTTP receiver on a loopback port: records every request, answers the queued statuses
@@ -62,40 +95,17 @@ impl Sink {
 
     fn serve(&self, conn: std::net::TcpStream) {
         let mut reader = BufReader::new(conn.try_clone().unwrap());
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        let Some(mut request) = read_request(&mut reader) else {
             return;
-        }
-        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-        let mut headers = Vec::new();
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.trim().split_once(':') {
-                headers.push((k.trim().to_string(), v.trim().to_string()));
-            }
-        }
-        let len = headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0; len];
-        reader.read_exact(&mut body).unwrap();
+        };
         let answered = self
             .queued
             .lock()
             .unwrap()
             .pop_front()
             .unwrap_or(*self.otherwise.lock().unwrap());
-        self.got.lock().unwrap().push(Received {
-            path,
-            headers,
-            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-            answered,
-        });
+        request.answered = answered;
+        self.got.lock().unwrap().push(request);
         let mut conn = conn;
         let _ = write!(
             conn,

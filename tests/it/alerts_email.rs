@@ -4,7 +4,7 @@
 //! makes, which `pipewatch` trusts through `SSL_CERT_FILE`.
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
@@ -18,7 +18,7 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::Value;
 
-use crate::alerts::{alerts_api, project, run_once};
+use crate::alerts::{Received, alerts_api, project, read_request, run_once};
 use crate::support::{Options, Project, Server, doctor_check, json_out, stderr, tools, wait_until};
 
 const LONG: Duration = Duration::from_secs(30);
@@ -340,23 +340,6 @@ fn a_test_alert_from_the_cli_over_implicit_tls() {
     assert_eq!(smtpd.messages().len(), 1);
 }
 
-/// One request an HTTPS receiver got.
-#[derive(Debug, Clone)]
-struct Received {
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Value,
-}
-
-impl Received {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
 /// An HTTPS receiver on a loopback port with `certs`' certificate; answers 200 to every
 /// request and records it.
 fn https_sink(certs: &Certs) -> (u16, Arc<Mutex<Vec<Received>>>) {
@@ -384,7 +367,7 @@ fn https_sink(certs: &Certs) -> (u16, Arc<Mutex<Vec<Received>>>) {
                 let tls = rustls::ServerConnection::new(config).unwrap();
                 // A client that does not trust the certificate ends the handshake: an error
                 // here, and nothing recorded.
-                if let Some(r) = read_request(rustls::StreamOwned::new(tls, conn)) {
+                if let Some(r) = answer_request(rustls::StreamOwned::new(tls, conn)) {
                     recorded.lock().unwrap().push(r);
                 }
             });
@@ -393,41 +376,19 @@ fn https_sink(certs: &Certs) -> (u16, Arc<Mutex<Vec<Received>>>) {
     (port, got)
 }
 
-fn read_request(
+fn answer_request(
     stream: rustls::StreamOwned<rustls::ServerConnection, std::net::TcpStream>,
 ) -> Option<Received> {
     let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line).ok()?;
-    let path = line.split_whitespace().nth(1)?.to_string();
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).ok()? == 0 || h.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.trim().split_once(':') {
-            headers.push((k.trim().to_string(), v.trim().to_string()));
-        }
-    }
-    let len = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).ok()?;
+    let mut request = read_request(&mut reader)?;
+    request.answered = 200;
     let stream = reader.get_mut();
     stream
         .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         .ok()?;
     stream.conn.send_close_notify();
     let _ = stream.flush();
-    Some(Received {
-        path,
-        headers,
-        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-    })
+    Some(request)
 }
 
 #[test]
