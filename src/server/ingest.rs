@@ -30,6 +30,11 @@ const MAX_EVENTS_PER_COMMIT: usize = 50_000;
 /// check's period, that is within the 10 s an abandoned run is known in.
 const NO_FILE_GRACE: Duration = Duration::from_secs(8);
 
+/// Commits follow each other at least this far apart while batches keep coming: what arrives
+/// meanwhile is committed with the next one. The all-runs stream, which waits for the commit,
+/// is delayed by at most this; a run's followers are not.
+const COMMIT_EVERY: Duration = Duration::from_millis(2);
+
 /// How often runs the index fell behind on are retried while nothing else arrives.
 const RESYNC_EVERY: Duration = Duration::from_secs(2);
 
@@ -54,6 +59,7 @@ pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>) {
     let mut behind: HashMap<RunId, Checkpoint> = HashMap::new();
     let mut resyncing: Option<tokio::task::JoinHandle<Result<Vec<Checkpoint>, IndexError>>> = None;
     let mut feeder = Feeder::new(state.bus.last_cursor() + 1);
+    let mut last_commit: Option<tokio::time::Instant> = None;
     let mut retry = tokio::time::interval(RESYNC_EVERY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut catching_up = tokio::time::interval(CATCH_UP_CHECK);
@@ -107,21 +113,34 @@ pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>) {
         };
         let mut batches = vec![Arc::new(first)];
         let mut events = batches[0].events.len();
-        while events < MAX_EVENTS_PER_COMMIT {
-            match rx.try_recv() {
-                Ok(b) => {
-                    events += b.events.len();
-                    batches.push(Arc::new(b));
-                }
-                Err(_) => break,
+        take_waiting(&mut rx, &mut batches, &mut events);
+        // A run's followers know its events by `seq`: they need not wait for the commit.
+        let mut fed = Vec::with_capacity(events);
+        for b in &batches {
+            fed.extend(feeder.feed(b));
+        }
+        state.bus.publish_to_runs(&fed);
+        // Right after a commit, what arrives within the next few milliseconds goes into the
+        // same transaction: a run written a line at a time would otherwise cost a commit per
+        // line (its followers have had each line already).
+        if let Some(last) = last_commit
+            && last + COMMIT_EVERY > tokio::time::Instant::now()
+            && events < MAX_EVENTS_PER_COMMIT
+        {
+            tokio::time::sleep_until(last + COMMIT_EVERY).await;
+            let from = batches.len();
+            take_waiting(&mut rx, &mut batches, &mut events);
+            let mut more = Vec::new();
+            for b in &batches[from..] {
+                more.extend(feeder.feed(b));
             }
+            state.bus.publish_to_runs(&more);
+            fed.extend(more);
         }
         // While the index is behind, batches are not committed (the resync catches up from
         // the checkpoints); otherwise a failed commit puts their runs behind.
-        let fed: Vec<_> = batches.iter().flat_map(|b| feeder.feed(b)).collect();
-        // A run's followers know its events by `seq`: they need not wait for the commit.
-        state.bus.publish_to_runs(&fed);
         let committed = behind.is_empty() && commit(&state, &batches, feeder.to_write()).await;
+        last_commit = Some(tokio::time::Instant::now());
         if committed {
             feeder.committed();
         } else {
@@ -132,6 +151,20 @@ pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>) {
         Stats::add(&state.stats.batches, batches.len() as u64);
         Stats::add(&state.stats.events_published, events as u64);
         state.bus.publish_to_all(&fed);
+    }
+}
+
+/// Adds the batches already waiting on `rx` to `batches`, up to [`MAX_EVENTS_PER_COMMIT`]
+/// events in all.
+fn take_waiting(rx: &mut mpsc::Receiver<Batch>, batches: &mut Vec<Arc<Batch>>, events: &mut usize) {
+    while *events < MAX_EVENTS_PER_COMMIT {
+        match rx.try_recv() {
+            Ok(b) => {
+                *events += b.events.len();
+                batches.push(Arc::new(b));
+            }
+            Err(_) => break,
+        }
     }
 }
 
