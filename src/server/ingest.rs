@@ -41,10 +41,12 @@ const RESYNC_EVERY: Duration = Duration::from_secs(2);
 /// How often ingest looks, while catching up, whether the tailer's first scan is all committed.
 const CATCH_UP_CHECK: Duration = Duration::from_millis(50);
 
-/// Gives the batches' events their cursors ([`Feeder`]), commits the batches (summaries,
-/// checkpoints and the feed's segments together), then publishes the events. Batches
-/// already waiting are taken together into one transaction: at a high write rate the commit
-/// is the cost, and one per tailer read would let ingest fall behind.
+/// Gives the batches' events their cursors ([`Feeder`]) and hands them to their runs'
+/// followers, commits the batches (summaries, checkpoints and the feed's segments together),
+/// then publishes the events on the all-runs stream. Batches already waiting are taken
+/// together into one transaction, and commits follow each other at least [`COMMIT_EVERY`]
+/// apart while batches keep coming: at a high write rate the commit is the cost, and one per
+/// tailer read would let ingest fall behind.
 ///
 /// If a commit fails (a full disk, a broken or locked database), the events are published
 /// anyway — the files are the source of truth and clients must not wait on the index — and
