@@ -275,9 +275,14 @@ fn a_reload_applies_new_changed_and_removed_pipelines_without_losing_a_stream() 
     assert_eq!(s.post_json("/api/pipelines/export/run", "").status, 404);
     let list = s.json("/api/pipelines");
     assert_eq!(pipeline_names(&list), ["report", "sync"]);
-    assert!(
-        s.stderr()
-            .contains("apply when pipewatch serve is restarted")
+    // Logged before the answer, read from the server's stderr by a thread of the harness.
+    wait_until(
+        Duration::from_secs(10),
+        "the restart-needed warning logged",
+        || {
+            s.stderr()
+                .contains("apply when pipewatch serve is restarted")
+        },
     );
 
     // Nothing was lost or repeated on the stream across the reloads.
