@@ -334,7 +334,9 @@ fn sighup_reads_the_configuration_again_and_the_dashboard_keeps_serving() {
         |list| pipeline_names(list) == ["export", "report", "sync"],
     );
     assert!(s.alive(), "SIGHUP stopped the dashboard:\n{}", s.stderr());
-    assert!(s.stderr().contains("SIGHUP received"), "{}", s.stderr());
+    wait_until(Duration::from_secs(10), "the hang-up logged", || {
+        s.stderr().contains("SIGHUP received")
+    });
     let started = s.post_json("/api/pipelines/report/run", "");
     assert_eq!(started.status, 202, "{}", started.body);
     let id = started.json()["run_id"].as_str().unwrap().to_string();
