@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Value, json};
 
 use crate::support::{
-    Options, Project, QUICK, Server, free_port, json_out, seqs, stage, stderr, wait_child,
-    wait_until,
+    Options, Project, QUICK, Server, doctor_check, free_port, json_out, seqs, stage, stderr,
+    wait_child, wait_until,
 };
 
 const LONG: Duration = Duration::from_secs(30);
@@ -465,21 +465,13 @@ fn t_err(events: &[Value]) -> String {
     format!("{events:?}")
 }
 
-fn doctor(p: &Project, env: &[(&str, &std::ffi::OsStr)]) -> (Vec<Value>, i32) {
+fn doctor(p: &Project, env: &[(&str, &std::ffi::OsStr)]) -> (Value, i32) {
     let mut c = p.cmd(&["doctor", "--json"]);
     for (k, v) in env {
         c.env(k, v);
     }
     let o = c.output().unwrap();
-    let v = json_out(&o);
-    (v.as_array().unwrap().clone(), o.status.code().unwrap_or(-1))
-}
-
-fn check<'a>(checks: &'a [Value], name: &str) -> &'a Value {
-    checks
-        .iter()
-        .find(|c| c["check"] == name)
-        .unwrap_or_else(|| panic!("no {name} check in {checks:?}"))
+    (json_out(&o), o.status.code().unwrap_or(-1))
 }
 
 fn set_mtime(path: &Path, ago: Duration) {
@@ -493,8 +485,8 @@ fn doctor_fails_each_check_in_turn_with_its_fix() {
     // No events folder.
     let (checks, code) = doctor(&p, &[]);
     assert_eq!(code, 1);
-    assert_eq!(check(&checks, "config")["ok"], true);
-    let c = check(&checks, "events folder");
+    assert_eq!(doctor_check(&checks, "config")["ok"], true);
+    let c = doctor_check(&checks, "events folder");
     assert_eq!(c["ok"], false);
     assert!(c["fix"].as_str().unwrap().contains("mkdir -p"), "{c}");
 
@@ -503,37 +495,37 @@ fn doctor_fails_each_check_in_turn_with_its_fix() {
     let file = p.events_dir().join("pipeline_r1.jsonl");
     set_mtime(&file, Duration::from_secs(2 * 3600));
     let (checks, _) = doctor(&p, &[]);
-    assert_eq!(check(&checks, "events folder")["ok"], true);
-    let c = check(&checks, "run files");
+    assert_eq!(doctor_check(&checks, "events folder")["ok"], true);
+    let c = doctor_check(&checks, "run files");
     assert_eq!(c["ok"], false, "{c}");
     assert!(
         c["detail"].as_str().unwrap().contains("a run every 15m"),
         "{c}"
     );
     set_mtime(&file, Duration::from_secs(60));
-    assert_eq!(check(&doctor(&p, &[]).0, "run files")["ok"], true);
+    assert_eq!(doctor_check(&doctor(&p, &[]).0, "run files")["ok"], true);
 
     // The dashboard down: a failed check with the fix, not a crash; then up.
     let (checks, code) = doctor(&p, &[]);
     assert_eq!(code, 1);
-    let c = check(&checks, "dashboard");
+    let c = doctor_check(&checks, "dashboard");
     assert_eq!(c["ok"], false);
     assert!(
         c["fix"].as_str().unwrap().contains("pipewatch serve"),
         "{c}"
     );
-    assert_eq!(check(&checks, "websocket")["level"], "skip");
+    assert_eq!(doctor_check(&checks, "websocket")["level"], "skip");
     let _d = serve(&p);
     let (checks, _) = doctor(&p, &[]);
-    let c = check(&checks, "dashboard");
+    let c = doctor_check(&checks, "dashboard");
     assert_eq!(c["ok"], true, "{c}");
     assert!(
         c["detail"].as_str().unwrap().contains("events ingested"),
         "{c}"
     );
-    assert_eq!(check(&checks, "websocket")["ok"], true);
+    assert_eq!(doctor_check(&checks, "websocket")["ok"], true);
     // The built-in scheduler runs inside the dashboard: with it up, that check passes.
-    assert_eq!(check(&checks, "scheduler")["ok"], true, "{checks:?}");
+    assert_eq!(doctor_check(&checks, "scheduler")["ok"], true, "{checks:?}");
 
     // The scheduler's tool missing: cron with a PATH that has no crontab.
     let cron = Project::with_config(
@@ -542,7 +534,7 @@ fn doctor_fails_each_check_in_turn_with_its_fix() {
     let empty = tempfile::tempdir().unwrap();
     let (checks, code) = doctor(&cron, &[("PATH", empty.path().as_os_str())]);
     assert_eq!(code, 1);
-    let c = check(&checks, "scheduler");
+    let c = doctor_check(&checks, "scheduler");
     assert_eq!(c["ok"], false);
     assert!(c["detail"].as_str().unwrap().contains("crontab"), "{c}");
     assert!(c["fix"].as_str().unwrap().contains("cron"), "{c}");
@@ -552,7 +544,7 @@ fn doctor_fails_each_check_in_turn_with_its_fix() {
     let (checks, code) = doctor(&bad, &[]);
     assert_eq!(code, 1);
     assert!(
-        check(&checks, "config")["detail"]
+        doctor_check(&checks, "config")["detail"]
             .as_str()
             .unwrap()
             .contains("timeout")
@@ -765,7 +757,7 @@ fn tail_and_doctor_know_another_projects_dashboard() {
 
     let (checks, code) = doctor(&b, &[]);
     assert_eq!(code, 1, "{checks:?}");
-    let c = check(&checks, "dashboard folder");
+    let c = doctor_check(&checks, "dashboard folder");
     assert_eq!(c["ok"], false, "{c}");
     assert!(
         c["detail"].as_str().unwrap().contains("another project"),
@@ -778,9 +770,13 @@ fn tail_and_doctor_know_another_projects_dashboard() {
         s.port
     ));
     let (checks, _) = doctor(&a, &[]);
-    assert_eq!(check(&checks, "dashboard")["ok"], true, "{checks:?}");
+    assert_eq!(doctor_check(&checks, "dashboard")["ok"], true, "{checks:?}");
     assert!(
-        checks.iter().all(|c| c["check"] != "dashboard folder"),
+        checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["check"] != "dashboard folder"),
         "{checks:?}"
     );
 }
