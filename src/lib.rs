@@ -13,6 +13,7 @@
 //! | [`journal`] | the events folder: writing run files (whole lines, `seq` from 0), their names, listing and identity; `missed` records |
 //! | [`runner`] | `pipewatch run`: overlap, the stage DAG, retries, timeouts, output capture, run locks, the one `Invocation` |
 //! | [`tail`] | reading run files (the only reader) and following the events folder: each line handed on once |
+//! | [`cluster`] | `[cluster]` over NATS JetStream: the engine's stream and buckets, forwarding run files, claiming occurrences |
 //! | [`alerts`] | alerts: the alert object, the rules (storm suppression, recovery, late, long), the summary after an outage, sending to a webhook, a command or an e-mail |
 //! | [`index`] | the run index (SQLite): run and stage summaries, the tailer's checkpoints, rebuilt through the tail reader |
 //! | [`bus`] | the event bus: ring buffer + broadcast, subscribe with no gap |
@@ -34,6 +35,7 @@ pub mod config;
 pub mod journal;
 pub mod runner;
 pub mod tail;
+pub mod cluster;
 pub mod alerts;
 pub mod index;
 pub mod bus;

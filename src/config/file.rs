@@ -95,6 +95,8 @@ pub(super) struct RawConfig {
     pub(super) alerts: Vec<Spanned<super::alerts::RawAlert>>,
     /// `[smtp]`: read from the workspace file only, with `[[alerts]]` (`super::smtp`).
     pub(super) smtp: Option<Spanned<super::smtp::RawSmtp>>,
+    /// `[cluster]`: shared by every pipeline, like `[server]` (`super::cluster`).
+    pub(super) cluster: Option<Spanned<super::cluster::RawCluster>>,
 }
 
 #[derive(Deserialize)]

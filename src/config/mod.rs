@@ -19,6 +19,7 @@
 //! - `validate.rs`: the checks, each a small function, and the defaults;
 //! - [`alerts`]: the `[[alerts]]` destinations;
 //! - [`smtp`]: the `[smtp]` mail server of e-mail destinations;
+//! - [`cluster`]: the `[cluster]` NATS JetStream servers of many hosts;
 //! - [`schedule`]: the cron expression;
 //! - [`host`]: a host name or IP and port (`[server] allowed_hosts`, and the `Host` header
 //!   the dashboard compares with it).
@@ -27,6 +28,7 @@
 //! the validated values and never the file.
 
 pub mod alerts;
+pub mod cluster;
 mod file;
 pub mod host;
 pub mod params;
@@ -43,6 +45,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use alerts::{Alert, AlertKind, Destination, Format, Overdue};
+pub use cluster::Cluster;
 pub use file::parse_duration;
 use schedule::Schedule;
 pub use smtp::{Smtp, SmtpTls};
@@ -228,6 +231,9 @@ pub struct Config {
     pub server: Server,
     pub retention: Retention,
     pub scheduler: Scheduler,
+    /// `[cluster]`: runs publish their events to, and claim their occurrences in, NATS
+    /// JetStream; `serve` shows every host's runs from it.
+    pub cluster: Option<Cluster>,
 }
 
 impl Config {

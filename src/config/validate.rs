@@ -56,6 +56,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config
     let server = server(&src, inner(raw.server), &base)?;
     let retention = retention(inner(raw.retention));
     let scheduler = scheduler(&src, inner(raw.scheduler))?;
+    let cluster = super::cluster::validate(raw.cluster, text, path, &base)?;
     Ok(Config {
         path: path.to_path_buf(),
         file: path.to_path_buf(),
@@ -66,6 +67,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config
         server,
         retention,
         scheduler,
+        cluster,
     })
 }
 
@@ -124,6 +126,7 @@ pub(super) fn member(
             .map(|t| (t.span().start, "scheduler")),
         raw.alerts.first().map(|t| (t.span().start, "alerts")),
         raw.smtp.as_ref().map(|t| (t.span().start, "smtp")),
+        raw.cluster.as_ref().map(|t| (t.span().start, "cluster")),
     ];
     if let Some((at, table)) = shared.into_iter().flatten().next() {
         return Err(src.err(

@@ -73,8 +73,9 @@ impl Workspace {
             });
         };
         let (server, retention, scheduler) = validate::shared(&mut raw, text, path)?;
-        let alerts = super::alerts::validate(raw_alerts, raw_smtp, text, path)?;
         let base = path.parent().unwrap_or(Path::new("."));
+        let cluster = super::cluster::validate(raw.cluster.take(), text, path, base)?;
+        let alerts = super::alerts::validate(raw_alerts, raw_smtp, text, path)?;
         let globs = globs.into_inner().pipelines;
         if globs.is_empty() {
             let at = text.find("[workspace]").unwrap_or(0);
@@ -138,6 +139,7 @@ impl Workspace {
                 server: server.clone(),
                 retention: member.retention.unwrap_or_else(|| retention.clone()),
                 scheduler: scheduler.clone(),
+                cluster: cluster.clone(),
             });
         }
         Ok(Workspace {

@@ -18,6 +18,7 @@ mod alerts_email;
 mod browser;
 mod cli;
 mod cli_config;
+mod cluster;
 mod example;
 mod faults;
 mod openapi;

@@ -10,9 +10,12 @@
 //! - `http.rs`: the HTTP client (one request, or a keep-alive connection) and the WebSocket
 //!   upgrade;
 //! - `ws.rs`: reading the live streams (WebSocket frames, Server-Sent Events);
+//! - `nats.rs`: real `nats-server` processes with JetStream (one, or a cluster of three),
+//!   killed and restarted, and the engine read back with the official client;
 //! - `tools.rs`: tools a machine may lack (a loud skip, or a failure in CI), stand-in tools.
 
 pub mod http;
+pub mod nats;
 pub mod server;
 pub mod tools;
 pub mod ws;

@@ -19,7 +19,7 @@ pub fn which(name: &str) -> Option<PathBuf> {
 
 /// `true` if nothing is missing; otherwise a loud skip (`false`), or a failure under
 /// `PIPEWATCH_REQUIRE_TOOLS=1`.
-fn present(missing: &[&str], install: &str) -> bool {
+pub fn present(missing: &[&str], install: &str) -> bool {
     if missing.is_empty() {
         return true;
     }
