@@ -247,6 +247,7 @@ mod tests {
             source: None,
             msg: seq.to_string(),
             data: None,
+            host: None,
         };
         Arc::new(Published::new(RunId::parse(run).unwrap(), seq, e))
     }

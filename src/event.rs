@@ -166,6 +166,10 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub data: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The host the run ran on: set on every event forwarded through `[cluster]`
+    /// (`docs/scale-out.md`); absent on a single machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 impl Event {
