@@ -64,3 +64,41 @@ fn an_unreachable_engine_is_named_within_the_connect_timeout() {
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
+
+fn doctor_cluster(p: &crate::support::Project) -> serde_json::Value {
+    let o = p.run(&["doctor", "--json"]);
+    let checks: serde_json::Value = serde_json::from_slice(&o.stdout).expect("doctor's JSON");
+    crate::support::doctor_check(&checks, "cluster").clone()
+}
+
+#[test]
+fn doctor_says_whether_the_engine_answers() {
+    let stage = "\n[[stages]]\nname = \"a\"\nrun = [\"true\"]\n";
+    let port = crate::support::free_port();
+    let p = crate::support::Project::with_config(&format!(
+        "{stage}\n[cluster]\nnats = [\"nats://127.0.0.1:{port}\"]\nhost = \"etl-01\"\n"
+    ));
+    let c = doctor_cluster(&p);
+    assert_eq!(c["ok"], false, "{c}");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("127.0.0.1:{port}")),
+        "{c}"
+    );
+    assert!(
+        c["fix"].as_str().unwrap_or("").contains("[cluster] nats"),
+        "{c}"
+    );
+
+    let Some(nats) = Nats::single() else { return };
+    let p =
+        crate::support::Project::with_config(&format!("{stage}\n{}", nats.cluster_toml("etl-01")));
+    let c = doctor_cluster(&p);
+    assert_eq!(c["ok"], true, "{c}");
+    assert!(
+        c["detail"].as_str().unwrap_or("").contains("JetStream on"),
+        "{c}"
+    );
+}

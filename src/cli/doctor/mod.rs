@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::config::{Backend, Config, ConfigError, Workspace};
 
+mod cluster;
 mod runs;
 use crate::scheduler::{self, SchedulerError};
 use runs::{run_files, runs_of_each};
@@ -171,6 +172,9 @@ pub fn run(workspace: Result<Workspace, ConfigError>, opts: &scheduler::OsOption
                 )
             }
         });
+    }
+    if let Some(cluster) = &config.cluster {
+        out.push(cluster::check(cluster, &workspace.path));
     }
     inotify(&mut out);
     out
