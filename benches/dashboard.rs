@@ -23,6 +23,9 @@
 //!   stall, the server's memory must stay flat (`PW_LOAD_CLIENTS`, `PW_LOAD_RATE`,
 //!   `PW_LOAD_SECS` change the figures).
 //!
+//! - cluster (`dashboard/cluster.rs`): ten hosts' runners through a three-node NATS JetStream
+//!   cluster to two dashboards: events/s and append → browser socket p99 at each.
+//!
 //! The streams cases (`dashboard/streams.rs`: gap, fanout-run, burst, latency1) run their
 //! WebSocket clients in a process of their own (`dashboard/client.rs`: this binary again, with
 //! `PW_BENCH_CLIENT` set) and print the server's CPU time per delivery and its peak RSS beside
@@ -53,8 +56,14 @@ mod server;
 #[path = "../tests/it/support/tools.rs"]
 mod tools;
 
+#[allow(dead_code)] // the cluster case needs only part of the tests' NATS harness
+#[path = "../tests/it/support/nats.rs"]
+mod nats;
+
 #[path = "dashboard/client.rs"]
 mod client;
+#[path = "dashboard/cluster.rs"]
+mod cluster;
 #[path = "dashboard/paint.rs"]
 mod paint;
 #[path = "dashboard/streams.rs"]
@@ -1029,6 +1038,10 @@ fn main() {
         client::run();
         return;
     }
+    if std::env::var_os(cluster::STAGE_ENV).is_some() {
+        cluster::stage();
+        return;
+    }
     // `cargo bench` passes --bench; a filter argument picks one benchmark.
     let filter: Vec<String> = std::env::args()
         .skip(1)
@@ -1065,4 +1078,15 @@ fn main() {
     if want("paint") {
         paint::paint();
     }
+    if want("cluster") {
+        cluster::cluster();
+    }
+}
+
+/// A free port on 127.0.0.1 (for the NATS servers of the cluster case).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }

@@ -184,7 +184,9 @@ impl Seen {
         if let Some(c) = int_field(b, b"\"cursor\":") {
             self.cursor = Some(c);
         }
-        if let Some(t_ns) = int_field(b, b"\"t_ns\":") {
+        // A writer's stamp in `data`, or a stage's printed line `t_ns=<stamp>` (the cluster
+        // case).
+        if let Some(t_ns) = int_field(b, b"\"t_ns\":").or_else(|| int_field(b, b"t_ns=")) {
             self.timed += 1;
             self.hist
                 .get_or_insert_with(Hist::new)
