@@ -19,6 +19,9 @@ mod browser;
 mod cli;
 mod cli_config;
 mod cluster;
+// The stages are POSIX shell loops.
+#[cfg(unix)]
+mod cluster_e2e;
 mod example;
 mod faults;
 mod openapi;

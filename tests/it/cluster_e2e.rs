@@ -1,0 +1,135 @@
+//! `[cluster]` end to end: `pipewatch run` on several hosts (folders with their own
+//! `[cluster] host`), through real `nats-server` processes, to several `pipewatch serve`
+//! replicas, each showing every event exactly once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::nats::Nats;
+use crate::support::{Project, Server, count_lines, read_until, wait_until};
+
+/// A folder of host `host`: pipeline `p`, one stage printing `lines` lines, `[cluster]`.
+fn host(nats: &Nats, host: &str, lines: u32, pause: &str) -> Project {
+    Project::with_config(&format!(
+        "\n[[stages]]\nname = \"emit\"\nrun = '''i=0; while [ $i -lt {lines} ]; do i=$((i+1)); echo line $i; {pause} done'''\n\n{}",
+        nats.cluster_toml(host)
+    ))
+}
+
+/// Every run's events by `seq`, and the (run, seq) pairs that came more than once.
+fn by_run(events: &[Value]) -> (BTreeMap<String, BTreeSet<u64>>, Vec<(String, u64)>) {
+    let mut runs: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    let mut repeated = Vec::new();
+    for e in events {
+        let (Some(run), Some(seq)) = (e["run_id"].as_str(), e["seq"].as_u64()) else {
+            continue;
+        };
+        if !runs.entry(run.to_string()).or_default().insert(seq) {
+            repeated.push((run.to_string(), seq));
+        }
+    }
+    (runs, repeated)
+}
+
+/// The run files of `hosts`: each run id with its number of lines.
+fn run_files(hosts: &[&Project]) -> BTreeMap<String, u64> {
+    hosts
+        .iter()
+        .flat_map(|p| p.journals())
+        .map(|f| {
+            let name = f
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .trim_start_matches("pipeline_")
+                .to_string();
+            (name, count_lines(&f))
+        })
+        .collect()
+}
+
+/// Reads `/ws/events` until every line of every run file in `want` has come.
+fn read_all(s: &Server, ws: &mut crate::support::Ws, want: &BTreeMap<String, u64>) -> Vec<Value> {
+    let _ = s;
+    read_until(ws, "every host's events", |got| {
+        let (runs, _) = by_run(got);
+        want.iter()
+            .all(|(id, n)| runs.get(id).is_some_and(|seqs| seqs.len() as u64 >= *n))
+    })
+}
+
+#[test]
+fn runs_on_two_hosts_reach_two_dashboards_each_event_once_with_their_host() {
+    let Some(nats) = Nats::single() else { return };
+    let dash: Vec<Project> = ["dash-a", "dash-b"]
+        .iter()
+        .map(|h| host(&nats, h, 1, ""))
+        .collect();
+    let servers: Vec<Server> = dash.iter().map(Server::start).collect();
+    let mut sockets: Vec<_> = servers.iter().map(|s| s.ws("/ws/events")).collect();
+
+    let a = host(&nats, "etl-01", 300, "");
+    let b = host(&nats, "etl-02", 300, "");
+    for p in [&a, &b] {
+        let o = p.run(&["run", "--quiet"]);
+        assert!(o.status.success(), "{}", crate::support::stderr(&o));
+    }
+    let want = run_files(&[&a, &b]);
+    assert_eq!(want.len(), 2);
+
+    for (s, ws) in servers.iter().zip(&mut sockets) {
+        let got = read_all(s, ws, &want);
+        let (runs, repeated) = by_run(&got);
+        assert!(repeated.is_empty(), "shown twice: {repeated:?}");
+        for (id, n) in &want {
+            assert_eq!(runs[id], (0..*n).collect(), "run {id}");
+        }
+        // Each event says its host, and so does each run.
+        let hosts: BTreeSet<&str> = got.iter().filter_map(|e| e["host"].as_str()).collect();
+        assert_eq!(hosts, BTreeSet::from(["etl-01", "etl-02"]));
+        s.wait_json("/api/runs", "both runs, ended, with their host", Duration::from_secs(30), |v| {
+            let runs = v.as_array().cloned().unwrap_or_default();
+            let hosts: BTreeSet<String> = runs
+                .iter()
+                .filter(|r| r["status"] == "success")
+                .filter_map(|r| r["host"].as_str().map(str::to_string))
+                .collect();
+            hosts == BTreeSet::from(["etl-01".to_string(), "etl-02".to_string()])
+        });
+    }
+}
+
+#[test]
+fn the_stream_leader_killed_mid_run_loses_and_repeats_nothing() {
+    let Some(mut nats) = Nats::cluster() else { return };
+    let dash = host(&nats, "dash-a", 1, "");
+    let a = host(&nats, "etl-01", 1500, "[ $((i % 100)) = 0 ] && sleep 0.1;");
+    // The stream exists before the run, so that it has a leader to kill.
+    let s = Server::start(&dash);
+    wait_until(Duration::from_secs(30), "the events stream's leader", || {
+        nats.stream_leader(pipewatch::cluster::STREAM).is_some()
+    });
+    let mut ws = s.ws("/ws/events");
+    let mut run = a.spawn(&["run", "--quiet"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let leader = nats
+        .stream_leader(pipewatch::cluster::STREAM)
+        .expect("a leader");
+    nats.kill(leader);
+    let status = crate::support::wait_child(&mut run, Duration::from_secs(60));
+    assert!(status.success(), "the run goes on without the stream's leader");
+    let want = run_files(&[&a]);
+    let got = read_all(&s, &mut ws, &want);
+    let (runs, repeated) = by_run(&got);
+    assert!(repeated.is_empty(), "shown twice: {repeated:?}");
+    for (id, n) in &want {
+        assert_eq!(runs[id], (0..*n).collect(), "run {id}");
+    }
+    // And the stream holds each event once.
+    let msgs = nats.messages(pipewatch::cluster::STREAM, "pipewatch.events.>");
+    let ids: BTreeSet<&str> = msgs.iter().map(|m| m.2.as_str()).collect();
+    assert_eq!(ids.len(), msgs.len(), "a Nats-Msg-Id stored twice");
+    assert_eq!(msgs.len() as u64, want.values().sum::<u64>());
+}
