@@ -19,6 +19,7 @@ mod browser;
 mod cli;
 mod cli_config;
 mod cluster;
+mod cluster_serve;
 mod example;
 mod faults;
 mod openapi;
