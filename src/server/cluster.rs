@@ -604,3 +604,123 @@ fn engine_servers(state: &AppState) -> String {
         .map(|c| c.nats.join(","))
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> RunId {
+        RunId::parse(s).unwrap()
+    }
+
+    fn msg(stream_seq: u64, run: &str, seq: u64) -> Message {
+        let line = format!(
+            "{{\"seq\":{seq},\"run_id\":\"{run}\",\"stage\":\"a\",\"event\":\"log\",\"timestamp\":\"2026-12-03T10:15:00.000Z\",\"msg\":\"m{seq}\",\"host\":\"h\"}}\n"
+        );
+        Message {
+            stream_seq,
+            run_id: id(run),
+            seq,
+            line: line.into_bytes(),
+            is_event: true,
+        }
+    }
+
+    /// Applies the messages and hands on what is left; returns the batches, each as its
+    /// cursor and its events' `(seq, cursor)`.
+    async fn apply_all(mirror: &mut Mirror, msgs: Vec<Message>) -> Vec<(Option<u64>, Vec<u64>)> {
+        let (tx, mut rx) = mpsc::channel(1024);
+        for m in msgs {
+            assert!(mirror.apply(m, &tx).await.is_ok());
+        }
+        assert!(mirror.flush(&tx).await.is_ok());
+        drop(tx);
+        let mut out = Vec::new();
+        while let Some(b) = rx.recv().await {
+            out.push((b.cursor, b.events.iter().map(|e| e.seq).collect()));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn repeats_are_dropped_gaps_keep_seqs_and_batches_carry_stream_sequences() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut mirror = Mirror {
+            dir: dir.path().to_path_buf(),
+            runs: HashMap::new(),
+            group: None,
+        };
+        let got = apply_all(
+            &mut mirror,
+            vec![
+                msg(1, "r", 0),
+                msg(2, "r", 1),
+                msg(3, "o", 0),
+                // A repeat: dropped, and the next event starts a new batch.
+                msg(4, "r", 1),
+                msg(5, "r", 2),
+                // A gap: seq 3 and 4 never came.
+                msg(6, "r", 5),
+            ],
+        )
+        .await;
+        assert_eq!(
+            got,
+            vec![
+                (Some(1), vec![0, 1]),
+                (Some(3), vec![0]),
+                (Some(5), vec![2, 5]),
+            ]
+        );
+        let text = std::fs::read_to_string(dir.path().join(id("r").file_name())).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 6);
+        assert_eq!((lines[3], lines[4]), ("", ""));
+        assert_eq!(mirror.runs[&id("r")].lines, 6);
+        // The same again (a consumer reading from further back): nothing new.
+        let again = apply_all(&mut mirror, vec![msg(5, "r", 2), msg(6, "r", 5)]).await;
+        assert!(again.is_empty(), "{again:?}");
+    }
+
+    #[tokio::test]
+    async fn a_mirror_longer_than_its_committed_checkpoint_is_cut_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut mirror = Mirror {
+            dir: dir.path().to_path_buf(),
+            runs: HashMap::new(),
+            group: None,
+        };
+        apply_all(&mut mirror, vec![msg(1, "r", 0), msg(2, "r", 1)]).await;
+        let committed = mirror.runs[&id("r")].clone();
+        apply_all(&mut mirror, vec![msg(3, "r", 2), msg(4, "u", 0)]).await;
+        // A restart with only the first batch committed: the rest is read again.
+        let runs = prepare_mirror(dir.path(), std::slice::from_ref(&committed)).unwrap();
+        assert_eq!(runs[&id("r")], committed);
+        assert!(!runs.contains_key(&id("u")));
+        let len = |run: &str| {
+            std::fs::metadata(dir.path().join(id(run).file_name()))
+                .unwrap()
+                .len()
+        };
+        assert_eq!(len("r"), committed.offset);
+        assert_eq!(len("u"), 0);
+        let mut mirror = Mirror {
+            dir: dir.path().to_path_buf(),
+            runs,
+            group: None,
+        };
+        let got = apply_all(
+            &mut mirror,
+            vec![msg(3, "r", 2), msg(4, "u", 0), msg(5, "r", 3)],
+        )
+        .await;
+        assert_eq!(
+            got,
+            vec![
+                (Some(3), vec![2]),
+                (Some(4), vec![0]),
+                (Some(5), vec![3]),
+            ]
+        );
+    }
+}
