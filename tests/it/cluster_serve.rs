@@ -371,3 +371,44 @@ fn run_seqs_or_none(s: &Server, id: &str) -> Option<u64> {
     let r = s.get(&format!("/api/runs/{id}"));
     (r.status == 200).then(|| r.json()["events"].as_u64().unwrap_or(0))
 }
+
+#[test]
+fn the_watchdog_judges_only_this_hosts_runs_and_waits_for_their_last_events() {
+    let Some(nats) = Nats::single() else { return };
+    ensure_stream(&nats);
+    let p = dashboard(&nats, "dash-1");
+    let (mine, theirs) = ("20261203T101500Z-mine", "20261203T101500Z-them");
+    // This host's run: its runner is gone (its lock file is there, held by nobody) and its
+    // file has three lines, of which the engine has two so far.
+    let mut text = String::new();
+    for seq in 0..3 {
+        text += &payload(&ev("etl", "dash-1", mine, seq));
+        text.push('\n');
+    }
+    append(&run_path(&p, mine), &text);
+    let runs = p.state_dir().join("runs");
+    std::fs::create_dir_all(&runs).unwrap();
+    // Another host's run, with a lock file here that nobody holds: still not this
+    // dashboard's to judge.
+    for id in [mine, theirs] {
+        std::fs::write(runs.join(format!("{id}.lock")), "").unwrap();
+    }
+    publish(
+        &nats,
+        vec![
+            ev("etl", "dash-1", mine, 0),
+            ev("etl", "dash-1", mine, 1),
+            ev("etl", "etl-02", theirs, 0),
+        ],
+    );
+    let s = Server::start(&p);
+    s.wait_run(mine, LONG, |r| r["events"] == 2);
+    s.wait_run(theirs, LONG, |r| r["events"] == 1);
+    // Three passes of the watchdog: its last event is on its way, the other is not ours.
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(s.json(&format!("/api/runs/{mine}"))["status"], "running");
+    assert_eq!(s.json(&format!("/api/runs/{theirs}"))["status"], "running");
+    publish(&nats, vec![ev("etl", "dash-1", mine, 2)]);
+    s.wait_run(mine, LONG, |r| r["status"] == "abandoned");
+    assert_eq!(s.json(&format!("/api/runs/{theirs}"))["status"], "running");
+}
