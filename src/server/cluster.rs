@@ -155,12 +155,10 @@ fn read_message(m: &jetstream::Message) -> Option<Message> {
             let (run, seq) = v.as_str().rsplit_once(':')?;
             Some((RunId::parse(run).ok()?, seq.parse::<u64>().ok()?))
         });
-    let from_payload = parsed.as_ref().ok().and_then(|e| {
-        Some((
-            RunId::parse(&e.run_id).ok()?,
-            e.seq?,
-        ))
-    });
+    let from_payload = parsed
+        .as_ref()
+        .ok()
+        .and_then(|e| Some((RunId::parse(&e.run_id).ok()?, e.seq?)));
     let Some((run_id, seq)) = from_header.or(from_payload) else {
         tracing::warn!(
             stream_seq,
@@ -432,10 +430,13 @@ async fn consume(
                     e
                 }
                 Err(e) => {
-                    note_engine(
-                        state,
-                        Some(format!("the engine is unreachable: {e}; trying again")),
-                    );
+                    let problem = match e {
+                        crate::cluster::EngineError::Unreachable { .. } => {
+                            format!("the engine is unreachable: {e}; trying again")
+                        }
+                        _ => format!("{e}; trying again"),
+                    };
+                    note_engine(state, Some(problem));
                     continue;
                 }
             },
@@ -584,7 +585,10 @@ async fn read(
             }
             Some(Err(e)) => {
                 mirror.flush(tx).await?;
-                tracing::warn!("reading the stream {STREAM} failed: {e}; reading again from sequence {}", *next);
+                tracing::warn!(
+                    "reading the stream {STREAM} failed: {e}; reading again from sequence {}",
+                    *next
+                );
                 return Ok(());
             }
             None => {
@@ -716,11 +720,7 @@ mod tests {
         .await;
         assert_eq!(
             got,
-            vec![
-                (Some(3), vec![2]),
-                (Some(4), vec![0]),
-                (Some(5), vec![3]),
-            ]
+            vec![(Some(3), vec![2]), (Some(4), vec![0]), (Some(5), vec![3]),]
         );
     }
 }

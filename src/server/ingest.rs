@@ -324,7 +324,8 @@ pub async fn watch_liveness(state: Arc<AppState>) {
                 let mut marked = Vec::new();
                 let mut still = HashMap::new();
                 let running = idx.running_runs()?;
-                hosts.retain(|id, _| running.contains(id));
+                let still_running: std::collections::HashSet<&RunId> = running.iter().collect();
+                hosts.retain(|id, _| still_running.contains(id));
                 for id in running {
                     let file = events_dir.join(id.file_name());
                     if let Some(host) = &this_host

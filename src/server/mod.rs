@@ -235,7 +235,12 @@ pub async fn serve(
                 "reading every host's events from NATS JetStream"
             );
             let start = cluster::Start { runs, next: first };
-            Some(tokio::spawn(cluster::run(state.clone(), c, start, batch_tx)))
+            Some(tokio::spawn(cluster::run(
+                state.clone(),
+                c,
+                start,
+                batch_tx,
+            )))
         }
         None => {
             start_tailer(&state, &events_dir, checkpoints, batch_tx)?;
@@ -271,7 +276,10 @@ pub async fn serve(
     // off the mirror at the next start.
     if let Some(c) = consumer {
         let abort = c.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(1), c).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(1), c)
+            .await
+            .is_err()
+        {
             tracing::warn!("the stream's consumer did not stop in time");
             abort.abort();
         }

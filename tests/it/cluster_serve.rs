@@ -280,11 +280,15 @@ fn a_dashboard_killed_mid_stream_shows_every_event_once_after_its_restart() {
                         let id = RunId::parse(&p.run_id).expect("run id");
                         let mut headers = async_nats::HeaderMap::new();
                         headers.insert("Nats-Msg-Id", msg_id(&id, p.seq).as_str());
-                        js.publish_with_headers(subject(p.pipeline, &id), headers, payload(p).into())
-                            .await
-                            .expect("publish")
-                            .await
-                            .expect("acknowledged");
+                        js.publish_with_headers(
+                            subject(p.pipeline, &id),
+                            headers,
+                            payload(p).into(),
+                        )
+                        .await
+                        .expect("publish")
+                        .await
+                        .expect("acknowledged");
                     }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
@@ -307,7 +311,11 @@ fn a_dashboard_killed_mid_stream_shows_every_event_once_after_its_restart() {
         runs.len() == 3 && runs.iter().all(|r| r["events"] == per_run)
     });
     for id in runs {
-        assert_eq!(run_seqs(&s, id), (0..per_run).collect::<Vec<_>>(), "run {id}");
+        assert_eq!(
+            run_seqs(&s, id),
+            (0..per_run).collect::<Vec<_>>(),
+            "run {id}"
+        );
         let mirror = p
             .state_dir()
             .join("cluster")
@@ -343,8 +351,13 @@ fn a_dashboard_starts_without_the_engine_and_reads_on_after_every_server_came_ba
                 .is_some_and(|e| e.contains("unreachable"))
     });
     nats.restart_all();
-    publish(&nats, (0..10).map(|seq| ev("etl", "etl-01", id, seq)).collect());
-    wait_until(LONG, "the first ten", || run_seqs_or_none(&s, id) == Some(10));
+    publish(
+        &nats,
+        (0..10).map(|seq| ev("etl", "etl-01", id, seq)).collect(),
+    );
+    wait_until(LONG, "the first ten", || {
+        run_seqs_or_none(&s, id) == Some(10)
+    });
     wait_until(LONG, "health ok once connected", || {
         s.health()["status"] == "ok"
     });
@@ -357,7 +370,10 @@ fn a_dashboard_starts_without_the_engine_and_reads_on_after_every_server_came_ba
         s.health()["status"] == "degraded"
     });
     nats.restart(0);
-    publish(&nats, (10..20).map(|seq| ev("etl", "etl-01", id, seq)).collect());
+    publish(
+        &nats,
+        (10..20).map(|seq| ev("etl", "etl-01", id, seq)).collect(),
+    );
     let after = read_until(&mut ws, "the next ten", |g| g.len() >= 10);
     let mut all = before;
     all.extend(after);

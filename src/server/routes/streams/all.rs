@@ -111,8 +111,7 @@ impl Follow for AllFollower {
             }
             for seg in segments {
                 let end = seg.last;
-                let reader =
-                    SegmentReader::new(&self.state.events_dir, seg, self.last);
+                let reader = SegmentReader::new(&self.state.events_dir, seg, self.last);
                 if !self.send_segment(reader, out).await {
                     return false;
                 }
