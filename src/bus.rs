@@ -202,8 +202,9 @@ impl Bus {
         if first > after.saturating_add(1) {
             return None;
         }
-        // Cursors follow each other in the ring: the position is arithmetic.
-        let skip = usize::try_from(after + 1 - first).unwrap_or(usize::MAX);
+        // Cursors grow along the ring (with `[cluster]` they may skip numbers): the first
+        // event after `after` is found by bisection.
+        let skip = inner.ring.partition_point(|e| e.cursor <= after);
         Some(inner.ring.iter().skip(skip).cloned().collect())
     }
 

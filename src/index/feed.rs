@@ -64,6 +64,17 @@ impl Index {
         })
     }
 
+    /// The last cursor recorded, `None` for an empty feed. With `[cluster]` cursors are
+    /// JetStream stream sequences, so this is where the dashboard resumes reading the stream.
+    pub fn last_cursor(&self) -> Result<Option<u64>, IndexError> {
+        let p = self.path.as_path();
+        let last: Option<i64> = self
+            .conn
+            .query_row("SELECT MAX(last) FROM feed", [], |r| r.get(0))
+            .map_err(db(p, "read the feed's last cursor"))?;
+        Ok(last.map(|l| l as u64))
+    }
+
     /// Records segments (a segment already recorded with the same `first` is replaced: it
     /// grew).
     pub fn record_feed(&mut self, segments: &[Segment]) -> Result<(), IndexError> {

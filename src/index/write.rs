@@ -740,6 +740,7 @@ mod tests {
                 },
                 events: Vec::new(),
                 malformed: 1,
+                cursor: None,
             })
             .unwrap();
         }

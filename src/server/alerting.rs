@@ -161,7 +161,7 @@ async fn with_stderr_tail(state: &Arc<AppState>, mut p: Pending) -> Pending {
     let Ok(run_id) = RunId::parse(&body.run_id) else {
         return p;
     };
-    let events_dir = state.config.server.events_dir.clone();
+    let events_dir = state.events_dir.clone();
     let stages = body.failed_stages.clone();
     let tail =
         tokio::task::spawn_blocking(move || alert_stderr_tail(&events_dir, &run_id, &stages))

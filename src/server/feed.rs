@@ -9,7 +9,8 @@ use crate::bus::Fed;
 use crate::index::Segment;
 use crate::tail::{Batch, Checkpoint, Replay, TailError};
 
-/// Gives each ingested event the next cursor, and keeps the segments that say where they went.
+/// Gives each ingested event the next cursor (or the one its batch carries, [`Batch::cursor`]),
+/// and keeps the segments that say where they went.
 ///
 /// Consecutive batches of one file extend one segment: the batch must start where the last one
 /// ended (its `from` is the last checkpoint) and no other run's events came in between. A
@@ -50,15 +51,17 @@ impl Feeder {
             }
             return Vec::new();
         };
-        let cursor = self.next;
+        // A batch whose source fixes the cursors (`[cluster]`: stream sequences, which only
+        // grow but may skip) keeps them; the feeder goes on past them.
+        let cursor = batch.cursor.unwrap_or(self.next);
         let fed: Vec<Arc<Fed>> = batch
             .events
             .iter()
             .enumerate()
             .map(|(i, e)| Arc::new(Fed::new(cursor + i as u64, e.clone())))
             .collect();
-        self.next += fed.len() as u64;
-        let last_cursor = self.next - 1;
+        let last_cursor = cursor + fed.len() as u64 - 1;
+        self.next = self.next.max(last_cursor + 1);
         match &mut self.open {
             Some((seg, end)) if continues && seg.last + 1 == cursor => {
                 seg.last = last_cursor;
@@ -266,6 +269,7 @@ mod tests {
                 serde_json::from_str(line(0).trim()).unwrap(),
             ))],
             malformed: 0,
+            cursor: None,
         };
         assert_eq!(feeder.feed(&other)[0].cursor, 2);
         append_and_feed(dir.path(), &mut feeder, &mut at, &line(1));

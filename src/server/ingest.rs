@@ -4,6 +4,7 @@
 //! (in the batch's transaction), and the delivery tasks (`alerting`) are woken.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use super::state::{AppState, Stats};
 use crate::event::{RunId, now_timestamp};
 use crate::index::{ABANDONED, Ended, IndexError, NO_RUN_FILE, Segment};
 use crate::runner::liveness::{self, Liveness};
-use crate::tail::{Batch, Checkpoint};
+use crate::tail::{Batch, Checkpoint, ReadLimits, read_file};
 
 /// How often running runs are checked for a dead runner. With the tailer's own latency this
 /// keeps "abandoned within 10 s" with room to spare.
@@ -223,7 +224,7 @@ async fn record_feed(state: &Arc<AppState>, feeder: &mut Feeder) -> bool {
 /// file is kept as `index.db.broken`), between two commits. Returns whether it succeeded;
 /// if not, the error stays in health and the next corrupt answer tries again.
 async fn repair(state: &Arc<AppState>) -> bool {
-    let events_dir = state.config.server.events_dir.clone();
+    let events_dir = state.events_dir.clone();
     let result = state
         .with_index(move |idx| {
             tracing::warn!(path = %idx.path().display(), "the run index is corrupt; rebuilding it from the run files");
@@ -240,7 +241,7 @@ async fn repair(state: &Arc<AppState>) -> bool {
                 files = stats.files,
                 events = stats.events,
                 "run index rebuilt from {}",
-                state.config.server.events_dir.display()
+                state.events_dir.display()
             );
             *state.ingest_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
             true
@@ -257,7 +258,7 @@ async fn resync_all(
     state: Arc<AppState>,
     todo: Vec<Checkpoint>,
 ) -> Result<Vec<Checkpoint>, IndexError> {
-    let events_dir = state.config.server.events_dir.clone();
+    let events_dir = state.events_dir.clone();
     state
         .with_index(move |idx| {
             let mut done = Vec::new();
@@ -285,9 +286,18 @@ fn forget_caught_up(behind: &mut HashMap<RunId, Checkpoint>, done: Vec<Checkpoin
 /// released its lock). Before marking, the index must have read the whole file: a final
 /// event still on its way wins. A run with no lock file but a run file is written by another
 /// tool and is left alone. A run with neither is abandoned after [`NO_FILE_GRACE`].
+///
+/// With `[cluster]` the run files read are the mirror's (`server::cluster`), and runs of
+/// other hosts (their events' `host` is not `[cluster] host`) are not judged at all: their
+/// runners' processes cannot be seen from here. A run of this host whose runner is gone is
+/// caught up when the mirror holds as many lines as the host's own file: its last events may
+/// still be on their way through the engine.
 pub async fn watch_liveness(state: Arc<AppState>) {
     // Running runs with neither a run file nor a lock file, and since when.
     let mut fileless: HashMap<RunId, Instant> = HashMap::new();
+    // With `[cluster]`: whether each run seen is this host's (a run's host does not change).
+    let mut local: HashMap<RunId, bool> = HashMap::new();
+    let this_host = state.config.cluster.as_ref().map(|c| c.host.clone());
     let mut tick = tokio::time::interval(LIVENESS_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -302,16 +312,27 @@ pub async fn watch_liveness(state: Arc<AppState>) {
         // Stages left running by runners that died end with them.
         let _ = tokio::task::spawn_blocking(move || liveness::reap_orphans(&dir)).await;
         let state_dir = state.config.server.state_dir.clone();
-        let events_dir = state.config.server.events_dir.clone();
+        let events_dir = state.events_dir.clone();
+        let own_dir = state.config.server.events_dir.clone();
         let seen = std::mem::take(&mut fileless);
+        let mut hosts = std::mem::take(&mut local);
+        let this_host = this_host.clone();
         let s = state.clone();
         let result = state
             .with_index(move |idx| {
                 let alerting = s.alert_context();
                 let mut marked = Vec::new();
                 let mut still = HashMap::new();
-                for id in idx.running_runs()? {
+                let running = idx.running_runs()?;
+                let still_running: std::collections::HashSet<&RunId> = running.iter().collect();
+                hosts.retain(|id, _| still_running.contains(id));
+                for id in running {
                     let file = events_dir.join(id.file_name());
+                    if let Some(host) = &this_host
+                        && !is_local(&mut hosts, &id, &file, host)
+                    {
+                        continue;
+                    }
                     if !liveness::has_lock_file(&state_dir, &id) {
                         // Written by another tool (no lock): its final event ends it. Neither
                         // a file nor a lock: announced, and never written here.
@@ -329,11 +350,19 @@ pub async fn watch_liveness(state: Arc<AppState>) {
                     if liveness::liveness(&state_dir, &id) == Liveness::Alive {
                         continue;
                     }
-                    let size = std::fs::symlink_metadata(&file)
-                        .map(|m| m.len())
-                        .unwrap_or(0);
-                    if idx.offset_of(&id)?.unwrap_or(0) < size {
-                        continue; // not caught up yet: the final event may be in there
+                    let offset = idx.offset_of(&id)?.unwrap_or(0);
+                    if this_host.is_some() {
+                        let own = own_dir.join(id.file_name());
+                        if count_lines(&file, offset) < count_lines(&own, u64::MAX) {
+                            continue; // its last events are still on their way
+                        }
+                    } else {
+                        let size = std::fs::symlink_metadata(&file)
+                            .map(|m| m.len())
+                            .unwrap_or(0);
+                        if offset < size {
+                            continue; // not caught up yet: the final event may be in there
+                        }
                     }
                     if idx.mark_abandoned(&id, &now_timestamp(), None)? {
                         marked.push((id, "its runner is gone without a final event"));
@@ -356,15 +385,16 @@ pub async fn watch_liveness(state: Arc<AppState>) {
                     }
                     _ => 0,
                 };
-                Ok((marked, still, recorded))
+                Ok((marked, still, recorded, hosts))
             })
             .await;
         match result {
-            Ok((marked, still, recorded)) => {
+            Ok((marked, still, recorded, hosts)) => {
                 if recorded > 0 {
                     state.alerts_recorded.notify_waiters();
                 }
                 fileless = still;
+                local = hosts;
                 for (id, why) in &marked {
                     tracing::warn!(run_id = %id, "run abandoned: {why}");
                     liveness::remove_stale_lock(&state.config.server.state_dir, id);
@@ -375,6 +405,53 @@ pub async fn watch_liveness(state: Arc<AppState>) {
         }
         if read && !state.catch_up.is_over() {
             super::catchup::finish(&state).await;
+        }
+    }
+}
+
+/// Whether the run whose (mirror) file is `file` is this host's: its first event's `host` is
+/// `host`, or names none. Remembered in `known` once a first event says; a run with no event
+/// in its file yet counts as this host's (announced here).
+fn is_local(known: &mut HashMap<RunId, bool>, id: &RunId, file: &Path, host: &str) -> bool {
+    if let Some(&l) = known.get(id) {
+        return l;
+    }
+    let limits = ReadLimits {
+        max_batch_bytes: 1,
+        ..ReadLimits::default()
+    };
+    let mut at = None;
+    // The first event, past at most a few lines that are not.
+    for _ in 0..4 {
+        let Ok(read) = read_file(file, id, at.as_ref(), 0, limits) else {
+            return true;
+        };
+        if let Some(first) = read.batch.events.first() {
+            let l = first.event.host.as_deref().is_none_or(|h| h == host);
+            known.insert(id.clone(), l);
+            return l;
+        }
+        if !read.changed {
+            break;
+        }
+        at = Some(read.batch.checkpoint);
+    }
+    true
+}
+
+/// The complete lines in the first `limit` bytes of `path` (0 when it cannot be read).
+fn count_lines(path: &Path, limit: u64) -> u64 {
+    use std::io::Read;
+    let Ok(file) = crate::fsx::open_read(path) else {
+        return 0;
+    };
+    let mut reader = std::io::BufReader::new(file).take(limit);
+    let mut buf = [0u8; 64 * 1024];
+    let mut lines = 0u64;
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => return lines,
+            Ok(n) => lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64,
         }
     }
 }

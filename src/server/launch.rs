@@ -72,7 +72,13 @@ pub async fn launch(
         }
         // A runner that exited before writing anything (a broken configuration, say) left
         // no file and no lock to tell: it is gone, so the run it was announced as is too.
-        if !state.run_file(&logged).exists() {
+        if !state
+            .config
+            .server
+            .events_dir
+            .join(logged.file_name())
+            .exists()
+        {
             let at = now_timestamp();
             let _ = state
                 .with_index(move |idx| idx.mark_abandoned(&logged, &at, None))

@@ -7,6 +7,11 @@
 //!                                                       └──► wakes alert delivery (a task per destination)
 //! ```
 //!
+//! With `[cluster]`, the tailer's place is taken by the consumer of the engine's stream
+//! (`cluster`), which writes every host's events to a mirror folder under `state_dir` and
+//! hands on what it appended there, as the tailer would have read it; the mirror is the
+//! folder the rest of `serve` reads run files from.
+//!
 //! Each batch the tailer reads is committed to the index together with its checkpoint, then
 //! published on the bus. So after a restart — even `kill -9` — the tailer resumes after the
 //! last committed line: an event is never published twice; events written while the
@@ -21,6 +26,7 @@
 //! | [`error`] | [`ApiError`]: a status and `{"error": ...}` |
 //! | [`extract`] | the path and query extractors, whose rejections are `ApiError`s |
 //! | `ingest` | tailer batches → index → bus; the liveness watchdog (`abandoned`) |
+//! | `cluster` | with `[cluster]`, the tailer's stand-in: every host's events from JetStream, through a mirror of their run files |
 //! | [`alerting`] | delivering the alerts of the outbox: one task per destination, with back-off |
 //! | [`catchup`] | catching up after an outage: alerts held, then one summary per destination |
 //! | `overdue` | the `late` and `long` alerts: asking their rules every few seconds |
@@ -38,6 +44,7 @@ pub mod assets;
 pub mod auth;
 pub mod budget;
 pub mod catchup;
+mod cluster;
 pub mod error;
 pub mod extract;
 mod feed;
@@ -157,16 +164,34 @@ pub async fn serve(
     }
     let state_dir = workspace.shared().server.state_dir.clone();
     let events_dir = workspace.shared().server.events_dir.clone();
-    let db_path = index::path(&state_dir);
+    let cluster_config = workspace.shared().cluster.clone();
+    // What the dashboard shows and reads run files from: the events folder, or with
+    // `[cluster]` its own index and the mirror of every host's runs (this host's own runs
+    // reach it through the engine, like the others').
+    let (db_path, read_dir) = match &cluster_config {
+        Some(_) => (
+            index::path(&cluster::state_dir(&state_dir)),
+            cluster::mirror_dir(&state_dir),
+        ),
+        None => (index::path(&state_dir), events_dir.clone()),
+    };
     // The folder runs will write to; creating it now lets the watch start at once. A failure
     // is not fatal: the tailer polls for the folder until it appears.
     if let Err(e) = std::fs::create_dir_all(&events_dir) {
         tracing::warn!(events_dir = %events_dir.display(), "cannot create the events folder: {e}");
     }
 
+    if cluster_config.is_some()
+        && let Err(e) = std::fs::create_dir_all(&read_dir)
+    {
+        return Err(ServeError::Startup(format!(
+            "cannot create the mirror folder {}: {e}",
+            read_dir.display()
+        )));
+    }
     let idx = tokio::task::spawn_blocking({
-        let events_dir = events_dir.clone();
-        move || open_index(&db_path, &events_dir)
+        let read_dir = read_dir.clone();
+        move || open_index(&db_path, &read_dir)
     })
     .await
     .map_err(|e| ServeError::Startup(format!("opening the run index failed: {e}")))??;
@@ -175,31 +200,53 @@ pub async fn serve(
     let (close_tx, close_rx) = watch::channel(false);
     // The all-runs stream goes on from the index's last cursor. An index that cannot say
     // (damaged since it was checked: it is repaired at its next failing query) starts a new
-    // epoch, past every cursor given before.
-    let first = idx.next_cursor().unwrap_or_else(|e| {
-        tracing::warn!("cannot read the all-runs stream's last cursor: {e}");
-        index::epoch_start()
-    });
+    // epoch, past every cursor given before. With `[cluster]` cursors are the engine's stream sequences: the stream goes on after the
+    // last one committed.
+    let first = match &cluster_config {
+        Some(_) => idx.last_cursor()?.map_or(1, |c| c + 1),
+        None => idx.next_cursor().unwrap_or_else(|e| {
+            tracing::warn!("cannot read the all-runs stream's last cursor: {e}");
+            index::epoch_start()
+        }),
+    };
     let bus = Bus::new(opts.ring_bytes, bus::DEFAULT_LAG, first);
-    let state = Arc::new(AppState::new(workspace, idx, bus, opts.exe, Some(close_rx)));
+    let mut state = AppState::new(workspace, idx, bus, opts.exe, Some(close_rx));
+    state.events_dir = read_dir.clone();
+    let state = Arc::new(state);
 
     let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(256);
-    let tailer = Tailer::start(
-        TailConfig {
-            events_dir: events_dir.clone(),
-            poll_interval: state.config.server.poll_interval,
-            max_line_bytes: tail::DEFAULT_MAX_LINE_BYTES,
-        },
-        checkpoints,
-        batch_tx,
-        state.tail_stats.clone(),
-    )
-    .map_err(ServeError::Tailer)?;
-    *state.tailer.lock().unwrap_or_else(|p| p.into_inner()) = Some(tailer);
-    tracing::info!(
-        events_dir = %events_dir.display(),
-        "JSONL Event Replay Monitor started"
-    );
+    let consumer = match cluster_config {
+        Some(c) => {
+            let runs = tokio::task::spawn_blocking({
+                let dir = read_dir.clone();
+                move || cluster::prepare_mirror(&dir, &checkpoints)
+            })
+            .await
+            .map_err(|e| ServeError::Startup(format!("preparing the mirror failed: {e}")))?
+            .map_err(|e| {
+                ServeError::Startup(format!(
+                    "cannot prepare the mirror folder {}: {e}",
+                    read_dir.display()
+                ))
+            })?;
+            tracing::info!(
+                mirror = %read_dir.display(),
+                from = first,
+                "reading every host's events from NATS JetStream"
+            );
+            let start = cluster::Start { runs, next: first };
+            Some(tokio::spawn(cluster::run(
+                state.clone(),
+                c,
+                start,
+                batch_tx,
+            )))
+        }
+        None => {
+            start_tailer(&state, &events_dir, checkpoints, batch_tx)?;
+            None
+        }
+    };
 
     let ingest = tokio::spawn(ingest::run(state.clone(), batch_rx));
     let watchdog = tokio::spawn(ingest::watch_liveness(state.clone()));
@@ -225,6 +272,18 @@ pub async fn serve(
     if let Some(t) = tailer {
         let _ = tokio::task::spawn_blocking(move || t.stop()).await;
     }
+    // The consumer stops at the shutdown signal; what it appended and did not hand on is cut
+    // off the mirror at the next start.
+    if let Some(c) = consumer {
+        let abort = c.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(1), c)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the stream's consumer did not stop in time");
+            abort.abort();
+        }
+    }
     watchdog.abort();
     pruner.abort();
     // The manager ends its destinations' tasks once it sees the shutdown.
@@ -237,6 +296,32 @@ pub async fn serve(
     state.schedules.stop();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, ingest).await;
     tracing::info!("dashboard stopped");
+    Ok(())
+}
+
+/// Starts the tailer of `events_dir` from the index's checkpoints.
+fn start_tailer(
+    state: &Arc<AppState>,
+    events_dir: &std::path::Path,
+    checkpoints: Vec<tail::Checkpoint>,
+    batch_tx: tokio::sync::mpsc::Sender<tail::Batch>,
+) -> Result<(), ServeError> {
+    let tailer = Tailer::start(
+        TailConfig {
+            events_dir: events_dir.to_path_buf(),
+            poll_interval: state.config.server.poll_interval,
+            max_line_bytes: tail::DEFAULT_MAX_LINE_BYTES,
+        },
+        checkpoints,
+        batch_tx,
+        state.tail_stats.clone(),
+    )
+    .map_err(ServeError::Tailer)?;
+    *state.tailer.lock().unwrap_or_else(|p| p.into_inner()) = Some(tailer);
+    tracing::info!(
+        events_dir = %events_dir.display(),
+        "JSONL Event Replay Monitor started"
+    );
     Ok(())
 }
 
@@ -277,7 +362,15 @@ async fn prune_hourly(state: Arc<AppState>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let workspace = state.workspace();
+        let mut workspace = state.workspace();
+        // With `[cluster]` the runs shown are the mirror's: it is the folder pruned.
+        if state.events_dir != state.config.server.events_dir {
+            let mut ws = (*workspace).clone();
+            for c in &mut ws.pipelines {
+                c.server.events_dir = state.events_dir.clone();
+            }
+            workspace = Arc::new(ws);
+        }
         let pruned = state
             .with_index(move |idx| {
                 crate::retention::prune_index(&workspace, idx, false, chrono::Utc::now())

@@ -63,6 +63,13 @@ pub struct AppState {
     pub stats: Stats,
     /// Set once the tailer runs; used to read an announced run's file at once.
     pub tailer: Mutex<Option<Tailer>>,
+    /// The folder the dashboard reads run files from (replays, the log, the feed, the index's
+    /// rebuild, retention): `[server] events_dir`, or with `[cluster]` the mirror of every
+    /// host's runs that `server::cluster` writes (`<state_dir>/cluster/events`).
+    pub events_dir: PathBuf,
+    /// With `[cluster]`: the task consuming the engine's stream runs (health counts it as the
+    /// tailer, which `serve` does not start then).
+    pub consuming: std::sync::atomic::AtomicBool,
     /// The program started for "Run now".
     pub exe: PathBuf,
     pub started: Instant,
@@ -113,6 +120,7 @@ impl AppState {
             }
         };
         let config = workspace.shared().clone();
+        let events_dir = config.server.events_dir.clone();
         AppState {
             allowed_hosts: AllowedHosts::new(config.server.bind, &config.server.allowed_hosts),
             budget: Budget::default(),
@@ -127,6 +135,8 @@ impl AppState {
             tail_stats: Arc::new(TailStats::default()),
             stats: Stats::default(),
             tailer: Mutex::new(None),
+            events_dir,
+            consuming: std::sync::atomic::AtomicBool::new(false),
             exe,
             started: Instant::now(),
             closing,
@@ -224,7 +234,7 @@ impl AppState {
         (!alerts.is_empty()).then(|| crate::index::AlertContext {
             alerts,
             base_url: self.base_url(),
-            events_dir: self.config.server.events_dir.clone(),
+            events_dir: self.events_dir.clone(),
             now: chrono::Utc::now(),
             catching_up: !self.catch_up.is_over(),
         })
@@ -243,9 +253,9 @@ impl AppState {
             .or_default() += 1;
     }
 
-    /// The path of a run's file (the id is already validated).
+    /// The path of a run's file as the dashboard reads it (the id is already validated).
     pub fn run_file(&self, id: &RunId) -> PathBuf {
-        self.config.server.events_dir.join(id.file_name())
+        self.events_dir.join(id.file_name())
     }
 
     /// Resolves when the dashboard is shutting down.

@@ -74,7 +74,7 @@ mod watch;
 
 pub use read::{
     Batch, Checkpoint, DEFAULT_CHUNK_BYTES, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_LINE_BYTES,
-    FileRead, RESCAN_OFFSET, ReadLimits, TailError, read_file,
+    FileRead, RESCAN_OFFSET, ReadLimits, TailError, parse_line, read_file,
 };
 pub use replay::Replay;
 pub use stats::{TailStats, TailStatsSnapshot};

@@ -85,6 +85,10 @@ pub struct Batch {
     pub events: Vec<Arc<Published>>,
     /// Lines skipped as malformed or over the size cap in this read.
     pub malformed: u64,
+    /// The all-runs cursor of its first event when its source fixes cursors (with
+    /// `[cluster]`, the event's JetStream stream sequence, the same on every dashboard; the
+    /// batch's events then have consecutive ones); `None`: the next of the dashboard's own.
+    pub cursor: Option<u64>,
 }
 
 /// Bounds of one [`read_file`] call.
@@ -435,6 +439,7 @@ impl<'a> Lines<'a> {
                 checkpoint: self.out,
                 events: self.events,
                 malformed: self.malformed,
+                cursor: None,
             },
             changed,
             more,
@@ -446,8 +451,9 @@ impl<'a> Lines<'a> {
     }
 }
 
-/// One line as an event, or why it is not one.
-fn parse_line(line: &[u8]) -> Result<Event, String> {
+/// One line as an event, or why it is not one: the parser of every reader of run files, and
+/// of the events `serve` takes from JetStream (`server::cluster`).
+pub fn parse_line(line: &[u8]) -> Result<Event, String> {
     if line.iter().all(u8::is_ascii_whitespace) {
         return Err("empty line".to_string());
     }

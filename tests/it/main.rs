@@ -22,6 +22,7 @@ mod cluster;
 // The stages are POSIX shell loops.
 #[cfg(unix)]
 mod cluster_e2e;
+mod cluster_serve;
 mod example;
 mod faults;
 mod openapi;

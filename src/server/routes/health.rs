@@ -127,7 +127,8 @@ pub async fn health(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .as_ref()
-        .is_some_and(|t| !t.is_finished());
+        .is_some_and(|t| !t.is_finished())
+        || state.consuming.load(std::sync::atomic::Ordering::Relaxed);
     let folder_error = state.tail_stats.folder_error();
     let index_error = state.index_problem();
     let ok = index_error.is_none() && tailer_running && folder_error.is_none();

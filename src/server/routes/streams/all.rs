@@ -111,8 +111,7 @@ impl Follow for AllFollower {
             }
             for seg in segments {
                 let end = seg.last;
-                let reader =
-                    SegmentReader::new(&self.state.config.server.events_dir, seg, self.last);
+                let reader = SegmentReader::new(&self.state.events_dir, seg, self.last);
                 if !self.send_segment(reader, out).await {
                     return false;
                 }
@@ -156,7 +155,9 @@ impl AllFollower {
 
 /// Follows every run from after cursor `since` (or from the ring without one). A cursor this
 /// server never gave (from an index since deleted and rebuilt: cursors only grow otherwise) is
-/// treated as none.
+/// treated as none — except with `[cluster]`, where cursors are the engine's stream sequences,
+/// the same on every dashboard: a cursor another dashboard gave that this one has not reached
+/// yet waits for the events after it.
 fn start(
     state: &Arc<AppState>,
     since: Option<u64>,
@@ -165,7 +166,8 @@ fn start(
     let (out, rx) = Out::new(state);
     let state = state.clone();
     let pipeline: Option<Arc<str>> = pipeline.map(Arc::from);
-    match since.filter(|&c| c <= state.bus.last_cursor()) {
+    let shared_cursors = state.config.cluster.is_some();
+    match since.filter(|&c| shared_cursors || c <= state.bus.last_cursor()) {
         Some(last) => {
             let live = state.bus.subscribe_live();
             let follower = AllFollower {
