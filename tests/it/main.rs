@@ -19,6 +19,9 @@ mod browser;
 mod cli;
 mod cli_config;
 mod cluster;
+// The stages are POSIX shell scripts.
+#[cfg(unix)]
+mod cluster_forward;
 mod example;
 mod faults;
 mod openapi;
