@@ -51,10 +51,8 @@ pub fn command(ws: &Workspace, args: Args) -> Result<u8, CliError> {
         let t = fwd.totals;
         if !args.quiet {
             super::out::stdout().line(format_args!(
-                "forwarded {} events of {} runs to NATS ({} were there already)",
-                t.published,
-                t.runs,
-                t.duplicates + t.skipped
+                "forwarded {} events of {} runs to NATS; {} sent again were dropped as repeats",
+                t.published, t.runs, t.duplicates
             ))?;
         }
         Ok(exit::SUCCESS)

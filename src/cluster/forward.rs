@@ -168,10 +168,7 @@ struct FileState {
 /// An event sent and awaiting its ack, or the end of a read: once everything before it is
 /// acknowledged, its checkpoint is.
 enum InFlight {
-    Event {
-        seq: u64,
-        ack: PublishAckFuture,
-    },
+    Event { seq: u64, ack: PublishAckFuture },
     ReadEnd(Checkpoint),
 }
 
@@ -377,12 +374,13 @@ impl Forwarder {
             None => {
                 let mut event = p.event.clone();
                 event.host = Some(self.engine.host.clone());
-                serde_json::to_vec(&event)
-                    .unwrap_or_else(|_| p.json.as_str().as_bytes().to_vec())
+                serde_json::to_vec(&event).unwrap_or_else(|_| p.json.as_str().as_bytes().to_vec())
             }
         };
         let id = msg_id(&p.run_id, p.seq);
-        let message = PublishMessage::build().message_id(&id).payload(payload.into());
+        let message = PublishMessage::build()
+            .message_id(&id)
+            .payload(payload.into());
         match self
             .engine
             .js
@@ -595,7 +593,11 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     }
 }
 
-async fn read(run: &RunFile, from: Option<Checkpoint>, hint: u64) -> Result<FileRead, tail::TailError> {
+async fn read(
+    run: &RunFile,
+    from: Option<Checkpoint>,
+    hint: u64,
+) -> Result<FileRead, tail::TailError> {
     let (path, id) = (run.path.clone(), run.id.clone());
     blocking(move || tail::read_file(&path, &id, from.as_ref(), hint, ReadLimits::default())).await
 }
