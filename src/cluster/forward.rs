@@ -485,7 +485,7 @@ impl Forwarder {
     /// Stops at the first engine error.
     pub async fn drain(&mut self, leave_busy: bool) -> Result<(), ForwardError> {
         self.drains += 1;
-        let recheck = self.drains % RECHECK_DONE == 0;
+        let recheck = self.drains.is_multiple_of(RECHECK_DONE);
         let runs = self.list().await?;
         for run in &runs {
             if !recheck && self.files.get(&run.id).is_some_and(|s| s.done) {

@@ -263,7 +263,7 @@ fn an_engine_down_neither_fails_nor_slows_a_run_and_the_backlog_is_forwarded_lat
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    nats.restart_all();
+    nats.restart(0);
     let _server = Server::start(p.path());
     wait_until(
         Duration::from_secs(20),
