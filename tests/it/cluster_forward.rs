@@ -250,9 +250,30 @@ fn an_engine_down_neither_fails_nor_slows_a_run_and_the_backlog_is_forwarded_lat
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("cannot reach NATS"), "{err}");
 
-    // Back: `forward` sends what the runs left (the plain run's too: it is this host's).
+    // Back: the next run sends what the earlier ones left (the plain run's too: it is this
+    // host's) while its stage runs, and `forward` then finds nothing left.
     nats.restart_all();
-    forward(&p);
+    let out = p.run(&["run"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_forwarded(&p, &nats, "etl-01");
+    let said = String::from_utf8_lossy(&forward(&p).stdout).into_owned();
+    assert!(said.contains("forwarded 0 events"), "{said}");
+
+    // `forward` sends what a run left while the engine was down.
+    nats.kill_all();
+    let out = p.run(&["run"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    nats.restart_all();
+    let said = String::from_utf8_lossy(&forward(&p).stdout).into_owned();
+    assert!(said.contains("of 1 runs"), "{said}");
     assert_forwarded(&p, &nats, "etl-01");
 
     // And `serve` drains what a run leaves while the engine is down.
