@@ -8,6 +8,7 @@
 //! |---|---|
 //! | [`init`] | `init`: the example configuration and pipeline (`--workspace`: three pipelines) |
 //! | [`run`](mod@run) | `run`: one run of the pipeline, now |
+//! | [`forward`] | `forward`: the events runs left unpublished sent to `[cluster]` |
 //! | [`pipelines`] | `pipelines`: the pipelines of the workspace and how each is doing |
 //! | [`serve`] | `serve`: the dashboard (and `serve --example`) |
 //! | [`scheduler`] | `scheduler install\|uninstall\|enable\|disable\|status` |
@@ -26,6 +27,7 @@ pub mod alerts;
 pub mod dashboard;
 pub mod doctor;
 mod error;
+pub mod forward;
 pub mod init;
 pub mod openapi;
 pub mod out;
@@ -78,6 +80,9 @@ enum Command {
     Init(init::Args),
     /// Run the pipeline once, now (in a workspace of several: the one named).
     Run(run::Args),
+    /// Send the events this host's runs left unpublished to NATS JetStream ([cluster]), oldest
+    /// run first, then exit (with --follow: keep sending what runs write).
+    Forward(forward::Args),
     /// The pipelines of the workspace: schedule, whether it is on, last run, next run.
     Pipelines(pipelines::Args),
     /// The history of runs, newest first (list), or one run with its stages (show RUN_ID).
@@ -130,6 +135,7 @@ fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Scheduler(args) => scheduler::command(&workspace()?, args),
         Command::Reindex => reindex::command(&config()?),
         Command::Run(args) => run::command(&workspace()?, args),
+        Command::Forward(args) => forward::command(&workspace()?, args),
         Command::Runs(args) => runs::command(&config()?, args),
         Command::Tail(args) => tail::command(&workspace()?, args),
         Command::Pipelines(args) => pipelines::command(&workspace()?, args),

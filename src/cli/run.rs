@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use super::{CliError, parse_run_id};
+use crate::cluster::forward;
 use crate::config::{Workspace, params};
 use crate::event::RunId;
 use crate::exit;
@@ -72,18 +73,27 @@ pub fn command(ws: &Workspace, args: Args) -> Result<u8, CliError> {
     };
     let reporter: Arc<dyn Reporter> = Arc::from(progress::for_terminal(args.quiet));
     let rt = tokio::runtime::Runtime::new()?;
-    let outcome = rt.block_on(runner::run(
-        config,
-        RunOptions {
-            source: args.source,
-            announce: !args.no_notify,
-            run_id: args.run_id,
-            params,
-            plan,
-            retry_of,
-        },
-        reporter,
-    ))?;
+    let options = RunOptions {
+        source: args.source,
+        announce: !args.no_notify,
+        run_id: args.run_id,
+        params,
+        plan,
+        retry_of,
+    };
+    let outcome = rt.block_on(async {
+        // With [cluster], the run's events (and what older runs left) go to the engine as
+        // they are written, in the background: the run never waits for it.
+        let forwarding = config
+            .cluster
+            .clone()
+            .map(|c| forward::InRun::start(c, forward::Folders::of(ws), forward::limits_of(ws)));
+        let outcome = runner::run(config, options, reporter).await;
+        if let Some(f) = forwarding {
+            f.finish().await;
+        }
+        outcome
+    })?;
     Ok(match outcome.status {
         RunStatus::Success | RunStatus::Skipped => exit::SUCCESS,
         RunStatus::Failure | RunStatus::Cancelled => exit::FAILURE,

@@ -10,6 +10,8 @@
 //! - this module: [`Engine`], a connection with the stream and the buckets created or checked
 //!   ([`Engine::connect`], [`Engine::ensure`]); the names of subjects, message ids and claim
 //!   keys ([`subject`], [`msg_id`], [`claim_key`]), each token made safe for a subject.
+//! - [`forward`]: runner → JetStream, the run file as the outbox; [`sidecar`]: what the engine
+//!   acknowledged of each run file.
 //!
 //! # Names
 //!
@@ -18,6 +20,9 @@
 //! | the events stream | [`STREAM`], subjects `pipewatch.events.<pipeline>.<run_id>` |
 //! | occurrences claimed | key-value bucket [`CLAIMS`], key `<pipeline>.<occurrence>` |
 //! | pipelines' overlap locks | key-value bucket [`LOCKS`], key `<pipeline>` |
+
+pub mod forward;
+pub mod sidecar;
 
 use std::time::Duration;
 

@@ -27,7 +27,7 @@ pub mod missed;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use crate::event::{Data, Level, Record, RunId, Stream, kind, now_timestamp};
 
@@ -37,6 +37,18 @@ use crate::event::{Data, Level, Record, RunId, Stream, kind, now_timestamp};
 /// (A review turned 2 MB of empty lines into a 415 MB run file: each line is an event of
 /// ~200 bytes.)
 pub const MAX_OUTPUT_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Told of every append this process makes to a run file, with the file's path, right after
+/// the write: the `[cluster]` forwarder wakes on it (`cluster::forward`), so events reach the
+/// engine within milliseconds. It is called under the journal's lock and must be quick.
+type AppendHook = Box<dyn Fn(&Path) + Send + Sync>;
+
+static ON_APPEND: OnceLock<AppendHook> = OnceLock::new();
+
+/// Sets the process's append hook; `false` if one is set already (there is one per process).
+pub fn on_append(hook: AppendHook) -> bool {
+    ON_APPEND.set(hook).is_ok()
+}
 
 /// A journal that could not be created or written.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -289,6 +301,9 @@ impl Inner {
             Ok(()) => {
                 self.next_seq += count;
                 self.len += self.buf.len() as u64;
+                if let Some(hook) = ON_APPEND.get() {
+                    hook(path);
+                }
                 Ok(())
             }
             Err(e) => {

@@ -48,6 +48,7 @@ mod cluster;
 pub mod error;
 pub mod extract;
 mod feed;
+mod forward;
 mod ingest;
 pub mod launch;
 mod overdue;
@@ -257,6 +258,12 @@ pub async fn serve(
     let pruner = tokio::spawn(prune_hourly(state.clone()));
     let alerter = tokio::spawn(alerting::run(state.clone()));
     let overdue = tokio::spawn(overdue::run(state.clone()));
+    // With [cluster]: what this host's runs left unpublished goes to the engine.
+    let forwarder = state
+        .config
+        .cluster
+        .is_some()
+        .then(|| tokio::spawn(forward::run(state.clone())));
 
     tracing::info!("dashboard listening on http://{addr}");
     let app = router(state.clone());
@@ -286,6 +293,9 @@ pub async fn serve(
     }
     watchdog.abort();
     pruner.abort();
+    if let Some(f) = forwarder {
+        f.abort();
+    }
     // The manager ends its destinations' tasks once it sees the shutdown.
     let _ = tokio::time::timeout(Duration::from_secs(1), alerter).await;
     // It ends once it sees the shutdown; recording is one short transaction.

@@ -23,6 +23,9 @@ mod cluster;
 #[cfg(unix)]
 mod cluster_e2e;
 mod cluster_serve;
+// The stages are POSIX shell scripts.
+#[cfg(unix)]
+mod cluster_forward;
 mod example;
 mod faults;
 mod openapi;
