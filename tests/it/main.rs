@@ -19,6 +19,7 @@ mod browser;
 mod cli;
 mod cli_config;
 mod cluster;
+mod cluster_host;
 mod example;
 mod faults;
 mod openapi;
