@@ -9,13 +9,13 @@
 //!   [`Index::open_or_reset`] moves the file aside (`<name>.broken`) so the caller rebuilds.
 //! - But for an index of the version before ([`MIGRATES_FROM`]): [`Index::open_or_reset`]
 //!   migrates it in one transaction (the new columns added, nothing else changed) and says so
-//!   ([`Opened::Migrated`]); the caller then rebuilds the runs from the files ([`rebuild`]
-//!   replaces the runs and stages only), so a migrated index holds what a new one would, and
-//!   keeps the alerts' outbox, their memory and the feed's cursors, which no file holds.
-//!   [`Index::open`] (`pipewatch runs`, `alerts`, retention) never migrates: it has no files
-//!   to rebuild from, and a migrated index is never left for `serve` to take as rebuilt.
-//!
-//! [`rebuild`]: crate::index::rebuild
+//!   ([`Opened::Migrated`]); the caller then rebuilds the runs from the files
+//!   ([`rebuild`](crate::index::rebuild) replaces the runs and stages only), so a migrated
+//!   index holds what a new one would, and keeps the alerts' outbox, their memory and the
+//!   feed's cursors, which no file holds. Until that rebuild commits, the index carries a
+//!   [`REBUILD_PENDING`] table: stopped in between, the next [`Index::open_or_reset`] says
+//!   [`Opened::Migrated`] again. [`Index::open`] (`pipewatch runs`, `alerts`, retention)
+//!   never migrates: it has no files to rebuild from.
 //! - The database is a regular file in `state_dir`, opened without following a link
 //!   (`SQLITE_OPEN_NOFOLLOW`): a link or a FIFO planted under its name is never written through
 //!   or waited on, but moved aside like any unusable index.
@@ -31,12 +31,16 @@ use rusqlite::{Connection, OpenFlags};
 use super::{Index, IndexError, db};
 
 /// Bumped whenever the schema changes; an index with another version is rebuilt, but for one
-/// [`migrate`] knows how to bring forward.
+/// [`migrate_schema`] knows how to bring forward.
 const SCHEMA_VERSION: i32 = 6;
 
-/// The versions [`migrate`] brings forward to [`SCHEMA_VERSION`], keeping what cannot be read
-/// again from the files (the alerts' outbox and memory, the feed's cursors).
+/// The version [`migrate_schema`] brings forward to [`SCHEMA_VERSION`], keeping what cannot
+/// be read again from the files (the alerts' outbox and memory, the feed's cursors).
 const MIGRATES_FROM: i32 = 5;
+
+/// The table a migration leaves until the runs are rebuilt (`rebuild.rs` drops it in the
+/// rebuild's transaction): the version migrated from.
+pub(super) const REBUILD_PENDING: &str = "rebuild_pending";
 
 const SCHEMA: &str = "
 CREATE TABLE runs (
@@ -284,7 +288,10 @@ impl Index {
                 what: format!("the tables are not the expected ones: {source}"),
             })?;
             check_integrity(&conn, &path)?;
-            Init::Existing
+            match rebuild_pending(&conn, &path)? {
+                Some(from) if migrate => Init::Migrated { from },
+                _ => Init::Existing,
+            }
         };
         Ok((Index { conn, path }, found))
     }
@@ -326,6 +333,8 @@ fn migrate_schema(conn: &Connection, path: &Path, from: i32) -> Result<(), Index
         "BEGIN;
          ALTER TABLE runs ADD COLUMN host TEXT;
          CREATE INDEX runs_by_host ON runs (host, sort_key, run_id);
+         CREATE TABLE {REBUILD_PENDING} (from_version INTEGER NOT NULL);
+         INSERT INTO {REBUILD_PENDING} VALUES ({from});
          PRAGMA user_version = {SCHEMA_VERSION};
          COMMIT;"
     );
@@ -337,6 +346,28 @@ fn migrate_schema(conn: &Connection, path: &Path, from: i32) -> Result<(), Index
             what: format!("cannot migrate it from schema version {from}: {source}"),
         }
     })
+}
+
+/// The version a migration came from, while its rebuild has not committed yet.
+fn rebuild_pending(conn: &Connection, path: &Path) -> Result<Option<i32>, IndexError> {
+    let what = "look for a rebuild pending";
+    let exists: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?",
+            [REBUILD_PENDING],
+            |r| r.get(0),
+        )
+        .map_err(db(path, what))?;
+    if exists == 0 {
+        return Ok(None);
+    }
+    conn.query_row(
+        &format!("SELECT MIN(from_version) FROM {REBUILD_PENDING}"),
+        [],
+        |r| r.get::<_, Option<i32>>(0),
+    )
+    .map(|v| Some(v.unwrap_or(MIGRATES_FROM)))
+    .map_err(db(path, what))
 }
 
 /// `PRAGMA quick_check`: every page of the file read and its structure checked (in time
@@ -518,7 +549,7 @@ mod tests {
             Err(IndexError::Version { found: 5, .. }) => {}
             other => panic!("{:?}", other.map(|_| ())),
         }
-        let (mut ix, opened) = Index::open_or_reset(&path).unwrap();
+        let (ix, opened) = Index::open_or_reset(&path).unwrap();
         assert_eq!(opened, Opened::Migrated { from: 5 });
         assert!(!dir.path().join("index.db.broken").exists());
         // The run already there is kept, without its host until the rebuild reads it.
@@ -530,6 +561,10 @@ mod tests {
                 .host,
             None
         );
+        // Stopped before the rebuild: the next opening asks for it again.
+        drop(ix);
+        let (mut ix, opened) = Index::open_or_reset(&path).unwrap();
+        assert_eq!(opened, Opened::Migrated { from: 5 });
         crate::index::rebuild(&mut ix, &events).unwrap();
         let count = |table: &str| -> i64 {
             ix.conn

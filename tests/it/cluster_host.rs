@@ -313,13 +313,15 @@ fn serve_migrates_an_index_without_hosts() {
     );
     drop(s);
     let conn = rusqlite::Connection::open(&db).expect("open the index");
-    let (version, memory): (i64, i64) = conn
+    // Version 6, the alerts' memory kept, and no rebuild left pending.
+    let (version, memory, pending): (i64, i64, i64) = conn
         .query_row(
             "SELECT (SELECT user_version FROM pragma_user_version), \
-                    (SELECT count(*) FROM alert_memory)",
+                    (SELECT count(*) FROM alert_memory), \
+                    (SELECT count(*) FROM sqlite_schema WHERE name = 'rebuild_pending')",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .expect("read the index");
-    assert_eq!((version, memory), (6, 1));
+    assert_eq!((version, memory, pending), (6, 1, 0));
 }
