@@ -10,7 +10,7 @@
 //! - But for an index of the version before ([`MIGRATES_FROM`]): [`Index::open_or_reset`]
 //!   migrates it in one transaction (the new columns added, nothing else changed) and says so
 //!   ([`Opened::Migrated`]); the caller then rebuilds the runs from the files
-//!   ([`rebuild`](crate::index::rebuild) replaces the runs and stages only), so a migrated
+//!   ([`rebuild`](crate::index::rebuild()) replaces the runs and stages only), so a migrated
 //!   index holds what a new one would, and keeps the alerts' outbox, their memory and the
 //!   feed's cursors, which no file holds. Until that rebuild commits, the index carries a
 //!   [`REBUILD_PENDING`] table: stopped in between, the next [`Index::open_or_reset`] says
