@@ -223,7 +223,7 @@ const METRICS: &[Metric] = &[
     responses(
         (status = 200, description = "The dashboard's figures in Prometheus's text format \
             (0.0.4): events ingested, malformed lines, files watched, subscribers, runs by \
-            status, …", body = String, content_type = METRICS_CONTENT_TYPE),
+            pipeline, host and status, …", body = String, content_type = METRICS_CONTENT_TYPE),
     ),
 )]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
