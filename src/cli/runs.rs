@@ -53,6 +53,9 @@ struct ListArgs {
     /// Only runs of this pipeline (also one no longer in the configuration).
     #[arg(long, value_name = "NAME")]
     pipeline: Option<String>,
+    /// Only runs that ran on this host (with `[cluster]`, the host that forwarded them).
+    #[arg(long, value_name = "HOST")]
+    host: Option<String>,
     /// At most this many runs.
     #[arg(long, default_value_t = 20)]
     limit: usize,
@@ -85,8 +88,12 @@ pub fn command(config: &Config, args: Args) -> Result<u8, CliError> {
                 Some(Action::List(a)) => a,
                 _ => args.list,
             };
-            let runs =
-                history.list(list.limit, list.status.as_deref(), list.pipeline.as_deref())?;
+            let runs = history.list_on(
+                list.limit,
+                list.status.as_deref(),
+                list.pipeline.as_deref(),
+                list.host.as_deref(),
+            )?;
             if args.json {
                 super::out::stdout().json(&runs)?;
             } else {
@@ -225,13 +232,18 @@ fn shown_duration(
     }
 }
 
-/// The `runs` table: run id, status (coloured), source, start (local time), duration.
+/// The `runs` table: run id, status (coloured), source, start (local time), duration; and
+/// the host each ran on when the runs listed come from more than one (a single machine's
+/// table stays as it was).
 pub fn render_list(runs: &[RunSummary], paint: Paint, now: DateTime<Utc>) -> String {
     use term::pad;
     if runs.is_empty() {
         return "no runs yet: `pipewatch run` runs the pipeline once\n".to_string();
     }
-    let rows: Vec<[String; 5]> = runs
+    let hosts: std::collections::HashSet<Option<&str>> =
+        runs.iter().map(|r| r.host.as_deref()).collect();
+    let with_host = hosts.len() > 1;
+    let rows: Vec<Vec<String>> = runs
         .iter()
         .map(|r| {
             // Why it did not succeed: the stages that failed, else the reason's code.
@@ -245,27 +257,34 @@ pub fn render_list(runs: &[RunSummary], paint: Paint, now: DateTime<Utc>) -> Str
                 (Some(s), _) => s.clone(),
                 (None, _) => "-".to_string(),
             };
-            [
-                r.run_id.to_string(),
-                r.status.clone(),
+            let mut row = vec![r.run_id.to_string(), r.status.clone()];
+            if with_host {
+                row.push(r.host.clone().unwrap_or_else(|| "-".to_string()));
+            }
+            row.extend([
                 source,
                 r.started_at
                     .as_deref()
                     .map(term::local_datetime)
                     .unwrap_or_else(|| "-".to_string()),
                 shown_duration(r.duration_ms, r.started_at.as_deref(), &r.status, now),
-            ]
+            ]);
+            row
         })
         .collect();
-    let head = ["RUN", "STATUS", "TRIGGER", "STARTED", "DURATION"];
-    let mut width = head.map(str::len);
+    let mut head = vec!["RUN", "STATUS"];
+    if with_host {
+        head.push("HOST");
+    }
+    head.extend(["TRIGGER", "STARTED", "DURATION"]);
+    let mut width: Vec<usize> = head.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (w, cell) in width.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    let line = |cells: [String; 5], shown: [String; 5]| {
+    let line = |cells: Vec<String>, shown: Vec<String>| {
         let mut l = String::new();
         for (i, (cell, vis)) in shown.iter().zip(&cells).enumerate() {
             if i + 1 == cells.len() {
@@ -278,11 +297,9 @@ pub fn render_list(runs: &[RunSummary], paint: Paint, now: DateTime<Utc>) -> Str
         l.push('\n');
         l
     };
-    let head_cells = head.map(str::to_string);
-    out.push_str(&line(
-        head_cells.clone(),
-        head_cells.map(|h| paint.bold(&h)),
-    ));
+    let head_cells: Vec<String> = head.iter().map(|h| h.to_string()).collect();
+    let bold = head_cells.iter().map(|h| paint.bold(h)).collect();
+    out.push_str(&line(head_cells, bold));
     for row in rows {
         let mut shown = row.clone();
         shown[1] = paint.status(&row[1]);
@@ -312,6 +329,7 @@ pub fn render_detail(
     };
     out.push_str(&format!("status    {}{why}\n", paint.status(&r.status)));
     out.push_str(&format!("trigger   {}\n", or_dash(r.source.clone())));
+    out.push_str(&format!("host      {}\n", or_dash(r.host.clone())));
     out.push_str(&format!(
         "started   {}\n",
         or_dash(r.started_at.as_deref().map(term::local_datetime))

@@ -13,6 +13,10 @@
 //!   dropped ([`RunFold::restarted`]).
 //! - A final run event sets the status; a `start` never undoes one (nor `abandoned`, which
 //!   only a final event replaces). Log lines only bump counters.
+//! - A run's host is the top-level `host` of its events (what `[cluster]` forwarding sets on
+//!   each), else the `data.host` of its run-level `start` (where `pipewatch run` names its
+//!   machine), else none: a top-level one replaces one taken from `data.host`, never the
+//!   reverse, whatever the order, so folding a file in any batches gives the same.
 //! - A run starts at its first event; a run whose only event is `missed` starts at its
 //!   `scheduled_for`. `sort_key` is that start normalized to UTC ([`sort_key`]).
 //! - A stage's duration runs from its first attempt's `start` to its final event, retries
@@ -46,6 +50,8 @@ pub(super) struct RunRow {
     pub(super) first_error_seq: Option<i64>,
     /// `data.retry_of` of the run's start: the run it retries.
     pub(super) retry_of: Option<String>,
+    /// The host the run ran on (see the module doc).
+    pub(super) host: Option<String>,
     pub(super) events: i64,
     pub(super) last_seq: Option<i64>,
     pub(super) sort_key: String,
@@ -72,6 +78,7 @@ impl RunRow {
             failed_stages: None,
             first_error_seq: None,
             retry_of: None,
+            host: None,
             events: 0,
             last_seq: None,
             sort_key: String::new(),
@@ -186,6 +193,11 @@ impl RunFold {
         if row.source.is_none() {
             row.source.clone_from(&e.source);
         }
+        if let Some(host) = e.host.as_deref().filter(|h| !h.is_empty())
+            && row.host.as_deref() != Some(host)
+        {
+            row.host = Some(host.to_string());
+        }
         // An error: level `error`, or a `failure` of a writer that gives no level (as the
         // page's log marks it).
         let error = e
@@ -237,6 +249,14 @@ impl RunRow {
                 self.sort_key = sort_key(&e.timestamp);
                 self.started_at = Some(e.timestamp.clone());
                 self.retry_of = e.data_str("retry_of").map(str::to_string);
+                // The runner's own word, for a file not forwarded: a forwarded event's
+                // top-level host (already folded) wins.
+                if e.host.is_none() && self.host.is_none() {
+                    self.host = e
+                        .data_str("host")
+                        .filter(|h| !h.is_empty())
+                        .map(str::to_string);
+                }
             }
             kind::SUCCESS | kind::FAILURE | kind::CANCELLED | kind::SKIPPED => {
                 self.status = Some(e.event.clone());
@@ -478,6 +498,85 @@ mod tests {
         assert_eq!(row.sort_key, "2026-11-29T08:30:00.000Z");
         assert_eq!(row.finished_at.as_deref(), Some("2026-11-29T10:00:00.000Z"));
         assert_eq!(row.reason.as_deref(), Some("not_started"));
+    }
+
+    /// `runner_run` with `data.host` on its start, and `host` at the top of every event from
+    /// `forwarded_from` on (none for none).
+    fn hosted_run(data_host: Option<&str>, top: Option<&str>, forwarded_from: usize) -> Vec<Event> {
+        let mut events = runner_run();
+        if let Some(h) = data_host {
+            events[0]
+                .data
+                .get_or_insert_with(Default::default)
+                .insert("host".into(), json!(h));
+        }
+        for e in events.iter_mut().skip(forwarded_from) {
+            e.host = top.map(str::to_string);
+        }
+        events
+    }
+
+    #[test]
+    fn a_runs_host_is_its_events_host_else_its_starts_data_host() {
+        let host_of = |events: Vec<Event>| {
+            let mut run = RunFold::new(id("r1"));
+            fold(&mut run, 0, events);
+            run.row.host
+        };
+        // On a single machine: the runner's own word.
+        assert_eq!(
+            host_of(hosted_run(Some("box"), None, 0)).as_deref(),
+            Some("box")
+        );
+        // Forwarded through [cluster]: the top-level host, over the runner's.
+        assert_eq!(
+            host_of(hosted_run(Some("box"), Some("etl-01"), 0)).as_deref(),
+            Some("etl-01")
+        );
+        assert_eq!(
+            host_of(hosted_run(None, Some("etl-02"), 0)).as_deref(),
+            Some("etl-02")
+        );
+        // A top-level host appearing after the start still wins.
+        assert_eq!(
+            host_of(hosted_run(Some("box"), Some("etl-03"), 5)).as_deref(),
+            Some("etl-03")
+        );
+        // Neither, or empty names: none.
+        assert_eq!(host_of(hosted_run(None, None, 0)), None);
+        assert_eq!(host_of(hosted_run(Some(""), Some(""), 0)), None);
+        // A stage's data.host is not the run's.
+        let mut events = runner_run();
+        events[1].data = Some(json!({"host": "elsewhere"}).as_object().unwrap().clone());
+        assert_eq!(host_of(events), None);
+    }
+
+    #[test]
+    fn a_runs_host_is_the_same_whatever_the_batches() {
+        for (data_host, top, from) in [
+            (Some("box"), None, 0),
+            (Some("box"), Some("etl-01"), 0),
+            (Some("box"), Some("etl-01"), 7),
+            (None, Some("etl-02"), 3),
+        ] {
+            let events = hosted_run(data_host, top, from);
+            let mut whole = RunFold::new(id("r1"));
+            fold(&mut whole, 0, events.clone());
+            for split in 1..events.len() {
+                let mut run = RunFold::new(id("r1"));
+                let mut head = events.clone();
+                let tail = head.split_off(split);
+                fold(&mut run, 0, head);
+                // The write path stores the row and loads it again between batches.
+                let mut run = RunFold::stored(run.row.clone());
+                run.stages = Some(Stages::default());
+                fold(&mut run, split as u64, tail);
+                assert_eq!(
+                    run.row.host, whole.row.host,
+                    "{data_host:?} {top:?} {from} {split}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -182,6 +182,17 @@ impl History {
         status: Option<&str>,
         pipeline: Option<&str>,
     ) -> Result<Vec<RunSummary>, HistoryError> {
+        self.list_on(limit, status, pipeline, None)
+    }
+
+    /// [`History::list`], and only the runs that ran on `host` if given.
+    pub fn list_on(
+        &self,
+        limit: usize,
+        status: Option<&str>,
+        pipeline: Option<&str>,
+        host: Option<&str>,
+    ) -> Result<Vec<RunSummary>, HistoryError> {
         if let Some(s) = status
             && !crate::index::RUN_STATUSES.contains(&s)
         {
@@ -198,6 +209,7 @@ impl History {
             let filter = RunFilter {
                 status: s.map(str::to_string),
                 pipeline: pipeline.map(str::to_string),
+                host: host.map(str::to_string),
             };
             if let Some(disk) = &self.disk {
                 runs.extend(

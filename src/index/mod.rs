@@ -17,7 +17,8 @@
 //! - Anything the index holds can be thrown away and rebuilt from the files ([`rebuild()`]),
 //!   read as the tailer reads them (same reader, same line cap):
 //!   an index from another schema version, or one that is not a database, is moved aside by
-//!   [`Index::open_or_reset`] and the caller rebuilds.
+//!   [`Index::open_or_reset`] and the caller rebuilds; one of the version before is migrated
+//!   instead, keeping the alerts' outbox and the feed, and the caller rebuilds its runs.
 //! - Log lines only bump counters: per batch, the work is O(events) in Rust plus one row
 //!   write per run and per stage that changed.
 //!

@@ -84,6 +84,7 @@ impl Index {
         let of = |status: Option<&str>| RunFilter {
             status: status.map(str::to_string),
             pipeline: Some(pipeline.to_string()),
+            host: None,
         };
         let last_run = self
             .list_runs(LAST_LOOKBACK, None, &of(None))?

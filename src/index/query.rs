@@ -25,24 +25,27 @@ pub struct RunFilter {
     pub status: Option<String>,
     /// Only runs of this pipeline.
     pub pipeline: Option<String>,
+    /// Only runs that ran on this host.
+    pub host: Option<String>,
 }
 
 impl RunFilter {
     pub fn status(status: Option<&str>) -> RunFilter {
         RunFilter {
             status: status.map(str::to_string),
-            pipeline: None,
+            ..RunFilter::default()
         }
     }
 }
 
-/// What `/metrics` says of each pipeline ([`Index::pipeline_figures`]).
+/// What `/metrics` says of each pipeline on each host ([`Index::pipeline_figures`]); `""`
+/// stands for a run that names no pipeline, or no host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PipelineFigures {
-    /// `(pipeline, status, runs)`.
-    pub counts: Vec<(String, String, u64)>,
-    /// `(pipeline, finished_at)` of its newest successful run.
-    pub last_success: Vec<(String, String)>,
+    /// `(pipeline, host, status, runs)`.
+    pub counts: Vec<(String, String, String, u64)>,
+    /// `(pipeline, host, finished_at)` of its newest successful run on that host.
+    pub last_success: Vec<(String, String, String)>,
 }
 
 /// One run as `/api/runs` lists it (`docs/api.md`).
@@ -61,6 +64,10 @@ pub struct RunSummary {
     /// Who started it: `scheduler`, `manual`, `cli`, ….
     #[schema(required = true)]
     pub source: Option<String>,
+    /// The host it ran on: its events' `host` (set by `[cluster]` forwarding), else the
+    /// `data.host` of its `start` (the machine's name, as `pipewatch run` writes it).
+    #[schema(required = true)]
+    pub host: Option<String>,
     /// The time of its first event, as written.
     #[schema(required = true)]
     pub started_at: Option<String>,
@@ -195,34 +202,36 @@ impl Index {
         Ok(out)
     }
 
-    /// The runs of each pipeline by status (`""` for runs that name none), and when each
-    /// pipeline's newest successful run finished (RFC 3339, as written): `/metrics`.
+    /// The runs of each pipeline on each host by status (`""` for runs that name no pipeline
+    /// or no host), and when each pipeline's newest successful run on each host finished
+    /// (RFC 3339, as written): `/metrics`. Only the pairs that have runs are listed.
     pub fn pipeline_figures(&self) -> Result<PipelineFigures, IndexError> {
         let p = self.path.as_path();
         let counts = self
             .conn
             .prepare_cached(
-                "SELECT COALESCE(pipeline, ''), status, COUNT(*) FROM runs \
-                 WHERE status IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2",
+                "SELECT COALESCE(pipeline, ''), COALESCE(host, ''), status, COUNT(*) FROM runs \
+                 WHERE status IS NOT NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
             )
             .and_then(|mut s| {
                 s.query_map([], |r| {
-                    Ok((r.get(0)?, r.get(1)?, to_u64(r.get::<_, i64>(2)?)))
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, to_u64(r.get::<_, i64>(3)?)))
                 })?
                 .collect::<Result<Vec<_>, _>>()
             })
-            .map_err(db(p, "count runs by pipeline and status"))?;
+            .map_err(db(p, "count runs by pipeline, host and status"))?;
         let last_success = self
             .conn
             .prepare_cached(
-                "SELECT COALESCE(pipeline, ''), MAX(finished_at) FROM runs \
-                 WHERE status = 'success' AND finished_at IS NOT NULL GROUP BY 1 ORDER BY 1",
+                "SELECT COALESCE(pipeline, ''), COALESCE(host, ''), MAX(finished_at) FROM runs \
+                 WHERE status = 'success' AND finished_at IS NOT NULL \
+                 GROUP BY 1, 2 ORDER BY 1, 2",
             )
             .and_then(|mut s| {
-                s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                     .collect::<Result<Vec<_>, _>>()
             })
-            .map_err(db(p, "find each pipeline's last success"))?;
+            .map_err(db(p, "find each pipeline's last success on each host"))?;
         Ok(PipelineFigures {
             counts,
             last_success,
@@ -287,7 +296,7 @@ impl Index {
 
     /// Runs newest first: by start time, then run id, both descending. `before` pages back:
     /// only runs strictly older than that run (none if it is not in the index); `filter`
-    /// keeps only runs with its status and of its pipeline.
+    /// keeps only runs with its status, of its pipeline and on its host.
     pub fn list_runs(
         &self,
         limit: usize,
@@ -311,10 +320,11 @@ impl Index {
             }
         };
         // One statement per combination of conditions, each a range scan of an index that
-        // ends in (sort_key, run_id): runs_by_start, runs_by_status or runs_by_pipeline.
+        // ends in (sort_key, run_id): runs_by_start, runs_by_status, runs_by_pipeline or
+        // runs_by_host.
         let mut sql = String::from(
             "SELECT run_id, pipeline, status, source, started_at, finished_at, duration_ms, \
-             reason, scheduled_for, failed_stages, events, first_error_seq FROM runs \
+             reason, scheduled_for, failed_stages, events, first_error_seq, host FROM runs \
              WHERE status IS NOT NULL",
         );
         let mut args: Vec<&dyn rusqlite::ToSql> = Vec::new();
@@ -325,6 +335,10 @@ impl Index {
         if let Some(name) = &filter.pipeline {
             sql.push_str(" AND pipeline = ?");
             args.push(name);
+        }
+        if let Some(host) = &filter.host {
+            sql.push_str(" AND host = ?");
+            args.push(host);
         }
         if let Some((key, id)) = &cursor {
             sql.push_str(" AND (sort_key, run_id) < (?, ?)");
@@ -352,7 +366,7 @@ impl Index {
             .conn
             .prepare_cached(
                 "SELECT run_id, pipeline, status, source, started_at, finished_at, duration_ms,
-                        reason, scheduled_for, failed_stages, events, first_error_seq
+                        reason, scheduled_for, failed_stages, events, first_error_seq, host
                  FROM runs WHERE run_id = ? AND status IS NOT NULL",
             )
             .and_then(|mut s| s.query_row([id.as_str()], summary_row).optional())
@@ -454,6 +468,7 @@ struct SummaryRow {
     failed_stages: Option<String>,
     events: i64,
     first_error_seq: Option<i64>,
+    host: Option<String>,
 }
 
 fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SummaryRow> {
@@ -470,6 +485,7 @@ fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SummaryRow> {
         failed_stages: r.get(9)?,
         events: r.get(10)?,
         first_error_seq: r.get(11)?,
+        host: r.get(12)?,
     })
 }
 
@@ -480,6 +496,7 @@ impl SummaryRow {
             pipeline: self.pipeline,
             status: self.status,
             source: self.source,
+            host: self.host,
             started_at: self.started_at,
             finished_at: self.finished_at,
             duration_ms: self.duration_ms.and_then(|d| u64::try_from(d).ok()),
@@ -600,6 +617,7 @@ mod tests {
             "SELECT run_id FROM runs WHERE status IS NOT NULL ORDER BY sort_key DESC, run_id DESC LIMIT 50",
             "SELECT run_id FROM runs WHERE status IS NOT NULL AND (sort_key, run_id) < ('k', 'r') ORDER BY sort_key DESC, run_id DESC LIMIT 50",
             "SELECT run_id FROM runs WHERE status = 'failure' AND (sort_key, run_id) < ('k', 'r') ORDER BY sort_key DESC, run_id DESC LIMIT 50",
+            "SELECT run_id FROM runs WHERE status IS NOT NULL AND host = 'etl-01' AND (sort_key, run_id) < ('k', 'r') ORDER BY sort_key DESC, run_id DESC LIMIT 50",
         ];
         for q in queries {
             let plan: Vec<String> = ix

@@ -54,8 +54,12 @@ pub fn rebuild(index: &mut Index, events_dir: &Path) -> Result<RebuildStats, Ind
     let path = &index.path;
     let what = "rebuild";
     let tx = index.conn.transaction().map_err(db(path, what))?;
-    tx.execute_batch("DELETE FROM stages; DELETE FROM runs;")
-        .map_err(db(path, what))?;
+    // A migration's pending rebuild (`schema.rs`) is this one.
+    tx.execute_batch(&format!(
+        "DELETE FROM stages; DELETE FROM runs; DROP TABLE IF EXISTS {};",
+        super::schema::REBUILD_PENDING
+    ))
+    .map_err(db(path, what))?;
     let mut stats = RebuildStats::default();
     for file in run_files {
         match ingest_file(&tx, path, &file.id, &file.path, None, &mut stats) {

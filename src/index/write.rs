@@ -250,7 +250,7 @@ fn load_run(tx: &Transaction, path: &Path, id: &RunId) -> Result<RunFold, IndexE
             "SELECT pipeline, status, source, started_at, finished_at, duration_ms,
                     scheduled_for, reason, events, last_seq, sort_key,
                     dev, ino, offset, lines, finished, failed_stages, first_error_seq,
-                    retry_of
+                    retry_of, host
              FROM runs WHERE run_id = ?",
         )
         .and_then(|mut s| {
@@ -276,6 +276,7 @@ fn load_run(tx: &Transaction, path: &Path, id: &RunId) -> Result<RunFold, IndexE
                     failed_stages: r.get(16)?,
                     first_error_seq: r.get(17)?,
                     retry_of: r.get(18)?,
+                    host: r.get(19)?,
                 })
             })
             .optional()
@@ -330,9 +331,9 @@ fn write_run(tx: &Transaction, path: &Path, run: &RunFold) -> Result<(), IndexEr
     tx.prepare_cached(
         "INSERT INTO runs (run_id, pipeline, status, source, started_at, finished_at,
              duration_ms, scheduled_for, reason, events, last_seq, sort_key,
-             dev, ino, offset, lines, finished, failed_stages, first_error_seq, retry_of)
+             dev, ino, offset, lines, finished, failed_stages, first_error_seq, retry_of, host)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                 ?18, ?19, ?20)
+                 ?18, ?19, ?20, ?21)
          ON CONFLICT (run_id) DO UPDATE SET
              pipeline = excluded.pipeline, status = excluded.status,
              source = excluded.source, started_at = excluded.started_at,
@@ -342,7 +343,8 @@ fn write_run(tx: &Transaction, path: &Path, run: &RunFold) -> Result<(), IndexEr
              sort_key = excluded.sort_key, dev = excluded.dev, ino = excluded.ino,
              offset = excluded.offset, lines = excluded.lines, finished = excluded.finished,
              failed_stages = excluded.failed_stages,
-             first_error_seq = excluded.first_error_seq, retry_of = excluded.retry_of",
+             first_error_seq = excluded.first_error_seq, retry_of = excluded.retry_of,
+             host = excluded.host",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -366,6 +368,7 @@ fn write_run(tx: &Transaction, path: &Path, run: &RunFold) -> Result<(), IndexEr
             r.failed_stages,
             r.first_error_seq,
             r.retry_of,
+            r.host,
         ])
     })
     .map_err(db(path, "write a run's summary"))?;

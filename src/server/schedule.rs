@@ -271,6 +271,7 @@ async fn latest_run(state: &Arc<AppState>, config: &Config) -> Option<RunSummary
     let filter = RunFilter {
         status: None,
         pipeline: runs_of(config),
+        host: None,
     };
     let runs = state
         .with_index(move |idx| idx.list_runs(LATEST_LOOKBACK, None, &filter))

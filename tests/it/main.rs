@@ -26,6 +26,7 @@ mod cluster_serve;
 // The stages are POSIX shell scripts.
 #[cfg(unix)]
 mod cluster_forward;
+mod cluster_host;
 mod example;
 mod faults;
 mod openapi;

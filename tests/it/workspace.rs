@@ -157,15 +157,28 @@ fn one_dashboard_serves_every_pipeline_and_keeps_a_removed_ones_history() {
         serde_json::json!([{ "run_id": export_id, "status": "success" }])
     );
 
-    // Metrics, one series per pipeline.
+    // Metrics, one series per pipeline (on this machine, whose name the runs' starts give).
     let metrics = s.get("/metrics").body;
-    for series in [
-        "pipewatch_runs{pipeline=\"export\",status=\"success\"} 1",
-        "pipewatch_runs{pipeline=\"sync\",status=\"success\"} 1",
-        "pipewatch_last_success_timestamp_seconds{pipeline=\"export\"} ",
-        "pipewatch_last_success_timestamp_seconds{pipeline=\"sync\"} ",
+    for (prefix, suffix) in [
+        (
+            "pipewatch_runs{pipeline=\"export\",",
+            "status=\"success\"} 1",
+        ),
+        ("pipewatch_runs{pipeline=\"sync\",", "status=\"success\"} 1"),
+        (
+            "pipewatch_last_success_timestamp_seconds{pipeline=\"export\"",
+            "",
+        ),
+        (
+            "pipewatch_last_success_timestamp_seconds{pipeline=\"sync\"",
+            "",
+        ),
     ] {
-        assert!(metrics.contains(series), "no {series} in:\n{metrics}");
+        let series: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix) && l.contains(suffix))
+            .collect();
+        assert_eq!(series.len(), 1, "one {prefix}…{suffix} in:\n{metrics}");
     }
 
     // One pipeline's schedule off leaves the other's on.

@@ -118,6 +118,7 @@ function rescope() {
   runs.list = [];
   runs.rows = new Map();
   runs.exhausted = false;
+  runs.hosts = new Set();
   runs.pending.clear();
   state.trend.list = [];
   state.sched.status = null;

@@ -181,6 +181,7 @@ function renderHead() {
   const add = (k, v) => facts.push(h('dt', {}, k), h('dd', {}, v));
   add('Trigger', h('span', { title: d.source ? `source: ${d.source}` : null }, trigger(d.source)));
   add('Pipeline', d.pipeline || '—');
+  if (typeof d.host === 'string' && d.host) add('Host', h('span', { id: 'rv-host', class: 'mono' }, d.host));
   add('Started', h('span', { title: fullTime(d.started_at) }, d.started_at ? `${fmtWhen(d.started_at)} (${fmtAgo(d.started_at)})` : '—'));
   add('Finished', h('span', { title: fullTime(d.finished_at) }, d.finished_at ? fmtWhen(d.finished_at) : (running ? 'still running' : '—')));
   const retryOf = run.retryOf || d.retry_of;

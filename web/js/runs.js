@@ -16,6 +16,9 @@
  * list, the stream and "Run now" are that pipeline's), or on the overview shows every
  * pipeline's runs with a pipeline column and a pipeline filter; the overview gets every event
  * of the stream too (`notePipelineEvent`).
+ *
+ * With `[cluster]` the runs come from several hosts: once the runs read name more than one,
+ * the list has a Host column (a single machine's list stays as it was).
  */
 
 import { state } from './state.js';
@@ -56,6 +59,16 @@ export function renderFilters() {
   }, st || 'all')));
 }
 
+/** Notes the hosts of runs just read (see `state.runs.hosts`). */
+function noteHosts(list) {
+  for (const r of list) state.runs.hosts.add(typeof r.host === 'string' ? r.host : '');
+}
+
+/** Whether the list shows the Host column: its runs come from more than one host. */
+function withHosts() {
+  return state.runs.hosts.size > 1;
+}
+
 function runRow(r) {
   const why = explain(r);
   const running = r.status === 'running';
@@ -69,6 +82,7 @@ function runRow(r) {
       why ? h('span', { class: 'why' }, why) : null),
     h('span', { class: 'meta' },
       onOverview() ? h('span', { class: 'pipe-name' }, r.pipeline ? h('a', { href: `#/pipelines/${seg(r.pipeline)}`, class: 'pipe-link' }, r.pipeline) : '—') : null,
+      withHosts() ? h('span', { class: 'host-name', title: r.host ? `host: ${r.host}` : null }, r.host || '—') : null,
       h('span', { class: 'trig trigger', title: r.source ? `source: ${r.source}` : null }, trigger(r.source)),
       h('span', { class: 'start', title: fullTime(r.started_at || r.scheduled_for) }, fmtWhen(r.started_at || r.scheduled_for)),
       h('span', { class: 'dur' }, dur)),
@@ -81,10 +95,13 @@ function runRow(r) {
 export function renderRuns() {
   const runs = state.runs;
   const ul = $('#runs');
+  const hosts = withHosts();
+  $('#runs-card').classList.toggle('with-hosts', hosts);
+  $('#runs-host-col').hidden = !hosts;
   const keep = new Map();
   const kids = runs.list.map((r) => {
     let li = runs.rows.get(r.run_id);
-    const key = JSON.stringify([r, onOverview()]);
+    const key = JSON.stringify([r, onOverview(), hosts]);
     if (!li || li._key !== key) { li = runRow(r); li._key = key; }
     keep.set(r.run_id, li);
     return li;
@@ -107,6 +124,7 @@ export async function refreshRuns() {
   try {
     const list = await api(`/api/runs?${q}`);
     if (gen !== runs.gen) return;
+    noteHosts(list);
     runs.list = list;
     runs.exhausted = list.length < Number(q.get('limit'));
     $('#runs-msg').textContent = '';
@@ -128,6 +146,7 @@ async function loadOlder() {
   try {
     const more = await api(`/api/runs?${q}`);
     const have = new Set(runs.list.map((r) => r.run_id));
+    noteHosts(more);
     runs.list.push(...more.filter((r) => !have.has(r.run_id)));
     runs.exhausted = more.length < PAGE;
     renderRuns();
@@ -177,6 +196,7 @@ async function flushRuns() {
       const { stages, ...summary } = d;
       const old = runs.list.find((x) => x.run_id === id);
       if (!old || old.status !== summary.status) changed = true;
+      noteHosts([summary]);
       upsertRun(summary);
       read++;
     } catch { /* the next event or refresh will bring it */ }

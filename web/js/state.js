@@ -62,6 +62,12 @@ export const state = {
     pendingTimer: null,
     /** The `cursor` of the last frame of the all-runs stream: a reconnect resumes after it. */
     cursor: null,
+    /**
+     * Every host the runs read so far ran on ('' for a run that names none): with more than
+     * one, the list has a Host column. It only grows while the page stays on one scope, so
+     * a status filter does not make the column come and go.
+     */
+    hosts: new Set(),
   },
 
   /** The duration trend: the last 50 runs. */

@@ -224,7 +224,7 @@ const METRICS: &[Metric] = &[
     responses(
         (status = 200, description = "The dashboard's figures in Prometheus's text format \
             (0.0.4): events ingested, malformed lines, files watched, subscribers, runs by \
-            status, …", body = String, content_type = METRICS_CONTENT_TYPE),
+            pipeline, host and status, …", body = String, content_type = METRICS_CONTENT_TYPE),
     ),
 )]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
@@ -272,36 +272,51 @@ fn write_alert_counts(out: &mut String, state: &AppState) {
     }
 }
 
-/// The index's figures, one series per pipeline (`pipeline=""` for runs that name none).
+/// The index's figures, one series per pipeline and host that have runs (`pipeline=""` for
+/// runs that name none). A run's host is a `host` label; a run without one has none (the
+/// same series to Prometheus as `host=""`), so a single machine whose runs name no host keeps
+/// the series it always had. Only the pairs that have runs make series: ten hosts running
+/// their own pipelines cost no more series than one host running them all.
 fn write_pipeline_figures(out: &mut String, figures: &PipelineFigures) {
     let _ = writeln!(
         out,
-        "# HELP pipewatch_runs Runs in the index by pipeline and status."
+        "# HELP pipewatch_runs Runs in the index by pipeline, host and status."
     );
     let _ = writeln!(out, "# TYPE pipewatch_runs gauge");
-    for (pipeline, status, n) in &figures.counts {
+    for (pipeline, host, status, n) in &figures.counts {
         let _ = writeln!(
             out,
-            "pipewatch_runs{{pipeline=\"{}\",status=\"{}\"}} {n}",
+            "pipewatch_runs{{pipeline=\"{}\"{},status=\"{}\"}} {n}",
             label(pipeline),
+            host_label(host),
             label(status)
         );
     }
     let _ = writeln!(
         out,
         "# HELP pipewatch_last_success_timestamp_seconds When the pipeline's newest successful \
-         run finished (Unix time)."
+         run on the host finished (Unix time)."
     );
     let _ = writeln!(out, "# TYPE pipewatch_last_success_timestamp_seconds gauge");
-    for (pipeline, finished_at) in &figures.last_success {
+    for (pipeline, host, finished_at) in &figures.last_success {
         if let Some(t) = crate::event::parse_timestamp(finished_at) {
             let _ = writeln!(
                 out,
-                "pipewatch_last_success_timestamp_seconds{{pipeline=\"{}\"}} {:.3}",
+                "pipewatch_last_success_timestamp_seconds{{pipeline=\"{}\"{}}} {:.3}",
                 label(pipeline),
+                host_label(host),
                 t.timestamp_millis() as f64 / 1000.0
             );
         }
+    }
+}
+
+/// `,host="…"` after the labels before it, or nothing for a run that names no host.
+fn host_label(host: &str) -> String {
+    if host.is_empty() {
+        String::new()
+    } else {
+        format!(",host=\"{}\"", label(host))
     }
 }
 
@@ -325,12 +340,22 @@ mod tests {
             &mut out,
             &PipelineFigures {
                 counts: vec![
-                    ("nightly".into(), "success".into(), 3),
-                    ("a \"b\"\\\nc".into(), "failure".into(), 1),
+                    ("nightly".into(), "".into(), "success".into(), 3),
+                    ("nightly".into(), "etl-\"01\"".into(), "success".into(), 2),
+                    ("a \"b\"\\\nc".into(), "".into(), "failure".into(), 1),
                 ],
                 last_success: vec![
-                    ("nightly".into(), "2026-12-03T04:00:01.500Z".into()),
-                    ("garbled".into(), "yesterday".into()),
+                    (
+                        "nightly".into(),
+                        "".into(),
+                        "2026-12-03T04:00:01.500Z".into(),
+                    ),
+                    (
+                        "nightly".into(),
+                        "etl-01".into(),
+                        "2026-12-03T04:00:02Z".into(),
+                    ),
+                    ("garbled".into(), "".into(), "yesterday".into()),
                 ],
             },
         );
@@ -341,6 +366,15 @@ mod tests {
         );
         assert!(out.contains(
             "pipewatch_last_success_timestamp_seconds{pipeline=\"nightly\"} 1796270401.500\n"
+        ));
+        assert!(
+            out.contains(
+                "pipewatch_runs{pipeline=\"nightly\",host=\"etl-\\\"01\\\"\",status=\"success\"} 2\n"
+            ),
+            "{out}"
+        );
+        assert!(out.contains(
+            "pipewatch_last_success_timestamp_seconds{pipeline=\"nightly\",host=\"etl-01\"} 1796270402.000\n"
         ));
         assert!(!out.contains("garbled"), "{out}");
     }

@@ -1,5 +1,5 @@
-//! The runs: `GET /api/runs` (newest first, paged with `before`, filtered by `status` and
-//! `pipeline`),
+//! The runs: `GET /api/runs` (newest first, paged with `before`, filtered by `status`,
+//! `pipeline` and `host`),
 //! `GET /api/runs/{run_id}` (with its stages), and `POST /api/runs/{run_id}/cancel`. A run's
 //! events are [`events`](super::events).
 //!
@@ -42,12 +42,18 @@ pub struct ListQuery {
     /// no longer configured keeps its history).
     #[param(max_length = 256)]
     pipeline: Option<String>,
+    /// Only runs that ran on this host (a run's `host`).
+    #[param(max_length = 256)]
+    host: Option<String>,
 }
+
+/// The longest `host` filter taken: a host name is at most 253 bytes.
+const MAX_HOST: usize = 256;
 
 /// Runs, newest first.
 ///
-/// Paged back with `before` (the last `run_id` of the page before), filtered by `status`
-/// and `pipeline`.
+/// Paged back with `before` (the last `run_id` of the page before), filtered by `status`,
+/// `pipeline` and `host`.
 #[utoipa::path(
     get,
     path = "/api/runs",
@@ -57,7 +63,7 @@ pub struct ListQuery {
     responses(
         (status = 200, description = "Runs, newest first.", body = Vec<RunSummary>),
         (status = 400, description = "A `limit` that is not a whole number, a `before` that is \
-            not a run id, an unknown `status`, or a `pipeline` too long to be a name.",
+            not a run id, an unknown `status`, or a `pipeline` or `host` too long to be a name.",
             body = ErrorBody),
         (status = 503, description = "The run index is unavailable.", body = ErrorBody),
     ),
@@ -79,9 +85,18 @@ pub async fn list_runs(
         }
         other => other.map(str::to_string),
     };
+    let host = match q.host {
+        Some(h) if h.len() > MAX_HOST => {
+            return Err(ApiError::bad_request(format!(
+                "host must be a name of at most {MAX_HOST} bytes"
+            )));
+        }
+        other => other,
+    };
     let filter = RunFilter {
         status,
         pipeline: pipeline_filter(q.pipeline)?,
+        host,
     };
     let runs = state
         .with_index(move |idx| idx.list_runs(limit, before.as_ref(), &filter))

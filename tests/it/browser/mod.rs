@@ -32,6 +32,7 @@ use crate::support::{Options, Project, Resp, Server, free_port};
 #[cfg(unix)]
 mod alerts;
 mod graph;
+mod hosts;
 mod operating;
 mod overview;
 
