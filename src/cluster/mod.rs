@@ -19,6 +19,8 @@
 //! | occurrences claimed | key-value bucket [`CLAIMS`], key `<pipeline>.<occurrence>` |
 //! | pipelines' overlap locks | key-value bucket [`LOCKS`], key `<pipeline>` |
 
+pub mod claim;
+
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
@@ -248,12 +250,18 @@ pub fn msg_id(run_id: &RunId, seq: u64) -> String {
     format!("{run_id}:{seq}")
 }
 
+/// `s` as one token of a key-value key: [`token`] with `=` as the escape (a key allows
+/// letters, digits, `-`, `_`, `/`, `=` and `.`, but not `%`); still one token, still distinct.
+pub fn key_token(s: &str) -> String {
+    token(s).replace('%', "=")
+}
+
 /// The claim key of one occurrence of a pipeline: `<pipeline>.<occurrence>`, the occurrence as
 /// its UTC time to the second (`20261203T101500Z`).
 pub fn claim_key(pipeline: &str, occurrence: chrono::DateTime<chrono::Utc>) -> String {
     format!(
         "{}.{}",
-        token(pipeline),
+        key_token(pipeline),
         occurrence.format("%Y%m%dT%H%M%SZ")
     )
 }
@@ -285,5 +293,11 @@ mod tests {
             .expect("valid")
             .with_timezone(&chrono::Utc);
         assert_eq!(claim_key("etl", at), "etl.20261203T101500Z");
+        // A name that is no key as it is becomes one: no `%`, no extra `.`.
+        assert_eq!(
+            claim_key("Nightly ETL.v2", at),
+            "Nightly=20ETL=2Ev2.20261203T101500Z"
+        );
+        assert_ne!(key_token("a=2Eb"), key_token("a.b"));
     }
 }

@@ -276,6 +276,74 @@ pub async fn run(
     })
 }
 
+/// Records a run that is not started for a reason outside the pipeline (`reason`, one of the
+/// codes of `docs/events.md`, `msg` in words): its `start` and a run-level `skipped`, no stage,
+/// announced to the dashboard as any run is. The overlap policy is not consulted (nothing
+/// runs); the run lock is held while the two events are written, as a run's is.
+pub async fn record_skipped(
+    config: &Config,
+    opts: RunOptions,
+    reporter: Arc<dyn Reporter>,
+    reason: &'static str,
+    msg: &str,
+) -> Result<RunOutcome, RunError> {
+    let state_dir = &config.server.state_dir;
+    let started = Instant::now();
+    let run_id = opts
+        .run_id
+        .clone()
+        .unwrap_or_else(|| RunId::generate(Utc::now()));
+    let run_lock = RunLock::acquire(state_dir, &run_id, &config.pipeline.name)
+        .map_err(|e| state_err(state_dir, e))?;
+    let names = config.stage_names();
+    let ctx = match Ctx::create(config, &run_id, &opts.source, opts.params.clone(), reporter)
+        .and_then(|ctx| journal_start(&ctx, config, &names, &opts).map(|()| ctx))
+    {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            run_lock.finished();
+            return Err(e);
+        }
+    };
+    let announcement = opts.announce.then(|| {
+        announce::announce(
+            config.server.bind,
+            &config.server.token,
+            run_id.as_str(),
+            &opts.source,
+            &config.server.events_id(),
+        )
+    });
+    ctx.reporter.note(msg);
+    // Should this fail, the run has a start and no end: its lock is kept, so the dashboard
+    // sees it abandoned, as any run whose journal broke.
+    ctx.journal.emit(
+        PIPELINE_STAGE,
+        kind::SKIPPED,
+        Level::Warn,
+        msg,
+        &Data {
+            reason: Some(reason),
+            ..Data::default()
+        },
+    )?;
+    ctx.reporter.run_finished(
+        run_id.as_str(),
+        Ending::Skipped,
+        started.elapsed(),
+        &ctx.journal.path().display().to_string(),
+    );
+    run_lock.finished();
+    if let Some(a) = announcement {
+        tokio::task::spawn_blocking(move || a.finish()).await.ok();
+    }
+    Ok(RunOutcome {
+        run_id: Some(run_id),
+        status: RunStatus::Skipped,
+        journal: Some(ctx.journal.path().to_path_buf()),
+    })
+}
+
 /// The run-level `start` event.
 fn journal_start(
     ctx: &Ctx,
