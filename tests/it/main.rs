@@ -19,6 +19,8 @@ mod browser;
 mod cli;
 mod cli_config;
 mod cluster;
+#[cfg(unix)]
+mod cluster_claim;
 mod example;
 mod faults;
 mod openapi;
