@@ -172,12 +172,14 @@ pub async fn claim(
     let value = serde_json::to_vec(&mine).unwrap_or_default();
     let mut pause = Duration::from_millis(100);
     loop {
-        let why = match tokio::time::timeout(ATTEMPT, attempt(&engine, &key, value.clone(), &mine))
+        // No attempt outlasts the deadline.
+        let within = ATTEMPT.min(deadline.saturating_duration_since(Instant::now()));
+        let why = match tokio::time::timeout(within, attempt(&engine, &key, value.clone(), &mine))
             .await
         {
             Ok(Ok(outcome)) => return outcome,
             Ok(Err(why)) => why,
-            Err(_) => format!("no answer within {}s", ATTEMPT.as_secs()),
+            Err(_) => format!("no answer within {} ms", within.as_millis()),
         };
         tracing::debug!(key, "claim: {why}; retrying");
         if Instant::now() + pause >= deadline {
