@@ -20,6 +20,7 @@
 //! | pipelines' overlap locks | key-value bucket [`LOCKS`], key `<pipeline>` |
 
 pub mod claim;
+pub mod lock;
 
 use std::time::Duration;
 
@@ -186,9 +187,10 @@ impl Engine {
 
     /// The bucket of pipelines' overlap locks, created if missing.
     pub async fn locks(&self) -> Result<kv::Store, EngineError> {
+        // A value lives `LOCK_TTL` unless its holder rewrites it: a dead host's lock expires.
         self.bucket(
             LOCKS,
-            Duration::ZERO,
+            lock::LOCK_TTL,
             "pipewatch: the run holding each pipeline",
         )
         .await

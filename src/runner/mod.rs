@@ -201,7 +201,12 @@ pub async fn run(
     // What the stages orphan comes back to this process, to be ended with its stage.
     process::adopt_orphans();
 
-    // 1. Overlap.
+    let run_id = opts
+        .run_id
+        .clone()
+        .unwrap_or_else(|| RunId::generate(Utc::now()));
+
+    // 1. Overlap: on this host, then (with [cluster]) across hosts.
     let policy = config.pipeline.overlap;
     let (pipeline_lock, overlap_with) =
         match overlap::admit(policy, &overlap::Scope::of(config), reporter.as_ref()).await? {
@@ -209,13 +214,19 @@ pub async fn run(
             Admission::Skip { running } => (None, Some(running)),
             Admission::Interrupted => return Ok(RunOutcome::not_started()),
         };
+    let (engine_lock, overlap_with) = match overlap_with {
+        Some(running) => (None, Some(running)),
+        None => {
+            match overlap::admit_across_hosts(policy, config, &run_id, reporter.as_ref()).await? {
+                overlap::Across::Run(lock) => (lock, None),
+                overlap::Across::Skip { running } => (None, Some(running)),
+                overlap::Across::Interrupted => return Ok(RunOutcome::not_started()),
+            }
+        }
+    };
 
     // 2. Run lock and journal.
     let started = Instant::now();
-    let run_id = opts
-        .run_id
-        .clone()
-        .unwrap_or_else(|| RunId::generate(Utc::now()));
     let run_lock = RunLock::acquire(state_dir, &run_id, &config.pipeline.name)
         .map_err(|e| state_err(state_dir, e))?;
     let names = config.stage_names();
@@ -228,6 +239,9 @@ pub async fn run(
             // would only be litter. (A run that fails later, with events but no final one,
             // keeps it: that is how the dashboard sees it abandoned.)
             run_lock.finished();
+            if let Some(lock) = engine_lock {
+                lock.release().await;
+            }
             return Err(e);
         }
     };
@@ -265,6 +279,9 @@ pub async fn run(
         &ctx.journal.path().display().to_string(),
     );
     run_lock.finished();
+    if let Some(lock) = engine_lock {
+        lock.release().await;
+    }
     drop(pipeline_lock);
     if let Some(a) = announcement {
         tokio::task::spawn_blocking(move || a.finish()).await.ok();

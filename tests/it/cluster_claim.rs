@@ -4,7 +4,7 @@
 //! are project folders with their own `[cluster] host`, against real `nats-server`s.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::nats::Nats;
-use crate::support::{Project, QUICK, read_events, run_end, stderr};
+use crate::support::{Project, QUICK, read_events, run_end, stderr, wait_child, wait_until};
 
 /// The claims bucket's stream.
 const CLAIMS_STREAM: &str = "KV_pipewatch_claims";
@@ -60,7 +60,7 @@ fn scheduled(p: &Project, occurrence: Option<&str>, quiet: bool) -> Output {
 }
 
 /// The run id in the start event of a run file.
-fn run_id_of(file: &PathBuf) -> String {
+fn run_id_of(file: &Path) -> String {
     let events = read_events(file);
     events
         .first()
@@ -323,4 +323,160 @@ fn five_schedulers_two_hundred_occurrences_leader_killed_exactly_once_each() {
     assert_eq!(holders, ran, "the runs are the claims' runs, one each");
     let by: BTreeSet<&str> = held.iter().map(|(_, _, h)| h.as_str()).collect();
     eprintln!("claimed by {} hosts: {by:?}", by.len());
+}
+
+/// A host whose pipeline `p` waits for a file `go` in its folder, under `overlap`.
+fn gated_host(nats: &Nats, host: &str, overlap: &str) -> Project {
+    Project::with_config(&format!(
+        "overlap = \"{overlap}\"\n[[stages]]\nname = \"a\"\nrun = {:?}\n{}",
+        crate::support::stage::GATE,
+        nats.cluster_toml(host)
+    ))
+}
+
+/// Starts a run by hand in `p` and waits until it has started its run file (so it holds the
+/// locks).
+fn start_gated(p: &Project) -> (std::process::Child, PathBuf) {
+    let before = run_files(p);
+    let child = p.spawn(&["run", "--no-notify", "--quiet"]);
+    let mut file = None;
+    // The file is created before its first line is written: wait for the line.
+    wait_until(Duration::from_secs(30), "the gated run's start", || {
+        file = run_files(p)
+            .into_iter()
+            .find(|f| !before.contains(f) && !run_id_of(f).is_empty());
+        file.is_some()
+    });
+    (child, file.expect("a run file"))
+}
+
+fn release(p: &Project) {
+    std::fs::write(p.path().join("go"), "").expect("the go file");
+}
+
+/// The run-level final event of a run file.
+fn ending(file: &Path) -> Value {
+    run_end(&read_events(file)).clone()
+}
+
+#[test]
+fn skip_holds_across_hosts_and_a_dead_hosts_lock_expires() {
+    let Some(nats) = Nats::single() else { return };
+    let a = gated_host(&nats, "etl-01", "skip");
+    let b = gated_host(&nats, "etl-02", "skip");
+    release(&b);
+    let (mut child, a_file) = start_gated(&a);
+    let a_id = run_id_of(&a_file);
+
+    // Another host's run is skipped, naming the run that holds the pipeline.
+    let o = b.run(&["run", "--no-notify", "--quiet"]);
+    assert!(o.status.success(), "{o:?}");
+    let skipped = run_files(&b);
+    assert_eq!(skipped.len(), 1);
+    let end = ending(&skipped[0]);
+    assert_eq!(end["event"], "skipped", "{end}");
+    assert_eq!(end["data"]["reason"], "overlap");
+    assert_eq!(end["data"]["running"], a_id.as_str());
+
+    // Once it ends, the lock is free at once.
+    release(&a);
+    assert!(wait_child(&mut child, Duration::from_secs(30)).success());
+    assert_eq!(ending(&a_file)["event"], "success");
+    let o = b.run(&["run", "--no-notify", "--quiet"]);
+    assert!(o.status.success(), "{o:?}");
+    let last = run_files(&b).into_iter().last().expect("a run");
+    assert_eq!(ending(&last)["event"], "success");
+
+    // A host killed while its run holds the lock: others skip until the lock expires.
+    std::fs::remove_file(a.path().join("go")).expect("remove go");
+    let (mut child, _) = start_gated(&a);
+    child.kill().expect("kill -9 the runner");
+    let _ = child.wait();
+    let killed = Instant::now();
+    let before = run_files(&b).len();
+    let mut freed = None;
+    while killed.elapsed() < Duration::from_secs(60) {
+        let o = b.run(&["run", "--no-notify", "--quiet"]);
+        assert!(o.status.success(), "{o:?}");
+        let last = run_files(&b).into_iter().last().expect("a run");
+        if ending(&last)["event"] == "success" {
+            freed = Some(killed.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The killed run's stage was left waiting for its gate.
+    release(&a);
+    let freed = freed.expect("the dead host's lock expired within a minute");
+    let ttl = pipewatch::cluster::lock::LOCK_TTL;
+    let refresh = pipewatch::cluster::lock::REFRESH;
+    assert!(
+        freed + refresh >= ttl - Duration::from_secs(2),
+        "freed after {freed:?}: before its holder's last refresh could have expired"
+    );
+    assert!(
+        run_files(&b).len() > before + 1,
+        "skipped while the lock lived"
+    );
+}
+
+#[test]
+fn queue_waits_for_and_replace_stops_the_other_hosts_run() {
+    let Some(nats) = Nats::single() else { return };
+    let a = gated_host(&nats, "etl-01", "queue");
+    let b = gated_host(&nats, "etl-02", "queue");
+    release(&b);
+
+    // queue: the second host's run waits, with no run file, until the first has ended.
+    let (mut first, a_file) = start_gated(&a);
+    let mut second = b.spawn(&["run", "--no-notify", "--quiet"]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        second.try_wait().expect("try_wait").is_none(),
+        "still waiting"
+    );
+    assert!(run_files(&b).is_empty(), "no run file while queued");
+    release(&a);
+    assert!(wait_child(&mut first, Duration::from_secs(30)).success());
+    assert!(wait_child(&mut second, Duration::from_secs(30)).success());
+    let b_file = run_files(&b).into_iter().last().expect("the queued run");
+    let a_end = ending(&a_file);
+    let b_start = read_events(&b_file)[0].clone();
+    assert_eq!(a_end["event"], "success");
+    assert_eq!(ending(&b_file)["event"], "success");
+    assert!(
+        b_start["timestamp"].as_str() >= a_end["timestamp"].as_str(),
+        "the queued run started after the other ended: {b_start} / {a_end}"
+    );
+
+    // replace: the running run on the other host is cancelled (reason replaced), the new
+    // one runs after it.
+    std::fs::remove_file(a.path().join("go")).expect("remove go");
+    a.write_config(&format!(
+        "[pipeline]\nname = \"p\"\noverlap = \"replace\"\n[[stages]]\nname = \"a\"\nrun = {:?}\n{}",
+        crate::support::stage::GATE,
+        nats.cluster_toml("etl-01")
+    ));
+    b.write_config(&format!(
+        "[pipeline]\nname = \"p\"\noverlap = \"replace\"\n[[stages]]\nname = \"a\"\nrun = {:?}\n{}",
+        crate::support::stage::GATE,
+        nats.cluster_toml("etl-02")
+    ));
+    let (mut old, old_file) = start_gated(&a);
+    let started = Instant::now();
+    let o = b.run(&["run", "--no-notify", "--quiet"]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "replaced within a few refreshes: {:?}",
+        started.elapsed()
+    );
+    let old_status = wait_child(&mut old, Duration::from_secs(30));
+    assert!(!old_status.success(), "the replaced run ends cancelled");
+    let old_end = ending(&old_file);
+    assert_eq!(old_end["event"], "cancelled", "{old_end}");
+    assert_eq!(old_end["data"]["reason"], "replaced");
+    let new_file = run_files(&b).into_iter().last().expect("the new run");
+    assert_eq!(ending(&new_file)["event"], "success");
+    release(&a);
 }
