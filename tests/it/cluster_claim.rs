@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::nats::Nats;
-use crate::support::{Project, QUICK, read_events, run_end, stderr, wait_child, wait_until};
+use crate::support::{
+    Project, QUICK, Server, read_events, run_end, stderr, wait_child, wait_until,
+};
 
 /// The claims bucket's stream.
 const CLAIMS_STREAM: &str = "KV_pipewatch_claims";
@@ -69,14 +71,14 @@ fn run_id_of(file: &Path) -> String {
         .to_string()
 }
 
-/// Every claim in the bucket: key → the holder's run id and host.
+/// Every claim in the bucket: key → the holder's run id and host (none before the bucket).
 fn claims(nats: &Nats) -> Vec<(String, String, String)> {
     use futures_util::StreamExt;
     nats.with_client(|js| async move {
-        let kv = js
-            .get_key_value("pipewatch_claims")
-            .await
-            .expect("the claims bucket");
+        // No bucket yet: nothing claimed yet.
+        let Ok(kv) = js.get_key_value("pipewatch_claims").await else {
+            return Vec::new();
+        };
         let keys: Vec<String> = kv
             .keys()
             .await
@@ -479,4 +481,64 @@ fn queue_waits_for_and_replace_stops_the_other_hosts_run() {
     let new_file = run_files(&b).into_iter().last().expect("the new run");
     assert_eq!(ending(&new_file)["event"], "success");
     release(&a);
+}
+
+/// Two dashboards whose built-in schedulers fire the same schedule: each occurrence runs on
+/// one host, and the host that lost a claim shows no run for it (not an abandoned one).
+#[test]
+fn two_builtin_schedulers_run_each_occurrence_once_and_show_no_phantom_runs() {
+    let Some(nats) = Nats::single() else { return };
+    let hosts: Vec<Project> = ["etl-01", "etl-02"]
+        .iter()
+        .map(|h| {
+            Project::with_config(&format!(
+                "schedule = \"*/2 * * * * *\"\noverlap = \"parallel\"\n{QUICK}\
+                 [scheduler]\nbackend = \"builtin\"\n{}",
+                nats.cluster_toml(h)
+            ))
+        })
+        .collect();
+    let mut servers: Vec<Server> = hosts.iter().map(|h| Server::start(h.path())).collect();
+    wait_until(Duration::from_secs(60), "five occurrences claimed", || {
+        claims(&nats).len() >= 5
+    });
+    // Every launched run has exited and been looked at: runs and claims agree.
+    let files = || hosts.iter().flat_map(run_files).collect::<Vec<_>>();
+    for s in &mut servers {
+        s.stop();
+    }
+    let mut held = Vec::new();
+    wait_until(Duration::from_secs(30), "a run file for each claim", || {
+        held = claims(&nats);
+        files().len() == held.len()
+    });
+    let ran: BTreeSet<String> = files().iter().map(|f| run_id_of(f)).collect();
+    let holders: BTreeSet<String> = held.iter().map(|(_, id, _)| id.clone()).collect();
+    assert_eq!(
+        ran, holders,
+        "each claimed occurrence ran once, on its claimer"
+    );
+    for f in files() {
+        assert_eq!(ending(&f)["event"], "success", "{f:?}");
+    }
+    // Each dashboard again (its scheduler fires on; what it shows of the runs before is what
+    // matters): no run announced for a lost claim is left `abandoned` or `running`.
+    for (h, s) in hosts.iter().zip(&mut servers) {
+        h.write_config(
+            &std::fs::read_to_string(h.path().join("pipewatch.toml"))
+                .expect("config")
+                .replace("backend = \"builtin\"", "backend = \"cron\""),
+        );
+        s.spawn();
+        let mine: BTreeSet<String> = run_files(h).iter().map(|f| run_id_of(f)).collect();
+        for run in s.runs() {
+            let id = run["run_id"].as_str().unwrap_or_default();
+            assert!(
+                mine.contains(id),
+                "{} shows run {id} ({}) with no run file on this host",
+                s.url(),
+                run["status"]
+            );
+        }
+    }
 }
