@@ -83,19 +83,25 @@ pub fn command(ws: &Workspace, args: Args) -> Result<u8, CliError> {
     };
     let reporter: Arc<dyn Reporter> = Arc::from(progress::for_terminal(args.quiet));
     let rt = tokio::runtime::Runtime::new()?;
-    // Under [cluster], a scheduled run first claims its occurrence: one host runs it.
-    let run_id = args
-        .run_id
-        .clone()
-        .unwrap_or_else(|| RunId::generate(chrono::Utc::now()));
-    let claimed = rt.block_on(claim::decide(
-        config,
-        &args.source,
-        args.occurrence,
-        &run_id,
-    ));
+    // Under [cluster], a scheduled run first claims its occurrence: one host runs it, with
+    // the run id it claimed it for.
     let mut args = args;
-    args.run_id = Some(run_id);
+    let claimed = if config.cluster.is_some() && claim::is_scheduled(&args.source) {
+        let run_id = args
+            .run_id
+            .clone()
+            .unwrap_or_else(|| RunId::generate(chrono::Utc::now()));
+        let decision = rt.block_on(claim::decide(
+            config,
+            &args.source,
+            args.occurrence,
+            &run_id,
+        ));
+        args.run_id = Some(run_id);
+        decision
+    } else {
+        claim::Decision::Run(None)
+    };
     match claimed {
         claim::Decision::Run(note) => {
             if let Some(note) = note {

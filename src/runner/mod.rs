@@ -201,10 +201,13 @@ pub async fn run(
     // What the stages orphan comes back to this process, to be ended with its stage.
     process::adopt_orphans();
 
-    let run_id = opts
-        .run_id
-        .clone()
-        .unwrap_or_else(|| RunId::generate(Utc::now()));
+    // With [cluster] the run is named in the engine's lock before it starts, so its id is
+    // fixed now; otherwise when it starts (after any wait for its turn).
+    let early_id = config.cluster.as_ref().map(|_| {
+        opts.run_id
+            .clone()
+            .unwrap_or_else(|| RunId::generate(Utc::now()))
+    });
 
     // 1. Overlap: on this host, then (with [cluster]) across hosts.
     let policy = config.pipeline.overlap;
@@ -214,10 +217,11 @@ pub async fn run(
             Admission::Skip { running } => (None, Some(running)),
             Admission::Interrupted => return Ok(RunOutcome::not_started()),
         };
-    let (engine_lock, overlap_with) = match overlap_with {
-        Some(running) => (None, Some(running)),
-        None => {
-            match overlap::admit_across_hosts(policy, config, &run_id, reporter.as_ref()).await? {
+    let (engine_lock, overlap_with) = match (overlap_with, &early_id) {
+        (Some(running), _) => (None, Some(running)),
+        (None, None) => (None, None),
+        (None, Some(id)) => {
+            match overlap::admit_across_hosts(policy, config, id, reporter.as_ref()).await? {
                 overlap::Across::Run(lock) => (lock, None),
                 overlap::Across::Skip { running } => (None, Some(running)),
                 overlap::Across::Interrupted => return Ok(RunOutcome::not_started()),
@@ -227,6 +231,9 @@ pub async fn run(
 
     // 2. Run lock and journal.
     let started = Instant::now();
+    let run_id = early_id
+        .or_else(|| opts.run_id.clone())
+        .unwrap_or_else(|| RunId::generate(Utc::now()));
     let run_lock = RunLock::acquire(state_dir, &run_id, &config.pipeline.name)
         .map_err(|e| state_err(state_dir, e))?;
     let names = config.stage_names();
