@@ -10,6 +10,8 @@
 //! - this module: [`Engine`], a connection with the stream and the buckets created or checked
 //!   ([`Engine::connect`], [`Engine::ensure`]); the names of subjects, message ids and claim
 //!   keys ([`subject`], [`msg_id`], [`claim_key`]), each token made safe for a subject.
+//! - [`claim`]: a scheduled run claims its occurrence before it runs (one host runs it).
+//! - [`lock`]: a pipeline's overlap lock across hosts, expiring with a dead host.
 //!
 //! # Names
 //!

@@ -1,7 +1,8 @@
 //! `pipewatch run`: one run of the pipeline, start to finish, journaled as it happens.
 //!
 //! The run ([`run`], called by `cli::run`):
-//! 1. applies the overlap policy against other runs of the same pipeline (`overlap.rs`);
+//! 1. applies the overlap policy against other runs of the same pipeline (`overlap.rs`), on
+//!    this host and, under `[cluster]`, across hosts (`cluster::lock`);
 //! 2. takes its run lock (proof of life for the dashboard, [`liveness`]) and creates its
 //!    journal;
 //! 3. announces itself to the dashboard in the background ([`announce`]);

@@ -8,6 +8,10 @@
 //! - `queue`: wait for the lock, then run;
 //! - `replace`: ask the running runs to stop (reason `replaced`), wait for the lock, then run.
 //!
+//! Under `[cluster]`, a run this host admitted is then admitted across hosts
+//! ([`admit_across_hosts`]) by the pipeline's key in the engine (`cluster::lock`), under the
+//! same policy.
+//!
 //! Invariants: a run admitted under `skip`, `queue` or `replace` holds the lock until it has
 //! written its final event; a run interrupted while it waits has written nothing. Called once
 //! per run by [`super::run`], before the run has a journal.
