@@ -210,6 +210,7 @@ mod tests {
         inv.pipeline = Some("sync".into());
         inv.params = vec![("region".into(), "us=east".into())];
         inv.stages = vec!["load".into(), "report".into()];
+        inv.occurrence = Some(chrono::Utc::now());
         let parse = |inv: &Invocation| {
             let mut argv = vec![std::ffi::OsString::from("pipewatch")];
             argv.extend(inv.args());

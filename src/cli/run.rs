@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::{CliError, parse_run_id};
-use crate::cluster::forward;
+use crate::cluster::{claim, forward};
 use crate::config::{Workspace, params};
 use crate::event::RunId;
 use crate::exit;
@@ -41,6 +41,16 @@ pub struct Args {
     /// With --retry: retry even though the pipeline's stages or parameters changed since.
     #[arg(long, requires = "retry")]
     force: bool,
+    /// The occurrence of the schedule this run is for (RFC 3339), given by the built-in
+    /// scheduler; under [cluster] a scheduled run claims it.
+    #[arg(long, hide = true, value_parser = parse_occurrence)]
+    occurrence: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+fn parse_occurrence(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time: {e}"))
 }
 
 /// Exit code 0 for success (or a run skipped by the overlap policy), 1 for a failed or
@@ -73,6 +83,25 @@ pub fn command(ws: &Workspace, args: Args) -> Result<u8, CliError> {
     };
     let reporter: Arc<dyn Reporter> = Arc::from(progress::for_terminal(args.quiet));
     let rt = tokio::runtime::Runtime::new()?;
+    // Under [cluster], a scheduled run first claims its occurrence: one host runs it, with
+    // the run id it claimed it for.
+    let mut args = args;
+    let claimed = if config.cluster.is_some() && claim::is_scheduled(&args.source) {
+        let run_id = args
+            .run_id
+            .clone()
+            .unwrap_or_else(|| RunId::generate(chrono::Utc::now()));
+        let decision = rt.block_on(claim::decide(
+            config,
+            &args.source,
+            args.occurrence,
+            &run_id,
+        ));
+        args.run_id = Some(run_id);
+        decision
+    } else {
+        claim::Decision::Run(None)
+    };
     let options = RunOptions {
         source: args.source,
         announce: !args.no_notify,
@@ -81,6 +110,29 @@ pub fn command(ws: &Workspace, args: Args) -> Result<u8, CliError> {
         plan,
         retry_of,
     };
+    match claimed {
+        claim::Decision::Run(note) => {
+            if let Some(note) = note {
+                reporter.note(&note);
+            }
+        }
+        claim::Decision::NotHere(msg) => {
+            reporter.note(&msg);
+            return Ok(exit::SUCCESS);
+        }
+        claim::Decision::Unreachable(msg) => {
+            // Recorded in the run file like any run: forwarded with the backlog once the
+            // engine answers again.
+            rt.block_on(runner::record_skipped(
+                config,
+                options,
+                reporter,
+                claim::ENGINE_UNREACHABLE,
+                &msg,
+            ))?;
+            return Ok(exit::SUCCESS);
+        }
+    }
     let outcome = rt.block_on(async {
         // With [cluster], the run's events (and what older runs left) go to the engine as
         // they are written, in the background: the run never waits for it.

@@ -208,6 +208,9 @@ fn run_why(d: &RunDetail) -> String {
             format!("stage{s} failed: {}", failed(&failed_stages))
         }
         ("cancelled", Some(why)) => cancelled_by(why),
+        ("skipped", Some("engine_unreachable")) => {
+            "the cluster engine could not be reached to claim its occurrence".to_string()
+        }
         ("success" | "running", _) => String::new(),
         (_, Some(why)) => why.to_string(),
         _ => String::new(),

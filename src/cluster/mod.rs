@@ -12,6 +12,8 @@
 //!   keys ([`subject`], [`msg_id`], [`claim_key`]), each token made safe for a subject.
 //! - [`forward`]: runner → JetStream, the run file as the outbox; [`sidecar`]: what the engine
 //!   acknowledged of each run file.
+//! - [`claim`]: a scheduled run claims its occurrence before it runs (one host runs it).
+//! - [`lock`]: a pipeline's overlap lock across hosts, expiring with a dead host.
 //!
 //! # Names
 //!
@@ -23,6 +25,8 @@
 
 pub mod forward;
 pub mod sidecar;
+pub mod claim;
+pub mod lock;
 
 use std::time::Duration;
 
@@ -189,9 +193,10 @@ impl Engine {
 
     /// The bucket of pipelines' overlap locks, created if missing.
     pub async fn locks(&self) -> Result<kv::Store, EngineError> {
+        // A value lives `LOCK_TTL` unless its holder rewrites it: a dead host's lock expires.
         self.bucket(
             LOCKS,
-            Duration::ZERO,
+            lock::LOCK_TTL,
             "pipewatch: the run holding each pipeline",
         )
         .await
@@ -253,12 +258,18 @@ pub fn msg_id(run_id: &RunId, seq: u64) -> String {
     format!("{run_id}:{seq}")
 }
 
+/// `s` as one token of a key-value key: [`token`] with `=` as the escape (a key allows
+/// letters, digits, `-`, `_`, `/`, `=` and `.`, but not `%`); still one token, still distinct.
+pub fn key_token(s: &str) -> String {
+    token(s).replace('%', "=")
+}
+
 /// The claim key of one occurrence of a pipeline: `<pipeline>.<occurrence>`, the occurrence as
 /// its UTC time to the second (`20261203T101500Z`).
 pub fn claim_key(pipeline: &str, occurrence: chrono::DateTime<chrono::Utc>) -> String {
     format!(
         "{}.{}",
-        token(pipeline),
+        key_token(pipeline),
         occurrence.format("%Y%m%dT%H%M%SZ")
     )
 }
@@ -290,5 +301,11 @@ mod tests {
             .expect("valid")
             .with_timezone(&chrono::Utc);
         assert_eq!(claim_key("etl", at), "etl.20261203T101500Z");
+        // A name that is no key as it is becomes one: no `%`, no extra `.`.
+        assert_eq!(
+            claim_key("Nightly ETL.v2", at),
+            "Nightly=20ETL=2Ev2.20261203T101500Z"
+        );
+        assert_ne!(key_token("a=2Eb"), key_token("a.b"));
     }
 }

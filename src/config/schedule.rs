@@ -46,6 +46,11 @@ impl Schedule {
         self.cron.find_next_occurrence(t, false).ok()
     }
 
+    /// The latest occurrence at or before `t`, if the expression has one.
+    pub fn latest_at_or_before<Tz: TimeZone>(&self, t: &DateTime<Tz>) -> Option<DateTime<Tz>> {
+        self.cron.find_previous_occurrence(t, true).ok()
+    }
+
     /// The occurrences strictly after `after` and at or before `until`, at most
     /// [`MAX_OCCURRENCES`] of the newest.
     pub fn occurrences<Tz: TimeZone>(

@@ -9,6 +9,8 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use chrono::{DateTime, SecondsFormat, Utc};
+
 use crate::event::RunId;
 
 /// `<exe> run --config <config> --source <source>` plus the optional flags.
@@ -32,6 +34,9 @@ pub struct Invocation {
     pub stages: Vec<String>,
     /// `--retry RUN_ID`, with `--force`.
     pub retry: Option<(RunId, bool)>,
+    /// `--occurrence TIME`: the occurrence of the schedule a scheduler starts this run for
+    /// (the built-in scheduler knows it); under `[cluster]` it is what the run claims.
+    pub occurrence: Option<DateTime<Utc>>,
 }
 
 impl Invocation {
@@ -48,6 +53,7 @@ impl Invocation {
             params: Vec::new(),
             stages: Vec::new(),
             retry: None,
+            occurrence: None,
         }
     }
 
@@ -96,6 +102,10 @@ impl Invocation {
             args.push("--stage".into());
             args.push(stage.into());
         }
+        if let Some(at) = &self.occurrence {
+            args.push("--occurrence".into());
+            args.push(at.to_rfc3339_opts(SecondsFormat::Secs, true).into());
+        }
         if let Some((id, force)) = &self.retry {
             args.push("--retry".into());
             args.push(id.as_str().into());
@@ -131,6 +141,19 @@ mod tests {
                 "scheduler"
             ]
             .map(OsString::from)
+        );
+    }
+
+    #[test]
+    fn an_occurrence_is_passed_as_utc_to_the_second() {
+        let mut inv = Invocation::new("pw", "p.toml", "scheduler");
+        inv.occurrence = chrono::DateTime::parse_from_rfc3339("2026-12-03T11:15:00+01:00")
+            .ok()
+            .map(|t| t.with_timezone(&Utc));
+        let args = inv.args();
+        assert_eq!(
+            args[args.len() - 2..],
+            ["--occurrence", "2026-12-03T10:15:00Z"].map(OsString::from)
         );
     }
 

@@ -1,7 +1,8 @@
 //! `pipewatch run`: one run of the pipeline, start to finish, journaled as it happens.
 //!
 //! The run ([`run`], called by `cli::run`):
-//! 1. applies the overlap policy against other runs of the same pipeline (`overlap.rs`);
+//! 1. applies the overlap policy against other runs of the same pipeline (`overlap.rs`), on
+//!    this host and, under `[cluster]`, across hosts (`cluster::lock`);
 //! 2. takes its run lock (proof of life for the dashboard, [`liveness`]) and creates its
 //!    journal;
 //! 3. announces itself to the dashboard in the background ([`announce`]);
@@ -201,7 +202,15 @@ pub async fn run(
     // What the stages orphan comes back to this process, to be ended with its stage.
     process::adopt_orphans();
 
-    // 1. Overlap.
+    // With [cluster] the run is named in the engine's lock before it starts, so its id is
+    // fixed now; otherwise when it starts (after any wait for its turn).
+    let early_id = config.cluster.as_ref().map(|_| {
+        opts.run_id
+            .clone()
+            .unwrap_or_else(|| RunId::generate(Utc::now()))
+    });
+
+    // 1. Overlap: on this host, then (with [cluster]) across hosts.
     let policy = config.pipeline.overlap;
     let (pipeline_lock, overlap_with) =
         match overlap::admit(policy, &overlap::Scope::of(config), reporter.as_ref()).await? {
@@ -209,12 +218,22 @@ pub async fn run(
             Admission::Skip { running } => (None, Some(running)),
             Admission::Interrupted => return Ok(RunOutcome::not_started()),
         };
+    let (engine_lock, overlap_with) = match (overlap_with, &early_id) {
+        (Some(running), _) => (None, Some(running)),
+        (None, None) => (None, None),
+        (None, Some(id)) => {
+            match overlap::admit_across_hosts(policy, config, id, reporter.as_ref()).await? {
+                overlap::Across::Run(lock) => (lock, None),
+                overlap::Across::Skip { running } => (None, Some(running)),
+                overlap::Across::Interrupted => return Ok(RunOutcome::not_started()),
+            }
+        }
+    };
 
     // 2. Run lock and journal.
     let started = Instant::now();
-    let run_id = opts
-        .run_id
-        .clone()
+    let run_id = early_id
+        .or_else(|| opts.run_id.clone())
         .unwrap_or_else(|| RunId::generate(Utc::now()));
     let run_lock = RunLock::acquire(state_dir, &run_id, &config.pipeline.name)
         .map_err(|e| state_err(state_dir, e))?;
@@ -228,6 +247,9 @@ pub async fn run(
             // would only be litter. (A run that fails later, with events but no final one,
             // keeps it: that is how the dashboard sees it abandoned.)
             run_lock.finished();
+            if let Some(lock) = engine_lock {
+                lock.release().await;
+            }
             return Err(e);
         }
     };
@@ -265,6 +287,9 @@ pub async fn run(
         &ctx.journal.path().display().to_string(),
     );
     run_lock.finished();
+    if let Some(lock) = engine_lock {
+        lock.release().await;
+    }
     drop(pipeline_lock);
     if let Some(a) = announcement {
         tokio::task::spawn_blocking(move || a.finish()).await.ok();
@@ -272,6 +297,74 @@ pub async fn run(
     Ok(RunOutcome {
         run_id: Some(run_id),
         status,
+        journal: Some(ctx.journal.path().to_path_buf()),
+    })
+}
+
+/// Records a run that is not started for a reason outside the pipeline (`reason`, one of the
+/// codes of `docs/events.md`, `msg` in words): its `start` and a run-level `skipped`, no stage,
+/// announced to the dashboard as any run is. The overlap policy is not consulted (nothing
+/// runs); the run lock is held while the two events are written, as a run's is.
+pub async fn record_skipped(
+    config: &Config,
+    opts: RunOptions,
+    reporter: Arc<dyn Reporter>,
+    reason: &'static str,
+    msg: &str,
+) -> Result<RunOutcome, RunError> {
+    let state_dir = &config.server.state_dir;
+    let started = Instant::now();
+    let run_id = opts
+        .run_id
+        .clone()
+        .unwrap_or_else(|| RunId::generate(Utc::now()));
+    let run_lock = RunLock::acquire(state_dir, &run_id, &config.pipeline.name)
+        .map_err(|e| state_err(state_dir, e))?;
+    let names = config.stage_names();
+    let ctx = match Ctx::create(config, &run_id, &opts.source, opts.params.clone(), reporter)
+        .and_then(|ctx| journal_start(&ctx, config, &names, &opts).map(|()| ctx))
+    {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            run_lock.finished();
+            return Err(e);
+        }
+    };
+    let announcement = opts.announce.then(|| {
+        announce::announce(
+            config.server.bind,
+            &config.server.token,
+            run_id.as_str(),
+            &opts.source,
+            &config.server.events_id(),
+        )
+    });
+    ctx.reporter.note(msg);
+    // Should this fail, the run has a start and no end: its lock is kept, so the dashboard
+    // sees it abandoned, as any run whose journal broke.
+    ctx.journal.emit(
+        PIPELINE_STAGE,
+        kind::SKIPPED,
+        Level::Warn,
+        msg,
+        &Data {
+            reason: Some(reason),
+            ..Data::default()
+        },
+    )?;
+    ctx.reporter.run_finished(
+        run_id.as_str(),
+        Ending::Skipped,
+        started.elapsed(),
+        &ctx.journal.path().display().to_string(),
+    );
+    run_lock.finished();
+    if let Some(a) = announcement {
+        tokio::task::spawn_blocking(move || a.finish()).await.ok();
+    }
+    Ok(RunOutcome {
+        run_id: Some(run_id),
+        status: RunStatus::Skipped,
         journal: Some(ctx.journal.path().to_path_buf()),
     })
 }

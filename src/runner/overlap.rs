@@ -8,12 +8,18 @@
 //! - `queue`: wait for the lock, then run;
 //! - `replace`: ask the running runs to stop (reason `replaced`), wait for the lock, then run.
 //!
+//! Under `[cluster]`, a run this host admitted is then admitted across hosts
+//! ([`admit_across_hosts`]) by the pipeline's key in the engine (`cluster::lock`), under the
+//! same policy.
+//!
 //! Invariants: a run admitted under `skip`, `queue` or `replace` holds the lock until it has
 //! written its final event; a run interrupted while it waits has written nothing. Called once
 //! per run by [`super::run`], before the run has a journal.
 
 use std::path::Path;
+use std::sync::Arc;
 
+use crate::cluster::lock::{EngineLock, LockError, Locks, Take};
 use crate::config::Config;
 
 use super::liveness::{self, PipelineLock};
@@ -125,6 +131,100 @@ async fn wait_for_lock(state_dir: &Path, reporter: &dyn Reporter) -> Result<Admi
         sig = shutdown::signalled() => {
             reporter.note(&format!("{sig} while waiting: not started"));
             Ok(Admission::Interrupted)
+        }
+    }
+}
+
+/// What the policy allows across hosts (`[cluster]`), once this host's lock is held.
+pub(super) enum Across {
+    /// Run, holding the engine's lock (none under `parallel`, without `[cluster]`, or when the
+    /// engine could not be reached: then the policy holds on this host only).
+    Run(Option<EngineLock>),
+    /// A run on another host is running under `skip`: its id.
+    Skip { running: String },
+    /// Interrupted by a signal while waiting: nothing was started or written.
+    Interrupted,
+}
+
+/// Applies `policy` against the runs of the pipeline on other hosts, through the engine's lock
+/// (`cluster::lock`): `skip` skips while another run holds it, `queue` waits for it, `replace`
+/// asks its holder to stop and waits. Called after [`admit`] let the run go on this host.
+pub(super) async fn admit_across_hosts(
+    policy: Overlap,
+    config: &Config,
+    run_id: &RunId,
+    reporter: &dyn Reporter,
+) -> Result<Across, RunError> {
+    let Some(cluster) = config.cluster.as_ref() else {
+        return Ok(Across::Run(None));
+    };
+    let word = match policy {
+        Overlap::Parallel => return Ok(Across::Run(None)),
+        Overlap::Skip => "skip",
+        Overlap::Queue => "queue",
+        Overlap::Replace => "replace",
+    };
+    let local_only = |e: LockError| {
+        reporter.note(&format!(
+            "{e}: overlap = \"{word}\" holds on this host only for this run"
+        ));
+        Ok(Across::Run(None))
+    };
+    let locks = match Locks::open(cluster, &config.pipeline.name).await {
+        Ok(locks) => locks,
+        Err(e) => return local_only(e),
+    };
+    // A run on another host replacing this one: stop it as a local `replace` would.
+    let state_dir = config.server.state_dir.clone();
+    let me = run_id.clone();
+    let on_replace: Arc<dyn Fn(&str) + Send + Sync> = Arc::new(move |by: &str| {
+        tracing::info!(run_id = %me, by, "replaced by a run on another host");
+        let _ = liveness::request_cancel(&state_dir, &me, "replaced");
+    });
+    let signal = shutdown::signalled();
+    tokio::pin!(signal);
+    let mut waiting = false;
+    loop {
+        match locks.try_take(run_id, on_replace.clone()).await {
+            Ok(Take::Taken(lock)) => return Ok(Across::Run(Some(lock))),
+            Ok(Take::Held { holder, revision }) => {
+                let on = format!("run {} on host {}", holder.run_id, holder.host);
+                match policy {
+                    Overlap::Skip => {
+                        return Ok(Across::Skip {
+                            running: holder.run_id,
+                        });
+                    }
+                    Overlap::Replace => {
+                        if let Err(e) = locks.request_replace(holder, revision, run_id).await {
+                            tracing::debug!("{e}");
+                        }
+                    }
+                    Overlap::Queue | Overlap::Parallel => {}
+                }
+                if !waiting {
+                    reporter.note(&match policy {
+                        Overlap::Replace => {
+                            format!("replacing the running {on} (overlap = \"replace\")")
+                        }
+                        _ => {
+                            format!("waiting for the running {on} to finish (overlap = \"{word}\")")
+                        }
+                    });
+                    waiting = true;
+                }
+            }
+            // Before any answer the engine is out of reach: this host's lock decides. Once
+            // waiting for another host's run, wait on (it may still hold the lock).
+            Err(e) if !waiting => return local_only(e),
+            Err(e) => tracing::debug!("{e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Locks::retry_every()) => {}
+            sig = &mut signal => {
+                reporter.note(&format!("{sig} while waiting: not started"));
+                return Ok(Across::Interrupted);
+            }
         }
     }
 }

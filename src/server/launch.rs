@@ -25,6 +25,8 @@ pub struct Asked {
     pub params: Vec<(String, String)>,
     pub stages: Vec<String>,
     pub retry: Option<(RunId, bool)>,
+    /// The schedule's occurrence a scheduled run is for (`--occurrence`).
+    pub occurrence: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Starts `pipewatch run [PIPELINE] --source SOURCE` for `config`'s pipeline, with what was
@@ -41,6 +43,7 @@ pub async fn launch(
     invocation.params = asked.params;
     invocation.stages = asked.stages;
     invocation.retry = asked.retry;
+    invocation.occurrence = asked.occurrence;
     let mut cmd = tokio::process::Command::from(invocation.command());
     cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -66,19 +69,34 @@ pub async fn launch(
                 tracing::warn!(run_id = %logged, "run: {line}");
             }
         }
-        match child.wait().await {
-            Ok(st) => tracing::info!(run_id = %logged, "run exited: {st}"),
-            Err(e) => tracing::warn!(run_id = %logged, "run: {e}"),
-        }
-        // A runner that exited before writing anything (a broken configuration, say) left
-        // no file and no lock to tell: it is gone, so the run it was announced as is too.
-        if !state
+        let ok = match child.wait().await {
+            Ok(st) => {
+                tracing::info!(run_id = %logged, "run exited: {st}");
+                st.success()
+            }
+            Err(e) => {
+                tracing::warn!(run_id = %logged, "run: {e}");
+                false
+            }
+        };
+        // The runner writes the local events folder; with [cluster] the dashboard's mirror may
+        // not have the file yet.
+        let written = state
             .config
             .server
             .events_dir
             .join(logged.file_name())
-            .exists()
-        {
+            .exists();
+        if ok && !written {
+            // Exited 0 with no run: under [cluster], another host claimed the occurrence.
+            // There was never a run here to show.
+            let gone = logged.clone();
+            let _ = state
+                .with_index(move |idx| idx.remove_runs(std::slice::from_ref(&gone)))
+                .await;
+        } else if !written {
+            // A runner that exited before writing anything (a broken configuration, say) left
+            // no file and no lock to tell: it is gone, so the run it was announced as is too.
             let at = now_timestamp();
             let _ = state
                 .with_index(move |idx| idx.mark_abandoned(&logged, &at, None))
@@ -92,8 +110,16 @@ pub async fn launch(
 pub struct DashboardLauncher(pub Arc<AppState>, pub Config);
 
 impl Launcher for DashboardLauncher {
-    async fn launch(&self, source: &'static str) -> Result<(RunId, JoinHandle<()>), String> {
-        launch(&self.0, &self.1, source, Asked::default())
+    async fn launch(
+        &self,
+        source: &'static str,
+        occurrence: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(RunId, JoinHandle<()>), String> {
+        let asked = Asked {
+            occurrence: Some(occurrence),
+            ..Asked::default()
+        };
+        launch(&self.0, &self.1, source, asked)
             .await
             .map_err(|e| e.message)
     }

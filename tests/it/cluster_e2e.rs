@@ -89,28 +89,37 @@ fn runs_on_two_hosts_reach_two_dashboards_each_event_once_with_their_host() {
         // Each event says its host, and so does each run.
         let hosts: BTreeSet<&str> = got.iter().filter_map(|e| e["host"].as_str()).collect();
         assert_eq!(hosts, BTreeSet::from(["etl-01", "etl-02"]));
-        s.wait_json("/api/runs", "both runs, ended, with their host", Duration::from_secs(30), |v| {
-            let runs = v.as_array().cloned().unwrap_or_default();
-            let hosts: BTreeSet<String> = runs
-                .iter()
-                .filter(|r| r["status"] == "success")
-                .filter_map(|r| r["host"].as_str().map(str::to_string))
-                .collect();
-            hosts == BTreeSet::from(["etl-01".to_string(), "etl-02".to_string()])
-        });
+        s.wait_json(
+            "/api/runs",
+            "both runs, ended, with their host",
+            Duration::from_secs(30),
+            |v| {
+                let runs = v.as_array().cloned().unwrap_or_default();
+                let hosts: BTreeSet<String> = runs
+                    .iter()
+                    .filter(|r| r["status"] == "success")
+                    .filter_map(|r| r["host"].as_str().map(str::to_string))
+                    .collect();
+                hosts == BTreeSet::from(["etl-01".to_string(), "etl-02".to_string()])
+            },
+        );
     }
 }
 
 #[test]
 fn the_stream_leader_killed_mid_run_loses_and_repeats_nothing() {
-    let Some(mut nats) = Nats::cluster() else { return };
+    let Some(mut nats) = Nats::cluster() else {
+        return;
+    };
     let dash = host(&nats, "dash-a", 1, "");
     let a = host(&nats, "etl-01", 1500, "[ $((i % 100)) = 0 ] && sleep 0.1;");
     // The stream exists before the run, so that it has a leader to kill.
     let s = Server::start(&dash);
-    wait_until(Duration::from_secs(30), "the events stream's leader", || {
-        nats.stream_leader(pipewatch::cluster::STREAM).is_some()
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "the events stream's leader",
+        || nats.stream_leader(pipewatch::cluster::STREAM).is_some(),
+    );
     let mut ws = s.ws("/ws/events");
     let mut run = a.spawn(&["run", "--quiet"]);
     std::thread::sleep(Duration::from_millis(500));
@@ -119,7 +128,10 @@ fn the_stream_leader_killed_mid_run_loses_and_repeats_nothing() {
         .expect("a leader");
     nats.kill(leader);
     let status = crate::support::wait_child(&mut run, Duration::from_secs(60));
-    assert!(status.success(), "the run goes on without the stream's leader");
+    assert!(
+        status.success(),
+        "the run goes on without the stream's leader"
+    );
     let want = run_files(&[&a]);
     let got = read_all(&s, &mut ws, &want);
     let (runs, repeated) = by_run(&got);

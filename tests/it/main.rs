@@ -19,14 +19,15 @@ mod browser;
 mod cli;
 mod cli_config;
 mod cluster;
-// The stages are POSIX shell loops.
+// The [cluster] tests whose stages are POSIX shell scripts.
+#[cfg(unix)]
+mod cluster_claim;
 #[cfg(unix)]
 mod cluster_e2e;
-mod cluster_serve;
-// The stages are POSIX shell scripts.
 #[cfg(unix)]
 mod cluster_forward;
 mod cluster_host;
+mod cluster_serve;
 mod example;
 mod faults;
 mod openapi;

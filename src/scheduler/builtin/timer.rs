@@ -36,12 +36,14 @@ const MAX_SLEEP: Duration = Duration::from_secs(5);
 
 /// How the loop starts a run: the dashboard's "Run now" path, in `serve`.
 pub trait Launcher: Send + Sync + 'static {
-    /// Starts `pipewatch run --source SOURCE`. Resolves once the process is started, with its
-    /// run id and a handle that resolves when it has exited; an error says why it could not
-    /// start.
+    /// Starts `pipewatch run --source SOURCE --occurrence OCCURRENCE` (the occurrence of the
+    /// schedule it is for, which a run under `[cluster]` claims). Resolves once the process is
+    /// started, with its run id and a handle that resolves when it has exited; an error says
+    /// why it could not start.
     fn launch(
         &self,
         source: &'static str,
+        occurrence: DateTime<Utc>,
     ) -> impl Future<Output = Result<(RunId, JoinHandle<()>), String>> + Send;
 }
 
@@ -172,7 +174,7 @@ impl Timer {
         }
         if on_time {
             self.update(|s| s.last_occurrence = Some(newest));
-            self.fire(clock, launcher, "scheduler", false).await;
+            self.fire(clock, launcher, "scheduler", newest, false).await;
         }
         true
     }
@@ -203,26 +205,27 @@ impl Timer {
             // Handled before it runs: a dashboard killed during the run must not run this
             // occurrence again when it comes back.
             self.update(|s| s.last_occurrence = Some(at));
-            self.fire(clock, launcher, "catchup", true).await;
+            self.fire(clock, launcher, "catchup", at, true).await;
         }
         self.update(|s| s.last_occurrence = Some(until));
     }
 
-    /// Starts a scheduled run; with `wait`, until it has exited (catch-up runs one after
-    /// another).
+    /// Starts the scheduled run of occurrence `at`; with `wait`, until it has exited
+    /// (catch-up runs one after another).
     async fn fire(
         &self,
         clock: &impl Clock,
         launcher: &impl Launcher,
         source: &'static str,
+        at: DateTime<Utc>,
         wait: bool,
     ) {
-        match launcher.launch(source).await {
+        match launcher.launch(source, at).await {
             Ok((id, exited)) => {
-                tracing::info!(run_id = %id, source, "scheduled run started");
-                let at = clock.now();
+                tracing::info!(run_id = %id, source, occurrence = %at, "scheduled run started");
+                let started = clock.now();
                 self.update(|s| {
-                    s.last_run = Some(at);
+                    s.last_run = Some(started);
                     s.last_run_id = Some(id.to_string());
                 });
                 if wait {
@@ -243,16 +246,23 @@ mod tests {
     use super::*;
     use crate::scheduler::clock::manual::ManualClock;
 
-    /// Records every launch with the clock's time; each run exits at once.
+    /// Records every launch with the clock's time, and the occurrence it was for; each run
+    /// exits at once.
     struct Recorder {
         clock: ManualClock,
         fired: Mutex<Vec<(&'static str, DateTime<Utc>)>>,
+        occurrences: Mutex<Vec<DateTime<Utc>>>,
     }
 
     impl Launcher for Recorder {
-        async fn launch(&self, source: &'static str) -> Result<(RunId, JoinHandle<()>), String> {
+        async fn launch(
+            &self,
+            source: &'static str,
+            occurrence: DateTime<Utc>,
+        ) -> Result<(RunId, JoinHandle<()>), String> {
             let at = self.clock.now();
             self.fired.lock().unwrap().push((source, at));
+            self.occurrences.lock().unwrap().push(occurrence);
             Ok((RunId::generate(at), tokio::spawn(async {})))
         }
     }
@@ -279,6 +289,7 @@ mod tests {
         let recorder = Arc::new(Recorder {
             clock: clock.clone(),
             fired: Mutex::new(Vec::new()),
+            occurrences: Mutex::new(Vec::new()),
         });
         Setup {
             _dir: dir,
@@ -305,6 +316,10 @@ mod tests {
 
         fn fired(&self) -> Vec<(&'static str, DateTime<Utc>)> {
             self.recorder.fired.lock().unwrap().clone()
+        }
+
+        fn occurrences(&self) -> Vec<DateTime<Utc>> {
+            self.recorder.occurrences.lock().unwrap().clone()
         }
 
         /// The state as the API or a previous dashboard left it.
@@ -350,6 +365,11 @@ mod tests {
                 ("scheduler", t(9, 45, 0)),
                 ("scheduler", t(10, 0, 0)),
             ]
+        );
+        assert_eq!(
+            s.occurrences(),
+            vec![t(9, 15, 0), t(9, 30, 0), t(9, 45, 0), t(10, 0, 0)],
+            "each run is told the occurrence it is for"
         );
         let state = s.state();
         assert_eq!(state.last_occurrence, Some(t(10, 0, 0)));
@@ -424,6 +444,7 @@ mod tests {
         let expected = s.timer.schedule.occurrences(down_since, now);
         let fired = s.fired();
         assert_eq!(fired, vec![("catchup", now)], "one catch-up run, for 09:00");
+        assert_eq!(s.occurrences(), vec![t(9, 0, 0)]);
         let missed = s.missed_files();
         assert_eq!(
             missed.len(),

@@ -94,6 +94,7 @@ impl RunBody {
             params,
             stages: self.stages,
             retry: None,
+            occurrence: None,
         })
     }
 }
