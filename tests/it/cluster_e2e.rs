@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::nats::Nats;
-use crate::support::{Project, Server, count_lines, read_until, wait_until};
+use crate::support::{Project, Server, count_lines, wait_until};
 
 /// A folder of host `host`: pipeline `p`, one stage printing `lines` lines, `[cluster]`.
 fn host(nats: &Nats, host: &str, lines: u32, pause: &str) -> Project {
@@ -50,14 +50,49 @@ fn run_files(hosts: &[&Project]) -> BTreeMap<String, u64> {
         .collect()
 }
 
-/// Reads `/ws/events` until every line of every run file in `want` has come.
-fn read_all(s: &Server, ws: &mut crate::support::Ws, want: &BTreeMap<String, u64>) -> Vec<Value> {
-    let _ = s;
-    read_until(ws, "every host's events", |got| {
-        let (runs, _) = by_run(got);
-        want.iter()
-            .all(|(id, n)| runs.get(id).is_some_and(|seqs| seqs.len() as u64 >= *n))
-    })
+/// Reads `/ws/events` until every line of every run file in `want` has come, or a minute has
+/// passed: then fails naming what is missing, what the stream holds and what the server said.
+fn read_all(
+    s: &Server,
+    ws: &mut crate::support::Ws,
+    want: &BTreeMap<String, u64>,
+    nats: &Nats,
+) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut got = Vec::new();
+    loop {
+        let (runs, _) = by_run(&got);
+        let complete = want
+            .iter()
+            .all(|(id, n)| runs.get(id).is_some_and(|seqs| seqs.len() as u64 >= *n));
+        if complete {
+            return got;
+        }
+        if std::time::Instant::now() > deadline {
+            let missing: Vec<String> = want
+                .iter()
+                .map(|(id, n)| {
+                    let have = runs.get(id).cloned().unwrap_or_default();
+                    let gone: Vec<u64> = (0..*n).filter(|q| !have.contains(q)).collect();
+                    format!(
+                        "{id}: {} of {n}, missing {:?}",
+                        have.len(),
+                        &gone[..gone.len().min(20)]
+                    )
+                })
+                .collect();
+            let msgs = nats.messages(pipewatch::cluster::STREAM, "pipewatch.events.>");
+            panic!(
+                "not every event came within a minute: {missing:?}; the stream holds {} messages; \
+                 the server said:\n{}",
+                msgs.len(),
+                s.stderr()
+            );
+        }
+        if let crate::support::Next::Event(e) = crate::support::next(ws) {
+            got.push(e);
+        }
+    }
 }
 
 #[test]
@@ -80,7 +115,7 @@ fn runs_on_two_hosts_reach_two_dashboards_each_event_once_with_their_host() {
     assert_eq!(want.len(), 2);
 
     for (s, ws) in servers.iter().zip(&mut sockets) {
-        let got = read_all(s, ws, &want);
+        let got = read_all(s, ws, &want, &nats);
         let (runs, repeated) = by_run(&got);
         assert!(repeated.is_empty(), "shown twice: {repeated:?}");
         for (id, n) in &want {
@@ -132,8 +167,12 @@ fn the_stream_leader_killed_mid_run_loses_and_repeats_nothing() {
         status.success(),
         "the run goes on without the stream's leader"
     );
+    // What the run could not send while the stream had no leader (it waits at most a second
+    // for the engine at its end) goes with the host's next `forward` (or run, or serve).
+    let o = a.run(&["forward"]);
+    assert!(o.status.success(), "{}", crate::support::stderr(&o));
     let want = run_files(&[&a]);
-    let got = read_all(&s, &mut ws, &want);
+    let got = read_all(&s, &mut ws, &want, &nats);
     let (runs, repeated) = by_run(&got);
     assert!(repeated.is_empty(), "shown twice: {repeated:?}");
     for (id, n) in &want {
