@@ -18,9 +18,12 @@ fn host(nats: &Nats, host: &str, lines: u32, pause: &str) -> Project {
     ))
 }
 
+/// Each run's `seq`s seen.
+type Seqs = BTreeMap<String, BTreeSet<u64>>;
+
 /// Every run's events by `seq`, and the (run, seq) pairs that came more than once.
-fn by_run(events: &[Value]) -> (BTreeMap<String, BTreeSet<u64>>, Vec<(String, u64)>) {
-    let mut runs: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+fn by_run(events: &[Value]) -> (Seqs, Vec<(String, u64)>) {
+    let mut runs = Seqs::new();
     let mut repeated = Vec::new();
     for e in events {
         let (Some(run), Some(seq)) = (e["run_id"].as_str(), e["seq"].as_u64()) else {
