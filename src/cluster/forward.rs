@@ -504,7 +504,7 @@ impl Forwarder {
     }
 
     /// Part of a pass over the older files, for a run forwarding its own file first: at most
-    /// [`BACKLOG_STEP`] reads of one file, never `own`'s, leaving busy files alone. `true`
+    /// `BACKLOG_STEP` reads of one file, never `own`'s, leaving busy files alone. `true`
     /// when there is more to do now.
     pub async fn backlog_step(&mut self, own: Option<&RunId>) -> Result<bool, ForwardError> {
         if self.backlog.is_empty() {

@@ -8,7 +8,7 @@
 //! # Layout
 //!
 //! - this module: [`Engine`], a connection with the stream and the buckets created or checked
-//!   ([`Engine::connect`], [`Engine::ensure`]); the names of subjects, message ids and claim
+//!   ([`Engine::connect`], [`Engine::ensure_stream`]); the names of subjects, message ids and claim
 //!   keys ([`subject`], [`msg_id`], [`claim_key`]), each token made safe for a subject.
 //! - [`forward`]: runner → JetStream, the run file as the outbox; [`sidecar`]: what the engine
 //!   acknowledged of each run file.
