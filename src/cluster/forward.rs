@@ -12,14 +12,21 @@
 //!   ack, and acks are awaited in order. What the engine acknowledged is recorded per run in a
 //!   sidecar ([`super::sidecar`]), written whole, at most every [`SIDECAR_EVERY`] and when a
 //!   file is done.
+//! - Every line of a file is one message: an event, or a placeholder naming only the run and
+//!   the `seq` for a line that is not one (malformed, over the size cap, or larger than the
+//!   server's `max_payload`), so that a dashboard can tell a line still to come from one that
+//!   is not an event.
 //! - Before a process resumes a file (the first time it touches it: after a crash, or a file
 //!   another process began), it asks the stream for the run subject's last message and does
 //!   not publish again the lines up to its seq; so a crash between an ack and the sidecar
-//!   neither repeats nor skips. Publishing is pipelined, so a reconnect can lose a message
-//!   while a later one gets through: after a failed publish a process goes on from what was
-//!   acknowledged, without asking, and on resume it checks that the stream holds as many
-//!   messages of the run as the file has events up to that seq — if not, it sends the run
-//!   again from the sidecar's checkpoint and the duplicate window keeps one of each.
+//!   neither repeats nor skips.
+//! - Publishing is pipelined, so a reconnect (or a leader election) can lose a line while a
+//!   later one gets through. Dashboards take a run's lines in `seq` order only and wait for
+//!   the lost one, so the later ones must come again after it, past the duplicate window:
+//!   after a failed publish a process waits for the acks in flight and sends what was stored
+//!   past the lost line again without `Nats-Msg-Id`; on resume, a stream holding fewer of
+//!   the run's messages than its last seq says has lost one that way, and the run goes again
+//!   from the sidecar's checkpoint, without `Nats-Msg-Id` up to that seq.
 //! - Each forwarder publishes a file's lines in `seq` order; several forwarders on one file
 //!   (a run, `serve`, `pipewatch forward`) are safe, the stream keeping one of each message.
 //! - An engine that is down, slow or partitioned never fails or slows a run: the run's
@@ -159,6 +166,11 @@ struct FileState {
     /// The seq of the run subject's last message in the stream when the file was resumed:
     /// lines up to it are not published again.
     skip_through: Option<u64>,
+    /// Lines up to this seq are published without `Nats-Msg-Id`: some were stored out of
+    /// order (a later line got through while an earlier one was lost), and dashboards apply a
+    /// run's lines in `seq` order only, so they must come again after the lost one, which the
+    /// duplicate window would refuse.
+    plain_through: Option<u64>,
     done: bool,
     /// What the sidecar holds, as far as this process knows, and when it wrote it.
     saved: Option<Checkpoint>,
@@ -270,6 +282,7 @@ impl Forwarder {
                 acked: Some(cp.clone()),
                 hint: 0,
                 skip_through: None,
+                plain_through: None,
                 done: true,
                 saved: Some(cp),
                 saved_at: None,
@@ -284,7 +297,7 @@ impl Forwarder {
         };
         let subject = subject(&pipeline, &run.id);
         let stream = self.stream().await?;
-        let skip_through = match skip_through(&stream, run, &subject).await {
+        let (skip_through, plain_through) = match resume_at(&stream, &subject).await {
             Ok(s) => s,
             Err(e) => {
                 self.stream = None;
@@ -300,6 +313,7 @@ impl Forwarder {
             acked,
             hint: 0,
             skip_through,
+            plain_through,
             done: false,
             saved_at: None,
         }))
@@ -326,18 +340,34 @@ impl Forwarder {
                 }
             };
             hint = read.partial;
-            for p in &read.batch.events {
-                if state.skip_through.is_some_and(|last| p.seq <= last) {
-                    self.totals.skipped += 1;
-                    continue;
-                }
-                if let Some(ack) = self.publish(&state.subject, p).await? {
+            // Every line is a message, so that a dashboard can tell a line still to come from
+            // one that is not an event: a skipped line (malformed, or over the size cap) goes
+            // as a placeholder that names its run and seq only.
+            let mut next = from.as_ref().map_or(0, |c| c.lines);
+            let lines = read
+                .batch
+                .events
+                .iter()
+                .map(|p| (p.seq, Some(p)))
+                .chain(std::iter::once((read.batch.checkpoint.lines, None)));
+            for (seq, event) in lines {
+                let line = (next..seq)
+                    .map(|s| (s, None))
+                    .chain(event.map(|p| (seq, Some(p))));
+                for (seq, p) in line {
+                    if state.skip_through.is_some_and(|last| seq <= last) {
+                        self.totals.skipped += 1;
+                        continue;
+                    }
+                    let plain = state.plain_through.is_some_and(|t| seq <= t);
+                    let ack = self.publish(state, seq, p.map(|p| &**p), plain).await?;
                     sent_any = true;
-                    in_flight.push_back(InFlight::Event { seq: p.seq, ack });
+                    in_flight.push_back(InFlight::Event { seq, ack });
+                    while in_flight.len() >= MAX_IN_FLIGHT {
+                        self.settle_front(state, &mut in_flight).await?;
+                    }
                 }
-                while in_flight.len() >= MAX_IN_FLIGHT {
-                    self.settle_front(state, &mut in_flight).await?;
-                }
+                next = seq + 1;
             }
             let cp = read.batch.checkpoint;
             from = Some(cp.clone());
@@ -362,46 +392,64 @@ impl Forwarder {
         })
     }
 
-    /// Sends one event; `None` when it cannot ever be sent (larger than the server takes),
-    /// which is logged and passed over.
+    /// Sends line `seq` of the file: its event `p`, or a placeholder naming only the run and
+    /// the seq for a line that is not an event (or an event larger than the server takes);
+    /// with `Nats-Msg-Id` unless `plain`.
     async fn publish(
         &self,
-        subject: &str,
-        p: &Published,
-    ) -> Result<Option<PublishAckFuture>, ForwardError> {
-        let payload: Vec<u8> = match &p.event.host {
-            Some(_) => p.json.as_str().as_bytes().to_vec(),
-            None => {
+        state: &FileState,
+        seq: u64,
+        p: Option<&Published>,
+        plain: bool,
+    ) -> Result<PublishAckFuture, ForwardError> {
+        let sent = match self.send(state, seq, p, plain).await {
+            Err(e) if p.is_some() && e.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                tracing::warn!(
+                    subject = state.subject,
+                    seq,
+                    "event larger than the NATS server's max_payload: sent as a placeholder \
+                     (dashboards show an empty line for it)"
+                );
+                self.send(state, seq, None, plain).await
+            }
+            sent => sent,
+        };
+        sent.map_err(|e| ForwardError::Publish {
+            subject: state.subject.clone(),
+            msg_id: msg_id(&state.run_id, seq),
+            reason: e.to_string(),
+        })
+    }
+
+    async fn send(
+        &self,
+        state: &FileState,
+        seq: u64,
+        p: Option<&Published>,
+        plain: bool,
+    ) -> Result<PublishAckFuture, async_nats::jetstream::context::PublishError> {
+        let payload: Vec<u8> = match p {
+            Some(p) if p.event.host.is_some() => p.json.as_str().as_bytes().to_vec(),
+            Some(p) => {
                 let mut event = p.event.clone();
                 event.host = Some(self.engine.host.clone());
                 serde_json::to_vec(&event).unwrap_or_else(|_| p.json.as_str().as_bytes().to_vec())
             }
+            None => serde_json::to_vec(&serde_json::json!({
+                "run_id": state.run_id.as_str(),
+                "seq": seq,
+                "host": self.engine.host,
+            }))
+            .unwrap_or_default(),
         };
-        let id = msg_id(&p.run_id, p.seq);
-        let message = PublishMessage::build()
-            .message_id(&id)
-            .payload(payload.into());
-        match self
-            .engine
-            .js
-            .send_publish(subject.to_string(), message)
-            .await
-        {
-            Ok(ack) => Ok(Some(ack)),
-            Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
-                tracing::warn!(
-                    subject,
-                    msg_id = id,
-                    "event not forwarded: larger than the NATS server's max_payload"
-                );
-                Ok(None)
-            }
-            Err(e) => Err(ForwardError::Publish {
-                subject: subject.to_string(),
-                msg_id: id,
-                reason: e.to_string(),
-            }),
+        let mut message = PublishMessage::build().payload(payload.into());
+        if !plain {
+            message = message.message_id(msg_id(&state.run_id, seq));
         }
+        self.engine
+            .js
+            .send_publish(state.subject.clone(), message)
+            .await
     }
 
     async fn settle_front(
@@ -412,8 +460,31 @@ impl Forwarder {
         match in_flight.pop_front() {
             Some(InFlight::Event { seq, ack }) => match ack.await {
                 Ok(a) if a.duplicate => self.totals.duplicates += 1,
-                Ok(_) => self.totals.published += 1,
+                Ok(_) => {
+                    self.totals.published += 1;
+                    if state.plain_through.is_some_and(|t| seq >= t) {
+                        state.plain_through = None;
+                    }
+                }
                 Err(e) => {
+                    // Lines sent after this one may have been stored all the same (the engine
+                    // was back by then): they must go again after it.
+                    let mut stored_after = None;
+                    while let Some(next) = in_flight.pop_front() {
+                        if let InFlight::Event { seq, ack } = next
+                            && ack.await.is_ok()
+                        {
+                            stored_after = Some(seq);
+                        }
+                    }
+                    if let Some(last) = stored_after {
+                        tracing::info!(
+                            subject = state.subject,
+                            "seq {seq} was lost while later lines (to seq {last}) got through: \
+                             sending them again after it"
+                        );
+                        state.plain_through = state.plain_through.max(Some(last));
+                    }
                     return Err(ForwardError::Publish {
                         subject: state.subject.clone(),
                         msg_id: msg_id(&state.run_id, seq),
@@ -635,32 +706,32 @@ async fn unchanged_since(path: &Path, s: &Sidecar) -> bool {
     .await
 }
 
-/// The seq through which the stream holds `run`'s events: the seq of its subject's last
-/// message, unless the stream holds fewer messages on the subject than the file has events up
-/// to that seq. Then some were lost in a reconnect while later ones got through (publishing
-/// is pipelined): `None`, and the file is sent again from what was acknowledged, the
-/// duplicate window keeping one of each.
-async fn skip_through(
+/// Where to resume a file whose run's subject ends at the stream's last message: the seq to
+/// skip through, and the seq up to which lines go again without `Nats-Msg-Id`.
+///
+/// Every line of a file is a message (an event or a placeholder), so the stream holds
+/// `last + 1` of the run's messages up to its last seq `last` — unless some were lost while
+/// later ones got through (publishing is pipelined). Then the file is sent again from what
+/// was acknowledged, and the lines up to `last` without `Nats-Msg-Id`: dashboards take a
+/// run's lines in `seq` order only, so those stored out of order must come again.
+async fn resume_at(
     stream: &Stream,
-    run: &RunFile,
     subject: &str,
-) -> Result<Option<u64>, ForwardError> {
+) -> Result<(Option<u64>, Option<u64>), ForwardError> {
     let Some(last) = last_seq(stream, subject).await? else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let stored = stored_on(stream, subject).await?;
-    match events_through(run, last).await {
-        Some(events) if events > stored => {
-            tracing::warn!(
-                subject,
-                "the stream holds {stored} of the {events} events up to seq {last}: some were \
-                 lost while the engine was unreachable; sending the run again (the stream keeps \
-                 one of each)"
-            );
-            Ok(None)
-        }
-        _ => Ok(Some(last)),
+    if stored <= last {
+        tracing::warn!(
+            subject,
+            "the stream holds {stored} of the {} lines up to seq {last}: some were lost while \
+             later ones got through; sending the run again",
+            last + 1
+        );
+        return Ok((None, Some(last)));
     }
+    Ok((Some(last), None))
 }
 
 /// How many messages the stream holds on `subject`.
@@ -681,20 +752,6 @@ async fn stored_on(stream: &Stream, subject: &str) -> Result<u64, ForwardError> 
         }
     }
     Ok(0)
-}
-
-/// How many events `run`'s file holds with a seq up to `through`; `None` if it cannot be read.
-async fn events_through(run: &RunFile, through: u64) -> Option<u64> {
-    let mut from: Option<Checkpoint> = None;
-    let mut n = 0u64;
-    loop {
-        let r = read(run, from.clone(), 0).await.ok()?;
-        n += r.batch.events.iter().filter(|p| p.seq <= through).count() as u64;
-        if !r.more || r.batch.checkpoint.lines > through {
-            return Some(n);
-        }
-        from = Some(r.batch.checkpoint);
-    }
 }
 
 /// The seq of the last event the stream holds on `subject`, from its `Nats-Msg-Id`

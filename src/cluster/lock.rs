@@ -37,6 +37,10 @@ pub const REFRESH: Duration = Duration::from_secs(3);
 /// How long one request to the engine may take here.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
+/// How long a run waits to reach the engine for its overlap lock: an unreachable engine may
+/// delay a run's start by about this much, no more (the policy then holds on this host).
+const CONNECT_WITHIN: Duration = Duration::from_millis(750);
+
 /// How often a waiting run (`queue`, `replace`) tries the lock again.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -83,7 +87,7 @@ impl Locks {
             key: key.clone(),
             reason,
         };
-        let engine = Engine::connect(cluster)
+        let engine = Engine::connect_within(cluster, CONNECT_WITHIN)
             .await
             .map_err(|e| err(e.to_string()))?;
         let store = within(engine.locks())

@@ -120,7 +120,7 @@ impl Engine {
             reason,
         };
         let connect = async_nats::connect_with_options(cluster.nats.as_slice(), opts);
-        let client = tokio::time::timeout(timeout + Duration::from_secs(1), connect)
+        let client = tokio::time::timeout(timeout + Duration::from_millis(250), connect)
             .await
             .map_err(|_| unreachable(format!("no answer within {timeout:?}")))?
             .map_err(|e| unreachable(e.to_string()))?;

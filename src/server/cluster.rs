@@ -13,12 +13,16 @@
 //!
 //! # Invariants
 //!
-//! - **Once, in order, by `(run_id, seq)`.** An event is appended only when its `seq` is the
-//!   next line of its mirror file: a repeat (the forwarder publishing again past the engine's
-//!   duplicate window, a consumer delivering again) is dropped; a gap (events the stream no
-//!   longer holds, lines a forwarder could not send) is logged with the run and the seqs, and
-//!   filled with empty lines, which the reader counts as malformed: `seq` stays the line's
-//!   index, in the mirror as in the host's own file.
+//! - **Once, in order, by `(run_id, seq)`.** A line is appended only when its `seq` is the
+//!   next line of its mirror file: a repeat (a forwarder sending again, a consumer delivering
+//!   again) is dropped. Forwarders send every line of a run file, a line that is not an event
+//!   as a placeholder (an empty line here, so `seq` stays the line's index, in the mirror as
+//!   in the host's own file). A line past a missing one was stored out of order (publishing is
+//!   pipelined: a later line got through while an earlier one was lost); it is dropped, and
+//!   comes again after the missing one (`cluster::forward`). A line still missing after more
+//!   than [`MAX_AHEAD`] of the run's later lines (more than a forwarder has in flight: the
+//!   stream lost it) is given up on, logged, and kept as an empty line. Every dashboard
+//!   counts the same messages, so all of them give up at the same line.
 //! - **Cursors are stream sequences.** Each batch carries its first event's stream sequence
 //!   ([`Batch::cursor`]); a batch holds consecutive messages of one run only, so its events'
 //!   sequences follow each other. Every dashboard gives an event the same cursor, so a
@@ -155,10 +159,14 @@ fn read_message(m: &jetstream::Message) -> Option<Message> {
             let (run, seq) = v.as_str().rsplit_once(':')?;
             Some((RunId::parse(run).ok()?, seq.parse::<u64>().ok()?))
         });
-    let from_payload = parsed
-        .as_ref()
-        .ok()
-        .and_then(|e| Some((RunId::parse(&e.run_id).ok()?, e.seq?)));
+    // An event names its run and seq; so does a forwarder's placeholder for a line of the
+    // file that is not an event (`{"run_id", "seq", "host"}`).
+    let from_payload = match &parsed {
+        Ok(e) => RunId::parse(&e.run_id).ok().zip(e.seq),
+        Err(_) => serde_json::from_slice::<Placeholder>(payload)
+            .ok()
+            .and_then(|p| Some((RunId::parse(&p.run_id).ok()?, p.seq))),
+    };
     let Some((run_id, seq)) = from_header.or(from_payload) else {
         tracing::warn!(
             stream_seq,
@@ -169,6 +177,7 @@ fn read_message(m: &jetstream::Message) -> Option<Message> {
     };
     let line = match &parsed {
         Ok(_) => one_line(payload),
+        Err(_) if from_placeholder(payload) => None,
         Err(why) => {
             tracing::warn!(
                 stream_seq,
@@ -189,6 +198,18 @@ fn read_message(m: &jetstream::Message) -> Option<Message> {
         line,
         is_event,
     })
+}
+
+/// A forwarder's message for a line of a run file that is not an event (malformed, or over
+/// the size cap): it keeps the line's `seq`, as an empty line of the mirror.
+#[derive(serde::Deserialize)]
+struct Placeholder {
+    run_id: String,
+    seq: u64,
+}
+
+fn from_placeholder(payload: &[u8]) -> bool {
+    serde_json::from_slice::<Placeholder>(payload).is_ok()
 }
 
 /// The payload as one line of JSON (without its `\n`): as it is when it is one line, else
@@ -231,9 +252,25 @@ struct Mirror {
     dir: PathBuf,
     runs: HashMap<RunId, Checkpoint>,
     group: Option<Group>,
+    /// Per run, how many of its lines came past a missing one since it went missing.
+    ahead: HashMap<RunId, u64>,
 }
 
+/// Lines of a run that may come past a missing one before it counts as lost: more than a
+/// forwarder has in flight ([`crate::cluster::forward::MAX_IN_FLIGHT`]), so that a line stored
+/// out of order (a later one got through while it was lost) is always waited for.
+const MAX_AHEAD: u64 = 4 * crate::cluster::forward::MAX_IN_FLIGHT as u64;
+
 impl Mirror {
+    fn new(dir: PathBuf, runs: HashMap<RunId, Checkpoint>) -> Mirror {
+        Mirror {
+            dir,
+            runs,
+            group: None,
+            ahead: HashMap::new(),
+        }
+    }
+
     /// The `seq` the next line of `run` must have.
     fn next_seq(&self, run: &RunId) -> u64 {
         match &self.group {
@@ -253,6 +290,18 @@ impl Mirror {
             tracing::debug!(run_id = %m.run_id, seq = m.seq, "a repeated event dropped");
             return Ok(());
         }
+        if m.seq > next {
+            // A line past a missing one: the forwarder that lost it sends it again, then the
+            // lines after it (`cluster::forward`). Every dashboard counts the same messages
+            // of the stream, so all of them wait, or give up, at the same line.
+            let ahead = self.ahead.entry(m.run_id.clone()).or_default();
+            *ahead += 1;
+            if *ahead <= MAX_AHEAD {
+                tracing::debug!(run_id = %m.run_id, expected = next, got = m.seq, "a line ahead of a missing one: waiting for it");
+                return Ok(());
+            }
+        }
+        self.ahead.remove(&m.run_id);
         let group = self.group.get_or_insert_with(|| Group {
             run_id: m.run_id.clone(),
             bytes: Vec::new(),
@@ -264,7 +313,7 @@ impl Mirror {
                 run_id = %m.run_id,
                 expected = next,
                 got = m.seq,
-                "a gap in a run's events from the stream: seq {next} to {} are missing (empty lines keep the seqs)",
+                "a gap in a run's events from the stream: seq {next} to {} never came (empty lines keep the seqs)",
                 m.seq - 1
             );
             group
@@ -373,11 +422,7 @@ pub struct Start {
 /// stops (or ingest is gone).
 pub async fn run(state: Arc<AppState>, cluster: Cluster, start: Start, tx: mpsc::Sender<Batch>) {
     state.consuming.store(true, Ordering::Relaxed);
-    let mut mirror = Mirror {
-        dir: state.events_dir.clone(),
-        runs: start.runs,
-        group: None,
-    };
+    let mut mirror = Mirror::new(state.events_dir.clone(), start.runs);
     let mut next = start.next;
     let closed = state.closed();
     tokio::pin!(closed);
@@ -647,13 +692,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn repeats_are_dropped_gaps_keep_seqs_and_batches_carry_stream_sequences() {
+    async fn repeats_are_dropped_lines_wait_for_a_missing_one_and_batches_carry_stream_sequences() {
         let dir = tempfile::tempdir().unwrap();
-        let mut mirror = Mirror {
-            dir: dir.path().to_path_buf(),
-            runs: HashMap::new(),
-            group: None,
-        };
+        let mut mirror = Mirror::new(dir.path().to_path_buf(), HashMap::new());
         let got = apply_all(
             &mut mirror,
             vec![
@@ -663,8 +704,11 @@ mod tests {
                 // A repeat: dropped, and the next event starts a new batch.
                 msg(4, "r", 1),
                 msg(5, "r", 2),
-                // A gap: seq 3 and 4 never came.
-                msg(6, "r", 5),
+                // Stored before seq 3, which was lost: waited for, not shown out of order.
+                msg(6, "r", 4),
+                msg(7, "r", 3),
+                // Sent again after it, as the forwarder does.
+                msg(8, "r", 4),
             ],
         )
         .await;
@@ -673,27 +717,37 @@ mod tests {
             vec![
                 (Some(1), vec![0, 1]),
                 (Some(3), vec![0]),
-                (Some(5), vec![2, 5]),
+                (Some(5), vec![2]),
+                (Some(7), vec![3, 4]),
             ]
         );
         let text = std::fs::read_to_string(dir.path().join(id("r").file_name())).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 6);
-        assert_eq!((lines[3], lines[4]), ("", ""));
-        assert_eq!(mirror.runs[&id("r")].lines, 6);
+        assert_eq!(text.lines().count(), 5);
+        assert_eq!(mirror.runs[&id("r")].lines, 5);
         // The same again (a consumer reading from further back): nothing new.
-        let again = apply_all(&mut mirror, vec![msg(5, "r", 2), msg(6, "r", 5)]).await;
+        let again = apply_all(&mut mirror, vec![msg(7, "r", 3), msg(8, "r", 4)]).await;
         assert!(again.is_empty(), "{again:?}");
+    }
+
+    #[tokio::test]
+    async fn a_line_that_never_comes_is_given_up_on_after_more_than_a_forwarder_has_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut mirror = Mirror::new(dir.path().to_path_buf(), HashMap::new());
+        // Seq 1 never comes: the lines after it wait, until more have come than any
+        // forwarder has in flight; from there on the run goes on, seq 1 an empty line.
+        let mut msgs = vec![msg(1, "r", 0)];
+        let last = MAX_AHEAD + 2;
+        msgs.extend((2..=last).map(|seq| msg(seq, "r", seq)));
+        let got = apply_all(&mut mirror, msgs).await;
+        assert_eq!(got, vec![(Some(1), vec![0]), (Some(last), vec![last])]);
+        let text = std::fs::read_to_string(dir.path().join(id("r").file_name())).unwrap();
+        assert_eq!(text.lines().count() as u64, last + 1);
     }
 
     #[tokio::test]
     async fn a_mirror_longer_than_its_committed_checkpoint_is_cut_back() {
         let dir = tempfile::tempdir().unwrap();
-        let mut mirror = Mirror {
-            dir: dir.path().to_path_buf(),
-            runs: HashMap::new(),
-            group: None,
-        };
+        let mut mirror = Mirror::new(dir.path().to_path_buf(), HashMap::new());
         apply_all(&mut mirror, vec![msg(1, "r", 0), msg(2, "r", 1)]).await;
         let committed = mirror.runs[&id("r")].clone();
         apply_all(&mut mirror, vec![msg(3, "r", 2), msg(4, "u", 0)]).await;
@@ -708,11 +762,7 @@ mod tests {
         };
         assert_eq!(len("r"), committed.offset);
         assert_eq!(len("u"), 0);
-        let mut mirror = Mirror {
-            dir: dir.path().to_path_buf(),
-            runs,
-            group: None,
-        };
+        let mut mirror = Mirror::new(dir.path().to_path_buf(), runs);
         let got = apply_all(
             &mut mirror,
             vec![msg(3, "r", 2), msg(4, "u", 0), msg(5, "r", 3)],
