@@ -28,7 +28,7 @@ pub fn command(ws: &Workspace, args: Args) -> Result<u8, CliError> {
         .into());
     };
     let folders = Folders::of(ws);
-    let limits = forward::limits_of(ws);
+    let limits = crate::cluster::StreamLimits::of(ws);
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         if args.follow {

@@ -136,10 +136,13 @@ pub fn command(ws: &Workspace, args: Args) -> Result<u8, CliError> {
     let outcome = rt.block_on(async {
         // With [cluster], the run's events (and what older runs left) go to the engine as
         // they are written, in the background: the run never waits for it.
-        let forwarding = config
-            .cluster
-            .clone()
-            .map(|c| forward::InRun::start(c, forward::Folders::of(ws), forward::limits_of(ws)));
+        let forwarding = config.cluster.clone().map(|c| {
+            forward::InRun::start(
+                c,
+                forward::Folders::of(ws),
+                crate::cluster::StreamLimits::of(ws),
+            )
+        });
         let outcome = runner::run(config, options, reporter).await;
         if let Some(f) = forwarding {
             f.finish().await;

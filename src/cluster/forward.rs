@@ -119,14 +119,6 @@ impl Folders {
     }
 }
 
-/// The stream's limits from the workspace's `[retention]`: used only when a forwarder is the
-/// first to reach the engine and creates the stream (it never changes an existing one).
-pub fn limits_of(ws: &Workspace) -> StreamLimits {
-    StreamLimits {
-        max_age: ws.retention.max_age.unwrap_or(Duration::ZERO),
-    }
-}
-
 /// How far one call got with a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Progress {

@@ -80,6 +80,22 @@ pub struct StreamLimits {
     pub max_age: Duration,
 }
 
+impl StreamLimits {
+    /// The limits a workspace asks for: the stream keeps events as long as the pipeline that
+    /// keeps its runs longest (a pipeline that keeps them forever: forever). Every host and
+    /// every dashboard of one workspace computes the same, so none undoes another's setting.
+    pub fn of(ws: &crate::config::Workspace) -> StreamLimits {
+        let ages = std::iter::once(&ws.retention)
+            .chain(ws.pipelines.iter().map(|c| &c.retention))
+            .map(|r| r.max_age);
+        let max_age = ages
+            .reduce(|a, b| a.zip(b).map(|(a, b)| a.max(b)))
+            .flatten()
+            .unwrap_or(Duration::ZERO);
+        StreamLimits { max_age }
+    }
+}
+
 /// A connection to the engine, for one host.
 #[derive(Clone)]
 pub struct Engine {
@@ -287,6 +303,24 @@ mod tests {
         assert_ne!(token("a.b"), token("a_b"));
         assert_ne!(token("a%2Eb"), token("a.b"));
         assert_eq!(token("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn the_stream_keeps_events_as_long_as_the_longest_retention() {
+        let limits = |retention: &str| {
+            let text = format!(
+                "[pipeline]\nname = \"p\"\n[[stages]]\nname = \"a\"\nrun = \"true\"\n{retention}"
+            );
+            crate::config::Workspace::parse(&text, std::path::Path::new("/p/pipewatch.toml"))
+                .map(|ws| StreamLimits::of(&ws).max_age)
+                .ok()
+        };
+        assert_eq!(limits(""), Some(Duration::from_secs(90 * 86_400)));
+        assert_eq!(
+            limits("[retention]\nmax_age = \"7d\"\n"),
+            Some(Duration::from_secs(7 * 86_400))
+        );
+        assert_eq!(limits("[retention]\nmax_age = \"0\"\n"), Some(Duration::ZERO));
     }
 
     #[test]

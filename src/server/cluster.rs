@@ -486,9 +486,7 @@ async fn consume(
                 }
             },
         };
-        let limits = StreamLimits {
-            max_age: state.workspace().retention.max_age.unwrap_or_default(),
-        };
+        let limits = StreamLimits::of(&state.workspace());
         let mut stream = match e.ensure_stream(limits).await {
             Ok(s) => s,
             Err(err) => {

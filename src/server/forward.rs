@@ -14,7 +14,7 @@ pub async fn run(state: Arc<AppState>) {
         return;
     };
     let folders = forward::Folders::of(&workspace);
-    let limits = forward::limits_of(&workspace);
+    let limits = crate::cluster::StreamLimits::of(&workspace);
     let closing = state.closing.clone();
     forward::drain_until(cluster, folders, limits, true, closing).await;
 }
