@@ -320,7 +320,10 @@ mod tests {
             limits("[retention]\nmax_age = \"7d\"\n"),
             Some(Duration::from_secs(7 * 86_400))
         );
-        assert_eq!(limits("[retention]\nmax_age = \"0\"\n"), Some(Duration::ZERO));
+        assert_eq!(
+            limits("[retention]\nmax_age = \"0\"\n"),
+            Some(Duration::ZERO)
+        );
     }
 
     #[test]

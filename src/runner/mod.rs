@@ -255,15 +255,7 @@ pub async fn run(
     };
 
     // 3. Announce.
-    let announcement = opts.announce.then(|| {
-        announce::announce(
-            config.server.bind,
-            &config.server.token,
-            run_id.as_str(),
-            &opts.source,
-            &config.server.events_id(),
-        )
-    });
+    let announcement = announce_to_dashboard(config, &run_id, &opts);
 
     // 4. Stages (or the overlap skip).
     let status = match overlap_with {
@@ -330,15 +322,7 @@ pub async fn record_skipped(
             return Err(e);
         }
     };
-    let announcement = opts.announce.then(|| {
-        announce::announce(
-            config.server.bind,
-            &config.server.token,
-            run_id.as_str(),
-            &opts.source,
-            &config.server.events_id(),
-        )
-    });
+    let announcement = announce_to_dashboard(config, &run_id, &opts);
     ctx.reporter.note(msg);
     // Should this fail, the run has a start and no end: its lock is kept, so the dashboard
     // sees it abandoned, as any run whose journal broke.
@@ -369,6 +353,23 @@ pub async fn record_skipped(
     })
 }
 
+/// Tells the dashboard of this configuration that the run started, unless asked not to.
+fn announce_to_dashboard(
+    config: &Config,
+    run_id: &RunId,
+    opts: &RunOptions,
+) -> Option<announce::Announcement> {
+    opts.announce.then(|| {
+        announce::announce(
+            config.server.bind,
+            &config.server.token,
+            run_id.as_str(),
+            &opts.source,
+            &config.server.events_id(),
+        )
+    })
+}
+
 /// The run-level `start` event.
 fn journal_start(
     ctx: &Ctx,
@@ -376,7 +377,12 @@ fn journal_start(
     names: &[&str],
     opts: &RunOptions,
 ) -> Result<(), RunError> {
-    let host = hostname();
+    // The host `[cluster]` names this machine, else its own name.
+    let host = config
+        .cluster
+        .as_ref()
+        .map(|c| c.host.clone())
+        .or_else(crate::config::cluster::machine_name);
     let graph = config.stage_needs();
     let source = &opts.source;
     let retry = opts
@@ -499,17 +505,6 @@ fn journal_end(ctx: &Ctx, settled: &Settled, took: Duration) -> Result<(), RunEr
         },
     )?;
     Ok(())
-}
-
-/// The machine's name, for the run's `start` event.
-fn hostname() -> Option<String> {
-    #[cfg(unix)]
-    let name = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok());
-    #[cfg(not(unix))]
-    let name = std::env::var("COMPUTERNAME").ok();
-    name.filter(|h| !h.is_empty())
 }
 
 #[cfg(test)]

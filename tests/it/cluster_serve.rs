@@ -12,6 +12,7 @@ use pipewatch::event::RunId;
 use serde_json::{Value, json};
 
 use crate::support::nats::Nats;
+use crate::support::ws::{cursor, key};
 use crate::support::*;
 
 const LONG: Duration = Duration::from_secs(90);
@@ -98,20 +99,6 @@ fn ensure_stream(nats: &Nats) {
 /// A project whose `[cluster]` is on `nats`, as host `host`.
 fn dashboard(nats: &Nats, host: &str) -> Project {
     Project::with_config(&format!("{QUICK}{}", nats.cluster_toml(host)))
-}
-
-/// `(run_id, seq)` of an event.
-fn key(e: &Value) -> (String, u64) {
-    (
-        e["run_id"].as_str().expect("run_id").to_string(),
-        e["seq"].as_u64().expect("seq"),
-    )
-}
-
-fn cursor(e: &Value) -> u64 {
-    e["cursor"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no cursor in {e}"))
 }
 
 fn keys(runs: &[(&str, u64)]) -> BTreeSet<(String, u64)> {

@@ -7,23 +7,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::support::ws::{cursor, key};
 use crate::support::*;
 
 const LONG: Duration = Duration::from_secs(120);
-
-/// `(run_id, seq)` of an event.
-fn key(e: &Value) -> (String, u64) {
-    (
-        e["run_id"].as_str().expect("run_id").to_string(),
-        e["seq"].as_u64().expect("seq"),
-    )
-}
-
-fn cursor(e: &Value) -> u64 {
-    e["cursor"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no cursor in {e}"))
-}
 
 /// Writes `lines` log lines (numbered from `from`) to run `id`, in one append.
 fn write_run(p: &Project, id: &str, from: u64, lines: u64, pad: &str) {

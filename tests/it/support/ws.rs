@@ -219,3 +219,18 @@ impl Sse {
         }
     }
 }
+
+/// `(run_id, seq)` of an event.
+pub fn key(e: &Value) -> (String, u64) {
+    (
+        e["run_id"].as_str().expect("run_id").to_string(),
+        e["seq"].as_u64().expect("seq"),
+    )
+}
+
+/// The all-runs cursor of an event of `/ws/events`.
+pub fn cursor(e: &Value) -> u64 {
+    e["cursor"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no cursor in {e}"))
+}
