@@ -144,8 +144,11 @@ pub fn command(ws: &Workspace, args: Args) -> Result<u8, CliError> {
             )
         });
         let outcome = runner::run(config, options, reporter).await;
-        if let Some(f) = forwarding {
-            f.finish().await;
+        if let Some(f) = forwarding
+            && !f.finish().await
+            && let Err(e) = forward::hand_over(&config.path)
+        {
+            tracing::warn!("cannot start `pipewatch forward` for what is left: {e}");
         }
         outcome
     })?;

@@ -842,14 +842,40 @@ impl InRun {
 
     /// Lets the forwarder send the run's last events, for at most [`END_WAIT`]; what it has
     /// not sent by then is left for later.
-    pub async fn finish(self) {
+    /// Returns whether it was done by then.
+    pub async fn finish(self) -> bool {
         let _ = self.stop.send(true);
         let mut task = self.task;
         if tokio::time::timeout(END_WAIT, &mut task).await.is_err() {
             task.abort();
             tracing::debug!("run's events not all forwarded at its end: left for later");
+            return false;
         }
+        true
     }
+}
+
+/// Hands what a run left unforwarded to a `pipewatch forward` of `config` in the background,
+/// so that the run's last events reach the dashboards without the run waiting for them: the
+/// process outlives the run (its own process group; on Windows, detached from the console),
+/// and exits once everything is sent or the engine cannot be reached.
+pub fn hand_over(config: &Path) -> io::Result<()> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--config")
+        .arg(config)
+        .args(["forward", "--quiet"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    #[cfg(windows)]
+    {
+        // DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP
+        std::os::windows::process::CommandExt::creation_flags(&mut cmd, 0x0000_0008 | 0x0000_0200);
+    }
+    cmd.spawn().map(drop)
 }
 
 async fn stop_requested(stop: &mut watch::Receiver<bool>) {
