@@ -78,6 +78,9 @@ pub struct StreamLimits {
     /// Events older than this are removed from the stream (`[retention] max_age`); zero keeps
     /// them.
     pub max_age: Duration,
+    /// The most bytes it keeps, its oldest events removed first (`[cluster] max_bytes`); -1:
+    /// no limit.
+    pub max_bytes: i64,
 }
 
 impl StreamLimits {
@@ -92,7 +95,14 @@ impl StreamLimits {
             .reduce(|a, b| a.zip(b).map(|(a, b)| a.max(b)))
             .flatten()
             .unwrap_or(Duration::ZERO);
-        StreamLimits { max_age }
+        let max_bytes = ws
+            .shared()
+            .cluster
+            .as_ref()
+            .and_then(|c| c.max_bytes)
+            .and_then(|b| i64::try_from(b).ok())
+            .unwrap_or(-1);
+        StreamLimits { max_age, max_bytes }
     }
 }
 
@@ -159,6 +169,8 @@ impl Engine {
             num_replicas: self.replicas,
             duplicate_window: DUPLICATE_WINDOW,
             max_age: limits.max_age,
+            max_bytes: limits.max_bytes,
+            discard: stream::DiscardPolicy::Old,
             // Lets `Engine::last_seq_of` ask any replica for a subject's last message.
             allow_direct: true,
             deny_delete: true,
@@ -180,6 +192,7 @@ impl Engine {
                     || have.num_replicas != config.num_replicas
                     || have.duplicate_window != config.duplicate_window
                     || have.max_age != config.max_age
+                    || have.max_bytes != config.max_bytes
                     || have.storage != config.storage
                 {
                     self.js

@@ -26,6 +26,9 @@ pub struct Cluster {
     pub credentials: Option<PathBuf>,
     /// The stream's and the buckets' replicas: 1 for one server, 3 in a three-server cluster.
     pub replicas: usize,
+    /// The most bytes the events stream keeps (its oldest events go first); `None`: no limit
+    /// but age.
+    pub max_bytes: Option<u64>,
 }
 
 /// `[cluster]` as written.
@@ -36,7 +39,11 @@ pub(super) struct RawCluster {
     host: Option<Spanned<String>>,
     credentials: Option<String>,
     replicas: Option<Spanned<i64>>,
+    max_bytes: Option<Spanned<String>>,
 }
+
+/// The smallest `max_bytes`: a few of the longest events.
+const MIN_MAX_BYTES: usize = 1 << 20;
 
 /// The schemes a `nats` URL may have.
 const SCHEMES: [&str; 4] = ["nats", "tls", "ws", "wss"];
@@ -99,6 +106,24 @@ pub(super) fn validate(
             }
         },
     };
+    let max_bytes = match r.max_bytes {
+        None => None,
+        Some(b) => match super::validate::parse_size(b.get_ref()) {
+            Some(0) => None,
+            Some(n) if n >= MIN_MAX_BYTES => Some(n as u64),
+            _ => {
+                return Err(err(
+                    b.span().start,
+                    "cluster.max_bytes",
+                    format!(
+                        "invalid size {:?}: \"0\" (no limit) or at least 1MiB, like \"50GiB\" \
+                         (units B, KiB, MiB, GiB; KB, MB, GB are powers of 1000)",
+                        b.get_ref()
+                    ),
+                ));
+            }
+        },
+    };
     let credentials = r
         .credentials
         .map(|c| c.trim().to_string())
@@ -109,6 +134,7 @@ pub(super) fn validate(
         host,
         credentials,
         replicas,
+        max_bytes,
     }))
 }
 
@@ -205,7 +231,7 @@ mod tests {
     #[test]
     fn a_full_table_is_read_with_paths_resolved() {
         let c = parse(
-            "[cluster]\nnats = [\"nats://10.0.0.1:4222\", \"tls://n2.example.com\"]\nhost = \"etl-01\"\ncredentials = \"secrets/pw.creds\"\nreplicas = 3\n",
+            "[cluster]\nnats = [\"nats://10.0.0.1:4222\", \"tls://n2.example.com\"]\nhost = \"etl-01\"\ncredentials = \"secrets/pw.creds\"\nreplicas = 3\nmax_bytes = \"50GiB\"\n",
         )
         .map(|c| c.cluster)
         .ok()
@@ -217,6 +243,7 @@ mod tests {
                 host: "etl-01".into(),
                 credentials: Some(PathBuf::from("/p/secrets/pw.creds")),
                 replicas: 3,
+                max_bytes: Some(50 << 30),
             })
         );
     }
@@ -255,6 +282,12 @@ mod tests {
         let (_, key, m) = err("[cluster]\nnats = [\"nats://x\"]\nreplicas = 7\n");
         assert_eq!(key, "cluster.replicas");
         assert!(m.contains("1 to 5"), "{m}");
+        let (_, key, m) = err("[cluster]\nnats = [\"nats://x\"]\nmax_bytes = \"10KiB\"\n");
+        assert_eq!(key, "cluster.max_bytes");
+        assert!(
+            m.contains("\"10KiB\"") && m.contains("at least 1MiB"),
+            "{m}"
+        );
         let (_, key, _) = err("[cluster]\nnats = [\"nats://x\"]\nleader = true\n");
         assert!(key.starts_with("cluster"), "{key}");
     }

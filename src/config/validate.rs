@@ -401,7 +401,7 @@ const MAX_STREAM_BUFFER: usize = 4 * 1024 * 1024 * 1024;
 /// A size in bytes: a whole number with an optional unit (`B`, `KiB`, `MiB`, `GiB`, or `KB`,
 /// `MB`, `GB` in powers of 1000; any case, a space allowed before it). `None` if it does not
 /// parse or overflows.
-fn parse_size(text: &str) -> Option<usize> {
+pub(super) fn parse_size(text: &str) -> Option<usize> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);

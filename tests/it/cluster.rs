@@ -12,6 +12,7 @@ fn engine_config(nats: &Nats, host: &str) -> Cluster {
         host: host.to_string(),
         credentials: None,
         replicas: nats.nodes.len(),
+        max_bytes: None,
     }
 }
 
@@ -19,14 +20,22 @@ fn engine_config(nats: &Nats, host: &str) -> Cluster {
 fn the_stream_and_buckets_are_created_with_their_settings_on_three_servers() {
     let Some(nats) = Nats::cluster() else { return };
     let cfg = engine_config(&nats, "etl-01");
-    let (replicas, subjects, dup) = nats.with_client(|_| async move {
+    let (replicas, subjects, dup, limits) = nats.with_client(|_| async move {
         let engine = Engine::connect(&cfg).await.expect("connect");
         let limits = StreamLimits {
             max_age: std::time::Duration::from_secs(86_400),
+            max_bytes: -1,
         };
-        let mut s = engine.ensure_stream(limits).await.expect("stream");
-        // A second start finds it as it is.
+        engine.ensure_stream(limits).await.expect("stream");
+        // A second start finds it as it is; one with other limits brings it to them.
         engine.ensure_stream(limits).await.expect("stream again");
+        let mut s = engine
+            .ensure_stream(StreamLimits {
+                max_bytes: 64 << 20,
+                ..limits
+            })
+            .await
+            .expect("stream with a size limit");
         engine.claims().await.expect("claims bucket");
         engine.locks().await.expect("locks bucket");
         let info = s.info().await.expect("info");
@@ -34,11 +43,13 @@ fn the_stream_and_buckets_are_created_with_their_settings_on_three_servers() {
             info.config.num_replicas,
             info.config.subjects.clone(),
             info.config.duplicate_window,
+            (info.config.max_age, info.config.max_bytes),
         )
     });
     assert_eq!(replicas, 3);
     assert_eq!(subjects, vec!["pipewatch.events.>".to_string()]);
     assert!(dup >= std::time::Duration::from_secs(3600));
+    assert_eq!(limits, (std::time::Duration::from_secs(86_400), 64 << 20));
     assert!(nats.stream_leader(STREAM).is_some());
 }
 
@@ -50,6 +61,7 @@ fn an_unreachable_engine_is_named_within_the_connect_timeout() {
         host: "etl-01".into(),
         credentials: None,
         replicas: 1,
+        max_bytes: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -84,12 +84,14 @@ fn ensure_stream(nats: &Nats) {
         host: "test".into(),
         credentials: None,
         replicas: nats.nodes.len(),
+        max_bytes: None,
     };
     nats.with_client(|_| async move {
         let engine = Engine::connect(&cfg).await.expect("connect");
         engine
             .ensure_stream(StreamLimits {
                 max_age: Duration::ZERO,
+                max_bytes: -1,
             })
             .await
             .expect("the events stream");
