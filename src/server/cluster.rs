@@ -254,6 +254,11 @@ struct Mirror {
     group: Option<Group>,
     /// Per run, how many of its lines came past a missing one since it went missing.
     ahead: HashMap<RunId, u64>,
+    /// Set when this dashboard resumed from before the stream's first message (the stream
+    /// dropped what this dashboard had not read: by age or `max_bytes`): the runs seen since.
+    /// A run's first line seen then may follow lines the stream no longer holds, which are
+    /// not waited for.
+    resumed_past_loss: Option<std::collections::HashSet<RunId>>,
 }
 
 /// Lines of a run that may come past a missing one before it counts as lost: more than a
@@ -268,6 +273,7 @@ impl Mirror {
             runs,
             group: None,
             ahead: HashMap::new(),
+            resumed_past_loss: None,
         }
     }
 
@@ -290,7 +296,11 @@ impl Mirror {
             tracing::debug!(run_id = %m.run_id, seq = m.seq, "a repeated event dropped");
             return Ok(());
         }
-        if m.seq > next {
+        let first_seen = self
+            .resumed_past_loss
+            .as_mut()
+            .is_some_and(|seen| seen.insert(m.run_id.clone()));
+        if m.seq > next && !first_seen {
             // A line past a missing one: the forwarder that lost it sends it again, then the
             // lines after it (`cluster::forward`). Every dashboard counts the same messages
             // of the stream, so all of them wait, or give up, at the same line.
@@ -494,8 +504,8 @@ async fn consume(
                 continue;
             }
         };
-        let last = match stream.info().await {
-            Ok(info) => info.state.last_sequence,
+        let (first, last) = match stream.info().await {
+            Ok(info) => (info.state.first_sequence, info.state.last_sequence),
             Err(err) => {
                 note_engine(
                     state,
@@ -506,6 +516,17 @@ async fn consume(
                 continue;
             }
         };
+        if *next < first && mirror.resumed_past_loss.is_none() {
+            tracing::warn!(
+                stream_first = first,
+                dashboard_next = *next,
+                "the stream {STREAM} no longer holds the events from sequence {} to {} (its max \
+                 age or max_bytes removed them): the runs they belong to show what is left",
+                *next,
+                first - 1
+            );
+            mirror.resumed_past_loss = Some(Default::default());
+        }
         if last + 1 < *next {
             tracing::warn!(
                 stream_last = last,
@@ -740,6 +761,26 @@ mod tests {
         assert_eq!(got, vec![(Some(1), vec![0]), (Some(last), vec![last])]);
         let text = std::fs::read_to_string(dir.path().join(id("r").file_name())).unwrap();
         assert_eq!(text.lines().count() as u64, last + 1);
+    }
+
+    #[tokio::test]
+    async fn after_the_stream_dropped_what_was_not_read_a_run_shows_what_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut mirror = Mirror::new(dir.path().to_path_buf(), HashMap::new());
+        mirror.resumed_past_loss = Some(Default::default());
+        // Seqs 0 to 2 were removed from the stream: the first line seen is taken as it is;
+        // a line missing after that is still waited for.
+        let got = apply_all(
+            &mut mirror,
+            vec![
+                msg(10, "r", 3),
+                msg(11, "r", 5),
+                msg(12, "r", 4),
+                msg(13, "r", 5),
+            ],
+        )
+        .await;
+        assert_eq!(got, vec![(Some(10), vec![3]), (Some(12), vec![4, 5])]);
     }
 
     #[tokio::test]
