@@ -171,6 +171,10 @@ fn forward_killed_twenty_times_mid_run_leaves_every_seq_once() {
     let script = "i=0; while [ $i -lt 100 ]; do j=0; while [ $j -lt 100 ]; do echo \"line $i $j\"; \
                   j=$((j+1)); done; sleep 0.05; i=$((i+1)); done";
     let p = project(script, &nats, "etl-01");
+    // A dashboard of the cluster, on another host, reading all along.
+    let dash = project("true", &nats, "dash");
+    let s = Server::start(&dash);
+    let mut ws = s.ws("/ws/events");
     // The run itself does not forward (`plain.toml` has no [cluster]): the forwarders do.
     let mut run = quiet(&p, &["--config", "plain.toml", "run"]);
     let mut rng = Rng::seeded("forward_killed_twenty_times_mid_run_leaves_every_seq_once");
@@ -191,6 +195,14 @@ fn forward_killed_twenty_times_mid_run_leaves_every_seq_once() {
     let said = String::from_utf8_lossy(&forward(&p).stdout).into_owned();
     assert!(said.contains("; 0 sent again"), "{said}");
     assert_forwarded(&p, &nats, "etl-01");
+    // And at the dashboard: every line of the run once, in order.
+    let file = p.journals().into_iter().next().expect("the run file");
+    let lines = crate::support::count_lines(&file);
+    let got = crate::support::read_until(&mut ws, "every line at the dashboard", |got| {
+        got.iter().filter(|e| e["seq"].as_u64().is_some()).count() as u64 >= lines
+    });
+    let seqs: Vec<u64> = got.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    assert_eq!(seqs, (0..lines).collect::<Vec<_>>(), "each line once, in order");
 }
 
 /// An engine that is down, or that accepts connections and never answers, neither fails nor
