@@ -57,7 +57,7 @@ fn parse_occurrence(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
 /// cancelled one.
 pub fn command(ws: &Workspace, args: Args) -> Result<u8, CliError> {
     let recorded = match &args.retry {
-        Some(id) => Some(plan::Recorded::read(&ws.shared().server.events_dir, id)?),
+        Some(id) => Some(recorded(ws, id)?),
         None => None,
     };
     // A retry is of the pipeline its run was a run of.
@@ -156,4 +156,21 @@ pub fn command(ws: &Workspace, args: Args) -> Result<u8, CliError> {
         RunStatus::Success | RunStatus::Skipped => exit::SUCCESS,
         RunStatus::Failure | RunStatus::Cancelled => exit::FAILURE,
     })
+}
+
+/// What run `id` recorded: from this host's events folder, or, with `[cluster]`, from the copy
+/// of every host's run files that `serve` keeps beside it (a run of another host, retried from
+/// the dashboard here).
+fn recorded(ws: &Workspace, id: &RunId) -> Result<plan::Recorded, CliError> {
+    let shared = ws.shared();
+    match plan::Recorded::read(&shared.server.events_dir, id) {
+        Err(plan::PlanError::NoRun(why)) if shared.cluster.is_some() => {
+            let mirror = crate::server::mirror_dir(&shared.server.state_dir);
+            plan::Recorded::read(&mirror, id).map_err(|e| match e {
+                plan::PlanError::NoRun(_) => plan::PlanError::NoRun(why).into(),
+                e => e.into(),
+            })
+        }
+        r => Ok(r?),
+    }
 }

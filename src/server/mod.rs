@@ -45,6 +45,7 @@ pub mod auth;
 pub mod budget;
 pub mod catchup;
 mod cluster;
+pub use cluster::mirror_dir;
 pub mod error;
 pub mod extract;
 mod feed;

@@ -187,3 +187,53 @@ fn the_stream_leader_killed_mid_run_loses_and_repeats_nothing() {
     assert_eq!(ids.len(), msgs.len(), "a Nats-Msg-Id stored twice");
     assert_eq!(msgs.len() as u64, want.values().sum::<u64>());
 }
+
+/// A dashboard offers a retry of another host's failed run: it runs here, reusing the stages
+/// that succeeded there, read from this dashboard's copy of that host's run file.
+#[test]
+fn a_dashboard_retries_another_hosts_failed_run_here() {
+    let Some(nats) = Nats::single() else { return };
+    // The same pipeline on both hosts; `load` needs a file only the dashboard's host has.
+    let pipeline = |host_name: &str| {
+        Project::with_config(&format!(
+            "\n[[stages]]\nname = \"extract\"\nrun = \"echo extracted\"\n\n[[stages]]\nname = \"load\"\nrun = \"test -f fixed\"\nneeds = [\"extract\"]\n\n{}",
+            nats.cluster_toml(host_name)
+        ))
+    };
+    let a = pipeline("etl-01");
+    let d = pipeline("dash-01");
+    std::fs::write(d.path().join("fixed"), "").expect("the dashboard host's file");
+    let s = Server::start(&d);
+    let o = a.run(&["run", "--quiet", "--no-notify"]);
+    assert!(!o.status.success(), "the run fails on etl-01");
+    let failed = run_files(&[&a]).into_keys().next().expect("etl-01's run");
+    s.wait_run(&failed, Duration::from_secs(30), |r| {
+        r["status"] == "failure" && r["host"] == "etl-01"
+    });
+
+    let retry = s.post_json(&format!("/api/runs/{failed}/retry"), "");
+    assert_eq!(retry.status, 202, "{}", retry.body);
+    let second = retry.json()["run_id"]
+        .as_str()
+        .expect("the retry's run id")
+        .to_string();
+    let run = s.wait_run(&second, Duration::from_secs(60), |r| {
+        r["status"] == "success"
+    });
+    assert_eq!(run["retry_of"], failed.as_str());
+    assert_eq!(run["host"], "dash-01");
+    let stages: Vec<(&str, &str)> = run["stages"]
+        .as_array()
+        .map(|st| {
+            st.iter()
+                .map(|x| {
+                    (
+                        x["name"].as_str().unwrap_or_default(),
+                        x["status"].as_str().unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(stages, [("extract", "skipped"), ("load", "success")]);
+}

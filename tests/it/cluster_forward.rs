@@ -202,7 +202,11 @@ fn forward_killed_twenty_times_mid_run_leaves_every_seq_once() {
         got.iter().filter(|e| e["seq"].as_u64().is_some()).count() as u64 >= lines
     });
     let seqs: Vec<u64> = got.iter().filter_map(|e| e["seq"].as_u64()).collect();
-    assert_eq!(seqs, (0..lines).collect::<Vec<_>>(), "each line once, in order");
+    assert_eq!(
+        seqs,
+        (0..lines).collect::<Vec<_>>(),
+        "each line once, in order"
+    );
 }
 
 /// An engine that is down, or that accepts connections and never answers, neither fails nor

@@ -58,7 +58,8 @@ pub async fn retry_run(
 ) -> Result<Response, ApiError> {
     let id = run_id(&raw)?;
     let force = optional_body::<RetryBody>(&body)?.force;
-    let events_dir = state.config.server.events_dir.clone();
+    // The folder this dashboard shows runs from: with [cluster], its copy of every host's.
+    let events_dir = state.events_dir.clone();
     let of = id.clone();
     let recorded = tokio::task::spawn_blocking(move || plan::Recorded::read(&events_dir, &of))
         .await
