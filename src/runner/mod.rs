@@ -235,18 +235,10 @@ pub async fn run(
     let run_id = early_id
         .or_else(|| opts.run_id.clone())
         .unwrap_or_else(|| RunId::generate(Utc::now()));
-    let run_lock = RunLock::acquire(state_dir, &run_id, &config.pipeline.name)
-        .map_err(|e| state_err(state_dir, e))?;
     let names = config.stage_names();
-    let ctx = match Ctx::create(config, &run_id, &opts.source, opts.params.clone(), reporter)
-        .and_then(|ctx| journal_start(&ctx, config, &names, &opts).map(|()| ctx))
-    {
-        Ok(ctx) => Arc::new(ctx),
+    let (run_lock, ctx) = match begin(config, &run_id, &names, &opts, reporter) {
+        Ok((lock, ctx)) => (lock, Arc::new(ctx)),
         Err(e) => {
-            // Not one event written: no reader will ever look for this run, so its lock file
-            // would only be litter. (A run that fails later, with events but no final one,
-            // keeps it: that is how the dashboard sees it abandoned.)
-            run_lock.finished();
             if let Some(lock) = engine_lock {
                 lock.release().await;
             }
@@ -304,24 +296,12 @@ pub async fn record_skipped(
     reason: &'static str,
     msg: &str,
 ) -> Result<RunOutcome, RunError> {
-    let state_dir = &config.server.state_dir;
     let started = Instant::now();
     let run_id = opts
         .run_id
         .clone()
         .unwrap_or_else(|| RunId::generate(Utc::now()));
-    let run_lock = RunLock::acquire(state_dir, &run_id, &config.pipeline.name)
-        .map_err(|e| state_err(state_dir, e))?;
-    let names = config.stage_names();
-    let ctx = match Ctx::create(config, &run_id, &opts.source, opts.params.clone(), reporter)
-        .and_then(|ctx| journal_start(&ctx, config, &names, &opts).map(|()| ctx))
-    {
-        Ok(ctx) => ctx,
-        Err(e) => {
-            run_lock.finished();
-            return Err(e);
-        }
-    };
+    let (run_lock, ctx) = begin(config, &run_id, &config.stage_names(), &opts, reporter)?;
     let announcement = announce_to_dashboard(config, &run_id, &opts);
     ctx.reporter.note(msg);
     // Should this fail, the run has a start and no end: its lock is kept, so the dashboard
@@ -351,6 +331,31 @@ pub async fn record_skipped(
         status: RunStatus::Skipped,
         journal: Some(ctx.journal.path().to_path_buf()),
     })
+}
+
+/// Takes the run's lock, opens its journal and writes its `start`. On failure nothing of the
+/// run is left: not one event was written, so no reader will ever look for it and its lock
+/// file would only be litter. (A run that fails later, with events but no final one, keeps its
+/// lock: that is how the dashboard sees it abandoned.)
+fn begin(
+    config: &Config,
+    run_id: &RunId,
+    names: &[&str],
+    opts: &RunOptions,
+    reporter: Arc<dyn Reporter>,
+) -> Result<(RunLock, Ctx), RunError> {
+    let state_dir = &config.server.state_dir;
+    let run_lock = RunLock::acquire(state_dir, run_id, &config.pipeline.name)
+        .map_err(|e| state_err(state_dir, e))?;
+    match Ctx::create(config, run_id, &opts.source, opts.params.clone(), reporter)
+        .and_then(|ctx| journal_start(&ctx, config, names, opts).map(|()| ctx))
+    {
+        Ok(ctx) => Ok((run_lock, ctx)),
+        Err(e) => {
+            run_lock.finished();
+            Err(e)
+        }
+    }
 }
 
 /// Tells the dashboard of this configuration that the run started, unless asked not to.
