@@ -508,7 +508,7 @@ mod tests {
             events[0]
                 .data
                 .get_or_insert_with(Default::default)
-                .insert("host".into(), json!(h));
+                .insert("host", json!(h));
         }
         for e in events.iter_mut().skip(forwarded_from) {
             e.host = top.map(str::to_string);
@@ -547,7 +547,7 @@ mod tests {
         assert_eq!(host_of(hosted_run(Some(""), Some(""), 0)), None);
         // A stage's data.host is not the run's.
         let mut events = runner_run();
-        events[1].data = Some(json!({"host": "elsewhere"}).as_object().unwrap().clone());
+        events[1].data = Some(json!({"host": "elsewhere"}).as_object().unwrap().clone().into());
         assert_eq!(host_of(events), None);
     }
 

@@ -509,7 +509,7 @@ mod tests {
             .data
             .as_mut()
             .unwrap()
-            .insert("host".into(), "box".into());
+            .insert("host", "box".into());
         let forwarded: Vec<Event> = runner_run()
             .into_iter()
             .map(|mut e| {

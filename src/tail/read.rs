@@ -20,7 +20,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::event::{Event, Published, RunId};
+use crate::event::{Event, Parsed, Published, RunId};
 use crate::journal::files::file_identity;
 
 /// Lines longer than this are skipped (and counted as malformed). `serve`, `reindex` and
@@ -395,15 +395,16 @@ impl<'a> Lines<'a> {
     }
 
     fn take_line(&mut self) {
-        match parse_line(&self.line) {
-            Ok(event) => {
-                if event.is_run_terminal() {
+        match read_line(&self.line) {
+            Ok((parsed, text)) => {
+                if parsed.event.is_run_terminal() {
                     self.out.finished = true;
                 }
-                self.events.push(Arc::new(Published::new(
+                self.events.push(Arc::new(Published::from_line(
                     self.run_id.clone(),
                     self.line_no,
-                    event,
+                    parsed,
+                    text,
                 )));
             }
             Err(why) => {
@@ -454,11 +455,18 @@ impl<'a> Lines<'a> {
 /// One line as an event, or why it is not one: the parser of every reader of run files, and
 /// of the events `serve` takes from JetStream (`server::cluster`).
 pub fn parse_line(line: &[u8]) -> Result<Event, String> {
+    read_line(line).map(|(parsed, _)| parsed.event)
+}
+
+/// The same, with the line as text and whether it said exactly the event
+/// ([`Published::from_line`] publishes such a line as it is).
+pub fn read_line(line: &[u8]) -> Result<(Parsed, &str), String> {
     if line.iter().all(u8::is_ascii_whitespace) {
         return Err("empty line".to_string());
     }
     let text = std::str::from_utf8(line).map_err(|e| format!("not UTF-8: {e}"))?;
-    serde_json::from_str::<Event>(text).map_err(|e| e.to_string())
+    let parsed = serde_json::from_str::<Parsed>(text).map_err(|e| e.to_string())?;
+    Ok((parsed, text))
 }
 
 #[cfg(test)]

@@ -14,6 +14,12 @@ use std::hash::{BuildHasher, Hasher};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+mod data;
+mod parse;
+
+pub use data::EventData;
+pub use parse::Parsed;
+
 /// Run-level events use this as their `stage`.
 /// The reserved stage name used by run-level events (no stage may be called so).
 pub const PIPELINE_STAGE: &str = "pipeline";
@@ -134,8 +140,9 @@ pub struct Record<'a> {
 /// One event as read back: the five original keys are required, the rest optional.
 ///
 /// As the API and the streams send it, an event always has `seq` (the dashboard fills it in),
-/// and only these keys: unknown keys of a line are not kept.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+/// and only these keys: unknown keys of a line are not kept. Read by [`parse`], which also
+/// says whether a line held exactly the event.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Event {
     /// The line's index in its run file, from 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -165,7 +172,7 @@ pub struct Event {
     /// `exit_code`, `duration_ms`, `attempt`, `stream`, `reason`, … (`docs/events.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub data: Option<serde_json::Map<String, serde_json::Value>>,
+    pub data: Option<EventData>,
     /// The host the run ran on: set on every event forwarded through `[cluster]`
     /// (`docs/scale-out.md`); absent on a single machine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -421,12 +428,32 @@ impl Published {
     pub fn new(run_id: RunId, seq: u64, mut event: Event) -> Published {
         event.seq = Some(seq);
         event.run_id = run_id.to_string();
-        let json = Json::from(serde_json::to_string(&event).unwrap_or_default());
+        let mut out = Vec::with_capacity(event.msg.len() + 256);
+        // An `Event` of strings and a JSON object always encodes.
+        let _ = serde_json::to_writer(&mut out, &event);
+        let json = Json::try_from(out).unwrap_or_default();
         Published {
             run_id,
             seq,
             event,
             json,
+        }
+    }
+
+    /// The same for an event read from `line` (its JSON text): when the line said exactly
+    /// this event, with the file's `seq` and `run_id`, its text is the event's JSON and is
+    /// published as it is, without encoding the event again.
+    pub fn from_line(run_id: RunId, seq: u64, parsed: Parsed, line: &str) -> Published {
+        let e = &parsed.event;
+        if parsed.exact && e.seq == Some(seq) && e.run_id == run_id.as_str() {
+            Published {
+                json: Json::from(line.trim_ascii()),
+                run_id,
+                seq,
+                event: parsed.event,
+            }
+        } else {
+            Published::new(run_id, seq, parsed.event)
         }
     }
 }
