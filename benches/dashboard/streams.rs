@@ -277,9 +277,10 @@ pub fn burst() {
         let r = clients.finish(Duration::from_secs(15));
         let cpu = cpu_seconds(pid) - cpu0;
         let secs = r.u("last_ns").saturating_sub(t0) as f64 / 1e9;
+        let first_ms = r.u("first_ns").saturating_sub(t0) as f64 / 1e6;
         let rate = r.u("distinct") as f64 / secs;
         eprintln!(
-            "burst round {round}: {}/{total} events in {:.0} ms = {rate:.0} events/s; {} duplicates, closes {}; server CPU {cpu:.2} s, peak RSS {:.0} MiB",
+            "burst round {round}: {}/{total} events in {:.0} ms (the first after {first_ms:.0} ms) = {rate:.0} events/s; {} duplicates, closes {}; server CPU {cpu:.2} s, peak RSS {:.0} MiB",
             r.u("distinct"),
             secs * 1000.0,
             r.u("duplicates"),

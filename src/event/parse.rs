@@ -9,8 +9,8 @@
 
 use std::fmt;
 
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use super::{Event, EventData};
 
@@ -197,14 +197,18 @@ mod tests {
         // And encoding the event gives the same object back.
         let again: serde_json::Value =
             serde_json::from_str(&serde_json::to_string(&p.event).unwrap()).unwrap();
-        assert_eq!(again, serde_json::from_str::<serde_json::Value>(FULL).unwrap());
+        assert_eq!(
+            again,
+            serde_json::from_str::<serde_json::Value>(FULL).unwrap()
+        );
     }
 
     #[test]
     fn unknown_keys_and_nulls_are_not_exact() {
         let minimal = r#"{"run_id":"r","stage":"a","event":"start","timestamp":"t","msg":"m"}"#;
         assert!(parse(minimal).unwrap().exact);
-        let extra = r#"{"run_id":"r","stage":"a","event":"start","timestamp":"t","msg":"m","x":{"y":[1]}}"#;
+        let extra =
+            r#"{"run_id":"r","stage":"a","event":"start","timestamp":"t","msg":"m","x":{"y":[1]}}"#;
         let p = parse(extra).unwrap();
         assert!(!p.exact);
         assert_eq!(p.event.msg, "m");
@@ -218,11 +222,14 @@ mod tests {
     fn refused_as_the_derived_reader_would() {
         let missing = parse(r#"{"run_id":"r","stage":"a","event":"start","msg":"m"}"#);
         assert!(missing.unwrap_err().contains("missing field `timestamp`"));
-        let twice = parse(r#"{"run_id":"r","run_id":"s","stage":"a","event":"e","timestamp":"t","msg":"m"}"#);
+        let twice = parse(
+            r#"{"run_id":"r","run_id":"s","stage":"a","event":"e","timestamp":"t","msg":"m"}"#,
+        );
         assert!(twice.unwrap_err().contains("duplicate field `run_id`"));
         let wrong = parse(r#"{"run_id":5,"stage":"a","event":"e","timestamp":"t","msg":"m"}"#);
         assert!(wrong.unwrap_err().contains("invalid type"));
-        let data = parse(r#"{"run_id":"r","stage":"a","event":"e","timestamp":"t","msg":"m","data":[1]}"#);
+        let data =
+            parse(r#"{"run_id":"r","stage":"a","event":"e","timestamp":"t","msg":"m","data":[1]}"#);
         assert!(data.unwrap_err().contains("expected an object"));
         assert!(parse("[1,2]").is_err());
         assert!(parse(r#""text""#).is_err());

@@ -547,7 +547,13 @@ mod tests {
         assert_eq!(host_of(hosted_run(Some(""), Some(""), 0)), None);
         // A stage's data.host is not the run's.
         let mut events = runner_run();
-        events[1].data = Some(json!({"host": "elsewhere"}).as_object().unwrap().clone().into());
+        events[1].data = Some(
+            json!({"host": "elsewhere"})
+                .as_object()
+                .unwrap()
+                .clone()
+                .into(),
+        );
         assert_eq!(host_of(events), None);
     }
 

@@ -505,11 +505,7 @@ mod tests {
         let line = |e: &Event| serde_json::to_string(e).unwrap() + "\n";
         // A run of this machine (its start names it) and one forwarded from etl-01.
         let mut local = runner_run();
-        local[0]
-            .data
-            .as_mut()
-            .unwrap()
-            .insert("host", "box".into());
+        local[0].data.as_mut().unwrap().insert("host", "box".into());
         let forwarded: Vec<Event> = runner_run()
             .into_iter()
             .map(|mut e| {

@@ -243,6 +243,53 @@ fn a_finished_runs_stream_ends_after_its_final_event() {
     );
 }
 
+/// Every stream sends an event as the dashboard keeps it, however the line was written: its
+/// `seq` and `run_id` are the file's, unknown keys and `null` fields are left out, and `data`
+/// is kept whole. A line pipewatch writes goes out as written.
+#[test]
+fn streams_send_what_the_event_keeps_and_not_what_the_line_added() {
+    let p = Project::with_config(QUICK);
+    let s = Server::start(&p);
+    let id = "shapes";
+    let written = format!(
+        r#"{{"seq":0,"run_id":"{id}","pipeline":"p","stage":"a","event":"log","level":"info","timestamp":"2026-11-29T08:15:00.000Z","source":"cli","msg":"as written","data":{{"stream":"stdout","n":[1,{{"k":null}}]}}}}"#
+    );
+    let lines = [
+        written.clone(),
+        // Another writer's line: an unknown key, a null field, a seq and run id of its own.
+        r#"{"seq":7,"run_id":"elsewhere","pipeline":null,"stage":"a","event":"log","timestamp":"2026-11-29T08:15:01","msg":"other","extra":{"x":1},"data":{"k":"v"}}"#.to_string(),
+        format!(r#"  {{"run_id":"{id}","stage":"a","event":"log","timestamp":"t","msg":"no seq"}} "#),
+    ];
+    append(&run_path(&p, id), &(lines.join("\n") + "\n"));
+
+    let mut ws = s.ws(&format!("/ws/events/{id}"));
+    let run = read_until(&mut ws, "the run's three events", |g| g.len() >= 3);
+    let mut all = s.ws("/ws/events");
+    let every = read_until(&mut all, "the three on the all-runs stream", |g| {
+        g.len() >= 3
+    });
+    for (n, (e, f)) in run.iter().zip(&every).enumerate() {
+        assert_eq!(e["seq"], n as u64, "{e}");
+        assert_eq!(e["run_id"], id, "{e}");
+        assert!(
+            e.get("extra").is_none() && e.get("pipeline") != Some(&Value::Null),
+            "{e}"
+        );
+        assert!(e.get("cursor").is_none(), "{e}");
+        // The all-runs frame is the same event with its cursor.
+        let mut f = f.clone();
+        assert!(f.as_object_mut().unwrap().remove("cursor").is_some(), "{f}");
+        assert_eq!(&f, e);
+    }
+    let as_written: Value = serde_json::from_str(&written).unwrap();
+    assert_eq!(run[0], as_written);
+    assert_eq!(run[1]["data"], serde_json::json!({"k": "v"}));
+    assert_eq!(run[1]["msg"], "other");
+    assert_eq!(run[2]["msg"], "no seq");
+    // The API's pages say the same.
+    assert_eq!(s.all_events(id), run, "the API and the stream differ");
+}
+
 /// `[server] stream_buffer` bounds the ring of recent events: with 1 MiB set, 4 MiB of
 /// events leave at most 1 MiB in memory (`/metrics`), and a reader from the start still gets
 /// every one of them, the older from the files.
