@@ -174,7 +174,7 @@ fn forward_killed_twenty_times_mid_run_leaves_every_seq_once() {
     // A dashboard of the cluster, on another host, reading all along.
     let dash = project("true", &nats, "dash");
     let s = Server::start(&dash);
-    let mut ws = s.ws("/ws/events");
+    let ws = crate::support::keep_reading(s.ws("/ws/events"));
     // The run itself does not forward (`plain.toml` has no [cluster]): the forwarders do.
     let mut run = quiet(&p, &["--config", "plain.toml", "run"]);
     let mut rng = Rng::seeded("forward_killed_twenty_times_mid_run_leaves_every_seq_once");
@@ -198,7 +198,7 @@ fn forward_killed_twenty_times_mid_run_leaves_every_seq_once() {
     // And at the dashboard: every line of the run once, in order.
     let file = p.journals().into_iter().next().expect("the run file");
     let lines = crate::support::count_lines(&file);
-    let got = crate::support::read_until(&mut ws, "every line at the dashboard", |got| {
+    let got = ws.until("every line at the dashboard", |got| {
         got.iter().filter(|e| e["seq"].as_u64().is_some()).count() as u64 >= lines
     });
     let seqs: Vec<u64> = got.iter().filter_map(|e| e["seq"].as_u64()).collect();

@@ -5,6 +5,8 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -110,6 +112,62 @@ pub fn read_for(ws: &mut Ws, d: Duration) -> Vec<Value> {
         }
     }
     got
+}
+
+/// A client that reads its socket all along, on a thread of its own, as a browser does,
+/// while the test does something else; [`Reading::until`] then waits for what it wants.
+/// (A client that stops reading while a lot is sent to it can find the connection stalled
+/// for tens of seconds once it reads again: the kernel backs off retransmitting what its
+/// full receive buffer dropped.)
+pub struct Reading {
+    got: Arc<Mutex<Vec<Value>>>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Option<Option<u16>>>,
+}
+
+/// Starts reading `ws` on a thread.
+pub fn keep_reading(mut ws: Ws) -> Reading {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = std::thread::spawn({
+        let (got, stop) = (got.clone(), stop.clone());
+        move || {
+            while !stop.load(Ordering::Relaxed) {
+                match next(&mut ws) {
+                    Next::Event(e) => got.lock().unwrap().push(e),
+                    Next::Closed(code) => return Some(code),
+                    Next::Idle => {}
+                }
+            }
+            None
+        }
+    });
+    Reading { got, stop, thread }
+}
+
+impl Reading {
+    /// Waits until `done(all so far)`; panics if the socket closes first, or after a minute.
+    pub fn until(self, what: &str, mut done: impl FnMut(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + LONG;
+        loop {
+            if done(&self.got.lock().unwrap()) {
+                break;
+            }
+            if self.thread.is_finished() {
+                let code = self.thread.join().unwrap();
+                panic!("socket closed ({code:?}) waiting for {what}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; got {} events",
+                self.got.lock().unwrap().len()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+        std::mem::take(&mut *self.got.lock().unwrap())
+    }
 }
 
 /// Server-Sent Events read from a raw socket: (id, data) pairs.
