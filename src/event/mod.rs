@@ -140,7 +140,7 @@ pub struct Record<'a> {
 /// One event as read back: the five original keys are required, the rest optional.
 ///
 /// As the API and the streams send it, an event always has `seq` (the dashboard fills it in),
-/// and only these keys: unknown keys of a line are not kept. Read by [`parse`], which also
+/// and only these keys: unknown keys of a line are not kept. Read as a [`Parsed`], which also
 /// says whether a line held exactly the event.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Event {
