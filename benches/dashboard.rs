@@ -247,8 +247,17 @@ fn line(
     );
 }
 
+/// A live event as `pipewatch run` writes it, carrying the writer's clock in `data`: the
+/// server publishes such a line as it is.
+fn runner_line(seq: u64, run_id: &str, t_ns: u64) -> String {
+    format!(
+        "{{\"seq\":{seq},\"run_id\":\"{run_id}\",\"pipeline\":\"bench\",\"stage\":\"a\",\"event\":\"log\",\"level\":\"info\",\"timestamp\":\"{}\",\"source\":\"cli\",\"msg\":\"processed batch {seq} (1200 rows)\",\"data\":{{\"stream\":\"stdout\",\"t_ns\":{t_ns}}}}}\n",
+        ts(Utc::now())
+    )
+}
+
 /// A live event carrying the writer's clock, at top level (as asked) and in `data` (kept by
-/// the server; unknown top-level keys are not).
+/// the server; unknown top-level keys are not, so the server encodes such a line again).
 fn timed_line(seq: u64, run_id: &str, t_ns: u64) -> String {
     format!(
         "{{\"seq\":{seq},\"run_id\":\"{run_id}\",\"pipeline\":\"bench\",\"stage\":\"a\",\"event\":\"log\",\"level\":\"info\",\"timestamp\":\"{}\",\"msg\":\"processed batch {seq} (1200 rows)\",\"t_ns\":{t_ns},\"data\":{{\"stream\":\"stdout\",\"t_ns\":{t_ns}}}}}\n",
@@ -449,7 +458,16 @@ fn receive(mut ws: Ws, want: u64, stop: &AtomicBool) -> Seen {
 
 /// Appends `total` timed events at `rate`/s spread round-robin over `files`, each line its own
 /// `write` (no buffering). Returns when done.
-fn write_paced(dir: &Path, run_ids: &[String], first_seq: u64, total: u64, rate: u64) {
+/// Appends `total` lines made by `line` (seq, run id, the wall clock in ns) at `rate` per
+/// second, round robin over `run_ids`, each in its own `write`.
+fn write_paced(
+    dir: &Path,
+    run_ids: &[String],
+    first_seq: u64,
+    total: u64,
+    rate: u64,
+    line: fn(u64, &str, u64) -> String,
+) {
     let mut files: Vec<File> = run_ids
         .iter()
         .map(|id| {
@@ -469,7 +487,7 @@ fn write_paced(dir: &Path, run_ids: &[String], first_seq: u64, total: u64, rate:
             std::thread::sleep(due - now);
         }
         let k = (i as usize) % files.len();
-        let l = timed_line(seqs[k], &run_ids[k], now_ns());
+        let l = line(seqs[k], &run_ids[k], now_ns());
         files[k].write_all(l.as_bytes()).expect("append");
         files[k].flush().expect("flush");
         seqs[k] += 1;
@@ -521,7 +539,14 @@ fn latency() {
 
     let cpu0 = cpu_seconds(server.pid());
     let w0 = Instant::now();
-    write_paced(&events, std::slice::from_ref(&run_id), 1, TOTAL, RATE);
+    write_paced(
+        &events,
+        std::slice::from_ref(&run_id),
+        1,
+        TOTAL,
+        RATE,
+        timed_line,
+    );
     let wrote = w0.elapsed();
     // Give stragglers 5 s, then stop the clients.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -809,7 +834,7 @@ fn fanout() {
     let (s_cpu0, b_cpu0) = (cpu_seconds(server.pid()), cpu_seconds(me));
     let w0 = Instant::now();
     let w0_ns = now_ns();
-    write_paced(&events, &run_ids, 0, total, rate);
+    write_paced(&events, &run_ids, 0, total, rate, timed_line);
     let wrote = w0.elapsed();
     let deadline = Instant::now() + Duration::from_secs(20);
     while clients.iter().any(|h| !h.is_finished()) && Instant::now() < deadline {
@@ -986,7 +1011,7 @@ fn load() {
 
     let cpu0 = cpu_seconds(pid);
     let w0 = Instant::now();
-    write_paced(&events, &run_ids, 0, total, EVENT_RATE);
+    write_paced(&events, &run_ids, 0, total, EVENT_RATE, timed_line);
     let deadline = Instant::now() + Duration::from_secs(20);
     while clients.iter().any(|h| !h.is_finished()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));

@@ -12,6 +12,10 @@
 //! - latency1: one client on `/ws/events/{run_id}`, 100 events/s; p50 / p99 append → delivery,
 //!   and the same client reading a bare local WebSocket sender (the client's floor).
 //!
+//! The paced writer of fanout-run and latency1 writes lines as `pipewatch run` does
+//! (`PW_STREAMS_LINES=timed`: with an unknown top-level key as well, which the server must
+//! encode again without it).
+//!
 //! Latency across processes: the writer stamps each event with its wall clock (`data.t_ns`,
 //! nanoseconds since the Unix epoch) and the client subtracts it from its own.
 
@@ -26,8 +30,8 @@ use chrono::Utc;
 use crate::client::{Clients, Report, Spec};
 use crate::server::Server;
 use crate::{
-    cpu_seconds, env_or, events_dir, file_name, finished_run, line, now_ns, project, status_mib,
-    timed_line, ts, write_paced,
+    cpu_seconds, env_or, events_dir, file_name, finished_run, line, now_ns, project, runner_line,
+    status_mib, timed_line, ts, write_paced,
 };
 
 /// Writes `files` finished runs of `lines` events, ids `{group}-NNNNNN`, into `dir`.
@@ -48,6 +52,15 @@ fn write_runs(dir: &Path, group: &str, files: u64, lines: u64) {
 fn move_all(from: &Path, to: &Path) {
     for e in fs::read_dir(from).expect("staging folder").flatten() {
         fs::rename(e.path(), to.join(e.file_name())).expect("rename");
+    }
+}
+
+/// The line the paced writer writes: as `pipewatch run` does, or (`PW_STREAMS_LINES=timed`)
+/// with an unknown top-level key.
+fn paced_line() -> fn(u64, &str, u64) -> String {
+    match std::env::var("PW_STREAMS_LINES").as_deref() {
+        Ok("timed") => timed_line,
+        _ => runner_line,
     }
 }
 
@@ -215,7 +228,14 @@ fn fanout_run_with(n: usize) {
     let pid = server.pid();
     let (rss0, cpu0) = (status_mib(pid, "VmRSS"), cpu_seconds(pid));
     let t0 = Instant::now();
-    write_paced(&events, std::slice::from_ref(&run_id), 1, total, rate);
+    write_paced(
+        &events,
+        std::slice::from_ref(&run_id),
+        1,
+        total,
+        rate,
+        paced_line(),
+    );
     let wrote = t0.elapsed();
     let r = clients.finish(Duration::from_secs(60));
     let done = t0.elapsed();
@@ -320,7 +340,14 @@ pub fn latency1() {
     let pid = server.pid();
     let cpu0 = cpu_seconds(pid);
     let t0 = Instant::now();
-    write_paced(&events, std::slice::from_ref(&run_id), 1, total, RATE);
+    write_paced(
+        &events,
+        std::slice::from_ref(&run_id),
+        1,
+        total,
+        RATE,
+        paced_line(),
+    );
     let r = clients.finish(Duration::from_secs(10));
     let cpu = cpu_seconds(pid) - cpu0;
     let floor = client_floor(total, RATE);

@@ -29,9 +29,9 @@ use serde_json::{Value, json};
 
 pub use http::{Refused, Resp, Ws, ws_connect};
 pub use server::{BIN, Options, Server, wait_child};
-pub use ws::{
-    Next, Sse, drain_until_closed, drain_until_quiet, keep_reading, next, read_for, read_until,
-};
+#[cfg(unix)]
+pub use ws::keep_reading;
+pub use ws::{Next, Sse, drain_until_closed, drain_until_quiet, next, read_for, read_until};
 
 /// A temporary project folder; removed when dropped.
 pub struct Project {

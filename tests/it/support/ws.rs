@@ -5,7 +5,9 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+#[cfg(unix)]
 use std::sync::atomic::{AtomicBool, Ordering};
+#[cfg(unix)]
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -118,7 +120,8 @@ pub fn read_for(ws: &mut Ws, d: Duration) -> Vec<Value> {
 /// while the test does something else; [`Reading::until`] then waits for what it wants.
 /// (A client that stops reading while a lot is sent to it can find the connection stalled
 /// for tens of seconds once it reads again: the kernel backs off retransmitting what its
-/// full receive buffer dropped.)
+/// full receive buffer dropped.) Used by tests whose stages are POSIX shell scripts.
+#[cfg(unix)]
 pub struct Reading {
     got: Arc<Mutex<Vec<Value>>>,
     stop: Arc<AtomicBool>,
@@ -126,6 +129,7 @@ pub struct Reading {
 }
 
 /// Starts reading `ws` on a thread.
+#[cfg(unix)]
 pub fn keep_reading(mut ws: Ws) -> Reading {
     let got = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -145,6 +149,7 @@ pub fn keep_reading(mut ws: Ws) -> Reading {
     Reading { got, stop, thread }
 }
 
+#[cfg(unix)]
 impl Reading {
     /// Waits until `done(all so far)`; panics if the socket closes first, or after a minute.
     pub fn until(self, what: &str, mut done: impl FnMut(&[Value]) -> bool) -> Vec<Value> {
