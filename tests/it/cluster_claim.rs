@@ -512,11 +512,37 @@ fn two_builtin_schedulers_run_each_occurrence_once_and_show_no_phantom_runs() {
     for s in &mut servers {
         s.stop();
     }
+    // A run a scheduler launched just before its stop goes on (runs never depend on the
+    // dashboard): it claims its occurrence and writes its file a moment later. So wait until
+    // every claim has its file, every file its final event, and nothing changed for 3 s.
+    let ended = |f: &PathBuf| {
+        read_events(f).last().is_some_and(|e| {
+            e["stage"] == "pipeline"
+                && ["success", "failure", "cancelled", "skipped", "missed"]
+                    .contains(&e["event"].as_str().unwrap_or_default())
+        })
+    };
     let mut held = Vec::new();
-    wait_until(Duration::from_secs(30), "a run file for each claim", || {
-        held = claims(&nats);
-        files().len() == held.len()
-    });
+    let mut unchanged: Option<(Vec<PathBuf>, Instant)> = None;
+    wait_until(
+        Duration::from_secs(60),
+        "every launched run ended, each with its claim",
+        || {
+            held = claims(&nats);
+            let now = files();
+            if now.len() != held.len() || !now.iter().all(ended) {
+                unchanged = None;
+                return false;
+            }
+            match &unchanged {
+                Some((seen, since)) if *seen == now => since.elapsed() >= Duration::from_secs(3),
+                _ => {
+                    unchanged = Some((now, Instant::now()));
+                    false
+                }
+            }
+        },
+    );
     let ran: BTreeSet<String> = files().iter().map(|f| run_id_of(f)).collect();
     let holders: BTreeSet<String> = held.iter().map(|(_, id, _)| id.clone()).collect();
     assert_eq!(
@@ -537,7 +563,20 @@ fn two_builtin_schedulers_run_each_occurrence_once_and_show_no_phantom_runs() {
                 .replace("backend = \"builtin\"", "backend = \"cron\""),
         );
         s.spawn();
-        for run in s.runs() {
+        // Just started, it may still be reading the engine's last events: give it a moment
+        // to show them before judging.
+        let shown_ended = |runs: &[Value]| {
+            runs.iter().all(|r| {
+                all.contains(r["run_id"].as_str().unwrap_or_default()) && r["status"] == "success"
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut runs = s.runs();
+        while !shown_ended(&runs) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+            runs = s.runs();
+        }
+        for run in runs {
             let id = run["run_id"].as_str().unwrap_or_default();
             assert!(
                 all.contains(id),
