@@ -57,13 +57,13 @@ fn run_files(hosts: &[&Project]) -> BTreeMap<String, u64> {
 /// passed: then fails naming what is missing, what the stream holds and what the server said.
 fn read_all(
     s: &Server,
-    ws: &mut crate::support::Ws,
+    ws: crate::support::ws::Reading,
     want: &BTreeMap<String, u64>,
     nats: &Nats,
 ) -> Vec<Value> {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut got = Vec::new();
     loop {
+        let got = ws.so_far();
         let (runs, _) = by_run(&got);
         let complete = want
             .iter()
@@ -92,9 +92,7 @@ fn read_all(
                 s.stderr()
             );
         }
-        if let crate::support::Next::Event(e) = crate::support::next(ws) {
-            got.push(e);
-        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -106,7 +104,10 @@ fn runs_on_two_hosts_reach_two_dashboards_each_event_once_with_their_host() {
         .map(|h| host(&nats, h, 1, ""))
         .collect();
     let servers: Vec<Server> = dash.iter().map(Server::start).collect();
-    let mut sockets: Vec<_> = servers.iter().map(|s| s.ws("/ws/events")).collect();
+    let sockets: Vec<_> = servers
+        .iter()
+        .map(|s| crate::support::keep_reading(s.ws("/ws/events")))
+        .collect();
 
     let a = host(&nats, "etl-01", 300, "");
     let b = host(&nats, "etl-02", 300, "");
@@ -117,7 +118,7 @@ fn runs_on_two_hosts_reach_two_dashboards_each_event_once_with_their_host() {
     let want = run_files(&[&a, &b]);
     assert_eq!(want.len(), 2);
 
-    for (s, ws) in servers.iter().zip(&mut sockets) {
+    for (s, ws) in servers.iter().zip(sockets) {
         let got = read_all(s, ws, &want, &nats);
         let (runs, repeated) = by_run(&got);
         assert!(repeated.is_empty(), "shown twice: {repeated:?}");
@@ -158,7 +159,8 @@ fn the_stream_leader_killed_mid_run_loses_and_repeats_nothing() {
         "the events stream's leader",
         || nats.stream_leader(pipewatch::cluster::STREAM).is_some(),
     );
-    let mut ws = s.ws("/ws/events");
+    // Read all along, as a browser does (`support::keep_reading`).
+    let ws = crate::support::keep_reading(s.ws("/ws/events"));
     let mut run = a.spawn(&["run", "--quiet"]);
     std::thread::sleep(Duration::from_millis(500));
     let leader = nats
@@ -175,7 +177,7 @@ fn the_stream_leader_killed_mid_run_loses_and_repeats_nothing() {
     let o = a.run(&["forward"]);
     assert!(o.status.success(), "{}", crate::support::stderr(&o));
     let want = run_files(&[&a]);
-    let got = read_all(&s, &mut ws, &want, &nats);
+    let got = read_all(&s, ws, &want, &nats);
     let (runs, repeated) = by_run(&got);
     assert!(repeated.is_empty(), "shown twice: {repeated:?}");
     for (id, n) in &want {

@@ -151,6 +151,11 @@ pub fn keep_reading(mut ws: Ws) -> Reading {
 
 #[cfg(unix)]
 impl Reading {
+    /// What it got so far.
+    pub fn so_far(&self) -> Vec<Value> {
+        self.got.lock().unwrap().clone()
+    }
+
     /// Waits until `done(all so far)`; panics if the socket closes first, or after a minute.
     pub fn until(self, what: &str, mut done: impl FnMut(&[Value]) -> bool) -> Vec<Value> {
         let deadline = Instant::now() + LONG;
