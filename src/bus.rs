@@ -51,13 +51,9 @@ impl Fed {
         // The event's JSON is an object with `seq` (never `{}`): the cursor goes last.
         let frame = match json.strip_suffix('}') {
             Some(head) => {
-                let mut cursor_text = itoa::Buffer::new();
-                let cursor_text = cursor_text.format(cursor);
-                let mut f = String::with_capacity(head.len() + cursor_text.len() + 12);
-                f.push_str(head);
-                f.push_str(",\"cursor\":");
-                f.push_str(cursor_text);
-                f.push('}');
+                use std::fmt::Write as _;
+                let mut f = String::with_capacity(head.len() + 32);
+                let _ = write!(f, "{head},\"cursor\":{cursor}}}");
                 Json::from(f)
             }
             None => event.json.clone(),

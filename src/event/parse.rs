@@ -74,43 +74,44 @@ fn required<T, E: de::Error>(v: Option<T>, name: &'static str) -> Result<T, E> {
     v.ok_or_else(|| E::missing_field(name))
 }
 
-impl Fields {
-    /// An optional field: absent and `null` both mean none, but only absent is exact.
-    fn optional<T>(&mut self, v: Option<Option<T>>) -> Option<T> {
-        match v {
-            Some(None) => {
-                self.exact = false;
-                None
-            }
-            Some(v) => v,
-            None => None,
-        }
+/// An optional field: absent and `null` both mean none, but only absent is exact.
+fn optional<T>(v: Option<Option<T>>, exact: &mut bool) -> Option<T> {
+    if matches!(v, Some(None)) {
+        *exact = false;
     }
+    v.flatten()
+}
 
-    fn finish<E: de::Error>(mut self) -> Result<Parsed, E> {
-        let seq = self.seq.take();
-        let pipeline = self.pipeline.take();
-        let level = self.level.take();
-        let source = self.source.take();
-        let data = self.data.take();
-        let host = self.host.take();
-        let event = Event {
-            seq: self.optional(seq),
-            run_id: required(self.run_id.take(), "run_id")?,
-            pipeline: self.optional(pipeline),
-            stage: required(self.stage.take(), "stage")?,
-            event: required(self.event.take(), "event")?,
-            level: self.optional(level),
-            timestamp: required(self.timestamp.take(), "timestamp")?,
-            source: self.optional(source),
-            msg: required(self.msg.take(), "msg")?,
-            data: self.optional(data),
-            host: self.optional(host),
-        };
-        Ok(Parsed {
+impl Fields {
+    fn finish<E: de::Error>(self) -> Result<Parsed, E> {
+        let Fields {
+            seq,
+            run_id,
+            pipeline,
+            stage,
             event,
-            exact: self.exact,
-        })
+            level,
+            timestamp,
+            source,
+            msg,
+            data,
+            host,
+            mut exact,
+        } = self;
+        let event = Event {
+            seq: optional(seq, &mut exact),
+            run_id: required(run_id, "run_id")?,
+            pipeline: optional(pipeline, &mut exact),
+            stage: required(stage, "stage")?,
+            event: required(event, "event")?,
+            level: optional(level, &mut exact),
+            timestamp: required(timestamp, "timestamp")?,
+            source: optional(source, &mut exact),
+            msg: required(msg, "msg")?,
+            data: optional(data, &mut exact),
+            host: optional(host, &mut exact),
+        };
+        Ok(Parsed { event, exact })
     }
 }
 
