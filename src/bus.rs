@@ -1,39 +1,34 @@
 //! The event bus: every event the dashboard ingests is published here once, to every
-//! subscriber, in ingest order, each with its cursor (`index::feed`).
+//! follower, in ingest order, each with its cursor (`index::feed`).
 //!
-//! Three things under one lock: a ring buffer of recent events (bounded in bytes), one
-//! `tokio::sync::broadcast` channel for the all-runs stream, and one channel per run that
-//! someone follows (created when a follower subscribes, dropped when the last one leaves).
-//! Publishing pushes to the ring and sends on the channels under the lock; subscribing takes
-//! the ring (or the part of it after a cursor) and a receiver under the same lock. So a
-//! subscriber's backlog and its live stream meet exactly: no event in between is missed, none
-//! is in both.
+//! The bus keeps *logs*: the recent events in the order they were published, bounded in
+//! bytes, that followers read at their own pace. One log is the all-runs ring (keyed by
+//! cursor); each run that someone follows has one too (keyed by `seq`, created when a follower
+//! subscribes, dropped when the last one leaves). A follower remembers the key of the last
+//! event it took, and takes what comes after it ([`Bus::after`], [`RunLog::after`]); a
+//! [`watch`] channel per log wakes it when more is published.
 //!
-//! Every event is encoded once, when it is published ([`Fed`]): each subscriber gets a
-//! reference to the same buffers, never a copy.
+//! Every event is encoded once, when it is published ([`Fed`]), and held once: the logs, the
+//! followers' batches and the sockets' queues hold references to it, never a copy. So memory
+//! is bounded by `[server] stream_buffer`, not by the number of followers: the ring holds up
+//! to that many bytes, and the logs of the followed runs together as many again (mostly the
+//! same events as the ring's).
 //!
-//! A slow subscriber never slows the publisher or the others: the channels are bounded and a
-//! receiver that falls more than its capacity behind gets `Lagged`. Nobody is cut off for it:
-//! the streams catch up from the ring, or from the run files through the feed, and go on
-//! (`server::routes::streams`).
+//! A slow follower never slows the publisher or the others: logs drop their oldest events,
+//! whoever has read them. A follower that falls behind a log's start is told so
+//! ([`Taken::Behind`]) and reads the part that fell out again from the run files, then goes on
+//! from the log (`server::routes::streams`). Nobody is cut off for it.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 
 use crate::event::{Json, Published, RunId};
 
 /// The default size of the ring of recent events, in bytes (what [`Fed::cost`] counts): that
 /// of `[server] stream_buffer`.
 pub const DEFAULT_RING_BYTES: usize = crate::config::DEFAULT_STREAM_BUFFER;
-
-/// How far (in events) an all-runs subscriber may fall behind before it must catch up from
-/// the ring or the files. The channel holds this many events alive, so it is kept small.
-pub const DEFAULT_LAG: usize = 4096;
-
-/// The same for one run's followers (who catch up from the run's file).
-const RUN_LAG: usize = 16_384;
 
 /// An event as published: its cursor and its encodings, built once for every subscriber.
 #[derive(Debug)]
@@ -69,51 +64,142 @@ impl Fed {
     pub fn cost(&self) -> usize {
         self.frame.len() + 2 * self.event.json.len() + 256
     }
+
+    /// Its key in the all-runs ring.
+    fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// Its key in its run's log.
+    fn seq(&self) -> u64 {
+        self.event.seq
+    }
+}
+
+/// What a follower finds in a log after the last event it took.
+#[derive(Debug)]
+pub enum Taken {
+    /// The next events (none: nothing published since).
+    Events(Vec<Arc<Fed>>),
+    /// The log no longer holds all that follows: the events up to (not including) key `until`
+    /// (the log's first; `None` when it is empty) must be read again from the run files.
+    Behind { until: Option<u64> },
+}
+
+/// Recent events in publication order, their keys growing, bounded in bytes.
+#[derive(Default)]
+struct Log {
+    events: VecDeque<Arc<Fed>>,
+    bytes: usize,
+    /// The key of the last event dropped (or the key before the first ever published): a
+    /// follower before it has missed something.
+    dropped: Option<u64>,
+}
+
+impl Log {
+    fn push(&mut self, e: &Arc<Fed>) {
+        self.bytes += e.cost();
+        self.events.push_back(e.clone());
+    }
+
+    /// Drops the oldest event; false if there is none.
+    fn drop_oldest(&mut self, key: fn(&Fed) -> u64) -> bool {
+        let Some(old) = self.events.pop_front() else {
+            return false;
+        };
+        self.bytes -= old.cost();
+        self.dropped = Some(key(&old));
+        true
+    }
+
+    fn trim(&mut self, max_bytes: usize, key: fn(&Fed) -> u64) {
+        while self.bytes > max_bytes && self.drop_oldest(key) {}
+    }
+
+    /// Up to `max` events after key `after` (after nothing: from the start).
+    fn after(&self, key: fn(&Fed) -> u64, after: Option<u64>, max: usize) -> Taken {
+        if let Some(dropped) = self.dropped
+            && after.is_none_or(|a| a < dropped)
+        {
+            return Taken::Behind {
+                until: self.events.front().map(|e| key(e)),
+            };
+        }
+        let skip = match after {
+            Some(a) => self.events.partition_point(|e| key(e) <= a),
+            None => 0,
+        };
+        Taken::Events(self.events.iter().skip(skip).take(max).cloned().collect())
+    }
+}
+
+/// The recent events of one run, for the followers of that run.
+pub struct RunLog {
+    log: Mutex<Log>,
+    tx: watch::Sender<()>,
+}
+
+impl RunLog {
+    fn lock(&self) -> MutexGuard<'_, Log> {
+        lock(&self.log)
+    }
+
+    /// Up to `max` of the run's events after `seq` `after` (after nothing: all it holds).
+    pub fn after(&self, after: Option<u64>, max: usize) -> Taken {
+        self.lock().after(Fed::seq, after, max)
+    }
+}
+
+/// A follower's subscription to one run: the run's log, and the channel that says it grew.
+pub struct RunSubscription {
+    pub log: Arc<RunLog>,
+    pub changed: watch::Receiver<()>,
 }
 
 pub struct Bus {
-    inner: Mutex<Inner>,
-    tx: broadcast::Sender<Arc<Fed>>,
+    ring: Mutex<Ring>,
+    /// Tells the all-runs followers that the ring grew.
+    all: watch::Sender<()>,
+    runs: Mutex<Runs>,
+    max_bytes: usize,
 }
 
-struct Inner {
-    ring: VecDeque<Arc<Fed>>,
-    ring_bytes: usize,
-    max_ring_bytes: usize,
+struct Ring {
+    log: Log,
     /// The cursor of the last event published (the one before the first, before any).
     last: u64,
-    runs: HashMap<RunId, broadcast::Sender<Arc<Fed>>>,
 }
 
-/// A new subscription: the recent events, then the live receiver.
-pub struct Subscription {
-    pub backlog: Vec<Arc<Fed>>,
-    /// The cursor of the last event published before `live` begins.
-    pub last: u64,
-    pub live: broadcast::Receiver<Arc<Fed>>,
+#[derive(Default)]
+struct Runs {
+    logs: HashMap<RunId, Arc<RunLog>>,
+    /// What all the run logs hold, in bytes.
+    bytes: usize,
+}
+
+/// Everything under a bus lock is consistent between statements, so a poisoned lock is usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Bus {
-    /// A bus whose ring holds up to `ring_bytes`, whose all-runs subscribers may fall `lag`
-    /// events behind, and whose first event will have cursor `first`.
-    pub fn new(ring_bytes: usize, lag: usize, first: u64) -> Bus {
-        let (tx, _) = broadcast::channel(lag.max(16));
+    /// A bus whose ring (and whose run logs, together) hold up to `max_bytes`, and whose first
+    /// event will have cursor `first`.
+    pub fn new(max_bytes: usize, first: u64) -> Bus {
+        let last = first.saturating_sub(1);
         Bus {
-            inner: Mutex::new(Inner {
-                ring: VecDeque::new(),
-                ring_bytes: 0,
-                max_ring_bytes: ring_bytes,
-                last: first.saturating_sub(1),
-                runs: HashMap::new(),
+            ring: Mutex::new(Ring {
+                log: Log {
+                    // What came before this bus is in the files only.
+                    dropped: Some(last),
+                    ..Log::default()
+                },
+                last,
             }),
-            tx,
+            all: watch::Sender::new(()),
+            runs: Mutex::new(Runs::default()),
+            max_bytes,
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // Everything under the lock is consistent between statements, so a poisoned lock is
-        // usable.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Publishes `events`, in order (their cursors follow each other), to every stream:
@@ -123,116 +209,147 @@ impl Bus {
         self.publish_to_all(events);
     }
 
-    /// Hands `events` to the followers of their runs. A run's stream is keyed by `seq`, which
+    /// Hands `events` to the followers of their runs. A run's log is keyed by `seq`, which
     /// the file fixes, so this may come before the batch is committed to the index: a
     /// follower that gets an event again after a restart knows it by its `seq`.
     pub fn publish_to_runs(&self, events: &[Arc<Fed>]) {
-        let mut inner = self.lock();
-        if inner.runs.is_empty() {
+        let mut runs = lock(&self.runs);
+        if runs.logs.is_empty() {
             return;
         }
-        let mut run: Option<(&RunId, Option<&broadcast::Sender<Arc<Fed>>>)> = None;
-        for e in events {
-            // Events come in runs of one file: one lookup per change of run.
-            let id = &e.event.run_id;
-            if run.is_none_or(|(r, _)| r != id) {
-                run = Some((id, inner.runs.get(id)));
+        // A run whose followers have all left keeps no log.
+        runs.forget_unfollowed();
+        let mut touched: Vec<Arc<RunLog>> = Vec::new();
+        for chunk in events.chunk_by(|a, b| a.event.run_id == b.event.run_id) {
+            let Some(run) = runs.logs.get(&chunk[0].event.run_id).cloned() else {
+                continue;
+            };
+            let mut log = run.lock();
+            let before = log.bytes;
+            for e in chunk {
+                log.push(e);
             }
-            if let Some((_, Some(tx))) = run {
-                // No receivers is not an error: nobody is watching.
-                let _ = tx.send(e.clone());
+            runs.bytes += log.bytes - before;
+            drop(log);
+            if !touched.iter().any(|t| Arc::ptr_eq(t, &run)) {
+                touched.push(run);
             }
         }
-        // A run whose followers have all left keeps no channel.
-        inner.runs.retain(|_, tx| tx.receiver_count() > 0);
+        runs.trim(self.max_bytes);
+        drop(runs);
+        for run in touched {
+            run.tx.send_replace(());
+        }
     }
 
-    /// Puts `events` in the ring and on the all-runs stream. Their cursors are only given
-    /// out once the batch is committed (`server::ingest`): a cursor must name the same event
-    /// after a restart.
+    /// Puts `events` in the ring, for the all-runs stream. Their cursors are only given out
+    /// once the batch is committed (`server::ingest`): a cursor must name the same event after
+    /// a restart.
     pub fn publish_to_all(&self, events: &[Arc<Fed>]) {
         let Some(end) = events.last() else { return };
-        let mut inner = self.lock();
+        let mut ring = lock(&self.ring);
         for e in events {
-            if inner.max_ring_bytes > 0 {
-                inner.ring_bytes += e.cost();
-                inner.ring.push_back(e.clone());
-                while inner.ring_bytes > inner.max_ring_bytes {
-                    let Some(old) = inner.ring.pop_front() else {
-                        break;
-                    };
-                    inner.ring_bytes -= old.cost();
-                }
-            }
-            // No receivers is not an error: nobody is watching.
-            let _ = self.tx.send(e.clone());
+            ring.log.push(e);
         }
-        inner.last = end.cursor;
+        ring.log.trim(self.max_bytes, Fed::cursor);
+        ring.last = end.cursor;
+        drop(ring);
+        self.all.send_replace(());
     }
 
-    /// Subscribes: the ring's events so far, and every event published after them.
-    pub fn subscribe(&self) -> Subscription {
-        let inner = self.lock();
-        Subscription {
-            backlog: inner.ring.iter().cloned().collect(),
-            last: inner.last,
-            live: self.tx.subscribe(),
-        }
+    /// A channel that changes whenever the ring grows.
+    pub fn watch_all(&self) -> watch::Receiver<()> {
+        self.all.subscribe()
     }
 
-    /// Subscribes to live events only (callers that catch up themselves).
-    pub fn subscribe_live(&self) -> broadcast::Receiver<Arc<Fed>> {
-        let _inner = self.lock();
-        self.tx.subscribe()
-    }
-
-    /// Subscribes to one run's live events (callers that read its file themselves).
-    pub fn subscribe_run(&self, id: &RunId) -> broadcast::Receiver<Arc<Fed>> {
-        let mut inner = self.lock();
-        inner
-            .runs
+    /// Subscribes to one run's events from now on (callers read its file first).
+    pub fn subscribe_run(&self, id: &RunId) -> RunSubscription {
+        let mut runs = lock(&self.runs);
+        runs.forget_unfollowed();
+        let log = runs
+            .logs
             .entry(id.clone())
-            .or_insert_with(|| broadcast::channel(RUN_LAG).0)
-            .subscribe()
+            .or_insert_with(|| {
+                Arc::new(RunLog {
+                    log: Mutex::new(Log::default()),
+                    tx: watch::Sender::new(()),
+                })
+            })
+            .clone();
+        let changed = log.tx.subscribe();
+        RunSubscription { log, changed }
     }
 
-    /// The events published after cursor `after`, if the ring still holds all of them
-    /// (`None` if some are older than the ring: they are in the files).
-    pub fn after(&self, after: u64) -> Option<Vec<Arc<Fed>>> {
-        let inner = self.lock();
-        if after >= inner.last {
-            return Some(Vec::new());
-        }
-        let first = inner.ring.front()?.cursor;
-        if first > after.saturating_add(1) {
-            return None;
-        }
-        // Cursors grow along the ring (with `[cluster]` they may skip numbers): the first
-        // event after `after` is found by bisection.
-        let skip = inner.ring.partition_point(|e| e.cursor <= after);
-        Some(inner.ring.iter().skip(skip).cloned().collect())
+    /// Up to `max` events published after cursor `after`, if the ring still holds all of
+    /// them (else some are older than the ring: they are in the files).
+    pub fn after(&self, after: u64, max: usize) -> Taken {
+        lock(&self.ring).log.after(Fed::cursor, Some(after), max)
+    }
+
+    /// The cursor just before the ring's first event: a follower that starts there gets the
+    /// whole ring.
+    pub fn ring_start(&self) -> u64 {
+        let ring = lock(&self.ring);
+        ring.log
+            .events
+            .front()
+            .map_or(ring.last, |e| e.cursor.saturating_sub(1))
     }
 
     /// The cursor of the last event published (the one before the first, before any).
     pub fn last_cursor(&self) -> u64 {
-        self.lock().last
+        lock(&self.ring).last
     }
 
     /// The ring's size now: events and bytes.
     pub fn ring_size(&self) -> (usize, usize) {
-        let inner = self.lock();
-        (inner.ring.len(), inner.ring_bytes)
+        let ring = lock(&self.ring);
+        (ring.log.events.len(), ring.log.bytes)
     }
 
     /// Current subscribers, all-runs and per-run.
     pub fn subscribers(&self) -> usize {
-        let inner = self.lock();
-        self.tx.receiver_count()
-            + inner
-                .runs
+        let runs = lock(&self.runs);
+        self.all.receiver_count()
+            + runs
+                .logs
                 .values()
-                .map(broadcast::Sender::receiver_count)
+                .map(|r| r.tx.receiver_count())
                 .sum::<usize>()
+    }
+}
+
+impl Runs {
+    fn forget_unfollowed(&mut self) {
+        let mut freed = 0;
+        self.logs.retain(|_, r| {
+            let followed = r.tx.receiver_count() > 0;
+            if !followed {
+                freed += r.lock().bytes;
+            }
+            followed
+        });
+        self.bytes -= freed;
+    }
+
+    /// Drops the oldest events of the largest logs until all of them hold `max_bytes` at most.
+    fn trim(&mut self, max_bytes: usize) {
+        while self.bytes > max_bytes {
+            let Some(largest) = self.logs.values().max_by_key(|r| r.lock().bytes) else {
+                return;
+            };
+            let mut log = largest.lock();
+            let before = log.bytes;
+            // All that must go, from this one if it holds that much.
+            let goal = before.saturating_sub(self.bytes - max_bytes);
+            while log.bytes > goal && log.drop_oldest(Fed::seq) {}
+            let freed = before - log.bytes;
+            drop(log);
+            self.bytes -= freed;
+            if freed == 0 {
+                return;
+            }
+        }
     }
 }
 
@@ -262,6 +379,13 @@ mod tests {
         Arc::new(Fed::new(cursor, ev("r", cursor)))
     }
 
+    fn cursors(taken: Taken) -> Vec<u64> {
+        match taken {
+            Taken::Events(v) => v.iter().map(|e| e.cursor).collect(),
+            Taken::Behind { until } => panic!("behind, until {until:?}"),
+        }
+    }
+
     #[test]
     fn the_frame_is_the_event_with_its_cursor() {
         let f = fed(7);
@@ -275,34 +399,44 @@ mod tests {
     #[test]
     fn ring_keeps_the_most_recent_bytes() {
         let one = fed(0).cost();
-        let bus = Bus::new(3 * one, 16, 1);
+        let bus = Bus::new(3 * one, 1);
         bus.publish(&(1..=5).map(fed).collect::<Vec<_>>());
-        let cursors: Vec<u64> = bus.subscribe().backlog.iter().map(|e| e.cursor).collect();
-        assert_eq!(cursors, vec![3, 4, 5]);
+        assert_eq!(bus.ring_start(), 2);
+        assert_eq!(cursors(bus.after(bus.ring_start(), 100)), vec![3, 4, 5]);
         assert_eq!(bus.ring_size(), (3, 3 * one));
         assert_eq!(bus.last_cursor(), 5);
     }
 
     #[test]
-    fn after_a_cursor_from_the_ring_or_not_at_all() {
+    fn after_a_cursor_from_the_ring_or_behind_it() {
         let one = fed(10).cost();
-        let bus = Bus::new(3 * one, 16, 10);
-        assert_eq!(bus.after(9).map(|v| v.len()), Some(0));
+        let bus = Bus::new(3 * one, 10);
+        assert_eq!(cursors(bus.after(9, 100)), Vec::<u64>::new());
+        assert!(matches!(bus.after(8, 100), Taken::Behind { until: None }));
         bus.publish(&(10..=15).map(fed).collect::<Vec<_>>());
-        let got = |after| {
-            bus.after(after)
-                .map(|v| v.iter().map(|e| e.cursor).collect::<Vec<_>>())
-        };
-        assert_eq!(got(12), Some(vec![13, 14, 15]));
-        assert_eq!(got(14), Some(vec![15]));
-        assert_eq!(got(15), Some(vec![]));
-        assert_eq!(got(99), Some(vec![]));
-        assert_eq!(got(11), None, "cursor 12 is no longer in the ring");
+        assert_eq!(cursors(bus.after(12, 100)), vec![13, 14, 15]);
+        assert_eq!(cursors(bus.after(12, 2)), vec![13, 14]);
+        assert_eq!(cursors(bus.after(14, 100)), vec![15]);
+        assert_eq!(cursors(bus.after(15, 100)), Vec::<u64>::new());
+        assert_eq!(cursors(bus.after(99, 100)), Vec::<u64>::new());
+        assert!(
+            matches!(bus.after(11, 100), Taken::Behind { until: Some(13) }),
+            "cursor 12 is no longer in the ring"
+        );
     }
 
     #[test]
-    fn subscribing_while_publishing_has_no_gap_and_no_duplicate() {
-        let bus = Arc::new(Bus::new(usize::MAX, 100_000, 0));
+    fn cursors_that_skip_numbers_are_found_and_not_taken_for_a_gap() {
+        let bus = Bus::new(usize::MAX, 1);
+        bus.publish(&[fed(1), fed(5), fed(9)]);
+        assert_eq!(cursors(bus.after(0, 100)), vec![1, 5, 9]);
+        assert_eq!(cursors(bus.after(3, 100)), vec![5, 9]);
+        assert_eq!(cursors(bus.after(5, 100)), vec![9]);
+    }
+
+    #[test]
+    fn following_while_publishing_has_no_gap_and_no_duplicate() {
+        let bus = Arc::new(Bus::new(usize::MAX, 0));
         let publisher = {
             let bus = bus.clone();
             std::thread::spawn(move || {
@@ -311,66 +445,82 @@ mod tests {
                 }
             })
         };
-        let mut subs = Vec::new();
+        let mut followers: Vec<(u64, Vec<u64>)> = Vec::new();
         for _ in 0..20 {
-            subs.push(bus.subscribe());
+            followers.push((bus.ring_start(), Vec::new()));
             std::thread::yield_now();
         }
         publisher.join().unwrap();
-        for mut s in subs {
-            let mut cursors: Vec<u64> = s.backlog.iter().map(|e| e.cursor).collect();
-            while let Ok(e) = s.live.try_recv() {
-                cursors.push(e.cursor);
+        for (mut last, mut got) in followers {
+            let start = last;
+            loop {
+                let more = cursors(bus.after(last, 1000));
+                let Some(&l) = more.last() else { break };
+                last = l;
+                got.extend(more);
             }
-            let expected: Vec<u64> = (0..20_000).collect();
-            assert_eq!(cursors, expected);
+            let expected: Vec<u64> = (start + 1..20_000).collect();
+            assert_eq!(got, expected);
         }
     }
 
     #[test]
-    fn a_slow_subscriber_lags_without_holding_anyone_back() {
-        let bus = Bus::new(1024, 16, 0);
-        let mut slow = bus.subscribe_live();
-        let mut fast = bus.subscribe_live();
-        for i in 0..100 {
+    fn a_slow_follower_falls_behind_without_holding_anyone_back() {
+        // Cursors of three digits: every event costs the same.
+        let one = fed(100).cost();
+        let bus = Bus::new(16 * one, 100);
+        let slow = bus.ring_start();
+        let mut fast = bus.ring_start();
+        let mut watch = bus.watch_all();
+        for i in 100..200 {
             bus.publish(&[fed(i)]);
-            assert_eq!(fast.try_recv().unwrap().cursor, i);
+            assert!(watch.has_changed().unwrap());
+            watch.mark_unchanged();
+            assert_eq!(cursors(bus.after(fast, 100)), vec![i]);
+            fast = i;
         }
         assert!(matches!(
-            slow.try_recv(),
-            Err(broadcast::error::TryRecvError::Lagged(_))
+            bus.after(slow, 100),
+            Taken::Behind { until: Some(184) }
         ));
+    }
+
+    fn run_seqs(log: &RunLog, after: Option<u64>) -> Vec<u64> {
+        match log.after(after, 100) {
+            Taken::Events(v) => v.iter().map(|e| e.event.seq).collect(),
+            Taken::Behind { until } => panic!("behind, until {until:?}"),
+        }
     }
 
     #[test]
     fn a_runs_followers_get_its_events_before_the_all_runs_stream_does() {
-        let bus = Bus::new(usize::MAX, 16, 0);
+        let bus = Bus::new(usize::MAX, 0);
         let a = RunId::parse("r").unwrap();
         let mut run = bus.subscribe_run(&a);
-        let mut all = bus.subscribe_live();
+        let all = bus.watch_all();
         let events: Vec<Arc<Fed>> = (0..3).map(fed).collect();
         bus.publish_to_runs(&events);
-        let got: Vec<u64> = std::iter::from_fn(|| run.try_recv().ok())
-            .map(|e| e.cursor)
-            .collect();
-        assert_eq!(got, vec![0, 1, 2]);
+        assert!(run.changed.has_changed().unwrap());
+        run.changed.mark_unchanged();
+        assert_eq!(run_seqs(&run.log, None), vec![0, 1, 2]);
+        assert_eq!(run_seqs(&run.log, Some(0)), vec![1, 2]);
         // Not committed yet: no cursor given out, nothing in the ring.
-        assert!(all.try_recv().is_err());
+        assert!(!all.has_changed().unwrap());
         assert_eq!(bus.ring_size().0, 0);
         bus.publish_to_all(&events);
-        assert_eq!(all.try_recv().map(|e| e.cursor).ok(), Some(0));
+        assert!(all.has_changed().unwrap());
         assert_eq!(bus.last_cursor(), 2);
         assert!(
-            run.try_recv().is_err(),
+            !run.changed.has_changed().unwrap(),
             "a run's followers get each event once"
         );
     }
 
     #[test]
-    fn a_runs_channel_gets_only_its_run_and_goes_when_its_followers_do() {
-        let bus = Bus::new(0, 16, 0);
+    fn a_runs_log_gets_only_its_run_and_goes_when_its_followers_do() {
+        let bus = Bus::new(usize::MAX, 0);
         let a = RunId::parse("a").unwrap();
-        let mut rx = bus.subscribe_run(&a);
+        let sub = bus.subscribe_run(&a);
         assert_eq!(bus.subscribers(), 1);
         let events: Vec<Arc<Fed>> = [("a", 0), ("b", 0), ("a", 1), ("b", 1)]
             .iter()
@@ -378,13 +528,41 @@ mod tests {
             .map(|(i, (run, seq))| Arc::new(Fed::new(i as u64, ev(run, *seq))))
             .collect();
         bus.publish(&events);
-        let got: Vec<u64> = std::iter::from_fn(|| rx.try_recv().ok())
-            .map(|e| e.cursor)
-            .collect();
-        assert_eq!(got, vec![0, 2]);
-        drop(rx);
+        assert_eq!(run_seqs(&sub.log, None), vec![0, 1]);
+        drop(sub);
         bus.publish(&[Arc::new(Fed::new(4, ev("a", 2)))]);
         assert_eq!(bus.subscribers(), 0);
-        assert!(bus.lock().runs.is_empty());
+        let runs = lock(&bus.runs);
+        assert!(runs.logs.is_empty());
+        assert_eq!(runs.bytes, 0);
+    }
+
+    #[test]
+    fn the_run_logs_together_hold_what_the_ring_may() {
+        // Cursors of three digits and `seq`s of two: every event costs the same.
+        let one = Arc::new(Fed::new(100, ev("a", 10))).cost();
+        let bus = Bus::new(10 * one, 100);
+        let (a, b) = (RunId::parse("a").unwrap(), RunId::parse("b").unwrap());
+        let (sa, sb) = (bus.subscribe_run(&a), bus.subscribe_run(&b));
+        let mut cursor = 100;
+        let mut publish = |run: &str, seqs: std::ops::Range<u64>| {
+            let events: Vec<Arc<Fed>> = seqs
+                .map(|s| {
+                    cursor += 1;
+                    Arc::new(Fed::new(cursor, ev(run, s)))
+                })
+                .collect();
+            bus.publish_to_runs(&events);
+        };
+        publish("b", 10..14);
+        publish("a", 10..30);
+        // The largest log gave up its oldest: b keeps all of its own.
+        assert_eq!(run_seqs(&sb.log, None), vec![10, 11, 12, 13]);
+        assert!(matches!(
+            sa.log.after(Some(15), 100),
+            Taken::Behind { until: Some(24) }
+        ));
+        assert_eq!(run_seqs(&sa.log, Some(23)), (24..30).collect::<Vec<_>>());
+        assert_eq!(lock(&bus.runs).bytes, 10 * one);
     }
 }

@@ -16,7 +16,7 @@
 //! | [`cluster`] | `[cluster]` over NATS JetStream: the engine's stream and buckets, forwarding run files, claiming occurrences |
 //! | [`alerts`] | alerts: the alert object, the rules (storm suppression, recovery, late, long), the summary after an outage, sending to a webhook, a command or an e-mail |
 //! | [`index`] | the run index (SQLite): run and stage summaries, the tailer's checkpoints, rebuilt through the tail reader |
-//! | [`bus`] | the event bus: ring buffer + broadcast, subscribe with no gap |
+//! | [`bus`] | the event bus: logs of recent events that followers read, with no gap |
 //! | [`retention`] | `[retention]`: which runs to remove, removing them (`prune`, hourly in `serve`) |
 //! | [`scheduler`] | the OS scheduler backends, the built-in timer, the occurrence auditor |
 //! | [`server`] | `pipewatch serve`: ingest (tail → index → bus), the HTTP API and its OpenAPI description, WebSocket/SSE, the page |

@@ -3,7 +3,7 @@
 //! ```text
 //!  events_dir ──► Tailer (own thread) ──bounded──► ingest task ──► Index (SQLite)
 //!                                                       │  (checkpoint + summaries + alerts' outbox, one commit)
-//!                                                       ├──► Bus (ring + broadcast) ──► WS / SSE
+//!                                                       ├──► Bus (ring + run logs) ───► WS / SSE
 //!                                                       └──► wakes alert delivery (a task per destination)
 //! ```
 //!
@@ -144,11 +144,7 @@ pub fn detached_state(
     exe: PathBuf,
 ) -> Result<Arc<AppState>, ServeError> {
     let idx = Index::open_in_memory()?;
-    let bus = Bus::new(
-        bus::DEFAULT_RING_BYTES,
-        bus::DEFAULT_LAG,
-        idx.next_cursor()?,
-    );
+    let bus = Bus::new(bus::DEFAULT_RING_BYTES, idx.next_cursor()?);
     Ok(Arc::new(AppState::new(config.into(), idx, bus, exe, None)))
 }
 
@@ -211,7 +207,7 @@ pub async fn serve(
             index::epoch_start()
         }),
     };
-    let bus = Bus::new(opts.ring_bytes, bus::DEFAULT_LAG, first);
+    let bus = Bus::new(opts.ring_bytes, first);
     let mut state = AppState::new(workspace, idx, bus, opts.exe, Some(close_rx));
     state.events_dir = read_dir.clone();
     let state = Arc::new(state);

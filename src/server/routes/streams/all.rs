@@ -20,10 +20,10 @@ use tokio::sync::mpsc;
 use utoipa::IntoParams;
 
 use super::{
-    FOLLOW_BUFFER, Follow, Frame, Item, Out, Place, follow, handshake, read_blocking, resume_after,
-    serve_socket, sse_body,
+    Follow, Frame, Item, Out, Place, follow, handshake, read_blocking, resume_after, serve_socket,
+    sse_body,
 };
-use crate::bus::Fed;
+use crate::bus::{Fed, Taken};
 use crate::server::error::{ApiError, ErrorBody, parse_u64, pipeline_filter};
 use crate::server::extract::Query;
 use crate::server::feed::SegmentReader;
@@ -66,6 +66,10 @@ fn frame(e: &Fed) -> Frame {
 }
 
 impl Follow for AllFollower {
+    fn key(&self, e: &Fed) -> u64 {
+        e.cursor
+    }
+
     fn place(&self, e: &Fed) -> Place {
         match e.cursor {
             c if c <= self.last => Place::Sent,
@@ -79,19 +83,14 @@ impl Follow for AllFollower {
         kept(self.pipeline.as_deref(), e).then(|| frame(e))
     }
 
-    /// Sends everything published after `last`: from the ring if it still holds it all, else
-    /// segment by segment from the run files, until the ring takes over.
-    async fn catch_up(&mut self, out: &Out) -> bool {
-        loop {
-            if let Some(events) = self.state.bus.after(self.last) {
-                for chunk in events.chunks(FOLLOW_BUFFER) {
-                    let frames = chunk.iter().filter_map(|e| self.advance(e)).collect();
-                    if !out.send(frames).await {
-                        return false;
-                    }
-                }
-                return true;
-            }
+    fn take(&self, max: usize) -> Taken {
+        self.state.bus.after(self.last, max)
+    }
+
+    /// Sends what was published after `last` and the ring no longer holds, segment by
+    /// segment from the run files, until the ring takes over.
+    async fn catch_up(&mut self, out: &Out, _until: Option<u64>) -> bool {
+        while let Taken::Behind { .. } = self.state.bus.after(self.last, 0) {
             let after = self.last;
             let segments = self
                 .state
@@ -105,8 +104,9 @@ impl Follow for AllFollower {
                 }
             };
             if segments.is_empty() {
-                // Nothing more to read again (the index could not record it): the live
-                // stream goes on from where it is.
+                // Nothing more to read again (the index could not record it): the stream
+                // goes on with what the ring holds.
+                self.last = self.last.max(self.state.bus.ring_start());
                 return true;
             }
             for seg in segments {
@@ -119,6 +119,7 @@ impl Follow for AllFollower {
                 self.last = self.last.max(end);
             }
         }
+        true
     }
 }
 
@@ -167,38 +168,17 @@ fn start(
     let state = state.clone();
     let pipeline: Option<Arc<str>> = pipeline.map(Arc::from);
     let shared_cursors = state.config.cluster.is_some();
-    match since.filter(|&c| shared_cursors || c <= state.bus.last_cursor()) {
-        Some(last) => {
-            let live = state.bus.subscribe_live();
-            let follower = AllFollower {
-                state: state.clone(),
-                last,
-                pipeline,
-            };
-            tokio::spawn(follow(state, follower, live, out));
-        }
-        None => {
-            let sub = state.bus.subscribe();
-            let follower = AllFollower {
-                state: state.clone(),
-                last: sub.last,
-                pipeline: pipeline.clone(),
-            };
-            tokio::spawn(async move {
-                for chunk in sub.backlog.chunks(FOLLOW_BUFFER) {
-                    let frames = chunk
-                        .iter()
-                        .filter(|e| kept(pipeline.as_deref(), e))
-                        .map(|e| frame(e))
-                        .collect();
-                    if !out.send(frames).await {
-                        return;
-                    }
-                }
-                follow(state, follower, sub.live, out).await;
-            });
-        }
-    }
+    // Without a cursor: the ring, then what follows.
+    let last = since
+        .filter(|&c| shared_cursors || c <= state.bus.last_cursor())
+        .unwrap_or_else(|| state.bus.ring_start());
+    let changed = state.bus.watch_all();
+    let follower = AllFollower {
+        state: state.clone(),
+        last,
+        pipeline,
+    };
+    tokio::spawn(follow(state, follower, changed, out));
     rx
 }
 

@@ -34,9 +34,9 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::bus::Fed;
+use crate::bus::{Fed, Taken};
 use crate::event::Json;
 use crate::server::budget::{self, Reserved};
 use crate::server::error::{ApiError, parse_u64};
@@ -176,28 +176,33 @@ enum Place {
 
 /// What a stream's follower knows: where it is, and how to read again what it missed.
 trait Follow {
+    /// The event's key in the log this stream follows.
+    fn key(&self, e: &Fed) -> u64;
     fn place(&self, e: &Fed) -> Place;
     /// Takes `e` as sent: its frame, or `None` for an event this stream passes over (not
     /// of the pipeline it is filtered to).
     fn advance(&mut self, e: &Fed) -> Option<Frame>;
-    /// Sends what it missed up to now; false if the client is gone.
-    async fn catch_up(&mut self, out: &Out) -> bool;
+    /// Up to `max` events from the bus's log after the last one taken.
+    fn take(&self, max: usize) -> Taken;
+    /// Sends what it missed from the files: up to the log's key `until` if it says (the log
+    /// holds the rest), else all there is. False if the client is gone.
+    async fn catch_up(&mut self, out: &Out, until: Option<u64>) -> bool;
     /// Whether the stream has sent all there will be.
     fn finished(&self) -> bool {
         false
     }
 }
 
-/// Follows the live events after a first catch-up: sends each event once, in order, everything
-/// already waiting in one batch, and catches up whenever it finds a gap or fell behind the
-/// bus. Ends when the client goes away or the server closes.
+/// Follows the bus after a first catch-up: takes each event once, in order, everything
+/// already waiting in one batch, and catches up from the files whenever it finds a gap or
+/// fell behind the log. Ends when the client goes away or the server closes.
 async fn follow<F: Follow>(
     state: Arc<AppState>,
     mut f: F,
-    mut live: broadcast::Receiver<Arc<Fed>>,
+    mut changed: watch::Receiver<()>,
     mut out: Out,
 ) {
-    if !f.catch_up(&out).await {
+    if !f.catch_up(&out, None).await {
         return;
     }
     let mut closing = state.closing.clone();
@@ -210,49 +215,45 @@ async fn follow<F: Follow>(
         if let Some(ready) = out.ready.take() {
             let _ = ready.send(());
         }
-        let first = tokio::select! {
-            r = live.recv() => r,
-            _ = closed(&mut closing) => {
-                let _ = out.tx.send(Item::End(Ending::Shutdown)).await;
+        // Seen before taking: whatever is published after the take wakes the wait below.
+        changed.mark_unchanged();
+        let events = match f.take(FOLLOW_BUFFER) {
+            Taken::Events(events) => events,
+            Taken::Behind { until } => {
+                if !f.catch_up(&out, until).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if events.is_empty() {
+            tokio::select! {
+                r = changed.changed() => if r.is_err() { return },
+                _ = closed(&mut closing) => {
+                    let _ = out.tx.send(Item::End(Ending::Shutdown)).await;
+                    return;
+                }
+                _ = out.tx.closed() => return,
+            }
+            // Right after a batch, what else arrives within the coalescing time goes with
+            // the next one.
+            coalesce(last_sent).await;
+            continue;
+        }
+        let mut batch = Vec::with_capacity(events.len());
+        for e in &events {
+            // A gap: what lies between is read again first. What cannot be (a file removed
+            // meanwhile) is gone.
+            if f.place(e) == Place::After
+                && (!out.send(std::mem::take(&mut batch)).await
+                    || !f.catch_up(&out, Some(f.key(e))).await)
+            {
                 return;
             }
-            _ = out.tx.closed() => return,
-        };
-        // Right after a batch, what else arrives within the coalescing time goes with this one.
-        coalesce(last_sent).await;
-        let mut batch = Vec::new();
-        let mut next = Some(first);
-        while let Some(received) = next.take() {
-            match received {
-                Ok(e) => {
-                    // A gap: what lies between is read again first. What cannot be (a file
-                    // removed meanwhile) is gone.
-                    if f.place(&e) == Place::After
-                        && (!out.send(std::mem::take(&mut batch)).await || !f.catch_up(&out).await)
-                    {
-                        return;
-                    }
-                    if f.place(&e) != Place::Sent
-                        && let Some(frame) = f.advance(&e)
-                    {
-                        batch.push(frame);
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    if !out.send(std::mem::take(&mut batch)).await || !f.catch_up(&out).await {
-                        return;
-                    }
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            }
-            if batch.len() < FOLLOW_BUFFER {
-                next = match live.try_recv() {
-                    Ok(e) => Some(Ok(e)),
-                    Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                        Some(Err(broadcast::error::RecvError::Lagged(n)))
-                    }
-                    Err(_) => None,
-                };
+            if f.place(e) != Place::Sent
+                && let Some(frame) = f.advance(e)
+            {
+                batch.push(frame);
             }
         }
         if !out.send(batch).await {

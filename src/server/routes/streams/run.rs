@@ -1,12 +1,12 @@
 //! One run's stream: `/ws/events/{run_id}` and its Server-Sent Events twin
 //! `/api/runs/{run_id}/events/stream` replay the run from its file, then follow it live.
 //!
-//! No gap, no duplicate: the follower subscribes to the run's channel on the bus *before*
-//! reading the file, then drops every live event whose `seq` it has already sent. Whatever the
-//! file had is sent from the file; whatever comes later arrives on the bus (the tailer
-//! publishes every line). If the follower falls behind the bus (a slow client, a long replay),
-//! it does not lose anything: it reads the missing part from the file again, which is the
-//! source of truth.
+//! No gap, no duplicate: the follower subscribes to the run's log on the bus *before* reading
+//! the file, then passes over every event of the log whose `seq` it has already sent.
+//! Whatever the file had is sent from the file; whatever comes later arrives on the bus (the
+//! tailer publishes every line). If the follower falls behind the log (a slow client, a long
+//! replay), it does not lose anything: it reads the part that fell out of the log from the
+//! file again, which is the source of truth, and goes on from the log.
 
 use std::sync::Arc;
 
@@ -22,7 +22,7 @@ use super::{
     Ending, Follow, Frame, Item, Out, Place, follow, handshake, read_blocking, resume_after,
     serve_socket, sse_body,
 };
-use crate::bus::Fed;
+use crate::bus::{Fed, RunLog, Taken};
 use crate::event::{Published, RunId};
 use crate::server::error::{ApiError, ErrorBody, parse_u64, run_id};
 use crate::server::extract::{Path, Query};
@@ -38,16 +38,21 @@ pub struct SinceQuery {
     since: Option<String>,
 }
 
-/// A run's follower: where it got to in the run, and its file.
+/// A run's follower: where it got to in the run, its file, and the run's log on the bus.
 struct RunFollower {
     /// The `seq` of the last event sent.
     last: Option<u64>,
     replay: Replay,
+    log: Arc<RunLog>,
     /// The run's final event is sent (or was, before `since`): nothing more will come.
     done: bool,
 }
 
 impl Follow for RunFollower {
+    fn key(&self, e: &Fed) -> u64 {
+        e.event.seq
+    }
+
     fn place(&self, e: &Fed) -> Place {
         let seq = e.event.seq;
         match self.last {
@@ -65,12 +70,17 @@ impl Follow for RunFollower {
         Some(frame(&e.event))
     }
 
+    fn take(&self, max: usize) -> Taken {
+        self.log.after(self.last, max)
+    }
+
     fn finished(&self) -> bool {
         self.done
     }
 
-    /// Sends everything the file has after `last`.
-    async fn catch_up(&mut self, out: &Out) -> bool {
+    /// Sends what the file has after `last`: up to `seq` `until` if given (the run's log
+    /// holds the rest), else to its end.
+    async fn catch_up(&mut self, out: &Out, until: Option<u64>) -> bool {
         self.replay.resume(self.last);
         loop {
             // A copy goes to the blocking pool: if the read task fails, the replay stays.
@@ -86,13 +96,21 @@ impl Follow for RunFollower {
                     let frames: Vec<Frame> = events
                         .iter()
                         .filter(|e| last.is_none_or(|l| e.seq > l))
+                        .take_while(|e| until.is_none_or(|u| e.seq < u))
                         .map(|e| frame(e))
                         .collect();
+                    let reached = until.is_some_and(|u| events.last().is_some_and(|e| e.seq >= u));
                     if let Some(f) = frames.last() {
                         self.last = Some(f.id);
+                        self.done |= events
+                            .iter()
+                            .any(|e| e.seq == f.id && e.event.is_run_terminal());
                     }
                     if !out.send(frames).await {
                         return false;
+                    }
+                    if reached {
+                        return true;
                     }
                 }
                 Ok(None) => {
@@ -119,16 +137,17 @@ fn frame(e: &Published) -> Frame {
     }
 }
 
-/// Follows one run from after `after`: its file, then live events. The run's channel is
-/// subscribed before the file is read, so nothing falls between the two.
+/// Follows one run from after `after`: its file, then live events. The run's
+/// log is subscribed to before the file is read, so nothing falls between the two.
 fn start(state: &Arc<AppState>, id: RunId, after: Option<u64>, out: Out) {
-    let live = state.bus.subscribe_run(&id);
+    let sub = state.bus.subscribe_run(&id);
     let follower = RunFollower {
         last: after,
         replay: Replay::new(state.run_file(&id), id, after),
+        log: sub.log,
         done: false,
     };
-    tokio::spawn(follow(state.clone(), follower, live, out));
+    tokio::spawn(follow(state.clone(), follower, sub.changed, out));
 }
 
 /// A run's events, live, over WebSocket.
