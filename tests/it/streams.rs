@@ -321,3 +321,62 @@ fn the_ring_holds_what_stream_buffer_says_and_no_more() {
     assert_eq!(seqs.len(), 4000, "every event, once");
     assert_eq!(got.len(), 4000, "no event twice");
 }
+
+/// A run's follower that falls behind the run's log (1 MiB here) while the run goes on being
+/// written reads what fell out of the log again from the file, as often as it falls behind,
+/// and gets every event once, in order.
+#[test]
+fn a_runs_reader_falling_behind_its_log_again_and_again_gets_every_event_once() {
+    let p = Project::with_config(&format!("{QUICK}\n[server]\nstream_buffer = \"1MiB\"\n"));
+    let s = Server::start(&p);
+    let id = "20261202T100000000Z-b0b0b0";
+    let mut ws = s.ws(&format!("/ws/events/{id}"));
+    let pad = "x".repeat(1000);
+    let (chunks, per_chunk) = (100u64, 250u64);
+    let path = run_path(&p, id);
+    let line_of = move |n: u64| {
+        line(
+            id,
+            "a",
+            "log",
+            "2026-11-29T08:15:00.000Z",
+            &format!("{n}{pad}"),
+        )
+    };
+    let writer = std::thread::spawn(move || {
+        for c in 0..chunks {
+            let text: String = (c * per_chunk..(c + 1) * per_chunk).map(&line_of).collect();
+            append(&path, &text);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    // Not reading while the first part is written, then reading more slowly than the rest is
+    // written.
+    std::thread::sleep(Duration::from_millis(300));
+    let total = chunks * per_chunk;
+    let mut got = Vec::new();
+    let mut last_news = std::time::Instant::now();
+    while (got.len() as u64) < total {
+        let more = read_for(&mut ws, Duration::from_millis(1));
+        if !more.is_empty() {
+            last_news = std::time::Instant::now();
+        } else if writer.is_finished() && last_news.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+        got.extend(more);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    writer.join().unwrap();
+    got.extend(read_for(&mut ws, Duration::from_millis(300)));
+    let seqs: Vec<u64> = got.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    let want: Vec<u64> = (0..total).collect();
+    if seqs != want {
+        let sent: BTreeSet<u64> = seqs.iter().copied().collect();
+        let missing: Vec<_> = want.iter().filter(|s| !sent.contains(s)).take(5).collect();
+        panic!(
+            "{} events ({} distinct), not {total} in order once each; missing {missing:?}…",
+            seqs.len(),
+            sent.len()
+        );
+    }
+}

@@ -78,8 +78,8 @@ impl Follow for RunFollower {
         self.done
     }
 
-    /// Sends what the file has after `last`: up to `seq` `until` if given (the run's log
-    /// holds the rest), else to its end.
+    /// Sends what the file has after `last`: a batch at a time until one reaches `seq`
+    /// `until` if given (the run's log holds the rest), else to its end.
     async fn catch_up(&mut self, out: &Out, until: Option<u64>) -> bool {
         self.replay.resume(self.last);
         loop {
@@ -96,15 +96,15 @@ impl Follow for RunFollower {
                     let frames: Vec<Frame> = events
                         .iter()
                         .filter(|e| last.is_none_or(|l| e.seq > l))
-                        .take_while(|e| until.is_none_or(|u| e.seq < u))
                         .map(|e| frame(e))
                         .collect();
+                    // The whole batch is sent, also past `until`: the replay goes on after it.
                     let reached = until.is_some_and(|u| events.last().is_some_and(|e| e.seq >= u));
+                    self.done |= events
+                        .iter()
+                        .any(|e| last.is_none_or(|l| e.seq > l) && e.event.is_run_terminal());
                     if let Some(f) = frames.last() {
                         self.last = Some(f.id);
-                        self.done |= events
-                            .iter()
-                            .any(|e| e.seq == f.id && e.event.is_run_terminal());
                     }
                     if !out.send(frames).await {
                         return false;
