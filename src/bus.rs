@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 
 use crate::event::{Json, Published, RunId};
+use crate::tail::Checkpoint;
 
 /// The default size of the ring of recent events, in bytes (what [`Fed::cost`] counts): that
 /// of `[server] stream_buffer`.
@@ -137,6 +138,37 @@ impl Log {
 pub struct RunLog {
     log: Mutex<Log>,
     tx: watch::Sender<()>,
+    reread: Mutex<Reread>,
+}
+
+/// A tailer read's start is kept as a mark when it is this many lines past the last mark.
+const MARK_EVERY: u64 = 256;
+
+/// The most marks a run keeps (the oldest go first): with one per [`MARK_EVERY`] lines, the
+/// last four million lines.
+const MAX_MARKS: usize = 16_384;
+
+/// The most file bytes of spans read again that a run keeps for its other followers.
+const MAX_SPAN_BYTES: u64 = 4 << 20;
+
+/// What the followers of a run that fell behind its log share: the places in its file where
+/// the tailer's reads began (*marks*), and the spans between two marks read again lately. A
+/// follower behind reads again from mark to mark, so the next one behind finds the same span
+/// read already instead of parsing the file again.
+#[derive(Default)]
+struct Reread {
+    marks: VecDeque<Checkpoint>,
+    spans: VecDeque<Span>,
+    span_bytes: u64,
+}
+
+/// The lines of a run's file between two marks.
+#[derive(Clone)]
+pub struct Span {
+    pub from: Checkpoint,
+    pub to: Checkpoint,
+    /// Its events, once read.
+    pub events: Option<Arc<Vec<Arc<Published>>>>,
 }
 
 impl RunLog {
@@ -147,6 +179,57 @@ impl RunLog {
     /// Up to `max` of the run's events after `seq` `after` (after nothing: all it holds).
     pub fn after(&self, after: Option<u64>, max: usize) -> Taken {
         self.lock().after(Fed::seq, after, max)
+    }
+
+    /// The span between two marks that holds the line `line`, with its events if a follower
+    /// read them already; `None` if no two marks enclose it.
+    pub fn span(&self, line: u64) -> Option<Span> {
+        let r = lock(&self.reread);
+        if let Some(s) = r
+            .spans
+            .iter()
+            .find(|s| s.from.lines <= line && line < s.to.lines)
+        {
+            return Some(s.clone());
+        }
+        let next = r.marks.partition_point(|m| m.lines <= line);
+        let (from, to) = (r.marks.get(next.checked_sub(1)?)?, r.marks.get(next)?);
+        Some(Span {
+            from: from.clone(),
+            to: to.clone(),
+            events: None,
+        })
+    }
+
+    /// Keeps a span read, for the next follower behind.
+    pub fn keep(&self, span: Span) {
+        let mut r = lock(&self.reread);
+        if r.spans.iter().any(|s| s.from == span.from) {
+            return;
+        }
+        r.span_bytes += span.to.offset.saturating_sub(span.from.offset);
+        r.spans.push_back(span);
+        while r.span_bytes > MAX_SPAN_BYTES
+            && let Some(old) = r.spans.pop_front()
+        {
+            r.span_bytes -= old.to.offset.saturating_sub(old.from.offset);
+        }
+    }
+
+    fn mark(&self, at: &Checkpoint) {
+        let mut r = lock(&self.reread);
+        if let Some(m) = r.marks.back() {
+            if (at.dev, at.ino) != (m.dev, m.ino) || at.lines < m.lines {
+                // Another file under the same name: the marks of the old one do not hold.
+                *r = Reread::default();
+            } else if at.lines < m.lines + MARK_EVERY {
+                return;
+            }
+        }
+        r.marks.push_back(at.clone());
+        if r.marks.len() > MAX_MARKS {
+            r.marks.pop_front();
+        }
     }
 }
 
@@ -242,6 +325,20 @@ impl Bus {
         }
     }
 
+    /// Notes where reads of the followed runs' files began (`from` of each batch, in the
+    /// order read), for their followers that fall behind ([`RunLog::span`]).
+    pub fn mark_reads<'a>(&self, starts: impl IntoIterator<Item = &'a Checkpoint>) {
+        let runs = lock(&self.runs);
+        if runs.logs.is_empty() {
+            return;
+        }
+        for from in starts {
+            if let Some(run) = runs.logs.get(&from.run_id) {
+                run.mark(from);
+            }
+        }
+    }
+
     /// Puts `events` in the ring, for the all-runs stream. Their cursors are only given out
     /// once the batch is committed (`server::ingest`): a cursor must name the same event after
     /// a restart.
@@ -273,6 +370,7 @@ impl Bus {
                 Arc::new(RunLog {
                     log: Mutex::new(Log::default()),
                     tx: watch::Sender::new(()),
+                    reread: Mutex::new(Reread::default()),
                 })
             })
             .clone();
@@ -564,5 +662,31 @@ mod tests {
         ));
         assert_eq!(run_seqs(&sa.log, Some(23)), (24..30).collect::<Vec<_>>());
         assert_eq!(lock(&bus.runs).bytes, 10 * one);
+    }
+
+    #[test]
+    fn a_runs_marks_enclose_spans_that_its_followers_share() {
+        let bus = Bus::new(usize::MAX, 0);
+        let a = RunId::parse("a").unwrap();
+        let sub = bus.subscribe_run(&a);
+        let at = |lines: u64, ino: u64| Checkpoint {
+            offset: lines * 100,
+            lines,
+            ..Checkpoint::start(a.clone(), 1, ino)
+        };
+        let other = Checkpoint::start(RunId::parse("b").unwrap(), 1, 1);
+        bus.mark_reads(&[at(0, 1), at(100, 1), other, at(300, 1), at(600, 1)]);
+        let lines = |s: Option<Span>| s.map(|s| (s.from.lines, s.to.lines, s.events.is_some()));
+        assert_eq!(lines(sub.log.span(0)), Some((0, 300, false)));
+        assert_eq!(lines(sub.log.span(299)), Some((0, 300, false)));
+        assert_eq!(lines(sub.log.span(300)), Some((300, 600, false)));
+        assert_eq!(lines(sub.log.span(600)), None, "no mark after it yet");
+        let mut span = sub.log.span(10).unwrap();
+        span.events = Some(Arc::new(vec![ev("a", 0)]));
+        sub.log.keep(span);
+        assert_eq!(lines(sub.log.span(10)), Some((0, 300, true)));
+        // Another file under the same name: the old marks are forgotten.
+        bus.mark_reads(&[at(0, 2)]);
+        assert_eq!(lines(sub.log.span(10)), None);
     }
 }

@@ -122,6 +122,7 @@ pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>) {
         for b in &batches {
             fed.extend(feeder.feed(b));
         }
+        state.bus.mark_reads(batches.iter().map(|b| &b.from));
         state.bus.publish_to_runs(&fed);
         // Right after a commit, what arrives within the next few milliseconds goes into the
         // same transaction: a run written a line at a time would otherwise cost a commit per
@@ -137,6 +138,9 @@ pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>) {
             for b in &batches[from..] {
                 more.extend(feeder.feed(b));
             }
+            state
+                .bus
+                .mark_reads(batches[from..].iter().map(|b| &b.from));
             state.bus.publish_to_runs(&more);
             fed.extend(more);
         }

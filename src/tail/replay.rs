@@ -97,4 +97,27 @@ impl Replay {
         self.after = after;
         self.done = false;
     }
+
+    /// Goes on from `at`, a checkpoint of this file further on (the lines before it were
+    /// read some other way), returning only events after `after`.
+    pub fn skip_to(&mut self, at: Checkpoint, after: Option<u64>) {
+        self.checkpoint = Some(at);
+        self.resume(after);
+    }
+
+    /// The events of the lines between two checkpoints of this file, `from` and `to` (the
+    /// places two earlier reads began), in one read.
+    pub fn span(
+        &self,
+        from: &Checkpoint,
+        to: &Checkpoint,
+    ) -> Result<Vec<Arc<Published>>, TailError> {
+        let limits = ReadLimits {
+            // The read stops at the first line end at or past this: `to`'s.
+            max_batch_bytes: to.offset.saturating_sub(from.offset).max(1) as usize,
+            ..ReadLimits::default()
+        };
+        let read = read_file(&self.path, &self.run_id, Some(from), 0, limits)?;
+        Ok(read.batch.events)
+    }
 }

@@ -81,6 +81,11 @@ impl Follow for RunFollower {
     /// Sends what the file has after `last`: a batch at a time until one reaches `seq`
     /// `until` if given (the run's log holds the rest), else to its end.
     async fn catch_up(&mut self, out: &Out, until: Option<u64>) -> bool {
+        if let Some(until) = until
+            && let Some(sent) = self.catch_up_by_spans(out, until).await
+        {
+            return sent;
+        }
         self.replay.resume(self.last);
         loop {
             // A copy goes to the blocking pool: if the read task fails, the replay stays.
@@ -124,6 +129,46 @@ impl Follow for RunFollower {
                     tracing::debug!("replay: {e}");
                     return true;
                 }
+            }
+        }
+    }
+}
+
+impl RunFollower {
+    /// Behind the run's log: reads again from mark to mark ([`RunLog::span`]) up to `seq`
+    /// `until`, taking the spans other followers read already, and keeping those it reads
+    /// for them. `None` where no two marks enclose where it is (it reads its own way then);
+    /// else whether the client is still there.
+    async fn catch_up_by_spans(&mut self, out: &Out, until: u64) -> Option<bool> {
+        loop {
+            let line = self.last.map_or(0, |l| l + 1);
+            if line >= until {
+                return Some(true);
+            }
+            let mut span = self.log.span(line)?;
+            let events = match &span.events {
+                Some(events) => events.clone(),
+                None => {
+                    let reader = (self.replay.clone(), span.from.clone(), span.to.clone());
+                    let (_, read) = read_blocking(reader, |(r, from, to)| r.span(from, to)).await?;
+                    let events = Arc::new(
+                        read.inspect_err(|e| tracing::debug!("reading a span again: {e}"))
+                            .ok()?,
+                    );
+                    span.events = Some(events.clone());
+                    self.log.keep(span.clone());
+                    events
+                }
+            };
+            let last = self.last;
+            let new = |e: &&Arc<Published>| last.is_none_or(|l| e.seq > l);
+            self.done |= events.iter().filter(new).any(|e| e.event.is_run_terminal());
+            let frames: Vec<Frame> = events.iter().filter(new).map(|e| frame(e)).collect();
+            // Every line before the span's end is handled: the next is the one there.
+            self.last = Some(last.map_or(0, |l| l).max(span.to.lines - 1));
+            self.replay.skip_to(span.to, self.last);
+            if !out.send(frames).await {
+                return Some(false);
             }
         }
     }
