@@ -22,7 +22,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::watch;
+use tokio::sync::{OnceCell, watch};
 
 use crate::event::{Json, Published, RunId};
 use crate::tail::Checkpoint;
@@ -153,8 +153,8 @@ const MAX_SPAN_BYTES: u64 = 4 << 20;
 
 /// What the followers of a run that fell behind its log share: the places in its file where
 /// the tailer's reads began (*marks*), and the spans between two marks read again lately. A
-/// follower behind reads again from mark to mark, so the next one behind finds the same span
-/// read already instead of parsing the file again.
+/// follower behind reads again from mark to mark, and each span is read once: the other
+/// followers behind take the same events instead of parsing the file again.
 #[derive(Default)]
 struct Reread {
     marks: VecDeque<Checkpoint>,
@@ -167,8 +167,9 @@ struct Reread {
 pub struct Span {
     pub from: Checkpoint,
     pub to: Checkpoint,
-    /// Its events, once read.
-    pub events: Option<Arc<Vec<Arc<Published>>>>,
+    /// Its events, read once by the first follower that needs them, while the others that
+    /// need them too wait for that read.
+    pub events: Arc<OnceCell<Arc<Vec<Arc<Published>>>>>,
 }
 
 impl RunLog {
@@ -181,10 +182,11 @@ impl RunLog {
         self.lock().after(Fed::seq, after, max)
     }
 
-    /// The span between two marks that holds the line `line`, with its events if a follower
-    /// read them already; `None` if no two marks enclose it.
+    /// The span between two marks that holds the line `line`, shared with the run's other
+    /// followers (kept while it fits in [`MAX_SPAN_BYTES`]); `None` if no two marks enclose
+    /// it.
     pub fn span(&self, line: u64) -> Option<Span> {
-        let r = lock(&self.reread);
+        let mut r = lock(&self.reread);
         if let Some(s) = r
             .spans
             .iter()
@@ -194,26 +196,20 @@ impl RunLog {
         }
         let next = r.marks.partition_point(|m| m.lines <= line);
         let (from, to) = (r.marks.get(next.checked_sub(1)?)?, r.marks.get(next)?);
-        Some(Span {
+        let span = Span {
             from: from.clone(),
             to: to.clone(),
-            events: None,
-        })
-    }
-
-    /// Keeps a span read, for the next follower behind.
-    pub fn keep(&self, span: Span) {
-        let mut r = lock(&self.reread);
-        if r.spans.iter().any(|s| s.from == span.from) {
-            return;
-        }
+            events: Arc::default(),
+        };
         r.span_bytes += span.to.offset.saturating_sub(span.from.offset);
-        r.spans.push_back(span);
+        r.spans.push_back(span.clone());
         while r.span_bytes > MAX_SPAN_BYTES
+            && r.spans.len() > 1
             && let Some(old) = r.spans.pop_front()
         {
             r.span_bytes -= old.to.offset.saturating_sub(old.from.offset);
         }
+        Some(span)
     }
 
     fn mark(&self, at: &Checkpoint) {
@@ -676,15 +672,14 @@ mod tests {
         };
         let other = Checkpoint::start(RunId::parse("b").unwrap(), 1, 1);
         bus.mark_reads(&[at(0, 1), at(100, 1), other, at(300, 1), at(600, 1)]);
-        let lines = |s: Option<Span>| s.map(|s| (s.from.lines, s.to.lines, s.events.is_some()));
+        let lines = |s: Option<Span>| s.map(|s| (s.from.lines, s.to.lines, s.events.initialized()));
         assert_eq!(lines(sub.log.span(0)), Some((0, 300, false)));
         assert_eq!(lines(sub.log.span(299)), Some((0, 300, false)));
         assert_eq!(lines(sub.log.span(300)), Some((300, 600, false)));
         assert_eq!(lines(sub.log.span(600)), None, "no mark after it yet");
-        let mut span = sub.log.span(10).unwrap();
-        span.events = Some(Arc::new(vec![ev("a", 0)]));
-        sub.log.keep(span);
-        assert_eq!(lines(sub.log.span(10)), Some((0, 300, true)));
+        let span = sub.log.span(10).unwrap();
+        span.events.set(Arc::new(vec![ev("a", 0)])).unwrap();
+        assert_eq!(lines(sub.log.span(10)), Some((0, 300, true)), "shared");
         // Another file under the same name: the old marks are forgotten.
         bus.mark_reads(&[at(0, 2)]);
         assert_eq!(lines(sub.log.span(10)), None);

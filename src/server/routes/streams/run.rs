@@ -136,30 +136,29 @@ impl Follow for RunFollower {
 
 impl RunFollower {
     /// Behind the run's log: reads again from mark to mark ([`RunLog::span`]) up to `seq`
-    /// `until`, taking the spans other followers read already, and keeping those it reads
-    /// for them. `None` where no two marks enclose where it is (it reads its own way then);
-    /// else whether the client is still there.
+    /// `until`, each span read once for all the run's followers. `None` where no two marks
+    /// enclose where it is (it reads its own way then); else whether the client is still
+    /// there.
     async fn catch_up_by_spans(&mut self, out: &Out, until: u64) -> Option<bool> {
         loop {
             let line = self.last.map_or(0, |l| l + 1);
             if line >= until {
                 return Some(true);
             }
-            let mut span = self.log.span(line)?;
-            let events = match &span.events {
-                Some(events) => events.clone(),
-                None => {
+            let span = self.log.span(line)?;
+            let events = span
+                .events
+                .get_or_try_init(|| async {
                     let reader = (self.replay.clone(), span.from.clone(), span.to.clone());
-                    let (_, read) = read_blocking(reader, |(r, from, to)| r.span(from, to)).await?;
-                    let events = Arc::new(
-                        read.inspect_err(|e| tracing::debug!("reading a span again: {e}"))
-                            .ok()?,
-                    );
-                    span.events = Some(events.clone());
-                    self.log.keep(span.clone());
-                    events
-                }
-            };
+                    let (_, read) = read_blocking(reader, |(r, from, to)| r.span(from, to))
+                        .await
+                        .ok_or(())?;
+                    read.map(Arc::new)
+                        .map_err(|e| tracing::debug!("reading a span again: {e}"))
+                })
+                .await
+                .ok()?
+                .clone();
             let last = self.last;
             let new = |e: &&Arc<Published>| last.is_none_or(|l| e.seq > l);
             self.done |= events.iter().filter(new).any(|e| e.event.is_run_terminal());
