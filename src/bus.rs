@@ -183,7 +183,7 @@ impl RunLog {
     }
 
     /// The span between two marks that holds the line `line`, shared with the run's other
-    /// followers (kept while it fits in [`MAX_SPAN_BYTES`]); `None` if no two marks enclose
+    /// followers (a run keeps spans up to 4 MiB of its file); `None` if no two marks enclose
     /// it.
     pub fn span(&self, line: u64) -> Option<Span> {
         let mut r = lock(&self.reread);

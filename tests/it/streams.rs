@@ -14,7 +14,12 @@ const LONG: Duration = Duration::from_secs(120);
 
 /// Writes `lines` log lines (numbered from `from`) to run `id`, in one append.
 fn write_run(p: &Project, id: &str, from: u64, lines: u64, pad: &str) {
-    let text: String = (from..from + lines)
+    append(&run_path(p, id), &log_lines(id, from, lines, pad));
+}
+
+/// `lines` log lines of run `id`, numbered from `from`, each message padded with `pad`.
+fn log_lines(id: &str, from: u64, lines: u64, pad: &str) -> String {
+    (from..from + lines)
         .map(|n| {
             line(
                 id,
@@ -24,8 +29,7 @@ fn write_run(p: &Project, id: &str, from: u64, lines: u64, pad: &str) {
                 &format!("{n}{pad}"),
             )
         })
-        .collect();
-    append(&run_path(p, id), &text);
+        .collect()
 }
 
 /// Asserts that `got` holds exactly the events `want` once each, in cursor order with no hole.
@@ -334,19 +338,9 @@ fn a_runs_reader_falling_behind_its_log_again_and_again_gets_every_event_once() 
     let pad = "x".repeat(1000);
     let (chunks, per_chunk) = (100u64, 250u64);
     let path = run_path(&p, id);
-    let line_of = move |n: u64| {
-        line(
-            id,
-            "a",
-            "log",
-            "2026-11-29T08:15:00.000Z",
-            &format!("{n}{pad}"),
-        )
-    };
     let writer = std::thread::spawn(move || {
         for c in 0..chunks {
-            let text: String = (c * per_chunk..(c + 1) * per_chunk).map(&line_of).collect();
-            append(&path, &text);
+            append(&path, &log_lines(id, c * per_chunk, per_chunk, &pad));
             std::thread::sleep(Duration::from_millis(10));
         }
     });
