@@ -97,20 +97,9 @@ impl Follow for RunFollower {
             self.replay = replay;
             match batch {
                 Ok(Some(events)) => {
-                    let last = self.last;
-                    let frames: Vec<Frame> = events
-                        .iter()
-                        .filter(|e| last.is_none_or(|l| e.seq > l))
-                        .map(|e| frame(e))
-                        .collect();
                     // The whole batch is sent, also past `until`: the replay goes on after it.
                     let reached = until.is_some_and(|u| events.last().is_some_and(|e| e.seq >= u));
-                    self.done |= events
-                        .iter()
-                        .any(|e| last.is_none_or(|l| e.seq > l) && e.event.is_run_terminal());
-                    if let Some(f) = frames.last() {
-                        self.last = Some(f.id);
-                    }
+                    let frames = self.read_again(&events);
                     if !out.send(frames).await {
                         return false;
                     }
@@ -135,6 +124,21 @@ impl Follow for RunFollower {
 }
 
 impl RunFollower {
+    /// Takes the events read again from the file after `last` as sent: their frames.
+    fn read_again(&mut self, events: &[Arc<Published>]) -> Vec<Frame> {
+        let last = self.last;
+        let frames: Vec<Frame> = events
+            .iter()
+            .filter(|e| last.is_none_or(|l| e.seq > l))
+            .inspect(|e| self.done |= e.event.is_run_terminal())
+            .map(|e| frame(e))
+            .collect();
+        if let Some(f) = frames.last() {
+            self.last = Some(f.id);
+        }
+        frames
+    }
+
     /// Behind the run's log: reads again from mark to mark ([`RunLog::span`]) up to `seq`
     /// `until`, each span read once for all the run's followers. `None` where no two marks
     /// enclose where it is (it reads its own way then); else whether the client is still
@@ -159,12 +163,9 @@ impl RunFollower {
                 .await
                 .ok()?
                 .clone();
-            let last = self.last;
-            let new = |e: &&Arc<Published>| last.is_none_or(|l| e.seq > l);
-            self.done |= events.iter().filter(new).any(|e| e.event.is_run_terminal());
-            let frames: Vec<Frame> = events.iter().filter(new).map(|e| frame(e)).collect();
+            let frames = self.read_again(&events);
             // Every line before the span's end is handled: the next is the one there.
-            self.last = Some(last.map_or(0, |l| l).max(span.to.lines - 1));
+            self.last = Some(self.last.unwrap_or(0).max(span.to.lines - 1));
             self.replay.skip_to(span.to, self.last);
             if !out.send(frames).await {
                 return Some(false);
