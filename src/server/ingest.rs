@@ -122,8 +122,9 @@ pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>) {
         for b in &batches {
             fed.extend(feeder.feed(b));
         }
-        state.bus.mark_reads(batches.iter().map(|b| &b.from));
-        state.bus.publish_to_runs(&fed);
+        state
+            .bus
+            .publish_to_runs(batches.iter().map(|b| &b.from), &fed);
         // Right after a commit, what arrives within the next few milliseconds goes into the
         // same transaction: a run written a line at a time would otherwise cost a commit per
         // line (its followers have had each line already).
@@ -140,8 +141,7 @@ pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>) {
             }
             state
                 .bus
-                .mark_reads(batches[from..].iter().map(|b| &b.from));
-            state.bus.publish_to_runs(&more);
+                .publish_to_runs(batches[from..].iter().map(|b| &b.from), &more);
             fed.extend(more);
         }
         // While the index is behind, batches are not committed (the resync catches up from

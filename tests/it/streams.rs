@@ -326,9 +326,9 @@ fn the_ring_holds_what_stream_buffer_says_and_no_more() {
     assert_eq!(got.len(), 4000, "no event twice");
 }
 
-/// A run's follower that falls behind the run's log (1 MiB here) while the run goes on being
-/// written reads what fell out of the log again from the file, as often as it falls behind,
-/// and gets every event once, in order.
+/// A run's follower that falls behind the run's log (1 MiB here, `/metrics` says so) while the
+/// run goes on being written reads what fell out of the log again from the file, as often as
+/// it falls behind, and gets every event once, in order.
 #[test]
 fn a_runs_reader_falling_behind_its_log_again_and_again_gets_every_event_once() {
     let p = Project::with_config(&format!("{QUICK}\n[server]\nstream_buffer = \"1MiB\"\n"));
@@ -362,6 +362,13 @@ fn a_runs_reader_falling_behind_its_log_again_and_again_gets_every_event_once() 
     }
     writer.join().unwrap();
     got.extend(read_for(&mut ws, Duration::from_millis(300)));
+    // The run's log, still followed, holds no more than `stream_buffer` of the 25 MiB.
+    assert_eq!(s.metric("pipewatch_bus_run_logs"), 1);
+    let held = s.metric("pipewatch_bus_run_log_bytes");
+    assert!(
+        held > 0 && held <= 1024 * 1024,
+        "the run's log holds {held} bytes"
+    );
     let seqs: Vec<u64> = got.iter().filter_map(|e| e["seq"].as_u64()).collect();
     let want: Vec<u64> = (0..total).collect();
     if seqs != want {

@@ -175,6 +175,7 @@ struct Figures<'a> {
     bus_subscribers: u64,
     client_queued_bytes: u64,
     ring: (usize, usize),
+    run_logs: (usize, usize),
     cursor: u64,
 }
 
@@ -208,6 +209,8 @@ const METRICS: &[Metric] = &[
     ("client_queued_bytes", "gauge", "Bytes waiting for clients' sockets (bounded by the server's budget).", |f| f.client_queued_bytes),
     ("bus_ring_events", "gauge", "Recent events held for new /ws/events clients.", |f| f.ring.0 as u64),
     ("bus_ring_bytes", "gauge", "Bytes held by the bus's ring of recent events (bounded).", |f| f.ring.1 as u64),
+    ("bus_run_logs", "gauge", "Runs followed on /ws/events/{id} or SSE, each with a log of its recent events.", |f| f.run_logs.0 as u64),
+    ("bus_run_log_bytes", "gauge", "Bytes held by the followed runs' logs together (bounded).", |f| f.run_logs.1 as u64),
     ("bus_cursor", "gauge", "The cursor of the last event published on /ws/events.", |f| f.cursor),
     ("websocket_lagged_total", "counter", "WebSocket clients closed for not reading.", |f| f.counter(|s| &s.ws_lagged)),
     ("index_errors_total", "counter", "Failed operations on the run index.", |f| f.counter(|s| &s.index_errors)),
@@ -234,6 +237,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         bus_subscribers: state.bus.subscribers() as u64,
         client_queued_bytes: state.budget.in_use() as u64,
         ring: state.bus.ring_size(),
+        run_logs: state.bus.run_logs_size(),
         cursor: state.bus.last_cursor(),
     };
     let mut out = String::new();

@@ -1,0 +1,110 @@
+//! What the bus holds: each event encoded once ([`Fed`]), and the byte-bounded logs of them
+//! that followers read at their own pace.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::event::{Json, Published};
+
+/// An event as published: its cursor and its encodings, built once for every subscriber.
+#[derive(Debug)]
+pub struct Fed {
+    /// Its place in the all-runs stream (`index::feed`).
+    pub cursor: u64,
+    /// The `/ws/events` frame: the event's JSON with `"cursor"` added.
+    pub frame: Json,
+    pub event: Arc<Published>,
+}
+
+impl Fed {
+    pub fn new(cursor: u64, event: Arc<Published>) -> Fed {
+        let json: &str = &event.json;
+        // The event's JSON is an object with `seq` (never `{}`): the cursor goes last.
+        let frame = match json.strip_suffix('}') {
+            Some(head) => {
+                use std::fmt::Write as _;
+                let mut f = String::with_capacity(head.len() + 32);
+                let _ = write!(f, "{head},\"cursor\":{cursor}}}");
+                Json::from(f)
+            }
+            None => event.json.clone(),
+        };
+        Fed {
+            cursor,
+            frame,
+            event,
+        }
+    }
+
+    /// What holding it costs, roughly, in bytes: both encodings and the parsed event.
+    pub fn cost(&self) -> usize {
+        self.frame.len() + 2 * self.event.json.len() + 256
+    }
+
+    /// Its key in the all-runs ring.
+    pub(super) fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// Its key in its run's log.
+    pub(super) fn seq(&self) -> u64 {
+        self.event.seq
+    }
+}
+
+/// What a follower finds in a log after the last event it took.
+#[derive(Debug)]
+pub enum Taken {
+    /// The next events (none: nothing published since).
+    Events(Vec<Arc<Fed>>),
+    /// The log no longer holds all that follows: the events up to (not including) key `until`
+    /// (the log's first; `None` when it is empty) must be read again from the run files.
+    Behind { until: Option<u64> },
+}
+
+/// Recent events in publication order, their keys growing, bounded in bytes.
+#[derive(Default)]
+pub(super) struct Log {
+    pub(super) events: VecDeque<Arc<Fed>>,
+    pub(super) bytes: usize,
+    /// The key of the last event dropped (or the key before the first ever published): a
+    /// follower before it has missed something.
+    pub(super) dropped: Option<u64>,
+}
+
+impl Log {
+    pub(super) fn push(&mut self, e: &Arc<Fed>) {
+        self.bytes += e.cost();
+        self.events.push_back(e.clone());
+    }
+
+    /// Drops the oldest event; false if there is none.
+    pub(super) fn drop_oldest(&mut self, key: fn(&Fed) -> u64) -> bool {
+        let Some(old) = self.events.pop_front() else {
+            return false;
+        };
+        self.bytes -= old.cost();
+        self.dropped = Some(key(&old));
+        true
+    }
+
+    pub(super) fn trim(&mut self, max_bytes: usize, key: fn(&Fed) -> u64) {
+        while self.bytes > max_bytes && self.drop_oldest(key) {}
+    }
+
+    /// Up to `max` events after key `after` (after nothing: from the start).
+    pub(super) fn after(&self, key: fn(&Fed) -> u64, after: Option<u64>, max: usize) -> Taken {
+        if let Some(dropped) = self.dropped
+            && after.is_none_or(|a| a < dropped)
+        {
+            return Taken::Behind {
+                until: self.events.front().map(|e| key(e)),
+            };
+        }
+        let skip = match after {
+            Some(a) => self.events.partition_point(|e| key(e) <= a),
+            None => 0,
+        };
+        Taken::Events(self.events.iter().skip(skip).take(max).cloned().collect())
+    }
+}
