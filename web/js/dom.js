@@ -36,6 +36,14 @@ function setAttrs(el, attrs) {
   }
 }
 
+/**
+ * Sets an element's text if it differs: writing the same text again still replaces the text
+ * node, which costs the page a style and layout pass in a view drawn every frame.
+ */
+export function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+}
+
 export function badge(status, extra) {
   return h('span', { class: 'badge', 'data-status': status || 'pending', ...extra }, status || 'pending');
 }

@@ -12,17 +12,19 @@
  *
  * A painted line is `#log-rows > .lr[data-seq="N"]`, N the event's `seq`: a stable selector
  * for tests and benchmarks (a `MutationObserver` on `#log-rows`, `childList`, sees each
- * frame's rows go in). The rows are rebuilt each frame, so the same line is added again in
- * later frames, and only the rows in view (and a few either side) exist: while the log follows
- * the end, the newest line is always among them.
+ * frame's rows go in). A line's row is built once and kept while it stays in view (and the
+ * text filter and the revealed line stay the same); a frame whose rows in view changed puts
+ * them all in at once, so a line already shown is added again in later frames. Only the rows
+ * in view (and a few either side) exist: while the log follows the end, the newest line is
+ * always among them.
  *
  * The lines themselves live on the open run (`state.run.lines`, and `view`, the indices that
  * pass the filters); `run.js` feeds them in.
  */
 
 import { state } from './state.js';
-import { $, h } from './dom.js';
-import { ts } from './format.js';
+import { $, h, setText } from './dom.js';
+import { fmtClock, fmtCount, ts } from './format.js';
 
 const ROW_H = 20, OVERSCAN = 12;
 const EV_ICON = { start: '▶', success: '✔', failure: '✖', cancelled: '■', skipped: '⤼', retry: '↻', missed: '◌' };
@@ -149,30 +151,31 @@ export function renderLog(geom = measureLog()) {
   const first = Math.max(0, Math.floor(top / ROW_H) - OVERSCAN);
   const last = Math.min(n, Math.ceil((top + height) / ROW_H) + OVERSCAN);
   rowsEl.style.transform = `translateY(${first * ROW_H}px)`;
-  const frag = document.createDocumentFragment();
-  for (let i = first; i < last; i++) frag.append(logRow(viewLine(i)));
-  if (!n) frag.append(h('div', { class: 'log-empty' }, run.lines.length ? 'No line matches the filters.' : (run.loaded ? 'No events yet — waiting for the run to write.' : 'Loading…')));
-  rowsEl.replaceChildren(frag);
+  const rows = [], keep = new Map();
+  for (let i = first; i < last; i++) rows.push(rowFor(viewLine(i), keep));
+  built = keep;
+  if (!n) rows.push(h('div', { class: 'log-empty' }, run.lines.length ? 'No line matches the filters.' : (run.loaded ? 'No events yet — waiting for the run to write.' : 'Loading…')));
+  showRows(rows);
   const firstSeq = run.lines.length ? run.lines[0].seq : null;
   const more = firstSeq != null && firstSeq > 0 && !run.noEarlier;
   // The run's size as the index last said, or what is loaded if that is more (it streams on).
   const total = Math.max(run.indexedEvents, run.lines.length);
-  const loaded = run.lines.length.toLocaleString();
-  const of = more ? `last ${loaded} of ${total.toLocaleString()} lines` : `${loaded} lines`;
-  $('#log-count').textContent = filtering() ? `${n.toLocaleString()} matching · ${of}` : of;
+  const loaded = fmtCount(run.lines.length);
+  const of = more ? `last ${loaded} of ${fmtCount(total)} lines` : `${loaded} lines`;
+  setText($('#log-count'), filtering() ? `${fmtCount(n)} matching · ${of}` : of);
   $('#load-earlier').hidden = !more;
-  $('#load-earlier').textContent = `Load ${Math.min(1000, firstSeq ?? 0).toLocaleString()} earlier lines`;
-  $('#log-range').textContent = more ? `showing from line ${firstSeq.toLocaleString()}` : '';
+  setText($('#load-earlier'), `Load ${fmtCount(Math.min(1000, firstSeq ?? 0))} earlier lines`);
+  setText($('#log-range'), more ? `showing from line ${fmtCount(firstSeq)}` : '');
   const errSeq = run.detail?.first_error_seq;
   const fe = $('#first-error');
   fe.hidden = !Number.isSafeInteger(errSeq);
-  if (!fe.hidden) fe.textContent = `First error (line ${errSeq.toLocaleString()})`;
+  if (!fe.hidden) setText(fe, `First error (line ${fmtCount(errSeq)})`);
   const nl = $('#newlines');
   nl.hidden = run.follow || !run.unseen;
-  nl.textContent = `${run.unseen.toLocaleString()} new ↓`;
+  setText(nl, `${fmtCount(run.unseen)} new ↓`);
   const fb = $('#follow');
   fb.setAttribute('aria-pressed', String(run.follow));
-  fb.textContent = run.follow ? 'Following' : 'Paused';
+  setText(fb, run.follow ? 'Following' : 'Paused');
   if (scrollTo != null) { state.log.autoScrolling = true; logEl.scrollTop = scrollTo; }
 }
 
@@ -201,6 +204,40 @@ export function revealLine(seq) {
   queueRender();
 }
 
+/**
+ * Makes `rows` the log's rows, touching only what changed: while the log follows the end, a
+ * frame drops the rows that scrolled out at the top and appends the new ones, and the rows
+ * that stay are left in place (not laid out again).
+ */
+function showRows(rows) {
+  const shown = [...rowsEl.children];
+  const at = rows.length ? shown.indexOf(rows[0]) : -1;
+  const kept = at < 0 ? 0 : Math.min(shown.length - at, rows.length);
+  for (let i = 0; i < kept; i++) {
+    if (shown[at + i] !== rows[i]) { rowsEl.replaceChildren(...rows); return; }
+  }
+  if (!kept) { if (rows.length || shown.length) rowsEl.replaceChildren(...rows); return; }
+  for (let i = 0; i < at; i++) shown[i].remove();
+  for (let i = at + kept; i < shown.length; i++) shown[i].remove();
+  if (kept < rows.length) rowsEl.append(...rows.slice(kept));
+}
+
+/**
+ * The rows in view, by line, with what they were built for: a row shows the text filter's
+ * matches and whether it is the revealed line, and is built again when either changes. Only
+ * the last frame's rows are kept, so a long run costs the rows in view, not one per line.
+ */
+let built = new Map();
+
+/** The row of line `l`, the one built for it if it still holds; kept in `keep`. */
+function rowFor(l, keep) {
+  const text = state.filt.text, revealed = l.seq === state.run?.revealed;
+  let b = built.get(l);
+  if (!b || b.text !== text || b.revealed !== revealed) b = { text, revealed, row: logRow(l) };
+  keep.set(l, b);
+  return b.row;
+}
+
 function logRow(l) {
   const text = state.filt.text;
   const cls = ['lr'];
@@ -208,8 +245,7 @@ function logRow(l) {
   if (l.st === 'stderr') cls.push('stderr');
   if (l.lvl === 'error') cls.push('error'); else if (l.lvl === 'warn' && l.st !== 'stderr') cls.push('warn');
   if (l.seq === state.run?.revealed) cls.push('revealed');
-  const t = ts(l.t);
-  const time = Number.isNaN(t) ? '' : new Date(t).toLocaleTimeString(undefined, { hour12: false, hour: '2-digit', minute: '2-digit', second: '2-digit' }) + '.' + String(new Date(t).getMilliseconds()).padStart(3, '0');
+  const time = fmtClock(ts(l.t));
   const msgText = l.ev === 'log' ? l.msg
     : `${EV_ICON[l.ev] || '•'} ${l.msg.toLowerCase().startsWith(l.ev) ? l.msg : `${l.ev}${l.msg ? ` — ${l.msg}` : ''}`}`;
   const m = h('span', { class: 'm' });
