@@ -35,6 +35,7 @@
 //! | `query.rs` | runs listed and looked up, counts, checkpoints |
 //! | `pipelines.rs` | the pipelines with runs; one pipeline's last run, running runs, figures |
 //! | `rebuild.rs` | [`rebuild()`] and [`Index::resync_run`], reading through the tailer's reader |
+//! | `wal.rs` | checkpoints of the write-ahead log on a connection of their own (`serve`) |
 //! | [`history`] | the index read-only, caught up with the files (`pipewatch runs`) |
 //!
 //! # Who calls it
@@ -67,6 +68,7 @@ mod rebuild;
 mod schema;
 #[cfg(test)]
 mod testing;
+mod wal;
 mod write;
 
 pub use catchup::Folded;
@@ -81,6 +83,7 @@ pub use query::{
 };
 pub use rebuild::{RebuildStats, rebuild};
 pub use schema::Opened;
+pub use wal::{Checkpointed, WalCheckpoints};
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -218,6 +221,9 @@ pub struct Index {
     conn: Connection,
     /// For error messages; `:memory:` for an in-memory index.
     path: PathBuf,
+    /// With checkpoints of the log deferred ([`Index::defer_checkpoints`]): held while the
+    /// file is moved aside, so that no checkpoint has it open then.
+    file: Option<std::sync::Arc<std::sync::Mutex<()>>>,
 }
 
 fn parse_id(path: &Path, id: &str) -> Result<RunId, IndexError> {

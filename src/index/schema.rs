@@ -293,7 +293,14 @@ impl Index {
                 _ => Init::Existing,
             }
         };
-        Ok((Index { conn, path }, found))
+        Ok((
+            Index {
+                conn,
+                path,
+                file: None,
+            },
+            found,
+        ))
     }
 
     /// Replaces a database found corrupt while in use: closes it, moves it aside as
@@ -301,13 +308,22 @@ impl Index {
     /// path. The caller rebuilds it from the files.
     pub fn reset_in_place(&mut self) -> Result<(), IndexError> {
         let path = self.path.clone();
+        let file = self.file.clone();
         let fresh = Connection::open_in_memory().map_err(db(&path, "open"))?;
         let old = std::mem::replace(&mut self.conn, fresh);
         // A corrupt database may refuse to close cleanly; it is being moved aside anyway.
         let _ = old.close();
-        move_aside(&path)?;
+        {
+            let _file = file.as_deref().map(super::wal::hold);
+            move_aside(&path)?;
+        }
         let (index, _) = Index::open_inner(&path, false)?;
         *self = index;
+        if let Some(file) = file {
+            // Checkpoints stay deferred, made by the same checkpointer.
+            self.file = Some(file);
+            self.defer_checkpoints()?;
+        }
         Ok(())
     }
 

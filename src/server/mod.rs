@@ -58,6 +58,7 @@ pub mod reload;
 pub mod routes;
 pub mod schedule;
 pub mod state;
+mod wal;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -187,12 +188,14 @@ pub async fn serve(
             read_dir.display()
         )));
     }
-    let idx = tokio::task::spawn_blocking({
+    let mut idx = tokio::task::spawn_blocking({
         let read_dir = read_dir.clone();
         move || open_index(&db_path, &read_dir)
     })
     .await
     .map_err(|e| ServeError::Startup(format!("opening the run index failed: {e}")))??;
+    // Ingest's commits leave checkpoints of the log to a task of their own (`wal`).
+    let wal = idx.defer_checkpoints()?;
     let checkpoints = idx.checkpoints()?;
 
     let (close_tx, close_rx) = watch::channel(false);
@@ -253,6 +256,7 @@ pub async fn serve(
         .hangups
         .map(|h| tokio::spawn(reload::on_hangup(state.clone(), h)));
     let pruner = tokio::spawn(prune_hourly(state.clone()));
+    let checkpointer = tokio::spawn(wal::run(state.clone(), wal));
     let alerter = tokio::spawn(alerting::run(state.clone()));
     let overdue = tokio::spawn(overdue::run(state.clone()));
     // With [cluster]: what this host's runs left unpublished goes to the engine.
@@ -302,6 +306,8 @@ pub async fn serve(
     }
     state.schedules.stop();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, ingest).await;
+    // It ends once it sees the shutdown; the index checkpoints what is left as it closes.
+    let _ = tokio::time::timeout(Duration::from_secs(1), checkpointer).await;
     tracing::info!("dashboard stopped");
     Ok(())
 }

@@ -704,6 +704,38 @@ fn index_corrupted_while_serving() {
     eprintln!("corrupted: health while the index was garbage: {health:?}");
 }
 
+/// Ingest's commits leave checkpoints of the index's write-ahead log to a task of their own
+/// (a checkpoint inside a commit held up the next batch for as long as the disk took to sync
+/// the files): while `serve` runs, what it committed reaches the database file within
+/// seconds, whether or not the log grew to the 1,000 pages at which SQLite would checkpoint.
+#[test]
+fn the_index_log_is_checkpointed_beside_the_commits_while_serving() {
+    let p = Project::with_config(QUICK);
+    let s = Server::start(&p);
+    let db = p.state_dir().join("index.db");
+    let ids: Vec<String> = (0..20).map(|i| format!("c{i:04}")).collect();
+    for id in &ids {
+        append(&run_path(&p, id), &whole_run(id));
+    }
+    s.wait_json("/api/runs?limit=100", "every run indexed", LONG, |v| {
+        v.as_array().is_some_and(|a| a.len() == ids.len())
+    });
+    // The database file alone (a copy, without the log) holds every run.
+    let scratch = tempfile::tempdir().unwrap();
+    let copy = scratch.path().join("copy.db");
+    let in_file = || -> Option<i64> {
+        std::fs::copy(&db, &copy).ok()?;
+        let c = rusqlite::Connection::open(&copy).ok()?;
+        c.query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
+            .ok()
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "every run in the database file",
+        || in_file() == Some(ids.len() as i64),
+    );
+}
+
 /// 4 KB overwritten inside the index (the file still opens, its schema still reads): a
 /// review got 503 "database disk image is malformed" on `/api/runs` from then on, after
 /// restarts too, while health said ok. The integrity check at start-up finds it; the index is

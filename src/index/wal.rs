@@ -1,0 +1,135 @@
+//! Checkpoints of the index's write-ahead log, on a connection of their own.
+//!
+//! SQLite checkpoints the log (copies its pages into the database, then syncs both files)
+//! from the connection whose commit took the log past 1,000 pages, inside that commit. For
+//! `serve` that connection is the one ingest commits on, and a checkpoint then held up the
+//! next batch for as long as the disk took to sync: up to tens of milliseconds, which every
+//! follower of a run saw as its latency's tail. So `serve` defers them
+//! ([`Index::defer_checkpoints`]) and makes them, every second, on a connection of its own
+//! ([`WalCheckpoints::run`]): a passive checkpoint runs beside the writer without stopping
+//! it.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::{Index, IndexError, db};
+
+/// Makes checkpoints of one index's log; made by [`Index::defer_checkpoints`].
+pub struct WalCheckpoints {
+    path: PathBuf,
+    /// Held while a checkpoint has the file open, and while the index moves it aside
+    /// ([`Index::reset_in_place`]): Windows cannot rename a file that is open.
+    file: Arc<Mutex<()>>,
+}
+
+/// What one checkpoint found: the frames in the log, and how many of them are now in the
+/// database too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpointed {
+    pub log_frames: i64,
+    pub checkpointed: i64,
+}
+
+/// The guard is only a turn to use the file: a poisoned one is as good.
+pub(super) fn hold(file: &Mutex<()>) -> MutexGuard<'_, ()> {
+    file.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Index {
+    /// Stops this connection from checkpointing the log itself: from now on the returned
+    /// [`WalCheckpoints`] does, and must be run regularly (the log grows until it is). Kept
+    /// when the index is reset in place.
+    pub fn defer_checkpoints(&mut self) -> Result<WalCheckpoints, IndexError> {
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(db(&self.path, "defer checkpoints of the log"))?;
+        let file = self.file.get_or_insert_with(Arc::default).clone();
+        Ok(WalCheckpoints {
+            path: self.path.clone(),
+            file,
+        })
+    }
+}
+
+impl WalCheckpoints {
+    /// One passive checkpoint, on a connection opened for it (so it follows the file when the
+    /// index is reset in place): as much of the log as no reader still needs goes into the
+    /// database. Never creates the file.
+    pub fn run(&self) -> Result<Checkpointed, IndexError> {
+        let p = self.path.as_path();
+        let _file = hold(&self.file);
+        let conn = Connection::open_with_flags(
+            p,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db(p, "open for a checkpoint"))?;
+        let (_busy, log_frames, checkpointed): (i64, i64, i64) = conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(db(p, "checkpoint the log"))?;
+        // Not the last connection (the index's stays open), so closing it leaves the log.
+        drop(conn);
+        Ok(Checkpointed {
+            log_frames,
+            checkpointed,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::testing::{batch, runner_run};
+
+    fn file_len(p: &std::path::Path) -> u64 {
+        std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+    }
+
+    #[test]
+    fn deferred_checkpoints_are_made_by_their_own_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = crate::index::path(dir.path());
+        let mut ix = Index::open(&path).unwrap();
+        let wal = ix.defer_checkpoints().unwrap();
+        let empty = file_len(&path);
+        // Well past the 1,000 pages at which the index's own connection would checkpoint.
+        for r in 0..300 {
+            ix.apply(&batch(&format!("r{r}"), 0, runner_run())).unwrap();
+        }
+        assert_eq!(
+            file_len(&path),
+            empty,
+            "the index's connection checkpointed"
+        );
+        let done = wal.run().unwrap();
+        assert!(done.log_frames > 0, "{done:?}");
+        assert_eq!(done.checkpointed, done.log_frames, "{done:?}");
+        assert!(file_len(&path) > empty);
+        assert_eq!(ix.count_runs().unwrap(), 300);
+    }
+
+    #[test]
+    fn a_reset_index_keeps_its_checkpoints_deferred_and_a_missing_file_is_not_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = crate::index::path(dir.path());
+        let mut ix = Index::open(&path).unwrap();
+        let wal = ix.defer_checkpoints().unwrap();
+        ix.reset_in_place().unwrap();
+        let empty = file_len(&path);
+        for r in 0..300 {
+            ix.apply(&batch(&format!("r{r}"), 0, runner_run())).unwrap();
+        }
+        assert_eq!(file_len(&path), empty, "the reset connection checkpointed");
+        assert!(wal.run().unwrap().checkpointed > 0);
+
+        let gone = WalCheckpoints {
+            path: dir.path().join("none.db"),
+            file: Arc::default(),
+        };
+        assert!(gone.run().is_err());
+        assert!(!dir.path().join("none.db").exists());
+    }
+}

@@ -1,0 +1,45 @@
+//! Checkpoints of the run index's write-ahead log, every second, beside ingest's commits
+//! instead of inside them (`index::WalCheckpoints`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::state::{self, AppState};
+use crate::index::WalCheckpoints;
+
+/// How often the log is checkpointed. At 10,000 events a second the log grows by about
+/// 10 MiB between two checkpoints.
+const EVERY: Duration = Duration::from_secs(1);
+
+/// Checkpoints the log every [`EVERY`] until the dashboard closes. A failure is logged once,
+/// and again with the next success: the log only grows meanwhile.
+pub async fn run(state: Arc<AppState>, wal: WalCheckpoints) {
+    let wal = Arc::new(wal);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + EVERY, EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut closing = state.closing.clone();
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = state::closed(&mut closing) => return,
+        }
+        let wal = wal.clone();
+        let done = tokio::task::spawn_blocking(move || wal.run()).await;
+        match done {
+            Ok(Ok(_)) if failing => {
+                failing = false;
+                tracing::info!("the run index's log is checkpointed again");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if !failing => {
+                failing = true;
+                tracing::warn!(
+                    "cannot checkpoint the run index's log: {e}; trying again every second"
+                );
+            }
+            Ok(Err(_)) => {}
+            Err(e) => tracing::warn!("the checkpoint of the run index's log failed: {e}"),
+        }
+    }
+}
