@@ -83,7 +83,7 @@ pub use query::{
 };
 pub use rebuild::{RebuildStats, rebuild};
 pub use schema::Opened;
-pub use wal::{Checkpointed, WalCheckpoints};
+pub use wal::{Checkpointed, LogState, WalCheckpoints};
 
 use std::io;
 use std::path::{Path, PathBuf};

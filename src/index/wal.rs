@@ -7,10 +7,12 @@
 //! follower of a run saw as its latency's tail. So `serve` defers them
 //! ([`Index::defer_checkpoints`]) and makes them, every second, on a connection of its own
 //! ([`WalCheckpoints::run`]): a passive checkpoint runs beside the writer without stopping
-//! it.
+//! it. A log that nobody wrote to since the last checkpoint ([`WalCheckpoints::log_state`]:
+//! its size and time) is left alone, so an idle dashboard opens no connection for it.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
 
 use rusqlite::{Connection, OpenFlags};
 
@@ -30,6 +32,16 @@ pub struct WalCheckpoints {
 pub struct Checkpointed {
     pub log_frames: i64,
     pub checkpointed: i64,
+}
+
+/// The log file's size and last write: any write changes one of them (a log that grows, its
+/// size; one written again from its start, its time). Where a file system is lazy with the
+/// time of a file held open, a log written again from its start is checkpointed once it
+/// grows past the size it had: it is never left to grow without end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogState {
+    len: u64,
+    modified: Option<SystemTime>,
 }
 
 /// The guard is only a turn to use the file: a poisoned one is as good.
@@ -54,6 +66,17 @@ impl Index {
 }
 
 impl WalCheckpoints {
+    /// The log file's state now; `None` when there is none (nothing to checkpoint).
+    pub fn log_state(&self) -> Option<LogState> {
+        let mut log = self.path.clone().into_os_string();
+        log.push("-wal");
+        let m = std::fs::metadata(log).ok()?;
+        Some(LogState {
+            len: m.len(),
+            modified: m.modified().ok(),
+        })
+    }
+
     /// One passive checkpoint, on a connection opened for it (so it follows the file when the
     /// index is reset in place): as much of the log as no reader still needs goes into the
     /// database. Never creates the file.
@@ -104,11 +127,19 @@ mod tests {
             empty,
             "the index's connection checkpointed"
         );
+        let written = wal.log_state().unwrap();
         let done = wal.run().unwrap();
         assert!(done.log_frames > 0, "{done:?}");
         assert_eq!(done.checkpointed, done.log_frames, "{done:?}");
         assert!(file_len(&path) > empty);
         assert_eq!(ix.count_runs().unwrap(), 300);
+        // Nothing written since: the log is as it was. A write changes it: written again from
+        // its start, at the same size, it has a later time (file times may be as coarse as a
+        // few milliseconds).
+        assert_eq!(wal.log_state(), Some(written));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        ix.apply(&batch("more", 0, runner_run())).unwrap();
+        assert_ne!(wal.log_state(), Some(written));
     }
 
     #[test]

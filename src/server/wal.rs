@@ -11,21 +11,31 @@ use crate::index::WalCheckpoints;
 /// 10 MiB between two checkpoints.
 const EVERY: Duration = Duration::from_secs(1);
 
-/// Checkpoints the log every [`EVERY`] until the dashboard closes. A failure is logged once,
-/// and again with the next success: the log only grows meanwhile.
+/// Checkpoints the log every [`EVERY`] until the dashboard closes, when it was written to
+/// since the last checkpoint. A failure is logged once, and again with the next success: the
+/// log only grows meanwhile.
 pub async fn run(state: Arc<AppState>, wal: WalCheckpoints) {
     let wal = Arc::new(wal);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + EVERY, EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut closing = state.closing.clone();
     let mut failing = false;
+    // The log as the last checkpoint that worked found it.
+    let mut checkpointed = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = state::closed(&mut closing) => return,
         }
+        let now = wal.log_state();
+        if now.is_none() || now == checkpointed {
+            continue;
+        }
         let wal = wal.clone();
         let done = tokio::task::spawn_blocking(move || wal.run()).await;
+        if let Ok(Ok(_)) = done {
+            checkpointed = now;
+        }
         match done {
             Ok(Ok(_)) if failing => {
                 failing = false;
