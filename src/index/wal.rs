@@ -111,6 +111,20 @@ mod tests {
         std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
     }
 
+    /// Writes 300 runs into `ix`: well past the 1,000 pages of log at which its connection
+    /// would checkpoint. Asserts that the database file did not grow (it did not checkpoint).
+    fn fill(ix: &mut Index) {
+        let empty = file_len(ix.path());
+        for r in 0..300 {
+            ix.apply(&batch(&format!("r{r}"), 0, runner_run())).unwrap();
+        }
+        assert_eq!(
+            file_len(ix.path()),
+            empty,
+            "the index's connection checkpointed"
+        );
+    }
+
     #[test]
     fn deferred_checkpoints_are_made_by_their_own_connection() {
         let dir = tempfile::tempdir().unwrap();
@@ -118,15 +132,7 @@ mod tests {
         let mut ix = Index::open(&path).unwrap();
         let wal = ix.defer_checkpoints().unwrap();
         let empty = file_len(&path);
-        // Well past the 1,000 pages at which the index's own connection would checkpoint.
-        for r in 0..300 {
-            ix.apply(&batch(&format!("r{r}"), 0, runner_run())).unwrap();
-        }
-        assert_eq!(
-            file_len(&path),
-            empty,
-            "the index's connection checkpointed"
-        );
+        fill(&mut ix);
         let written = wal.log_state().unwrap();
         let done = wal.run().unwrap();
         assert!(done.log_frames > 0, "{done:?}");
@@ -145,15 +151,10 @@ mod tests {
     #[test]
     fn a_reset_index_keeps_its_checkpoints_deferred_and_a_missing_file_is_not_made() {
         let dir = tempfile::tempdir().unwrap();
-        let path = crate::index::path(dir.path());
-        let mut ix = Index::open(&path).unwrap();
+        let mut ix = Index::open(&crate::index::path(dir.path())).unwrap();
         let wal = ix.defer_checkpoints().unwrap();
         ix.reset_in_place().unwrap();
-        let empty = file_len(&path);
-        for r in 0..300 {
-            ix.apply(&batch(&format!("r{r}"), 0, runner_run())).unwrap();
-        }
-        assert_eq!(file_len(&path), empty, "the reset connection checkpointed");
+        fill(&mut ix);
         assert!(wal.run().unwrap().checkpointed > 0);
 
         let gone = WalCheckpoints {
