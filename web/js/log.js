@@ -13,10 +13,11 @@
  * A painted line is `#log-rows > .lr[data-seq="N"]`, N the event's `seq`: a stable selector
  * for tests and benchmarks (a `MutationObserver` on `#log-rows`, `childList`, sees each
  * frame's rows go in). A line's row is built once and kept while it stays in view (and the
- * text filter and the revealed line stay the same); a frame whose rows in view changed puts
- * them all in at once, so a line already shown is added again in later frames. Only the rows
- * in view (and a few either side) exist: while the log follows the end, the newest line is
- * always among them.
+ * text filter and the revealed line stay the same): a frame that follows the end drops the
+ * rows that scrolled out and appends the new ones, and one that jumps (a scroll, a filter)
+ * puts all its rows in at once, so a line already shown may be added again later. Only the
+ * rows in view (and a few either side) exist: while the log follows the end, the newest line
+ * is always among them.
  *
  * The lines themselves live on the open run (`state.run.lines`, and `view`, the indices that
  * pass the filters); `run.js` feeds them in.
