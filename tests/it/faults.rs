@@ -1215,7 +1215,11 @@ mod unix {
         wait_until(LONG, "the stage to end", || !pid_alive(pgid));
 
         // Its group id is taken by an unrelated process (simulated: the line now names the
-        // stranger, with everything else the runner recorded about its stage).
+        // stranger, with everything else the runner recorded about its stage). A process that
+        // takes over an id starts after the one that had it: here, at least a tick of the
+        // start-time clock (10 ms) later, or the stranger could start in the stage's tick and
+        // match its record, which no reused id can.
+        std::thread::sleep(Duration::from_millis(50));
         let reused = stranger();
         let reused_pid = reused.id() as i32;
         procs.0.push(reused);
