@@ -319,10 +319,10 @@ impl Index {
         }
         let (index, _) = Index::open_inner(&path, false)?;
         *self = index;
-        if let Some(file) = file {
+        if file.is_some() {
             // Checkpoints stay deferred, made by the same checkpointer.
-            self.file = Some(file);
-            self.defer_checkpoints()?;
+            self.file = file;
+            self.leave_checkpoints()?;
         }
         Ok(())
     }

@@ -54,14 +54,19 @@ impl Index {
     /// [`WalCheckpoints`] does, and must be run regularly (the log grows until it is). Kept
     /// when the index is reset in place.
     pub fn defer_checkpoints(&mut self) -> Result<WalCheckpoints, IndexError> {
-        self.conn
-            .pragma_update(None, "wal_autocheckpoint", 0)
-            .map_err(db(&self.path, "defer checkpoints of the log"))?;
+        self.leave_checkpoints()?;
         let file = self.file.get_or_insert_with(Arc::default).clone();
         Ok(WalCheckpoints {
             path: self.path.clone(),
             file,
         })
+    }
+
+    /// Turns this connection's own checkpoints off.
+    pub(super) fn leave_checkpoints(&self) -> Result<(), IndexError> {
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(db(&self.path, "defer checkpoints of the log"))
     }
 }
 
