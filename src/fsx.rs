@@ -30,12 +30,13 @@
 //! The per-OS part (open flags, file-type names, clearing `O_NONBLOCK`) is in the
 //! `os` module at the bottom of this file, and nowhere else.
 
+use crate::sync::MutexExt;
 use std::collections::HashSet;
 use std::fs::{File, FileType, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
 
 /// A file that is not a regular file where one was expected: a FIFO, a symbolic link, a
 /// folder, a device or a socket. It was not opened, or was closed at once.
@@ -59,7 +60,7 @@ const WARNED_MAX: usize = 1024;
 /// per path and process, since the callers look again every few seconds.
 pub fn warn_ignored(refused: &NotRegular, role: &str) {
     static WARNED: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
-    let mut warned = WARNED.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut warned = WARNED.lock_anyway();
     let warned = warned.get_or_insert_with(HashSet::new);
     if warned.contains(&refused.path) {
         return;

@@ -26,10 +26,12 @@
 //! |---|---|
 //! | [`exit`] | the exit codes every layer's error maps to |
 //! | [`fsx`] | opening files in folders others can write to: no link followed, no FIFO waited on, temporary files always new |
+//! | [`sync`] | locks a panic elsewhere does not make unusable |
 
 pub mod event;
 pub mod exit;
 pub mod fsx;
+pub mod sync;
 
 pub mod config;
 pub mod journal;

@@ -25,13 +25,14 @@ mod run;
 mod tests;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
 use crate::event::RunId;
 use crate::tail::Checkpoint;
 
+use crate::sync::MutexExt;
 use log::Log;
 pub use log::{Fed, Taken};
 pub use run::{RunLog, RunSubscription, Span};
@@ -59,11 +60,6 @@ struct Runs {
     logs: HashMap<RunId, Arc<RunLog>>,
     /// What all the run logs hold, in bytes.
     bytes: usize,
-}
-
-/// Everything under a bus lock is consistent between statements, so a poisoned lock is usable.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Bus {
@@ -98,7 +94,7 @@ impl Bus {
         reads: impl IntoIterator<Item = &'a Checkpoint>,
         events: &[Arc<Fed>],
     ) {
-        let mut runs = lock(&self.runs);
+        let mut runs = self.runs.lock_anyway();
         if runs.logs.is_empty() {
             return;
         }
@@ -137,7 +133,7 @@ impl Bus {
     /// a restart.
     pub fn publish_to_all(&self, events: &[Arc<Fed>]) {
         let Some(end) = events.last() else { return };
-        let mut ring = lock(&self.ring);
+        let mut ring = self.ring.lock_anyway();
         for e in events {
             ring.log.push(e);
         }
@@ -154,7 +150,7 @@ impl Bus {
 
     /// Subscribes to one run's events from now on (callers read its file first).
     pub fn subscribe_run(&self, id: &RunId) -> RunSubscription {
-        let mut runs = lock(&self.runs);
+        let mut runs = self.runs.lock_anyway();
         runs.forget_unfollowed();
         let log = runs
             .logs
@@ -168,13 +164,16 @@ impl Bus {
     /// Up to `max` events published after cursor `after`, if the ring still holds all of
     /// them (else some are older than the ring: they are in the files).
     pub fn after(&self, after: u64, max: usize) -> Taken {
-        lock(&self.ring).log.after(Fed::cursor, Some(after), max)
+        self.ring
+            .lock_anyway()
+            .log
+            .after(Fed::cursor, Some(after), max)
     }
 
     /// The cursor just before the ring's first event: a follower that starts there gets the
     /// whole ring.
     pub fn ring_start(&self) -> u64 {
-        let ring = lock(&self.ring);
+        let ring = self.ring.lock_anyway();
         ring.log
             .events
             .front()
@@ -183,24 +182,24 @@ impl Bus {
 
     /// The cursor of the last event published (the one before the first, before any).
     pub fn last_cursor(&self) -> u64 {
-        lock(&self.ring).last
+        self.ring.lock_anyway().last
     }
 
     /// The ring's size now: events and bytes.
     pub fn ring_size(&self) -> (usize, usize) {
-        let ring = lock(&self.ring);
+        let ring = self.ring.lock_anyway();
         (ring.log.events.len(), ring.log.bytes)
     }
 
     /// The logs of the followed runs now: how many, and the bytes they hold together.
     pub fn run_logs_size(&self) -> (usize, usize) {
-        let runs = lock(&self.runs);
+        let runs = self.runs.lock_anyway();
         (runs.logs.len(), runs.bytes)
     }
 
     /// Current subscribers, all-runs and per-run.
     pub fn subscribers(&self) -> usize {
-        let runs = lock(&self.runs);
+        let runs = self.runs.lock_anyway();
         self.all.receiver_count()
             + runs
                 .logs

@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{OnceCell, watch};
 
-use super::lock;
 use super::log::{Fed, Log, Taken};
 use crate::event::Published;
+use crate::sync::MutexExt;
 use crate::tail::Checkpoint;
 
 /// The recent events of one run, for the followers of that run.
@@ -59,7 +59,7 @@ impl RunLog {
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, Log> {
-        lock(&self.log)
+        self.log.lock_anyway()
     }
 
     /// Up to `max` of the run's events after `seq` `after` (after nothing: all it holds).
@@ -71,7 +71,7 @@ impl RunLog {
     /// followers (a run keeps spans up to 4 MiB of its file); `None` if no two marks enclose
     /// it.
     pub fn span(&self, line: u64) -> Option<Span> {
-        let mut r = lock(&self.reread);
+        let mut r = self.reread.lock_anyway();
         if let Some(s) = r
             .spans
             .iter()
@@ -100,7 +100,7 @@ impl RunLog {
     /// Keeps `at`, where a read of the run's file began, as a mark if it is far enough past
     /// the last one.
     pub(super) fn mark(&self, at: &Checkpoint) {
-        let mut r = lock(&self.reread);
+        let mut r = self.reread.lock_anyway();
         if let Some(m) = r.marks.back() {
             if (at.dev, at.ino) != (m.dev, m.ino) || at.lines < m.lines {
                 // Another file under the same name: the marks of the old one do not hold.

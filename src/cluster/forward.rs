@@ -52,6 +52,7 @@ use super::{Engine, EngineError, STREAM, StreamLimits, msg_id, subject};
 use crate::config::{Cluster, Workspace};
 use crate::event::{Published, RunId};
 use crate::journal::files::{self, RunFile, file_identity};
+use crate::sync::MutexExt;
 use crate::tail::{self, Checkpoint, FileRead, ReadLimits};
 
 /// The most events of one forwarder awaiting the engine's ack.
@@ -794,7 +795,7 @@ fn wake() -> &'static Wake {
     HOOK.call_once(|| {
         crate::journal::on_append(Box::new(|path| {
             if let Some(w) = WAKE.get() {
-                let mut latest = w.latest.lock().unwrap_or_else(|p| p.into_inner());
+                let mut latest = w.latest.lock_anyway();
                 if latest.as_deref() != Some(path) {
                     *latest = Some(path.to_path_buf());
                 }
@@ -809,11 +810,7 @@ fn wake() -> &'static Wake {
 impl Wake {
     /// The run file this process appended to last.
     fn latest(&self) -> Option<RunFile> {
-        let path = self
-            .latest
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()?;
+        let path = self.latest.lock_anyway().clone()?;
         let id = files::run_id_of(path.file_name()?.to_str()?)?;
         Some(RunFile { id, path })
     }

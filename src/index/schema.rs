@@ -29,6 +29,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 use super::{Index, IndexError, db};
+use crate::sync::MutexExt;
 
 /// Bumped whenever the schema changes; an index with another version is rebuilt, but for one
 /// [`migrate_schema`] knows how to bring forward.
@@ -314,7 +315,7 @@ impl Index {
         // A corrupt database may refuse to close cleanly; it is being moved aside anyway.
         let _ = old.close();
         {
-            let _file = file.as_deref().map(super::wal::hold);
+            let _file = file.as_deref().map(|f| f.lock_anyway());
             move_aside(&path)?;
         }
         let (index, _) = Index::open_inner(&path, false)?;

@@ -11,12 +11,13 @@
 //! its size and time) is left alone, so an idle dashboard opens no connection for it.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use rusqlite::{Connection, OpenFlags};
 
 use super::{Index, IndexError, db};
+use crate::sync::MutexExt;
 
 /// Makes checkpoints of one index's log; made by [`Index::defer_checkpoints`].
 pub struct WalCheckpoints {
@@ -42,11 +43,6 @@ pub struct Checkpointed {
 pub struct LogState {
     len: u64,
     modified: Option<SystemTime>,
-}
-
-/// The guard is only a turn to use the file: a poisoned one is as good.
-pub(super) fn hold(file: &Mutex<()>) -> MutexGuard<'_, ()> {
-    file.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Index {
@@ -87,7 +83,7 @@ impl WalCheckpoints {
     /// database. Never creates the file.
     pub fn run(&self) -> Result<Checkpointed, IndexError> {
         let p = self.path.as_path();
-        let _file = hold(&self.file);
+        let _file = self.file.lock_anyway();
         let conn = Connection::open_with_flags(
             p,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,

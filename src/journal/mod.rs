@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use crate::event::{Data, Level, Record, RunId, Stream, kind, now_timestamp};
+use crate::sync::MutexExt;
 
 /// The most bytes of output (`log` events) one run's journal takes. A stage that prints more
 /// keeps running, its pipes drained, but its further lines are not journaled: one `log`
@@ -280,7 +281,7 @@ impl Journal {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves `Inner` consistent (seq and len only move
         // after a successful write), so a poisoned lock is still usable.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock_anyway()
     }
 }
 

@@ -44,6 +44,7 @@ use chrono::Utc;
 use crate::config::Config;
 use crate::event::{Data, Level, PIPELINE_STAGE, RunId, kind};
 use crate::journal::{Journal, JournalError};
+use crate::sync::MutexExt;
 pub use capture::LineSplitter;
 use dag::Settled;
 use groups::StageGroup;
@@ -168,7 +169,7 @@ impl Ctx {
 
     /// Adds or removes a running stage's process group, and records the set.
     fn track_group(&self, group: &StageGroup, running: bool) {
-        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let mut groups = self.groups.lock_anyway();
         if running {
             groups.insert(group.clone());
         } else {

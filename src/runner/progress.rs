@@ -7,6 +7,7 @@ use std::io::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::sync::MutexExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// How a stage or a run ended, for display.
@@ -142,11 +143,7 @@ impl Live {
     }
 
     fn bar(&self, stage: &str) -> Option<ProgressBar> {
-        self.bars
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(stage)
-            .cloned()
+        self.bars.lock_anyway().get(stage).cloned()
     }
 
     fn style(template: &str) -> ProgressStyle {
@@ -158,7 +155,7 @@ impl Reporter for Live {
     fn run_started(&self, run_id: &str, stages: &[&str]) {
         let _ = self.multi.println(format!("run {run_id}"));
         let width = stages.iter().map(|s| s.len()).max().unwrap_or(0);
-        let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
+        let mut bars = self.bars.lock_anyway();
         for s in stages {
             let bar = self.multi.add(ProgressBar::new_spinner());
             bar.set_style(Self::style("  · {prefix} {msg:.dim}"));

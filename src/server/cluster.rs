@@ -57,6 +57,7 @@ use crate::cluster::{Engine, STREAM, SUBJECT_PREFIX, StreamLimits};
 use crate::config::Cluster;
 use crate::event::RunId;
 use crate::journal::files::file_identity;
+use crate::sync::MutexExt;
 use crate::tail::{Batch, Checkpoint, DEFAULT_MAX_LINE_BYTES, ReadLimits, parse_line, read_file};
 
 /// The folder under `[server] state_dir` where a dashboard with `[cluster]` keeps what it
@@ -445,11 +446,7 @@ pub async fn run(state: Arc<AppState>, cluster: Cluster, start: Start, tx: mpsc:
 
 /// Says in health why the engine cannot be read, or that it can.
 fn note_engine(state: &AppState, problem: Option<String>) {
-    let mut slot = state
-        .tail_stats
-        .folder_error
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let mut slot = state.tail_stats.folder_error.lock_anyway();
     if *slot != problem {
         match &problem {
             Some(p) => tracing::warn!("{p}"),

@@ -15,6 +15,7 @@ use super::state::{AppState, Stats};
 use crate::event::{RunId, now_timestamp};
 use crate::index::{ABANDONED, Ended, IndexError, NO_RUN_FILE, Segment};
 use crate::runner::liveness::{self, Liveness};
+use crate::sync::MutexExt;
 use crate::tail::{Batch, Checkpoint, ReadLimits, read_file};
 
 /// How often running runs are checked for a dead runner. With the tailer's own latency this
@@ -108,7 +109,7 @@ pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>) {
                     }
                     if behind.is_empty() && record_feed(&state, &mut feeder).await {
                         tracing::info!("the run index has caught up");
-                        *state.ingest_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                        *state.ingest_error.lock_anyway() = None;
                     }
                 }
                 continue;
@@ -198,8 +199,7 @@ async fn commit(state: &Arc<AppState>, batches: &[Arc<Batch>], segments: Vec<Seg
             tracing::error!(
                 "cannot update the run index: {e}; streaming goes on, the index will catch up"
             );
-            *state.ingest_error.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some(format!("the run index is behind: {e}"));
+            *state.ingest_error.lock_anyway() = Some(format!("the run index is behind: {e}"));
             false
         }
     }
@@ -247,7 +247,7 @@ async fn repair(state: &Arc<AppState>) -> bool {
                 "run index rebuilt from {}",
                 state.events_dir.display()
             );
-            *state.ingest_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            *state.ingest_error.lock_anyway() = None;
             true
         }
         Err(e) => {

@@ -77,6 +77,7 @@ pub use state::{AppState, Stats};
 use crate::bus::{self, Bus};
 use crate::config::Workspace;
 use crate::index::{self, Index, Opened};
+use crate::sync::MutexExt;
 use crate::tail::{self, TailConfig, Tailer};
 
 /// A client that has not sent its request headers within this long is disconnected.
@@ -272,11 +273,7 @@ pub async fn serve(
 
     // Stop the tailer first so nothing new arrives, then let the ingest task drain what was
     // read: every batch it commits is one that will not be read again.
-    let tailer = state
-        .tailer
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
+    let tailer = state.tailer.lock_anyway().take();
     if let Some(t) = tailer {
         let _ = tokio::task::spawn_blocking(move || t.stop()).await;
     }
@@ -330,7 +327,7 @@ fn start_tailer(
         state.tail_stats.clone(),
     )
     .map_err(ServeError::Tailer)?;
-    *state.tailer.lock().unwrap_or_else(|p| p.into_inner()) = Some(tailer);
+    *state.tailer.lock_anyway() = Some(tailer);
     tracing::info!(
         events_dir = %events_dir.display(),
         "JSONL Event Replay Monitor started"

@@ -27,6 +27,7 @@ use crate::index::{RunFilter, RunSummary};
 use crate::scheduler::builtin::timer::Timer;
 use crate::scheduler::clock::SystemClock;
 use crate::scheduler::{self, SchedulerError, Status, audit};
+use crate::sync::MutexExt;
 
 /// The scheduling tasks of each pipeline, by name: started with the dashboard, started again
 /// for a pipeline whose configuration a reload changed, stopped for one it removed.
@@ -60,11 +61,11 @@ impl Drop for Tasks {
 
 impl Schedules {
     fn tasks(&self) -> std::sync::MutexGuard<'_, HashMap<String, Tasks>> {
-        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+        self.tasks.lock_anyway()
     }
 
     fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Status)>> {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+        self.seen.lock_anyway()
     }
 
     /// Wakes `pipeline`'s built-in timer, if it has one.

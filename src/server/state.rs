@@ -18,6 +18,7 @@ use crate::bus::Bus;
 use crate::config::{Config, Workspace};
 use crate::event::RunId;
 use crate::index::{Index, IndexError};
+use crate::sync::{MutexExt, RwLockExt};
 use crate::tail::{TailStats, Tailer};
 
 /// Counters shown in health and metrics.
@@ -156,7 +157,7 @@ impl AppState {
     {
         let state = self.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let mut idx = state.index.lock().unwrap_or_else(|p| p.into_inner());
+            let mut idx = state.index.lock_anyway();
             f(&mut idx)
         })
         .await
@@ -166,7 +167,7 @@ impl AppState {
     }
 
     fn note_index<T>(&self, result: &Result<T, IndexError>) {
-        let mut slot = self.index_error.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.index_error.lock_anyway();
         match result {
             Ok(_) => *slot = None,
             Err(e) => {
@@ -182,21 +183,18 @@ impl AppState {
     /// What is wrong with the index, if anything: the last operation's error, else why it is
     /// behind what was published.
     pub fn index_problem(&self) -> Option<String> {
-        let last = |m: &Mutex<Option<String>>| m.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let last = |m: &Mutex<Option<String>>| m.lock_anyway().clone();
         last(&self.index_error).or_else(|| last(&self.ingest_error))
     }
 
     /// The pipelines as configured now.
     pub fn workspace(&self) -> Arc<Workspace> {
-        self.workspace
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.workspace.read_anyway().clone()
     }
 
     /// Puts a configuration read again in place; returns the one it replaces.
     pub fn replace_workspace(&self, workspace: Workspace) -> Arc<Workspace> {
-        let mut slot = self.workspace.write().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.workspace.write_anyway();
         std::mem::replace(&mut *slot, Arc::new(workspace))
     }
 
@@ -247,7 +245,7 @@ impl AppState {
 
     /// Counts a delivery attempt to `destination` that ended `status`.
     pub fn count_alert(&self, destination: &str, status: &str) {
-        let mut counts = self.alert_counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = self.alert_counts.lock_anyway();
         *counts
             .entry((destination.to_string(), status.to_string()))
             .or_default() += 1;

@@ -2,6 +2,7 @@
 //! metrics (`server`). Relaxed atomics: each counter is exact on its own; a snapshot is not a
 //! consistent cut across them, and need not be.
 
+use crate::sync::MutexExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Counters for health and metrics, shared with the server.
@@ -33,14 +34,11 @@ pub struct TailStats {
 impl TailStats {
     /// Why the events folder cannot be read right now, if it cannot (for health).
     pub fn folder_error(&self) -> Option<String> {
-        self.folder_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.folder_error.lock_anyway().clone()
     }
 
     pub(super) fn set_folder_error(&self, e: Option<String>) {
-        *self.folder_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+        *self.folder_error.lock_anyway() = e;
     }
 }
 

@@ -16,10 +16,11 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, DurationRound, Timelike, Utc};
+use pipewatch::sync::MutexExt;
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -136,7 +137,7 @@ struct Target {
 
 impl Target {
     fn lock(&self) -> std::sync::MutexGuard<'_, (u64, u16)> {
-        self.now.lock().unwrap_or_else(PoisonError::into_inner)
+        self.now.lock_anyway()
     }
 
     /// The server is up (again) on `port`: a new generation.

@@ -16,6 +16,7 @@ use utoipa::ToSchema;
 use crate::index::PipelineFigures;
 use crate::server::auth;
 use crate::server::state::{AppState, Stats};
+use crate::sync::MutexExt;
 use crate::tail::TailStatsSnapshot;
 
 /// What public health says instead of an error's text, which names files.
@@ -124,8 +125,7 @@ pub async fn health(
     let t = state.tail_stats.snapshot();
     let tailer_running = state
         .tailer
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+        .lock_anyway()
         .as_ref()
         .is_some_and(|t| !t.is_finished())
         || state.consuming.load(std::sync::atomic::Ordering::Relaxed);
@@ -261,11 +261,7 @@ fn write_alert_counts(out: &mut String, state: &AppState) {
          (sent, retrying: failed and tried again later, failed: given up)."
     );
     let _ = writeln!(out, "# TYPE pipewatch_alerts_total counter");
-    let counts = state
-        .alert_counts
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let counts = state.alert_counts.lock_anyway().clone();
     for ((destination, status), n) in counts {
         let _ = writeln!(
             out,

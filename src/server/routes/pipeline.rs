@@ -22,6 +22,7 @@ use crate::server::error::{ApiError, ErrorBody, run_id};
 use crate::server::extract::{Query, optional_body};
 use crate::server::launch::{Asked, launch};
 use crate::server::state::AppState;
+use crate::sync::MutexExt;
 
 /// Start a run now ("Run now").
 ///
@@ -226,12 +227,7 @@ pub async fn notify_scheduled_run(
     state
         .with_index(move |idx| idx.note_announced(&announced, &source, &now_timestamp()))
         .await?;
-    if let Some(t) = state
-        .tailer
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-    {
+    if let Some(t) = state.tailer.lock_anyway().as_ref() {
         t.poke(state.run_file(&id));
     }
     Ok((

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Timelike, Utc};
 use fantoccini::{Client, ClientBuilder, Locator};
+use pipewatch::sync::MutexExt;
 use serde_json::{Value, json};
 
 use crate::support::tools::{Chromium as Tools, chromium as tools};
@@ -40,7 +41,7 @@ mod overview;
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+    SERIAL.lock_anyway()
 }
 
 // ------------------------------------------------------------------ the browser

@@ -20,9 +20,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+use pipewatch::sync::MutexExt;
 use serde_json::Value;
 
 use super::http::{self, Client, Resp, Ws};
@@ -109,10 +110,6 @@ pub struct Server {
     client: Mutex<Client>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Server {
     /// `pipewatch serve --bind 127.0.0.1:0` in `dir`, once it answers.
     pub fn start(dir: impl AsRef<Path>) -> Server {
@@ -166,7 +163,7 @@ impl Server {
         self.log_closed = closed.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
-                lock(&log).push_str(&format!("[{start}] {line}\n"));
+                log.lock_anyway().push_str(&format!("[{start}] {line}\n"));
             }
             closed.store(true, Ordering::SeqCst);
         });
@@ -190,7 +187,7 @@ impl Server {
             .and_then(|rest| rest.trim_end_matches('/').parse::<SocketAddr>().ok())
             .map(|addr| addr.port())
             .unwrap_or_else(|| panic!("unexpected first stdout line {first:?}"));
-        *lock(&self.client) = Client::new(self.port, http::TIMEOUT);
+        *self.client.lock_anyway() = Client::new(self.port, http::TIMEOUT);
 
         // The address is printed before the index is open: wait until it answers.
         let ready_within = self.options.ready_within;
@@ -224,7 +221,7 @@ impl Server {
 
     /// What it wrote on stderr so far, across restarts.
     pub fn stderr(&self) -> String {
-        lock(&self.log).clone()
+        self.log.lock_anyway().clone()
     }
 
     /// Once the process has exited: until the last of its stderr is in the log (bounded, in
@@ -260,7 +257,7 @@ impl Server {
 
     /// `GET path` on the harness's keep-alive connection; an error if nothing answers.
     pub fn try_get(&self, path: &str) -> io::Result<Resp> {
-        lock(&self.client).get(path)
+        self.client.lock_anyway().get(path)
     }
 
     pub fn get(&self, path: &str) -> Resp {
