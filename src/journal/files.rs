@@ -123,6 +123,10 @@ pub fn file_identity(meta: &Metadata) -> (u64, u64) {
     (meta.dev(), meta.ino())
 }
 
+/// Whether [`file_identity`] tells files apart here, so that a file kept open can be checked
+/// to be still the one at its path.
+pub const IDENTITY_KNOWN: bool = cfg!(unix);
+
 /// A file's identity: unknown where std does not expose it on stable Rust.
 #[cfg(not(unix))]
 pub fn file_identity(_meta: &Metadata) -> (u64, u64) {

@@ -55,15 +55,17 @@
 //!
 //! One non-recursive `notify` watch on the events folder (never one per file) wakes the thread
 //! as soon as a file changes (on Windows the watch is on the folder's parent, so that it holds
-//! no handle that would keep a deleted events folder from being re-created); a scan every `poll_interval` catches what notifications miss.
-//! A rescan flag or a watcher error forces a full scan; a watcher that cannot start leaves the
-//! tailer polling; a folder that is missing or deleted is polled for and watched again when it
-//! comes back (then every file in it is checked). An unchanged file (same identity, same size
-//! as last read) is not opened; a finished file is not even `stat`ed on ordinary scans while
-//! the watcher is up (only every [`FINISHED_RECHECK_SCANS`]th scan); and while the folder's
-//! modification time is unchanged (no file added or removed) and the watcher is up, a scan
-//! does not even list the folder, only the files that may still grow. So thousands of
-//! finished runs cost an idle dashboard almost nothing.
+//! no handle that would keep a deleted events folder from being re-created); a scan every
+//! `poll_interval` catches what notifications miss. A rescan flag or a watcher error forces a full
+//! scan; a watcher that cannot start leaves the tailer polling; a folder that is missing or deleted
+//! is polled for and watched again when it comes back (then every file in it is checked). An
+//! unchanged file (same identity, same size as last read) is not opened, and a growing one is read
+//! through the descriptor kept open since its last read (on Unix, where its identity shows that the
+//! path still names it; up to 64 files; closed once the run has finished or its file is gone); a
+//! finished file is not even `stat`ed on ordinary scans while the watcher is up (only every
+//! [`FINISHED_RECHECK_SCANS`]th scan); and while the folder's modification time is unchanged (no
+//! file added or removed) and the watcher is up, a scan does not even list the folder, only the
+//! files that may still grow. So thousands of finished runs cost an idle dashboard almost nothing.
 
 mod read;
 mod replay;

@@ -163,13 +163,35 @@ pub fn read_file(
     partial_hint: u64,
     limits: ReadLimits,
 ) -> Result<FileRead, TailError> {
+    let mut file = open_run_file(path)?;
+    read_open(&mut file, path, run_id, from, partial_hint, limits)
+}
+
+/// Opens a run file for [`read_open`].
+pub fn open_run_file(path: &Path) -> Result<File, TailError> {
+    // Not `File::open`: a FIFO named like a run file would block here for ever, and a link
+    // would take the read outside the events folder.
+    crate::fsx::open_read(path).map_err(|source| TailError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// [`read_file`] from `file`, opened from `path` (by [`read_file`], or by the tailer, which
+/// keeps a growing run's file open from one read to the next). Where the file is now is taken
+/// from the file itself, not from the path.
+pub fn read_open(
+    file: &mut File,
+    path: &Path,
+    run_id: &RunId,
+    from: Option<&Checkpoint>,
+    partial_hint: u64,
+    limits: ReadLimits,
+) -> Result<FileRead, TailError> {
     let io_err = |source| TailError::Read {
         path: path.to_path_buf(),
         source,
     };
-    // Not `File::open`: a FIFO named like a run file would block here for ever, and a link
-    // would take the read outside the events folder.
-    let mut file = crate::fsx::open_read(path).map_err(io_err)?;
     let meta = file.metadata().map_err(io_err)?;
     let identity = file_identity(&meta);
     let len = meta.len();
@@ -191,7 +213,7 @@ pub fn read_file(
     file.seek(SeekFrom::Start(start.seek)).map_err(io_err)?;
 
     let mut lines = Lines::new(path, run_id, limits, &given, identity, &start);
-    let more = lines.read_from(&mut file).map_err(io_err)?;
+    let more = lines.read_from(file).map_err(io_err)?;
     Ok(lines.finish(&given, more))
 }
 

@@ -3,7 +3,8 @@
 //! (`server::ingest`), which is its only user ([`Tailer::start`], [`Tailer::poke`],
 //! [`Tailer::stop`]).
 //!
-//! Files are read with [`read_file`]; the folder is listed with
+//! Files are read with [`read_open`], a running run's kept open from one read to the next
+//! ([`FileState::open`]); the folder is listed with
 //! [`crate::journal::files::list`], and only when needed: see "Scans and notifications" in
 //! the [module doc](super) — while the folder's modification time is unchanged and the watch is
 //! up, a scan does not list the folder, and finished files are not `stat`ed. Blocking I/O stays
@@ -23,16 +24,21 @@ use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc::Sender;
 use tokio::sync::mpsc::error::TrySendError;
 
-use super::read::{Batch, Checkpoint, DEFAULT_MAX_LINE_BYTES, ReadLimits, read_file};
+use super::read::{
+    Batch, Checkpoint, DEFAULT_MAX_LINE_BYTES, ReadLimits, open_run_file, read_open,
+};
 use super::stats::TailStats;
 use crate::event::RunId;
-use crate::journal::files::{self, file_identity};
+use crate::journal::files::{self, IDENTITY_KNOWN, file_identity};
 
 /// While the watcher is up, finished files are `stat`ed only on every this-many scans (and on
 /// forced scans): notifications cover them in between.
 pub const FINISHED_RECHECK_SCANS: u64 = 30;
 /// How often a send blocked on a full channel looks at the stop flag.
 const STOP_CHECK: Duration = Duration::from_millis(50);
+/// The most run files kept open between reads; past this many growing runs, a file is opened
+/// for each read.
+const MAX_KEPT_OPEN: usize = 64;
 
 /// What the tailer is told: where to look and how often.
 #[derive(Debug, Clone)]
@@ -115,6 +121,7 @@ impl Tailer {
             dir_error_logged: false,
             listed: None,
             scans: 0,
+            kept_open: 0,
             runtime,
         };
         let thread = std::thread::Builder::new()
@@ -176,6 +183,11 @@ struct FileState {
     partial: u64,
     /// A read error was logged; logged again only after a success.
     failing: bool,
+    /// The file as last read, kept open while the run goes on: a run written a line at a
+    /// time is then read without opening its file for each line (an open, two `fcntl`s and a
+    /// close each time, and a notification the watch thread woke for). Closed once the run
+    /// has finished, or its path names another file or none.
+    open: Option<fs::File>,
 }
 
 impl FileState {
@@ -186,6 +198,7 @@ impl FileState {
             seen: (0, 0, u64::MAX),
             partial: 0,
             failing: false,
+            open: None,
         }
     }
 
@@ -195,6 +208,7 @@ impl FileState {
             seen: (c.dev, c.ino, c.offset),
             partial: 0,
             failing: false,
+            open: None,
             checkpoint: Some(c),
         }
     }
@@ -299,6 +313,8 @@ struct Worker {
     /// watch is up, no file was added or removed, so a scan need not list the folder again.
     listed: Option<std::time::SystemTime>,
     scans: u64,
+    /// How many [`FileState::open`] hold a file.
+    kept_open: usize,
     /// Lets a send blocked on a full channel look at the stop flag now and then.
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -540,22 +556,34 @@ impl Worker {
         // Not following a link: a link named like a run file is no run file (the listing
         // warns about it), and neither is a FIFO.
         let meta = match fs::symlink_metadata(&path) {
-            Ok(m) if m.is_file() => m,
-            // Deleted (retention) or not a file: nothing to read. The state is kept, so a file
-            // that comes back is deduplicated against what was handed on.
-            Ok(_) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Ok(m) if m.is_file() => Some(m),
+            Ok(_) => None,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => {
                 if !state.failing {
                     tracing::warn!(file = %path.display(), "cannot stat run file: {e}");
                     state.failing = true;
                 }
-                return Ok(());
+                None
             }
+        };
+        let Some(meta) = meta else {
+            // Deleted (retention) or not a file: nothing to read, and a file kept open is let
+            // go (open, a deleted file keeps its space). The state is kept, so a file that
+            // comes back is deduplicated against what was handed on.
+            self.kept_open -= usize::from(state.open.take().is_some());
+            return Ok(());
         };
         let (dev, ino) = file_identity(&meta);
         if (dev, ino, meta.len()) == state.seen {
             return Ok(());
+        }
+        // The file kept open since the last read, if the path still names it (while it is
+        // open, its identity cannot be another file's).
+        let mut file = state.open.take();
+        self.kept_open -= usize::from(file.is_some());
+        if (dev, ino) != (state.seen.0, state.seen.1) {
+            file = None;
         }
 
         loop {
@@ -563,13 +591,22 @@ impl Worker {
                 return Ok(());
             };
             TailStats::add(&self.stats.file_reads, 1);
-            let read = match read_file(
-                &path,
-                id,
-                state.checkpoint.as_ref(),
-                state.partial,
-                self.limits,
-            ) {
+            let limits = self.limits;
+            let read = file
+                .take()
+                .map_or_else(|| open_run_file(&path), Ok)
+                .and_then(|mut f| {
+                    let read = read_open(
+                        &mut f,
+                        &path,
+                        id,
+                        state.checkpoint.as_ref(),
+                        state.partial,
+                        limits,
+                    )?;
+                    Ok((f, read))
+                });
+            let (opened, read) = match read {
                 Ok(r) => r,
                 Err(e) => {
                     if !state.failing {
@@ -583,6 +620,7 @@ impl Worker {
             state.partial = read.partial;
             state.seen = (read.dev, read.ino, read.end);
             let more = read.more;
+            let finished = read.batch.checkpoint.finished;
             if read.changed {
                 state.checkpoint = Some(read.batch.checkpoint.clone());
                 // Counted before the send, so a consumer that has the batch sees it counted.
@@ -592,12 +630,22 @@ impl Worker {
             } else if state.checkpoint.is_none() {
                 state.checkpoint = Some(read.batch.checkpoint);
             }
-            if !more {
-                return Ok(());
+            if more {
+                if self.stopped() {
+                    return Err(Stopped);
+                }
+                file = Some(opened);
+                continue;
             }
-            if self.stopped() {
-                return Err(Stopped);
+            if IDENTITY_KNOWN
+                && !finished
+                && self.kept_open < MAX_KEPT_OPEN
+                && let Some(state) = self.files.get_mut(id)
+            {
+                state.open = Some(opened);
+                self.kept_open += 1;
             }
+            return Ok(());
         }
     }
 
@@ -633,8 +681,8 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tail::TailStats;
     use crate::tail::testing::{append, good, rid, terminal};
+    use crate::tail::{TailStats, read_file};
     use tokio::sync::mpsc as tmpsc;
 
     /// Receives batches until `done` says the collected events are enough, or fails at the
@@ -761,6 +809,94 @@ mod tests {
         let asked = Instant::now();
         tailer.stop();
         assert!(asked.elapsed() < Duration::from_secs(5));
+    }
+
+    /// A running run's file kept open, seen through `/proc/self/fd`.
+    #[cfg(target_os = "linux")]
+    mod kept_open {
+        use super::*;
+        use crate::tail::testing::replace;
+
+        /// How many of this process's descriptors are open on `path`, or on what was at `path`
+        /// before it was deleted or replaced.
+        fn open_on(path: &Path) -> usize {
+            let name = path.to_string_lossy().into_owned();
+            fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+                .filter(|t| {
+                    let t = t.to_string_lossy();
+                    t == name || t == format!("{name} (deleted)")
+                })
+                .count()
+        }
+
+        async fn until_open_on(path: &Path, n: usize) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while open_on(path) != n {
+                assert!(
+                    Instant::now() < deadline,
+                    "{} stays open {} times",
+                    path.display(),
+                    open_on(path)
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+
+        #[tokio::test]
+        async fn a_running_runs_file_is_kept_open_and_let_go_once_it_ends_or_goes() {
+            let root = tempfile::tempdir().unwrap();
+            let mut config = TailConfig::new(root.path());
+            config.poll_interval = Duration::from_secs(3600);
+            let (tx, mut rx) = tmpsc::channel(16);
+            let stats = Arc::new(TailStats::default());
+            let tailer = Tailer::start(config, Vec::new(), tx, stats.clone()).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !stats.snapshot().watching {
+                assert!(Instant::now() < deadline, "watcher never started");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let [ended, removed, replaced] = ["ended", "removed", "replaced"]
+                .map(|n| root.path().join(format!("pipeline_{n}.jsonl")));
+            let mut seen = Vec::new();
+            let count = |run: &'static str| {
+                move |s: &[(String, u64)]| s.iter().filter(|e| e.0 == run).count()
+            };
+
+            // Read a line at a time, through the one descriptor.
+            for i in 0..3 {
+                append(&ended, good("a").as_bytes());
+                collect_until(&mut rx, &mut seen, |s| count("ended")(s) == i + 1).await;
+                assert_eq!(open_on(&ended), 1);
+            }
+            append(&ended, terminal().as_bytes());
+            collect_until(&mut rx, &mut seen, |s| count("ended")(s) == 4).await;
+            // A finished run's file is closed (just after its batch is handed on).
+            until_open_on(&ended, 0).await;
+
+            append(&removed, good("b").as_bytes());
+            collect_until(&mut rx, &mut seen, |s| count("removed")(s) == 1).await;
+            assert_eq!(open_on(&removed), 1);
+            fs::remove_file(&removed).unwrap();
+            until_open_on(&removed, 0).await;
+
+            // A new file in place of the open one: the old one is let go, the new one read from
+            // its start (its first line is one already handed on, the second is new).
+            append(&replaced, good("c").as_bytes());
+            collect_until(&mut rx, &mut seen, |s| count("replaced")(s) == 1).await;
+            replace(&replaced, (good("c") + &good("d")).as_bytes());
+            collect_until(&mut rx, &mut seen, |s| count("replaced")(s) == 2).await;
+            until_open_on(&replaced, 1).await;
+            assert_eq!(
+                seen.iter()
+                    .filter(|e| e.0 == "replaced")
+                    .map(|e| e.1)
+                    .collect::<Vec<_>>(),
+                [0, 1]
+            );
+            tailer.stop();
+        }
     }
 
     #[tokio::test]
