@@ -784,13 +784,12 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn notifications_deliver_without_waiting_for_a_scan() {
-        let root = tempfile::tempdir().unwrap();
-        let mut config = TailConfig::new(root.path());
-        // Only a notification can deliver within the test's deadline.
+    /// A tailer of `dir` whose watch is up and whose scans are an hour apart: only a
+    /// notification makes it read within a test's deadline.
+    fn watching(dir: &Path) -> (Tailer, tmpsc::Receiver<Batch>) {
+        let mut config = TailConfig::new(dir);
         config.poll_interval = Duration::from_secs(3600);
-        let (tx, mut rx) = tmpsc::channel(4);
+        let (tx, rx) = tmpsc::channel(16);
         let stats = Arc::new(TailStats::default());
         let tailer = Tailer::start(config, Vec::new(), tx, stats.clone()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -798,6 +797,13 @@ mod tests {
             assert!(Instant::now() < deadline, "watcher never started");
             std::thread::sleep(Duration::from_millis(5));
         }
+        (tailer, rx)
+    }
+
+    #[tokio::test]
+    async fn notifications_deliver_without_waiting_for_a_scan() {
+        let root = tempfile::tempdir().unwrap();
+        let (tailer, mut rx) = watching(root.path());
         append(
             &root.path().join("pipeline_n.jsonl"),
             good("now").as_bytes(),
@@ -847,16 +853,7 @@ mod tests {
         #[tokio::test]
         async fn a_running_runs_file_is_kept_open_and_let_go_once_it_ends_or_goes() {
             let root = tempfile::tempdir().unwrap();
-            let mut config = TailConfig::new(root.path());
-            config.poll_interval = Duration::from_secs(3600);
-            let (tx, mut rx) = tmpsc::channel(16);
-            let stats = Arc::new(TailStats::default());
-            let tailer = Tailer::start(config, Vec::new(), tx, stats.clone()).unwrap();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !stats.snapshot().watching {
-                assert!(Instant::now() < deadline, "watcher never started");
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            let (tailer, mut rx) = watching(root.path());
             let [ended, removed, replaced] = ["ended", "removed", "replaced"]
                 .map(|n| root.path().join(format!("pipeline_{n}.jsonl")));
             let mut seen = Vec::new();
