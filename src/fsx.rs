@@ -30,13 +30,14 @@
 //! The per-OS part (open flags, file-type names, clearing `O_NONBLOCK`) is in the
 //! `os` module at the bottom of this file, and nowhere else.
 
-use crate::sync::MutexExt;
 use std::collections::HashSet;
 use std::fs::{File, FileType, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::sync::MutexExt;
 
 /// A file that is not a regular file where one was expected: a FIFO, a symbolic link, a
 /// folder, a device or a socket. It was not opened, or was closed at once.

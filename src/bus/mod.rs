@@ -30,9 +30,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 use crate::event::RunId;
+use crate::sync::MutexExt;
 use crate::tail::Checkpoint;
 
-use crate::sync::MutexExt;
 use log::Log;
 pub use log::{Fed, Taken};
 pub use run::{RunLog, RunSubscription, Span};

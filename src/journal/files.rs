@@ -116,16 +116,16 @@ fn regular(entry: &DirEntry, file_type: FileType) -> bool {
     false
 }
 
+/// Whether [`file_identity`] tells files apart here, so that a file kept open can be checked
+/// to be still the one at its path.
+pub const IDENTITY_KNOWN: bool = cfg!(unix);
+
 /// A file's identity: (device, inode). The only per-OS code about run files.
 #[cfg(unix)]
 pub fn file_identity(meta: &Metadata) -> (u64, u64) {
     use std::os::unix::fs::MetadataExt;
     (meta.dev(), meta.ino())
 }
-
-/// Whether [`file_identity`] tells files apart here, so that a file kept open can be checked
-/// to be still the one at its path.
-pub const IDENTITY_KNOWN: bool = cfg!(unix);
 
 /// A file's identity: unknown where std does not expose it on stable Rust.
 #[cfg(not(unix))]

@@ -7,8 +7,9 @@ use std::io::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::sync::MutexExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::sync::MutexExt;
 
 /// How a stage or a run ended, for display.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,6 @@
 //! The one reader of run files: [`read_file`] turns the complete lines added to a run file
-//! since a [`Checkpoint`] into one bounded [`FileRead`].
+//! since a [`Checkpoint`] into one bounded [`FileRead`] ([`read_open`] does the same from a
+//! file already open).
 //!
 //! Every reader of run files goes through here: the tailer ([`super::Tailer`]), the replays of
 //! the API, streams and terminal commands ([`super::Replay`]), and the index rebuild

@@ -2,8 +2,9 @@
 //! metrics (`server`). Relaxed atomics: each counter is exact on its own; a snapshot is not a
 //! consistent cut across them, and need not be.
 
-use crate::sync::MutexExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::sync::MutexExt;
 
 /// Counters for health and metrics, shared with the server.
 #[derive(Debug, Default)]
