@@ -312,6 +312,19 @@ fn resume_after(headers: &HeaderMap, since: Option<&str>) -> Result<Option<u64>,
 /// writer woke goes out in one write.
 const MAX_FRAMES_PER_FLUSH: usize = 4 * FOLLOW_BUFFER;
 
+/// Whether `item` alone fills the socket's write buffer: then the writer does not wait
+/// [`COALESCE`] to gather more, since the frames would go out in writes of that size anyway.
+/// A client behind the stream gets such batches back to back; a wait before each held a burst
+/// to a batch per 2 ms (~300,000 events/s with one client, measured).
+fn fills_a_write(item: &Item) -> bool {
+    match item {
+        Item::Frames(frames, _) => {
+            frames.iter().map(|f| f.text.len()).sum::<usize>() >= WRITE_BUFFER
+        }
+        Item::End(_) => false,
+    }
+}
+
 /// Writes what the follower hands over to the socket, everything already waiting in one
 /// flush; notices the client leaving.
 async fn serve_socket(state: Arc<AppState>, socket: WebSocket, mut rx: mpsc::Receiver<Item>) {
@@ -336,7 +349,9 @@ async fn serve_socket(state: Arc<AppState>, socket: WebSocket, mut rx: mpsc::Rec
             _ = &mut gone => break Ok(()),
         };
         let Some(item) = item else { break Ok(()) };
-        coalesce(last_write).await;
+        if !fills_a_write(&item) {
+            coalesce(last_write).await;
+        }
         let mut batches = Vec::new();
         let mut end = None;
         let mut frames = 0;
