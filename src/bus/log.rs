@@ -4,20 +4,31 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::event::{Json, Published};
+use crate::event::{Json, Published, RunId};
 
-/// An event as published: its cursor and its encodings, built once for every subscriber.
+/// An event as published: its cursor and its encodings, built once for every subscriber, and
+/// the little else the streams look at. The parsed event is not kept: its strings cost as much
+/// memory again as its JSON, and the ring and the run logs hold tens of thousands of events.
 #[derive(Debug)]
 pub struct Fed {
     /// Its place in the all-runs stream (`index::feed`).
     pub cursor: u64,
     /// The `/ws/events` frame: the event's JSON with `"cursor"` added.
     pub frame: Json,
-    pub event: Arc<Published>,
+    /// The event's JSON: a run's frame (`/ws/events/{run_id}`).
+    pub json: Json,
+    pub run_id: Arc<RunId>,
+    pub seq: u64,
+    pub pipeline: Option<Arc<str>>,
+    /// It is its run's final event.
+    pub terminal: bool,
 }
 
 impl Fed {
-    pub fn new(cursor: u64, event: Arc<Published>) -> Fed {
+    /// `event` with cursor `cursor`. `prev`, the event fed just before it, lends its run id
+    /// and pipeline when they are the same (they are for every event of a batch but the
+    /// first), so that those are held once per run and not once per event.
+    pub fn new(cursor: u64, event: &Published, prev: Option<&Fed>) -> Fed {
         let json: &str = &event.json;
         // The event's JSON is an object with `seq` (never `{}`): the cursor goes last.
         let frame = match json.strip_suffix('}') {
@@ -29,16 +40,31 @@ impl Fed {
             }
             None => event.json.clone(),
         };
+        let run_id = match prev {
+            Some(p) if *p.run_id == event.run_id => p.run_id.clone(),
+            _ => Arc::new(event.run_id.clone()),
+        };
+        let pipeline = event.event.pipeline.as_deref().map(|name| match prev {
+            Some(Fed {
+                pipeline: Some(p), ..
+            }) if **p == *name => p.clone(),
+            _ => Arc::from(name),
+        });
         Fed {
             cursor,
             frame,
-            event,
+            json: event.json.clone(),
+            run_id,
+            seq: event.seq,
+            pipeline,
+            terminal: event.event.is_run_terminal(),
         }
     }
 
-    /// What holding it costs, roughly, in bytes: both encodings and the parsed event.
+    /// What holding it costs, roughly, in bytes: both encodings, and the rest with the
+    /// allocator's share.
     pub fn cost(&self) -> usize {
-        self.frame.len() + 2 * self.event.json.len() + 256
+        self.frame.len() + self.json.len() + 192
     }
 
     /// Its key in the all-runs ring.
@@ -48,7 +74,7 @@ impl Fed {
 
     /// Its key in its run's log.
     pub(super) fn seq(&self) -> u64 {
-        self.event.seq
+        self.seq
     }
 }
 

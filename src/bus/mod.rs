@@ -106,8 +106,8 @@ impl Bus {
             }
         }
         let mut touched: Vec<Arc<RunLog>> = Vec::new();
-        for chunk in events.chunk_by(|a, b| a.event.run_id == b.event.run_id) {
-            let Some(run) = runs.logs.get(&chunk[0].event.run_id).cloned() else {
+        for chunk in events.chunk_by(|a, b| a.run_id == b.run_id) {
+            let Some(run) = runs.logs.get(&*chunk[0].run_id).cloned() else {
                 continue;
             };
             let mut log = run.lock();

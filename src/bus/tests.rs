@@ -26,7 +26,7 @@ fn publish(bus: &Bus, events: &[Arc<Fed>]) {
 }
 
 fn fed(cursor: u64) -> Arc<Fed> {
-    Arc::new(Fed::new(cursor, ev("r", cursor)))
+    Arc::new(Fed::new(cursor, &ev("r", cursor), None))
 }
 
 fn cursors(taken: Taken) -> Vec<u64> {
@@ -43,7 +43,30 @@ fn the_frame_is_the_event_with_its_cursor() {
     assert_eq!(v["cursor"], 7);
     assert_eq!(v["seq"], 7);
     assert_eq!(v["run_id"], "r");
-    assert!(!f.event.json.contains("cursor"));
+    assert!(!f.json.contains("cursor"));
+}
+
+#[test]
+fn neighbours_share_their_run_id_and_pipeline_and_the_final_event_is_known() {
+    let of = |run: &str, seq: u64, pipeline: &str, event: &str| {
+        let mut e = ev(run, seq).event.clone();
+        e.pipeline = Some(pipeline.into());
+        e.stage = crate::event::PIPELINE_STAGE.into();
+        e.event = event.into();
+        Published::new(RunId::parse(run).unwrap(), seq, e)
+    };
+    let a = Fed::new(1, &of("a", 0, "p", "start"), None);
+    let b = Fed::new(2, &of("a", 1, "p", "success"), Some(&a));
+    assert!(Arc::ptr_eq(&a.run_id, &b.run_id));
+    assert!(Arc::ptr_eq(
+        a.pipeline.as_ref().unwrap(),
+        b.pipeline.as_ref().unwrap()
+    ));
+    assert!(!a.terminal && b.terminal);
+    // Another run, another pipeline: their own.
+    let c = Fed::new(3, &of("c", 0, "q", "log"), Some(&b));
+    assert_eq!((c.run_id.as_str(), c.pipeline.as_deref()), ("c", Some("q")));
+    assert_eq!(c.json.as_str(), of("c", 0, "q", "log").json.as_str());
 }
 
 #[test]
@@ -137,7 +160,7 @@ fn a_slow_follower_falls_behind_without_holding_anyone_back() {
 
 fn run_seqs(log: &RunLog, after: Option<u64>) -> Vec<u64> {
     match log.after(after, 100) {
-        Taken::Events(v) => v.iter().map(|e| e.event.seq).collect(),
+        Taken::Events(v) => v.iter().map(|e| e.seq).collect(),
         Taken::Behind { until } => panic!("behind, until {until:?}"),
     }
 }
@@ -175,12 +198,12 @@ fn a_runs_log_gets_only_its_run_and_goes_when_its_followers_do() {
     let events: Vec<Arc<Fed>> = [("a", 0), ("b", 0), ("a", 1), ("b", 1)]
         .iter()
         .enumerate()
-        .map(|(i, (run, seq))| Arc::new(Fed::new(i as u64, ev(run, *seq))))
+        .map(|(i, (run, seq))| Arc::new(Fed::new(i as u64, &ev(run, *seq), None)))
         .collect();
     publish(&bus, &events);
     assert_eq!(run_seqs(&sub.log, None), vec![0, 1]);
     drop(sub);
-    publish(&bus, &[Arc::new(Fed::new(4, ev("a", 2)))]);
+    publish(&bus, &[Arc::new(Fed::new(4, &ev("a", 2), None))]);
     assert_eq!(bus.subscribers(), 0);
     let runs = bus.runs.lock_anyway();
     assert!(runs.logs.is_empty());
@@ -190,7 +213,7 @@ fn a_runs_log_gets_only_its_run_and_goes_when_its_followers_do() {
 #[test]
 fn the_run_logs_together_hold_what_the_ring_may() {
     // Cursors of three digits and `seq`s of two: every event costs the same.
-    let one = Arc::new(Fed::new(100, ev("a", 10))).cost();
+    let one = Arc::new(Fed::new(100, &ev("a", 10), None)).cost();
     let bus = Bus::new(10 * one, 100);
     let (a, b) = (RunId::parse("a").unwrap(), RunId::parse("b").unwrap());
     let (sa, sb) = (bus.subscribe_run(&a), bus.subscribe_run(&b));
@@ -199,7 +222,7 @@ fn the_run_logs_together_hold_what_the_ring_may() {
         let events: Vec<Arc<Fed>> = seqs
             .map(|s| {
                 cursor += 1;
-                Arc::new(Fed::new(cursor, ev(run, s)))
+                Arc::new(Fed::new(cursor, &ev(run, s), None))
             })
             .collect();
         bus.publish_to_runs([], &events);

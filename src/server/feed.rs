@@ -54,12 +54,11 @@ impl Feeder {
         // A batch whose source fixes the cursors (`[cluster]`: stream sequences, which only
         // grow but may skip) keeps them; the feeder goes on past them.
         let cursor = batch.cursor.unwrap_or(self.next);
-        let fed: Vec<Arc<Fed>> = batch
-            .events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| Arc::new(Fed::new(cursor + i as u64, e.clone())))
-            .collect();
+        let mut fed: Vec<Arc<Fed>> = Vec::with_capacity(batch.events.len());
+        for (i, e) in batch.events.iter().enumerate() {
+            let next = Fed::new(cursor + i as u64, e, fed.last().map(|p| &**p));
+            fed.push(Arc::new(next));
+        }
         let last_cursor = cursor + fed.len() as u64 - 1;
         self.next = self.next.max(last_cursor + 1);
         match &mut self.open {
@@ -140,7 +139,8 @@ impl SegmentReader {
                     break;
                 }
                 if self.cursor > self.after {
-                    out.push(Arc::new(Fed::new(self.cursor, e)));
+                    let next = Fed::new(self.cursor, &e, out.last().map(|p: &Arc<Fed>| &**p));
+                    out.push(Arc::new(next));
                 }
                 self.cursor += 1;
             }
@@ -161,7 +161,7 @@ mod tests {
 
     /// (cursor, seq) of each event.
     fn seqs(events: &[Arc<Fed>]) -> Vec<(u64, u64)> {
-        events.iter().map(|e| (e.cursor, e.event.seq)).collect()
+        events.iter().map(|e| (e.cursor, e.seq)).collect()
     }
 
     fn line(i: u64) -> String {

@@ -54,7 +54,7 @@ struct AllFollower {
 
 /// Whether `e` is one of `pipeline`'s events (every event is, without a filter).
 fn kept(pipeline: Option<&str>, e: &Fed) -> bool {
-    pipeline.is_none_or(|p| e.event.event.pipeline.as_deref() == Some(p))
+    pipeline.is_none_or(|p| e.pipeline.as_deref() == Some(p))
 }
 
 /// An all-runs frame: the cursor and the event's JSON with it.

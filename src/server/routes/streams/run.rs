@@ -50,11 +50,11 @@ struct RunFollower {
 
 impl Follow for RunFollower {
     fn key(&self, e: &Fed) -> u64 {
-        e.event.seq
+        e.seq
     }
 
     fn place(&self, e: &Fed) -> Place {
-        let seq = e.event.seq;
+        let seq = e.seq;
         match self.last {
             Some(l) if seq <= l => Place::Sent,
             Some(l) if seq == l + 1 => Place::Next,
@@ -65,9 +65,12 @@ impl Follow for RunFollower {
     }
 
     fn advance(&mut self, e: &Fed) -> Option<Frame> {
-        self.last = Some(e.event.seq);
-        self.done |= e.event.event.is_run_terminal();
-        Some(frame(&e.event))
+        self.last = Some(e.seq);
+        self.done |= e.terminal;
+        Some(Frame {
+            id: e.seq,
+            text: e.json.clone(),
+        })
     }
 
     fn take(&self, max: usize) -> Taken {
