@@ -5,7 +5,9 @@
 //! dashboard, so a run that crashes can never take the dashboard down, and a dashboard that
 //! stops leaves the run to finish. It runs in its own process group, so a Ctrl-C meant for
 //! the dashboard does not stop it. The run id is chosen here and shown as `running` at once;
-//! a runner that exits without writing its file is marked `abandoned`.
+//! a runner that exits without writing its file is marked `abandoned` (or, having exited 0,
+//! removed: another host claimed the occurrence). A dashboard that stops before it knows
+//! withdraws the run ([`withdraw_unwritten`]).
 
 use std::sync::Arc;
 
@@ -17,6 +19,7 @@ use crate::config::Config;
 use crate::event::{RunId, now_timestamp};
 use crate::runner::invocation::Invocation;
 use crate::scheduler::builtin::timer::Launcher;
+use crate::sync::MutexExt;
 
 /// What a run started from the dashboard is asked to do beyond a plain run: its
 /// parameters, only some stages, or a retry (`--param`, `--stage`, `--retry [--force]`).
@@ -56,6 +59,7 @@ pub async fn launch(
     Stats::add(&state.stats.runs_started, 1);
     let announced = id.clone();
     let source = source.to_string();
+    state.launched.lock_anyway().insert(id.clone());
     let _ = state
         .with_index(move |idx| idx.note_announced(&announced, &source, &now_timestamp()))
         .await;
@@ -79,14 +83,8 @@ pub async fn launch(
                 false
             }
         };
-        // The runner writes the local events folder; with [cluster] the dashboard's mirror may
-        // not have the file yet.
-        let written = state
-            .config
-            .server
-            .events_dir
-            .join(logged.file_name())
-            .exists();
+        let written = written(&state, &logged);
+        state.launched.lock_anyway().remove(&logged);
         if ok && !written {
             // Exited 0 with no run: under [cluster], another host claimed the occurrence.
             // There was never a run here to show.
@@ -104,6 +102,37 @@ pub async fn launch(
         }
     });
     Ok((id, exited))
+}
+
+/// Whether run `id`'s file is there. The runner writes the local events folder; with
+/// [cluster] the dashboard's mirror may not have the file yet.
+fn written(state: &AppState, id: &RunId) -> bool {
+    state.config.server.events_dir.join(id.file_name()).exists()
+}
+
+/// At shutdown, once the schedules are stopped: withdraws from the index the runs this
+/// dashboard started whose runner is still starting — it has written no run file. Nothing
+/// would be left to settle them: a runner that goes on to write its file is read from it at
+/// the next start, like any run; one that never does (it lost its occurrence's claim to another
+/// host, or failed first) was never a run, and is not shown `abandoned` after the restart.
+pub async fn withdraw_unwritten(state: &Arc<AppState>) {
+    let ids: Vec<RunId> = state
+        .launched
+        .lock_anyway()
+        .iter()
+        .filter(|id| !written(state, id))
+        .cloned()
+        .collect();
+    if ids.is_empty() {
+        return;
+    }
+    tracing::info!(
+        runs = ids.len(),
+        "withdrawn: runs started here that had written no run file yet"
+    );
+    if let Err(e) = state.with_index(move |idx| idx.remove_runs(&ids)).await {
+        tracing::warn!("cannot withdraw the runs that had written no run file: {e}");
+    }
 }
 
 /// The built-in scheduler starts its pipeline's runs the way "Run now" does.

@@ -302,6 +302,7 @@ pub async fn serve(
         r.abort();
     }
     state.schedules.stop();
+    launch::withdraw_unwritten(&state).await;
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, ingest).await;
     // It ends once it sees the shutdown; the index checkpoints what is left as it closes.
     let _ = tokio::time::timeout(Duration::from_secs(1), checkpointer).await;

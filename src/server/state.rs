@@ -2,7 +2,7 @@
 //! one place ([`AppState::new`]) whether `serve` runs it or a test drives the router without
 //! a socket.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -73,6 +73,9 @@ pub struct AppState {
     pub consuming: std::sync::atomic::AtomicBool,
     /// The program started for "Run now".
     pub exe: PathBuf,
+    /// The runs this dashboard started whose runner has not exited yet: those that have not
+    /// written their run file by shutdown are withdrawn then (`launch::withdraw_unwritten`).
+    pub launched: Mutex<HashSet<RunId>>,
     pub started: Instant,
     /// Flips to true on shutdown; long-lived streams watch it to close cleanly.
     pub closing: watch::Receiver<bool>,
@@ -139,6 +142,7 @@ impl AppState {
             events_dir,
             consuming: std::sync::atomic::AtomicBool::new(false),
             exe,
+            launched: Mutex::new(HashSet::new()),
             started: Instant::now(),
             closing,
             index_repair: Notify::new(),

@@ -1428,6 +1428,49 @@ fn manual_runs_start_refuse_overlap_and_cancel() {
     assert!(events.iter().all(|e| e["source"] == "manual"));
 }
 
+/// A run "Run now" started that is still waiting to begin when the dashboard stops — queued
+/// behind another here; under `[cluster]`, a run about to lose its occurrence's claim to
+/// another host waits the same way — has written no run file and holds no run lock. The
+/// dashboard withdraws it as it stops: after the restart it is not shown `abandoned` ("its run
+/// file never appeared", within 10 s, before), and once it does begin it is shown from its
+/// file like any run. (Unix: the harness stops a dashboard with SIGTERM; on Windows its stop
+/// is a kill, and a killed dashboard withdraws nothing.)
+#[cfg(unix)]
+#[test]
+fn a_run_still_waiting_to_begin_when_the_dashboard_stops_is_not_shown_abandoned() {
+    let p = Project::with_config(&format!(
+        "overlap = \"queue\"\n[[stages]]\nname = \"a\"\nrun = '''{}'''\n",
+        stage::GATE
+    ));
+    let mut s = Server::start(&p);
+    let run_now = |s: &Server| {
+        let r = s.post_json("/api/pipeline/run", "");
+        assert_eq!(r.status, 202, "{}", r.body);
+        r.json()["run_id"].as_str().unwrap().to_string()
+    };
+    let first = run_now(&s);
+    s.wait_run(&first, LONG, |r| r["stages"][0]["status"] == "running");
+    let queued = run_now(&s);
+    assert_eq!(s.json(&format!("/api/runs/{queued}"))["status"], "running");
+    s.stop();
+    assert!(!run_path(&p, &queued).exists(), "the queued run began");
+
+    s.spawn();
+    let shown = |s: &Server| {
+        s.runs()
+            .into_iter()
+            .find(|r| r["run_id"] == queued.as_str())
+    };
+    let until = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < until {
+        assert_eq!(shown(&s), None, "the queued run is shown before it began");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    std::fs::write(p.path().join("go"), "").unwrap();
+    s.wait_run(&first, LONG, |r| r["status"] == "success");
+    s.wait_run(&queued, LONG, |r| r["status"] == "success");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 16. Abandoned runs
 
