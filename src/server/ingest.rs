@@ -289,7 +289,8 @@ fn forget_caught_up(behind: &mut HashMap<RunId, Checkpoint>, done: Vec<Checkpoin
 /// A run is abandoned when its lock file is there but nobody holds it: the runner died (the OS
 /// released its lock). Before marking, the index must have read the whole file: a final
 /// event still on its way wins. A run with no lock file but a run file is written by another
-/// tool and is left alone. A run with neither is abandoned after [`NO_FILE_GRACE`].
+/// tool and is left alone. A run with neither is abandoned after [`NO_FILE_GRACE`], unless this
+/// dashboard started it and its runner has not exited (`AppState::launched`).
 ///
 /// With `[cluster]` the run files read are the mirror's (`server::cluster`), and runs of
 /// other hosts (their events' `host` is not `[cluster] host`) are not judged at all: their
@@ -320,6 +321,7 @@ pub async fn watch_liveness(state: Arc<AppState>) {
         let own_dir = state.config.server.events_dir.clone();
         let seen = std::mem::take(&mut fileless);
         let mut hosts = std::mem::take(&mut local);
+        let launched = state.launched.lock_anyway().clone();
         let this_host = this_host.clone();
         let s = state.clone();
         let result = state
@@ -341,6 +343,12 @@ pub async fn watch_liveness(state: Arc<AppState>) {
                         // Written by another tool (no lock): its final event ends it. Neither
                         // a file nor a lock: announced, and never written here.
                         if std::fs::symlink_metadata(&file).is_ok() {
+                            continue;
+                        }
+                        // Started here, and its runner has not exited: it waits to begin
+                        // (`overlap = "queue"`, its occurrence's claim). Its exit settles it
+                        // (`launch`).
+                        if launched.contains(&id) {
                             continue;
                         }
                         let since = seen.get(&id).copied().unwrap_or_else(Instant::now);

@@ -1428,12 +1428,12 @@ fn manual_runs_start_refuse_overlap_and_cancel() {
     assert!(events.iter().all(|e| e["source"] == "manual"));
 }
 
-/// A run "Run now" started that is still waiting to begin when the dashboard stops — queued
-/// behind another here; under `[cluster]`, a run about to lose its occurrence's claim to
-/// another host waits the same way — has written no run file and holds no run lock. The
-/// dashboard withdraws it as it stops: after the restart it is not shown `abandoned` ("its run
-/// file never appeared", within 10 s, before), and once it does begin it is shown from its
-/// file like any run. (Unix: the harness stops a dashboard with SIGTERM; on Windows its stop
+/// A run "Run now" started that waits to begin — queued behind another here; under
+/// `[cluster]`, a run about to lose its occurrence's claim to another host waits the same way —
+/// has written no run file and holds no run lock. While the dashboard holds its runner it is
+/// `running`; the dashboard withdraws it as it stops, so after the restart it is not shown
+/// `abandoned` ("its run file never appeared", within 10 s, before); once it does begin it is
+/// shown from its file like any run. (Unix: the harness stops a dashboard with SIGTERM; on Windows its stop
 /// is a kill, and a killed dashboard withdraws nothing.)
 #[cfg(unix)]
 #[test]
@@ -1451,7 +1451,14 @@ fn a_run_still_waiting_to_begin_when_the_dashboard_stops_is_not_shown_abandoned(
     let first = run_now(&s);
     s.wait_run(&first, LONG, |r| r["stages"][0]["status"] == "running");
     let queued = run_now(&s);
-    assert_eq!(s.json(&format!("/api/runs/{queued}"))["status"], "running");
+    // Waiting, it has no file and no run lock, but the dashboard holds its runner: it stays
+    // `running` (it was `abandoned` after 8 s, "its run file never appeared").
+    let until = Instant::now() + Duration::from_secs(11);
+    while Instant::now() < until {
+        let run = s.json(&format!("/api/runs/{queued}"));
+        assert_eq!(run["status"], "running", "{run}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
     s.stop();
     assert!(!run_path(&p, &queued).exists(), "the queued run began");
 
