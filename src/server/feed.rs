@@ -56,7 +56,7 @@ impl Feeder {
         let cursor = batch.cursor.unwrap_or(self.next);
         let mut fed: Vec<Arc<Fed>> = Vec::with_capacity(batch.events.len());
         for (i, e) in batch.events.iter().enumerate() {
-            let next = Fed::new(cursor + i as u64, e, fed.last().map(|p| &**p));
+            let next = Fed::new(cursor + i as u64, e, fed.last().map(Arc::as_ref));
             fed.push(Arc::new(next));
         }
         let last_cursor = cursor + fed.len() as u64 - 1;
@@ -139,7 +139,7 @@ impl SegmentReader {
                     break;
                 }
                 if self.cursor > self.after {
-                    let next = Fed::new(self.cursor, &e, out.last().map(|p: &Arc<Fed>| &**p));
+                    let next = Fed::new(self.cursor, &e, out.last().map(Arc::as_ref));
                     out.push(Arc::new(next));
                 }
                 self.cursor += 1;

@@ -1433,8 +1433,8 @@ fn manual_runs_start_refuse_overlap_and_cancel() {
 /// has written no run file and holds no run lock. While the dashboard holds its runner it is
 /// `running`; the dashboard withdraws it as it stops, so after the restart it is not shown
 /// `abandoned` ("its run file never appeared", within 10 s, before); once it does begin it is
-/// shown from its file like any run. (Unix: the harness stops a dashboard with SIGTERM; on Windows its stop
-/// is a kill, and a killed dashboard withdraws nothing.)
+/// shown from its file like any run. (Unix: the harness stops a dashboard with SIGTERM; on
+/// Windows its stop is a kill, and a killed dashboard withdraws nothing.)
 #[cfg(unix)]
 #[test]
 fn a_run_still_waiting_to_begin_when_the_dashboard_stops_is_not_shown_abandoned() {

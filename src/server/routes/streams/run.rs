@@ -23,7 +23,7 @@ use super::{
     serve_socket, sse_body,
 };
 use crate::bus::{Fed, RunLog, Taken};
-use crate::event::{Published, RunId};
+use crate::event::{Json, Published, RunId};
 use crate::server::error::{ApiError, ErrorBody, parse_u64, run_id};
 use crate::server::extract::{Path, Query};
 use crate::server::state::AppState;
@@ -67,10 +67,7 @@ impl Follow for RunFollower {
     fn advance(&mut self, e: &Fed) -> Option<Frame> {
         self.last = Some(e.seq);
         self.done |= e.terminal;
-        Some(Frame {
-            id: e.seq,
-            text: e.json.clone(),
-        })
+        Some(frame(e.seq, &e.json))
     }
 
     fn take(&self, max: usize) -> Taken {
@@ -134,7 +131,7 @@ impl RunFollower {
             .iter()
             .filter(|e| last.is_none_or(|l| e.seq > l))
             .inspect(|e| self.done |= e.event.is_run_terminal())
-            .map(|e| frame(e))
+            .map(|e| frame(e.seq, &e.json))
             .collect();
         if let Some(f) = frames.last() {
             self.last = Some(f.id);
@@ -177,11 +174,11 @@ impl RunFollower {
     }
 }
 
-/// A run's frame: its `seq` and its JSON.
-fn frame(e: &Published) -> Frame {
+/// A run's frame: an event's `seq` and its JSON, live or read again from the file.
+fn frame(seq: u64, json: &Json) -> Frame {
     Frame {
-        id: e.seq,
-        text: e.json.clone(),
+        id: seq,
+        text: json.clone(),
     }
 }
 
