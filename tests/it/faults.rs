@@ -401,7 +401,7 @@ fn events_folder_deleted_and_recreated_while_serving() {
         });
         everything.extend(got.iter().map(key));
 
-        std::fs::remove_dir_all(p.events_dir()).unwrap();
+        remove_folder(&p.events_dir());
         // What health says while the folder is missing.
         let gone = Instant::now();
         while gone.elapsed() < Duration::from_millis(2500) {
@@ -464,7 +464,7 @@ fn health_says_so_while_the_events_folder_is_missing() {
     let p = Project::with_config(QUICK);
     std::fs::create_dir_all(p.events_dir()).unwrap();
     let s = Server::start(&p);
-    std::fs::remove_dir_all(p.events_dir()).unwrap();
+    remove_folder(&p.events_dir());
     let seen = watch_health(&s, Duration::from_secs(3));
     let h = s.health();
     std::fs::create_dir_all(p.events_dir()).unwrap();

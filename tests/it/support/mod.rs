@@ -285,6 +285,30 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Deletes a folder and all it holds, as a user would while the dashboard runs.
+///
+/// A folder that another process is listing at that instant may refuse: Wine's
+/// `FindFirstFileExW` (what `std::fs::read_dir` calls, and so the tailer's scan) opens the
+/// folder without `FILE_SHARE_DELETE`, so the deletion fails with a sharing violation (32)
+/// for as long as the listing lasts. Like Explorer, this tries again, for up to 5 s.
+pub fn remove_folder(path: &Path) {
+    const SHARING_VIOLATION: i32 = 32;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match std::fs::remove_dir_all(path) {
+            Ok(()) => return,
+            Err(e)
+                if cfg!(windows)
+                    && e.raw_os_error() == Some(SHARING_VIOLATION)
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("removing {}: {e}", path.display()),
+        }
+    }
+}
+
 /// Polls `cond` until it holds or `timeout` passes.
 pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
