@@ -35,6 +35,14 @@ pub struct Checkpointed {
     pub checkpointed: i64,
 }
 
+impl Checkpointed {
+    /// All of the log is in the database: a reader still on an older state of the index
+    /// holds back the frames written after it began.
+    pub fn complete(&self) -> bool {
+        self.checkpointed >= self.log_frames
+    }
+}
+
 /// The log file's size and last write: any write changes one of them (a log that grows, its
 /// size; one written again from its start, its time). Where a file system is lazy with the
 /// time of a file held open, a log written again from its start is checkpointed once it
@@ -147,6 +155,31 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(50));
         ix.apply(&batch("more", 0, runner_run())).unwrap();
         assert_ne!(wal.log_state(), Some(written));
+    }
+
+    #[test]
+    fn a_checkpoint_a_reader_holds_back_is_partial_and_the_next_completes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = crate::index::path(dir.path());
+        let mut ix = Index::open(&path).unwrap();
+        let wal = ix.defer_checkpoints().unwrap();
+        ix.apply(&batch("before", 0, runner_run())).unwrap();
+        // A reader (a page's query) that began before the next writes.
+        let mut reader = Connection::open(&path).unwrap();
+        let read = reader.transaction().unwrap();
+        let runs: i64 = read
+            .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(runs, 1);
+        fill(&mut ix);
+        let held = wal.run().unwrap();
+        assert!(!held.complete(), "{held:?}");
+        assert!(held.checkpointed < held.log_frames, "{held:?}");
+        // Nothing written since; the reader is done.
+        read.commit().unwrap();
+        let done = wal.run().unwrap();
+        assert!(done.complete(), "{done:?}");
+        assert_eq!(done.log_frames, held.log_frames);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::index::WalCheckpoints;
 const EVERY: Duration = Duration::from_secs(1);
 
 /// Checkpoints the log every [`EVERY`] until the dashboard closes, when it was written to
-/// since the last checkpoint. A failure is logged once, and again with the next success: the
+/// since the last complete checkpoint. A failure is logged once, and again with the next success: the
 /// log only grows meanwhile.
 pub async fn run(state: Arc<AppState>, wal: WalCheckpoints) {
     let wal = Arc::new(wal);
@@ -33,7 +33,11 @@ pub async fn run(state: Arc<AppState>, wal: WalCheckpoints) {
         }
         let wal = wal.clone();
         let done = tokio::task::spawn_blocking(move || wal.run()).await;
-        if let Ok(Ok(_)) = done {
+        // A passive checkpoint leaves the frames a reader still needs: the log is tried again
+        // on the next tick, written to since or not, until all of it is in the database.
+        if let Ok(Ok(c)) = &done
+            && c.complete()
+        {
             checkpointed = now;
         }
         match done {
