@@ -7,7 +7,10 @@ use clap::Parser;
 
 /// The tailer allocates every event on its thread and the ingest task frees them on another:
 /// glibc's allocator serializes that on its arena lock (a third of the dashboard's CPU at
-/// high ingest rates, measured); mimalloc frees across threads without it.
+/// high ingest rates, measured); mimalloc frees across threads without it. Built without
+/// asking for transparent huge pages (its `no_thp` feature): each first touch of 2 MiB made
+/// the kernel clear all of it, and the dashboard's memory was a quarter to two fifths more
+/// (`docs/benchmarks.md`, "No huge pages for the allocator").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
