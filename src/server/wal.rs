@@ -12,8 +12,8 @@ use crate::index::WalCheckpoints;
 const EVERY: Duration = Duration::from_secs(1);
 
 /// Checkpoints the log every [`EVERY`] until the dashboard closes, when it was written to
-/// since the last complete checkpoint. A failure is logged once, and again with the next success: the
-/// log only grows meanwhile.
+/// since the last complete checkpoint. A failure is logged once, and again with the next
+/// success: the log only grows meanwhile.
 pub async fn run(state: Arc<AppState>, wal: WalCheckpoints) {
     let wal = Arc::new(wal);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + EVERY, EVERY);
