@@ -305,14 +305,18 @@ pub async fn watch_liveness(state: Arc<AppState>) {
     let this_host = state.config.cluster.as_ref().map(|c| c.host.clone());
     let mut tick = tokio::time::interval(LIVENESS_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Whether the last pass started after the files were read.
+    let mut read = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            // Catching up: the pass that ends it runs as soon as the files are read.
-            _ = state.catch_up.read_notified(), if !state.catch_up.is_read() => {}
+            // Catching up: the pass that ends it runs as soon as the files are read, also
+            // when they were read during the pass before (this resolves at once then; asking
+            // whether they are read *now* would leave that to the next tick, 2 s later).
+            _ = state.catch_up.read_notified(), if !read => {}
         }
         // Read before the pass: the pass that ends the catch-up must start after the read.
-        let read = state.catch_up.is_read();
+        read = state.catch_up.is_read();
         let dir = state.config.server.state_dir.clone();
         // Stages left running by runners that died end with them.
         let _ = tokio::task::spawn_blocking(move || liveness::reap_orphans(&dir)).await;
