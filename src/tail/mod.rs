@@ -16,6 +16,8 @@
 //!   the async runtime) and feeds batches into a bounded tokio channel. The dashboard's ingest
 //!   task (the index, then the bus) is the only consumer and calls [`Tailer::start`] /
 //!   [`Tailer::stop`]. It lists the folder through [`crate::journal::files`].
+//! - `notices/`: what wakes the tail thread — the folder's watch (`inotify` read by the thread
+//!   itself on Linux, the `notify` crate elsewhere), pokes and the stop.
 //! - `stats.rs`: [`TailStats`], the counters health and metrics show.
 //!
 //! # Invariants
@@ -53,9 +55,11 @@
 //!
 //! # Scans and notifications
 //!
-//! One non-recursive `notify` watch on the events folder (never one per file) wakes the thread
-//! as soon as a file changes (on Windows the watch is on the folder's parent, so that it holds
-//! no handle that would keep a deleted events folder from being re-created); a scan every
+//! One non-recursive watch on the events folder (never one per file) wakes the thread as soon
+//! as a file changes: on Linux the thread waits on its `inotify` descriptor itself, elsewhere
+//! the `notify` crate's watcher thread passes each notification on (on Windows the watch is on
+//! the folder's parent, so that it holds no handle that would keep a deleted events folder from
+//! being re-created); see `notices/`. A scan every
 //! `poll_interval` catches what notifications miss. A rescan flag or a watcher error forces a full
 //! scan; a watcher that cannot start leaves the tailer polling; a folder that is missing or deleted
 //! is polled for and watched again when it comes back (then every file in it is checked). An
@@ -67,6 +71,7 @@
 //! file added or removed) and the watcher is up, a scan does not even list the folder, only the
 //! files that may still grow. So thousands of finished runs cost an idle dashboard almost nothing.
 
+mod notices;
 mod read;
 mod replay;
 mod stats;

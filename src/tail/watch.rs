@@ -15,15 +15,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc::Sender;
 use tokio::sync::mpsc::error::TrySendError;
 
+use super::notices::{Notice, Notices, Wake};
 use super::read::{
     Batch, Checkpoint, DEFAULT_MAX_LINE_BYTES, ReadLimits, open_run_file, read_open,
 };
@@ -61,23 +61,11 @@ impl TailConfig {
     }
 }
 
-/// What wakes the tail thread.
-#[derive(Debug)]
-enum Notice {
-    /// Something happened to these paths.
-    Changed(Vec<PathBuf>),
-    /// The watcher lost events: look at everything.
-    Rescan,
-    WatchError(String),
-    /// [`Tailer::stop`] was called.
-    Stop,
-}
-
 /// The tail thread. Dropping it asks the thread to stop without waiting for it.
 pub struct Tailer {
     stop: Arc<AtomicBool>,
     /// Wakes the thread out of its wait, so a stop is seen at once rather than at the next scan.
-    wake: mpsc::Sender<Notice>,
+    wake: Wake,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -93,7 +81,7 @@ impl Tailer {
         stats: Arc<TailStats>,
     ) -> io::Result<Tailer> {
         let stop = Arc::new(AtomicBool::new(false));
-        let (wake, notices) = mpsc::channel();
+        let (notices, wake) = Notices::new()?;
         // A later checkpoint for the same run wins.
         let files = start
             .into_iter()
@@ -114,8 +102,6 @@ impl Tailer {
             stats,
             stop: stop.clone(),
             notices,
-            notice_tx: wake.clone(),
-            watch: None,
             watch_failed: false,
             dir_id: None,
             dir_error_logged: false,
@@ -148,7 +134,7 @@ impl Tailer {
     /// Asks the tailer to read `path` now (a run was announced), without waiting for a
     /// notification or the next scan.
     pub fn poke(&self, path: PathBuf) {
-        let _ = self.wake.send(Notice::Changed(vec![path]));
+        self.wake.send(Notice::Changed(vec![path]));
     }
 
     /// Whether the thread has ended (stopped, or its receiver was dropped).
@@ -159,7 +145,7 @@ impl Tailer {
     fn request_stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
         // The thread may be gone already; then there is nobody to wake.
-        let _ = self.wake.send(Notice::Stop);
+        self.wake.send(Notice::Stop);
     }
 }
 
@@ -185,8 +171,8 @@ struct FileState {
     failing: bool,
     /// The file as last read, kept open while the run goes on: a run written a line at a
     /// time is then read without opening its file for each line (an open, two `fcntl`s and a
-    /// close each time, and a notification the watch thread woke for). Closed once the run
-    /// has finished, or its path names another file or none.
+    /// close each time, and where the watch reports opens and closes, a wake-up for each).
+    /// Closed once the run has finished, or its path names another file or none.
     open: Option<fs::File>,
 }
 
@@ -218,78 +204,6 @@ impl FileState {
     }
 }
 
-/// Where the one watch is put, and which of its notifications concern the events folder.
-///
-/// Everywhere but Windows the watch is on the events folder itself, non-recursive, and every
-/// path it reports is in that folder.
-///
-/// On Windows a watch (`ReadDirectoryChangesW`) holds an open handle on the folder it
-/// watches, and a folder deleted while a handle is open is only "delete pending" until the
-/// handle closes: its name stays taken, so re-creating it (`pipewatch run`'s first write,
-/// a user's script) fails with "already exists" until the tailer notices and lets go. So
-/// there the watch is on the folder's parent, recursive, holding nothing open inside it,
-/// and what happens elsewhere under the parent is dropped here. A folder with no parent
-/// (a drive's root) is watched itself: a root is never deleted.
-struct WatchPlace {
-    target: PathBuf,
-    mode: RecursiveMode,
-    /// Set when the watch is on the parent: the events folder as the watch names it (the
-    /// notifications' paths start with `target`), and as the configuration names it (what
-    /// the tail thread compares with).
-    scope: Option<(PathBuf, PathBuf)>,
-}
-
-impl WatchPlace {
-    #[cfg(not(windows))]
-    fn of(dir: &Path) -> WatchPlace {
-        WatchPlace {
-            target: dir.to_path_buf(),
-            mode: RecursiveMode::NonRecursive,
-            scope: None,
-        }
-    }
-
-    #[cfg(windows)]
-    fn of(dir: &Path) -> WatchPlace {
-        // Absolute, so that a relative folder still has a parent to watch, and the paths the
-        // watch reports can be compared with it.
-        let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
-        match absolute.parent() {
-            Some(parent) => WatchPlace {
-                target: parent.to_path_buf(),
-                mode: RecursiveMode::Recursive,
-                scope: Some((absolute.clone(), dir.to_path_buf())),
-            },
-            None => WatchPlace {
-                target: dir.to_path_buf(),
-                mode: RecursiveMode::NonRecursive,
-                scope: None,
-            },
-        }
-    }
-
-    /// The paths of one notification that concern the events folder: the folder itself
-    /// (named as configured) and its direct entries; `None` if nothing does.
-    fn relevant(&self, paths: Vec<PathBuf>) -> Option<Vec<PathBuf>> {
-        let Some((watched, configured)) = &self.scope else {
-            return Some(paths);
-        };
-        let kept: Vec<PathBuf> = paths
-            .into_iter()
-            .filter_map(|p| {
-                if &p == watched {
-                    Some(configured.clone())
-                } else if p.parent() == Some(watched.as_path()) {
-                    Some(p)
-                } else {
-                    None
-                }
-            })
-            .collect();
-        (!kept.is_empty()).then_some(kept)
-    }
-}
-
 struct Worker {
     config: TailConfig,
     limits: ReadLimits,
@@ -297,12 +211,9 @@ struct Worker {
     tx: Sender<Batch>,
     stats: Arc<TailStats>,
     stop: Arc<AtomicBool>,
-    notices: mpsc::Receiver<Notice>,
-    /// Cloned into each watcher's callback.
-    notice_tx: mpsc::Sender<Notice>,
-    /// The one watch on the events folder; kept alive for its notifications, dropped (which
-    /// removes the watch) when the folder goes away or is replaced.
-    watch: Option<RecommendedWatcher>,
+    /// What wakes the thread, and the one watch on the events folder, dropped (which removes
+    /// it) when the folder goes away or is replaced.
+    notices: Notices,
     /// The last attempt to watch failed (logged once until a watch succeeds).
     watch_failed: bool,
     /// The events folder's identity at the last scan; `None` while it is missing. A different
@@ -340,15 +251,10 @@ impl Worker {
                 return Err(Stopped);
             }
             let wait = next_scan.saturating_duration_since(Instant::now());
-            let first = match self.notices.recv_timeout(wait) {
-                Ok(notice) => notice,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    self.full_scan(false)?;
-                    next_scan = Instant::now() + poll;
-                    continue;
-                }
-                // We hold a sender ourselves, so this does not happen; end rather than spin.
-                Err(mpsc::RecvTimeoutError::Disconnected) => return Err(Stopped),
+            let Some(first) = self.notices.recv_timeout(wait) else {
+                self.full_scan(false)?;
+                next_scan = Instant::now() + poll;
+                continue;
             };
 
             // Take everything already queued, so a burst of writes means one read per file.
@@ -388,7 +294,7 @@ impl Worker {
                         }
                     }
                 }
-                notice = self.notices.try_recv().ok();
+                notice = self.notices.try_recv();
             }
 
             if rescan {
@@ -429,18 +335,22 @@ impl Worker {
             // A folder that came back may hold files written while it was unwatched.
             force = true;
             self.dir_id = Some(dir_id);
-            self.watch = None;
+            self.notices.unwatch();
         }
         self.dir_error_logged = false;
         self.stats.set_folder_error(None);
-        if self.watch.is_none() && self.start_watch(&dir) {
+        if !self.notices.watching() && self.start_watch(&dir) {
             // Notifications may have been missed before the watch was up.
             force = true;
         }
 
         let safety_net = self.scans.is_multiple_of(FINISHED_RECHECK_SCANS);
         let mtime = dir_meta.modified().ok();
-        if !force && !safety_net && self.watch.is_some() && mtime.is_some() && mtime == self.listed
+        if !force
+            && !safety_net
+            && self.notices.watching()
+            && mtime.is_some()
+            && mtime == self.listed
         {
             // Nothing added or removed since the last listing, and notifications cover
             // appends: look only at the files that may still grow. With thousands of finished
@@ -469,7 +379,7 @@ impl Worker {
             .files_watched
             .store(names.len() as u64, Ordering::Relaxed);
 
-        let recheck_finished = force || self.watch.is_none() || safety_net;
+        let recheck_finished = force || !self.notices.watching() || safety_net;
         for id in names {
             if self.stopped() {
                 return Err(Stopped);
@@ -495,7 +405,7 @@ impl Worker {
             self.dir_error_logged = true;
         }
         self.dir_id = None;
-        self.watch = None;
+        self.notices.unwatch();
         self.listed = None;
         self.stats.watching.store(false, Ordering::Relaxed);
         self.stats.files_watched.store(0, Ordering::Relaxed);
@@ -504,31 +414,8 @@ impl Worker {
 
     /// Sets up the one watch on the folder; true if it is up.
     fn start_watch(&mut self, dir: &Path) -> bool {
-        let tx = self.notice_tx.clone();
-        let place = WatchPlace::of(dir);
-        let target = place.target.clone();
-        let mode = place.mode;
-        let handler = move |res: notify::Result<notify::Event>| {
-            let notice = match res {
-                Ok(ev) if ev.need_rescan() => Notice::Rescan,
-                // Opens and closes (ours included) say nothing about new data.
-                Ok(ev) if matches!(ev.kind, EventKind::Access(_)) => return,
-                Ok(ev) => match place.relevant(ev.paths) {
-                    Some(paths) => Notice::Changed(paths),
-                    None => return,
-                },
-                Err(e) => Notice::WatchError(e.to_string()),
-            };
-            // A closed channel means the tail thread has ended.
-            let _ = tx.send(notice);
-        };
-        let watcher = notify::recommended_watcher(handler).and_then(|mut w| {
-            w.watch(&target, mode)?;
-            Ok(w)
-        });
-        match watcher {
-            Ok(w) => {
-                self.watch = Some(w);
+        match self.notices.watch(dir) {
+            Ok(()) => {
                 self.watch_failed = false;
                 self.stats.watching.store(true, Ordering::Relaxed);
                 true
@@ -744,44 +631,6 @@ mod tests {
         assert!(s.scans >= 1);
         tailer.stop();
         assert_eq!(seen.len(), 4, "no duplicates: {seen:?}");
-    }
-
-    /// A watch on the parent (Windows) passes on only the events folder and its entries, the
-    /// folder under its configured name; elsewhere everything reported is passed on.
-    #[test]
-    fn a_watch_on_the_parent_keeps_only_the_events_folder() {
-        let root = std::path::absolute("root").unwrap();
-        let watched = root.join("logs").join("events");
-        let configured = PathBuf::from("logs/events");
-        let place = WatchPlace {
-            target: root.join("logs"),
-            mode: RecursiveMode::Recursive,
-            scope: Some((watched.clone(), configured.clone())),
-        };
-        let file = watched.join("pipeline_a.jsonl");
-        let elsewhere = root.join("logs").join("other").join("pipeline_b.jsonl");
-        let beside = root.join("logs").join("pipeline_c.jsonl");
-        assert_eq!(
-            place.relevant(vec![file.clone(), elsewhere.clone(), beside.clone()]),
-            Some(vec![file.clone()])
-        );
-        assert_eq!(
-            place.relevant(vec![watched.clone()]),
-            Some(vec![configured])
-        );
-        assert_eq!(place.relevant(vec![elsewhere.clone(), beside]), None);
-
-        let here = WatchPlace::of(&watched);
-        if cfg!(windows) {
-            assert_eq!(here.target, root.join("logs"));
-            assert_eq!(here.relevant(vec![elsewhere]), None);
-        } else {
-            assert_eq!(here.target, watched);
-            assert_eq!(
-                here.relevant(vec![elsewhere.clone()]),
-                Some(vec![elsewhere])
-            );
-        }
     }
 
     /// A tailer of `dir` whose watch is up and whose scans are an hour apart: only a
