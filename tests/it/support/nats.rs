@@ -144,8 +144,8 @@ impl Nats {
         self.wait_ready();
     }
 
-    /// Waits until every running node answers its health check with JetStream ready (the
-    /// monitoring port is the client port + 10000, or the nodes' logs say they are ready).
+    /// Waits until every running node takes connections, JetStream answers, and (with more
+    /// than one node) a stream can be placed on every running node.
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         for node in self.nodes.iter().filter(|n| n.child.is_some()) {
@@ -170,9 +170,42 @@ impl Nats {
                     .is_ok_and(|r| r.is_ok())
             });
             if ready {
-                return;
+                break;
             }
             assert!(Instant::now() < deadline, "JetStream did not become ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // A meta leader is not yet a cluster that can place a stream on every node: until
+        // each node has joined, creating one fails with "no suitable peers for placement".
+        let running = self.nodes.iter().filter(|n| n.child.is_some()).count();
+        if running < 2 {
+            return;
+        }
+        loop {
+            let placed = self.with_client(|js| async move {
+                let config = async_nats::jetstream::stream::Config {
+                    name: "PW_TEST_READY".into(),
+                    subjects: vec!["pipewatch-test.ready".into()],
+                    num_replicas: running,
+                    storage: async_nats::jetstream::stream::StorageType::Memory,
+                    ..Default::default()
+                };
+                let created =
+                    tokio::time::timeout(Duration::from_secs(2), js.create_stream(config))
+                        .await
+                        .is_ok_and(|r| r.is_ok());
+                if created {
+                    let _ = js.delete_stream("PW_TEST_READY").await;
+                }
+                created
+            });
+            if placed {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster could not place a stream on its {running} nodes"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
