@@ -19,10 +19,11 @@ fn stage(name: &str, run: &str, extra: &str) -> String {
     format!("[[stages]]\nname = \"{name}\"\nrun = '''{run}'''\n{extra}\n")
 }
 
-/// A stage that prints `first`, then waits until the file `go` exists, then prints `second`.
+/// A stage that prints `first`, then waits until the file `go` exists (at most a minute, so
+/// that a stage whose runner a test killed does not outlive the test), then prints `second`.
 fn gated() -> String {
     stage::sh(
-        "echo first; while [ ! -f go ]; do sleep 0.02; done; echo second",
+        &format!("echo first; {}; echo second", stage::GATE),
         &format!("echo first& ({})& echo second", stage::GATE),
     )
 }
