@@ -16,7 +16,7 @@ use crate::event::{RunId, now_timestamp};
 use crate::index::{ABANDONED, Ended, IndexError, NO_RUN_FILE, Segment};
 use crate::runner::liveness::{self, Liveness};
 use crate::sync::MutexExt;
-use crate::tail::{Batch, Checkpoint, ReadLimits, read_file};
+use crate::tail::{Batch, Checkpoint, ReadLimits, Spent, read_file};
 
 /// How often running runs are checked for a dead runner. With the tailer's own latency this
 /// keeps "abandoned within 10 s" with room to spare.
@@ -56,7 +56,10 @@ const CATCH_UP_CHECK: Duration = Duration::from_millis(50);
 /// index ([`crate::index::Index::resync_run`]) as soon as it works again, so its summaries
 /// catch up and its checkpoints match what was published: nothing is published twice after a
 /// restart. (Only a restart while the index is still failing re-publishes those events.)
-pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>) {
+///
+/// Batches it is done with go back to the tailer that read them, through `spent` (see
+/// [`Spent`]: the tailer frees what it allocated).
+pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>, spent: Option<Spent>) {
     // Runs the index is behind on, with the checkpoint the tailer reached. While it is not
     // empty the index is failing: batches are published without waiting on it, and a resync
     // runs in the background every few seconds.
@@ -159,6 +162,9 @@ pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>) {
         Stats::add(&state.stats.batches, batches.len() as u64);
         Stats::add(&state.stats.events_published, events as u64);
         state.bus.publish_to_all(&fed);
+        if let Some(spent) = &spent {
+            spent.give(batches);
+        }
     }
 }
 

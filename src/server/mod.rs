@@ -217,7 +217,8 @@ pub async fn serve(
     let state = Arc::new(state);
 
     let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(256);
-    let consumer = match cluster_config {
+    // The batches ingest is done with go back to the tailer that read them (`tail::Spent`).
+    let (consumer, spent) = match cluster_config {
         Some(c) => {
             let runs = tokio::task::spawn_blocking({
                 let dir = read_dir.clone();
@@ -237,20 +238,16 @@ pub async fn serve(
                 "reading every host's events from NATS JetStream"
             );
             let start = cluster::Start { runs, next: first };
-            Some(tokio::spawn(cluster::run(
-                state.clone(),
-                c,
-                start,
-                batch_tx,
-            )))
+            let consumer = tokio::spawn(cluster::run(state.clone(), c, start, batch_tx));
+            (Some(consumer), None)
         }
         None => {
-            start_tailer(&state, &events_dir, checkpoints, batch_tx)?;
-            None
+            let spent = start_tailer(&state, &events_dir, checkpoints, batch_tx)?;
+            (None, Some(spent))
         }
     };
 
-    let ingest = tokio::spawn(ingest::run(state.clone(), batch_rx));
+    let ingest = tokio::spawn(ingest::run(state.clone(), batch_rx, spent));
     let watchdog = tokio::spawn(ingest::watch_liveness(state.clone()));
     schedule::apply(&state, &state.workspace());
     let reloader = opts
@@ -310,13 +307,14 @@ pub async fn serve(
     Ok(())
 }
 
-/// Starts the tailer of `events_dir` from the index's checkpoints.
+/// Starts the tailer of `events_dir` from the index's checkpoints; ingest gives its batches
+/// back through what it returns.
 fn start_tailer(
     state: &Arc<AppState>,
     events_dir: &std::path::Path,
     checkpoints: Vec<tail::Checkpoint>,
     batch_tx: tokio::sync::mpsc::Sender<tail::Batch>,
-) -> Result<(), ServeError> {
+) -> Result<tail::Spent, ServeError> {
     let tailer = Tailer::start(
         TailConfig {
             events_dir: events_dir.to_path_buf(),
@@ -328,12 +326,13 @@ fn start_tailer(
         state.tail_stats.clone(),
     )
     .map_err(ServeError::Tailer)?;
+    let spent = tailer.spent();
     *state.tailer.lock_anyway() = Some(tailer);
     tracing::info!(
         events_dir = %events_dir.display(),
         "JSONL Event Replay Monitor started"
     );
-    Ok(())
+    Ok(spent)
 }
 
 /// Opens the run index, rebuilding it from the run files when it is new or was reset (not a

@@ -85,4 +85,4 @@ pub use read::{
 };
 pub use replay::Replay;
 pub use stats::{TailStats, TailStatsSnapshot};
-pub use watch::{FINISHED_RECHECK_SCANS, TailConfig, Tailer};
+pub use watch::{FINISHED_RECHECK_SCANS, Spent, TailConfig, Tailer};

@@ -35,7 +35,8 @@ pub(super) use portable::{Notices, Wake};
 #[derive(Debug)]
 pub(super) enum Notice {
     /// Something happened to these paths: run files in the events folder, or the folder
-    /// itself (named as configured: deleted, moved, or its attributes changed).
+    /// itself (named as configured: deleted, moved, or its attributes changed). None: only a
+    /// wake-up (batches were given back, [`Spent`](super::Spent)).
     Changed(Vec<PathBuf>),
     /// The watch lost notifications: look at everything.
     Rescan,
