@@ -5,9 +5,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// The tailer allocates every event on its thread and the ingest task frees them on another:
-/// glibc's allocator serializes that on its arena lock (a third of the dashboard's CPU at
-/// high ingest rates, measured); mimalloc frees across threads without it. Built without
+/// Memory crosses threads on the dashboard's hot path: an event's encodings, made by the
+/// ingest task, are freed by whichever socket writer or ring eviction lets go of them last.
+/// glibc's allocator serializes frees from another thread on its arena lock (a third of the
+/// dashboard's CPU at high ingest rates, measured when ingest still freed the tailer's
+/// batches, which the tail thread now frees itself: `tail::Spent`); mimalloc frees across
+/// threads without it. Built without
 /// asking for transparent huge pages (its `no_thp` feature): each first touch of 2 MiB made
 /// the kernel clear all of it, and the dashboard's memory was a quarter to two fifths more
 /// (`docs/benchmarks.md`, "No huge pages for the allocator").

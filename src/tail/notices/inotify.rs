@@ -2,6 +2,7 @@
 //! [module doc](super)).
 
 use std::collections::VecDeque;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
@@ -133,18 +134,23 @@ impl Notices {
         // Rounded up: a timeout rounded down to 0 ms would spin until the deadline.
         let millis = i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
         let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
-        let mut fds = vec![PollFd::new(
-            std::os::fd::AsFd::as_fd(&*self.ping),
-            PollFlags::POLLIN,
-        )];
-        if let Some(w) = &self.watch {
-            fds.push(PollFd::new(
-                std::os::fd::AsFd::as_fd(&w.inotify),
-                PollFlags::POLLIN,
-            ));
-        }
-        match poll(&mut fds, timeout) {
-            Ok(_) | Err(Errno::EINTR) => {}
+        let ping = PollFd::new(self.ping.as_fd(), PollFlags::POLLIN);
+        let watch = self.watch.as_ref().map(|w| w.inotify.as_fd());
+        let mut fds = [
+            ping,
+            PollFd::new(watch.unwrap_or(self.ping.as_fd()), PollFlags::POLLIN),
+        ];
+        // Without a watch, only the eventfd is polled (the second slot is not passed).
+        let used = if watch.is_some() { 2 } else { 1 };
+        match poll(&mut fds[..used], timeout) {
+            Ok(_) => {
+                // Reset once it has woken the wait: the caller then reads the channel, so
+                // a notice sent after this wakes the next `poll`.
+                if fds[0].any().unwrap_or(false) {
+                    let _ = self.ping.read();
+                }
+            }
+            Err(Errno::EINTR) => {}
             Err(e) => {
                 // Not expected (poll fails on bad arguments or no memory); a short sleep keeps
                 // a persistent failure from spinning, and the scans go on.
@@ -154,11 +160,8 @@ impl Notices {
         }
     }
 
-    /// Moves what is ready into `pending`: the wakes first (reset before the channel is read,
-    /// so that a notice sent after the read wakes the next `poll`), then the watch's
-    /// notifications.
+    /// Moves what is ready into `pending`: the channel's notices, then the watch's.
     fn take_ready(&mut self) {
-        let _ = self.ping.read();
         self.pending.extend(self.rx.try_iter());
         let Some(w) = &self.watch else {
             return;
