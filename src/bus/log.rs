@@ -11,9 +11,11 @@ use crate::event::{Json, Published, RunId};
 /// memory again as its JSON, and the ring and the run logs hold tens of thousands of events.
 #[derive(Debug)]
 pub struct Fed {
-    /// Its place in the all-runs stream (`index::feed`).
+    /// Its place in the all-runs stream (`index::feed`); 0 for one built for its run's
+    /// followers only ([`Fed::for_run`]), whose log keys it by `seq`.
     pub cursor: u64,
-    /// The `/ws/events` frame: the event's JSON with `"cursor"` added.
+    /// The `/ws/events` frame: the event's JSON with `"cursor"` added (the JSON as it is for
+    /// one built for its run's followers only).
     pub frame: Json,
     /// The event's JSON: a run's frame (`/ws/events/{run_id}`).
     pub json: Json,
@@ -40,6 +42,18 @@ impl Fed {
             }
             None => event.json.clone(),
         };
+        Fed::with_frame(cursor, frame, event, prev)
+    }
+
+    /// `event` for its run's followers only (`/ws/events/{run_id}` sends the event's JSON and
+    /// knows it by `seq`): it has no all-runs cursor yet, so no frame of its own either. The
+    /// tail thread hands such events to a run's followers as it reads them
+    /// ([`super::Bus::publish_read`]).
+    pub fn for_run(event: &Published, prev: Option<&Fed>) -> Fed {
+        Fed::with_frame(0, event.json.clone(), event, prev)
+    }
+
+    fn with_frame(cursor: u64, frame: Json, event: &Published, prev: Option<&Fed>) -> Fed {
         let run_id = match prev {
             Some(p) if *p.run_id == event.run_id => p.run_id.clone(),
             _ => Arc::new(event.run_id.clone()),
@@ -64,7 +78,12 @@ impl Fed {
     /// What holding it costs, roughly, in bytes: both encodings, and the rest with the
     /// allocator's share.
     pub fn cost(&self) -> usize {
-        self.frame.len() + self.json.len() + 192
+        let frame = if self.frame.as_ptr() == self.json.as_ptr() {
+            0
+        } else {
+            self.frame.len()
+        };
+        frame + self.json.len() + 192
     }
 
     /// Its key in the all-runs ring.

@@ -1,5 +1,7 @@
 //! The event bus: every event the dashboard ingests is published here once, to every
-//! follower, in ingest order, each with its cursor (`index::feed`).
+//! follower, in ingest order, each with its cursor (`index::feed`). A run's followers get its
+//! events sooner, from the tail thread as it reads them ([`Bus::publish_read`]): they know
+//! them by `seq`, and need neither the cursor nor the commit.
 //!
 //! The bus keeps *logs*: the recent events in the order they were published, bounded in
 //! bytes, that followers read at their own pace. One log is the all-runs ring (keyed by
@@ -31,7 +33,7 @@ use tokio::sync::watch;
 
 use crate::event::RunId;
 use crate::sync::MutexExt;
-use crate::tail::Checkpoint;
+use crate::tail::{Batch, Checkpoint};
 
 use log::Log;
 pub use log::{Fed, Taken};
@@ -126,6 +128,25 @@ impl Bus {
         for run in touched {
             run.tx.send_replace(());
         }
+    }
+
+    /// Hands the events of one read of a run's file to that run's followers, if it has any,
+    /// as the tail thread reads them (before the ingest task has them; a run's followers key
+    /// events by `seq`, which the file fixes, so they need no cursor). A follower that
+    /// subscribes just after the run was found unfollowed here reads these lines from the
+    /// file, which has them already.
+    pub fn publish_read(&self, read: &Batch) {
+        let Some(run) = self.runs.lock_anyway().logs.get(&read.from.run_id).cloned() else {
+            return;
+        };
+        // The log's last event lends its run id and pipeline to the first of these.
+        let back = run.lock().events.back().cloned();
+        let mut events: Vec<Arc<Fed>> = Vec::with_capacity(read.events.len());
+        for e in &read.events {
+            let prev = events.last().or(back.as_ref()).map(Arc::as_ref);
+            events.push(Arc::new(Fed::for_run(e, prev)));
+        }
+        self.publish_to_runs([&read.from], &events);
     }
 
     /// Puts `events` in the ring, for the all-runs stream. Their cursors are only given out

@@ -263,3 +263,45 @@ fn a_runs_marks_enclose_spans_that_its_followers_share() {
     bus.publish_to_runs(&[at(0, 2)], &[]);
     assert_eq!(lines(sub.log.span(10)), None);
 }
+
+#[test]
+fn a_read_goes_to_its_runs_followers_only_and_not_to_the_ring() {
+    let bus = Bus::new(usize::MAX, 1);
+    let a = RunId::parse("a").unwrap();
+    let read = |run: &str, seqs: std::ops::Range<u64>| Batch {
+        from: Checkpoint {
+            lines: seqs.start,
+            ..Checkpoint::start(RunId::parse(run).unwrap(), 1, 1)
+        },
+        checkpoint: Checkpoint::start(RunId::parse(run).unwrap(), 1, 1),
+        events: seqs.map(|s| ev(run, s)).collect(),
+        malformed: 0,
+        cursor: None,
+        followed: false,
+    };
+    // Nobody follows `a` yet: nothing is kept for it.
+    bus.publish_read(&read("a", 0..2));
+    assert_eq!(bus.run_logs_size(), (0, 0));
+    let sub = bus.subscribe_run(&a);
+    bus.publish_read(&read("a", 2..4));
+    bus.publish_read(&read("b", 0..3));
+    bus.publish_read(&read("a", 4..5));
+    assert_eq!(run_seqs(&sub.log, None), vec![2, 3, 4]);
+    assert!(sub.changed.has_changed().unwrap(), "the follower is woken");
+    // Built for the run's followers: the event's JSON, with no cursor and no copy of it.
+    let Taken::Events(got) = sub.log.after(None, 10) else {
+        panic!("behind")
+    };
+    assert!(got.iter().all(|f| f.frame.as_ptr() == f.json.as_ptr()));
+    assert!(
+        Arc::ptr_eq(&got[0].run_id, &got[2].run_id),
+        "held once for the run, across reads"
+    );
+    assert_eq!(
+        bus.run_logs_size().1,
+        got.iter().map(|f| f.cost()).sum::<usize>()
+    );
+    assert_eq!(got[0].cost(), got[0].json.len() + 192, "one encoding held");
+    // The all-runs stream has none of them: it waits for their cursors.
+    assert_eq!(bus.ring_size(), (0, 0));
+}

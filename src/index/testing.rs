@@ -53,6 +53,7 @@ pub(super) fn batch(run: &str, first_seq: u64, events: Vec<Event>) -> Batch {
         events,
         malformed: 0,
         cursor: None,
+        followed: false,
     }
 }
 

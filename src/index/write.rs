@@ -744,6 +744,7 @@ mod tests {
                 events: Vec::new(),
                 malformed: 1,
                 cursor: None,
+                followed: false,
             })
             .unwrap();
         }

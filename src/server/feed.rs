@@ -270,6 +270,7 @@ mod tests {
             ))],
             malformed: 0,
             cursor: None,
+            followed: false,
         };
         assert_eq!(feeder.feed(&other)[0].cursor, 2);
         append_and_feed(dir.path(), &mut feeder, &mut at, &line(1));

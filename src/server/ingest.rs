@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use super::feed::Feeder;
 use super::state::{AppState, Stats};
+use crate::bus::Fed;
 use crate::event::{RunId, now_timestamp};
 use crate::index::{ABANDONED, Ended, IndexError, NO_RUN_FILE, Segment};
 use crate::runner::liveness::{self, Liveness};
@@ -44,7 +45,7 @@ const RESYNC_EVERY: Duration = Duration::from_secs(2);
 const CATCH_UP_CHECK: Duration = Duration::from_millis(50);
 
 /// Gives the batches' events their cursors ([`Feeder`]) and hands them to their runs'
-/// followers, commits the batches (summaries, checkpoints and the feed's segments together),
+/// followers (unless the tail thread did as it read them, [`Batch::followed`]), commits the batches (summaries, checkpoints and the feed's segments together),
 /// then publishes the events on the all-runs stream. Batches already waiting are taken
 /// together into one transaction, and commits follow each other at least [`COMMIT_EVERY`]
 /// apart while batches keep coming: at a high write rate the commit is the cost, and one per
@@ -121,14 +122,8 @@ pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>, spent: Opt
         let mut batches = vec![Arc::new(first)];
         let mut events = batches[0].events.len();
         take_waiting(&mut rx, &mut batches, &mut events);
-        // A run's followers know its events by `seq`: they need not wait for the commit.
         let mut fed = Vec::with_capacity(events);
-        for b in &batches {
-            fed.extend(feeder.feed(b));
-        }
-        state
-            .bus
-            .publish_to_runs(batches.iter().map(|b| &b.from), &fed);
+        feed(&state, &mut feeder, &batches, &mut fed);
         // Right after a commit, what arrives within the next few milliseconds goes into the
         // same transaction: a run written a line at a time would otherwise cost a commit per
         // line (its followers have had each line already).
@@ -139,14 +134,7 @@ pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>, spent: Opt
             tokio::time::sleep_until(last + COMMIT_EVERY).await;
             let from = batches.len();
             take_waiting(&mut rx, &mut batches, &mut events);
-            let mut more = Vec::new();
-            for b in &batches[from..] {
-                more.extend(feeder.feed(b));
-            }
-            state
-                .bus
-                .publish_to_runs(batches[from..].iter().map(|b| &b.from), &more);
-            fed.extend(more);
+            feed(&state, &mut feeder, &batches[from..], &mut fed);
         }
         // While the index is behind, batches are not committed (the resync catches up from
         // the checkpoints); otherwise a failed commit puts their runs behind.
@@ -165,6 +153,19 @@ pub async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Batch>, spent: Opt
         if let Some(spent) = &spent {
             spent.give(batches);
         }
+    }
+}
+
+/// Gives the batches' events their cursors (appended to `fed`), and hands those the tail
+/// thread did not already hand on ([`Batch::followed`]: with `[cluster]`, none) to their runs'
+/// followers. A run's followers know its events by `seq`: they need not wait for the commit.
+fn feed(state: &AppState, feeder: &mut Feeder, batches: &[Arc<Batch>], fed: &mut Vec<Arc<Fed>>) {
+    for b in batches {
+        let events = feeder.feed(b);
+        if !b.followed {
+            state.bus.publish_to_runs([&b.from], &events);
+        }
+        fed.extend(events);
     }
 }
 

@@ -320,6 +320,16 @@ fn start_tailer(
             events_dir: events_dir.to_path_buf(),
             poll_interval: state.config.server.poll_interval,
             max_line_bytes: tail::DEFAULT_MAX_LINE_BYTES,
+            // A run's followers get its new lines from the tail thread itself.
+            // (Not the state itself: the state holds the tailer.)
+            on_read: Some(tail::OnRead({
+                let state = Arc::downgrade(state);
+                Arc::new(move |read: &tail::Batch| {
+                    if let Some(state) = state.upgrade() {
+                        state.bus.publish_read(read);
+                    }
+                })
+            })),
         },
         checkpoints,
         batch_tx,

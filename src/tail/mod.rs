@@ -15,7 +15,9 @@
 //! - `watch.rs`: [`Tailer`] runs the reader on a dedicated thread (blocking file I/O stays off
 //!   the async runtime) and feeds batches into a bounded tokio channel. The dashboard's ingest
 //!   task (the index, then the bus) is the only consumer and calls [`Tailer::start`] /
-//!   [`Tailer::stop`]. It lists the folder through [`crate::journal::files`].
+//!   [`Tailer::stop`]; before handing a batch on, the thread shows it to [`OnRead`], where the
+//!   dashboard gives a followed run's new events to its followers. It lists the folder through
+//!   [`crate::journal::files`].
 //! - `notices/`: what wakes the tail thread — the folder's watch (`inotify` read by the thread
 //!   itself on Linux, the `notify` crate elsewhere), pokes and the stop.
 //! - `stats.rs`: [`TailStats`], the counters health and metrics show.
@@ -85,4 +87,4 @@ pub use read::{
 };
 pub use replay::Replay;
 pub use stats::{TailStats, TailStatsSnapshot};
-pub use watch::{FINISHED_RECHECK_SCANS, Spent, TailConfig, Tailer};
+pub use watch::{FINISHED_RECHECK_SCANS, OnRead, Spent, TailConfig, Tailer};

@@ -90,6 +90,9 @@ pub struct Batch {
     /// `[cluster]`, the event's JetStream stream sequence, the same on every dashboard; the
     /// batch's events then have consecutive ones); `None`: the next of the dashboard's own.
     pub cursor: Option<u64>,
+    /// Its events were handed to their runs' followers as they were read (by the tail
+    /// thread's [`OnRead`](super::OnRead)): the consumer does not hand them on again.
+    pub followed: bool,
 }
 
 /// Bounds of one [`read_file`] call.
@@ -464,6 +467,7 @@ impl<'a> Lines<'a> {
                 events: self.events,
                 malformed: self.malformed,
                 cursor: None,
+                followed: false,
             },
             changed,
             more,

@@ -48,6 +48,21 @@ pub struct TailConfig {
     pub poll_interval: Duration,
     /// Longer lines are skipped and counted as malformed.
     pub max_line_bytes: usize,
+    /// Shown each batch on the tail thread before it is handed on.
+    pub on_read: Option<OnRead>,
+}
+
+/// What the tail thread shows each batch it read, before handing it on: the dashboard gives a
+/// run's followers its new events there, without waiting for the ingest task (a thread
+/// hand-over less between an append and its followers). The batch is then marked
+/// [`Batch::followed`]. It runs on the tail thread, so it must be quick and must not block.
+#[derive(Clone)]
+pub struct OnRead(pub Arc<dyn Fn(&Batch) + Send + Sync>);
+
+impl std::fmt::Debug for OnRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnRead")
+    }
 }
 
 impl TailConfig {
@@ -57,6 +72,7 @@ impl TailConfig {
             events_dir: events_dir.into(),
             poll_interval: Duration::from_secs(2),
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            on_read: None,
         }
     }
 }
@@ -570,7 +586,12 @@ impl Worker {
                 // Counted before the send, so a consumer that has the batch sees it counted.
                 TailStats::add(&self.stats.events_read, read.batch.events.len() as u64);
                 TailStats::add(&self.stats.malformed_lines, read.batch.malformed);
-                self.hand_on(read.batch)?;
+                let mut batch = read.batch;
+                if let Some(OnRead(on_read)) = &self.config.on_read {
+                    on_read(&batch);
+                    batch.followed = true;
+                }
+                self.hand_on(batch)?;
             } else if state.checkpoint.is_none() {
                 state.checkpoint = Some(read.batch.checkpoint);
             }
@@ -696,6 +717,57 @@ mod tests {
         assert!(s.scans >= 1);
         tailer.stop();
         assert_eq!(seen.len(), 4, "no duplicates: {seen:?}");
+    }
+
+    #[tokio::test]
+    async fn each_read_is_shown_before_it_is_handed_on_even_to_a_consumer_that_waits() {
+        let root = tempfile::tempdir().unwrap();
+        let shown: Arc<std::sync::Mutex<Vec<(String, u64)>>> = Arc::default();
+        let mut config = TailConfig::new(root.path());
+        config.poll_interval = Duration::from_millis(20);
+        config.on_read = Some(OnRead({
+            let shown = shown.clone();
+            Arc::new(move |b: &Batch| {
+                assert!(!b.followed);
+                let mut shown = shown.lock().unwrap();
+                shown.extend(b.events.iter().map(|e| (e.run_id.to_string(), e.seq)));
+            })
+        }));
+        // Room for one batch, and nobody reading yet: the second read waits to be handed on.
+        let (tx, mut rx) = tmpsc::channel(1);
+        let tailer = Tailer::start(config, Vec::new(), tx, Arc::new(TailStats::default())).unwrap();
+        append(&root.path().join("pipeline_r1.jsonl"), good("a").as_bytes());
+        let seen = |n: usize| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while shown.lock().unwrap().len() < n {
+                assert!(
+                    Instant::now() < deadline,
+                    "shown {:?}",
+                    shown.lock().unwrap()
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        seen(1);
+        // The channel is full: this one is shown, then waits to be handed on.
+        append(&root.path().join("pipeline_r2.jsonl"), good("b").as_bytes());
+        seen(2);
+        append(&root.path().join("pipeline_r3.jsonl"), good("c").as_bytes());
+        let mut handed = Vec::new();
+        while handed.len() < 3 {
+            let b = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("a batch")
+                .expect("tailer ended");
+            assert!(b.followed, "handed on marked as shown");
+            handed.extend(b.events.iter().map(|e| (e.run_id.to_string(), e.seq)));
+        }
+        assert_eq!(
+            handed,
+            *shown.lock().unwrap(),
+            "shown and handed on in the same order"
+        );
+        tailer.stop();
     }
 
     /// A tailer of `dir` whose watch is up and whose scans are an hour apart: only a
