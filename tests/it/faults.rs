@@ -835,7 +835,8 @@ fn index_locked_while_serving_streams_go_on_and_health_says_so() {
         streamed_after < Duration::from_secs(4),
         "the run's follower waited {streamed_after:?} for the locked index"
     );
-    let health = watch_health(&s, Duration::from_secs(6));
+    // Until just past the lock's end: ingest's first commit fails after the busy timeout.
+    let health = watch_health(&s, Duration::from_secs(9).saturating_sub(locked.elapsed()));
     lock.join().unwrap();
     let total = w.finish();
     got.extend(read_until(&mut one, "the final event", |g| {
@@ -844,7 +845,13 @@ fn index_locked_while_serving_streams_go_on_and_health_says_so() {
     let seqs: Vec<u64> = got.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (0..total).collect::<Vec<_>>());
     let run = s.wait_run(id, Duration::from_secs(20), |r| r["status"] == "success");
-    let h = s.health();
+    // The index catches up on its next retry (every 2 s) once the lock is gone.
+    let h = s.wait_json(
+        "/api/health",
+        "health to recover once the lock is gone",
+        Duration::from_secs(20),
+        |h| h["status"] == "ok",
+    );
     eprintln!(
         "FIGURES index_locked: {total} lines streamed once while the index was locked for 8 s \
          (20 events past the lock after {streamed_after:?}); health meanwhile {health:?}; \
@@ -857,7 +864,6 @@ fn index_locked_while_serving_streams_go_on_and_health_says_so() {
             .any(|h| h.starts_with("\"degraded\"") && h.contains("locked")),
         "health never said degraded with the error: {health:?}"
     );
-    assert_eq!(h["status"], "ok", "health did not recover: {h}");
 }
 
 #[test]
