@@ -349,9 +349,27 @@ fn ws_connect(server: &Server, path: &str) -> Ws {
     ws
 }
 
-/// The integer after `"key":` in `text` (the first occurrence).
-fn int_field(text: &[u8], key: &[u8]) -> Option<u64> {
-    let at = memchr::memmem::find(text, key)? + key.len();
+/// What the clients look for in a frame, each searcher built once rather than for every
+/// frame: a client reads hundreds of thousands of frames a second in some cases, on the
+/// server's machine.
+mod keys {
+    use memchr::memmem::Finder;
+    use std::sync::LazyLock;
+
+    pub type Key = LazyLock<Finder<'static>>;
+
+    pub static CURSOR: Key = LazyLock::new(|| Finder::new(b"\"cursor\":"));
+    pub static T_NS: Key = LazyLock::new(|| Finder::new(b"\"t_ns\":"));
+    /// A stage's printed line `t_ns=<stamp>` (the cluster case).
+    pub static T_NS_PRINTED: Key = LazyLock::new(|| Finder::new(b"t_ns="));
+    pub static RUN_ID: Key = LazyLock::new(|| Finder::new(b"\"run_id\":\""));
+    pub static SEQ: Key = LazyLock::new(|| Finder::new(b"\"seq\":"));
+    pub static DATA: Key = LazyLock::new(|| Finder::new(b"\"data\":"));
+}
+
+/// The integer after `key` in `text` (the first occurrence).
+fn int_field(text: &[u8], key: &keys::Key) -> Option<u64> {
+    let at = key.find(text)? + key.needle().len();
     let digits = text[at..].iter().take_while(|b| b.is_ascii_digit()).count();
     std::str::from_utf8(&text[at..at + digits])
         .ok()?
@@ -359,8 +377,9 @@ fn int_field(text: &[u8], key: &[u8]) -> Option<u64> {
         .ok()
 }
 
-fn str_field<'a>(text: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
-    let at = memchr::memmem::find(text, key)? + key.len();
+/// The string after `key` (which ends with its opening quote) in `text`.
+fn str_field<'a>(text: &'a [u8], key: &keys::Key) -> Option<&'a [u8]> {
+    let at = key.find(text)? + key.needle().len();
     let end = memchr::memchr(b'"', &text[at..])?;
     Some(&text[at..at + end])
 }
@@ -413,21 +432,19 @@ fn receive(mut ws: Ws, want: u64, stop: &AtomicBool) -> Seen {
             tungstenite::Message::Text(t) => {
                 let b = t.as_bytes();
                 seen.received += 1;
-                let Some(t_ns) = int_field(b, b"\"t_ns\":") else {
+                let Some(t_ns) = int_field(b, &keys::T_NS) else {
                     continue;
                 };
                 // Serialized field order puts a top-level t_ns before "data"; ours is dropped.
-                if let (Some(a), Some(d)) = (
-                    memchr::memmem::find(b, b"\"t_ns\":"),
-                    memchr::memmem::find(b, b"\"data\":"),
-                ) && a < d
+                if let (Some(a), Some(d)) = (keys::T_NS.find(b), keys::DATA.find(b))
+                    && a < d
                 {
                     seen.top_level_t_ns = true;
                 }
                 seen.timed += 1;
                 seen.hist.record_ns(at.saturating_sub(t_ns));
                 if let (Some(run), Some(seq)) =
-                    (str_field(b, b"\"run_id\":\""), int_field(b, b"\"seq\":"))
+                    (str_field(b, &keys::RUN_ID), int_field(b, &keys::SEQ))
                 {
                     let bits = seen.per_run.entry(run.to_vec()).or_default();
                     let seq = seq as usize;

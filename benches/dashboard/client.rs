@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::http::{self, Ws};
-use crate::{Hist, cpu_seconds, int_field, now_ns, str_field};
+use crate::{Hist, cpu_seconds, int_field, keys, now_ns, str_field};
 
 /// Set in the environment of the client process.
 pub const MODE_ENV: &str = "PW_BENCH_CLIENT";
@@ -181,22 +181,28 @@ impl Seen {
             self.first_ns = at;
         }
         self.last_ns = at;
-        if let Some(c) = int_field(b, b"\"cursor\":") {
+        if let Some(c) = int_field(b, &keys::CURSOR) {
             self.cursor = Some(c);
         }
         // A writer's stamp in `data`, or a stage's printed line `t_ns=<stamp>` (the cluster
         // case).
-        if let Some(t_ns) = int_field(b, b"\"t_ns\":").or_else(|| int_field(b, b"t_ns=")) {
+        if let Some(t_ns) = int_field(b, &keys::T_NS).or_else(|| int_field(b, &keys::T_NS_PRINTED))
+        {
             self.timed += 1;
             self.hist
                 .get_or_insert_with(Hist::new)
                 .record_ns(at.saturating_sub(t_ns));
         }
-        let (Some(run), Some(seq)) = (str_field(b, b"\"run_id\":\""), int_field(b, b"\"seq\":"))
-        else {
+        let (Some(run), Some(seq)) = (str_field(b, &keys::RUN_ID), int_field(b, &keys::SEQ)) else {
             return;
         };
-        let bits = self.per_run.entry(run.to_vec()).or_default();
+        // Looked up by reference: a run's key is allocated once, not once a frame.
+        if !self.per_run.contains_key(run) {
+            self.per_run.insert(run.to_vec(), Vec::new());
+        }
+        let Some(bits) = self.per_run.get_mut(run) else {
+            return;
+        };
         let seq = seq as usize;
         if bits.len() <= seq {
             bits.resize(seq + 1, false);
@@ -207,11 +213,13 @@ impl Seen {
         }
         bits[seq] = true;
         self.distinct += 1;
-        let group = run.split(|c| *c == b'-').next().unwrap_or(run);
-        *self
-            .groups
-            .entry(String::from_utf8_lossy(group).into_owned())
-            .or_default() += 1;
+        let group = String::from_utf8_lossy(run.split(|c| *c == b'-').next().unwrap_or(run));
+        match self.groups.get_mut(&*group) {
+            Some(n) => *n += 1,
+            None => {
+                self.groups.insert(group.into_owned(), 1);
+            }
+        }
     }
 }
 
