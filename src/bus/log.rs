@@ -19,7 +19,7 @@ pub struct Fed {
     pub frame: Json,
     /// The event's JSON: a run's frame (`/ws/events/{run_id}`).
     pub json: Json,
-    pub run_id: Arc<RunId>,
+    pub run_id: RunId,
     pub seq: u64,
     pub pipeline: Option<Arc<str>>,
     /// It is its run's final event.
@@ -27,9 +27,9 @@ pub struct Fed {
 }
 
 impl Fed {
-    /// `event` with cursor `cursor`. `prev`, the event fed just before it, lends its run id
-    /// and pipeline when they are the same (they are for every event of a batch but the
-    /// first), so that those are held once per run and not once per event.
+    /// `event` with cursor `cursor`. `prev`, the event fed just before it, lends its pipeline's
+    /// name when it is the same (it is for every event of a batch but the first), so that it
+    /// is held once per run and not once per event (a [`RunId`] is shared already).
     pub fn new(cursor: u64, event: &Published, prev: Option<&Fed>) -> Fed {
         let json: &str = &event.json;
         // The event's JSON is an object with `seq` (never `{}`): the cursor goes last.
@@ -54,10 +54,6 @@ impl Fed {
     }
 
     fn with_frame(cursor: u64, frame: Json, event: &Published, prev: Option<&Fed>) -> Fed {
-        let run_id = match prev {
-            Some(p) if *p.run_id == event.run_id => p.run_id.clone(),
-            _ => Arc::new(event.run_id.clone()),
-        };
         let pipeline = event.event.pipeline.as_deref().map(|name| match prev {
             Some(Fed {
                 pipeline: Some(p), ..
@@ -68,7 +64,7 @@ impl Fed {
             cursor,
             frame,
             json: event.json.clone(),
-            run_id,
+            run_id: event.run_id.clone(),
             seq: event.seq,
             pipeline,
             terminal: event.event.is_run_terminal(),

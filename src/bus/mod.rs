@@ -109,7 +109,7 @@ impl Bus {
         }
         let mut touched: Vec<Arc<RunLog>> = Vec::new();
         for chunk in events.chunk_by(|a, b| a.run_id == b.run_id) {
-            let Some(run) = runs.logs.get(&*chunk[0].run_id).cloned() else {
+            let Some(run) = runs.logs.get(&chunk[0].run_id).cloned() else {
                 continue;
             };
             let mut log = run.lock();
@@ -139,7 +139,7 @@ impl Bus {
         let Some(run) = self.runs.lock_anyway().logs.get(&read.from.run_id).cloned() else {
             return;
         };
-        // The log's last event lends its run id and pipeline to the first of these.
+        // The log's last event lends its pipeline's name to the first of these.
         let back = run.lock().events.back().cloned();
         let mut events: Vec<Arc<Fed>> = Vec::with_capacity(read.events.len());
         for e in &read.events {

@@ -47,7 +47,7 @@ fn the_frame_is_the_event_with_its_cursor() {
 }
 
 #[test]
-fn neighbours_share_their_run_id_and_pipeline_and_the_final_event_is_known() {
+fn neighbours_share_their_pipeline_and_the_final_event_is_known() {
     let of = |run: &str, seq: u64, pipeline: &str, event: &str| {
         let mut e = ev(run, seq).event.clone();
         e.pipeline = Some(pipeline.into());
@@ -57,7 +57,6 @@ fn neighbours_share_their_run_id_and_pipeline_and_the_final_event_is_known() {
     };
     let a = Fed::new(1, &of("a", 0, "p", "start"), None);
     let b = Fed::new(2, &of("a", 1, "p", "success"), Some(&a));
-    assert!(Arc::ptr_eq(&a.run_id, &b.run_id));
     assert!(Arc::ptr_eq(
         a.pipeline.as_ref().unwrap(),
         b.pipeline.as_ref().unwrap()
@@ -274,7 +273,13 @@ fn a_read_goes_to_its_runs_followers_only_and_not_to_the_ring() {
             ..Checkpoint::start(RunId::parse(run).unwrap(), 1, 1)
         },
         checkpoint: Checkpoint::start(RunId::parse(run).unwrap(), 1, 1),
-        events: seqs.map(|s| ev(run, s)).collect(),
+        events: seqs
+            .map(|s| {
+                let mut e = ev(run, s).event.clone();
+                e.pipeline = Some("p".into());
+                Arc::new(Published::new(RunId::parse(run).unwrap(), s, e))
+            })
+            .collect(),
         malformed: 0,
         cursor: None,
         followed: false,
@@ -293,9 +298,10 @@ fn a_read_goes_to_its_runs_followers_only_and_not_to_the_ring() {
         panic!("behind")
     };
     assert!(got.iter().all(|f| f.frame.as_ptr() == f.json.as_ptr()));
+    let pipeline = |f: &Fed| f.pipeline.clone().unwrap();
     assert!(
-        Arc::ptr_eq(&got[0].run_id, &got[2].run_id),
-        "held once for the run, across reads"
+        Arc::ptr_eq(&pipeline(&got[0]), &pipeline(&got[2])),
+        "the pipeline's name held once for the run, across reads"
     );
     assert_eq!(
         bus.run_logs_size().1,

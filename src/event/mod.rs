@@ -242,9 +242,17 @@ pub fn now_timestamp() -> String {
 }
 
 /// A run id: `[A-Za-z0-9_-]{1,64}`. Construct with [`RunId::parse`] or [`RunId::generate`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct RunId(String);
+///
+/// Shared, not copied: every event read from a run's file carries its run id, and a clone is a
+/// count, not an allocation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RunId(std::sync::Arc<str>);
+
+impl Serialize for RunId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
 
 /// A run id in the API's description: a string of [`RunId::PATTERN`].
 impl utoipa::PartialSchema for RunId {
@@ -282,7 +290,7 @@ impl RunId {
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if ok {
-            Ok(RunId(s.to_string()))
+            Ok(RunId(s.into()))
         } else {
             Err(InvalidRunId(s.to_string()))
         }
@@ -296,7 +304,7 @@ impl RunId {
         h.write_u32(std::process::id());
         h.write_i64(now.timestamp_nanos_opt().unwrap_or_default());
         let r = h.finish() & 0xff_ffff;
-        RunId(format!("{}-{r:06x}", now.format("%Y%m%dT%H%M%S%3fZ")))
+        RunId(format!("{}-{r:06x}", now.format("%Y%m%dT%H%M%S%3fZ")).into())
     }
 
     pub fn as_str(&self) -> &str {
