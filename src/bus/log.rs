@@ -71,8 +71,8 @@ impl Fed {
         }
     }
 
-    /// What holding it costs, roughly, in bytes: both encodings, and the rest with the
-    /// allocator's share.
+    /// What holding it costs, roughly, in bytes: both encodings (one, when the frame is the
+    /// JSON itself), and the rest with the allocator's share.
     pub fn cost(&self) -> usize {
         let frame = if self.frame.as_ptr() == self.json.as_ptr() {
             0

@@ -320,8 +320,8 @@ fn start_tailer(
             events_dir: events_dir.to_path_buf(),
             poll_interval: state.config.server.poll_interval,
             max_line_bytes: tail::DEFAULT_MAX_LINE_BYTES,
-            // A run's followers get its new lines from the tail thread itself.
-            // (Not the state itself: the state holds the tailer.)
+            // A run's followers get its new lines from the tail thread itself. Through a weak
+            // reference: the state holds the tailer, which holds this.
             on_read: Some(tail::OnRead({
                 let state = Arc::downgrade(state);
                 Arc::new(move |read: &tail::Batch| {
