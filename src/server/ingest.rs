@@ -47,10 +47,10 @@ const CATCH_UP_CHECK: Duration = Duration::from_millis(50);
 /// Gives the batches' events their cursors ([`Feeder`]) and hands them to their runs'
 /// followers (unless the tail thread did as it read them, [`Batch::followed`]), commits the
 /// batches (summaries, checkpoints and the feed's segments together), then publishes the
-/// events on the all-runs stream. Batches already waiting are taken
-/// together into one transaction, and commits follow each other at least [`COMMIT_EVERY`]
-/// apart while batches keep coming: at a high write rate the commit is the cost, and one per
-/// tailer read would let ingest fall behind.
+/// events on the all-runs stream. Batches already waiting are taken together into one
+/// transaction, and commits follow each other at least [`COMMIT_EVERY`] apart while batches
+/// keep coming: at a high write rate the commit is the cost, and one per tailer read would let
+/// ingest fall behind.
 ///
 /// If a commit fails (a full disk, a broken or locked database), the events are published
 /// anyway — the files are the source of truth and clients must not wait on the index — and
