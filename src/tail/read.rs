@@ -32,6 +32,9 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 256 * 1024;
 /// Size of each `read` from a file.
 pub const DEFAULT_CHUNK_BYTES: usize = 64 * 1024;
+/// A read's chunk is what the file holds past where it begins, plus this, up to its
+/// [`ReadLimits::chunk_bytes`].
+const MIN_CHUNK_BYTES: usize = 4 * 1024;
 
 /// The offset of a checkpoint whose file was truncated below its floor: larger than any file,
 /// so the next read sees a "shrunk" file and rescans it from the start. Stored in SQLite as a
@@ -217,7 +220,9 @@ pub fn read_open(
     file.seek(SeekFrom::Start(start.seek)).map_err(io_err)?;
 
     let mut lines = Lines::new(path, run_id, limits, &given, identity, &start);
-    let more = lines.read_from(file).map_err(io_err)?;
+    let more = lines
+        .read_from(file, len.saturating_sub(start.seek))
+        .map_err(io_err)?;
     Ok(lines.finish(&given, more))
 }
 
@@ -336,9 +341,17 @@ impl<'a> Lines<'a> {
     }
 
     /// Reads the file chunk by chunk to its end or to the batch budget; `true` when it stopped
-    /// at the budget (there is more to read).
-    fn read_from(&mut self, file: &mut File) -> io::Result<bool> {
-        let mut buf = vec![0u8; self.limits.chunk_bytes.max(1)];
+    /// at the budget (there is more to read). `ahead` is what the file held past where the
+    /// read begins when it started.
+    fn read_from(&mut self, file: &mut File, ahead: u64) -> io::Result<bool> {
+        // The chunk is no larger than what there is to read (and a little more, in case the
+        // file grew): a running run's read is often one line, and zeroing 64 KiB for it cost
+        // more than parsing the line.
+        let size = usize::try_from(ahead.saturating_add(MIN_CHUNK_BYTES as u64))
+            .unwrap_or(usize::MAX)
+            .min(self.limits.chunk_bytes)
+            .max(1);
+        let mut buf = vec![0u8; size];
         loop {
             let n = match file.read(&mut buf) {
                 Ok(0) => return Ok(false),
