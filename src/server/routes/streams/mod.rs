@@ -323,6 +323,20 @@ fn fills_a_write(item: &Item) -> bool {
     matches!(item, Item::Frames(_, bytes, _) if *bytes >= WRITE_BUFFER)
 }
 
+/// `fut`, given at most `limit`; the timer is set only if it does not finish at once. Most
+/// writes do (the socket takes them); a timer set and cancelled for each was 3 % of the
+/// server's samples in a profile of 200 clients of a fast run.
+async fn within<F: std::future::Future>(
+    limit: Duration,
+    fut: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut fut = std::pin::pin!(fut);
+    if let std::task::Poll::Ready(out) = futures_util::poll!(fut.as_mut()) {
+        return Ok(out);
+    }
+    tokio::time::timeout(limit, fut).await
+}
+
 /// Writes what the follower hands over to the socket, everything already waiting in one
 /// flush; notices the client leaving.
 async fn serve_socket(state: Arc<AppState>, socket: WebSocket, mut rx: mpsc::Receiver<Item>) {
@@ -370,14 +384,17 @@ async fn serve_socket(state: Arc<AppState>, socket: WebSocket, mut rx: mpsc::Rec
             }
         }
         let send = async {
-            for (f, _) in &batches {
-                for frame in f {
-                    sink.feed(Message::Text(frame.text.clone())).await?;
+            // The frames go to the socket, not copies of them: each is one reference to its
+            // event's encoding, and a reference counted for every delivery is a shared
+            // counter touched from every worker. The reservations stay until the write.
+            for (f, _) in &mut batches {
+                for frame in f.drain(..) {
+                    sink.feed(Message::Text(frame.text)).await?;
                 }
             }
             sink.flush().await
         };
-        let sent = tokio::time::timeout(SEND_TIMEOUT, send).await;
+        let sent = within(SEND_TIMEOUT, send).await;
         last_write = Some(tokio::time::Instant::now());
         // Written (or given up on): the bytes leave the client's budget.
         drop(batches);
