@@ -197,6 +197,18 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks as f64 / clk_tck()
 }
 
+/// The minor page faults of a process so far (each a page of memory touched for the first time,
+/// or again after the allocator gave it back).
+fn minor_faults(pid: u32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    // rest[0] is field 3 (state); minflt is field 10.
+    rest.split_whitespace()
+        .nth(7)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 fn clk_tck() -> f64 {
     static T: OnceLock<f64> = OnceLock::new();
     *T.get_or_init(|| {

@@ -30,8 +30,8 @@ use chrono::Utc;
 use crate::client::{Clients, Report, Spec};
 use crate::server::Server;
 use crate::{
-    cpu_seconds, env_or, events_dir, file_name, finished_run, line, now_ns, project, runner_line,
-    status_mib, timed_line, ts, write_paced,
+    cpu_seconds, env_or, events_dir, file_name, finished_run, line, minor_faults, now_ns, project,
+    runner_line, status_mib, timed_line, ts, write_paced,
 };
 
 /// Writes `files` finished runs of `lines` events, ids `{group}-NNNNNN`, into `dir`.
@@ -292,15 +292,17 @@ pub fn burst() {
         wait_clients(&server, 1);
         let pid = server.pid();
         let cpu0 = cpu_seconds(pid);
+        let faults0 = minor_faults(pid);
         let t0 = now_ns();
         move_all(&staging, &events_dir(dir.path()));
         let r = clients.finish(Duration::from_secs(15));
         let cpu = cpu_seconds(pid) - cpu0;
+        let faults = minor_faults(pid) - faults0;
         let secs = r.u("last_ns").saturating_sub(t0) as f64 / 1e9;
         let first_ms = r.u("first_ns").saturating_sub(t0) as f64 / 1e6;
         let rate = r.u("distinct") as f64 / secs;
         eprintln!(
-            "burst round {round}: {}/{total} events in {:.0} ms (the first after {first_ms:.0} ms) = {rate:.0} events/s; {} duplicates, closes {}; server CPU {cpu:.2} s, peak RSS {:.0} MiB",
+            "burst round {round}: {}/{total} events in {:.0} ms (the first after {first_ms:.0} ms) = {rate:.0} events/s; {} duplicates, closes {}; server CPU {cpu:.2} s, {faults} page faults, peak RSS {:.0} MiB",
             r.u("distinct"),
             secs * 1000.0,
             r.u("duplicates"),
