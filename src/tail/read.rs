@@ -537,6 +537,31 @@ mod tests {
     }
 
     #[test]
+    fn what_the_file_holds_past_its_size_when_the_read_began_is_read_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = crate::journal::files::path(dir.path(), &rid("r"));
+        let text: String = (0..200).map(|i| good(&format!("line {i}"))).collect();
+        assert!(text.len() > 3 * MIN_CHUNK_BYTES);
+        append(&path, text.as_bytes());
+        // As if the file had been empty when the read began and grew before it was read: the
+        // chunk is sized for nothing, and the lines are read all the same, chunk by chunk.
+        let mut file = open_run_file(&path).unwrap();
+        let identity = file_identity(&file.metadata().unwrap());
+        let given = Checkpoint::start(rid("r"), identity.0, identity.1);
+        let limits = ReadLimits::new(1024);
+        let start = start_of(&given, identity, 0, 0, limits.max_line_bytes);
+        let id = rid("r");
+        let mut lines = Lines::new(&path, &id, limits, &given, identity, &start);
+        let more = lines.read_from(&mut file, 0).unwrap();
+        let r = lines.finish(&given, more);
+        assert!(!r.more);
+        assert_eq!(r.batch.events.len(), 200);
+        let last = &r.batch.events[199];
+        assert_eq!((last.seq, last.event.msg.as_str()), (199, "line 199"));
+        assert_eq!(r.batch.checkpoint.offset, text.len() as u64);
+    }
+
+    #[test]
     fn half_written_line_is_not_read_until_complete() {
         let dir = tempfile::tempdir().unwrap();
         let path = crate::journal::files::path(dir.path(), &rid("r"));

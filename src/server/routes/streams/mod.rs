@@ -484,3 +484,22 @@ impl Drop for SseGuard {
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_write_is_given_its_limit_only_when_it_waits() {
+        // Done at once: its result, whatever the limit.
+        assert_eq!(within(Duration::ZERO, async { 7 }).await, Ok(7));
+        // Waiting: given up on once the limit has passed.
+        let never = std::future::pending::<()>();
+        let started = tokio::time::Instant::now();
+        assert!(within(Duration::from_millis(50), never).await.is_err());
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        // Waiting, then done within the limit.
+        let soon = tokio::time::sleep(Duration::from_millis(10));
+        assert_eq!(within(Duration::from_secs(10), soon).await, Ok(()));
+    }
+}
