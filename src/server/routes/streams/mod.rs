@@ -384,9 +384,9 @@ async fn serve_socket(state: Arc<AppState>, socket: WebSocket, mut rx: mpsc::Rec
             }
         }
         let send = async {
-            // The frames go to the socket, not copies of them: each is one reference to its
-            // event's encoding, and a reference counted for every delivery is a shared
-            // counter touched from every worker. The reservations stay until the write.
+            // The frames are moved to the socket, not cloned: a clone is one more count on
+            // the event's shared encoding, which every client's writer touches. The
+            // reservations stay until the write.
             for (f, _) in &mut batches {
                 for frame in f.drain(..) {
                     sink.feed(Message::Text(frame.text)).await?;
@@ -490,7 +490,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_write_is_given_its_limit_only_when_it_waits() {
+    async fn a_write_that_waits_is_given_up_on_past_its_limit_and_not_before() {
         // Done at once: its result, whatever the limit.
         assert_eq!(within(Duration::ZERO, async { 7 }).await, Ok(7));
         // Waiting: given up on once the limit has passed.
