@@ -47,7 +47,7 @@ pub fn command(ws: &Workspace, args: Args) -> Result<u8, CliError> {
             .await
             .map_err(ForwardError::from)?;
         let mut fwd = Forwarder::new(engine, folders, limits);
-        fwd.drain(false).await?;
+        fwd.drain_patiently().await?;
         let t = fwd.totals;
         if !args.quiet {
             super::out::stdout().line(format_args!(

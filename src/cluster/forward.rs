@@ -567,6 +567,28 @@ impl Forwarder {
         Ok(())
     }
 
+    /// [`Forwarder::drain`] until a pass succeeds, for `pipewatch forward`: a pass the stream
+    /// refused an event in (or its last event) is made again after a pause, for up to
+    /// [`RETRY_FOR`]. What refuses is passing: a stream electing a new leader, or another
+    /// forwarder of the same file (a run's, handed over at its end) storing the same event at
+    /// that moment, which JetStream answers with "duplicate message id is in process". Each
+    /// pass resumes from what was acknowledged. An engine that cannot be reached fails at once.
+    pub async fn drain_patiently(&mut self) -> Result<(), ForwardError> {
+        let started = Instant::now();
+        let mut backoff = Backoff::default();
+        loop {
+            match self.drain(false).await {
+                Err(e @ (ForwardError::Publish { .. } | ForwardError::LastOf { .. }))
+                    if started.elapsed() < RETRY_FOR =>
+                {
+                    backoff.failed(&e);
+                    tokio::time::sleep(backoff.delay()).await;
+                }
+                done => return done,
+            }
+        }
+    }
+
     /// Part of a pass over the older files, for a run forwarding its own file first: at most
     /// `BACKLOG_STEP` reads of one file, never `own`'s, leaving busy files alone. `true`
     /// when there is more to do now.
@@ -1015,6 +1037,9 @@ pub async fn drain_with(
         }
     }
 }
+
+/// How long [`Forwarder::drain_patiently`] makes a pass again after the stream refused one.
+const RETRY_FOR: Duration = Duration::from_secs(15);
 
 /// Waits between attempts after engine errors: from a quarter second, doubling to 4 s; the
 /// first error of a series is logged as a warning, the rest at debug level.

@@ -146,6 +146,49 @@ fn runs_on_two_hosts_reach_two_dashboards_each_event_once_with_their_host() {
 }
 
 #[test]
+fn two_forwards_of_the_same_backlog_at_once_both_succeed_and_send_each_event_once() {
+    let Some(nats) = Nats::cluster() else {
+        return;
+    };
+    let dash = host(&nats, "dash-a", 1, "");
+    let a = host(&nats, "etl-01", 1, "");
+    let s = Server::start(&dash);
+    let ws = crate::support::keep_reading(s.ws("/ws/events"));
+    // Runs the host made while nothing forwarded them: those of a folder without `[cluster]`,
+    // their files moved into the host's events folder.
+    let plain = Project::with_config(
+        "\n[[stages]]\nname = \"emit\"\nrun = '''i=0; while [ $i -lt 3000 ]; do i=$((i+1)); echo line $i; done'''\n",
+    );
+    for _ in 0..3 {
+        assert!(plain.run(&["run", "--quiet"]).status.success());
+    }
+    std::fs::create_dir_all(a.events_dir()).unwrap();
+    for f in plain.journals() {
+        std::fs::rename(&f, a.events_dir().join(f.file_name().unwrap())).unwrap();
+    }
+    // Both send the same events at the same time (as a run's forwarder handed over at its end
+    // and a `forward` started by hand do): the stream may answer one of them "duplicate
+    // message id is in process" for an event the other is storing at that moment.
+    let forwards: Vec<_> = (0..2).map(|_| a.spawn(&["forward", "--quiet"])).collect();
+    for mut f in forwards {
+        let status = crate::support::wait_child(&mut f, Duration::from_secs(60));
+        let mut err = String::new();
+        if let Some(mut e) = f.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        assert!(status.success(), "{err}");
+    }
+    let want = run_files(&[&a]);
+    assert_eq!(want.len(), 3);
+    let got = read_all(&s, ws, &want, &nats);
+    let (runs, repeated) = by_run(&got);
+    assert!(repeated.is_empty(), "shown twice: {repeated:?}");
+    for (id, n) in &want {
+        assert_eq!(runs[id], (0..*n).collect(), "run {id}");
+    }
+}
+
+#[test]
 fn the_stream_leader_killed_mid_run_loses_and_repeats_nothing() {
     let Some(mut nats) = Nats::cluster() else {
         return;
