@@ -569,7 +569,7 @@ impl Forwarder {
 
     /// [`Forwarder::drain`] until a pass succeeds, for `pipewatch forward`: a pass the stream
     /// refused an event in (or its last event) is made again after a pause, for up to
-    /// [`RETRY_FOR`]. What refuses is passing: a stream electing a new leader, or another
+    /// 15 s (`RETRY_FOR`). What refuses is passing: a stream electing a new leader, or another
     /// forwarder of the same file (a run's, handed over at its end) storing the same event at
     /// that moment, which JetStream answers with "duplicate message id is in process". Each
     /// pass resumes from what was acknowledged. An engine that cannot be reached fails at once.
