@@ -186,27 +186,27 @@ fn events_dir(project: &Path) -> PathBuf {
     project.join("logs/events")
 }
 
+/// Fields `ns` (numbered from 1, as `proc(5)` does) of a process's `/proc/<pid>/stat`, read
+/// at one moment, as numbers (0 where one is not).
+fn stat_fields<const N: usize>(pid: u32, ns: [usize; N]) -> [u64; N] {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // Fields after the command name (field 2, in parentheses, may hold spaces): field 3 on.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    ns.map(|n| fields.get(n - 3).and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
 /// (utime + stime) of a process, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // rest[0] is field 3 (state); utime is field 14, stime field 15.
-    let ticks: u64 = f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
-    ticks as f64 / clk_tck()
+    let [utime, stime] = stat_fields(pid, [14, 15]);
+    (utime + stime) as f64 / clk_tck()
 }
 
 /// The minor page faults of a process so far (each a page of memory touched for the first time,
 /// or again after the allocator gave it back).
 fn minor_faults(pid: u32) -> u64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
-    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
-    // rest[0] is field 3 (state); minflt is field 10.
-    rest.split_whitespace()
-        .nth(7)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    let [minflt] = stat_fields(pid, [10]);
+    minflt
 }
 
 fn clk_tck() -> f64 {
