@@ -27,8 +27,8 @@
 //! Only the last component is guarded: the folders themselves (`events_dir`, `state_dir`) are
 //! chosen by whoever writes `pipewatch.toml`, and may be links.
 //!
-//! The per-OS part (open flags, file-type names, clearing `O_NONBLOCK`) is in the
-//! `os` module at the bottom of this file, and nowhere else.
+//! The per-OS part (open flags, file-type names, clearing `O_NONBLOCK`, a rename over a file
+//! that is open) is in the `os` module at the bottom of this file, and nowhere else.
 
 use std::collections::HashSet;
 use std::fs::{File, FileType, OpenOptions};
@@ -178,7 +178,7 @@ fn write_then_rename(path: &Path, bytes: &[u8], durably: bool) -> io::Result<()>
         .write_all(bytes)
         .and_then(|()| if durably { file.sync_all() } else { Ok(()) });
     drop(file);
-    match written.and_then(|()| std::fs::rename(&tmp, path)) {
+    match written.and_then(|()| os::rename(&tmp, path)) {
         Ok(()) => Ok(()),
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
@@ -221,6 +221,7 @@ mod os {
     use std::fs::{File, FileType, OpenOptions};
     use std::io;
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    use std::path::Path;
 
     use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
@@ -249,6 +250,11 @@ mod os {
         )
     }
 
+    /// A rename replaces the destination even while it is open.
+    pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
     pub fn describe_special(file_type: FileType) -> &'static str {
         if file_type.is_fifo() {
             "a FIFO"
@@ -271,9 +277,41 @@ mod os {
     use std::fs::{File, FileType, OpenOptions};
     use std::io;
     use std::os::windows::fs::OpenOptionsExt;
+    use std::path::Path;
+    use std::time::{Duration, Instant};
 
     /// `FILE_FLAG_OPEN_REPARSE_POINT` (winbase.h).
     const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
+
+    /// `ERROR_ACCESS_DENIED` and `ERROR_SHARING_VIOLATION` (winerror.h): what a rename over
+    /// a file that another handle has open is refused with.
+    const IN_USE: [i32; 2] = [5, 32];
+
+    /// How long a refused rename is tried again. Whoever has the destination open (a reader
+    /// of the scheduler's state, the dashboard's timer every tick) holds it for the moment
+    /// of one read.
+    const RENAME_PATIENCE: Duration = Duration::from_secs(2);
+
+    /// A rename over a file that is open is refused where the rename cannot use POSIX
+    /// semantics (older Windows, some file systems, Wine), until the other handle is closed:
+    /// it is tried again, with growing pauses, for up to [`RENAME_PATIENCE`]. A refusal that
+    /// outlasts it (a file that really is read-only) is returned as it is.
+    pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
+        let deadline = Instant::now() + RENAME_PATIENCE;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match std::fs::rename(from, to) {
+                Err(e)
+                    if e.raw_os_error().is_some_and(|code| IN_USE.contains(&code))
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
 
     pub fn no_follow(options: &mut OpenOptions) {
         options.custom_flags(FILE_FLAG_OPEN_REPARSE_POINT);
@@ -302,8 +340,13 @@ mod os {
 
     use std::fs::{File, FileType, OpenOptions};
     use std::io;
+    use std::path::Path;
 
     pub fn no_follow(_options: &mut OpenOptions) {}
+
+    pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
 
     pub fn no_follow_no_wait(_options: &mut OpenOptions) {}
 
@@ -369,6 +412,37 @@ mod tests {
             create_new(&lock).unwrap_err().kind(),
             io::ErrorKind::AlreadyExists
         );
+    }
+
+    /// A reader that has the file open for a moment (the dashboard's timer reads the
+    /// scheduler's state every tick, the API on each request) neither makes a replace fail
+    /// nor ever finds the file missing or part-written. On Windows a rename over an open file
+    /// can be refused until the reader closes it.
+    #[test]
+    fn a_file_read_all_the_while_is_still_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("scheduler.json");
+        replace(&p, b"0").unwrap();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (p, done) = (p.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0u32;
+                while !done.load(Ordering::Relaxed) {
+                    let text = read_to_string(&p, 64).unwrap();
+                    assert!(text.parse::<u32>().is_ok_and(|n| n <= 200), "{text:?}");
+                    reads += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                reads
+            })
+        };
+        for i in 1..=200 {
+            replace_durably(&p, i.to_string().as_bytes()).unwrap();
+        }
+        done.store(true, Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0);
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "200");
     }
 
     #[cfg(unix)]
