@@ -1,4 +1,5 @@
-//! Locks a panic elsewhere does not make unusable.
+//! Locks a panic elsewhere does not make unusable, and work that blocks run off the async
+//! threads ([`blocking`]).
 //!
 //! Every lock in pipewatch guards data its holders leave consistent between statements:
 //! counters, maps, slots replaced whole, a file's turn. So a lock poisoned by a panic in one
@@ -31,6 +32,16 @@ impl<T: ?Sized> RwLockExt<T> for RwLock<T> {
 
     fn write_anyway(&self) -> RwLockWriteGuard<'_, T> {
         self.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Runs `f`, which blocks (file work that waits on the disk, on a file lock, or on a rename
+/// another process holds up), on tokio's blocking threads, so that the async threads go on
+/// serving sockets meanwhile. A panic in `f` is the caller's panic.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }
 

@@ -52,7 +52,7 @@ use super::{Engine, EngineError, STREAM, StreamLimits, msg_id, subject};
 use crate::config::{Cluster, Workspace};
 use crate::event::{Published, RunId};
 use crate::journal::files::{self, RunFile, file_identity};
-use crate::sync::MutexExt;
+use crate::sync::{MutexExt, blocking};
 use crate::tail::{self, Checkpoint, FileRead, ReadLimits};
 
 /// The most events of one forwarder awaiting the engine's ack.
@@ -669,14 +669,6 @@ impl Forwarder {
 
 fn sidecar_due(state: &FileState) -> bool {
     state.acked != state.saved && state.saved_at.is_none_or(|t| t.elapsed() >= SIDECAR_EVERY)
-}
-
-/// Runs blocking file work off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(v) => v,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
 }
 
 async fn read(

@@ -12,7 +12,7 @@
 //! manual clock and a launcher that records, and cover hours in milliseconds.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +27,7 @@ use crate::config::{Catchup, Config};
 use crate::event::RunId;
 use crate::journal::missed::record_missed;
 use crate::scheduler::clock::Clock;
+use crate::sync::blocking;
 
 /// An occurrence fired this late is still on time (not a catch-up).
 const ON_TIME: Duration = Duration::from_secs(60);
@@ -70,38 +71,38 @@ impl Timer {
         }
     }
 
-    fn load(&self) -> State {
-        State::load(&self.state_dir).unwrap_or_else(|e| {
-            tracing::error!("{e}");
-            // An unreadable state must not fire runs the user may have disabled.
-            State {
-                enabled: false,
-                ..State::default()
-            }
-        })
+    /// The state, read on a blocking thread like every file this loop touches: a write of
+    /// it waits for the state's lock, the disk (`fsync`) and, on Windows, for a reader to let
+    /// go of the file, and the loop shares the async threads with every socket.
+    async fn load(&self) -> State {
+        let dir = self.state_dir.clone();
+        blocking(move || load_or_off(&dir)).await
     }
 
     /// Changes the fields the loop owns on a fresh copy of the state, read and written under
     /// the state's lock, so that an enable or disable written meanwhile (by the API or
     /// `pipewatch scheduler`) is never overwritten.
-    fn update(&self, change: impl FnOnce(&mut State)) {
-        let _lock = State::lock(&self.state_dir)
-            .inspect_err(|e| tracing::error!("{e}"))
-            .ok();
-        let mut s = self.load();
-        change(&mut s);
-        if let Err(e) = s.save(&self.state_dir) {
-            tracing::error!("{e}");
-        }
+    async fn update(&self, change: impl FnOnce(&mut State) + Send + 'static) {
+        let dir = self.state_dir.clone();
+        blocking(move || {
+            let _lock = State::lock(&dir)
+                .inspect_err(|e| tracing::error!("{e}"))
+                .ok();
+            let mut s = load_or_off(&dir);
+            change(&mut s);
+            if let Err(e) = s.save(&dir) {
+                tracing::error!("{e}");
+            }
+        })
+        .await;
     }
 
-    fn missed(&self, at: DateTime<Utc>) {
-        record_missed(
-            &self.events_dir,
-            &self.pipeline,
-            at,
-            "the scheduler was not running",
-        );
+    async fn missed(&self, at: DateTime<Utc>) {
+        let (events_dir, pipeline) = (self.events_dir.clone(), self.pipeline.clone());
+        blocking(move || {
+            record_missed(&events_dir, &pipeline, at, "the scheduler was not running");
+        })
+        .await;
     }
 
     /// Runs the loop until `shutdown` resolves. `wake` is notified when the state changed
@@ -114,15 +115,16 @@ impl Timer {
         shutdown: impl Future<Output = ()> + Send,
     ) {
         tokio::pin!(shutdown);
-        if self.load().last_occurrence.is_none() {
+        if self.load().await.last_occurrence.is_none() {
             // First start: nothing was expected before now.
             let now = clock.now();
-            self.update(|s| {
+            self.update(move |s| {
                 s.last_occurrence = Some(now);
                 if s.enabled {
                     s.enabled_since = Some(now);
                 }
-            });
+            })
+            .await;
         }
         tracing::info!(schedule = %self.schedule.expression(), "built-in scheduler started");
         loop {
@@ -130,7 +132,7 @@ impl Timer {
             if self.handle_due(now, &clock, launcher.as_ref()).await {
                 continue;
             }
-            let last = self.load().last_occurrence.unwrap_or(now);
+            let last = self.load().await.last_occurrence.unwrap_or(now);
             let next = self.schedule.next_after(&now.max(last));
             let wait = next
                 .and_then(|n| (n - now).to_std().ok())
@@ -153,7 +155,7 @@ impl Timer {
         clock: &impl Clock,
         launcher: &impl Launcher,
     ) -> bool {
-        let s = self.load();
+        let s = self.load().await;
         let last = s.last_occurrence.unwrap_or(now);
         let due = self.schedule.occurrences(last, now);
         let Some(&newest) = due.last() else {
@@ -161,7 +163,7 @@ impl Timer {
         };
         if !s.enabled {
             // Occurrences while disabled are not expected: pass over them.
-            self.update(|s| s.last_occurrence = Some(newest));
+            self.update(move |s| s.last_occurrence = Some(newest)).await;
             return true;
         }
         let on_time = (now - newest).to_std().unwrap_or_default() <= ON_TIME;
@@ -173,7 +175,7 @@ impl Timer {
             self.catch_up(late, now, on_time, clock, launcher).await;
         }
         if on_time {
-            self.update(|s| s.last_occurrence = Some(newest));
+            self.update(move |s| s.last_occurrence = Some(newest)).await;
             self.fire(clock, launcher, "scheduler", newest, false).await;
         }
         true
@@ -199,15 +201,15 @@ impl Timer {
         };
         let plan = plan_catchup(late, now, policy, self.catchup_window);
         for &at in &plan.missed {
-            self.missed(at);
+            self.missed(at).await;
         }
         for &at in &plan.run {
             // Handled before it runs: a dashboard killed during the run must not run this
             // occurrence again when it comes back.
-            self.update(|s| s.last_occurrence = Some(at));
+            self.update(move |s| s.last_occurrence = Some(at)).await;
             self.fire(clock, launcher, "catchup", at, true).await;
         }
-        self.update(|s| s.last_occurrence = Some(until));
+        self.update(move |s| s.last_occurrence = Some(until)).await;
     }
 
     /// Starts the scheduled run of occurrence `at`; with `wait`, until it has exited
@@ -223,11 +225,12 @@ impl Timer {
         match launcher.launch(source, at).await {
             Ok((id, exited)) => {
                 tracing::info!(run_id = %id, source, occurrence = %at, "scheduled run started");
-                let started = clock.now();
-                self.update(|s| {
+                let (started, id) = (clock.now(), id.to_string());
+                self.update(move |s| {
                     s.last_run = Some(started);
-                    s.last_run_id = Some(id.to_string());
-                });
+                    s.last_run_id = Some(id);
+                })
+                .await;
                 if wait {
                     let _ = exited.await;
                 }
@@ -235,6 +238,18 @@ impl Timer {
             Err(e) => tracing::error!("cannot start the scheduled run: {e}"),
         }
     }
+}
+
+/// The state in `dir`; an unreadable one (said in the log) is a disabled schedule: it must
+/// not fire runs the user may have disabled.
+fn load_or_off(dir: &Path) -> State {
+    State::load(dir).unwrap_or_else(|e| {
+        tracing::error!("{e}");
+        State {
+            enabled: false,
+            ..State::default()
+        }
+    })
 }
 
 #[cfg(test)]
@@ -350,6 +365,40 @@ mod tests {
 
     fn t(h: u32, m: u32, s: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 29, h, m, s).unwrap()
+    }
+
+    /// The loop's file work waits on a blocking thread: while it waits for the state's lock
+    /// (held by the API or `pipewatch scheduler` for a write that the disk, or on Windows a
+    /// reader of the file, holds up), the async threads it shares with every socket go on.
+    #[tokio::test]
+    async fn waiting_for_the_state_lock_leaves_the_async_threads_free() {
+        let s = setup("*/15 * * * *", Catchup::Last, t(9, 0, 30));
+        let held = State::lock(&s.timer.state_dir).unwrap();
+        let (ran, ran_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            // Lets go once the async side says it ran, or after 10 s if it never does.
+            let by_signal = ran_rx.recv_timeout(Duration::from_secs(10)).is_ok();
+            drop(held);
+            by_signal
+        });
+        let stop = s.clock.reached(t(9, 30, 30));
+        let timer = tokio::spawn(s.timer.clone().run(
+            s.clock.clone(),
+            s.recorder.clone(),
+            Arc::new(Notify::new()),
+            stop,
+        ));
+        // The loop starts (this test's runtime has one thread) and waits for the lock.
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        ran.send(()).unwrap();
+        assert!(
+            holder.join().unwrap(),
+            "the loop held the async thread up while it waited for the state's lock"
+        );
+        timer.await.unwrap();
+        let occurrences = s.occurrences();
+        assert_eq!(occurrences, [t(9, 15, 0), t(9, 30, 0)]);
     }
 
     #[tokio::test]
