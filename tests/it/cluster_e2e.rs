@@ -186,6 +186,26 @@ fn two_forwards_of_the_same_backlog_at_once_both_succeed_and_send_each_event_onc
     for (id, n) in &want {
         assert_eq!(runs[id], (0..*n).collect(), "run {id}");
     }
+    // And the stream holds each line once: a line the other was storing at that moment is
+    // waited for, not sent again.
+    let mut stored: BTreeMap<(String, u64), u32> = BTreeMap::new();
+    for (_, _, _, body) in nats.messages(pipewatch::cluster::STREAM, "pipewatch.events.>") {
+        let v: Value = serde_json::from_str(&body).expect("a JSON payload");
+        let line = (
+            v["run_id"].as_str().unwrap_or_default().to_owned(),
+            v["seq"].as_u64().unwrap_or(u64::MAX),
+        );
+        *stored.entry(line).or_default() += 1;
+    }
+    let twice: Vec<_> = stored.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "{} of {} lines stored more than once, e.g. {:?}",
+        twice.len(),
+        stored.len(),
+        twice.first()
+    );
+    assert_eq!(stored.len() as u64, want.values().sum::<u64>());
 }
 
 #[test]

@@ -29,6 +29,10 @@
 //!   from the sidecar's checkpoint, without `Nats-Msg-Id` up to that seq.
 //! - Each forwarder publishes a file's lines in `seq` order; several forwarders on one file
 //!   (a run, `serve`, `pipewatch forward`) are safe, the stream keeping one of each message.
+//!   A line refused because another is storing the same message at that moment ("duplicate
+//!   message id is in process") is asked again with the same id until that store's outcome
+//!   is known, for up to [`IN_PROCESS_WAIT`]: a repeat once it is stored, or stored now if it
+//!   failed.
 //! - An engine that is down, slow or partitioned never fails or slows a run: the run's
 //!   forwarder ([`InRun`]) connects in the background, the stages never wait for it, and at
 //!   the run's end it gets at most [`END_WAIT`]; what is left is forwarded later, by the next
@@ -36,24 +40,26 @@
 //! - The journal's append hook ([`crate::journal::on_append`]) wakes the forwarder of the
 //!   process that writes, so an event reaches the engine within milliseconds.
 
+mod publish;
+
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, Once, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
-use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
 use tokio::sync::{Notify, watch};
 
 use super::sidecar::{self, Sidecar};
-use super::{Engine, EngineError, STREAM, StreamLimits, msg_id, subject};
+use super::{Engine, EngineError, STREAM, StreamLimits, subject};
 use crate::config::{Cluster, Workspace};
-use crate::event::{Published, RunId};
+use crate::event::RunId;
 use crate::journal::files::{self, RunFile, file_identity};
 use crate::sync::{MutexExt, blocking};
 use crate::tail::{self, Checkpoint, FileRead, ReadLimits};
+
+use publish::InFlight;
 
 /// The most events of one forwarder awaiting the engine's ack.
 pub const MAX_IN_FLIGHT: usize = 512;
@@ -70,6 +76,9 @@ pub const POLL: Duration = Duration::from_secs(1);
 const RECHECK_DONE: u64 = 60;
 /// Reads of one older file before the run's own file gets its turn again.
 const BACKLOG_STEP: usize = 4;
+/// How long a line another forwarder is storing at that moment is asked again for: a store
+/// takes milliseconds, a stream electing a leader seconds.
+pub const IN_PROCESS_WAIT: Duration = Duration::from_secs(2);
 
 /// Forwarding that could not go on.
 #[derive(Debug, thiserror::Error)]
@@ -168,13 +177,6 @@ struct FileState {
     /// What the sidecar holds, as far as this process knows, and when it wrote it.
     saved: Option<Checkpoint>,
     saved_at: Option<Instant>,
-}
-
-/// An event sent and awaiting its ack, or the end of a read: once everything before it is
-/// acknowledged, its checkpoint is.
-enum InFlight {
-    Event { seq: u64, ack: PublishAckFuture },
-    ReadEnd(Checkpoint),
 }
 
 /// Forwards run files of one events folder to the engine.
@@ -353,9 +355,8 @@ impl Forwarder {
                         continue;
                     }
                     let plain = state.plain_through.is_some_and(|t| seq <= t);
-                    let ack = self.publish(state, seq, p.map(|p| &**p), plain).await?;
+                    in_flight.push_back(self.publish(state, seq, p.map(|p| &**p), plain).await?);
                     sent_any = true;
-                    in_flight.push_back(InFlight::Event { seq, ack });
                     while in_flight.len() >= MAX_IN_FLIGHT {
                         self.settle_front(state, &mut in_flight).await?;
                     }
@@ -383,123 +384,6 @@ impl Forwarder {
         } else {
             Progress::CaughtUp
         })
-    }
-
-    /// Sends line `seq` of the file: its event `p`, or a placeholder naming only the run and
-    /// the seq for a line that is not an event (or an event larger than the server takes);
-    /// with `Nats-Msg-Id` unless `plain`.
-    async fn publish(
-        &self,
-        state: &FileState,
-        seq: u64,
-        p: Option<&Published>,
-        plain: bool,
-    ) -> Result<PublishAckFuture, ForwardError> {
-        let sent = match self.send(state, seq, p, plain).await {
-            Err(e) if p.is_some() && e.kind() == PublishErrorKind::MaxPayloadExceeded => {
-                tracing::warn!(
-                    subject = state.subject,
-                    seq,
-                    "event larger than the NATS server's max_payload: sent as a placeholder \
-                     (dashboards show an empty line for it)"
-                );
-                self.send(state, seq, None, plain).await
-            }
-            sent => sent,
-        };
-        sent.map_err(|e| ForwardError::Publish {
-            subject: state.subject.clone(),
-            msg_id: msg_id(&state.run_id, seq),
-            reason: e.to_string(),
-        })
-    }
-
-    async fn send(
-        &self,
-        state: &FileState,
-        seq: u64,
-        p: Option<&Published>,
-        plain: bool,
-    ) -> Result<PublishAckFuture, async_nats::jetstream::context::PublishError> {
-        let payload: Vec<u8> = match p {
-            Some(p) if p.event.host.is_some() => p.json.as_str().as_bytes().to_vec(),
-            Some(p) => {
-                let mut event = p.event.clone();
-                event.host = Some(self.engine.host.clone());
-                serde_json::to_vec(&event).unwrap_or_else(|_| p.json.as_str().as_bytes().to_vec())
-            }
-            None => serde_json::to_vec(&serde_json::json!({
-                "run_id": state.run_id.as_str(),
-                "seq": seq,
-                "host": self.engine.host,
-            }))
-            .unwrap_or_default(),
-        };
-        let mut message = PublishMessage::build().payload(payload.into());
-        if !plain {
-            message = message.message_id(msg_id(&state.run_id, seq));
-        }
-        self.engine
-            .js
-            .send_publish(state.subject.clone(), message)
-            .await
-    }
-
-    async fn settle_front(
-        &mut self,
-        state: &mut FileState,
-        in_flight: &mut VecDeque<InFlight>,
-    ) -> Result<(), ForwardError> {
-        match in_flight.pop_front() {
-            Some(InFlight::Event { seq, ack }) => match ack.await {
-                Ok(a) if a.duplicate => self.totals.duplicates += 1,
-                Ok(_) => {
-                    self.totals.published += 1;
-                    if state.plain_through.is_some_and(|t| seq >= t) {
-                        state.plain_through = None;
-                    }
-                }
-                Err(e) => {
-                    // Lines sent after this one may have been stored all the same (the engine
-                    // was back by then): they must go again after it.
-                    let mut stored_after = None;
-                    while let Some(next) = in_flight.pop_front() {
-                        if let InFlight::Event { seq, ack } = next
-                            && ack.await.is_ok()
-                        {
-                            stored_after = Some(seq);
-                        }
-                    }
-                    if let Some(last) = stored_after {
-                        tracing::info!(
-                            subject = state.subject,
-                            "seq {seq} was lost while later lines (to seq {last}) got through: \
-                             sending them again after it"
-                        );
-                        state.plain_through = state.plain_through.max(Some(last));
-                    }
-                    return Err(ForwardError::Publish {
-                        subject: state.subject.clone(),
-                        msg_id: msg_id(&state.run_id, seq),
-                        reason: e.to_string(),
-                    });
-                }
-            },
-            Some(InFlight::ReadEnd(cp)) => state.acked = Some(cp),
-            None => {}
-        }
-        Ok(())
-    }
-
-    async fn settle_all(
-        &mut self,
-        state: &mut FileState,
-        in_flight: &mut VecDeque<InFlight>,
-    ) -> Result<(), ForwardError> {
-        while !in_flight.is_empty() {
-            self.settle_front(state, in_flight).await?;
-        }
-        Ok(())
     }
 
     /// Records what `state` says was acknowledged in `run`'s sidecar, if that moved.
