@@ -31,8 +31,8 @@
 //!   (a run, `serve`, `pipewatch forward`) are safe, the stream keeping one of each message.
 //!   A line refused because another is storing the same message at that moment ("duplicate
 //!   message id is in process") is asked again with the same id until that store's outcome
-//!   is known, for up to [`IN_PROCESS_WAIT`]: a repeat once it is stored, or stored now if it
-//!   failed.
+//!   is known, for up to [`IN_PROCESS_WAIT`]: a repeat once it is stored, or, if it failed,
+//!   stored now, late, and then handled as a lost line.
 //! - An engine that is down, slow or partitioned never fails or slows a run: the run's
 //!   forwarder ([`InRun`]) connects in the background, the stages never wait for it, and at
 //!   the run's end it gets at most [`END_WAIT`]; what is left is forwarded later, by the next

@@ -143,20 +143,22 @@ impl Forwarder {
                 };
                 match outcome {
                     Ok(a) if a.duplicate => self.totals.duplicates += 1,
+                    Ok(_) if again => {
+                        // The other store failed, and this one came late: lines sent after
+                        // it may be stored before it. As for a lost line, the pass is made
+                        // again, what got through past it plain.
+                        self.totals.published += 1;
+                        self.stored_after(state, in_flight, seq).await;
+                        return Err(publish_error(
+                            state,
+                            seq,
+                            &"stored late, another forwarder's store of it having failed",
+                        ));
+                    }
                     Ok(_) => {
                         self.totals.published += 1;
                         if state.plain_through.is_some_and(|t| seq >= t) {
                             state.plain_through = None;
-                        }
-                        if again && self.stored_after(state, in_flight, seq).await {
-                            // The other store failed, and this one came after later lines:
-                            // the pass is made again, those lines plain.
-                            return Err(publish_error(
-                                state,
-                                seq,
-                                &"stored after later lines of its run (another forwarder's \
-                                  store of it failed)",
-                            ));
                         }
                     }
                     Err(e) => {
@@ -173,14 +175,14 @@ impl Forwarder {
 
     /// Line `seq` was lost (or stored late), and lines sent after it may have been stored all
     /// the same (the engine was back by then): they must go again after it, without their id,
-    /// which the duplicate window would refuse. Waits for every ack in flight; says whether
-    /// any later line got through.
+    /// which the duplicate window would refuse. Waits for every ack in flight: the pass ends
+    /// here, and is made again from what was acknowledged.
     async fn stored_after(
         &self,
         state: &mut FileState,
         in_flight: &mut VecDeque<InFlight>,
         seq: u64,
-    ) -> bool {
+    ) {
         let mut stored_after = None;
         while let Some(next) = in_flight.pop_front() {
             if let InFlight::Event { seq, ack, .. } = next
@@ -190,7 +192,7 @@ impl Forwarder {
             }
         }
         let Some(last) = stored_after else {
-            return false;
+            return;
         };
         tracing::info!(
             subject = state.subject,
@@ -198,7 +200,6 @@ impl Forwarder {
              sending them again after it"
         );
         state.plain_through = state.plain_through.max(Some(last));
-        true
     }
 
     pub(super) async fn settle_all(
