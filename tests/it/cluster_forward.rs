@@ -338,3 +338,54 @@ fn all_servers_killed_mid_run_and_restarted_the_backlog_drains() {
     });
     assert_forwarded(&p, &nats, "etl-02");
 }
+
+/// A stream that refuses every event past its fifth (an operator set it to keep five and
+/// refuse new ones): `pipewatch forward` makes its pass again for 15 s, then exits 3 naming
+/// the event refused and the stream's reason; what the stream took is there once.
+#[test]
+fn forward_gives_up_after_fifteen_seconds_on_a_stream_that_keeps_refusing() {
+    let Some(nats) = Nats::single() else { return };
+    let p = project(
+        "i=0; while [ $i -lt 20 ]; do i=$((i+1)); echo line $i; done",
+        &nats,
+        "etl-01",
+    );
+    // A run without `[cluster]`: its file waits for `forward`.
+    let run = p.run(&["--config", "plain.toml", "run", "--quiet"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    nats.with_client(|js| async move {
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: STREAM.to_string(),
+            subjects: vec!["pipewatch.events.>".to_string()],
+            max_messages: 5,
+            discard: async_nats::jetstream::stream::DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .expect("the events stream");
+    });
+
+    let started = Instant::now();
+    let out = p.run(&["forward"]);
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        took >= Duration::from_secs(15),
+        "gave up after {took:?}: {err}"
+    );
+    let (_, _, line) = &expected(&p)[5];
+    let refused = format!(
+        "cannot publish event {}:5 ",
+        line["run_id"].as_str().unwrap_or_default()
+    );
+    assert!(err.contains(&refused), "{err}");
+    assert!(err.contains("maximum messages"), "{err}");
+    let have = stream_by_id(&nats);
+    assert_eq!(have.len(), 5, "{have:?}");
+    assert!(have.values().all(|copies| copies.len() == 1), "{have:?}");
+}
