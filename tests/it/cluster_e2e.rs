@@ -312,3 +312,49 @@ fn a_dashboard_retries_another_hosts_failed_run_here() {
         .unwrap_or_default();
     assert_eq!(stages, [("extract", "skipped"), ("load", "success")]);
 }
+
+/// `pipewatch forward` started while the engine has lost its quorum (two servers of three
+/// down), for longer than a JetStream request waits (the stream answers "temporarily
+/// unavailable"), and the quorum back 8 s later: the forward waits it out and sends every
+/// event once.
+#[test]
+fn forward_started_while_the_engine_has_lost_its_quorum_waits_for_it() {
+    let Some(mut nats) = Nats::cluster() else {
+        return;
+    };
+    let dash = host(&nats, "dash-a", 1, "");
+    let a = host(&nats, "etl-01", 1, "");
+    let s = Server::start(&dash);
+    wait_until(
+        Duration::from_secs(30),
+        "the events stream's leader",
+        || nats.stream_leader(pipewatch::cluster::STREAM).is_some(),
+    );
+    let ws = crate::support::keep_reading(s.ws("/ws/events"));
+    let plain = Project::with_config(
+        "\n[[stages]]\nname = \"emit\"\nrun = '''i=0; while [ $i -lt 500 ]; do i=$((i+1)); echo line $i; done'''\n",
+    );
+    assert!(plain.run(&["run", "--quiet"]).status.success());
+    std::fs::create_dir_all(a.events_dir()).unwrap();
+    for f in plain.journals() {
+        std::fs::rename(&f, a.events_dir().join(f.file_name().unwrap())).unwrap();
+    }
+    nats.kill(1);
+    nats.kill(2);
+    let mut forward = a.spawn(&["forward", "--quiet"]);
+    std::thread::sleep(Duration::from_secs(8));
+    nats.restart_all();
+    let status = crate::support::wait_child(&mut forward, Duration::from_secs(60));
+    let mut err = String::new();
+    if let Some(mut e) = forward.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    assert!(status.success(), "{err}");
+    let want = run_files(&[&a]);
+    let got = read_all(&s, ws, &want, &nats);
+    let (runs, repeated) = by_run(&got);
+    assert!(repeated.is_empty(), "shown twice: {repeated:?}");
+    for (id, n) in &want {
+        assert_eq!(runs[id], (0..*n).collect(), "run {id}");
+    }
+}
