@@ -96,6 +96,82 @@ fn read_all(
     }
 }
 
+/// Reads `/ws/events` as [`read_all`] does, and checks that every line of every run in `want`
+/// came exactly once. Returns what came.
+fn shown_once(
+    s: &Server,
+    ws: crate::support::ws::Reading,
+    want: &BTreeMap<String, u64>,
+    nats: &Nats,
+) -> Vec<Value> {
+    let got = read_all(s, ws, want, nats);
+    let (runs, repeated) = by_run(&got);
+    assert!(repeated.is_empty(), "shown twice: {repeated:?}");
+    for (id, n) in want {
+        assert_eq!(runs[id], (0..*n).collect(), "run {id}");
+    }
+    got
+}
+
+/// Checks that the stream holds each line of the runs in `want` once: one message per line,
+/// no `Nats-Msg-Id` twice (a line sent again without one is a message more). Only those runs:
+/// a dashboard's own host runs its pipeline on its schedule, every quarter of an hour, and
+/// the test may be running when one comes.
+fn stored_once(nats: &Nats, want: &BTreeMap<String, u64>) {
+    let msgs: Vec<_> = nats
+        .messages(pipewatch::cluster::STREAM, "pipewatch.events.>")
+        .into_iter()
+        .filter(|m| {
+            m.1.rsplit('.')
+                .next()
+                .is_some_and(|id| want.contains_key(id))
+        })
+        .collect();
+    let ids: BTreeSet<&str> = msgs.iter().map(|m| m.2.as_str()).collect();
+    assert_eq!(ids.len(), msgs.len(), "a Nats-Msg-Id stored twice");
+    assert_eq!(
+        msgs.len() as u64,
+        want.values().sum::<u64>(),
+        "messages in the stream for the runs' lines"
+    );
+}
+
+/// A dashboard of `dash`, started once the events stream has a leader.
+fn dashboard_with_stream(nats: &Nats, dash: &Project) -> Server {
+    let s = Server::start(dash);
+    wait_until(
+        Duration::from_secs(30),
+        "the events stream's leader",
+        || nats.stream_leader(pipewatch::cluster::STREAM).is_some(),
+    );
+    s
+}
+
+/// Runs the host made while nothing forwarded them: `runs` runs of `lines` lines in a folder
+/// without `[cluster]`, their files moved into `host`'s events folder.
+fn backlog(host: &Project, runs: usize, lines: u32) {
+    let plain = Project::with_config(&format!(
+        "\n[[stages]]\nname = \"emit\"\nrun = '''i=0; while [ $i -lt {lines} ]; do i=$((i+1)); echo line $i; done'''\n"
+    ));
+    for _ in 0..runs {
+        assert!(plain.run(&["run", "--quiet"]).status.success());
+    }
+    std::fs::create_dir_all(host.events_dir()).unwrap();
+    for f in plain.journals() {
+        std::fs::rename(&f, host.events_dir().join(f.file_name().unwrap())).unwrap();
+    }
+}
+
+/// Waits (a minute at most) for `child` to exit, and checks that it succeeded.
+fn succeeds(mut child: std::process::Child) {
+    let status = crate::support::wait_child(&mut child, Duration::from_secs(60));
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    assert!(status.success(), "{err}");
+}
+
 #[test]
 fn runs_on_two_hosts_reach_two_dashboards_each_event_once_with_their_host() {
     let Some(nats) = Nats::single() else { return };
@@ -119,12 +195,7 @@ fn runs_on_two_hosts_reach_two_dashboards_each_event_once_with_their_host() {
     assert_eq!(want.len(), 2);
 
     for (s, ws) in servers.iter().zip(sockets) {
-        let got = read_all(s, ws, &want, &nats);
-        let (runs, repeated) = by_run(&got);
-        assert!(repeated.is_empty(), "shown twice: {repeated:?}");
-        for (id, n) in &want {
-            assert_eq!(runs[id], (0..*n).collect(), "run {id}");
-        }
+        let got = shown_once(s, ws, &want, &nats);
         // Each event says its host, and so does each run.
         let hosts: BTreeSet<&str> = got.iter().filter_map(|e| e["host"].as_str()).collect();
         assert_eq!(hosts, BTreeSet::from(["etl-01", "etl-02"]));
@@ -154,58 +225,17 @@ fn two_forwards_of_the_same_backlog_at_once_both_succeed_and_send_each_event_onc
     let a = host(&nats, "etl-01", 1, "");
     let s = Server::start(&dash);
     let ws = crate::support::keep_reading(s.ws("/ws/events"));
-    // Runs the host made while nothing forwarded them: those of a folder without `[cluster]`,
-    // their files moved into the host's events folder.
-    let plain = Project::with_config(
-        "\n[[stages]]\nname = \"emit\"\nrun = '''i=0; while [ $i -lt 3000 ]; do i=$((i+1)); echo line $i; done'''\n",
-    );
-    for _ in 0..3 {
-        assert!(plain.run(&["run", "--quiet"]).status.success());
-    }
-    std::fs::create_dir_all(a.events_dir()).unwrap();
-    for f in plain.journals() {
-        std::fs::rename(&f, a.events_dir().join(f.file_name().unwrap())).unwrap();
-    }
+    backlog(&a, 3, 3000);
     // Both send the same events at the same time (as a run's forwarder handed over at its end
     // and a `forward` started by hand do): the stream may answer one of them "duplicate
-    // message id is in process" for an event the other is storing at that moment.
+    // message id is in process" for an event the other is storing at that moment. That one
+    // waits for the other's store: the stream holds each line once.
     let forwards: Vec<_> = (0..2).map(|_| a.spawn(&["forward", "--quiet"])).collect();
-    for mut f in forwards {
-        let status = crate::support::wait_child(&mut f, Duration::from_secs(60));
-        let mut err = String::new();
-        if let Some(mut e) = f.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut e, &mut err);
-        }
-        assert!(status.success(), "{err}");
-    }
+    forwards.into_iter().for_each(succeeds);
     let want = run_files(&[&a]);
     assert_eq!(want.len(), 3);
-    let got = read_all(&s, ws, &want, &nats);
-    let (runs, repeated) = by_run(&got);
-    assert!(repeated.is_empty(), "shown twice: {repeated:?}");
-    for (id, n) in &want {
-        assert_eq!(runs[id], (0..*n).collect(), "run {id}");
-    }
-    // And the stream holds each line once: a line the other was storing at that moment is
-    // waited for, not sent again.
-    let mut stored: BTreeMap<(String, u64), u32> = BTreeMap::new();
-    for (_, _, _, body) in nats.messages(pipewatch::cluster::STREAM, "pipewatch.events.>") {
-        let v: Value = serde_json::from_str(&body).expect("a JSON payload");
-        let line = (
-            v["run_id"].as_str().unwrap_or_default().to_owned(),
-            v["seq"].as_u64().unwrap_or(u64::MAX),
-        );
-        *stored.entry(line).or_default() += 1;
-    }
-    let twice: Vec<_> = stored.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(
-        twice.is_empty(),
-        "{} of {} lines stored more than once, e.g. {:?}",
-        twice.len(),
-        stored.len(),
-        twice.first()
-    );
-    assert_eq!(stored.len() as u64, want.values().sum::<u64>());
+    shown_once(&s, ws, &want, &nats);
+    stored_once(&nats, &want);
 }
 
 #[test]
@@ -216,12 +246,7 @@ fn the_stream_leader_killed_mid_run_loses_and_repeats_nothing() {
     let dash = host(&nats, "dash-a", 1, "");
     let a = host(&nats, "etl-01", 1500, "[ $((i % 100)) = 0 ] && sleep 0.1;");
     // The stream exists before the run, so that it has a leader to kill.
-    let s = Server::start(&dash);
-    wait_until(
-        Duration::from_secs(30),
-        "the events stream's leader",
-        || nats.stream_leader(pipewatch::cluster::STREAM).is_some(),
-    );
+    let s = dashboard_with_stream(&nats, &dash);
     // Read all along, as a browser does (`support::keep_reading`).
     let ws = crate::support::keep_reading(s.ws("/ws/events"));
     let mut run = a.spawn(&["run", "--quiet"]);
@@ -240,27 +265,9 @@ fn the_stream_leader_killed_mid_run_loses_and_repeats_nothing() {
     let o = a.run(&["forward"]);
     assert!(o.status.success(), "{}", crate::support::stderr(&o));
     let want = run_files(&[&a]);
-    let got = read_all(&s, ws, &want, &nats);
-    let (runs, repeated) = by_run(&got);
-    assert!(repeated.is_empty(), "shown twice: {repeated:?}");
-    for (id, n) in &want {
-        assert_eq!(runs[id], (0..*n).collect(), "run {id}");
-    }
-    // And the stream holds each event of the run once. (Only the run's: the dashboard's own
-    // host runs its pipeline on its schedule, every quarter of an hour, and the test may be
-    // running when one comes.)
-    let msgs: Vec<_> = nats
-        .messages(pipewatch::cluster::STREAM, "pipewatch.events.>")
-        .into_iter()
-        .filter(|m| {
-            m.1.rsplit('.')
-                .next()
-                .is_some_and(|id| want.contains_key(id))
-        })
-        .collect();
-    let ids: BTreeSet<&str> = msgs.iter().map(|m| m.2.as_str()).collect();
-    assert_eq!(ids.len(), msgs.len(), "a Nats-Msg-Id stored twice");
-    assert_eq!(msgs.len() as u64, want.values().sum::<u64>());
+    shown_once(&s, ws, &want, &nats);
+    // And the stream holds each event of the run once.
+    stored_once(&nats, &want);
 }
 
 /// A dashboard offers a retry of another host's failed run: it runs here, reusing the stages
@@ -324,37 +331,16 @@ fn forward_started_while_the_engine_has_lost_its_quorum_waits_for_it() {
     };
     let dash = host(&nats, "dash-a", 1, "");
     let a = host(&nats, "etl-01", 1, "");
-    let s = Server::start(&dash);
-    wait_until(
-        Duration::from_secs(30),
-        "the events stream's leader",
-        || nats.stream_leader(pipewatch::cluster::STREAM).is_some(),
-    );
+    let s = dashboard_with_stream(&nats, &dash);
     let ws = crate::support::keep_reading(s.ws("/ws/events"));
-    let plain = Project::with_config(
-        "\n[[stages]]\nname = \"emit\"\nrun = '''i=0; while [ $i -lt 500 ]; do i=$((i+1)); echo line $i; done'''\n",
-    );
-    assert!(plain.run(&["run", "--quiet"]).status.success());
-    std::fs::create_dir_all(a.events_dir()).unwrap();
-    for f in plain.journals() {
-        std::fs::rename(&f, a.events_dir().join(f.file_name().unwrap())).unwrap();
-    }
+    backlog(&a, 1, 500);
     nats.kill(1);
     nats.kill(2);
-    let mut forward = a.spawn(&["forward", "--quiet"]);
+    let forward = a.spawn(&["forward", "--quiet"]);
     std::thread::sleep(Duration::from_secs(8));
     nats.restart_all();
-    let status = crate::support::wait_child(&mut forward, Duration::from_secs(60));
-    let mut err = String::new();
-    if let Some(mut e) = forward.stderr.take() {
-        let _ = std::io::Read::read_to_string(&mut e, &mut err);
-    }
-    assert!(status.success(), "{err}");
+    succeeds(forward);
     let want = run_files(&[&a]);
-    let got = read_all(&s, ws, &want, &nats);
-    let (runs, repeated) = by_run(&got);
-    assert!(repeated.is_empty(), "shown twice: {repeated:?}");
-    for (id, n) in &want {
-        assert_eq!(runs[id], (0..*n).collect(), "run {id}");
-    }
+    shown_once(&s, ws, &want, &nats);
+    stored_once(&nats, &want);
 }
