@@ -453,10 +453,10 @@ impl Forwarder {
 
     /// [`Forwarder::drain`] until a pass succeeds, for `pipewatch forward`: a pass the stream
     /// refused an event in (or its last event) is made again after a pause, for up to
-    /// 15 s (`RETRY_FOR`). What refuses is passing: a stream electing a new leader, or another
-    /// forwarder of the same file (a run's, handed over at its end) storing the same event at
-    /// that moment, which JetStream answers with "duplicate message id is in process". Each
-    /// pass resumes from what was acknowledged. An engine that cannot be reached fails at once.
+    /// 15 s (`RETRY_FOR`). What refuses is passing: a stream electing a new leader, an engine
+    /// that lost its quorum for a few seconds ("temporarily unavailable"), another forwarder's
+    /// store of the same event still in process past [`IN_PROCESS_WAIT`]. Each pass resumes
+    /// from what was acknowledged. An engine that cannot be reached fails at once.
     pub async fn drain_patiently(&mut self) -> Result<(), ForwardError> {
         let started = Instant::now();
         let mut backoff = Backoff::default();

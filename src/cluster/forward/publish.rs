@@ -148,7 +148,7 @@ impl Forwarder {
                         // it may be stored before it. As for a lost line, the pass is made
                         // again, what got through past it plain.
                         self.totals.published += 1;
-                        self.stored_after(state, in_flight, seq).await;
+                        self.resend_later_lines(state, in_flight, seq).await;
                         return Err(publish_error(
                             state,
                             seq,
@@ -162,7 +162,7 @@ impl Forwarder {
                         }
                     }
                     Err(e) => {
-                        self.stored_after(state, in_flight, seq).await;
+                        self.resend_later_lines(state, in_flight, seq).await;
                         return Err(publish_error(state, seq, &e));
                     }
                 }
@@ -177,7 +177,7 @@ impl Forwarder {
     /// the same (the engine was back by then): they must go again after it, without their id,
     /// which the duplicate window would refuse. Waits for every ack in flight: the pass ends
     /// here, and is made again from what was acknowledged.
-    async fn stored_after(
+    async fn resend_later_lines(
         &self,
         state: &mut FileState,
         in_flight: &mut VecDeque<InFlight>,
